@@ -1,0 +1,39 @@
+# Mimamori bulb: the user's entry points. Every target sets itself up from the package registries.
+PY      := .venv/bin/python
+VENV    := .venv/.setup-done
+STUBS   := .venv/stubs/.done
+PORT    ?=
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup test test-fast demo bench server image flash provision lint clean
+
+setup: $(VENV) $(STUBS)
+
+$(VENV): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# ESP32 type stubs live apart from the host's site-packages, so they never shadow CPython modules.
+$(STUBS): $(VENV)
+	$(PY) -m pip install --quiet --target .venv/stubs 'micropython-esp32-stubs>=1.24,<2'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q $(ARGS)
+
+demo: setup
+	$(PY) -m sim.demo $(if $(KEEP),--keep) $(if $(DAYS),--days $(DAYS)) $(if $(HOMES),--homes $(HOMES))
+
+bench: setup
+	$(PY) -m bench.run
+
+server: setup
+	$(PY) -m sim.server $(ARGS)
+
+lint: setup
+	$(PY) -m ruff check firmware sim tests bench tools
+
+clean:
+	rm -rf var build bench/latest.json tests/artifacts

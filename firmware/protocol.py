@@ -1,0 +1,73 @@
+# The upload protocol: one definition, used by the bulb (MicroPython) and the server (CPython).
+# A batch is a 20-byte header followed by journal records exactly as they are in flash.
+# It must never accept a request it cannot authenticate; see docs/protocol.md.
+#
+#  off  size  field
+#    0   u8   version   VERSION
+#    1   u8   flags     0
+#    2   u16  count     number of records that follow
+#    4   u32  epoch     journal identity (random, chosen when the journal is formatted)
+#    8   u32  from_seq  records before this one that the server lacks are gone (overwritten)
+#   12   u32  boot      the bulb's boot number when it sent the batch      } replay counter:
+#   16   u32  req       request number within that boot, from 1           } strictly increasing
+#   20   ...  records   count * record.SIZE bytes
+#
+# Authorization: Mimamori <device>:<hex HMAC-SHA256(key, METHOD SP PATH LF device LF body)>
+import hashlib
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+VERSION = const(1)
+HEADER_SIZE = const(20)
+_HEADER = "<BBHIIII"
+PATH = "/v1/batches"
+MAX_RECORDS = const(200)  # per batch; the server refuses larger bodies with 413
+_BLOCK = const(64)
+
+
+def pack_header(buf, count, epoch, from_seq, boot, req):
+    struct.pack_into(_HEADER, buf, 0, VERSION, 0, count, epoch, from_seq, boot, req)
+
+
+def unpack_header(buf):
+    """(version, flags, count, epoch, from_seq, boot, req)."""
+    return struct.unpack_from(_HEADER, buf, 0)
+
+
+def _hmac_key(key):
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    return key + bytes(_BLOCK - len(key))
+
+
+def sign(key, method, path, device, body):
+    """HMAC-SHA256 (RFC 2104) of the request, as lowercase hex. key: bytes."""
+    k = _hmac_key(key)
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+    inner.update(method.encode() if isinstance(method, str) else method)
+    inner.update(b" ")
+    inner.update(path.encode() if isinstance(path, str) else path)
+    inner.update(b"\n")
+    inner.update(device.encode() if isinstance(device, str) else device)
+    inner.update(b"\n")
+    inner.update(body)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
+    outer.update(inner.digest())
+    return _hex(outer.digest())
+
+
+def _hex(b):
+    import binascii
+
+    return binascii.hexlify(b).decode()
+
+
+def authorization(device, signature):
+    return "Mimamori " + device + ":" + signature
