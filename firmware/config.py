@@ -1,0 +1,215 @@
+# Settings: one schema table, three layers. Defaults come from config.json beside the firmware,
+# overlaid by site.json (written at provisioning), overlaid by server.json (settings the server
+# pushed, written through save_server()). Every value is checked against SCHEMA.
+# It must never stop the light or raise on bad input: a missing, corrupt or out-of-range value
+# falls back to its default with a printed message naming the key, the bad value and the
+# default, and a fault (record.F_CONFIG, aux = the key's index in SCHEMA; or
+# record.F_CONFIG_FILE, aux = the file's index in FILES) the journal records later.
+import json
+import os
+
+from micropython import const
+from record import F_CONFIG, F_CONFIG_FILE
+
+FILES = ("config.json", "site.json", "server.json")  # F_CONFIG_FILE aux: index here
+UNKNOWN = const(-1)  # F_CONFIG aux for a key the schema does not know
+
+_NUM = const(0)  # a number lo..hi
+_INT = const(1)  # a whole number lo..hi
+_PIN = const(2)  # a GPIO number lo..hi, or null when the default is null
+_ONE_OF = const(3)  # one of the texts in lo
+_TEXT = const(4)  # a text of lo..hi characters
+_HEX = const(5)  # hex digits, lo..hi of them (0: not provisioned yet)
+_URL = const(6)  # an http:// or https:// URL, or "" when not provisioned
+_FILE = const(7)  # a file name, or null
+
+_SERVER = const(1)  # the server may set it (server.json)
+_SECRET = const(2)  # never printed
+
+# Add new settings at the end: a fault's aux is the index of its key here.
+# fmt: off
+SCHEMA = (
+    # key               kind     lo      hi      unit       default                 flags
+    ("brightness",      _NUM,    0.05,   1.0,    "",        1.0,                    _SERVER),
+    ("gamma",           _NUM,    1.0,    4.0,    "",        2.8,                    _SERVER),
+    ("fade_ms",         _INT,    0,      10000,  " of ms",  800,                    _SERVER),
+    ("pwm_freq",        _INT,    2000,   40000,  " of Hz",  20000,                  0),
+    ("lamp_pin",        _PIN,    0,      48,     "",        4,                      0),
+    ("mains_sense_pin", _PIN,    0,      48,     "",        None,                   0),
+    ("wdt_ms",          _INT,    2000,   60000,  " of ms",  10000,                  0),
+    ("safe_mode_after", _INT,    1,      20,     " of boots", 3,                    0),
+    ("stable_s",        _INT,    10,     86400,  " of seconds", 300,                0),
+    ("safe_mode_s",     _INT,    60,     86400,  " of seconds", 3600,               0),
+    ("heartbeat_s",     _INT,    60,     86400,  " of seconds", 900,                _SERVER),
+    ("transport",       _ONE_OF, ("wifi", "lte", "wifi,lte", "lte,wifi"), 0, "", "wifi", _SERVER),
+    ("server",          _URL,    0,      200,    "",        "",                     0),
+    ("device_id",       _TEXT,   0,      32,     "",        "",                     0),
+    ("device_key",      _HEX,    0,      128,    "",        "",                     _SECRET),
+    ("wifi_ssid",       _TEXT,   0,      32,     "",        "",                     0),
+    ("wifi_password",   _TEXT,   0,      64,     "",        "",                     _SECRET),
+    ("apn",             _TEXT,   0,      64,     "",        "",                     0),
+    ("ca_cert",         _FILE,   1,      64,     "",        None,                   0),
+    ("uart_tx",         _PIN,    0,      48,     "",        17,                     0),
+    ("uart_rx",         _PIN,    0,      48,     "",        16,                     0),
+    ("uart_baud",       _INT,    9600,   921600, " of bits/s", 115200,              0),
+)
+# fmt: on
+
+
+def _find(key):
+    for i in range(len(SCHEMA)):
+        if SCHEMA[i][0] == key:
+            return i
+    return UNKNOWN
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ok(row, v):
+    _, kind, lo, hi, _, default, _ = row
+    if kind == _NUM:
+        return _number(v) and lo <= v <= hi
+    if kind == _INT or kind == _PIN:
+        if v is None:
+            return kind == _PIN and default is None
+        return _number(v) and v == int(v) and lo <= v <= hi
+    if kind == _ONE_OF:
+        return v in lo
+    if v is None:
+        return kind == _FILE
+    if not isinstance(v, str) or not lo <= len(v) <= hi:
+        return False
+    if kind == _HEX:
+        return len(v) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in v)
+    if kind == _URL:
+        return v == "" or v.startswith("http://") or v.startswith("https://")
+    return True
+
+
+def _wanted(row):
+    _, kind, lo, hi, unit, default, _ = row
+    if kind == _NUM:
+        return "a number%s %s..%s" % (unit, lo, hi)
+    if kind == _INT:
+        return "a whole number%s %d..%d" % (unit, lo, hi)
+    if kind == _PIN:
+        return "a GPIO number %d..%d%s" % (lo, hi, " or null" if default is None else "")
+    if kind == _ONE_OF:
+        return "one of " + ", ".join(['"%s"' % c for c in lo])
+    if kind == _HEX:
+        return "an even count of hex digits, at most %d" % hi
+    if kind == _URL:
+        return "an http:// or https:// URL"
+    if kind == _FILE:
+        return "a file name or null"
+    return "a text of at most %d characters" % hi
+
+
+def _shown(row, v):
+    if row[6] & _SECRET:
+        return "a hidden value"
+    return json.dumps(v)
+
+
+def check(key, value):
+    """The value when the schema accepts it for key; else ValueError with the message."""
+    i = _find(key)
+    if i == UNKNOWN:
+        raise ValueError(
+            "config: unknown setting '%s' (got %s); ignored" % (key, json.dumps(value))
+        )
+    row = SCHEMA[i]
+    if not _ok(row, value):
+        raise ValueError(
+            "config: '%s' must be %s (got %s); using the default %s"
+            % (key, _wanted(row), _shown(row, value), json.dumps(row[5]))
+        )
+    if row[1] == _NUM:
+        return float(value)
+    if row[1] == _INT or (row[1] == _PIN and value is not None):
+        return int(value)
+    return value
+
+
+def defaults():
+    return {row[0]: row[5] for row in SCHEMA}
+
+
+def _path(name):
+    if name != FILES[0]:
+        return name  # site and server files live at the filesystem root (the cwd)
+    here = globals().get("__file__", "")
+    return here[: here.rfind("/") + 1] + name
+
+
+def _read(n, faults):
+    """The settings in FILES[n] as a dict; None (+ a fault) when unreadable; {} when absent."""
+    try:
+        with open(_path(FILES[n])) as f:
+            got = json.load(f)
+        if not isinstance(got, dict):
+            raise ValueError("not a JSON object")
+        return got
+    except OSError:
+        if n == 0:  # the defaults file ships with the firmware: missing is a fault
+            print("config: %s is missing; using the built-in defaults" % FILES[n])
+            faults.append((F_CONFIG_FILE, n))
+        return {}
+    except ValueError as e:
+        print("config: %s is not valid JSON (%s); its settings are ignored" % (FILES[n], e))
+        faults.append((F_CONFIG_FILE, n))
+        return None
+
+
+def _overlay(cfg, got, faults):
+    for key in got:
+        try:
+            cfg[key] = check(key, got[key])
+        except ValueError as e:
+            print(e)
+            faults.append((F_CONFIG, _find(key)))
+
+
+def load():
+    """(cfg, faults): every SCHEMA key with a valid value, and what was wrong on the way."""
+    faults = []
+    cfg = defaults()
+    base = _read(0, faults)
+    if base:
+        for row in SCHEMA:
+            if row[0] not in base:
+                print(
+                    "config: '%s' is missing from %s; using the default %s"
+                    % (row[0], FILES[0], json.dumps(row[5]))
+                )
+                faults.append((F_CONFIG, _find(row[0])))
+    for n, got in enumerate((base, _read(1, faults), _read(2, faults))):
+        if got:
+            _overlay(cfg, got, faults)
+    return cfg, faults
+
+
+def save_server(settings):
+    """Check and persist settings the server pushed. (applied, faults): what was accepted;
+    refused keys (not settable by the server, unknown or invalid) are left as they were."""
+    faults = []
+    applied = {}
+    for key in settings:
+        i = _find(key)
+        try:
+            if i != UNKNOWN and not SCHEMA[i][6] & _SERVER:
+                raise ValueError("config: the server may not set '%s'; ignored" % key)
+            applied[key] = check(key, settings[key])
+        except ValueError as e:
+            print(e)
+            faults.append((F_CONFIG, i))
+    if applied:
+        kept = _read(2, []) or {}
+        kept.update(applied)
+        tmp = FILES[2] + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(kept, f)
+        os.rename(tmp, FILES[2])  # atomic: a power cut leaves the old file or the new one
+    return applied, faults

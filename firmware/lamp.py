@@ -1,0 +1,142 @@
+# The lamp: PWM on the LED driver's dimming input, gamma-corrected levels, fades and the status
+# patterns an installer reads (setup mode, provisioning result, identify, signal quality).
+# It must never leave the room dark: the driver's input is pulled up, so the lamp is at full
+# before any code runs; the take-over writes full duty (never less), and every fade or pattern
+# ends with the lamp back at its level, even when it is cancelled or fails half-way.
+#
+# Levels are perceived brightness 0.0..1.0; duty = level ** gamma * 65535. `level` is the
+# configured maximum brightness: what the lamp shows whenever no pattern runs.
+import asyncio
+
+from machine import PWM, Pin
+from micropython import const
+
+PIN = const(4)  # the lamp pin of the reference bulb; config.json "lamp_pin" (same value)
+FREQ = const(20000)  # flicker-free and inaudible; config.json "pwm_freq"
+FULL = const(65535)
+_STEP_MS = const(20)  # fade update period: 50 steps a second look smooth
+_DIP = 0.15  # a blink dips to this fraction of the level (dim, never 0)
+
+
+def bars(dbm):
+    """Signal quality shown to an installer, 0..5, from an RSSI in dBm (Wi-Fi or LTE)."""
+    n = 0
+    for edge in (-95, -85, -75, -67, -60):
+        if dbm >= edge:
+            n += 1
+    return n
+
+
+class Lamp:
+    def __init__(self, pin=PIN, freq=FREQ):
+        # Take over at full: the level the pulled-up driver already shows. Passing duty_u16 to
+        # the constructor matters: PWM(pin) alone starts at a default duty (a visible dip).
+        self._pin = pin
+        self._freq = freq
+        self._pwm = PWM(Pin(pin), freq=freq, duty_u16=FULL)
+        self._duty = FULL
+        self._now = 1.0  # perceived level shown now
+        self.level = 1.0
+        self.gamma = 2.8
+        self.fade_ms = 800
+        self._lock = asyncio.Lock()
+
+    def duty_of(self, level):
+        if level <= 0:
+            return 0
+        if level >= 1:
+            return FULL
+        return max(1, int(level**self.gamma * FULL + 0.5))
+
+    def configure(self, cfg):
+        """Apply the settings that shape the light; the level is reached by the next fade."""
+        self.gamma = cfg["gamma"]
+        self.fade_ms = cfg["fade_ms"]
+        self.level = cfg["brightness"]
+        if cfg["lamp_pin"] != self._pin:
+            # Light the new pin at the current duty before releasing the old one.
+            old = self._pwm
+            self._pin = cfg["lamp_pin"]
+            self._pwm = PWM(Pin(self._pin), freq=self._freq, duty_u16=self._duty)
+            old.deinit()
+        if cfg["pwm_freq"] != self._freq:
+            self._freq = cfg["pwm_freq"]
+            self._pwm.freq(self._freq)
+            self._pwm.duty_u16(self._duty)
+
+    def _show(self, level):
+        self._now = level
+        duty = self.duty_of(level)
+        if duty != self._duty:
+            self._duty = duty
+            self._pwm.duty_u16(duty)
+
+    def show(self):
+        """Put the lamp at its level at once (after a failure: whatever ran is abandoned)."""
+        self._show(self.level)
+
+    def at_level(self):
+        return self._duty == self.duty_of(self.level)
+
+    async def _fade(self, level, ms):
+        start = self._now
+        n = max(1, ms // _STEP_MS)
+        try:
+            for i in range(1, n):
+                self._show(start + (level - start) * i / n)
+                await asyncio.sleep_ms(_STEP_MS)
+        finally:
+            self._show(level)
+
+    async def fade_to(self, level=None, ms=None):
+        """Fade to level (default: the configured level) and make it the lamp's level."""
+        if level is not None:
+            self.level = min(1.0, max(0.05, level))
+        async with self._lock:
+            await self._fade(self.level, self.fade_ms if ms is None else ms)
+
+    async def _blinks(self, n, on_ms, off_ms):
+        low = self.level * _DIP
+        for _ in range(n):
+            self._show(low)
+            await asyncio.sleep_ms(off_ms)
+            self._show(self.level)
+            await asyncio.sleep_ms(on_ms)
+
+    async def blink(self, n, on_ms=300, off_ms=300):
+        """n dips from the level; the lamp is back at its level afterwards, whatever happens."""
+        async with self._lock:
+            try:
+                await self._blinks(n, on_ms, off_ms)
+            finally:
+                self.show()
+
+    async def setup_mode(self):
+        """Breathe slowly until cancelled (the setup portal cancels it when it closes)."""
+        async with self._lock:
+            try:
+                while True:
+                    await self._fade(self.level * _DIP, 1000)
+                    await self._fade(self.level, 1000)
+            finally:
+                self.show()
+
+    async def result(self, ok):
+        """Provisioning result: two slow dips when it worked, six fast ones when it failed."""
+        if ok:
+            await self.blink(2, 600, 600)
+        else:
+            await self.blink(6, 120, 120)
+
+    async def identify(self):
+        """Which bulb is this? Ten quick dips."""
+        await self.blink(10, 150, 150)
+
+    async def signal(self, dbm):
+        """Signal quality as 0..5 dips after a pause; no signal at all is one long dip."""
+        await asyncio.sleep_ms(1000)
+        n = bars(dbm)
+        if n:
+            await self.blink(n, 400, 400)
+        else:
+            await self.blink(1, 0, 2000)

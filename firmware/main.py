@@ -1,0 +1,152 @@
+# main.py: the wiring, in this order: light, boot history, settings, watchdog, journal, talk.
+# The lamp is taken over before anything that can fail or wait is even imported. It must never
+# leave the room dark: an exception in any later step puts the lamp at its level and then
+#  - in a normal boot: counts the boot as failed (RTC memory) and resets, to try again;
+#  - in safe mode (safe_mode_after failed boots in a row), or when the boot history itself is
+#    broken: stays lit, feeding the watchdog, until the power goes or safe_mode_s have passed.
+# A hung bulb stops feeding the watchdog (fed only by the running event loop) and is reset.
+# Safe mode runs the lamp and the journal, never the radio. It ends with a power cut (the wall
+# switch clears RTC memory) or, after safe_mode_s of stable running, with one normal retry.
+# See docs/firmware.md.
+import lamp
+
+light = lamp.Lamp()  # full duty, as the pulled-up driver already shows: no dip
+
+import asyncio
+import sys
+import time
+
+import machine
+from micropython import const
+from record import F_CRASH, F_SAFE_MODE, F_WATCHDOG
+
+# Boot steps: F_CRASH aux and safemode crash_step say which one failed.
+S_LAMP = const(0)
+S_BOOTS = const(1)
+S_CONFIG = const(2)
+S_JOURNAL = const(3)
+S_UPLINK = const(4)
+S_RUN = const(5)
+_AFTER = const(3)  # safe_mode_after until the settings are read
+_IDLE_MS = const(1000)
+
+step = S_LAMP
+boots = None  # safemode.Boots
+cfg = None  # the settings (config.load())
+wdt = None  # machine.WDT, started once the settings give its timeout
+faults = []  # (record.F_*, aux) found before the journal could record them
+journal = None  # set by the journal step (issue 3)
+
+
+def feed():
+    """Feed the watchdog; long synchronous work (a flash scan) calls it between chunks."""
+    if wdt:
+        wdt.feed()
+
+
+def _history():
+    global boots
+    import safemode
+
+    boots = safemode.Boots(_AFTER)
+    if boots.cause == machine.WDT_RESET:
+        faults.append((F_WATCHDOG, 0))
+    if boots.crash_step is not None:
+        faults.append((F_CRASH, boots.crash_step))
+
+
+def _settings():
+    global cfg, wdt
+    import config
+
+    cfg, got = config.load()
+    faults.extend(got)
+    light.configure(cfg)
+    boots.after = cfg["safe_mode_after"]
+    if boots.safe:
+        print("main: %d failed boots in a row: safe mode (light and journal only)" % boots.failed)
+        faults.append((F_SAFE_MODE, boots.failed))
+    wdt = machine.WDT(timeout=cfg["wdt_ms"])
+
+
+async def _guard(at, coro):
+    """Run a task; an exception in it is a crash of step `at`."""
+    global step
+    try:
+        await coro
+    except Exception as e:
+        step = at
+        _crash(e)
+
+
+async def _watch():
+    """Feed the watchdog while the event loop runs; end a failure streak or a safe mode."""
+    start = time.ticks_ms()
+    stable = False
+    while True:
+        wdt.feed()
+        up = time.ticks_diff(time.ticks_ms(), start)
+        if boots.safe and up >= cfg["safe_mode_s"] * 1000:
+            print("main: safe mode ran %d s: retrying a normal boot" % cfg["safe_mode_s"])
+            boots.retry()
+        if not stable and not boots.safe and up >= cfg["stable_s"] * 1000:
+            stable = True
+            boots.stable()
+        await asyncio.sleep_ms(cfg["wdt_ms"] // 4)
+
+
+async def _run():
+    global step, journal
+    tasks = [asyncio.create_task(_guard(S_RUN, light.fade_to()))]
+    await asyncio.sleep_ms(0)  # the fade starts before the journal scans flash
+    step = S_JOURNAL
+    # issue 3: from journal import Journal; journal = Journal(...); record the power-on
+    # (boots.cause), then every entry of `faults`;
+    # append its own tasks (alive marks) to `tasks` wrapped in _guard(S_RUN, ...).
+    if not boots.safe:
+        step = S_UPLINK
+        import uplink
+
+        link = uplink.Uplink(cfg, journal, light)
+        tasks.append(asyncio.create_task(_guard(S_RUN, link.run())))
+    step = S_RUN
+    await _watch()
+
+
+def _idle():
+    """Stay lit and keep the watchdog fed until the power goes (or it is time to retry)."""
+    start = time.ticks_ms()
+    while True:
+        feed()
+        if boots and cfg and time.ticks_diff(time.ticks_ms(), start) >= cfg["safe_mode_s"] * 1000:
+            boots.retry()
+        time.sleep_ms(_IDLE_MS)
+
+
+def _crash(e):
+    print("main: step %d failed; the lamp stays lit" % step)
+    sys.print_exception(e)
+    try:
+        light.show()
+    except Exception as e2:
+        sys.print_exception(e2)
+    if boots and not boots.safe:
+        boots.crashed(step)
+        machine.reset()
+    _idle()
+
+
+def main():
+    global step
+    step = S_BOOTS
+    _history()
+    step = S_CONFIG
+    _settings()
+    step = S_RUN
+    asyncio.run(_run())
+
+
+try:
+    main()
+except Exception as exc:
+    _crash(exc)
