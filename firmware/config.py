@@ -174,7 +174,7 @@ def _overlay(cfg, got, faults):
 
 def load():
     """(cfg, faults): every SCHEMA key with a valid value, and what was wrong on the way."""
-    faults = []
+    faults = []  # type: list
     cfg = defaults()
     base = _read(0, faults)
     if base:
@@ -194,7 +194,7 @@ def load():
 def save_server(settings):
     """Check and persist settings the server pushed. (applied, faults): what was accepted;
     refused keys (not settable by the server, unknown or invalid) are left as they were."""
-    faults = []
+    faults = []  # type: list
     applied = {}
     for key in settings:
         i = _find(key)

@@ -34,7 +34,7 @@ step = S_LAMP
 boots = None  # safemode.Boots
 cfg = None  # the settings (config.load())
 wdt = None  # machine.WDT, started once the settings give its timeout
-faults = []  # (record.F_*, aux) found before the journal could record them
+faults = []  # type: list  # (record.F_*, aux) found before the journal could record them
 journal = None  # set by the journal step (issue 3)
 
 
@@ -45,28 +45,27 @@ def feed():
 
 
 def _history():
-    global boots
     import safemode
 
-    boots = safemode.Boots(_AFTER)
-    if boots.cause == machine.WDT_RESET:
+    b = safemode.Boots(_AFTER)
+    if b.cause == machine.WDT_RESET:
         faults.append((F_WATCHDOG, 0))
-    if boots.crash_step is not None:
-        faults.append((F_CRASH, boots.crash_step))
+    if b.crash_step is not None:
+        faults.append((F_CRASH, b.crash_step))
+    return b
 
 
-def _settings():
-    global cfg, wdt
+def _settings(b):
     import config
 
-    cfg, got = config.load()
+    c, got = config.load()
     faults.extend(got)
-    light.configure(cfg)
-    boots.after = cfg["safe_mode_after"]
-    if boots.safe:
-        print("main: %d failed boots in a row: safe mode (light and journal only)" % boots.failed)
-        faults.append((F_SAFE_MODE, boots.failed))
-    wdt = machine.WDT(timeout=cfg["wdt_ms"])
+    light.configure(c)
+    b.after = c["safe_mode_after"]
+    if b.safe:
+        print("main: %d failed boots in a row: safe mode (light and journal only)" % b.failed)
+        faults.append((F_SAFE_MODE, b.failed))
+    return c
 
 
 async def _guard(at, coro):
@@ -79,38 +78,38 @@ async def _guard(at, coro):
         _crash(e)
 
 
-async def _watch():
+async def _watch(b, c, dog):
     """Feed the watchdog while the event loop runs; end a failure streak or a safe mode."""
     start = time.ticks_ms()
     stable = False
     while True:
-        wdt.feed()
+        dog.feed()
         up = time.ticks_diff(time.ticks_ms(), start)
-        if boots.safe and up >= cfg["safe_mode_s"] * 1000:
-            print("main: safe mode ran %d s: retrying a normal boot" % cfg["safe_mode_s"])
-            boots.retry()
-        if not stable and not boots.safe and up >= cfg["stable_s"] * 1000:
+        if b.safe and up >= c["safe_mode_s"] * 1000:
+            print("main: safe mode ran %d s: retrying a normal boot" % c["safe_mode_s"])
+            b.retry()
+        if not stable and not b.safe and up >= c["stable_s"] * 1000:
             stable = True
-            boots.stable()
-        await asyncio.sleep_ms(cfg["wdt_ms"] // 4)
+            b.stable()
+        await asyncio.sleep_ms(c["wdt_ms"] // 4)
 
 
-async def _run():
-    global step, journal
+async def _run(b, c, dog):
+    global step
     tasks = [asyncio.create_task(_guard(S_RUN, light.fade_to()))]
     await asyncio.sleep_ms(0)  # the fade starts before the journal scans flash
     step = S_JOURNAL
-    # issue 3: from journal import Journal; journal = Journal(...); record the power-on
-    # (boots.cause), then every entry of `faults`;
-    # append its own tasks (alive marks) to `tasks` wrapped in _guard(S_RUN, ...).
-    if not boots.safe:
+    # issue 3: from journal import Journal; journal = Journal(...) (global); record the
+    # power-on (b.cause), then every entry of `faults`; append its own tasks (alive marks)
+    # to `tasks`, each wrapped in _guard(S_RUN, ...).
+    if not b.safe:
         step = S_UPLINK
         import uplink
 
-        link = uplink.Uplink(cfg, journal, light)
+        link = uplink.Uplink(c, journal, light)
         tasks.append(asyncio.create_task(_guard(S_RUN, link.run())))
     step = S_RUN
-    await _watch()
+    await _watch(b, c, dog)
 
 
 def _idle():
@@ -137,13 +136,14 @@ def _crash(e):
 
 
 def main():
-    global step
+    global step, boots, cfg, wdt
     step = S_BOOTS
-    _history()
+    boots = b = _history()
     step = S_CONFIG
-    _settings()
+    cfg = c = _settings(b)
+    wdt = dog = machine.WDT(timeout=c["wdt_ms"])
     step = S_RUN
-    asyncio.run(_run())
+    asyncio.run(_run(b, c, dog))
 
 
 try:
