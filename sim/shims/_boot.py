@@ -1,0 +1,47 @@
+# The simulated bulb's power-on (docs/simulation.md): what the ESP32 does before and around
+# main.py. Traces the power-on and the lamp at full (the LED driver's pull-up), then runs the
+# firmware's boot.py and main.py as __main__. When main.py ends, the bulb sits at the REPL
+# as a real one would: lit as it was, until the watchdog, stop_at_ms or the runner ends it.
+# It must never run firmware code before the power-on and the lamp's t=0 level are traced.
+import sys
+import _sim
+
+_sim.trace("power_on", cause=_sim.cause, n=_sim.boot_n)
+if _sim.cfg.get("lamp_pin") is not None:
+    _sim.trace("lamp", pin=_sim.cfg["lamp_pin"], duty=65535, freq=0)
+if _sim.mode != "real":
+    import _asyncio_py
+
+    sys.modules["_asyncio"] = _asyncio_py  # asyncio timers on the bulb clock
+    del _asyncio_py
+
+
+def _run(path):
+    try:
+        f = open(path)
+    except OSError:
+        return False
+    code = compile(f.read(), path, "exec")  # the source is freed before the firmware runs
+    f.close()
+    exec(code, {"__name__": "__main__", "__file__": path})
+    return True
+
+
+_fw = _sim.cfg.get("firmware", ".")
+_end = 0
+try:
+    _run(_fw + "/boot.py")
+    if _run(_sim.cfg.get("main") or _fw + "/main.py"):
+        _sim.trace("exit", how="return")
+    else:
+        _sim.trace("exit", how="no main.py")
+except SystemExit as e:
+    _end = e.value if isinstance(e.value, int) else 1
+    _sim.trace("exit", how="sys.exit", code=_end)
+except BaseException as e:  # noqa: B036 - the ESP32 prints it and drops to the REPL
+    sys.print_exception(e)
+    _sim.trace("exit", how="exception", msg=repr(e))
+    _end = 1
+if _sim.cfg.get("exit_at_end"):  # unit-test snippets: end the process, with a status
+    sys.exit(_end)
+_sim.wait(-1)  # the REPL: nothing runs, the lamp stays as it was

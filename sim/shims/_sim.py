@@ -1,0 +1,284 @@
+# Shared core of the hardware shims (runs inside MicroPython): sim.json, the one bulb clock,
+# the trace, waits, the host control channel, pins, the watchdog and power/reset.
+# See docs/simulation.md. It must never keep big buffers (it shares the 96wK heap with the
+# firmware) and never write a trace line in more than one write() call.
+import sys
+import json
+import os
+
+_p = sys.path[:]
+sys.path[:] = []
+try:
+    import time as _rt  # the built-in clock
+    import select as _rs  # the built-in poll
+finally:
+    sys.path[:] = _p
+del _p
+
+_PERIOD = 1 << 30  # ticks period, as on the ESP32 port
+_POLLIN = 1
+
+cfg = json.load(open(os.getenv("MIMAMORI_SIM")))
+state_dir = cfg.get("state") or os.getenv("MIMAMORI_SIM").rsplit("/", 1)[0]
+cause = int(os.getenv("MIMAMORI_CAUSE") or 1)  # machine.reset_cause() of this boot
+boot_n = int(os.getenv("MIMAMORI_BOOT") or 1)  # power-on count
+_tcfg = cfg.get("time") or {}
+mode = _tcfg.get("mode", "virtual")
+factor = _tcfg.get("factor", 1) if mode == "scaled" else 1
+stop_at_ms = cfg.get("stop_at_ms")
+io_wait_ms = cfg.get("io_wait_ms", 500)  # virtual mode: real time a peer gets to answer
+_t0 = _rt.time_ns()
+_v_us = 0  # virtual clock, bulb us since power-on
+
+
+def _real_us():
+    return (_rt.time_ns() - _t0) // 1000
+
+
+def now_us():
+    """Bulb microseconds since power-on (not wrapped)."""
+    if mode == "virtual":
+        return _v_us
+    if mode == "scaled":
+        return int(_real_us() * factor)
+    return _real_us()
+
+
+def now_ms():
+    return now_us() // 1000
+
+
+def ticks_ms():
+    return now_us() // 1000 & (_PERIOD - 1)
+
+
+# --- trace ---------------------------------------------------------------------------------
+_tf = open(state_dir + "/trace.jsonl", "a")
+
+
+def trace(ev, **fields):
+    """Append one event to <state>/trace.jsonl, stamped with the bulb clock (ms)."""
+    fields["t"] = now_ms()
+    fields["ev"] = ev
+    _tf.write(json.dumps(fields) + "\n")  # one write(): a kill never tears more than one line
+
+
+# --- power and reset ---------------------------------------------------------------------------
+def _pid():
+    return int(open("/proc/self/stat").read().split(None, 1)[0])
+
+
+def power_cut():
+    """Hard kill of this process: nothing flushed, no finally runs (a SIGKILL, like the runner's)."""
+    os.system("kill -9 %d" % _pid())
+    while True:  # never reached: system() blocks until the kill lands
+        pass
+
+
+def reset(why):
+    """Reboot with reset_cause() == why (2 HARD_RESET, 3 WDT_RESET), keeping RTC memory."""
+    trace("reset", cause=why)
+    f = open(state_dir + "/rtc_s", "w")
+    f.write(str(rtc_base + now_ms() // 1000))
+    f.close()
+    f = open(state_dir + "/reset", "w")
+    f.write(str(why))
+    f.close()
+    power_cut()
+
+
+# RTC wall clock: seconds since 2000-01-01 at bulb time 0 (kept over resets, lost on power cut)
+rtc_base = 0
+if cause != 1:
+    try:
+        rtc_base = int(open(state_dir + "/rtc_s").read())
+    except (OSError, ValueError):
+        pass
+
+# --- pins (inputs driven by the host) ---------------------------------------------------------
+pins = {}  # pin id -> level of an input, as set by the host
+for _k, _v in (cfg.get("pins") or {}).items():
+    pins[int(_k)] = _v
+irqs = {}  # pin id -> (trigger mask, handler, Pin)
+
+
+def set_pin(pin, level):
+    old = pins.get(pin, 0)
+    pins[pin] = level
+    h = irqs.get(pin)
+    if h is None or old == level:
+        return False
+    want = 1 if level else 2  # Pin.IRQ_RISING = 1, Pin.IRQ_FALLING = 2 (ESP32 values)
+    if h[0] & want and h[1] is not None:
+        import micropython
+
+        micropython.schedule(h[1], h[2])
+        return True
+    return False
+
+
+# events scheduled at a bulb time: from sim.json "events" and control lines with "at_ms"
+_events = sorted(cfg.get("events") or [], key=lambda e: e["at_ms"])
+
+
+def _apply(msg):
+    """One control message: {"pin": P, "value": V} or {"at_ms": T, ...} to do it later."""
+    at = msg.get("at_ms")
+    if at is not None and at > now_ms():
+        _events.append(msg)
+        _events.sort(key=lambda e: e["at_ms"])
+        return False
+    if "pin" in msg:
+        return set_pin(int(msg["pin"]), msg["value"])
+    return False
+
+
+def _due():
+    fired = False
+    n = now_ms()
+    while _events and _events[0]["at_ms"] <= n:
+        fired = _apply(_events.pop(0)) or fired
+    return fired
+
+
+# the control channel: JSON lines from the runner on stdin
+_ctl = _rs.poll()
+_ctl_open = True
+try:
+    _ctl.register(sys.stdin, _POLLIN)
+except Exception:
+    _ctl_open = False
+
+
+def _read_control():
+    global _ctl_open
+    fired = False
+    while _ctl_open and _ctl.poll(0):
+        line = sys.stdin.readline()
+        if not line:
+            _ctl_open = False
+            _ctl.unregister(sys.stdin)
+            break
+        try:
+            fired = _apply(json.loads(line)) or fired
+        except ValueError:
+            pass
+    return fired
+
+
+# --- watchdog --------------------------------------------------------------------------------------
+wdt_timeout = 0  # ms; 0: no watchdog started
+wdt_fed_us = 0
+_wdt_fed_real = 0
+_beat_real = -1000000
+_wdt_min_real_us = cfg.get("wdt_min_real_ms", 1000 if mode == "scaled" else 0) * 1000
+
+
+def wdt_start(timeout):
+    global wdt_timeout
+    wdt_timeout = timeout
+    trace("wdt", op="start", timeout=timeout)
+    wdt_feed()
+
+
+def wdt_feed():
+    global wdt_fed_us, _wdt_fed_real
+    wdt_fed_us = now_us()
+    _wdt_fed_real = _real_us()
+    _beat(True)
+
+
+def _beat(force=False):
+    """Tell the runner the bulb is alive (<state>/alive: bulb ms, watchdog timeout ms)."""
+    global _beat_real
+    r = _real_us()
+    if force and r - _beat_real < 50000 or not force and r - _beat_real < 100000:
+        return
+    _beat_real = r
+    f = open(state_dir + "/alive", "w")
+    f.write("%d %d\n" % (now_ms(), wdt_timeout))
+    f.close()
+
+
+def _wdt_check():
+    if wdt_timeout and now_us() - wdt_fed_us >= wdt_timeout * 1000:
+        if _real_us() - _wdt_fed_real >= _wdt_min_real_us:
+            reset(3)
+
+
+# --- waiting ----------------------------------------------------------------------------------------
+def wait(ms, real=None, soft=None):
+    """Let `ms` of bulb time pass (ms < 0: forever), or less if something becomes ready.
+
+    real: a built-in poll object over real fds (sockets, UART) or None; soft: a function
+    returning a non-empty list when a shim-side object is ready. Returns what was ready
+    ([] on timeout or when a host event fired an interrupt)."""
+    global _v_us
+    end = None if ms < 0 else now_us() + int(ms * 1000)
+    while True:
+        if _read_control() or _due():
+            return []
+        n = now_us()
+        if stop_at_ms is not None and n >= stop_at_ms * 1000:
+            power_cut()
+        _wdt_check()
+        _beat()
+        if soft is not None:
+            got = soft()
+            if got:
+                return got
+        if end is not None and n >= end:
+            return []
+        lim = end
+        if stop_at_ms is not None and (lim is None or stop_at_ms * 1000 < lim):
+            lim = stop_at_ms * 1000
+        if _events and (lim is None or _events[0]["at_ms"] * 1000 < lim):
+            lim = max(n, _events[0]["at_ms"] * 1000)
+        if wdt_timeout:
+            w = wdt_fed_us + wdt_timeout * 1000
+            if lim is None or w < lim:
+                lim = max(n, w)
+        # how long to block in real time (us), in slices so control lines and beats get through
+        if mode == "virtual":
+            if real is None:
+                rt = 0 if lim is not None else 100000
+            else:
+                rt = io_wait_ms * 1000 if lim is None else min(io_wait_ms * 1000, lim - n)
+        else:
+            rt = 100000 if lim is None else min(100000, int((lim - n) / factor) + 1)
+        r0 = _real_us()
+        got = _block(real, rt) if rt > 0 or real is not None else None
+        if mode == "virtual":
+            spent = _real_us() - r0
+            if got:
+                _v_us += spent
+                return got
+            if lim is not None and (real is None or spent >= rt - 2000):
+                _v_us = max(_v_us + spent, lim)
+            else:
+                _v_us += spent
+        elif got:
+            return got
+
+
+def _block(real, us):
+    """Block up to `us` real microseconds on the real fds and the control channel."""
+    ms = us // 1000
+    if real is not None:
+        got = real.poll(ms)
+        if got:
+            n = len(got)
+            got = [g for g in got if g[0] is not sys.stdin]
+            if n != len(got) and not _ctl_open:
+                real.unregister(sys.stdin)  # the runner closed the control channel
+        if got or ms:
+            return got
+    elif _ctl_open and ms:
+        _ctl.poll(ms)
+        return None
+    elif ms:
+        _rt.sleep_ms(ms)
+        return None
+    if us > 0:
+        _rt.sleep_us(us)
+    return None

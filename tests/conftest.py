@@ -1,0 +1,51 @@
+"""Shared fixtures: simulated bulbs (sim/bulb.py) and MicroPython snippets with the shims.
+
+    def test_light_is_full_at_power_on(bulb):
+        b = bulb(site={...})                  # a Bulb in its own tmp dir; powered off at teardown
+        b.power_on(stop_at_s=5)
+        assert b.lamp_duties()[0] == (0, 65535)
+
+    def test_record_packs(mpy_run):
+        out = mpy_run("import record; print(record.SIZE)")   # runs in micropython, 96wK heap
+        assert out.strip() == "24"
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from sim.bulb import Bulb, run_snippet
+
+
+@pytest.fixture
+def bulb(tmp_path: Path) -> Any:
+    """Factory: bulb(**Bulb kwargs) -> Bulb, each in tmp_path/bulbN. All are powered off at
+    the end of the test."""
+    made: list[Bulb] = []
+    counter = itertools.count(1)
+
+    def make(**kw: Any) -> Bulb:
+        b = Bulb(tmp_path / f"bulb{next(counter)}", **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.power_off()
+
+
+@pytest.fixture
+def mpy_run(tmp_path: Path) -> Callable[..., str]:
+    """mpy_run(code, heap="96wK", **Bulb kwargs) -> stdout: run MicroPython code as a bulb's
+    main script (shims and firmware/ on the path, virtual time) until it ends. Raises
+    sim.bulb.MpyError with the output if the code raised."""
+    counter = itertools.count(1)
+
+    def run(code: str, **kw: Any) -> str:
+        return run_snippet(code, tmp_path / f"snippet{next(counter)}", **kw)
+
+    return run
