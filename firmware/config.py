@@ -1,6 +1,7 @@
-# Settings: one schema table, three layers. Defaults come from config.json beside the firmware,
-# overlaid by site.json (written at provisioning), overlaid by server.json (settings the server
-# pushed, written through save_server()). Every value is checked against SCHEMA.
+# Settings: one schema table, three layers, all files at the filesystem root (the cwd): the
+# defaults in config.json (flashed with the firmware), overlaid by site.json (written at
+# provisioning), overlaid by server.json (settings the server pushed, written through
+# save_server()). Every value is checked against SCHEMA.
 # It must never stop the light or raise on bad input: a missing, corrupt or out-of-range value
 # falls back to its default with a printed message naming the key, the bad value and the
 # default, and a fault (record.F_CONFIG, aux = the key's index in SCHEMA; or
@@ -137,17 +138,10 @@ def defaults():
     return {row[0]: row[5] for row in SCHEMA}
 
 
-def _path(name):
-    if name != FILES[0]:
-        return name  # site and server files live at the filesystem root (the cwd)
-    here = globals().get("__file__", "")
-    return here[: here.rfind("/") + 1] + name
-
-
 def _read(n, faults):
     """The settings in FILES[n] as a dict; None (+ a fault) when unreadable; {} when absent."""
     try:
-        with open(_path(FILES[n])) as f:
+        with open(FILES[n]) as f:
             got = json.load(f)
         if not isinstance(got, dict):
             raise ValueError("not a JSON object")

@@ -1,7 +1,8 @@
 """Settings: firmware/config.py run in MicroPython, layer by layer, each kind of bad input.
 
 The module is pure (files in, dict out), so these tests run it in the real interpreter without
-the hardware shims: the firmware directory on MICROPYPATH, a temporary bulb filesystem as cwd.
+the hardware shims: the firmware directory on MICROPYPATH, a temporary bulb filesystem as cwd
+holding config.json as flashing leaves it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ F_CONFIG, F_CONFIG_FILE = 1, 2  # record.py
 DEFAULTS = json.loads((FIRMWARE / "config.json").read_text())
 
 
-def mpy(code: str, fs: Path, firmware: Path = FIRMWARE) -> tuple[object, str]:
+def mpy(code: str, fs: Path) -> tuple[object, str]:
     """Run code in micropython (96wK heap) with cwd=fs; (the value it printed last, stdout)."""
-    env = dict(os.environ, MICROPYPATH=f"{firmware}:.frozen")
+    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
     run = subprocess.run(
         [str(MICROPYTHON), "-X", "heapsize=96wK", "-c", code],
         cwd=fs,
@@ -40,8 +41,8 @@ def mpy(code: str, fs: Path, firmware: Path = FIRMWARE) -> tuple[object, str]:
 LOAD = "import config, json\ncfg, faults = config.load()\nprint(json.dumps([cfg, faults]))"
 
 
-def load(fs: Path, firmware: Path = FIRMWARE) -> tuple[dict, list, str]:
-    (cfg, faults), out = mpy(LOAD, fs, firmware)
+def load(fs: Path) -> tuple[dict, list, str]:
+    (cfg, faults), out = mpy(LOAD, fs)
     return cfg, [tuple(f) for f in faults], out
 
 
@@ -54,21 +55,12 @@ def schema_index(fs: Path, key: str) -> int:
 def fs(tmp_path: Path) -> Path:
     d = tmp_path / "fs"
     d.mkdir()
+    shutil.copy(FIRMWARE / "config.json", d / "config.json")
     return d
 
 
 def write(path: Path, obj: object) -> None:
     path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-
-
-def firmware_copy(tmp_path: Path, config_json: str | None) -> Path:
-    d = tmp_path / "firmware"
-    d.mkdir()
-    for name in ("config.py", "record.py"):
-        shutil.copy(FIRMWARE / name, d / name)
-    if config_json is not None:
-        (d / "config.json").write_text(config_json)
-    return d
 
 
 def test_shipped_defaults_cover_every_setting_and_are_all_valid(fs: Path) -> None:
@@ -163,28 +155,26 @@ def test_site_file_that_is_not_an_object_is_a_corrupt_file(fs: Path) -> None:
     assert (cfg, faults) == (DEFAULTS, [(F_CONFIG_FILE, 1)])
 
 
-def test_missing_defaults_file_uses_built_in_defaults(fs: Path, tmp_path: Path) -> None:
-    fw = firmware_copy(tmp_path, None)
+def test_missing_defaults_file_uses_built_in_defaults(fs: Path) -> None:
+    (fs / "config.json").unlink()
     write(fs / "site.json", {"brightness": 0.7})
-    cfg, faults, out = load(fs, fw)
+    cfg, faults, out = load(fs)
     assert cfg == dict(DEFAULTS, brightness=0.7)
     assert faults == [(F_CONFIG_FILE, 0)]
     assert "config.json is missing" in out
 
 
-def test_corrupt_defaults_file_uses_built_in_defaults(fs: Path, tmp_path: Path) -> None:
-    fw = firmware_copy(tmp_path, "\x00\xff not json")
-    cfg, faults, out = load(fs, fw)
+def test_corrupt_defaults_file_uses_built_in_defaults(fs: Path) -> None:
+    write(fs / "config.json", "\x00\xff not json")
+    cfg, faults, out = load(fs)
     assert (cfg, faults) == (DEFAULTS, [(F_CONFIG_FILE, 0)])
     assert "config.json is not valid JSON" in out
 
 
-def test_setting_missing_from_defaults_file_uses_the_schema_default(
-    fs: Path, tmp_path: Path
-) -> None:
+def test_setting_missing_from_defaults_file_uses_the_schema_default(fs: Path) -> None:
     partial = {k: v for k, v in DEFAULTS.items() if k != "wdt_ms"}
-    fw = firmware_copy(tmp_path, json.dumps(dict(partial, gamma=2.2)))
-    cfg, faults, out = load(fs, fw)
+    write(fs / "config.json", dict(partial, gamma=2.2))
+    cfg, faults, out = load(fs)
     assert cfg == dict(DEFAULTS, gamma=2.2)
     assert faults == [(F_CONFIG, schema_index(fs, "wdt_ms"))]
     assert "'wdt_ms' is missing from config.json" in out
@@ -240,7 +230,7 @@ def test_server_settings_are_checked_persisted_and_seen_by_the_next_boot(fs: Pat
         ]
     )
     assert json.loads((fs / "server.json").read_text()) == {"heartbeat_s": 1200, "brightness": 0.8}
-    assert sorted(p.name for p in fs.iterdir()) == ["server.json"]  # no temp file left
+    assert not list(fs.glob("*.tmp"))  # no temp file left
     cfg, faults, _ = load(fs)
     assert (cfg["brightness"], cfg["heartbeat_s"], faults) == (0.8, 1200, [])
 
