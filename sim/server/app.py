@@ -1,0 +1,209 @@
+"""The reference server's HTTP application: the ingest endpoint and the JSON error shape.
+
+create_app(db_path, clock=...) builds a FastAPI app around one Store. Other parts of the server
+(alerts, dashboard) add their routers through `routers=` or app.include_router, and reach the
+store and the clock as app.state.store and app.state.clock.
+
+It must never answer client input with a 500: client faults are 4xx with
+{"error": code, "detail": what was wrong and what to do}; an unexpected failure inside the
+server is a 503 (the transaction was rolled back: retry later), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from firmware import protocol, record
+from sim.server import clock as clocks
+from sim.server.ingest import (
+    CONTENT_TYPE,
+    MAX_BODY,
+    Reject,
+    parse_authorization,
+    parse_batch,
+    parse_sv,
+    signature_ok,
+)
+from sim.server.storage import Replayed, Store
+
+log = logging.getLogger("mimamori.server")
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    411: "length_required",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "bad_request",
+}
+
+
+class Ack(BaseModel):
+    ack: int
+    time_ms: int
+    sv: int | None = None
+    settings: dict[str, object] | None = None
+
+
+class Error(BaseModel):
+    error: str
+    detail: str
+
+
+def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
+           **extra: object) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status,
+                        headers=headers)
+
+
+def _reject(r: Reject) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Mimamori"} if r.status == 401 else None
+    return JSONResponse(r.body(), status_code=r.status, headers=headers)
+
+
+_BODY_DOC = (
+    f"A {protocol.HEADER_SIZE}-byte batch header then `count` journal records of {record.SIZE} "
+    "bytes each, exactly as in flash (see docs/protocol.md for the byte layout and worked "
+    f"examples). At most {protocol.MAX_RECORDS} records ({MAX_BODY} bytes)."
+)
+
+_OPENAPI_EXTRA = {
+    "requestBody": {
+        "required": True,
+        "description": _BODY_DOC,
+        "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary",
+                                              "maxLength": MAX_BODY}}},
+    },
+    "parameters": [
+        {"name": "sv", "in": "query", "required": False,
+         "description": "settings version the bulb has applied (0 if none)",
+         "schema": {"type": "integer", "minimum": 0, "default": 0}},
+        {"name": "Authorization", "in": "header", "required": True,
+         "description": "Mimamori <device>:<hex HMAC-SHA256(key, METHOD SP PATH LF device LF "
+                        "body)>, PATH with the query string exactly as sent",
+         "schema": {"type": "string"}},
+    ],
+}
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    s: {"model": Error} for s in (400, 401, 409, 411, 413, 415)
+}
+
+
+def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
+               routers: Iterable[APIRouter] = ()) -> FastAPI:
+    store = Store.open(db_path)
+    clock = clock or time.time
+    app = FastAPI(title="Mimamori reference server", version="1",
+                  description="Ingest of journal records from Mimamori bulbs.")
+    app.state.store = store
+    app.state.clock = clock
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        detail = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404:
+            detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed here; bulbs POST to {protocol.PATH}"
+        return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, "bad_request", "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(503, "server_error", "the server failed and changed nothing; retry later")
+
+    @app.post(protocol.PATH, response_model=Ack, response_model_exclude_none=True,
+              responses=_ERRORS, openapi_extra=_OPENAPI_EXTRA, summary="Upload a batch")
+    async def post_batch(request: Request) -> JSONResponse:
+        """Store the batch's records once and answer the acknowledged position."""
+        try:
+            body = await _read_body(request)
+            scope = request.scope
+            path = scope.get("raw_path") or scope["path"].encode()
+            qs = scope.get("query_string", b"")
+            path_qs = path + b"?" + qs if qs else path
+            query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
+            auth = request.headers.get("authorization")
+            out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body)
+        except Reject as r:
+            return _reject(r)
+        except Exception:
+            log.exception("ingest failed")
+            return _error(503, "server_error",
+                          "the server failed and changed nothing; retry later")
+        return JSONResponse(out)
+
+    for r in routers:
+        app.include_router(r)
+    return app
+
+
+async def _read_body(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != CONTENT_TYPE:
+        raise Reject(415, "unsupported_media_type",
+                     f"Content-Type must be {CONTENT_TYPE} (got {ctype or 'none'})")
+    length = request.headers.get("content-length")
+    if length is None:
+        raise Reject(411, "length_required", "send Content-Length (chunked bodies are refused)")
+    if not length.isdigit() or len(length) > 12:
+        raise Reject(400, "malformed", f"Content-Length {length!r} is not a number of bytes")
+    if int(length) > MAX_BODY:
+        raise Reject(413, "too_large", f"the body is {length} bytes; a batch is at most "
+                     f"{MAX_BODY} bytes ({protocol.MAX_RECORDS} records): send fewer records")
+    chunks = []
+    got = 0
+    async for chunk in request.stream():
+        got += len(chunk)
+        if got > MAX_BODY:
+            raise Reject(413, "too_large", f"the body exceeds {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
+            query: list[tuple[str, str]], body: bytes) -> dict[str, object]:
+    device_id, sig = parse_authorization(auth)
+    dev = store.device(device_id)
+    if dev is None:
+        raise Reject(401, "unknown_device", f"device {device_id!r} is not registered: run "
+                     "`mimamori device register` and provision the bulb with its key")
+    if not signature_ok(dev.key_bytes, "POST", path_qs, device_id, body, sig):
+        raise Reject(401, "bad_signature", "the signature does not match this request: sign "
+                     "METHOD SP PATH?QUERY LF device LF body with the device key "
+                     "(protocol.sign)")
+    sv = parse_sv(query)
+    batch = parse_batch(device_id, body)
+    now_ms = clocks.ms(clock)
+    try:
+        got = store.ingest(batch, now_ms)
+    except Replayed as e:
+        raise Reject(409, "replayed", f"boot {batch.boot} req {batch.req} is not after the last "
+                     f"accepted boot {e.last_boot} req {e.last_req} of epoch {e.epoch}: "
+                     "this request was already seen; nothing was changed",
+                     boot=e.last_boot, req=e.last_req) from None
+    out: dict[str, object] = {"ack": got.ack, "time_ms": now_ms}
+    if got.settings_version > sv:
+        out["sv"] = got.settings_version
+        out["settings"] = got.settings
+    return out

@@ -1,0 +1,205 @@
+"""The `mimamori` command: the tasks people do with the reference server.
+
+    mimamori [--db var/mimamori.db] serve [--host H] [--port P] [--cert F --key F] [--clock C]
+    mimamori device register [--id ID] [--household H] [--server URL] [--json] [--out FILE]
+    mimamori device list [--household H] [--json]
+    mimamori device settings ID [key=value ...]
+    mimamori device rekey ID [--server URL]
+
+--db defaults to $MIMAMORI_DB or var/mimamori.db; --clock to $MIMAMORI_CLOCK or real.
+Other parts of the server add their own command groups: a module in COMMANDS with
+`add_commands(sub)` where each parser sets `func(args, store) -> int`.
+Errors are printed as one line saying what was wrong and what to do; the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sim.server import clock as clocks
+from sim.server import settings as bulb_settings
+from sim.server.storage import Device, Store, UnknownDevice
+
+DEFAULT_DB = "var/mimamori.db"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Modules that add command groups (`add_commands(subparsers)`); others append theirs here.
+COMMANDS: list[str] = []
+
+
+def _db_path(args: argparse.Namespace) -> str:
+    return args.db or os.environ.get("MIMAMORI_DB") or DEFAULT_DB
+
+
+def site_snippet(dev: Device, server: str) -> dict[str, str]:
+    """The site-config keys (fs/site.json) that let a bulb talk to this server."""
+    return {"server": server, "device_id": dev.id, "device_key": dev.key}
+
+
+def _print_registered(dev: Device, server: str, args: argparse.Namespace, verb: str) -> None:
+    snippet = site_snippet(dev, server)
+    if args.out:
+        out = Path(args.out)
+        merged: dict[str, Any] = {}
+        if out.exists():
+            merged = json.loads(out.read_text())
+        merged.update(snippet)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(snippet))
+        return
+    print(f"device {dev.id} {verb}" + (f" (household {dev.household})" if dev.household else ""))
+    print(f"key: {dev.key}")
+    print("site config for the bulb (fs/site.json):" if not args.out
+          else f"site config written to {args.out}:")
+    print(json.dumps(snippet, indent=1))
+
+
+def cmd_register(args: argparse.Namespace, store: Store) -> int:
+    dev = store.register_device(clocks.ms(args.clock_fn), args.id, args.household)
+    _print_registered(dev, args.server, args, "registered")
+    return 0
+
+
+def cmd_rekey(args: argparse.Namespace, store: Store) -> int:
+    dev = store.rekey_device(args.id)
+    _print_registered(dev, args.server, args, "has a new key (the old one no longer works)")
+    return 0
+
+
+def _ms_text(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def cmd_list(args: argparse.Namespace, store: Store) -> int:
+    devs = store.devices(args.household)
+    if args.json:
+        print(json.dumps([{k: v for k, v in d.__dict__.items() if k != "key"} for d in devs]))
+        return 0
+    if not devs:
+        print("no devices: register one with `mimamori device register`")
+        return 0
+    print(f"{'id':<20} {'household':<14} {'ack':>8} {'epoch':>10} {'sv':>3}  last heard")
+    for d in devs:
+        ack = "-" if d.ack is None else str(d.ack)
+        epoch = "-" if d.epoch is None else f"{d.epoch:08x}"
+        print(f"{d.id:<20} {d.household or '-':<14} {ack:>8} {epoch:>10} "
+              f"{d.settings_version:>3}  {_ms_text(d.last_heard_at)}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace, store: Store) -> int:
+    dev = store.device(args.id)
+    if dev is None:
+        raise UnknownDevice(args.id)
+    if args.assignments:
+        changes = dict(bulb_settings.parse_assignment(a) for a in args.assignments)
+        merged = bulb_settings.merge(dev.settings, changes)
+        version = store.set_settings(dev.id, merged)
+        print(f"device {dev.id}: settings version {version}, sent with its next acknowledgement:")
+        print(json.dumps(merged, sort_keys=True))
+    else:
+        print(f"device {dev.id}: settings version {dev.settings_version}")
+        print(json.dumps(dev.settings, sort_keys=True))
+        print("settable: " + ", ".join(bulb_settings.SERVER_KEYS))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
+    import uvicorn
+
+    from sim.server.app import create_app
+
+    if bool(args.cert) != bool(args.key):
+        raise ValueError("--cert and --key go together (the server's certificate and its key)")
+    app = create_app(_db_path(args), clock=args.clock_fn)
+    scheme = "https" if args.cert else "http"
+    print(f"mimamori server on {scheme}://{args.host}:{args.port} db={_db_path(args)}",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.cert,
+                ssl_keyfile=args.key, log_level=args.log_level, access_log=False)
+    return 0
+
+
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("MIMAMORI_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("MIMAMORI_PORT", "8000")))
+    p.add_argument("--cert", help="TLS certificate (PEM): serve https")
+    p.add_argument("--key", help="TLS private key (PEM) of --cert")
+    p.add_argument("--log-level", default="warning")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mimamori", description="Mimamori reference server")
+    p.add_argument("--db", help=f"database file (default $MIMAMORI_DB or {DEFAULT_DB})")
+    p.add_argument("--clock", default=os.environ.get("MIMAMORI_CLOCK"),
+                   help="real | scaled:F[@UNIX_S] | fixed:UNIX_S (default $MIMAMORI_CLOCK)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP(S) server")
+    add_serve_options(serve)
+    serve.set_defaults(func=cmd_serve, needs_store=False)
+
+    dev = sub.add_parser("device", help="bulbs: register, list, settings, rekey")
+    dsub = dev.add_subparsers(dest="device_command", required=True)
+    srv = os.environ.get("MIMAMORI_SERVER", DEFAULT_SERVER)
+
+    reg = dsub.add_parser("register", help="register a bulb; prints its key and site config")
+    reg.add_argument("--id", help="device id (default: bulb-<random>)")
+    reg.add_argument("--household")
+    reg.add_argument("--server", default=srv, help=f"URL the bulb posts to (default {srv})")
+    reg.add_argument("--json", action="store_true", help="print only the site-config JSON")
+    reg.add_argument("--out", help="merge the site config into this JSON file")
+    reg.set_defaults(func=cmd_register)
+
+    rk = dsub.add_parser("rekey", help="give a bulb a new key")
+    rk.add_argument("id")
+    rk.add_argument("--server", default=srv)
+    rk.add_argument("--json", action="store_true")
+    rk.add_argument("--out")
+    rk.set_defaults(func=cmd_rekey)
+
+    ls = dsub.add_parser("list", help="registered bulbs and when they were last heard")
+    ls.add_argument("--household")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    st = dsub.add_parser("settings", help="show or change what the server pushes to a bulb")
+    st.add_argument("id")
+    st.add_argument("assignments", nargs="*", metavar="key=value")
+    st.set_defaults(func=cmd_settings)
+
+    for name in COMMANDS:
+        importlib.import_module(name).add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.clock_fn = clocks.parse(args.clock)
+        if not getattr(args, "needs_store", True):
+            return args.func(args, None)
+        store = Store.open(_db_path(args))
+        try:
+            return args.func(args, store)
+        finally:
+            store.close()
+    except UnknownDevice as e:
+        print(f"mimamori: no device {e.args[0]!r}: see `mimamori device list`", file=sys.stderr)
+    except ValueError as e:
+        print(f"mimamori: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

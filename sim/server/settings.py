@@ -1,0 +1,80 @@
+"""Settings the server pushes to a bulb, validated against the bulb's own schema.
+
+The schema is firmware/config.py's SCHEMA, imported (not copied): the module is MicroPython
+code, so it is loaded here with `micropython.const` and the flat `record` import provided from
+CPython. Only keys the bulb lets the server set (the _SERVER flag) are accepted, with the same
+ranges and the same messages the bulb prints.
+
+It must never hand the bulb a value the bulb would refuse.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+_CONFIG_PY = Path(__file__).resolve().parents[2] / "firmware" / "config.py"
+
+
+def _load_config() -> types.ModuleType:
+    from firmware import record
+
+    shim = types.ModuleType("micropython")
+    shim.const = lambda x: x  # type: ignore[attr-defined]
+    saved = {k: sys.modules.get(k) for k in ("micropython", "record")}
+    sys.modules["micropython"] = shim
+    sys.modules["record"] = record
+    try:
+        spec = importlib.util.spec_from_file_location("_mimamori_bulb_config", _CONFIG_PY)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+
+
+config = _load_config()
+SERVER_KEYS: tuple[str, ...] = tuple(r[0] for r in config.SCHEMA if r[6] & config._SERVER)
+
+
+def check(key: str, value: Any) -> Any:
+    """The value as the bulb will keep it; ValueError saying what is wrong otherwise."""
+    if key not in SERVER_KEYS:
+        raise ValueError(
+            f"setting {key!r} cannot be set from the server; the server may set: "
+            + ", ".join(SERVER_KEYS)
+        )
+    try:
+        return config.check(key, value)
+    except ValueError as e:
+        msg = str(e).split("; using the default")[0].replace("config: ", "")
+        raise ValueError(msg) from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'brightness=0.6' -> ('brightness', 0.6), checked. Values are JSON, or else plain text."""
+    if "=" not in text:
+        raise ValueError(f"{text!r}: write settings as key=value, e.g. heartbeat_s=600")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, check(key, value)
+
+
+def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The full settings the bulb gets next: current ones with the changes, all checked."""
+    out = {k: check(k, v) for k, v in current.items()}
+    out.update({k: check(k, v) for k, v in changes.items()})
+    return out

@@ -1,0 +1,585 @@
+"""The record store: devices, their journals, the records they sent, and the ingest transaction.
+
+One SQLite file (WAL, foreign keys, synchronous=FULL so an acknowledged record survives a power
+cut of the server) behind a thin connection adapter (`Database`). The SQL is portable: standard
+types (BIGINT, INTEGER, TEXT), `?` placeholders that the adapter rewrites for drivers that want
+`%s`, `INSERT ... ON CONFLICT (...) DO NOTHING` (SQLite >= 3.24 and PostgreSQL >= 9.5), no
+AUTOINCREMENT/rowid, no `INSERT OR IGNORE`, no `WITHOUT ROWID`. What changes for PostgreSQL is
+listed in docs/protocol.md ("Storage").
+
+It must never acknowledge a record it has not committed, and never change anything for a
+request it refuses (every refusal rolls the transaction back).
+
+Times are Unix milliseconds (BIGINT), taken from the caller (`now_ms`), never from the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+KEY_BYTES = 32
+_ADVANCE_CHUNK = 512
+
+
+# ---------------------------------------------------------------------------------------------
+# connection adapter
+
+
+class Database:
+    """A DB-API connection, one writer at a time, `?` placeholders, explicit transactions.
+
+    `tx()` is the only way to run SQL: it holds a process lock (one sqlite3 connection is shared
+    by the server's worker threads) and a database write lock (BEGIN IMMEDIATE on SQLite), so
+    another process (the CLI) never interleaves with a half-done ingest.
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[Cursor]:
+        """A transaction; nested calls join the outer one. Rolled back on any exception."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield Cursor(self._conn)
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield Cursor(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+
+class Cursor:
+    """What code inside a transaction uses. SQL is written with `?` placeholders."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        return self._conn.execute(sql, tuple(params)).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self._conn.execute(sql, tuple(params)).fetchone()
+
+
+# ---------------------------------------------------------------------------------------------
+# migrations: one row per component, so other parts of the server (alerts, people) keep their
+# own numbered steps next to their code and call migrate() with them at start.
+
+Migration = Sequence[str]
+
+SCHEMA: list[Migration] = [
+    # 1: devices, journals, records, batches, losses
+    [
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            household TEXT,
+            created_at BIGINT NOT NULL,
+            epoch BIGINT,
+            last_boot BIGINT,
+            last_req BIGINT,
+            ack BIGINT,
+            first_heard_at BIGINT,
+            last_heard_at BIGINT,
+            settings_version INTEGER NOT NULL DEFAULT 0,
+            settings TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX devices_household ON devices (household)",
+        """CREATE TABLE journals (
+            device TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+            epoch BIGINT NOT NULL,
+            last_boot BIGINT NOT NULL,
+            last_req BIGINT NOT NULL,
+            ack BIGINT NOT NULL,
+            lost BIGINT NOT NULL DEFAULT 0,
+            ordinal INTEGER NOT NULL,
+            first_heard_at BIGINT NOT NULL,
+            last_heard_at BIGINT NOT NULL,
+            PRIMARY KEY (device, epoch)
+        )""",
+        """CREATE TABLE records (
+            device TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            boot BIGINT NOT NULL,
+            up_ms BIGINT NOT NULL,
+            kind INTEGER NOT NULL,
+            sub INTEGER NOT NULL,
+            aux INTEGER NOT NULL,
+            arg BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (device, epoch, seq),
+            FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX records_received ON records (device, received_at)",
+        """CREATE TABLE batches (
+            device TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            boot BIGINT NOT NULL,
+            req BIGINT NOT NULL,
+            from_seq BIGINT NOT NULL,
+            count INTEGER NOT NULL,
+            stored INTEGER NOT NULL,
+            ack BIGINT NOT NULL,
+            bytes INTEGER NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (device, epoch, boot, req),
+            FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX batches_received ON batches (device, received_at)",
+        """CREATE TABLE losses (
+            device TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            first_seq BIGINT NOT NULL,
+            last_seq BIGINT NOT NULL,
+            missing BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (device, epoch, first_seq),
+            FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
+        )""",
+    ],
+]
+
+
+def migrate(db: Database, component: str, steps: Sequence[Migration]) -> int:
+    """Apply the steps of `component` not applied yet (step i is version i + 1)."""
+    with db.tx() as c:
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions ("
+            "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        row = c.one("SELECT version FROM schema_versions WHERE component = ?", (component,))
+        have = row[0] if row else 0
+        if have > len(steps):
+            raise RuntimeError(
+                f"the database has {component} schema version {have} but this code knows only "
+                f"{len(steps)}: run a newer mimamori, or use another --db"
+            )
+        for i in range(have, len(steps)):
+            for sql in steps[i]:
+                c.execute(sql)
+        if row is None:
+            c.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
+                (component, len(steps)),
+            )
+        else:
+            c.execute(
+                "UPDATE schema_versions SET version = ? WHERE component = ?",
+                (len(steps), component),
+            )
+    return len(steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    key: str  # 64 hex characters; the HMAC key is the 32 bytes they encode
+    household: str | None
+    created_at: int
+    epoch: int | None  # journal epoch of the last accepted request
+    last_boot: int | None
+    last_req: int | None
+    ack: int | None  # acknowledged position in that epoch's journal
+    first_heard_at: int | None
+    last_heard_at: int | None
+    settings_version: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_bytes(self) -> bytes:
+        return bytes.fromhex(self.key)
+
+
+_DEVICE_COLS = (
+    "id, key, household, created_at, epoch, last_boot, last_req, ack, first_heard_at, "
+    "last_heard_at, settings_version, settings"
+)
+
+
+def _device(row: tuple) -> Device:
+    (id_, key, household, created_at, epoch, last_boot, last_req, ack, first_heard_at,
+     last_heard_at, settings_version, settings) = row
+    return Device(id_, key, household, created_at, epoch, last_boot, last_req, ack,
+                  first_heard_at, last_heard_at, settings_version, json.loads(settings))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored journal record. (device, epoch, seq) is unique; `boot` restarts per epoch."""
+
+    device: str
+    epoch: int
+    seq: int
+    boot: int
+    up_ms: int
+    kind: int
+    sub: int
+    aux: int
+    arg: int
+    received_at: int
+
+
+_RECORD_COLS = "device, epoch, seq, boot, up_ms, kind, sub, aux, arg, received_at"
+
+
+@dataclass(frozen=True)
+class Loss:
+    device: str
+    epoch: int
+    first_seq: int
+    last_seq: int
+    missing: int
+    received_at: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One accepted batch: when it came and what it brought (for delivery-quality rules)."""
+
+    device: str
+    epoch: int
+    boot: int
+    req: int
+    from_seq: int
+    count: int
+    stored: int
+    ack: int
+    bytes: int
+    received_at: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A parsed, authenticated request body (see sim.server.ingest.parse_batch)."""
+
+    device: str
+    epoch: int
+    from_seq: int
+    boot: int
+    req: int
+    records: list[tuple[int, int, int, int, int, int, int]]  # record.unpack tuples
+    size: int  # body bytes
+
+
+@dataclass(frozen=True)
+class Accepted:
+    ack: int
+    stored: int  # records new to the store
+    settings_version: int
+    settings: dict[str, Any]
+
+
+class Replayed(Exception):
+    """(boot, req) is not above the last accepted pair of that device's journal."""
+
+    def __init__(self, epoch: int, last_boot: int, last_req: int):
+        super().__init__(epoch, last_boot, last_req)
+        self.epoch, self.last_boot, self.last_req = epoch, last_boot, last_req
+
+
+class UnknownDevice(KeyError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+
+
+class Store:
+    def __init__(self, db: Database):
+        self.db = db
+        migrate(db, "ingest", SCHEMA)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        return cls(Database(path))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- registry -------------------------------------------------------------------------------
+
+    def register_device(
+        self, now_ms: int, device_id: str | None = None, household: str | None = None
+    ) -> Device:
+        """A new device with a fresh random key. Raises ValueError if the id is bad or taken."""
+        if device_id is None:
+            device_id = "bulb-" + secrets.token_hex(4)
+        if not DEVICE_ID_RE.match(device_id):
+            raise ValueError(
+                f"device id {device_id!r}: use 1-32 letters, digits, '.', '_' or '-'"
+            )
+        key = secrets.token_bytes(KEY_BYTES).hex()
+        with self.db.tx() as c:
+            if c.one("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+                raise ValueError(
+                    f"device {device_id!r} is already registered: pick another --id, "
+                    "or `mimamori device rekey` it"
+                )
+            c.execute(
+                "INSERT INTO devices (id, key, household, created_at) VALUES (?, ?, ?, ?)",
+                (device_id, key, household, now_ms),
+            )
+        dev = self.device(device_id)
+        assert dev is not None
+        return dev
+
+    def rekey_device(self, device_id: str) -> Device:
+        """A new key (the old one stops working at once); the journals and records stay."""
+        key = secrets.token_bytes(KEY_BYTES).hex()
+        with self.db.tx() as c:
+            if not c.execute("UPDATE devices SET key = ? WHERE id = ?", (key, device_id)):
+                raise UnknownDevice(device_id)
+        dev = self.device(device_id)
+        assert dev is not None
+        return dev
+
+    def set_household(self, device_id: str, household: str | None) -> None:
+        with self.db.tx() as c:
+            if not c.execute(
+                "UPDATE devices SET household = ? WHERE id = ?", (household, device_id)
+            ):
+                raise UnknownDevice(device_id)
+
+    def set_settings(self, device_id: str, settings: dict[str, Any]) -> int:
+        """Replace the settings pushed to the device (already validated); bumps the version."""
+        with self.db.tx() as c:
+            row = c.one("SELECT settings_version FROM devices WHERE id = ?", (device_id,))
+            if row is None:
+                raise UnknownDevice(device_id)
+            version = row[0] + 1
+            c.execute(
+                "UPDATE devices SET settings = ?, settings_version = ? WHERE id = ?",
+                (json.dumps(settings, sort_keys=True, separators=(",", ":")), version, device_id),
+            )
+        return version
+
+    def device(self, device_id: str) -> Device | None:
+        with self.db.tx() as c:
+            row = c.one(f"SELECT {_DEVICE_COLS} FROM devices WHERE id = ?", (device_id,))
+        return _device(row) if row else None
+
+    def devices(self, household: str | None = None) -> list[Device]:
+        """All devices, or those of one household, by id."""
+        with self.db.tx() as c:
+            if household is None:
+                rows = c.all(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY id")
+            else:
+                rows = c.all(
+                    f"SELECT {_DEVICE_COLS} FROM devices WHERE household = ? ORDER BY id",
+                    (household,),
+                )
+        return [_device(r) for r in rows]
+
+    # -- reading records ------------------------------------------------------------------------
+
+    def records_for_device(
+        self, device_id: str, since_received_ms: int | None = None
+    ) -> list[Record]:
+        """The device's records in journal order: journals in the order first heard, then seq.
+
+        since_received_ms: only records that arrived at or after that server time (what is new
+        since the last evaluation; late records keep their place by (epoch, seq)).
+        """
+        sql = (
+            f"SELECT {', '.join('r.' + c.strip() for c in _RECORD_COLS.split(','))} "
+            "FROM records r JOIN journals j ON j.device = r.device AND j.epoch = r.epoch "
+            "WHERE r.device = ?"
+        )
+        params: list[Any] = [device_id]
+        if since_received_ms is not None:
+            sql += " AND r.received_at >= ?"
+            params.append(since_received_ms)
+        sql += " ORDER BY j.ordinal, r.seq"
+        with self.db.tx() as c:
+            return [Record(*r) for r in c.all(sql, params)]
+
+    def records_for_household(
+        self, household: str, since_received_ms: int | None = None
+    ) -> dict[str, list[Record]]:
+        """Per device of the household (by id), its records as records_for_device gives them."""
+        return {
+            d.id: self.records_for_device(d.id, since_received_ms)
+            for d in self.devices(household)
+        }
+
+    def losses(self, device_id: str) -> list[Loss]:
+        with self.db.tx() as c:
+            rows = c.all(
+                "SELECT device, epoch, first_seq, last_seq, missing, received_at FROM losses "
+                "WHERE device = ? ORDER BY received_at, epoch, first_seq",
+                (device_id,),
+            )
+        return [Loss(*r) for r in rows]
+
+    def deliveries(self, device_id: str, since_received_ms: int | None = None) -> list[Delivery]:
+        """Accepted batches of the device, oldest first."""
+        sql = (
+            "SELECT device, epoch, boot, req, from_seq, count, stored, ack, bytes, received_at "
+            "FROM batches WHERE device = ?"
+        )
+        params: list[Any] = [device_id]
+        if since_received_ms is not None:
+            sql += " AND received_at >= ?"
+            params.append(since_received_ms)
+        with self.db.tx() as c:
+            return [Delivery(*r) for r in c.all(sql + " ORDER BY received_at, epoch, boot, req",
+                                                params)]
+
+    def dump(self) -> dict[str, list[tuple]]:
+        """Every row of the ingest tables, sorted (tests compare dumps: 'nothing changed')."""
+        out = {}
+        with self.db.tx() as c:
+            for table in ("devices", "journals", "records", "batches", "losses"):
+                out[table] = sorted(c.all(f"SELECT * FROM {table}"), key=repr)
+        return out
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def ingest(self, batch: Batch, now_ms: int) -> Accepted:
+        """Store an authenticated batch once and return the acknowledged position.
+
+        Raises Replayed (nothing changed) when (boot, req) is not above the last pair accepted
+        for this device and epoch. A never-seen epoch starts a new journal whose acknowledged
+        position starts just below from_seq.
+        """
+        dev, ep = batch.device, batch.epoch
+        with self.db.tx() as c:
+            j = c.one(
+                "SELECT last_boot, last_req, ack, lost FROM journals "
+                "WHERE device = ? AND epoch = ?",
+                (dev, ep),
+            )
+            if j is None:
+                ack, lost = batch.from_seq - 1, 0
+                (ordinal,) = c.one(
+                    "SELECT COUNT(*) FROM journals WHERE device = ?", (dev,)
+                ) or (0,)
+                c.execute(
+                    "INSERT INTO journals (device, epoch, last_boot, last_req, ack, lost, "
+                    "ordinal, first_heard_at, last_heard_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    (dev, ep, batch.boot, batch.req, ack, ordinal + 1, now_ms, now_ms),
+                )
+            else:
+                last_boot, last_req, ack, lost = j
+                if (batch.boot, batch.req) <= (last_boot, last_req):
+                    raise Replayed(ep, last_boot, last_req)
+            stored = 0
+            if batch.records:
+                stored = c.executemany(
+                    "INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, arg, "
+                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (device, epoch, seq) DO NOTHING",
+                    [(dev, ep, *r, now_ms) for r in batch.records],
+                )
+            # everything below from_seq that is not stored is gone: step over it, and say so
+            if batch.from_seq - 1 > ack:
+                (have,) = c.one(
+                    "SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
+                    "AND seq > ? AND seq < ?",
+                    (dev, ep, ack, batch.from_seq),
+                ) or (0,)
+                missing = batch.from_seq - 1 - ack - have
+                if missing > 0:
+                    c.execute(
+                        "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, "
+                        "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (dev, ep, ack + 1, batch.from_seq - 1, missing, now_ms),
+                    )
+                    lost += missing
+                ack = batch.from_seq - 1
+            # A batch carries every record the bulb still has from from_seq to its last one:
+            # seqs missing inside it are journal entries a bulb never sends (its K_ACK
+            # records, each taking a seq) or corrupt ones it skipped -- not holes to wait for.
+            if batch.records:
+                ack = max(ack, batch.records[-1][0])
+            ack = _advance(c, dev, ep, ack)
+            c.execute(
+                "UPDATE journals SET last_boot = ?, last_req = ?, ack = ?, lost = ?, "
+                "last_heard_at = ? WHERE device = ? AND epoch = ?",
+                (batch.boot, batch.req, ack, lost, now_ms, dev, ep),
+            )
+            c.execute(
+                "INSERT INTO batches (device, epoch, boot, req, from_seq, count, stored, ack, "
+                "bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dev, ep, batch.boot, batch.req, batch.from_seq, len(batch.records), stored,
+                 ack, batch.size, now_ms),
+            )
+            c.execute(
+                "UPDATE devices SET epoch = ?, last_boot = ?, last_req = ?, ack = ?, "
+                "first_heard_at = COALESCE(first_heard_at, ?), last_heard_at = ? WHERE id = ?",
+                (ep, batch.boot, batch.req, ack, now_ms, now_ms, dev),
+            )
+            row = c.one("SELECT settings_version, settings FROM devices WHERE id = ?", (dev,))
+            assert row is not None
+        return Accepted(ack=ack, stored=stored, settings_version=row[0],
+                        settings=json.loads(row[1]))
+
+
+def _advance(c: Cursor, dev: str, ep: int, ack: int) -> int:
+    """Move ack over the stored records that follow it without a hole."""
+    while True:
+        seqs = c.all(
+            "SELECT seq FROM records WHERE device = ? AND epoch = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (dev, ep, ack, _ADVANCE_CHUNK),
+        )
+        for (s,) in seqs:
+            if s != ack + 1:
+                return ack
+            ack = s
+        if len(seqs) < _ADVANCE_CHUNK:
+            return ack
+
+
