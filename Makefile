@@ -32,6 +32,15 @@ bench: setup
 server: setup
 	$(PY) -m sim.server $(ARGS)
 
+# build/partitions.bin, build/vfs.bin, build/flash.bin from tools/partitions.csv and firmware/
+image: setup
+	$(PY) -m tools.image
+
+# make flash PORT=/dev/ttyUSB0 [FIRMWARE=ESP32_GENERIC-....bin] [BAUD=460800] [DRY_RUN=1]
+flash: image
+	$(PY) -m tools.flash --port "$(PORT)" $(if $(FIRMWARE),--firmware "$(FIRMWARE)") \
+		$(if $(BAUD),--baud $(BAUD)) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
 lint: setup
 	$(PY) -m ruff check firmware sim tests bench tools
 
