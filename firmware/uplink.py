@@ -1,17 +1,331 @@
-# The uplink: sends the journal's unacknowledged records to the server in batches, over Wi-Fi
-# or LTE-M, and advances the acknowledged position. It must never block the lamp or the
-# journal: everything it does waits inside asyncio.
-# STUB (issue 4 replaces it): imported and started by main.py exactly as the real one will be.
+# Uplink: sends the journal's unacknowledged records to the server in batches, one HTTP/1.1
+# request format built here into one preallocated buffer and carried by interchangeable
+# transports (wifi.Wifi, lte.Lte: up/open/send/recv_into/close/signal). When: right after
+# power-on (the power-on record is what clears an alert), then every heartbeat_s while lit, and
+# at once when kick() says a change is worth telling; after a failure, capped exponential
+# backoff with full jitter. See docs/uplink.md.
+# It must never acknowledge a record in the journal before the server said it has it, never
+# apply a server setting without config's checks, and never raise into main (that resets).
+import asyncio
+import os
+import sys
+import time
+
+import protocol
+import record
+from micropython import const
+
+_HEAD = const(320)  # room for the HTTP head, written right-aligned just before the body
+_BATCH = const(100)  # records per request (2.4 KB)
+_RXN = const(1024)  # the server's answer: head + a small JSON
+_FIRST_MS = const(400)  # first send after power-on: jitter up to this
+_BASE_MS = const(4000)  # backoff: full jitter in [0, min(cap, base * 2^failures)]
+_CAP_MS = const(1800000)
+_REFUSED_MS = const(3600000)  # after a 4xx: the same request would be refused again
+_ANCHOR_MS = const(21600000)  # a new server time anchor within a boot every 6 h
+
+DONE = const(0)  # everything unsent is acknowledged
+FAIL = const(1)  # no link, no connection, dropped, 5xx: back off and retry
+REFUSED = const(2)  # 4xx: recorded as a fault, retried only much later
+BUSY = const(3)  # 429/503: the server sheds load; wait what it says (jittered)
+AGAIN = const(4)  # progress made, more to send on a new connection
+
+
+def _rand(n):
+    """Uniform-ish random integer in [0, n)."""
+    if n <= 1:
+        return 0
+    b = os.urandom(4)
+    return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) % n
+
+
+def _transports(cfg):
+    out = []
+    for name in cfg["transport"].split(","):
+        if name == "wifi":
+            import wifi
+
+            out.append(wifi.Wifi(cfg))
+        elif name == "lte":
+            import lte
+
+            out.append(lte.Lte(cfg))
+    return out
 
 
 class Uplink:
     def __init__(self, cfg, journal, lamp):
-        self.cfg = cfg
-        self.journal = journal
-        self.lamp = lamp
+        self._cfg = cfg
+        self._j = journal
+        self._lamp = lamp
+        url = cfg["server"]
+        self._tls = url.startswith("https://")
+        host = url[8:] if self._tls else url[7:]
+        host = host.split("/", 1)[0]
+        port = 443 if self._tls else 80
+        if ":" in host:
+            host, p = host.rsplit(":", 1)
+            port = int(p)
+        self._host, self._port = host, port
+        import binascii
 
+        self._key = binascii.unhexlify(cfg["device_key"])
+        self._dev = cfg["device_id"]
+        self._sv = self._read_sv()
+        hostline = host if port in (80, 443) else "%s:%d" % (host, port)
+        self._target = None
+        self._p2 = (
+            " HTTP/1.1\r\nHost: " + hostline + "\r\nContent-Type: application/octet-stream"
+            "\r\nContent-Length: "
+        ).encode()
+        self._p3 = ("\r\nAuthorization: Mimamori " + self._dev + ":").encode()
+        self._buf = bytearray(_HEAD + protocol.HEADER_SIZE + _BATCH * record.SIZE)
+        self._mv = memoryview(self._buf)
+        self._rx = bytearray(_RXN)
+        self._req = 0  # request number within this boot (replay counter with the boot)
+        self._fails = 0
+        self._anchored = None  # ticks_ms of the last server anchor this boot
+        self._modem_anchored = False
+        self._refused = 0  # last 4xx status recorded as a fault this boot
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._ts = _transports(cfg)
+        self.outcome = None
+
+    def ready(self):
+        return bool(self._j and self._host and self._dev and self._key and self._ts)
+
+    # ---- when to send
     async def run(self):
-        """Send right after power-on, then at the heartbeat interval while lit."""
+        if not self.ready():
+            print("uplink: not provisioned (server, device_id, device_key, transport): idle")
+            return
+        await asyncio.sleep_ms(_rand(_FIRST_MS))
+        while True:
+            wait = self._cfg["heartbeat_s"] * 1000
+            try:
+                got = await self.flush()
+                if got == FAIL:
+                    wait = _rand(min(_CAP_MS, _BASE_MS << min(self._fails, 16))) + 500
+                elif got == REFUSED:
+                    wait = _REFUSED_MS + _rand(_REFUSED_MS // 4)
+                elif got == BUSY:
+                    wait = max(self._retry_ms, 1000) + _rand(max(self._retry_ms, 1000))
+                elif got == AGAIN:
+                    wait = 0
+            except Exception as e:  # never into main: log, back off
+                sys.print_exception(e)
+                wait = _CAP_MS
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    def kick(self):
+        """A change worth telling (fault, setup, ...): send now instead of at the heartbeat."""
+        self._wake.set()
 
     async def flush(self):
-        """Send whatever is unacknowledged now (e.g. a dying-gasp OFF record)."""
+        """One delivery attempt of everything unsent; the outcome (DONE, FAIL, ...)."""
+        async with self._lock:
+            got = await self._deliver()
+            self._fails = 0 if got in (DONE, AGAIN) else self._fails + 1
+            self.outcome = got
+            return got
+
+    # ---- one attempt over the configured transports, in order
+    async def _deliver(self):
+        rec = self._mv[_HEAD + protocol.HEADER_SIZE :]
+        if self._j.read_unsent(rec, 1)[0] == 0:
+            return DONE
+        got = FAIL
+        for t in self._ts:
+            t0 = time.ticks_ms()
+            ok = await t.up()
+            if ok:
+                try:
+                    await t.open(self._host, self._port, self._tls)
+                except Exception as e:
+                    print("uplink: %s: cannot open %s:%d: %s" % (t.name, self._host, self._port, e))
+                    ok = False
+            ms = max(1, time.ticks_diff(time.ticks_ms(), t0)) if ok else 0
+            self._j.append(record.K_LINK, t.code, t.signal(), ms)
+            if t.clock and not self._modem_anchored:
+                wall, at = t.clock
+                self._modem_anchored = True
+                self._j.append(record.K_ANCHOR, record.A_MODEM, 2,
+                               wall + time.ticks_diff(time.ticks_ms(), at) // 1000)
+            if not ok:
+                await t.close()
+                continue
+            try:
+                got = await self._exchange(t)
+            except Exception as e:
+                print("uplink: %s: exchange failed: %s" % (t.name, e))
+                got = FAIL
+            await t.close()
+            if got != FAIL:
+                break
+        return got
+
+    def _head(self, n_body, keep):
+        """Write the HTTP head right-aligned before the body; the request's start offset."""
+        if self._target is None:  # path and query as sent: the signature covers both
+            self._target = (protocol.PATH + "?sv=" + str(self._sv)).encode()
+        body = self._mv[_HEAD : _HEAD + n_body]
+        sig = protocol.sign(self._key, b"POST", self._target, self._dev, body)
+        parts = (b"POST ", self._target, self._p2, str(n_body).encode(), self._p3, sig.encode(),
+                 b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n")
+        pos = _HEAD
+        for p in parts:
+            pos -= len(p)
+        o = pos
+        for p in parts:
+            self._buf[o : o + len(p)] = p
+            o += len(p)
+        return pos
+
+    async def _exchange(self, t):
+        j = self._j
+        while True:
+            count, from_seq = j.read_unsent(self._mv[_HEAD + protocol.HEADER_SIZE :], _BATCH)
+            if count == 0:
+                return DONE
+            last = record.seq_of(self._buf, _HEAD + protocol.HEADER_SIZE + (count - 1) * record.SIZE)
+            more = count == _BATCH
+            self._req += 1
+            body = self._mv[_HEAD:]
+            protocol.pack_header(body, count, j.epoch, from_seq, j.boot, self._req)
+            n_body = protocol.HEADER_SIZE + count * record.SIZE
+            start = self._head(n_body, more)
+            t_send = time.ticks_ms()
+            await t.send(self._mv[start : _HEAD + n_body])
+            status, resp, closed = await self._response(t)
+            rtt = time.ticks_diff(time.ticks_ms(), t_send)
+            if status == 200:
+                ack = self._accept(resp, last, t_send, rtt)
+                if ack < last:
+                    print("uplink: the server acknowledged %d of %d; stopping" % (ack, last))
+                    return FAIL
+                if not more:
+                    return DONE
+                if closed:
+                    return AGAIN
+                continue
+            print("uplink: server answered %d: %s" % (status, resp))
+            if status in (429, 503):
+                self._retry_ms = self._retry_after(resp)
+                return BUSY
+            if 400 <= status < 500:
+                if self._refused != status:
+                    self._refused = status
+                    j.append(record.K_FAULT, record.F_UPLINK, status, 0)
+                return REFUSED
+            return FAIL
+
+    async def _response(self, t):
+        """(status, JSON value or None, closed) of the server's answer."""
+        rx = self._rx
+        mv = memoryview(rx)
+        n = 0
+        hend = -1
+        clen = -1
+        closed = False
+        while True:
+            if n == _RXN:
+                raise OSError("answer too long")
+            got = await t.recv_into(mv[n:])
+            if not got:
+                closed = True
+                break
+            n += got
+            if hend < 0:
+                hend = bytes(mv[:n]).find(b"\r\n\r\n")
+                if hend >= 0:
+                    head = bytes(mv[:hend]).lower()
+                    i = head.find(b"\ncontent-length:")
+                    if i >= 0:
+                        clen = int(head[i + 16 : head.find(b"\r", i + 1)])
+                    closed = b"\nconnection: close" in head
+            if hend >= 0 and clen >= 0 and n >= hend + 4 + clen:
+                break
+        if hend < 0 or not rx.startswith(b"HTTP/1."):
+            raise OSError("no HTTP answer")
+        status = int(bytes(mv[9:12]))
+        end = hend + 4 + clen if clen >= 0 else n
+        if end > n:
+            raise OSError("answer cut short")
+        resp = None
+        try:
+            import json
+
+            resp = json.loads(bytes(mv[hend + 4 : end]))
+        except ValueError:
+            pass
+        return status, resp, closed
+
+    def _retry_after(self, resp):
+        try:
+            return min(_CAP_MS, int(resp["retry_s"]) * 1000)
+        except Exception:
+            return 60000
+
+    # ---- what the server said
+    def _accept(self, resp, last, t_send, rtt):
+        """Acknowledge, anchor and apply settings from a 200 answer; the acknowledged seq."""
+        j = self._j
+        ack = resp.get("ack") if isinstance(resp, dict) else None
+        if not isinstance(ack, int):
+            return -1
+        ack = min(ack, last)  # never past what this bulb sent: a confused server loses nothing
+        if ack > j.acked:
+            j.ack(ack)
+        wall = resp.get("time_ms")
+        now = time.ticks_ms()
+        if isinstance(wall, int) and wall > 0 and not self._modem_anchored and (
+            self._anchored is None or time.ticks_diff(now, self._anchored) > _ANCHOR_MS
+        ):
+            self._anchored = now
+            mid = time.ticks_add(t_send, rtt // 2)
+            j.append(record.K_ANCHOR, record.A_SERVER, rtt // 2000 + 1,
+                     (wall + time.ticks_diff(now, mid)) // 1000)
+        settings = resp.get("settings")
+        if isinstance(settings, dict) and settings:
+            self._apply(settings)
+        sv = resp.get("sv")
+        if isinstance(sv, int) and sv != self._sv:
+            self._sv = sv
+            self._target = None
+            self._write_sv(sv)
+        return ack
+
+    def _apply(self, settings):
+        import config
+
+        applied, faults = config.save_server(settings)
+        for code, aux in faults:
+            self._j.append(record.K_FAULT, code, aux, 0)
+        if applied:
+            self._cfg.update(applied)
+            if self._lamp and ("brightness" in applied or "gamma" in applied):
+                try:
+                    self._lamp.configure(self._cfg)
+                    asyncio.create_task(self._lamp.fade_to())
+                except Exception as e:
+                    sys.print_exception(e)
+
+    def _read_sv(self):
+        try:
+            with open("sv") as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
+    def _write_sv(self, sv):
+        try:
+            with open("sv.tmp", "w") as f:
+                f.write(str(sv))
+            os.rename("sv.tmp", "sv")
+        except OSError as e:
+            print("uplink: cannot keep the settings version:", e)

@@ -1,0 +1,92 @@
+# Wi-Fi transport: network.WLAN station, one TCP (or TLS) connection through asyncio streams.
+# It carries the uplink's bytes and nothing else: no HTTP, no retry policy.
+# It must never wait without a deadline, and never talk TLS without checking the server's
+# certificate against the CA from the site config (ca_cert).
+import asyncio
+import time
+
+from micropython import const
+from record import T_WIFI
+
+_T_JOIN = const(15000)  # association + DHCP
+_T_OPEN = const(10000)
+_T_IO = const(15000)
+
+
+class Wifi:
+    name = "wifi"
+    code = T_WIFI
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        self._wlan = None
+        self._rssi = 0
+        self._r = self._w = None
+        self.clock = None  # Wi-Fi gives no network time; the server's answer does
+
+    def signal(self):
+        return self._rssi
+
+    async def up(self):
+        """Join the configured network; True when connected."""
+        import network
+
+        c = self._cfg
+        if not c["wifi_ssid"]:
+            return False
+        try:
+            if self._wlan is None:
+                self._wlan = network.WLAN(network.STA_IF)
+                self._wlan.active(True)
+            w = self._wlan
+            if not w.isconnected():
+                w.connect(c["wifi_ssid"], c["wifi_password"])
+                deadline = time.ticks_add(time.ticks_ms(), _T_JOIN)
+                while not w.isconnected():
+                    s = w.status()
+                    if s in (network.STAT_WRONG_PASSWORD, network.STAT_NO_AP_FOUND,
+                             network.STAT_CONNECT_FAIL):
+                        break
+                    if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                        break
+                    await asyncio.sleep_ms(100)
+            if not w.isconnected():
+                w.disconnect()
+                return False
+            self._rssi = w.status("rssi")
+            return True
+        except OSError as e:
+            print("wifi: no link:", e)
+            return False
+
+    def _context(self):
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        with open(self._cfg["ca_cert"], "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())
+        return ctx
+
+    async def open(self, host, port, tls):
+        ctx = self._context() if tls else None
+        self._r, self._w = await asyncio.wait_for_ms(
+            asyncio.open_connection(host, port, ssl=ctx), _T_OPEN
+        )
+
+    async def send(self, buf):
+        self._w.write(buf)
+        await asyncio.wait_for_ms(self._w.drain(), _T_IO)
+
+    async def recv_into(self, buf):
+        got = await asyncio.wait_for_ms(self._r.readinto(buf), _T_IO)
+        return got or 0
+
+    async def close(self):
+        w, self._w, self._r = self._w, None, None
+        if w:
+            try:
+                w.close()
+                await asyncio.wait_for_ms(w.wait_closed(), 1000)
+            except Exception:
+                pass
