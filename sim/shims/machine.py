@@ -146,7 +146,9 @@ class UART:
 
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                s.connect(path)
+                import struct  # the unix port takes a raw sockaddr_un for AF_UNIX
+
+                s.connect(struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0")
                 s.setblocking(False)
                 self._s = s
                 _sim.trace("radio", state="up", rssi=0, **{"if": "uart"})
