@@ -142,8 +142,12 @@ class UART:
         self.init(baudrate, bits, parity, stop, **kw)
         path = (_sim.cfg.get("uart") or {}).get(str(id))
         if path:
-            import socket
-
+            _p = _sim.sys.path[:]
+            _sim.sys.path[:] = []  # the built-in socket: the socket shim is for the radio
+            try:
+                import socket
+            finally:
+                _sim.sys.path[:] = _p
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 import struct  # the unix port takes a raw sockaddr_un for AF_UNIX
