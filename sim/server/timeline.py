@@ -1,0 +1,262 @@
+"""A household's timeline: the bulbs' journal records turned into on-intervals in wall-clock time.
+
+Pure: `build_timeline(records, ...)` is a function of all the records the server holds for a
+household, in any order, with duplicates. Re-evaluation after a late or out-of-order batch is
+calling it again. It never invents an instant: a boot that never learned the wall-clock time
+gets bounds from its neighbours and from when its records reached the server.
+
+How a boot becomes an interval (one bulb, boots in boot-number order):
+
+- every boot is a power-on, so the lamp was lit from uptime 0;
+- ANCHOR records give the boot's offset (wall = offset + uptime) within +-aux seconds;
+- the previous boot ended before this one started, and this one ended before the next started;
+- a record reached the server (received_at) after it was written: offset + up <= received_at;
+- OFF (dying gasp) gives the exact end in uptime; otherwise the last record of the boot is the
+  last moment known lit, and the end is bounded by the ALIVE schedule (a mark every 10 s, then
+  every 10 % of the visit) once a later boot proves the boot is over.
+- a boot whose POWER_ON says watchdog or software reset is not a new switch-on: the lamp stayed
+  lit through it, so it extends the previous visit.
+
+Uptime is a u32 of milliseconds (wraps after 49.7 days): it is unwrapped within a boot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from firmware.record import K_ALIVE, K_ANCHOR, K_OFF, K_POWER_ON
+
+WRAP_MS = 1 << 32
+# ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+SOFT_RESET = 5
+_CONTINUES_VISIT = (WDT_RESET, SOFT_RESET)
+# The ALIVE schedule (issue 3): the off time is known within 10 s up to 2 minutes, then within
+# 10 % of the visit's length.
+ALIVE_STEP_S = 10.0
+ALIVE_FRACTION = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """One journal record as the server stores it (firmware/record.py fields + arrival time)."""
+
+    device: str
+    seq: int
+    boot: int
+    up_ms: int
+    kind: int
+    sub: int = 0
+    aux: int = 0
+    arg: int = 0
+    received_at: float = 0.0  # server wall-clock (Unix s) when the batch carrying it arrived
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One visit: the lamp on from start to end, each known within [earliest, latest] (Unix s).
+
+    start_earliest and end_earliest are None when nothing before the visit bounds it (a bulb's
+    first boot that never talked). end_latest is None while the lamp may still be on (no OFF record and no later
+    boot yet). on_s is how long the lamp is known to have been lit (exact, from the bulb's own
+    uptime clock, whatever the anchors).
+    """
+
+    device: str
+    boot: int
+    start_earliest: float | None
+    start_latest: float
+    end_earliest: float | None
+    end_latest: float | None
+    on_s: float
+    ended_by: str  # "off" (dying gasp: exact), "alive" (bounded by marks), "open" (maybe still on)
+    anchored: bool  # the wall-clock offset came from an anchor in this visit
+    reported_at: float  # when the server first heard of this visit (earliest received_at)
+    boots: int = 1  # boots merged into this visit (watchdog resets while lit)
+
+    @property
+    def exact_start(self) -> bool:
+        return self.start_earliest is not None and self.start_latest - self.start_earliest < 1.0
+
+    @property
+    def start_mid(self) -> float:
+        if self.start_earliest is None:
+            return self.start_latest
+        return (self.start_earliest + self.start_latest) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSeen:
+    device: str
+    registered_at: float | None
+    first_heard: float | None
+    last_heard: float | None  # latest received_at of any record
+    last_boot: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    intervals: tuple[Interval, ...]  # all bulbs merged, by start_latest
+    devices: Mapping[str, DeviceSeen] = field(default_factory=dict)
+
+    def starts_between(self, t0: float, t1: float) -> list[Interval]:
+        """Visits whose latest possible start is in [t0, t1)."""
+        return [iv for iv in self.intervals if t0 <= iv.start_latest < t1]
+
+
+@dataclass(slots=True)
+class _Boot:
+    device: str
+    boot: int
+    records: list[StoredRecord]
+    ups: list[float] = field(default_factory=list)  # unwrapped uptime (s) per record
+    lo: float = -math.inf  # bounds on the boot's offset: wall = offset + uptime
+    hi: float = math.inf
+    anchored: bool = False
+    last_up: float = 0.0
+    off_up: float | None = None
+    continues: bool = False
+
+
+def _unwrap(records: list[StoredRecord]) -> list[float]:
+    out: list[float] = []
+    add = 0
+    prev = -1
+    for r in records:
+        if r.up_ms < prev:
+            add += WRAP_MS
+        prev = r.up_ms
+        out.append((r.up_ms + add) / 1000.0)
+    return out
+
+
+def _boots_of(records: list[StoredRecord]) -> list[_Boot]:
+    by_boot: dict[int, dict[int, StoredRecord]] = {}
+    for r in records:
+        by_boot.setdefault(r.boot, {}).setdefault(r.seq, r)  # a duplicate seq keeps the first
+    boots: list[_Boot] = []
+    for b in sorted(by_boot):
+        recs = [by_boot[b][s] for s in sorted(by_boot[b])]
+        bt = _Boot(recs[0].device, b, recs)
+        bt.ups = _unwrap(recs)
+        bt.last_up = bt.ups[-1]
+        for r, up in zip(recs, bt.ups):
+            if r.kind == K_ANCHOR:
+                err = max(0, r.aux)
+                bt.lo = max(bt.lo, r.arg - up - err) if bt.anchored else r.arg - up - err
+                bt.hi = min(bt.hi, r.arg - up + err) if bt.anchored else r.arg - up + err
+                bt.anchored = True
+            elif r.kind == K_OFF:
+                bt.off_up = up
+            elif r.kind == K_POWER_ON and r.sub in _CONTINUES_VISIT:
+                bt.continues = True
+            # the record reached the server after it was written
+            bt.hi = min(bt.hi, r.received_at - up)
+        if bt.anchored and bt.lo > bt.hi:  # anchor contradicts arrival: trust arrival
+            bt.lo = bt.hi
+        boots.append(bt)
+    return boots
+
+
+def _end_up(bt: _Boot) -> float:
+    """The uptime until which the lamp is known lit."""
+    return bt.off_up if bt.off_up is not None else bt.last_up
+
+
+def _bound(boots: list[_Boot]) -> None:
+    """Propagate neighbour bounds: boots of one bulb do not overlap."""
+    for prev, cur in zip(boots, boots[1:]):  # forward: cur starts after prev ended
+        floor = prev.lo + _end_up(prev)
+        if floor > cur.lo and floor <= cur.hi:
+            cur.lo = floor
+        elif floor > cur.hi:  # inconsistent anchors: keep cur's own
+            pass
+    for cur, nxt in zip(reversed(boots[:-1]), reversed(boots[1:])):  # backward
+        ceil = nxt.hi - _end_up(cur)
+        if ceil < cur.hi and ceil >= cur.lo:
+            cur.hi = ceil
+
+
+def _max_end_up(bt: _Boot) -> float:
+    u = bt.last_up
+    return max(u + ALIVE_STEP_S, u / (1.0 - ALIVE_FRACTION))
+
+
+def device_intervals(records: list[StoredRecord]) -> list[Interval]:
+    """The visits of one bulb (records of one device, any order, duplicates allowed)."""
+    boots = _boots_of(records)
+    _bound(boots)
+    out: list[Interval] = []
+    i = 0
+    while i < len(boots):
+        first = boots[i]
+        j = i
+        while j + 1 < len(boots) and boots[j + 1].continues:
+            j += 1
+        last = boots[j]
+        nxt = boots[j + 1] if j + 1 < len(boots) else None
+        start_lo = None if math.isinf(first.lo) else first.lo
+        start_hi = first.hi
+        on_s = sum(_end_up(b) for b in boots[i : j + 1])
+        end_lo = None if math.isinf(last.lo) else last.lo + _end_up(last)
+        if last.off_up is not None:
+            end_hi: float | None = last.hi + last.off_up
+            ended_by = "off"
+        elif nxt is not None:
+            end_hi = min(nxt.hi, last.hi + _max_end_up(last))
+            ended_by = "alive"
+        else:
+            end_hi = None
+            ended_by = "open"
+        if end_hi is not None and end_lo is not None:
+            end_hi = max(end_hi, end_lo)
+        out.append(
+            Interval(
+                device=first.device,
+                boot=first.boot,
+                start_earliest=start_lo,
+                start_latest=start_hi,
+                end_earliest=end_lo,
+                end_latest=end_hi,
+                on_s=on_s,
+                ended_by=ended_by,
+                anchored=first.anchored,
+                reported_at=min(r.received_at for b in boots[i : j + 1] for r in b.records),
+                boots=j - i + 1,
+            )
+        )
+        i = j + 1
+    return out
+
+
+def build_timeline(
+    records: Iterable[StoredRecord],
+    registered: Mapping[str, float | None] | None = None,
+) -> Timeline:
+    """The household's timeline from all its bulbs' records.
+
+    registered: device -> registration time (Unix s, or None), so that a bulb never heard
+    still appears in `devices` (the bulb-silent rule needs it).
+    """
+    per_dev: dict[str, list[StoredRecord]] = {}
+    for r in records:
+        per_dev.setdefault(r.device, []).append(r)
+    intervals: list[Interval] = []
+    devices: dict[str, DeviceSeen] = {}
+    for dev, recs in per_dev.items():
+        intervals.extend(device_intervals(recs))
+        devices[dev] = DeviceSeen(
+            device=dev,
+            registered_at=(registered or {}).get(dev),
+            first_heard=min(r.received_at for r in recs),
+            last_heard=max(r.received_at for r in recs),
+            last_boot=max(r.boot for r in recs),
+        )
+    for dev, at in (registered or {}).items():
+        devices.setdefault(dev, DeviceSeen(dev, at, None, None, None))
+    intervals.sort(key=lambda iv: (iv.start_latest, iv.device, iv.boot))
+    return Timeline(tuple(intervals), devices)
