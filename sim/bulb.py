@@ -139,6 +139,9 @@ class Bulb:
     unique_id: str | None = None
     pins: dict[int, int] = field(default_factory=dict)
     main: Path | None = None  # a script run instead of firmware_dir/main.py (unit tests)
+    # a whole-flash image (`make image`: build/flash.bin) to boot from instead of firmware_dir:
+    # its bytes become flash.bin and the firmware runs from its vfs partition (docs/flashing.md)
+    image: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     boots: list[Boot] = field(default_factory=list, init=False)
     power_ons: int = field(default=0, init=False)
@@ -183,6 +186,9 @@ class Bulb:
     def flash(self) -> None:
         """What flashing a new bulb does: config.json and site.json on the filesystem, the raw
         flash erased (0xFF) if it does not exist yet."""
+        if self.image is not None:
+            self._flash_image()
+            return
         cfg = self.firmware_dir / "config.json"
         if cfg.exists():
             shutil.copyfile(cfg, self.fs / "config.json")
@@ -195,8 +201,30 @@ class Bulb:
             with open(flash, "wb") as f:
                 f.write(b"\xff" * size)
 
+    def _flash_image(self) -> None:
+        """`make flash` for a simulated bulb: the image's bytes become its flash (once), and
+        site.json goes into the vfs partition, where the firmware reads it."""
+        from tools import image as img
+
+        flash = self.state_dir / "flash.bin"
+        if not flash.exists():
+            shutil.copyfile(self.image, flash)
+        if self.site is not None:
+            img.put_files(flash, {"site.json": json.dumps(self.site).encode()})
+
+    def _partitions(self) -> list[dict[str, Any]]:
+        """The table the shims serve: tools/partitions.csv, or the one inside the image."""
+        if self.image is None:
+            return partitions()
+        from tools.image import table_of
+
+        with open(self.state_dir / "flash.bin", "rb") as f:
+            head = f.read(0x9000)
+        return [{"label": p.name, "type": p.type, "subtype": p.subtype, "offset": p.offset,
+                 "size": p.size} for p in table_of(head)]
+
     def sim_json(self) -> dict[str, Any]:
-        parts = partitions()
+        parts = self._partitions()
         cfg: dict[str, Any] = {
             "state": str(self.state_dir),
             "firmware": str(self.firmware_dir),
@@ -211,6 +239,9 @@ class Bulb:
         }
         if self.main is not None:
             cfg["main"] = str(Path(self.main).resolve())
+        if self.image is not None:  # _boot.py mounts the vfs partition at /flash, runs from it
+            cfg["image"] = True
+            cfg["firmware"] = "/flash"
         if self._stop_at_ms is not None:
             cfg["stop_at_ms"] = self._stop_at_ms
         cfg.update(self.extra)
@@ -271,7 +302,8 @@ class Bulb:
             "MIMAMORI_SIM": str(self.state_dir / "sim.json"),
             "MIMAMORI_CAUSE": str(cause),
             "MIMAMORI_BOOT": str(self.power_ons),
-            "MICROPYPATH": f"{SHIMS}:{self.firmware_dir}:.frozen",
+            "MICROPYPATH": (f"{SHIMS}:{self.firmware_dir}:.frozen" if self.image is None
+                            else f"{SHIMS}:.frozen"),  # image: modules come from its vfs only
             "TZ": "UTC",
         })
         with open(boot.stdout_path, "wb") as out, open(boot.stderr_path, "wb") as err:

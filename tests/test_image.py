@@ -433,3 +433,55 @@ def test_a_simulated_bulb_mounts_its_filesystem_from_the_flash_image_bytes(built
     assert out["journal_blocks"] == journal.size // 4096
     assert out["journal_head"] == "ff" * 32  # erased, as make flash leaves it
     assert out["size"] == 24
+
+
+# ---- a simulated bulb booting from the image (sim/bulb.py Bulb(image=...)) -----------------
+
+PROBE_MAIN = """\
+import json, os, sys
+import probe
+with open("config.json") as f:
+    cfg = json.load(f)
+with open("site.json") as f:
+    site = json.load(f)
+with open("written.txt", "w") as f:
+    f.write("the bulb wrote this")
+print("PROBE " + json.dumps({"main": __file__, "probe": probe.__file__, "cwd": os.getcwd(),
+                             "cfg": cfg, "site": site, "level": probe.LEVEL}))
+"""
+
+
+def test_a_simulated_bulb_runs_main_py_and_mpy_modules_from_the_image(bulb, tmp_path):
+    fw = tmp_path / "fw"
+    fw.mkdir()
+    (fw / "main.py").write_text(PROBE_MAIN)
+    (fw / "probe.py").write_text("LEVEL = 42\n")
+    (fw / "config.json").write_text('{"brightness": 0.5}')
+    built = image.build(firmware=fw, out=tmp_path / "out")
+    b = bulb(image=built.flash, site={"wifi_ssid": "home"})
+    b.power_on(stop_at_s=2)
+    line = next(x for x in b.stdout.splitlines() if x.startswith("PROBE "))
+    out = json.loads(line[6:])
+    assert out["main"] == "/flash/main.py"
+    assert out["probe"] == "/flash/probe.mpy"  # compiled module, from the image, not firmware/
+    assert out["cwd"] == "/flash"
+    assert out["cfg"] == {"brightness": 0.5} and out["site"] == {"wifi_ssid": "home"}
+    assert out["level"] == 42
+    # what the bulb wrote went through esp32.Partition into the flash bytes, as LittleFS
+    files = image.vfs_files(b.state_dir / "flash.bin")
+    assert files["written.txt"] == b"the bulb wrote this"
+    assert any(e.get("part") == "vfs" and e.get("op") == "program" for e in b.events("flash"))
+    assert not (b.fs / "written.txt").exists()
+
+
+def test_the_firmware_boots_from_the_image_as_it_does_from_the_source_tree(bulb, built):
+    from_image = bulb(image=built.flash, site={"wifi_ssid": "home"})
+    from_source = bulb(site={"wifi_ssid": "home"})
+    for b in (from_image, from_source):
+        b.power_on(stop_at_s=20)
+    assert from_image.lamp_duties() == from_source.lamp_duties()
+    assert from_image.lamp_duties()[0] == (0, 65535)
+    kinds = [e["ev"] for e in from_image.trace() if e["ev"] not in ("net", "radio")]
+    assert kinds == [e["ev"] for e in from_source.trace() if e["ev"] not in ("net", "radio")]
+    assert not [e for e in from_image.events("exit") if e.get("how") == "exception"]
+    assert "Traceback" not in from_image.stdout + from_image.stderr

@@ -141,6 +141,53 @@ def flash_image(
     return bytes(flash)
 
 
+def table_of(flash: bytes) -> list[pt.Partition]:
+    """The partition table a whole-flash image holds at 0x8000 (MD5 checked)."""
+    return pt.from_binary(flash[pt.TABLE_OFFSET : pt.TABLE_OFFSET + pt.TABLE_SIZE])
+
+
+def _mount(region: bytes) -> LittleFS:
+    """Mount an existing LittleFS region. No pinned disk version here: MicroPython's littlefs
+    upgrades the superblock to 2.1 the first time the bulb writes, and a reader pinned to 2.0
+    would refuse it (LFS_ERR_INVAL)."""
+    cfg = {k: v for k, v in LFS.items() if k != "disk_version"}
+    fs = LittleFS(block_size=BLOCK, block_count=len(region) // BLOCK, mount=False, **cfg)
+    fs.context.buffer[:] = region
+    fs.mount()
+    return fs
+
+
+def vfs_files(flash_path: Path) -> dict[str, bytes]:
+    """The files at the root of the vfs partition inside a whole-flash image."""
+    data = Path(flash_path).read_bytes()
+    v = pt.find(table_of(data), pt.VFS_LABEL)
+    if v is None:
+        raise ImageError(f"{flash_path}: its partition table has no 'vfs' partition")
+    fs = _mount(data[v.offset : v.end])
+    out = {}
+    for name in sorted(fs.listdir("/")):
+        with fs.open(name, "rb") as f:
+            out[name] = f.read()
+    fs.unmount()
+    return out
+
+
+def put_files(flash_path: Path, files: dict[str, bytes]) -> None:
+    """Write files into the vfs partition of a whole-flash image, in place (what mpremote
+    would do over USB). The rest of the flash is untouched."""
+    data = bytearray(Path(flash_path).read_bytes())
+    v = pt.find(table_of(bytes(data)), pt.VFS_LABEL)
+    if v is None:
+        raise ImageError(f"{flash_path}: its partition table has no 'vfs' partition")
+    fs = _mount(bytes(data[v.offset : v.end]))
+    for name, content in files.items():
+        with fs.open(name, "wb") as f:
+            f.write(content)
+    fs.unmount()
+    data[v.offset : v.end] = fs.context.buffer
+    Path(flash_path).write_bytes(data)
+
+
 def build(
     csv_path: Path = CSV,
     firmware: Path = FIRMWARE,

@@ -27,6 +27,17 @@ def _run(path):
     return True
 
 
+if _sim.cfg.get("image"):  # flash.bin from `make image`: mount vfs as the ESP32 _boot.py does
+    import os
+
+    import esp32
+    import vfs
+
+    vfs.mount(esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0], "/flash")
+    os.chdir("/flash")  # the ESP32's cwd is the root of this filesystem
+    _i = sys.path.index(".frozen") if ".frozen" in sys.path else len(sys.path)
+    sys.path.insert(_i, "/flash")  # after the shims, like the ESP32's "" (cwd) entry
+    del esp32, os, vfs, _i
 _fw = _sim.cfg.get("firmware", ".")
 _end = 0
 try:
