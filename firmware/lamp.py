@@ -81,19 +81,20 @@ class Lamp:
     async def _fade(self, level, ms):
         start = self._now
         n = max(1, ms // _STEP_MS)
-        try:
-            for i in range(1, n):
-                self._show(start + (level - start) * i / n)
-                await asyncio.sleep_ms(_STEP_MS)
-        finally:
-            self._show(level)
+        for i in range(1, n):
+            self._show(start + (level - start) * i / n)
+            await asyncio.sleep_ms(_STEP_MS)
+        self._show(level)
 
     async def fade_to(self, level=None, ms=None):
         """Fade to level (default: the configured level) and make it the lamp's level."""
         if level is not None:
             self.level = min(1.0, max(0.05, level))
         async with self._lock:
-            await self._fade(self.level, self.fade_ms if ms is None else ms)
+            try:
+                await self._fade(self.level, self.fade_ms if ms is None else ms)
+            finally:
+                self.show()
 
     async def _blinks(self, n, on_ms, off_ms):
         low = self.level * _DIP
