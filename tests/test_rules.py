@@ -1,0 +1,220 @@
+"""Alert rules at chosen instants: pure (timeline, settings, now) -> decisions."""
+
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta, timezone
+from statistics import median
+
+import pytest
+
+from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
+from sim.server.rules import (
+    CLEAR,
+    OPEN,
+    Pause,
+    Settings,
+    due_at,
+    evaluate,
+    learn,
+    replay,
+    unusual_quiet,
+)
+from tests.test_timeline import Bulb
+
+JST = timezone(timedelta(hours=9))
+H = 3600.0
+
+
+def at(day, hh, mm=0):
+    """Unix time of 2026-03-<day> hh:mm in Japan."""
+    return datetime(2026, 3, day, hh, mm, tzinfo=JST).timestamp()
+
+
+def rule(decisions, name, subject=""):
+    (d,) = [x for x in decisions if x.rule == name and x.subject == subject]
+    return d
+
+
+FIXED = Settings(tz="Asia/Tokyo", activity_rule="fixed")
+
+
+def test_no_switch_on_for_24_hours_alerts_exactly_at_the_deadline_with_evidence():
+    tl = Bulb().visit(at(2, 10, 42), 120, off=True).timeline()
+    before = rule(evaluate(tl, FIXED, at(3, 10, 41)), "no_activity")
+    assert before.state == CLEAR and before.next_check == at(3, 10, 42)
+    assert before.evidence == "light switched on yesterday at 10:42"
+    d = rule(evaluate(tl, FIXED, at(3, 10, 42)), "no_activity")
+    assert d.state == OPEN and d.since == at(3, 10, 42)
+    assert d.evidence == "no switch-on for 24 h: last light switched on yesterday at 10:42"
+    assert d.audience == "family"
+
+
+def test_alert_clears_when_the_light_comes_on_and_says_when():
+    b = Bulb().visit(at(2, 10, 42), 120, off=True)
+    b.visit(at(3, 14, 5), 60, off=True)
+    d = rule(evaluate(b.timeline(), FIXED, at(3, 14, 10)), "no_activity")
+    assert d.state == CLEAR and d.evidence == "light switched on at 14:05"
+
+
+def test_late_unanchored_visit_clears_with_its_bounds_not_an_invented_time():
+    b = Bulb().visit(at(1, 8, 0), 60, off=True)
+    b.visit(at(2, 9, 0), 60, anchor=False, off=True, received_at=at(2, 12, 0))
+    d = rule(evaluate(b.timeline(), FIXED, at(2, 12, 1)), "no_activity")
+    assert d.state == CLEAR
+    assert "between yesterday 08:01 and 11:59 (reported late)" in d.evidence
+    # before the late batch arrived the household looked quiet for 24 h
+    early = Bulb().visit(at(1, 8, 0), 60, off=True).timeline()
+    assert rule(evaluate(early, FIXED, at(2, 9, 30)), "no_activity").state == OPEN
+
+
+def test_daily_window_alerts_at_0900_when_no_switch_on_since_0900_yesterday():
+    s = replace(FIXED, activity_rule="daily_window", window_start=time(9, 0), window_h=24)
+    tl = Bulb().visit(at(2, 8, 50), 60, off=True).timeline()
+    assert rule(evaluate(tl, s, at(3, 8, 59)), "daily_window").state == CLEAR
+    d = rule(evaluate(tl, s, at(3, 9, 0)), "daily_window")
+    assert d.state == OPEN and d.since == at(3, 9, 0)  # 25 h after, not 24: the window rule
+    tl2 = Bulb().visit(at(2, 9, 10), 60, off=True).timeline()
+    d2 = rule(evaluate(tl2, s, at(3, 9, 0)), "daily_window")
+    assert d2.state == CLEAR and d2.next_check == at(4, 9, 0)
+
+
+def test_light_known_on_for_three_hours_alerts_and_off_clears():
+    b = Bulb().visit(at(2, 20, 0), 4 * H, alive=(10, 3600, 7200, 3 * H + 60),
+                     received_at=at(2, 23, 2))
+    d = rule(evaluate(b.timeline(), FIXED, at(2, 23, 5)), "on_too_long", "bulb-1")
+    assert d.state == OPEN and "light on since 20:00, still on at 23:01" in d.evidence
+    short = Bulb().visit(at(2, 20, 0), 2 * H, alive=(10, 7000), received_at=at(2, 22, 0))
+    assert rule(evaluate(short.timeline(), FIXED, at(2, 23, 5)), "on_too_long",
+                "bulb-1").state == CLEAR
+    b.visit(at(3, 7, 0), 60, off=True)
+    assert rule(evaluate(b.timeline(), FIXED, at(3, 7, 5)), "on_too_long",
+                "bulb-1").state == CLEAR
+
+
+def test_registered_bulb_never_heard_alerts_the_coordinator_not_the_family():
+    tl = Bulb().timeline(registered={"bulb-1": at(1, 10)})
+    assert rule(evaluate(tl, FIXED, at(2, 9)), "bulb_silent", "bulb-1").state == CLEAR
+    d = rule(evaluate(tl, FIXED, at(2, 10)), "bulb_silent", "bulb-1")
+    assert d.state == OPEN and d.audience == "coordinator" and "never heard" in d.evidence
+
+
+def test_bulb_not_heard_for_three_days_is_flagged_silent():
+    tl = Bulb().visit(at(1, 10), 60, off=True).timeline()
+    assert rule(evaluate(tl, FIXED, at(3, 10)), "bulb_silent", "bulb-1").state == CLEAR
+    assert rule(evaluate(tl, FIXED, at(4, 11)), "bulb_silent", "bulb-1").state == OPEN
+
+
+def test_visits_that_keep_arriving_late_flag_poor_delivery_for_the_coordinator():
+    b = Bulb()
+    for d in range(1, 8):
+        b.visit(at(d, 9), 60, off=True)  # on time
+        b.visit(at(d, 15), 60, anchor=False, off=True, received_at=at(d + 1, 9) + 1)
+    d = rule(evaluate(b.timeline(), FIXED, at(8, 10)), "poor_delivery", "bulb-1")
+    assert d.state == OPEN and d.audience == "coordinator" and "check its signal" in d.evidence
+    good = Bulb()
+    for day in range(1, 8):
+        good.visit(at(day, 9), 60, off=True)
+    assert rule(evaluate(good.timeline(), FIXED, at(8, 10)), "poor_delivery",
+                "bulb-1").state == CLEAR
+
+
+def test_paused_household_never_alerts_and_resumes_by_itself():
+    tl = Bulb().visit(at(2, 10), 60, off=True).timeline()
+    pause = Pause.from_dates(date(2026, 3, 3), date(2026, 3, 6), "Asia/Tokyo")
+    s = replace(FIXED, pauses=(pause,))
+    during = rule(evaluate(tl, s, at(5, 12)), "no_activity")
+    assert during.state == CLEAR and during.next_check == at(7, 0)
+    assert "paused until" in during.evidence
+    # after the pause the gap counts from its end: 24 h after midnight of the 7th
+    assert rule(evaluate(tl, s, at(7, 23, 59)), "no_activity").state == CLEAR
+    assert rule(evaluate(tl, s, at(8, 0, 0)), "no_activity").state == OPEN
+
+
+def test_every_evaluation_says_when_to_look_next():
+    tl = Bulb().visit(at(2, 10), 60, off=True).timeline(registered={"bulb-1": at(1, 9)})
+    ds = evaluate(tl, FIXED, at(2, 11))
+    assert due_at(ds) == at(3, 10)
+
+
+# ---------------------------------------------------------------- the learned rule
+
+START = datetime(2026, 1, 5)  # a Monday; simulated times are taken as UTC
+LEARN = Settings(tz="UTC")
+
+
+def _history(days=35, seed=3, **kw):
+    visits = Household(seed, Profile(**kw)).events(START, days)
+    return visits, exact_timeline(visits)
+
+
+def test_learned_rule_falls_back_to_the_fixed_24h_while_history_is_short():
+    visits, tl = _history(days=4)
+    last = unix(visits[-1].on)
+    d = unusual_quiet(list(tl.intervals), LEARN, last + 3600)
+    assert d.state == CLEAR and "still learning" in d.evidence
+    assert d.next_check == last + 24 * H
+
+
+def test_evening_fall_is_detected_sooner_than_24h_by_the_learned_rule():
+    visits, _ = _history()
+    fall = START + timedelta(days=30, hours=21)
+    tl = exact_timeline([v for v in visits if v.on < fall])
+    t = unix(fall)
+    learned = replay(tl, LEARN, t, t + 72 * H, "unusual_quiet")
+    fixed = replay(tl, LEARN, t, t + 72 * H, "no_activity")
+    assert learned and fixed
+    assert learned[0].opened < fixed[0].opened - 3 * H
+    assert learned[0].opened - t >= LEARN.learned_min_h * H
+
+
+def test_learned_rule_does_not_alert_a_late_riser_or_a_quiet_weekend():
+    # a rhythm with weekend mornings 1.5 h later, much quieter weekends and late mornings
+    visits, tl = _history(days=56, weekend_shift_h=1.5, weekend_rate=0.5, late_morning_p=0.1)
+    eps = replay(tl, LEARN, unix(START), unix(START + timedelta(days=56)), "unusual_quiet")
+    assert eps == []
+
+
+def test_learned_rule_does_not_learn_from_paused_days():
+    visits, tl = _history(days=35)
+    now = unix(START + timedelta(days=35))
+    full = learn(list(tl.intervals), LEARN, now)
+    pause = Pause(unix(START + timedelta(days=20)), unix(START + timedelta(days=30)))
+    kept = [iv for iv in tl.intervals if not pause.start <= iv.start_latest < pause.end]
+    paused = learn(kept, replace(LEARN, pauses=(pause,)), now)
+    unpaused_gap = learn(kept, LEARN, now)
+    assert full and paused and unpaused_gap
+    assert abs(paused.days - (full.days - 10)) < 0.01
+    # the ten empty days would make the household look quiet; the pause keeps its rhythm
+    assert sum(unpaused_gap.rate) < 0.8 * sum(full.rate)
+    assert abs(sum(paused.rate) - sum(full.rate)) < 0.2 * sum(full.rate)
+
+
+needs_logs = pytest.mark.skipif(
+    not (DATA / "OrdonezA_Sensors.txt").exists(),
+    reason=f"the Ordonez activity logs are not in {DATA} (../shared/data/activity)",
+)
+
+
+@needs_logs
+@pytest.mark.parametrize("house", ["A", "B"])
+def test_real_household_rhythm_gives_no_false_alert_and_earlier_detection(house):
+    """Ordonez et al., Sensors 13(5):5460-5477, 2013: bathroom sensors as the bulb."""
+    log = load_ordonez(house)
+    tl = exact_timeline(log.visits)
+    t0, t1 = unix(log.visits[0].on), unix(log.visits[-1].off)
+    assert replay(tl, LEARN, t0, t1, "unusual_quiet") == []
+    assert replay(tl, LEARN, t0, t1, "no_activity") == []
+    delays = {"unusual_quiet": [], "no_activity": []}
+    for d in range(8, log.days - 1):
+        for hour in (8, 13, 19, 23):
+            fall = log.start + timedelta(days=d, hours=hour)
+            part = exact_timeline([v for v in log.visits if v.on < fall])
+            for r in delays:
+                (first, *_) = replay(part, LEARN, unix(fall), unix(fall) + 72 * H, r)
+                delays[r].append(first.opened - unix(fall))
+    assert median(delays["unusual_quiet"]) < median(delays["no_activity"]) - 2 * H
+    assert max(delays["unusual_quiet"]) <= max(delays["no_activity"])
+
+
+def test_visit_list_api_is_usable_for_driving_bulbs():
+    visits, _ = _history(days=2)
+    assert all(isinstance(v, Visit) and v.on < v.off for v in visits)
