@@ -38,6 +38,7 @@ from sim.server.ingest import (
 from sim.server.storage import Replayed, Store
 
 log = logging.getLogger("mimamori.server")
+RETRY_S = 60  # what a 503 asks the bulb to wait (it adds jitter)
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -130,7 +131,8 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(503, "server_error", "the server failed and changed nothing; retry later")
+        return _error(503, "server_error", "the server failed and changed nothing; retry later",
+                      retry_s=RETRY_S)
 
     @app.post(protocol.PATH, response_model=Ack, response_model_exclude_none=True,
               responses=_ERRORS, openapi_extra=_OPENAPI_EXTRA, summary="Upload a batch")
@@ -150,7 +152,8 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
         except Exception:
             log.exception("ingest failed")
             return _error(503, "server_error",
-                          "the server failed and changed nothing; retry later")
+                          "the server failed and changed nothing; retry later",
+                          retry_s=RETRY_S)
         return JSONResponse(out)
 
     for r in routers:

@@ -126,7 +126,9 @@ def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
     print(f"mimamori server on {scheme}://{args.host}:{args.port} db={_db_path(args)}",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.cert,
-                ssl_keyfile=args.key, log_level=args.log_level, access_log=False)
+                ssl_keyfile=args.key, log_level=args.log_level, access_log=False,
+                # every byte counts on LTE-M: no Server or Date header in answers
+                server_header=False, date_header=False)
     return 0
 
 
