@@ -23,12 +23,14 @@ _BASE_MS = const(4000)  # backoff: full jitter in [0, min(cap, base * 2^failures
 _CAP_MS = const(1800000)
 _REFUSED_MS = const(3600000)  # after a 4xx: the same request would be refused again
 _ANCHOR_MS = const(21600000)  # a new server time anchor within a boot every 6 h
+_LTE_GAP_S = const(21600)  # LTE-M: a power-on reports when the last report is older than this
 
 DONE = const(0)  # everything unsent is acknowledged
 FAIL = const(1)  # no link, no connection, dropped, 5xx: back off and retry
 REFUSED = const(2)  # 4xx: recorded as a fault, retried only much later
 BUSY = const(3)  # 429/503: the server sheds load; wait what it says (jittered)
 AGAIN = const(4)  # progress made, more to send on a new connection
+LATER = const(5)  # LTE-M power-on within the report gap: records wait for a later report
 
 
 def _rand(n):
@@ -91,6 +93,8 @@ class Uplink:
         self._lock = asyncio.Lock()
         self._ts = _transports(cfg)
         self.outcome = None
+        self._answered = False
+        self._retry_ms = 0
 
     def ready(self):
         return bool(self._j and self._host and self._dev and self._key and self._ts)
@@ -101,10 +105,12 @@ class Uplink:
             print("uplink: not provisioned (server, device_id, device_key, transport): idle")
             return
         await asyncio.sleep_ms(_rand(_FIRST_MS))
+        first = True
         while True:
             wait = self._cfg["heartbeat_s"] * 1000
             try:
-                got = await self.flush()
+                got = await self.flush(first)
+                first = False
                 if got == FAIL:
                     wait = _rand(min(_CAP_MS, _BASE_MS << min(self._fails, 16))) + 500
                 elif got == REFUSED:
@@ -126,16 +132,17 @@ class Uplink:
         """A change worth telling (fault, setup, ...): send now instead of at the heartbeat."""
         self._wake.set()
 
-    async def flush(self):
-        """One delivery attempt of everything unsent; the outcome (DONE, FAIL, ...)."""
+    async def flush(self, power_on=False):
+        """One delivery attempt of everything unsent; the outcome (DONE, FAIL, ...).
+        power_on: the attempt right after power-on, which LTE-M may defer (LATER)."""
         async with self._lock:
-            got = await self._deliver()
-            self._fails = 0 if got in (DONE, AGAIN) else self._fails + 1
+            got = await self._deliver(power_on)
+            self._fails = 0 if got in (DONE, AGAIN, LATER) else self._fails + 1
             self.outcome = got
             return got
 
     # ---- one attempt over the configured transports, in order
-    async def _deliver(self):
+    async def _deliver(self, power_on=False):
         rec = self._mv[_HEAD + protocol.HEADER_SIZE :]
         if self._j.read_unsent(rec, 1)[0] == 0:
             return DONE
@@ -143,31 +150,79 @@ class Uplink:
         for t in self._ts:
             t0 = time.ticks_ms()
             ok = await t.up()
-            if ok:
-                try:
-                    await t.open(self._host, self._port, self._tls)
-                except Exception as e:
-                    print("uplink: %s: cannot open %s:%d: %s" % (t.name, self._host, self._port, e))
-                    ok = False
-            ms = max(1, time.ticks_diff(time.ticks_ms(), t0)) if ok else 0
-            self._j.append(record.K_LINK, t.code, t.signal(), ms)
-            if t.clock and not self._modem_anchored:
+            if t.clock and not self._modem_anchored:  # network time: anchor this boot
                 wall, at = t.clock
                 self._modem_anchored = True
                 self._j.append(record.K_ANCHOR, record.A_MODEM, 2,
                                wall + time.ticks_diff(time.ticks_ms(), at) // 1000)
-            if not ok:
-                await t.close()
-                continue
-            try:
-                got = await self._exchange(t)
-            except Exception as e:
-                print("uplink: %s: exchange failed: %s" % (t.name, e))
-                got = FAIL
+            if ok and power_on and t.code == record.T_LTE and not self._lte_due(t):
+                return LATER
+            ms = 0
+            self._answered = False
+            if ok:
+                try:
+                    await t.open(self._host, self._port, self._tls)
+                    ms = max(1, time.ticks_diff(time.ticks_ms(), t0))
+                    got = await self._exchange(t)
+                except Exception as e:
+                    print("uplink: %s: %s:%d: %s" % (t.name, self._host, self._port, e))
+                    got = FAIL
             await t.close()
-            if got != FAIL:
+            # one link record per attempt, once its outcome is known (it goes with the next
+            # batch): connect time when the server answered, 0 when it could not be reached
+            self._j.append(record.K_LINK, t.code, t.signal(), ms if self._answered else 0)
+            if ok and got != FAIL:
+                if got == DONE and t.code == record.T_LTE and t.clock:
+                    self._lte_reported(t.clock)
                 break
         return got
+
+    # ---- LTE-M report gap (docs/uplink.md: bytes per month)
+    def _lte_due(self, t):
+        """True when this power-on should report over LTE-M: no network time to judge by, a
+        record worth telling waiting (fault, loss, setup), or the last report is old."""
+        if not t.clock:
+            return True
+        try:
+            with open("lte_last") as f:
+                last = int(f.read())
+        except (OSError, ValueError):
+            return True
+        now = t.clock[0]
+        if not 0 <= now - last < _LTE_GAP_S:
+            return True
+        rec = self._mv[_HEAD + protocol.HEADER_SIZE :]
+        count, _ = self._j.read_unsent(rec, _BATCH)
+        for i in range(count):
+            k = rec[i * record.SIZE + 12]
+            if k == record.K_FAULT or k == record.K_LOSS or k == record.K_SETUP:
+                return True
+        return False
+
+    def _lte_reported(self, clock):
+        try:
+            with open("lte_last.tmp", "w") as f:
+                f.write(str(clock[0]))
+            os.rename("lte_last.tmp", "lte_last")
+        except OSError as e:
+            print("uplink: cannot keep the last report time:", e)
+
+    def _thin(self, count):
+        """Drop alive marks followed by a later record of the same boot (which proves the lamp
+        was lit later still): they tell the server nothing more. In place; the new count."""
+        b = self._buf
+        base = _HEAD + protocol.HEADER_SIZE
+        n = 0
+        for i in range(count):
+            o = base + i * record.SIZE
+            if (b[o + 12] == record.K_ALIVE and i + 1 < count
+                    and b[o + 4 : o + 8] == b[o + 28 : o + 32]):
+                continue
+            if n != i:
+                d = base + n * record.SIZE
+                self._mv[d : d + record.SIZE] = self._mv[o : o + record.SIZE]
+            n += 1
+        return n
 
     def _head(self, n_body, keep):
         """Write the HTTP head right-aligned before the body; the request's start offset."""
@@ -194,6 +249,7 @@ class Uplink:
                 return DONE
             last = record.seq_of(self._buf, _HEAD + protocol.HEADER_SIZE + (count - 1) * record.SIZE)
             more = count == _BATCH
+            count = self._thin(count)
             self._req += 1
             body = self._mv[_HEAD:]
             protocol.pack_header(body, count, j.epoch, from_seq, j.boot, self._req)
@@ -252,6 +308,7 @@ class Uplink:
                 break
         if hend < 0 or not rx.startswith(b"HTTP/1."):
             raise OSError("no HTTP answer")
+        self._answered = True
         status = int(bytes(mv[9:12]))
         end = hend + 4 + clen if clen >= 0 else n
         if end > n:

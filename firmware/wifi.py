@@ -44,8 +44,7 @@ class Wifi:
                 deadline = time.ticks_add(time.ticks_ms(), _T_JOIN)
                 while not w.isconnected():
                     s = w.status()
-                    if s in (network.STAT_WRONG_PASSWORD, network.STAT_NO_AP_FOUND,
-                             network.STAT_CONNECT_FAIL):
+                    if s == network.STAT_WRONG_PASSWORD or s == network.STAT_NO_AP_FOUND:
                         break
                     if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                         break
