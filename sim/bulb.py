@@ -294,7 +294,8 @@ class Bulb:
     def is_running(self) -> bool:
         return not self._done.is_set()
 
-    def _spawn(self, cause: int) -> Boot:
+    def _spawn(self, cause: int, t0_ms: int) -> Boot:
+        (self.state_dir / "alive").unlink(missing_ok=True)  # the watchdog starts unarmed
         n = len(self.boots) + 1
         boot = Boot(n, cause, self.state_dir / f"boot{n}.out", self.state_dir / f"boot{n}.err")
         env = dict(os.environ)
@@ -302,6 +303,7 @@ class Bulb:
             "MIMAMORI_SIM": str(self.state_dir / "sim.json"),
             "MIMAMORI_CAUSE": str(cause),
             "MIMAMORI_BOOT": str(self.power_ons),
+            "MIMAMORI_T0": str(t0_ms),
             "MICROPYPATH": (f"{SHIMS}:{self.firmware_dir}:.frozen" if self.image is None
                             else f"{SHIMS}:.frozen"),  # image: modules come from its vfs only
             "TZ": "UTC",
@@ -315,12 +317,12 @@ class Bulb:
 
     def _supervise(self) -> None:
         try:
-            cause = PWRON_RESET
+            cause, t0_ms = PWRON_RESET, 0
             while True:
                 with self._lock:
                     if self._off.is_set():
                         return
-                    boot = self._spawn(cause)
+                    boot = self._spawn(cause, t0_ms)
                     proc = self._proc
                 assert proc is not None
                 hung = self._watch(proc)
@@ -328,13 +330,15 @@ class Bulb:
                 marker = self.state_dir / "reset"
                 if hung:
                     boot.ended_by = "hang"
-                    self._append_trace({"ev": "reset", "cause": WDT_RESET, "by": "runner"})
+                    t0_ms = self._alive_ms(t0_ms)
+                    self._append_trace({"t": t0_ms, "ev": "reset", "cause": WDT_RESET,
+                                        "by": "runner"})
                     cause = WDT_RESET
                 elif self._off.is_set():
                     boot.ended_by = "power_off"
                     return
                 elif marker.exists():
-                    cause = int(marker.read_text() or HARD_RESET)
+                    cause, t0_ms = (int(x) for x in marker.read_text().split())
                     marker.unlink()
                     boot.ended_by = "watchdog" if cause == WDT_RESET else "reset"
                 elif proc.returncode == -signal.SIGKILL:
@@ -391,9 +395,14 @@ class Bulb:
         proc.wait()
         return False
 
+    def _alive_ms(self, default: int) -> int:
+        """The bulb clock (since power-on) at the last sign of life."""
+        try:
+            return int((self.state_dir / "alive").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return default
+
     def _append_trace(self, ev: dict[str, Any]) -> None:
-        last = [e for e in self.trace() if "t" in e]
-        ev = {"t": last[-1]["t"] if last else 0, **ev}
         with open(self.state_dir / "trace.jsonl", "a") as f:
             f.write("\n" + json.dumps(ev) + "\n")  # after a possibly torn line
 

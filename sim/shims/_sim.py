@@ -22,10 +22,12 @@ cfg = json.load(open(os.getenv("MIMAMORI_SIM")))
 state_dir = cfg.get("state") or os.getenv("MIMAMORI_SIM").rsplit("/", 1)[0]
 cause = int(os.getenv("MIMAMORI_CAUSE") or 1)  # machine.reset_cause() of this boot
 boot_n = int(os.getenv("MIMAMORI_BOOT") or 1)  # power-on count
+t0_ms = int(os.getenv("MIMAMORI_T0") or 0)  # bulb ms of this power-on before this boot (resets)
 _tcfg = cfg.get("time") or {}
 mode = _tcfg.get("mode", "virtual")
 factor = _tcfg.get("factor", 1) if mode == "scaled" else 1
-stop_at_ms = cfg.get("stop_at_ms")
+stop_at_ms = cfg.get("stop_at_ms")  # since the power-on, across resets
+stop_us = None if stop_at_ms is None else (stop_at_ms - t0_ms) * 1000  # on this boot's clock
 io_wait_ms = cfg.get("io_wait_ms", 500)  # virtual mode: real time a peer gets to answer
 _t0 = _rt.time_ns()
 _v_us = 0  # virtual clock, bulb us since power-on
@@ -58,7 +60,7 @@ _tf = open(state_dir + "/trace.jsonl", "a")
 
 def trace(ev, **fields):
     """Append one event to <state>/trace.jsonl, stamped with the bulb clock (ms)."""
-    fields["t"] = now_ms()
+    fields["t"] = t0_ms + now_ms()
     fields["ev"] = ev
     _tf.write(json.dumps(fields) + "\n")  # one write(): a kill never tears more than one line
 
@@ -82,7 +84,7 @@ def reset(why):
     f.write(str(rtc_base + now_ms() // 1000))
     f.close()
     f = open(state_dir + "/reset", "w")
-    f.write(str(why))
+    f.write("%d %d" % (why, t0_ms + now_ms()))
     f.close()
     power_cut()
 
@@ -117,17 +119,22 @@ def set_pin(pin, level):
     return False
 
 
+world_gen = 0  # bumped by a control line {"world": 1}
+
 # events scheduled at a bulb time: from sim.json "events" and control lines with "at_ms"
 _events = sorted(cfg.get("events") or [], key=lambda e: e["at_ms"])
 
 
 def _apply(msg):
     """One control message: {"pin": P, "value": V} or {"at_ms": T, ...} to do it later."""
+    global world_gen
     at = msg.get("at_ms")
-    if at is not None and at > now_ms():
+    if at is not None and at > t0_ms + now_ms():
         _events.append(msg)
         _events.sort(key=lambda e: e["at_ms"])
         return False
+    if "world" in msg:  # the runner rewrote world.json: the network shim re-reads it
+        world_gen += 1
     if "pin" in msg:
         return set_pin(int(msg["pin"]), msg["value"])
     return False
@@ -135,7 +142,7 @@ def _apply(msg):
 
 def _due():
     fired = False
-    n = now_ms()
+    n = t0_ms + now_ms()
     while _events and _events[0]["at_ms"] <= n:
         fired = _apply(_events.pop(0)) or fired
     return fired
@@ -196,7 +203,7 @@ def _beat(force=False):
         return
     _beat_real = r
     f = open(state_dir + "/alive", "w")
-    f.write("%d %d\n" % (now_ms(), wdt_timeout))
+    f.write("%d %d\n" % (t0_ms + now_ms(), wdt_timeout))
     f.close()
 
 
@@ -219,7 +226,7 @@ def wait(ms, real=None, soft=None):
         if _read_control() or _due():
             return []
         n = now_us()
-        if stop_at_ms is not None and n >= stop_at_ms * 1000:
+        if stop_at_ms is not None and n >= stop_us:
             power_cut()
         _wdt_check()
         _beat()
@@ -230,10 +237,12 @@ def wait(ms, real=None, soft=None):
         if end is not None and n >= end:
             return []
         lim = end
-        if stop_at_ms is not None and (lim is None or stop_at_ms * 1000 < lim):
-            lim = stop_at_ms * 1000
-        if _events and (lim is None or _events[0]["at_ms"] * 1000 < lim):
-            lim = max(n, _events[0]["at_ms"] * 1000)
+        if stop_at_ms is not None and (lim is None or stop_us < lim):
+            lim = stop_us
+        if _events:
+            e = (_events[0]["at_ms"] - t0_ms) * 1000
+            if lim is None or e < lim:
+                lim = max(n, e)
         if wdt_timeout:
             w = wdt_fed_us + wdt_timeout * 1000
             if lim is None or w < lim:

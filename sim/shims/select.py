@@ -65,8 +65,12 @@ class _Poll:
         for obj, mask in self._objs.items():
             if _real(obj) is None:
                 ev = obj.ioctl(_MP_STREAM_POLL, mask)
-                if ev:
-                    got.append((obj, ev))
+            elif hasattr(obj, "ioctl"):  # a shim over a real fd with data already buffered
+                ev = obj.ioctl(_MP_STREAM_POLL, mask & POLLIN)
+            else:
+                continue
+            if ev:
+                got.append((obj, ev))
         return got
 
     def _now(self):
@@ -82,7 +86,10 @@ class _Poll:
         got = self._now()
         if got or timeout == 0:
             return got
-        got = _sim.wait(timeout, self._rp if self._nreal else None, self._soft)
+        while True:  # a host event may end a wait early; an endless poll still never returns []
+            got = _sim.wait(timeout, self._rp if self._nreal else None, self._soft)
+            if got or timeout >= 0:
+                break
         out = []
         for r, ev in got:
             o = self._back.get(id(r), r)
