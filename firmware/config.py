@@ -53,6 +53,12 @@ SCHEMA = (
     ("uart_tx",         _PIN,    0,      48,     "",        17,                     0),
     ("uart_rx",         _PIN,    0,      48,     "",        16,                     0),
     ("uart_baud",       _INT,    9600,   921600, " of bits/s", 115200,              0),
+    # ALIVE marks while lit (alive.py, docs/journal.md): every alive_step_s up to
+    # alive_until_s, then each alive_growth times the last, at most alive_max_s apart
+    ("alive_step_s",    _INT,    1,      60,     " of seconds", 10,                 _SERVER),
+    ("alive_until_s",   _INT,    0,      3600,   " of seconds", 120,                _SERVER),
+    ("alive_growth",    _NUM,    1.01,   2.0,    "",        1.1,                    _SERVER),
+    ("alive_max_s",     _INT,    60,     86400,  " of seconds", 1800,               _SERVER),
 )
 # fmt: on
 

@@ -95,13 +95,21 @@ async def _watch(b, c, dog):
 
 
 async def _run(b, c, dog):
-    global step
+    global step, journal
     tasks = [asyncio.create_task(_guard(S_RUN, light.fade_to()))]
     await asyncio.sleep_ms(0)  # the fade starts before the journal scans flash
     step = S_JOURNAL
-    # issue 3: from journal import Journal; journal = Journal(...) (global); record the
-    # power-on (b.cause), then every entry of `faults`; append its own tasks (alive marks)
-    # to `tasks`, each wrapped in _guard(S_RUN, ...).
+    import alive
+    from journal import open as open_journal
+    from record import F_JOURNAL, K_FAULT, K_POWER_ON
+
+    journal = j = open_journal()  # docs/journal.md: headers, then one sector
+    j.append(K_POWER_ON, b.cause)
+    if j.skipped:
+        j.append(K_FAULT, F_JOURNAL, j.skipped)
+    for code, aux in faults:
+        j.append(K_FAULT, code, aux)
+    tasks.append(asyncio.create_task(_guard(S_RUN, alive.start(j, c))))
     if not b.safe:
         step = S_UPLINK
         import uplink

@@ -16,7 +16,6 @@ if os.getenv("MIMAMORI_SIM"):  # a whole bulb under the runner: H1's shared help
     import _sim
 
 SECTOR = 4096
-FLASH_SIZE = 0x400000
 
 
 class PowerCut(BaseException):
@@ -105,9 +104,10 @@ def _file():
             _f = open(path, "w+b")
         _f.seek(0, 2)
         size = _f.tell()
-        if size < FLASH_SIZE:  # unwritten flash reads as erased
+        end = _config().get("flash_size") or max(p[3] + p[4] for p in _table())
+        if size < end:  # flash never written reads as erased
             blank = b"\xff" * SECTOR
-            while size < FLASH_SIZE:
+            while size < end:
                 _f.write(blank)
                 size += SECTOR
             _f.flush()
