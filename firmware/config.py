@@ -91,27 +91,27 @@ def _ok(row, v):
     if kind == _HEX:
         return len(v) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in v)
     if kind == _URL:
-        return v == "" or v.startswith("http://") or v.startswith("https://")
+        return v == "" or v.startswith("http://") or v.startswith("https://")  # noqa: PIE810 (no tuple in MicroPython)
     return True
 
 
 def _wanted(row):
     _, kind, lo, hi, unit, default, _ = row
     if kind == _NUM:
-        return "a number%s %s..%s" % (unit, lo, hi)
+        return f"a number{unit} {lo}..{hi}"
     if kind == _INT:
-        return "a whole number%s %d..%d" % (unit, lo, hi)
+        return f"a whole number{unit} {lo}..{hi}"
     if kind == _PIN:
-        return "a GPIO number %d..%d%s" % (lo, hi, " or null" if default is None else "")
+        return f"a GPIO number {lo}..{hi}" + (" or null" if default is None else "")
     if kind == _ONE_OF:
-        return "one of " + ", ".join(['"%s"' % c for c in lo])
+        return "one of " + ", ".join([json.dumps(c) for c in lo])
     if kind == _HEX:
-        return "an even count of hex digits, at most %d" % hi
+        return f"an even count of hex digits, at most {hi}"
     if kind == _URL:
         return "an http:// or https:// URL"
     if kind == _FILE:
         return "a file name or null"
-    return "a text of at most %d characters" % hi
+    return f"a text of at most {hi} characters"
 
 
 def _shown(row, v):
@@ -124,14 +124,12 @@ def check(key, value):
     """The value when the schema accepts it for key; else ValueError with the message."""
     i = _find(key)
     if i == UNKNOWN:
-        raise ValueError(
-            "config: unknown setting '%s' (got %s); ignored" % (key, json.dumps(value))
-        )
+        raise ValueError(f"config: unknown setting '{key}' (got {json.dumps(value)}); ignored")
     row = SCHEMA[i]
     if not _ok(row, value):
         raise ValueError(
-            "config: '%s' must be %s (got %s); using the default %s"
-            % (key, _wanted(row), _shown(row, value), json.dumps(row[5]))
+            f"config: '{key}' must be {_wanted(row)} (got {_shown(row, value)}); "
+            f"using the default {json.dumps(row[5])}"
         )
     if row[1] == _NUM:
         return float(value)
@@ -149,18 +147,18 @@ def _read(n, faults):
     try:
         with open(FILES[n]) as f:
             got = json.load(f)
-        if not isinstance(got, dict):
-            raise ValueError("not a JSON object")
-        return got
+        if isinstance(got, dict):
+            return got
+        print(f"config: {FILES[n]} is not a JSON object; its settings are ignored")
     except OSError:
         if n == 0:  # the defaults file ships with the firmware: missing is a fault
-            print("config: %s is missing; using the built-in defaults" % FILES[n])
+            print(f"config: {FILES[n]} is missing; using the built-in defaults")
             faults.append((F_CONFIG_FILE, n))
         return {}
     except ValueError as e:
-        print("config: %s is not valid JSON (%s); its settings are ignored" % (FILES[n], e))
-        faults.append((F_CONFIG_FILE, n))
-        return None
+        print(f"config: {FILES[n]} is not valid JSON ({e}); its settings are ignored")
+    faults.append((F_CONFIG_FILE, n))
+    return None
 
 
 def _overlay(cfg, got, faults):
@@ -178,13 +176,14 @@ def load():
     cfg = defaults()
     base = _read(0, faults)
     if base:
-        for row in SCHEMA:
-            if row[0] not in base:
+        for i in range(len(SCHEMA)):
+            key, default = SCHEMA[i][0], SCHEMA[i][5]
+            if key not in base:
                 print(
-                    "config: '%s' is missing from %s; using the default %s"
-                    % (row[0], FILES[0], json.dumps(row[5]))
+                    f"config: '{key}' is missing from {FILES[0]}; using the default "
+                    + json.dumps(default)
                 )
-                faults.append((F_CONFIG, _find(row[0])))
+                faults.append((F_CONFIG, i))
     for n, got in enumerate((base, _read(1, faults), _read(2, faults))):
         if got:
             _overlay(cfg, got, faults)
@@ -200,7 +199,7 @@ def save_server(settings):
         i = _find(key)
         try:
             if i != UNKNOWN and not SCHEMA[i][6] & _SERVER:
-                raise ValueError("config: the server may not set '%s'; ignored" % key)
+                raise ValueError(f"config: the server may not set '{key}'; ignored")
             applied[key] = check(key, settings[key])
         except ValueError as e:
             print(e)
@@ -211,5 +210,9 @@ def save_server(settings):
         tmp = FILES[2] + ".tmp"
         with open(tmp, "w") as f:
             json.dump(kept, f)
-        os.rename(tmp, FILES[2])  # atomic: a power cut leaves the old file or the new one
+        try:
+            os.rename(tmp, FILES[2])  # atomic on LittleFS: the old file or the new one
+        except OSError:  # FAT will not rename onto an existing file
+            os.remove(FILES[2])
+            os.rename(tmp, FILES[2])
     return applied, faults

@@ -63,7 +63,7 @@ def _settings(b):
     light.configure(c)
     b.after = c["safe_mode_after"]
     if b.safe:
-        print("main: %d failed boots in a row: safe mode (light and journal only)" % b.failed)
+        print(f"main: {b.failed} failed boots in a row: safe mode (light and journal only)")
         faults.append((F_SAFE_MODE, b.failed))
     return c
 
@@ -73,7 +73,7 @@ async def _guard(at, coro):
     global step
     try:
         await coro
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - whatever failed, the lamp stays lit
         step = at
         _crash(e)
 
@@ -86,7 +86,7 @@ async def _watch(b, c, dog):
         dog.feed()
         up = time.ticks_diff(time.ticks_ms(), start)
         if b.safe and up >= c["safe_mode_s"] * 1000:
-            print("main: safe mode ran %d s: retrying a normal boot" % c["safe_mode_s"])
+            print(f"main: safe mode ran {c['safe_mode_s']} s: retrying a normal boot")
             b.retry()
         if not stable and not b.safe and up >= c["stable_s"] * 1000:
             stable = True
@@ -131,11 +131,11 @@ def _idle():
 
 
 def _crash(e):
-    print("main: step %d failed; the lamp stays lit" % step)
+    print(f"main: step {step} failed; the lamp stays lit")
     sys.print_exception(e)
     try:
         light.show()
-    except Exception as e2:
+    except Exception as e2:  # noqa: BLE001 - reset or idle comes next, whatever this was
         sys.print_exception(e2)
     if boots and not boots.safe:
         boots.crashed(step)
@@ -156,5 +156,5 @@ def main():
 
 try:
     main()
-except Exception as exc:
+except Exception as exc:  # noqa: BLE001 - whatever failed, the lamp stays lit
     _crash(exc)

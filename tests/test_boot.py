@@ -172,7 +172,9 @@ def test_exception_in_a_later_step_keeps_the_light_on(
 
 @pytest.mark.skipif(
     not re.search(
-        r"^\s*(import journal|from journal import)", (FIRMWARE / "main.py").read_text(), re.M
+        r"^\s*(import journal|from journal import)",
+        (FIRMWARE / "main.py").read_text(),
+        re.MULTILINE,
     ),
     reason="the journal step is not wired into main.py yet (issue 3)",
 )

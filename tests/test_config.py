@@ -29,6 +29,7 @@ def mpy(code: str, fs: Path) -> tuple[object, str]:
         [str(MICROPYTHON), "-X", "heapsize=96wK", "-c", code],
         cwd=fs,
         env=env,
+        check=False,
         capture_output=True,
         text=True,
         timeout=60,
@@ -199,8 +200,10 @@ def test_check_raises_the_message_others_print(fs: Path) -> None:
     got, _ = mpy(code, fs)
     assert got == [
         1.0,
-        "config: 'safe_mode_after' must be a whole number of boots 1..20 (got 0); "
-        "using the default 3",
+        (
+            "config: 'safe_mode_after' must be a whole number of boots 1..20 (got 0); "
+            "using the default 3"
+        ),
     ]
 
 
