@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -33,6 +35,10 @@ PARTITIONS_CSV = REPO / "tools" / "partitions.csv"
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 DEFAULT_LAMP_PIN = 4
+# The shims are built into the ESP32's firmware image but sit in this heap (about 46 KiB with
+# every shim imported, on a 64-bit host): the runner adds this much, so that the firmware has
+# what `heap` says, as on a bulb. sim.json "shim_heap_bytes" repeats it for heap figures.
+SHIM_HEAP_BYTES = 48 * 1024
 HANG_FLOOR_S = 1.0  # a watchdog-armed bulb silent for less real time than this is never hung
 
 _TYPES = {"app": 0x00, "data": 0x01}
@@ -53,6 +59,16 @@ def micropython_bin() -> str:
     if not found:
         raise FileNotFoundError("micropython not found: run `make setup` to create .venv")
     return found
+
+
+def heap_bytes(spec: str) -> int:
+    """MicroPython's -X heapsize syntax in bytes: "96wK" is 96 Ki words of a 32-bit port,
+    scaled to this host's word size as `micropython` itself does."""
+    m = re.fullmatch(r"(\d+)(w?)([kKmM]?)", spec)
+    if not m:
+        raise ValueError(f"heap {spec!r}: use MicroPython's -X heapsize form, e.g. 96wK or 200K")
+    n = int(m[1]) * {"": 1, "k": 1024, "m": 1024 * 1024}[m[3].lower()]
+    return n * struct.calcsize("P") // 4 if m[2] else n
 
 
 def partitions(csv_path: Path = PARTITIONS_CSV) -> list[dict[str, Any]]:
@@ -236,6 +252,7 @@ class Bulb:
             "pins": {str(k): v for k, v in self.pins.items()},
             "partitions": parts,
             "flash_size": max(p["offset"] + p["size"] for p in parts),
+            "shim_heap_bytes": SHIM_HEAP_BYTES,
         }
         if self.main is not None:
             cfg["main"] = str(Path(self.main).resolve())
@@ -310,7 +327,8 @@ class Bulb:
         })
         with open(boot.stdout_path, "wb") as out, open(boot.stderr_path, "wb") as err:
             self._proc = subprocess.Popen(
-                [micropython_bin(), "-X", f"heapsize={self.heap}", str(SHIMS / "_boot.py")],
+                [micropython_bin(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_HEAP_BYTES}",
+                 str(SHIMS / "_boot.py")],
                 cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
         self.boots.append(boot)
         return boot
