@@ -1,0 +1,96 @@
+"""Whole bulbs (sim/bulb.py runner, the real firmware in MicroPython): switched on and off with no
+network, cut by the wall switch and in the middle of flash writes; the journal in their flash is
+then read on the host with the same firmware/journal.py, as a service tool would."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "firmware"))
+import journal as jn  # noqa: E402  (firmware/journal.py, runs under CPython for host tools)
+import record  # noqa: E402
+
+from sim.bulb import partitions  # noqa: E402
+
+
+class FilePartition:
+    """esp32.Partition's read side over a bulb's flash.bin (host side, read only)."""
+
+    def __init__(self, flash: Path, label: str = "journal") -> None:
+        p = next(p for p in partitions() if p["label"] == label)
+        self.addr, self.size = p["offset"], p["size"]
+        self.data = flash.read_bytes()
+
+    def readblocks(self, block: int, buf: Any, offset: int = 0) -> None:
+        a = self.addr + block * 4096 + offset
+        buf[:] = self.data[a : a + len(buf)]
+
+    def ioctl(self, op: int, arg: int) -> int:
+        return {4: self.size // 4096, 5: 4096}[op]
+
+
+def journal_records(b: Any) -> list[tuple[int, ...]]:
+    j = jn.Journal(FilePartition(b.state_dir / "flash.bin"))
+    buf = bytearray(24 * 100)
+    out: list[tuple[int, ...]] = []
+    after = 0
+    while True:
+        n, _ = j.read(buf, 100, after, True)
+        for i in range(n):
+            r = record.unpack(buf, 24 * i)
+            assert r is not None
+            out.append(r)
+        if n < 100:
+            return out
+        after = out[-1][0]
+
+
+def visits(recs: list[tuple[int, ...]]) -> list[dict[str, Any]]:
+    """One entry per boot: the reset cause, the last ALIVE mark and the OFF record (ms)."""
+    by: dict[int, dict[str, Any]] = {}
+    for seq, boot, up, kind, sub, _aux, _arg in recs:
+        v = by.setdefault(boot, {"boot": boot, "on": None, "alive": [], "off": None})
+        if kind == record.K_POWER_ON:
+            v["on"] = sub
+        elif kind == record.K_ALIVE:
+            v["alive"].append(up)
+        elif kind == record.K_OFF:
+            v["off"] = up
+    return [by[k] for k in sorted(by)]
+
+
+def test_visits_without_network_are_all_kept_in_order_across_power_cuts(bulb):
+    b = bulb()  # no site: no network at all
+    lengths = [3, 12, 45, 118, 160, 7, 600, 30, 2, 75]
+    for s in lengths:
+        b.power_on(stop_at_s=s)
+    # power cuts in the middle of flash programs: the third, fourth... write of those visits
+    for n in (2, 3, 4, 5):
+        b.extra = {"flash": {"cut_at": n, "half": True}}
+        b.power_on(stop_at_s=300)
+    b.extra = {}
+    b.power_on(stop_at_s=25)
+    got = visits(journal_records(b))
+    assert len(got) == len(lengths) + 5, got
+    boots = [v["boot"] for v in got]
+    assert boots == sorted(set(boots))  # in order, none repeated
+    assert all(v["on"] == 1 for v in got)  # every one a power-on (PWRON_RESET)
+    # the OFF time of each uncut visit from its last ALIVE mark: 10 s up to 2 min, else 10 %
+    for v, s in zip(got[: len(lengths)], lengths, strict=True):
+        last = max(v["alive"], default=0) / 1000
+        assert s - last <= max(10, 0.1 * s), (s, v)
+        assert last <= s
+    assert max(got[-1]["alive"]) / 1000 == 20  # the visit after the cuts marks as usual
+
+
+def test_mains_sense_pin_records_the_exact_off_time_with_one_program(bulb):
+    b = bulb(site={"mains_sense_pin": 5}, pins={5: 1})
+    b.extra = {"events": [{"at_ms": 33_500, "pin": 5, "value": 0}]}
+    b.power_on(stop_at_s=33.6)
+    v = visits(journal_records(b))[-1]
+    assert v["off"] is not None and 33_500 <= v["off"] <= 33_550
+    flash = [e for e in b.events("flash") if e["t"] >= 33_500]
+    assert [e["op"] for e in flash] == ["program"]  # the dying gasp: no erase
