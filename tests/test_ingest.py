@@ -150,6 +150,7 @@ def test_records_the_bulb_overwrote_are_stepped_over_and_counted_as_lost(client,
     assert r.json()["ack"] == 15
     (gap,) = store.losses("bulb-1")
     assert (gap.first_seq, gap.last_seq, gap.missing) == (3, 12, 10)
+    assert store.journals("bulb-1")[0].lost == 10
     j = store.device("bulb-1")
     assert j.ack == 15
 
@@ -191,6 +192,8 @@ def test_a_reformatted_journal_starts_over_and_old_requests_still_cannot_replay(
     assert [(x.epoch, x.seq) for x in recs] == [(bulb.epoch, s) for s in range(4)] + [
         (0x0BADCAFE, 0)
     ]
+    assert [(j.epoch, j.ordinal, j.ack) for j in store.journals("bulb-1")] == [
+        (bulb.epoch, 1, 3), (0x0BADCAFE, 2, 0)]
 
 
 def _resigned(bulb: BatchSender, body: bytes) -> Request:
@@ -307,3 +310,20 @@ def test_openapi_documents_the_binary_batch_body(client):
         "binary"
     assert {"400", "401", "409", "413"} <= set(op["responses"])
     assert {p["name"] for p in op["parameters"]} >= {"sv", "Authorization"}
+
+
+def test_routes_added_by_other_parts_keep_their_own_errors(tmp_path):
+    from fastapi import APIRouter, HTTPException
+
+    router = APIRouter()
+
+    @router.get("/v1/households/{hid}")
+    def household(hid: str, days: int = 7) -> dict:
+        raise HTTPException(404, f"no household {hid!r}")
+
+    app = create_app(tmp_path / "r.db", routers=[router])
+    with TestClient(app) as c:
+        assert c.get("/v1/households/x").json() == {"error": "not_found",
+                                                    "detail": "no household 'x'"}
+        r = c.get("/v1/households/x?days=many")
+        assert r.status_code == 400 and "query.days" in r.json()["detail"]

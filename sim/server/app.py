@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -118,15 +119,18 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else code
-        if exc.status_code == 404:
+        generic = detail == HTTPStatus(exc.status_code).phrase  # the router's, not a route's
+        if exc.status_code == 404 and generic:
             detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
-        elif exc.status_code == 405:
+        elif exc.status_code == 405 and generic:
             detail = f"{request.method} is not allowed here; bulbs POST to {protocol.PATH}"
         return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, "bad_request", "; ".join(str(e.get("msg")) for e in exc.errors()))
+        return _error(400, "bad_request", "; ".join(
+            ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg"))
+            for e in exc.errors()))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -274,6 +274,21 @@ _RECORD_COLS = "device, epoch, seq, boot, up_ms, kind, sub, aux, arg, received_a
 
 
 @dataclass(frozen=True)
+class Journal:
+    """One journal epoch of a device: its replay counter, ack and losses so far."""
+
+    device: str
+    epoch: int
+    ordinal: int  # 1 for the first journal heard from the device, then 2, ...
+    last_boot: int
+    last_req: int
+    ack: int
+    lost: int  # records known overwritten before they could be sent
+    first_heard_at: int
+    last_heard_at: int
+
+
+@dataclass(frozen=True)
 class Loss:
     device: str
     epoch: int
@@ -453,6 +468,16 @@ class Store:
             d.id: self.records_for_device(d.id, since_received_ms)
             for d in self.devices(household)
         }
+
+    def journals(self, device_id: str) -> list[Journal]:
+        """The device's journal epochs in the order first heard."""
+        with self.db.tx() as c:
+            rows = c.all(
+                "SELECT device, epoch, ordinal, last_boot, last_req, ack, lost, first_heard_at, "
+                "last_heard_at FROM journals WHERE device = ? ORDER BY ordinal",
+                (device_id,),
+            )
+        return [Journal(*r) for r in rows]
 
     def losses(self, device_id: str) -> list[Loss]:
         with self.db.tx() as c:
