@@ -51,7 +51,7 @@ def _send_all(port: int, per_bulb: list[list[bytes]]) -> tuple[float, int]:
     for i, reqs in enumerate(per_bulb):
         lanes[i % CONNECTIONS].extend(reqs)
     ok = [0] * CONNECTIONS
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def lane(i: int) -> None:
         try:
@@ -68,7 +68,7 @@ def _send_all(port: int, per_bulb: list[list[bytes]]) -> tuple[float, int]:
                         buf += s.recv(65536)
                     buf = buf[length:]
                     ok[i] += head.startswith(b"HTTP/1.1 200")
-        except BaseException as e:  # reported below
+        except Exception as e:  # noqa: BLE001 -- re-raised in the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=lane, args=(i,)) for i in range(CONNECTIONS)]

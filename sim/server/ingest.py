@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Sequence
 
 from firmware import protocol, record
 from sim.server.storage import Batch
@@ -108,7 +109,7 @@ def parse_batch(device: str, body: bytes) -> Batch:
                  records=records, size=n)
 
 
-def build_batch(records: list[bytes | bytearray], epoch: int, from_seq: int, boot: int,
+def build_batch(records: Sequence[bytes | bytearray], epoch: int, from_seq: int, boot: int,
                 req: int) -> bytes:
     """A request body from packed records (tests, bench and docs use it; the bulb has its own)."""
     head = bytearray(protocol.HEADER_SIZE)
