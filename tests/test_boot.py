@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from sim.bulb import FIRMWARE, HARD_RESET, PWRON_RESET, WDT_RESET, Bulb
+from firmware import record
+from sim.bulb import FIRMWARE, HARD_RESET, PWRON_RESET, WDT_RESET, Bulb, partitions
 
 LEVEL = 0.5
 LEVEL_DUTY = 9410  # 0.5 ** 2.8 * 65535
@@ -49,6 +50,33 @@ def assert_never_below(b: Bulb, duty: int) -> None:
         assert seen and seen[0] == 65535, f"boot {n} did not start at full: {seen[:3]}"
         assert seen == sorted(seen, reverse=True), f"boot {n} dipped and came back: {seen}"
         assert min(seen) >= duty, f"boot {n} dipped to {min(seen)} (< {duty}): {seen}"
+
+
+def journal(b: Bulb) -> list[tuple[int, ...]]:
+    """(seq, boot, up_ms, kind, sub, aux, arg) of every valid record in the bulb's journal
+    partition (docs/journal.md: 4 KiB sectors, a 32-byte header, then 24-byte slots)."""
+    part = next(p for p in partitions() if p["label"] == "journal")
+    with open(b.state_dir / "flash.bin", "rb") as f:
+        f.seek(part["offset"])
+        flash = f.read(part["size"])
+    recs = []
+    for sector in range(0, len(flash), 4096):
+        for slot in range(sector + 32, sector + 4096 - record.SIZE + 1, record.SIZE):
+            r = record.unpack(flash, slot)
+            if r is not None:
+                recs.append(r)
+    return sorted(recs)
+
+
+def faults_by_boot(b: Bulb) -> list[list[tuple[int, int]]]:
+    """For each power-on record in the journal, the (code, aux) of the faults that follow it."""
+    out: list[list[tuple[int, int]]] = []
+    for _, _, _, kind, sub, aux, _ in journal(b):
+        if kind == record.K_POWER_ON:
+            out.append([])
+        elif kind == record.K_FAULT and out:
+            out[-1].append((sub, aux))
+    return out
 
 
 BROKEN_IMPORT = 'raise RuntimeError("injected: this module is broken")\n'
@@ -322,3 +350,44 @@ def test_bad_value_next_to_good_ones_keeps_the_good_ones(bulb: Any) -> None:
     assert "using the default 800" in b.stdout
     assert duties(b)[-1] == LEVEL_DUTY
     assert min(duties(b)) == LEVEL_DUTY
+
+
+# --- faults kept for reporting (the journal records what boot found) --------------------------
+def schema_index(key: str) -> int:
+    keys = re.findall(r'^    \("(\w+)",', (FIRMWARE / "config.py").read_text(), re.MULTILINE)
+    return keys.index(key)
+
+
+def test_bad_settings_are_recorded_as_faults_naming_the_setting(bulb: Any) -> None:
+    b = bulb(site=dict(SITE, heartbeat_s="ten"))
+    (b.fs / "server.json").write_text("{oops")
+    b.power_on(stop_at_s=5)
+    (faults,) = faults_by_boot(b)
+    assert sorted(faults) == [
+        (record.F_CONFIG, schema_index("heartbeat_s")),
+        (record.F_CONFIG_FILE, 2),
+    ]
+
+
+def test_crash_watchdog_and_safe_mode_are_recorded_by_the_boots_after_them(
+    bulb: Any, tmp_path: Path
+) -> None:
+    b = bulb(site=SITE, firmware_dir=firmware_with(tmp_path, uplink=CRASHING_UPLINK))
+    (b.fs / "crashes_left").write_text("3")
+    b.power_on(stop_at_s=30)
+    S_RUN = 5  # main.S_RUN: the uplink task failed while running
+    assert faults_by_boot(b) == [
+        [],
+        [(record.F_CRASH, S_RUN)],
+        [(record.F_CRASH, S_RUN)],
+        [(record.F_CRASH, S_RUN), (record.F_SAFE_MODE, 3)],
+    ]
+    causes = [r[4] for r in journal(b) if r[3] == record.K_POWER_ON]
+    assert causes == [PWRON_RESET, HARD_RESET, HARD_RESET, HARD_RESET]
+
+
+def test_watchdog_reset_is_recorded_by_the_next_boot(bulb: Any, tmp_path: Path) -> None:
+    site = dict(SITE, safe_mode_after=1)
+    b = bulb(site=site, firmware_dir=firmware_with(tmp_path, uplink=BLOCKING_UPLINK))
+    b.power_on(stop_at_s=30)
+    assert faults_by_boot(b) == [[], [(record.F_WATCHDOG, 0), (record.F_SAFE_MODE, 1)]]
