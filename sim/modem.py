@@ -59,6 +59,7 @@ class Faults:
     slow_ms: int = 0  # delay before every final result code (OK/ERROR)
     csq: int = 20  # AT+CSQ rssi index 0..31 (dBm = -113 + 2*csq), 99 = unknown
     network_time: bool = True  # False: AT+CCLK? gives the modem's default 80/01/06
+    clock_offset_s: float = 0.0  # network time = host time + this (tests of the report gap)
     once: bool = False  # the TCP faults apply to the next connection only
 
 
@@ -199,7 +200,7 @@ class _Session:
             await self.final()
         elif u == "AT+CCLK?":
             if f.network_time and self.registered():
-                t = time.gmtime()
+                t = time.gmtime(time.time() + f.clock_offset_s)
                 self.info(time.strftime('+CCLK: "%y/%m/%d,%H:%M:%S+00"', t))
             else:
                 self.info('+CCLK: "80/01/06,00:00:00+00"')
@@ -348,6 +349,7 @@ class _Session:
     async def lose(self, conn: _Conn) -> None:
         """The radio link dies under the connection: reset it, tell the bulb it closed."""
         conn.closed = True
+        self.m.cuts += 1
         sock = conn.writer.get_extra_info("socket")
         if sock is not None:
             try:
@@ -408,6 +410,7 @@ class Modem:
         self.path = str(path)
         self.faults = faults or Faults()
         self.air = Air()
+        self.cuts = 0  # connections cut by drop_after_tx / drop_after_rx
         self.transcript: list[tuple[str, bytes]] = []
         self._keep = keep_log
         self._loop: asyncio.AbstractEventLoop | None = None

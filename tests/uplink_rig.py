@@ -7,6 +7,7 @@ It must never assert on timings; only on what the server stored and what the har
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -101,7 +102,11 @@ print("ACKED", j.acked)
 def journal_of(b: Bulb) -> tuple[list[tuple[int, ...]], int]:
     """(every record in the bulb's journal except its ack entries, the acknowledged seq)."""
     b.power_off()
-    out = run_snippet(_READ_JOURNAL, b.state_dir, wifi=[])
+    look = b.state_dir.parent / (b.state_dir.name + "-read")  # the bulb's own dir stays intact
+    shutil.rmtree(look, ignore_errors=True)
+    look.mkdir()
+    shutil.copyfile(b.state_dir / "flash.bin", look / "flash.bin")
+    out = run_snippet(_READ_JOURNAL, look, wifi=[])
     recs = [tuple(int(x) for x in line.split()[1:]) for line in out.splitlines()
             if line.startswith("R ")]
     acked = int([line for line in out.splitlines() if line.startswith("ACKED")][0].split()[1])

@@ -1,0 +1,152 @@
+"""The uplink over LTE-M, end to end: the firmware in MicroPython drives the modem emulator
+(sim/modem.py) over the UART shim; the emulator opens real TCP connections to the reference
+server. Each failure the modem can show, and the fallback between transports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firmware import record
+from sim.bulb import wifi_net
+from sim.modem import Faults, Modem
+from tests.uplink_rig import Rig, assert_delivered_exactly_once, journal_of, kinds
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    r = Rig(tmp_path).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def modem(tmp_path: Path):
+    m = Modem(tmp_path / "uart1.sock").start()
+    yield m
+    m.stop()
+
+
+def lte_bulb(rig: Rig, modem: Modem, transport: str = "lte", **kw):
+    return rig.bulb(site=rig.site(transport, apn="iot.example"), uart={"1": modem.path}, **kw)
+
+
+def links(b, transport: int) -> list[tuple[int, ...]]:
+    recs, _ = journal_of(b)
+    return [r for r in recs if r[3] == record.K_LINK and r[4] == transport]
+
+
+def test_switch_on_over_lte_reaches_the_server_with_network_time(rig: Rig, modem: Modem) -> None:
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 1
+    anchor = kinds(stored, record.K_ANCHOR)  # AT+CCLK? anchors the visit in the same batch
+    assert anchor and anchor[0].sub == record.A_MODEM and anchor[0].arg > 1.7e9
+    link = links(b, record.T_LTE)
+    assert len(link) == 1 and link[0][5] == -73 and link[0][6] > 0  # CSQ 20 -> -73 dBm
+    assert modem.air.connections == 1 and modem.air.attaches == 1
+    assert modem.air.payload_tx > 0 and modem.air.total > modem.air.payload_tx
+
+
+def test_no_registration_then_a_later_visit_delivers_both(rig: Rig, modem: Modem) -> None:
+    modem.faults.register = False
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=70)  # waits for registration, gives up, records it
+    assert rig.stored() == [] and modem.air.connections == 0
+    modem.faults.register = True
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 2
+    failed = [r for r in links(b, record.T_LTE) if r[6] == 0]
+    assert failed and failed[0][1] == 1
+
+
+def test_cme_error_on_open_is_retried_on_a_later_visit(rig: Rig, modem: Modem) -> None:
+    modem.faults.open_error = 3
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=3)
+    assert rig.stored() == []
+    modem.faults.open_error = None
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 2
+    assert [r[6] for r in links(b, record.T_LTE)][0] == 0
+
+
+def test_connection_dropped_mid_send_loses_and_doubles_nothing(rig: Rig, modem: Modem) -> None:
+    modem.faults.drop_after_tx = 120
+    modem.faults.once = True
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=2)
+    assert modem.cuts == 1  # the server got a torn request: it stored nothing from it
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 2
+    assert all(d.stored == d.count for d in rig.deliveries()), "nothing was stored twice"
+
+
+def test_answer_lost_over_the_air_is_resent_and_stored_once(rig: Rig, modem: Modem) -> None:
+    modem.faults.drop_after_rx = 10
+    modem.faults.once = True
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=2)
+    assert modem.cuts == 1 and rig.stored(), "the server stored the batch; its answer was lost"
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 2
+    assert any(d.stored < d.count for d in rig.deliveries())
+
+
+def test_slow_modem_still_delivers(rig: Rig, modem: Modem) -> None:
+    modem.faults.slow_ms = 150
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 1
+
+
+def test_weak_signal_is_recorded_and_still_delivers(rig: Rig, modem: Modem) -> None:
+    modem.faults.csq = 2  # -109 dBm: the edge of coverage
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=30)
+    assert_delivered_exactly_once(rig, b)
+    assert [r[5] for r in links(b, record.T_LTE)] == [-109]
+
+
+def test_lte_without_registration_falls_back_to_wifi(rig: Rig, modem: Modem) -> None:
+    modem.faults.register = False
+    b = lte_bulb(rig, modem, transport="lte,wifi")
+    b.power_on(stop_at_s=90)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 1
+    assert [r[6] for r in links(b, record.T_LTE)][0] == 0
+    assert [r[6] > 0 for r in links(b, record.T_WIFI)][:1] == [True]
+
+
+def test_wifi_down_falls_back_to_lte(rig: Rig, modem: Modem) -> None:
+    b = lte_bulb(rig, modem, transport="wifi,lte", wifi=[wifi_net("home", "pw", up=False)])
+    b.power_on(stop_at_s=60)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 1
+    assert modem.air.connections == 1
+    assert [r[6] for r in links(b, record.T_WIFI)][0] == 0
+
+
+def test_lte_power_on_within_the_report_gap_waits_for_a_later_report(
+    rig: Rig, modem: Modem
+) -> None:
+    b = lte_bulb(rig, modem)
+    b.power_on(stop_at_s=5)  # first report: nothing known about the last one
+    assert modem.air.connections == 1
+    before = len(rig.stored())
+    b.power_on(stop_at_s=5)  # an hour later by the network clock: within the gap
+    assert modem.air.connections == 1 and len(rig.stored()) == before
+    assert modem.air.attaches == 2  # still attached: the visit got its network-time anchor
+    modem.faults.clock_offset_s = 7 * 3600  # seven hours later: due again
+    b.power_on(stop_at_s=5)
+    assert modem.air.connections == 2
+    stored = assert_delivered_exactly_once(rig, b)
+    assert [r.boot for r in kinds(stored, record.K_POWER_ON)] == [1, 2, 3]
+    assert len([r for r in kinds(stored, record.K_ANCHOR) if r.sub == record.A_MODEM]) == 3
