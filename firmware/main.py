@@ -35,11 +35,12 @@ boots = None  # safemode.Boots
 cfg = None  # the settings (config.load())
 wdt = None  # machine.WDT, started once the settings give its timeout
 faults = []  # type: list  # (record.F_*, aux) found before the journal could record them
-journal = None  # set by the journal step (issue 3)
+journal = None  # set by the journal step
 
 
 def feed():
-    """Feed the watchdog; long synchronous work (a flash scan) calls it between chunks."""
+    """Feed the watchdog. Long synchronous work (a flash scan) gets this as a callback: main
+    runs as __main__ and cannot be imported."""
     if wdt:
         wdt.feed()
 
