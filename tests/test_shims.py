@@ -152,6 +152,24 @@ def test_scaled_time_runs_the_bulb_clock_faster_than_real_time(bulb: Callable[..
     assert lines(b) == ["slept True"]
 
 
+@pytest.mark.parametrize("mode,factor", [("real", 1.0), ("scaled", 50.0)])
+def test_asyncio_timers_follow_the_bulb_clock_in_real_and_scaled_time(
+        bulb: Callable[..., Bulb], tmp_path: Path, mode: str, factor: float) -> None:
+    fw = firmware(tmp_path, """
+        import asyncio, time
+        async def main():
+            t0 = time.ticks_ms()
+            await asyncio.sleep_ms(300)
+            print(time.ticks_diff(time.ticks_ms(), t0) >= 300)
+        asyncio.run(main())
+        print(time.ticks_ms() < 60000)
+    """)
+    b = bulb(firmware_dir=fw, time_mode=mode, factor=factor)
+    b.power_on(stop_at_s=1, timeout=30)
+    assert lines(b) == ["True", "True"]
+    assert b.lamp_duties()[0] == (0, 65535)
+
+
 def test_rtc_starts_at_2000_and_follows_a_set_datetime(bulb: Callable[..., Bulb],
                                                        tmp_path: Path) -> None:
     fw = firmware(tmp_path, """

@@ -6,14 +6,15 @@
 import sys
 import _sim
 
-_sim.trace("power_on", cause=_sim.cause, n=_sim.boot_n)
+# both at the very instant of power-on (in scaled time even these microseconds count)
+_sim.trace("power_on", cause=_sim.cause, n=_sim.boot_n, t=_sim.t0_ms)
 if _sim.cfg.get("lamp_pin") is not None:
-    _sim.trace("lamp", pin=_sim.cfg["lamp_pin"], duty=65535, freq=0)
-if _sim.mode != "real":
-    import _asyncio_py
+    _sim.trace("lamp", pin=_sim.cfg["lamp_pin"], duty=65535, freq=0, t=_sim.t0_ms)
+# asyncio timers on the bulb clock: the C _asyncio stamps tasks with the host's own ticks
+import _asyncio_py
 
-    sys.modules["_asyncio"] = _asyncio_py  # asyncio timers on the bulb clock
-    del _asyncio_py
+sys.modules["_asyncio"] = _asyncio_py
+del _asyncio_py
 
 
 def _run(path):

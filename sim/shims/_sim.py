@@ -29,7 +29,7 @@ factor = _tcfg.get("factor", 1) if mode == "scaled" else 1
 stop_at_ms = cfg.get("stop_at_ms")  # since the power-on, across resets
 stop_us = None if stop_at_ms is None else (stop_at_ms - t0_ms) * 1000  # on this boot's clock
 io_wait_ms = cfg.get("io_wait_ms", 500)  # virtual mode: real time a peer gets to answer
-_t0 = _rt.time_ns()
+_t0 = _rt.time_ns()  # restarted once this module is loaded (scaled time: every us counts)
 _v_us = 0  # virtual clock, bulb us since power-on
 
 
@@ -60,7 +60,8 @@ _tf = open(state_dir + "/trace.jsonl", "a")
 
 def trace(ev, **fields):
     """Append one event to <state>/trace.jsonl, stamped with the bulb clock (ms)."""
-    fields["t"] = t0_ms + now_ms()
+    if "t" not in fields:
+        fields["t"] = t0_ms + now_ms()
     fields["ev"] = ev
     _tf.write(json.dumps(fields) + "\n")  # one write(): a kill never tears more than one line
 
@@ -291,3 +292,6 @@ def _block(real, us):
     if us > 0:
         _rt.sleep_us(us)
     return None
+
+
+_t0 = _rt.time_ns()
