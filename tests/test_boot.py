@@ -143,6 +143,16 @@ def test_lamp_fades_from_full_to_the_configured_level_without_a_dip(bulb: Any) -
     assert b.boots[0].ended_by == "power_cut"
 
 
+def test_firmware_boots_and_runs_a_long_visit_in_an_esp32_sized_heap(bulb: Any) -> None:
+    b = bulb(site=SITE, heap="96wK")
+    b.power_on(stop_at_s=600)  # ten minutes lit: the fade, the journal, alive marks, the uplink
+    assert "MemoryError" not in b.stdout + b.stderr
+    assert b.boots[0].ended_by == "power_cut"
+    assert duties(b)[-1] == LEVEL_DUTY
+    kinds = [r[3] for r in journal(b)]
+    assert kinds[0] == record.K_POWER_ON and kinds.count(record.K_ALIVE) >= 5
+
+
 def test_takeover_uses_the_flicker_free_frequency(bulb: Any) -> None:
     b = bulb(site=SITE)
     b.power_on(stop_at_s=5)
