@@ -108,3 +108,29 @@ def test_clock_specs():
     for bad in ("slow", "scaled:0", "fixed:x"):
         with pytest.raises(ValueError, match="use real, scaled"):
             clocks.parse(bad)
+
+
+def test_show_tells_an_installer_what_arrived_and_what_was_lost(tmp_path, capsys):
+    from firmware import record
+    from sim.server.client import BatchSender
+    from sim.server.ingest import parse_batch
+
+    db = str(tmp_path / "m.db")
+    run(capsys, "--db", db, "device", "register", "--id", "b1")
+    store = Store.open(db)
+    bulb = BatchSender("b1", store.device("b1").key_bytes)
+    first = [bulb.record(record.K_POWER_ON), bulb.record(record.K_ALIVE)]
+    store.ingest(parse_batch("b1", bulb.request(first).body), 1_767_225_600_000)
+    for _ in range(5):
+        bulb.record(record.K_ALIVE)  # overwritten before it could be sent
+    late = [bulb.record(record.K_LOSS, arg=5)]
+    store.ingest(parse_batch("b1", bulb.request(late).body), 1_767_229_200_000)
+    store.close()
+    code, out, _ = run(capsys, "--db", db, "device", "show", "b1")
+    assert code == 0
+    assert "ack 7" in out and "5 records lost" in out
+    assert "lost seqs 2..6 (5 missing)" in out
+    assert "2026-01-01 01:00:00Z  1/2  1/1  ack 7" in out
+    code, out, _ = run(capsys, "--db", db, "device", "show", "b1", "--json")
+    got = json.loads(out)
+    assert got["journals"][0]["lost"] == 5 and "key" not in got["device"]

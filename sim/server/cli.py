@@ -3,6 +3,7 @@
     mimamori [--db var/mimamori.db] serve [--host H] [--port P] [--cert F --key F] [--clock C]
     mimamori device register [--id ID] [--household H] [--server URL] [--json] [--out FILE]
     mimamori device list [--household H] [--json]
+    mimamori device show ID [--last N] [--json]
     mimamori device settings ID [key=value ...]
     mimamori device rekey ID [--server URL]
 
@@ -97,6 +98,41 @@ def cmd_list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace, store: Store) -> int:
+    dev = store.device(args.id)
+    if dev is None:
+        raise UnknownDevice(args.id)
+    journals = store.journals(dev.id)
+    losses = store.losses(dev.id)
+    deliveries = store.deliveries(dev.id)[-args.last:]
+    if args.json:
+        print(json.dumps({
+            "device": {k: v for k, v in dev.__dict__.items() if k != "key"},
+            "journals": [j.__dict__ for j in journals],
+            "losses": [x.__dict__ for x in losses],
+            "deliveries": [x.__dict__ for x in deliveries],
+        }))
+        return 0
+    print(f"device {dev.id}  household {dev.household or '-'}  registered "
+          f"{_ms_text(dev.created_at)}  settings v{dev.settings_version} "
+          f"{json.dumps(dev.settings, sort_keys=True)}")
+    print(f"first heard {_ms_text(dev.first_heard_at)}, last heard {_ms_text(dev.last_heard_at)}")
+    for j in journals:
+        print(f"journal {j.ordinal} epoch {j.epoch:08x}: ack {j.ack}, last boot {j.last_boot} "
+              f"req {j.last_req}, {j.lost} records lost, heard {_ms_text(j.first_heard_at)} .. "
+              f"{_ms_text(j.last_heard_at)}")
+    for x in losses:
+        print(f"  lost seqs {x.first_seq}..{x.last_seq} ({x.missing} missing), learnt "
+              f"{_ms_text(x.received_at)}")
+    if deliveries:
+        print(f"last {len(deliveries)} deliveries (received, boot/req, records new/sent, ack, "
+              "bytes):")
+    for d in deliveries:
+        print(f"  {_ms_text(d.received_at)}  {d.boot}/{d.req}  {d.stored}/{d.count}  "
+              f"ack {d.ack}  {d.bytes} B")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, store: Store) -> int:
     dev = store.device(args.id)
     if dev is None:
@@ -151,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
     add_serve_options(serve)
     serve.set_defaults(func=cmd_serve, needs_store=False)
 
-    dev = sub.add_parser("device", help="bulbs: register, list, settings, rekey")
+    dev = sub.add_parser("device", help="bulbs: register, list, show, settings, rekey")
     dsub = dev.add_subparsers(dest="device_command", required=True)
     srv = os.environ.get("MIMAMORI_SERVER", DEFAULT_SERVER)
 
@@ -174,6 +210,12 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--household")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+
+    sh = dsub.add_parser("show", help="one bulb: journals, losses, recent deliveries")
+    sh.add_argument("id")
+    sh.add_argument("--last", type=int, default=10, help="deliveries to show (default 10)")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
 
     st = dsub.add_parser("settings", help="show or change what the server pushes to a bulb")
     st.add_argument("id")
