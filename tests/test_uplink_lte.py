@@ -84,7 +84,6 @@ def test_connection_dropped_mid_send_loses_and_doubles_nothing(rig: Rig, modem: 
     b.power_on(stop_at_s=30)
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 2
-    assert all(d.stored == d.count for d in rig.deliveries()), "nothing was stored twice"
 
 
 def test_answer_lost_over_the_air_is_resent_and_stored_once(rig: Rig, modem: Modem) -> None:

@@ -19,10 +19,6 @@ from sim.bulb import Bulb, run_snippet, wifi_net
 from sim.server.process import ServerProcess
 from sim.server.storage import Record, Store
 
-HERE = Path(__file__).resolve().parent
-# Until main.py wires the journal in, the bulbs run this stand-in: power-on record, alive marks on
-# the journal's schedule, uplink.run() -- the same calls main.py makes.
-BULB_MAIN = HERE / "uplink_bulb_main.py"
 WIFI = [wifi_net("home", "pw", rssi=-61)]
 
 
@@ -64,7 +60,7 @@ class Rig:
 
     def bulb(self, name: str = "bulb", wifi: list[dict[str, Any]] | None = None,
              **kw: Any) -> Bulb:
-        b = Bulb(self.tmp / name, main=BULB_MAIN, wifi=WIFI if wifi is None else wifi, **kw)
+        b = Bulb(self.tmp / name, wifi=WIFI if wifi is None else wifi, **kw)  # firmware main.py
         self.bulbs.append(b)
         return b
 
