@@ -10,8 +10,9 @@ import json
 import socket
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def lines(b: Bulb) -> list[str]:
     return b.stdout.splitlines()
 
 
-# --- power, lamp, trace ---------------------------------------------------------------------
+# --- power, lamp, trace ----------------------------------------------------------------------
 def test_lamp_is_full_at_power_on_before_any_firmware_code(bulb: Callable[..., Bulb],
                                                            tmp_path: Path) -> None:
     fw = firmware(tmp_path, """
@@ -97,7 +98,7 @@ def test_torn_last_trace_line_is_skipped(tmp_path: Path) -> None:
     assert [e["ev"] for e in read_trace(p)] == ["power_on"]
 
 
-# --- time ---------------------------------------------------------------------------------------
+# --- time ------------------------------------------------------------------------------------
 def test_virtual_time_skips_waits_and_asyncio_timers_agree_with_ticks(
         bulb: Callable[..., Bulb], tmp_path: Path) -> None:
     fw = firmware(tmp_path, """
@@ -185,7 +186,7 @@ def test_rtc_starts_at_2000_and_follows_a_set_datetime(bulb: Callable[..., Bulb]
                         "(2026, 11, 28, 9, 31, 30) (2026, 11, 28, 5, 9, 31, 30)"]
 
 
-# --- reset, watchdog, RTC memory ----------------------------------------------------------------
+# --- reset, watchdog, RTC memory -------------------------------------------------------------
 RESET_FW = """
     import machine, time
     c = machine.reset_cause()
@@ -259,7 +260,7 @@ def test_fed_watchdog_does_not_reset(bulb: Callable[..., Bulb], tmp_path: Path) 
     assert [e["cause"] for e in b.events("power_on")] == [PWRON_RESET, WDT_RESET]
 
 
-# --- pins -----------------------------------------------------------------------------------------
+# --- pins ------------------------------------------------------------------------------------
 def test_scheduled_falling_edge_runs_the_pin_irq_handler(bulb: Callable[..., Bulb],
                                                          tmp_path: Path) -> None:
     fw = firmware(tmp_path, """
@@ -296,7 +297,7 @@ def test_pin_set_by_the_host_wakes_a_waiting_firmware(bulb: Callable[..., Bulb],
     assert lines(b) == ["waiting", "woken"]
 
 
-# --- Wi-Fi and sockets --------------------------------------------------------------------------
+# --- Wi-Fi and sockets -----------------------------------------------------------------------
 WIFI_FW = """
     import network, socket, time
     w = network.WLAN(network.STA_IF)
@@ -429,7 +430,7 @@ def test_bulb_listening_socket_is_reachable_from_the_host(bulb: Callable[..., Bu
         assert c.recv(100).endswith(b"hi")
 
 
-# --- UART -------------------------------------------------------------------------------------
+# --- UART ------------------------------------------------------------------------------------
 def test_uart_talks_to_a_peer_on_a_unix_socket(bulb: Callable[..., Bulb],
                                                tmp_path: Path) -> None:
     path = str(tmp_path / "modem.sock")
@@ -471,7 +472,7 @@ def test_uart_talks_to_a_peer_on_a_unix_socket(bulb: Callable[..., Bulb],
     assert sum(e["bytes"] for e in uart if e["op"] == "tx") == 10
 
 
-# --- the snippet helper -----------------------------------------------------------------------
+# --- the snippet helper ----------------------------------------------------------------------
 def test_mpy_run_returns_output_and_raises_with_the_traceback(mpy_run: Any) -> None:
     assert mpy_run("import sys\nprint(sys.implementation.name)").strip() == "micropython"
     with pytest.raises(MpyError, match="ZeroDivisionError"):
@@ -481,7 +482,7 @@ def test_mpy_run_returns_output_and_raises_with_the_traceback(mpy_run: Any) -> N
 def test_sim_json_lists_the_partition_table(bulb: Callable[..., Bulb]) -> None:
     b = bulb(site={"wifi_ssid": "home"})
     cfg = b.sim_json()
-    journal = [p for p in cfg["partitions"] if p["label"] == "journal"][0]
+    journal = next(p for p in cfg["partitions"] if p["label"] == "journal")
     assert (journal["type"], journal["subtype"]) == (1, 0x40)
     assert (b.state_dir / "flash.bin").stat().st_size == cfg["flash_size"]
     assert json.loads((b.fs / "site.json").read_text()) == {"wifi_ssid": "home"}

@@ -4,6 +4,7 @@
 # as a real one would: lit as it was, until the watchdog, stop_at_ms or the runner ends it.
 # It must never run firmware code before the power-on and the lamp's t=0 level are traced.
 import sys
+
 import _sim
 
 # both at the very instant of power-on (in scaled time even these microseconds count)
@@ -11,7 +12,7 @@ _sim.trace("power_on", cause=_sim.cause, n=_sim.boot_n, t=_sim.t0_ms)
 if _sim.cfg.get("lamp_pin") is not None:
     _sim.trace("lamp", pin=_sim.cfg["lamp_pin"], duty=65535, freq=0, t=_sim.t0_ms)
 # asyncio timers on the bulb clock: the C _asyncio stamps tasks with the host's own ticks
-import _asyncio_py
+import _asyncio_py  # noqa: E402
 
 sys.modules["_asyncio"] = _asyncio_py
 del _asyncio_py

@@ -2,15 +2,15 @@
 # the trace, waits, the host control channel, pins, the watchdog and power/reset.
 # See docs/simulation.md. It must never keep big buffers (it shares the 96wK heap with the
 # firmware) and never write a trace line in more than one write() call.
-import sys
 import json
 import os
+import sys
 
 _p = sys.path[:]
 sys.path[:] = []
 try:
-    import time as _rt  # the built-in clock
     import select as _rs  # the built-in poll
+    import time as _rt  # the built-in clock
 finally:
     sys.path[:] = _p
 del _p
@@ -29,6 +29,8 @@ factor = _tcfg.get("factor", 1) if mode == "scaled" else 1
 stop_at_ms = cfg.get("stop_at_ms")  # since the power-on, across resets
 stop_us = None if stop_at_ms is None else (stop_at_ms - t0_ms) * 1000  # on this boot's clock
 io_wait_ms = cfg.get("io_wait_ms", 500)  # virtual mode: real time a peer gets to answer
+idle_io_ms = cfg.get("idle_io_ms", 10)  # ... when the bulb has not talked to it lately
+_io_last = -(1 << 40)  # real us of the last byte sent or received (socket, UART)
 _t0 = _rt.time_ns()  # restarted once this module is loaded (scaled time: every us counts)
 _v_us = 0  # virtual clock, bulb us since power-on
 
@@ -54,7 +56,7 @@ def ticks_ms():
     return now_us() // 1000 & (_PERIOD - 1)
 
 
-# --- trace ---------------------------------------------------------------------------------
+# --- trace -----------------------------------------------------------------------------------
 _tf = open(state_dir + "/trace.jsonl", "a")
 
 
@@ -66,13 +68,19 @@ def trace(ev, **fields):
     _tf.write(json.dumps(fields) + "\n")  # one write(): a kill never tears more than one line
 
 
-# --- power and reset ---------------------------------------------------------------------------
+# --- power and reset -------------------------------------------------------------------------
+def io_touch():
+    """A socket or the UART just moved bytes: a peer may be about to answer."""
+    global _io_last
+    _io_last = _real_us()
+
+
 def _pid():
     return int(open("/proc/self/stat").read().split(None, 1)[0])
 
 
 def power_cut():
-    """Hard kill of this process: nothing flushed, no finally runs (a SIGKILL, like the runner's)."""
+    """Hard kill of this process: nothing flushed, no finally runs (SIGKILL, as the runner's)."""
     os.system("kill -9 %d" % _pid())
     while True:  # never reached: system() blocks until the kill lands
         pass
@@ -98,7 +106,7 @@ if cause != 1:
     except (OSError, ValueError):
         pass
 
-# --- pins (inputs driven by the host) ---------------------------------------------------------
+# --- pins (inputs driven by the host) --------------------------------------------------------
 pins = {}  # pin id -> level of an input, as set by the host
 for _k, _v in (cfg.get("pins") or {}).items():
     pins[int(_k)] = _v
@@ -174,7 +182,7 @@ def _read_control():
     return fired
 
 
-# --- watchdog --------------------------------------------------------------------------------------
+# --- watchdog --------------------------------------------------------------------------------
 wdt_timeout = 0  # ms; 0: no watchdog started
 wdt_fed_us = 0
 _wdt_fed_real = 0
@@ -209,12 +217,12 @@ def _beat(force=False):
 
 
 def _wdt_check():
-    if wdt_timeout and now_us() - wdt_fed_us >= wdt_timeout * 1000:
-        if _real_us() - _wdt_fed_real >= _wdt_min_real_us:
-            reset(3)
+    starved = wdt_timeout and now_us() - wdt_fed_us >= wdt_timeout * 1000
+    if starved and _real_us() - _wdt_fed_real >= _wdt_min_real_us:
+        reset(3)
 
 
-# --- waiting ----------------------------------------------------------------------------------------
+# --- waiting ---------------------------------------------------------------------------------
 def wait(ms, real=None, soft=None):
     """Let `ms` of bulb time pass (ms < 0: forever), or less if something becomes ready.
 
@@ -253,7 +261,9 @@ def wait(ms, real=None, soft=None):
             if real is None:
                 rt = 0 if lim is not None else 100000
             else:
-                rt = io_wait_ms * 1000 if lim is None else min(io_wait_ms * 1000, lim - n)
+                talking = _real_us() - _io_last < io_wait_ms * 1000
+                rt = (io_wait_ms if talking else idle_io_ms) * 1000
+                rt = rt if lim is None else min(rt, lim - n)
         else:
             rt = 100000 if lim is None else min(100000, int((lim - n) / factor) + 1)
         r0 = _real_us()

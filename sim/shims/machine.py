@@ -184,6 +184,7 @@ class UART:
         except OSError:
             d = None
         if d:
+            _sim.io_touch()
             _sim.trace("uart", op="rx", bytes=len(d))
             self._rx += d
 
@@ -229,6 +230,7 @@ class UART:
 
     def write(self, buf):
         if self._s is not None:
+            _sim.io_touch()
             _sim.trace("uart", op="tx", bytes=len(buf))
             try:
                 self._s.write(buf)

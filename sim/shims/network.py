@@ -228,7 +228,8 @@ class WLAN:
                 return self._f.ip is None
             raise ValueError("unexpected key")
         if "addr4" in kw:
-            ip, mask = kw["addr4"] if isinstance(kw["addr4"], tuple) else (kw["addr4"], "255.255.255.0")
+            a = kw["addr4"]
+            ip, mask = a if isinstance(a, tuple) else (a, "255.255.255.0")
             self._f.ip = (ip, mask, kw.get("gw4", ip), ip)
 
     def config(self, *args, **kw):

@@ -3,6 +3,7 @@
 # for real; shim objects with only an ioctl (asyncio.ThreadSafeFlag) are asked via ioctl(3).
 # It must never sleep in real time for a wait that virtual time can skip.
 import sys
+
 import _sim
 
 POLLIN = 1

@@ -4,6 +4,7 @@
 # Ports a bulb listens on are mapped to free host ports (sim.json "ports", traced as "listen").
 # It must never let a connection through that the simulated radio could not carry.
 import errno
+
 import _sim
 
 _p = _sim.sys.path[:]
@@ -76,6 +77,7 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
 
 
 def _trace(op, n=None, addr=None):
+    _sim.io_touch()
     if n is None:
         _sim.trace("net", op=op, addr=addr)
     else:
@@ -144,7 +146,7 @@ class socket:
                 raise OSError(errno.ECONNREFUSED)
 
     def bind(self, addr):
-        ip, port = addr if isinstance(addr, tuple) else _tuple(addr)
+        port = addr[1] if isinstance(addr, tuple) else _tuple(addr)[1]
         self._port = port
         real = _PORTS.get(str(port), 0) if port else 0
         if real:
