@@ -144,7 +144,7 @@ def test_make_flash_dry_run_without_firmware_names_the_release_it_uses(build_dir
             "flash",
             "PORT=/dev/ttyUSB0",
             "DRY_RUN=1",
-        ],  # fmt: skip
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
