@@ -114,6 +114,8 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
                   description="Ingest of journal records from Mimamori bulbs.")
     app.state.store = store
     app.state.clock = clock
+    # (store, device_id, now_ms) -> None, run after a batch commits (sweeper.on_ingest)
+    app.state.after_ingest = []
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -151,6 +153,7 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
             query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
             auth = request.headers.get("authorization")
             out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body)
+            await _after_ingest(app, store, parse_authorization(auth)[0], int(out["time_ms"]))
         except Reject as r:
             return _reject(r)
         except Exception:
@@ -162,7 +165,19 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
 
     for r in routers:
         app.include_router(r)
+    from sim.server import api  # households, watchers, alerts; the sweeper (issue 5)
+
+    api.install(app)
     return app
+
+
+async def _after_ingest(app: FastAPI, store: Store, device: str, now_ms: int) -> None:
+    """Hooks after a committed batch; a failing hook is logged, the batch stays acknowledged."""
+    for hook in app.state.after_ingest:
+        try:
+            await run_in_threadpool(hook, store, device, now_ms)
+        except Exception:
+            log.exception("after-ingest hook failed for %s (the batch is stored)", device)
 
 
 async def _read_body(request: Request) -> bytes:

@@ -1,0 +1,329 @@
+"""The alert lifecycle: open -> claimed (by whom) -> resolved (outcome), or cleared by itself.
+
+    open      a rule said OPEN; the watchers of tier 1 (family) are told, with claim links.
+              While nobody claims: a reminder every reminder_h to those already told, and after
+              escalate_h[0] the tier-2 watchers (neighbours, welfare commissioner) are told too,
+              after escalate_h[1] more the tier-3 visit service. Coordinator alerts (a bulb
+              silent, poor delivery) go to tier 0 only and neither remind nor escalate.
+    claimed   the first watcher to claim is shown to everyone told: "Aiko is going to check".
+    resolved  a watcher records the outcome: fine, needed_help, false_alarm (with why).
+    cleared   the rule went CLEAR (the light came on): everyone told hears it, with the evidence.
+
+An alert belongs to an episode (the rule, the subject and the instant the quiet spell or visit
+began), so an alert resolved as "fine" is not reopened for the same spell at the next sweep.
+
+Every change and its notifications are written in the caller's transaction (the outbox), and
+every change is one alert_events row (the history the dashboard shows).
+
+It must never tell a watcher about a household they do not watch, and never open two alerts for
+one rule and subject at once.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sim.server import households as hh
+from sim.server import notify
+from sim.server.rules import CLEAR, OPEN, Decision
+from sim.server.storage import Cursor
+
+ACTIVE = ("open", "claimed")
+OUTCOMES = ("fine", "needed_help", "false_alarm")
+GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
+
+
+class Conflict(Exception):
+    """The alert is not in a state that allows this (the message says who did what)."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str
+    household: str
+    rule: str
+    subject: str
+    audience: str
+    episode: int
+    state: str
+    opened_at: int
+    since: int | None
+    evidence: str
+    detail: dict[str, Any]
+    tier: int
+    reminders: int
+    next_reminder_at: int | None
+    next_escalation_at: int | None
+    claimed_by: str | None
+    claimed_at: int | None
+    resolved_by: str | None
+    resolved_at: int | None
+    outcome: str | None
+    note: str | None
+    cleared_at: int | None
+    clear_evidence: str | None
+    closed_at: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+_COLS = ("id, household, rule, subject, audience, episode, state, opened_at, since, evidence, "
+         "detail, tier, reminders, next_reminder_at, next_escalation_at, claimed_by, claimed_at, "
+         "resolved_by, resolved_at, outcome, note, cleared_at, clear_evidence, closed_at")
+
+
+def _alert(r: tuple) -> Alert:
+    r = list(r)
+    r[10] = json.loads(r[10])
+    return Alert(*r)
+
+
+def get(c: Cursor, aid: str) -> Alert:
+    row = c.one(f"SELECT {_COLS} FROM alerts WHERE id = ?", (aid,))
+    if row is None:
+        raise hh.NotFound(f"no alert {aid!r}: see `mimamori alert list`")
+    return _alert(row)
+
+
+def list_alerts(c: Cursor, household: str | None = None, active_only: bool = False,
+                limit: int = 200) -> list[Alert]:
+    sql, params = f"SELECT {_COLS} FROM alerts WHERE 1 = 1", []
+    if household:
+        sql, params = sql + " AND household = ?", [household]
+    if active_only:
+        sql += " AND closed_at IS NULL"
+    return [_alert(r) for r in c.all(sql + " ORDER BY opened_at DESC, id LIMIT ?",
+                                     [*params, limit])]
+
+
+def events(c: Cursor, aid: str) -> list[dict[str, Any]]:
+    return [{"at": at, "kind": k, "actor": a, "text": t} for at, k, a, t in c.all(
+        "SELECT at, kind, actor, text FROM alert_events WHERE alert = ? ORDER BY n", (aid,))]
+
+
+def _event(c: Cursor, aid: str, now_ms: int, kind: str, text: str, actor: str | None = None):
+    (n,) = c.one("SELECT COUNT(*) FROM alert_events WHERE alert = ?", (aid,)) or (0,)
+    c.execute("INSERT INTO alert_events (alert, n, at, kind, actor, text) VALUES (?, ?, ?, ?, ?, ?)",
+              (aid, n + 1, now_ms, kind, actor, text))
+
+
+# ---------------------------------------------------------------------------------------------
+# what the messages say
+
+
+def when_text(ms: float | None, tz: str, now_ms: int) -> str:
+    """'10:42' today, '11/27 10:42' another day (household time)."""
+    if ms is None:
+        return "?"
+    z = ZoneInfo(tz)
+    d = datetime.fromtimestamp(ms / 1000, z)
+    n = datetime.fromtimestamp(now_ms / 1000, z)
+    return d.strftime("%H:%M") if d.date() == n.date() else f"{d.month}/{d.day} {d:%H:%M}"
+
+
+def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
+    d = a.detail
+    ctx: dict[str, Any] = {"rule": a.rule, "subject": a.subject, "alert": a.id,
+                           "evidence": a.evidence}
+    if "last_on" in d:
+        ctx["last_on"] = when_text(d["last_on"] * 1000, home.tz, now_ms)
+        ctx["gap_h"] = (now_ms / 1000 - d["last_on"]) / 3600
+    elif d.get("at") is not None:
+        ctx["last_on"] = when_text(d["at"] * 1000, home.tz, now_ms)
+    if "on_h" in d:
+        ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / 3_600_000)
+    return ctx
+
+
+def recipients(c: Cursor, a: Alert, tier: int | None = None,
+               min_tier: int | None = None) -> list[hh.Watcher]:
+    if a.audience == "coordinator":
+        return hh.watchers(c, a.household, max_tier=0, min_tier=0)
+    top = a.tier if tier is None else tier
+    return hh.watchers(c, a.household, max_tier=top, min_tier=1 if min_tier is None else min_tier)
+
+
+def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
+          to: list[hh.Watcher], cfg: notify.Config, extra: dict[str, Any] | None = None) -> None:
+    base = context(a, home, now_ms) | (extra or {})
+    for w in to:
+        ctx = dict(base)
+        if kind in ("alert", "reminder", "escalated") or (kind == "claimed" and a.state != "open"):
+            ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
+            if kind == "claimed":
+                ctx.pop("claim_url", None)
+        notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id)
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules' decisions -> alerts
+
+
+def _episode(d: Decision, now_s: float) -> int:
+    t = d.since if d.rule == "daily_window" or d.at is None else d.at
+    return int((t if t is not None else now_s) * 1000)
+
+
+def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
+    row = c.one("SELECT MIN(tier) FROM watchers WHERE household = ? AND removed_at IS NULL "
+                "AND tier > ?", (hid, above))
+    return row[0] if row and row[0] is not None else None
+
+
+def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
+          cfg: notify.Config) -> None:
+    """Open alerts for new OPEN decisions, clear active ones whose rule is CLEAR."""
+    now_s = now_ms / 1000
+    active = {(a.rule, a.subject): a for a in list_alerts(c, home.id, active_only=True)}
+    for d in decisions:
+        a = active.get((d.rule, d.subject))
+        if d.state == OPEN and a is None:
+            _open(c, home, d, _episode(d, now_s), now_ms, cfg)
+        elif d.state == CLEAR and a is not None:
+            _clear(c, home, a, d, now_ms, cfg)
+
+
+def _open(c: Cursor, home: hh.Household, d: Decision, episode: int, now_ms: int,
+          cfg: notify.Config) -> Alert | None:
+    aid = "a-" + secrets.token_hex(6)
+    s = home.settings
+    family = d.audience != "coordinator"
+    tier = 1 if family else 0
+    nxt_tier = _next_tier(c, home.id, 1) if family else None
+    detail = dict(d.detail) | ({"at": d.at} if d.at is not None else {})
+    n = c.execute(
+        f"INSERT INTO alerts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 0, ?, ?, "
+        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
+        "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
+        (aid, home.id, d.rule, d.subject, d.audience, episode, now_ms,
+         None if d.since is None else int(d.since * 1000), d.evidence, json.dumps(detail), tier,
+         now_ms + int(s.reminder_h * hh.HOUR_MS) if family else None,
+         now_ms + int(s.escalate_h[0] * hh.HOUR_MS) if nxt_tier else None))
+    if not n:  # this episode already had its alert (resolved by someone): not again
+        return None
+    a = get(c, aid)
+    _event(c, aid, now_ms, "opened", d.evidence)
+    _tell(c, now_ms, "alert", a, home, recipients(c, a), cfg)
+    return a
+
+
+def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
+           cfg: notify.Config) -> None:
+    c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
+              "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
+              (now_ms, d.evidence, now_ms, a.id))
+    _event(c, a.id, now_ms, "cleared", d.evidence)
+    a = get(c, a.id)
+    when = when_text(d.at * 1000, home.tz, now_ms) if d.at is not None else None
+    _tell(c, now_ms, "cleared", a, home, recipients(c, a), cfg,
+          {"cleared_on": when, "evidence": d.evidence})
+
+
+def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int | None:
+    """Reminders and escalations that are due; returns the next such deadline (ms) or None."""
+    nxt: list[int] = []
+    for a in list_alerts(c, home.id, active_only=True):
+        if a.state != "open":
+            continue
+        if a.next_escalation_at is not None and now_ms >= a.next_escalation_at:
+            new = _next_tier(c, home.id, a.tier)
+            if new is not None:
+                after = _next_tier(c, home.id, new)
+                delay = home.settings.escalate_h[min(new - 1, 1)]
+                c.execute("UPDATE alerts SET tier = ?, next_escalation_at = ? WHERE id = ?",
+                          (new, now_ms + int(delay * hh.HOUR_MS) if after else None, a.id))
+                _event(c, a.id, now_ms, "escalated", f"told tier {new}")
+                a = get(c, a.id)
+                _tell(c, now_ms, "escalated", a, home, recipients(c, a, min_tier=a.tier), cfg)
+            else:
+                c.execute("UPDATE alerts SET next_escalation_at = NULL WHERE id = ?", (a.id,))
+                a = get(c, a.id)
+        if a.next_reminder_at is not None and now_ms >= a.next_reminder_at:
+            c.execute("UPDATE alerts SET reminders = reminders + 1, next_reminder_at = ? "
+                      "WHERE id = ?",
+                      (now_ms + int(home.settings.reminder_h * hh.HOUR_MS), a.id))
+            _event(c, a.id, now_ms, "reminded", f"reminder {a.reminders + 1}")
+            a = get(c, a.id)
+            _tell(c, now_ms, "reminder", a, home, recipients(c, a, tier=a.tier), cfg)
+        nxt += [t for t in (a.next_reminder_at, a.next_escalation_at) if t is not None]
+    return min(nxt) if nxt else None
+
+
+# ---------------------------------------------------------------------------------------------
+# what watchers do
+
+
+def _watcher_of(c: Cursor, a: Alert, wid: str) -> hh.Watcher:
+    w = hh.watcher(c, wid)
+    if w.household != a.household or w.removed_at is not None:
+        raise hh.NotFound(f"watcher {wid!r} does not watch household {a.household!r}")
+    return w
+
+
+def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+    """The watcher is going to check; everyone told hears who. Claiming twice is a no-op."""
+    a = get(c, aid)
+    w = _watcher_of(c, a, wid)
+    if a.state == "claimed" and a.claimed_by == wid:
+        return a
+    if a.state == "claimed":
+        other = hh.watcher(c, a.claimed_by or "")
+        raise Conflict(f"{other.name} is already going to check (since "
+                       f"{when_text(a.claimed_at, hh.household(c, a.household).tz, now_ms)})")
+    if a.state != "open":
+        raise Conflict(f"this alert is already {a.state}: nothing to claim")
+    c.execute("UPDATE alerts SET state = 'claimed', claimed_by = ?, claimed_at = ?, "
+              "next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
+              (wid, now_ms, aid))
+    _event(c, aid, now_ms, "claimed", f"{w.name} is going to check", wid)
+    a = get(c, aid)
+    home = hh.household(c, a.household)
+    others = [x for x in recipients(c, a) if x.id != wid]
+    _tell(c, now_ms, "claimed", a, home, others, cfg, {"claimer": w.name})
+    return a
+
+
+def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
+            cfg: notify.Config) -> Alert:
+    """Record what the watcher found; everyone told hears it. The alert is closed."""
+    a = get(c, aid)
+    w = _watcher_of(c, a, wid)
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome {outcome!r}: use fine, needed_help or false_alarm")
+    if outcome == "false_alarm" and not note.strip():
+        raise ValueError("a false alarm needs a note saying why (e.g. 'bulb in a room not used "
+                         "daily'): it is how the settings get fixed")
+    if not a.active:
+        raise Conflict(f"this alert is already {a.state}"
+                       + (f" ({a.outcome})" if a.outcome else "") + ": nothing to resolve")
+    c.execute("UPDATE alerts SET state = 'resolved', resolved_by = ?, resolved_at = ?, "
+              "outcome = ?, note = ?, closed_at = ?, next_reminder_at = NULL, "
+              "next_escalation_at = NULL, claimed_by = COALESCE(claimed_by, ?), "
+              "claimed_at = COALESCE(claimed_at, ?) WHERE id = ?",
+              (wid, now_ms, outcome, note.strip(), now_ms, wid, now_ms, aid))
+    _event(c, aid, now_ms, "resolved", f"{w.name}: {outcome}" + (f" ({note})" if note else ""),
+           wid)
+    a = get(c, aid)
+    home = hh.household(c, a.household)
+    _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,
+          {"resolver": w.name, "outcome": outcome, "note": note.strip()})
+    return a
+
+
+def public(c: Cursor, a: Alert) -> dict[str, Any]:
+    """The alert as the API and the CLI show it (names of who claimed and resolved)."""
+    d = dict(a.__dict__)
+    for k in ("claimed_by", "resolved_by"):
+        if a.__dict__[k]:
+            try:
+                d[k + "_name"] = hh.watcher(c, a.__dict__[k]).name
+            except hh.NotFound:
+                d[k + "_name"] = None
+    return d

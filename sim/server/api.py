@@ -1,0 +1,387 @@
+"""The JSON API for households, bulbs, watchers, settings, pauses and alerts, and the watchers'
+link pages; `install(app)` mounts it on the server and starts the sweeper and the delivery worker.
+
+    /api/v1/...   coordinator API: `Authorization: Bearer <token>` (`mimamori token create`)
+    /a/{token}    what the links in messages open: GET shows a confirm page with a button
+                  (a mail scanner fetching the link changes nothing), POST acts (claim, or
+                  resolve with an outcome). The token is signed and good for one alert, one
+                  watcher and one action (notify.make_token).
+
+Errors use the server's shape {"error", "detail"} with 400/401/404/409; never a 500.
+
+It must never act on a GET, and never let a watcher's link act on another alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from sim.server import alerts, notify, sweeper
+from sim.server import clock as clocks
+from sim.server import households as hh
+from sim.server.cli import site_snippet
+from sim.server.storage import Database, Store
+
+log = logging.getLogger("mimamori.alerts")
+
+
+# ---------------------------------------------------------------------------------------------
+# coordinator tokens
+
+
+def create_token(db: Database, name: str, now_ms: int) -> str:
+    """A new API token (shown once; only its digest is kept)."""
+    hh.open_people(db)
+    token = "mmr_" + secrets.token_urlsafe(24)
+    with db.tx() as c:
+        c.execute("INSERT INTO api_tokens (digest, name, created_at) VALUES (?, ?, ?)",
+                  (hashlib.sha256(token.encode()).hexdigest(), name, now_ms))
+    return token
+
+
+def _token_ok(db: Database, token: str) -> bool:
+    with db.tx() as c:
+        return c.one("SELECT 1 FROM api_tokens WHERE digest = ?",
+                     (hashlib.sha256(token.encode()).hexdigest(),)) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# bodies
+
+
+class HouseholdIn(BaseModel):
+    id: str
+    name: str = ""
+    tz: str = "Asia/Tokyo"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class WatcherIn(BaseModel):
+    name: str
+    role: str = "family"
+    lang: str = "ja"
+    email: str | None = None
+    webhook_url: str | None = None
+    console: bool = False
+    tier: int | None = None
+
+
+class BulbIn(BaseModel):
+    id: str | None = None
+    server: str | None = None
+
+
+class PauseIn(BaseModel):
+    first: str = Field(description="first paused day, YYYY-MM-DD (household time)")
+    last: str = Field(description="last paused day, YYYY-MM-DD; it resumes by itself after")
+    reason: str = ""
+
+
+class ClaimIn(BaseModel):
+    watcher: str
+
+
+class ResolveIn(BaseModel):
+    watcher: str
+    outcome: str = Field(description="fine | needed_help | false_alarm")
+    note: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# the router
+
+
+def _status(home: hh.Household, c: Any, store: Store) -> dict[str, Any]:
+    return {**{k: v for k, v in home.__dict__.items() if k != "settings"},
+            "settings": hh.settings_json(home.settings),
+            "watchers": [w.public() for w in hh.watchers(c, home.id)],
+            "bulbs": [{k: v for k, v in d.__dict__.items() if k != "key"}
+                      for d in store.devices(home.id)],
+            "pauses": [p.__dict__ for p in hh.pauses(c, home.id)],
+            "alerts": [alerts.public(c, a) for a in alerts.list_alerts(c, home.id,
+                                                                         active_only=True)]}
+
+
+def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+    db = store.db
+
+    def auth(request: Request) -> None:
+        h = request.headers.get("authorization", "")
+        if not h.startswith("Bearer ") or not _token_ok(db, h[7:].strip()):
+            raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
+                                "`mimamori token create NAME`",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    r = APIRouter(prefix="/api/v1", tags=["households and alerts"], dependencies=[Depends(auth)])
+
+    def run(fn: Callable[..., Any]) -> Any:
+        try:
+            with db.tx() as c:
+                return fn(c, clocks.ms(clock))
+        except hh.NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        except alerts.Conflict as e:
+            raise HTTPException(409, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+
+    async def call(fn: Callable[..., Any]) -> Any:
+        return await run_in_threadpool(run, fn)
+
+    @r.post("/households", status_code=201, summary="Add a household")
+    async def add_household(body: HouseholdIn) -> dict[str, Any]:
+        return await call(lambda c, now: _status(
+            hh.add_household(c, now, body.id, body.name, body.tz, body.settings), c, store))
+
+    @r.get("/households", summary="All households with their next check")
+    async def list_households() -> list[dict[str, Any]]:
+        return await call(lambda c, now: [
+            {**{k: v for k, v in h.__dict__.items() if k != "settings"},
+             "active_alerts": len(alerts.list_alerts(c, h.id, active_only=True))}
+            for h in hh.households(c)])
+
+    @r.get("/households/{hid}", summary="A household: settings, watchers, bulbs, pauses, alerts")
+    async def get_household(hid: str) -> dict[str, Any]:
+        return await call(lambda c, now: _status(hh.household(c, hid), c, store))
+
+    @r.patch("/households/{hid}/settings", summary="Change alert settings")
+    async def set_settings(hid: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return await call(lambda c, now: hh.settings_json(
+            hh.update_settings(c, hid, changes, now).settings))
+
+    @r.post("/households/{hid}/watchers", status_code=201,
+            summary="Invite a watcher (sends a test message)")
+    async def invite(hid: str, body: WatcherIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            w = hh.add_watcher(c, now, hid, body.name, body.role, body.lang, body.email,
+                               body.webhook_url, body.console, body.tier)
+            notify.enqueue(c, now, "invite", hh.household(c, hid), w, {})
+            return {**w.public(), "webhook_secret": w.webhook_secret}
+        return await call(do)
+
+    @r.get("/households/{hid}/watchers", summary="Watchers of a household")
+    async def list_watchers(hid: str) -> list[dict[str, Any]]:
+        return await call(lambda c, now: (hh.household(c, hid),
+                                          [w.public() for w in hh.watchers(c, hid)])[1])
+
+    @r.delete("/watchers/{wid}", status_code=204, summary="Remove a watcher")
+    async def remove_watcher(wid: str) -> None:
+        await call(lambda c, now: hh.remove_watcher(c, wid, now))
+
+    @r.post("/households/{hid}/bulbs", status_code=201,
+            summary="Register a bulb for the household (its key and site config, shown once)")
+    async def add_bulb(hid: str, body: BulbIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            hh.household(c, hid)
+            dev = store.register_device(now, body.id, hid)
+            c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now, hid))
+            return {"id": dev.id, "household": hid,
+                    "site": site_snippet(dev, body.server or cfg.public_url)}
+        return await call(do)
+
+    @r.get("/households/{hid}/bulbs", summary="Bulbs of a household")
+    async def list_bulbs(hid: str) -> list[dict[str, Any]]:
+        return await call(lambda c, now: (hh.household(c, hid), [
+            {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1])
+
+    @r.post("/households/{hid}/pauses", status_code=201, summary="Pause (planned absence)")
+    async def add_pause(hid: str, body: PauseIn) -> dict[str, Any]:
+        return await call(lambda c, now: hh.add_pause(
+            c, now, hid, hh.parse_day(body.first), hh.parse_day(body.last), body.reason).__dict__)
+
+    @r.get("/households/{hid}/pauses", summary="Pauses of a household")
+    async def list_pauses(hid: str) -> list[dict[str, Any]]:
+        return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)])
+
+    @r.delete("/households/{hid}/pauses/{pid}", status_code=204, summary="End a pause early")
+    async def remove_pause(hid: str, pid: str) -> None:
+        await call(lambda c, now: hh.remove_pause(c, hid, pid, now))
+
+    @r.get("/alerts", summary="Alerts, newest first")
+    async def list_alerts(household: str | None = None, active: bool = False) -> list[dict]:
+        return await call(lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
+            c, household, active_only=active)])
+
+    @r.get("/alerts/{aid}", summary="One alert with its history")
+    async def get_alert(aid: str) -> dict[str, Any]:
+        return await call(lambda c, now: {**alerts.public(c, alerts.get(c, aid)),
+                                          "events": alerts.events(c, aid)})
+
+    @r.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
+    async def claim(aid: str, body: ClaimIn) -> dict[str, Any]:
+        return await call(lambda c, now: alerts.public(
+            c, alerts.claim(c, aid, body.watcher, now, cfg)))
+
+    @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
+    async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
+        return await call(lambda c, now: alerts.public(
+            c, alerts.resolve(c, aid, body.watcher, body.outcome, body.note, now, cfg)))
+
+    @r.post("/sweep", summary="Evaluate the due households now (normally periodic)")
+    async def sweep_now() -> dict[str, Any]:
+        res = await run_in_threadpool(sweeper.sweep, db, clocks.ms(clock), cfg)
+        return {"evaluated": res.evaluated, "failed": res.failed}
+
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# the watchers' link pages
+
+
+_PAGE = """<!doctype html><html lang="{lang}"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Mimamori</title><body style="font-family:sans-serif;max-width:32em;margin:2em auto">
+{body}</body></html>"""
+
+_T = {
+    "ja": {"claim": "確認に行きます", "resolve": "結果を記録する", "done_claim":
+           "ありがとうございます。他の見守り役に「{name} さんが確認に行きます」と伝えました。",
+           "done_resolve": "記録しました。皆さんにお知らせします。", "note": "メモ（誤報の理由など）",
+           "fine": "無事でした", "needed_help": "助けが必要でした", "false_alarm": "誤報でした"},
+    "en": {"claim": "I will go and check", "resolve": "Record the outcome", "done_claim":
+           "Thank you. The other watchers now see: {name} is going to check.",
+           "done_resolve": "Recorded; everyone is told.", "note": "Note (why, for a false alarm)",
+           "fine": "All fine", "needed_help": "Needed help", "false_alarm": "False alarm"},
+}
+
+
+def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+    db = store.db
+    r = APIRouter(tags=["watcher links"])
+
+    def _open(token: str, now: int) -> tuple[str, alerts.Alert, hh.Watcher]:
+        with db.tx() as c:
+            action, aid, wid = notify.read_token(notify.link_key(c), token, now)
+            return action, alerts.get(c, aid), hh.watcher(c, wid)
+
+    def page(lang: str, body: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(_PAGE.format(lang=lang, body=body), status_code=status)
+
+    def error(msg: str, status: int) -> HTMLResponse:
+        return page("en", f"<p>{html.escape(msg)}</p>", status)
+
+    def show(token: str) -> HTMLResponse:
+        now = clocks.ms(clock)
+        try:
+            action, a, w = _open(token, now)
+            with db.tx() as c:
+                home = hh.household(c, a.household)
+                claimer = (hh.watcher(c, a.claimed_by).name if a.claimed_by else None)
+        except (ValueError, hh.NotFound) as e:
+            return error(str(e), 404)
+        t = _T[w.lang]
+        from sim.server import messages
+
+        line = messages.what(a.rule, w.lang, alerts.context(a, home, now))
+        head = f"<h1>{html.escape(home.name)}</h1><p>{html.escape(line)}</p>"
+        if a.state != "open" or action == "resolve":
+            head += f"<p>{html.escape(a.state)}" + (
+                f": {html.escape(claimer)}" if claimer else "") + "</p>"
+        if not a.active:
+            return page(w.lang, head)
+        form = f'<form method="post" action="/a/{html.escape(token)}">'
+        if action == "claim":
+            form += f'<button type="submit">{t["claim"]}</button></form>'
+        else:
+            form += "".join(f'<p><label><input type="radio" name="outcome" value="{o}"'
+                            f'{" checked" if o == "fine" else ""}> {t[o]}</label></p>'
+                            for o in alerts.OUTCOMES)
+            form += (f'<p><label>{t["note"]}<br><input name="note" size="40"></label></p>'
+                     f'<button type="submit">{t["resolve"]}</button></form>')
+        return page(w.lang, head + form)
+
+    def act(token: str, form: dict[str, str]) -> HTMLResponse:
+        now = clocks.ms(clock)
+        try:
+            with db.tx() as c:
+                try:
+                    action, aid, wid = notify.read_token(notify.link_key(c), token, now)
+                except ValueError as e:
+                    raise hh.NotFound(str(e)) from None
+                w = hh.watcher(c, wid)
+                t = _T[w.lang]
+                if action == "claim":
+                    alerts.claim(c, aid, wid, now, cfg)
+                    msg = t["done_claim"].format(name=w.name)
+                elif action == "resolve":
+                    alerts.resolve(c, aid, wid, form.get("outcome", ""), form.get("note", ""),
+                                   now, cfg)
+                    msg = t["done_resolve"]
+                else:
+                    raise ValueError(f"this link does not allow {action!r}")
+        except hh.NotFound as e:
+            return error(str(e), 404)
+        except alerts.Conflict as e:
+            return error(str(e), 409)
+        except ValueError as e:
+            return error(str(e), 400)
+        return page(w.lang, f"<p>{html.escape(msg)}</p>")
+
+    @r.get("/a/{token}", response_class=HTMLResponse, summary="Confirm page of a message link")
+    async def link_get(token: str) -> HTMLResponse:
+        return await run_in_threadpool(show, token)
+
+    @r.post("/a/{token}", response_class=HTMLResponse, summary="Act on a message link")
+    async def link_post(token: str, request: Request) -> HTMLResponse:
+        raw = (await request.body())[:4096].decode("utf-8", "replace")
+        form = dict(parse_qsl(raw, keep_blank_values=True))
+        return await run_in_threadpool(act, token, form)
+
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# mounting and the periodic work
+
+
+def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
+    """Mount the API and the link pages, re-evaluate households after ingest, and run the
+    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30)."""
+    store: Store = app.state.store
+    clock: clocks.Clock = app.state.clock
+    cfg = cfg or notify.Config.from_env()
+    hh.open_people(store.db)
+    app.state.notify = cfg
+    app.include_router(router(store, clock, cfg))
+    app.include_router(link_router(store, clock, cfg))
+    hooks = getattr(app.state, "after_ingest", None)
+    if hooks is not None:
+        hooks.append(lambda st, dev, now: sweeper.on_ingest(st, dev, now, cfg))
+    interval = float(os.environ.get("MIMAMORI_SWEEP_S", "30"))
+    inner = app.router.lifespan_context
+
+    async def work() -> None:
+        while True:
+            try:
+                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg)
+                await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
+            except Exception:
+                log.exception("sweep or delivery failed; trying again next round")
+            await asyncio.sleep(interval)
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            task = asyncio.create_task(work()) if interval > 0 else None
+            try:
+                yield state
+            finally:
+                if task:
+                    task.cancel()
+
+    app.router.lifespan_context = lifespan

@@ -1,0 +1,168 @@
+"""What the watchers read, in Japanese and English: one subject line and a short plain-text body.
+
+`render(kind, lang, ctx)` -> (subject, body). Kinds: invite (the test message sent when a watcher
+is added), alert, reminder, escalated, claimed ("Aiko is going to check"), resolved, cleared
+("light switched on at 10:42"), digest (the weekly "all is well" with one line about the week).
+ctx carries plain values (names, local HH:MM times, hours, links); nothing here reads the
+database or the clock.
+
+It must never say more than the data tell: times are the ones the rules give, and a message
+about a bulb problem never reads like the person is in danger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
+
+OUTCOMES = {
+    "fine": {"ja": "無事でした", "en": "all fine"},
+    "needed_help": {"ja": "助けが必要でした", "en": "needed help"},
+    "false_alarm": {"ja": "誤報でした", "en": "false alarm"},
+}
+
+
+def what(rule: str, lang: str, ctx: dict[str, Any]) -> str:
+    """One line: what is wrong (the alert's reason)."""
+    gap = ctx.get("gap_h")
+    last = ctx.get("last_on") or "?"
+    if rule in GAP_RULES:
+        if lang == "ja":
+            g = f"{gap:.0f}時間" if gap is not None else "長い間"
+            return f"{g}、電気がつけられていません（最後に点灯：{last}）"
+        g = f"{gap:.0f} h" if gap is not None else "a long time"
+        return f"no light switched on for {g} (last switched on {last})"
+    if rule == "on_too_long":
+        on = ctx.get("on_h")
+        if lang == "ja":
+            return f"電気が{on:.1f}時間つけっぱなしです（{last}から）" if on else "電気がつけっぱなしです"
+        return f"the light has been on for {on:.1f} h (since {last})" if on else "the light stays on"
+    if rule == "bulb_silent":
+        return (f"電球 {ctx.get('subject')} から連絡がありません（機器の確認をお願いします）"
+                if lang == "ja" else
+                f"bulb {ctx.get('subject')} is not heard from (a device problem to check)")
+    if rule == "poor_delivery":
+        return (f"電球 {ctx.get('subject')} の通信が遅れがちです（電波の確認をお願いします）"
+                if lang == "ja" else
+                f"bulb {ctx.get('subject')} keeps reporting late (check its signal)")
+    return rule
+
+
+def _links(lang: str, ctx: dict[str, Any]) -> str:
+    lines = []
+    if ctx.get("claim_url"):
+        lines.append(("確認に行きます： " if lang == "ja" else "I will go and check: ")
+                     + ctx["claim_url"])
+    if ctx.get("resolve_url"):
+        lines.append(("結果を記録する： " if lang == "ja" else "Record the outcome: ")
+                     + ctx["resolve_url"])
+    return "\n".join(lines)
+
+
+def render(kind: str, lang: str, ctx: dict[str, Any]) -> tuple[str, str]:
+    lang = lang if lang in ("ja", "en") else "ja"
+    f = _KINDS.get(kind)
+    if f is None:
+        raise ValueError(f"no message kind {kind!r}")
+    subject, body = f(lang, ctx)
+    foot = ("—— みまもり電球（このメールは {home} の見守りのために送られています）"
+            if lang == "ja" else "-- Mimamori bulb (you receive this as a watcher of {home})")
+    return subject, body.rstrip() + "\n\n" + foot.format(home=ctx.get("home", "")) + "\n"
+
+
+def _invite(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']} の見守りに登録されました（テスト送信）",
+                (f"{c['watcher']} さん\n\n{c['home']} の見守り役として登録されました。"
+                "これはテストメッセージです。何もする必要はありません。\n"
+                "電気がいつものようにつかないときは、このアドレスにお知らせが届きます。"
+                "お知らせには「確認に行きます」のリンクがあり、押すと他の見守り役にも伝わります。\n"
+                "毎週、「変わりありません」のまとめもお送りします。"))
+    return (f"[Mimamori] You now watch over {c['home']} (test message)",
+            (f"Dear {c['watcher']},\n\nyou have been added as a watcher of {c['home']}. This is a "
+            "test message: nothing to do.\nWhen the light is not used as usual, an alert comes to "
+            "this address. It has an 'I will go and check' link; the other watchers see who "
+            "claimed it.\nEvery week you also get a short 'all is well' summary."))
+
+
+def _alert(lang: str, c: dict[str, Any], prefix: str = "") -> tuple[str, str]:
+    line = what(c["rule"], lang, c)
+    if lang == "ja":
+        return (f"【みまもり電球】{prefix}{c['home']}：{line}",
+                f"{c['watcher']} さん\n\n{c['home']}：{line}。\n"
+                "様子を見に行ける方は下のリンクから「確認に行きます」を押してください。"
+                "他の見守り役にも伝わります。\n\n" + _links(lang, c)
+                + (f"\n\n詳細：{c['evidence']}" if c.get("evidence") else ""))
+    return (f"[Mimamori] {prefix}{c['home']}: {line}",
+            f"Dear {c['watcher']},\n\n{c['home']}: {line}.\nIf you can look in, press "
+            "'I will go and check' below; the other watchers will see it.\n\n" + _links(lang, c)
+            + (f"\n\nDetails: {c['evidence']}" if c.get("evidence") else ""))
+
+
+def _reminder(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    return _alert(lang, c, "再通知・まだ誰も確認に向かっていません：" if lang == "ja"
+                  else "Reminder, nobody has claimed it yet: ")
+
+
+def _escalated(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    return _alert(lang, c, "ご家族から応答がありません：" if lang == "ja"
+                  else "The family has not answered: ")
+
+
+def _claimed(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{c['claimer']} さんが確認に行きます",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせ（{what(c['rule'], lang, c)}）に"
+                f"ついて、{c['claimer']} さんが確認に行きます。結果はまたお知らせします。\n\n"
+                + _links(lang, {"resolve_url": c.get("resolve_url")}))
+    return (f"[Mimamori] {c['home']}: {c['claimer']} is going to check",
+            f"Dear {c['watcher']},\n\nabout the alert for {c['home']} ({what(c['rule'], lang, c)}): "
+            f"{c['claimer']} is going to check. You will be told the outcome.\n\n"
+            + _links(lang, {"resolve_url": c.get("resolve_url")}))
+
+
+def _resolved(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    out = OUTCOMES.get(c["outcome"], {}).get(lang, c["outcome"])
+    note = c.get("note") or ""
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{out}（{c['resolver']} さんより）",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせは {c['resolver']} さんが"
+                f"確認しました：{out}。" + (f"\nメモ：{note}" if note else ""))
+    return (f"[Mimamori] {c['home']}: {out} ({c['resolver']} checked)",
+            f"Dear {c['watcher']},\n\n{c['resolver']} checked on {c['home']}: {out}."
+            + (f"\nNote: {note}" if note else ""))
+
+
+def _cleared(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    when = c.get("cleared_on") or "?"
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{when}に電気がつきました（解除）",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせは自動で解除されました："
+                f"{when}に電気がつきました。" + (f"\n詳細：{c['evidence']}" if c.get("evidence")
+                                          else ""))
+    return (f"[Mimamori] {c['home']}: light switched on at {when} (cleared)",
+            f"Dear {c['watcher']},\n\nthe alert for {c['home']} cleared by itself: light "
+            f"switched on at {when}." + (f"\nDetails: {c['evidence']}" if c.get("evidence")
+                                         else ""))
+
+
+def _digest(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    n, days, active, alerts = c["switch_ons"], c["days"], c["active_days"], c["alerts"]
+    first = c.get("usual_first") or "-"
+    if lang == "ja":
+        line = (f"この{days}日間：点灯 {n} 回、{active}/{days} 日で利用、"
+                f"朝の最初の点灯はだいたい {first}、お知らせ {alerts} 件")
+        well = "変わりありません" if active == days and not c.get("open") else "ご確認ください"
+        return (f"【みまもり電球】{c['home']}：今週のまとめ（{well}）",
+                f"{c['watcher']} さん\n\n{line}。")
+    line = (f"last {days} days: {n} switch-ons, light used on {active} of {days} days, "
+            f"first light usually around {first}, {alerts} alert(s)")
+    well = "all is well" if active == days and not c.get("open") else "please have a look"
+    return (f"[Mimamori] {c['home']}: weekly summary ({well})",
+            f"Dear {c['watcher']},\n\n{line}.")
+
+
+_KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
+          "claimed": _claimed, "resolved": _resolved, "cleared": _cleared, "digest": _digest}
+KINDS = tuple(_KINDS)

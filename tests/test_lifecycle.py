@@ -1,0 +1,254 @@
+"""The alert lifecycle through the JSON API and the message links, at chosen server instants.
+
+The server app runs in-process with a clock the test moves; bulbs are BatchSenders posting
+signed batches to the real ingest endpoint; sweeps are one-shot (POST /api/v1/sweep). What the
+watchers would receive is read from the outbox (delivery itself is tested in test_notify.py).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from firmware import record
+from sim.server import api, notify
+from sim.server.app import create_app
+from sim.server.client import BatchSender
+
+JST = timezone(timedelta(hours=9))
+H = 3600.0
+T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()  # a Monday, 10:42 in Japan
+
+
+class World:
+    def __init__(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")  # no background task: sweeps are explicit
+        self.t = T0 - 3 * H
+        self.app = create_app(tmp_path / "server.db", clock=lambda: self.t)
+        self.http = TestClient(self.app)
+        self.db = self.app.state.store.db
+        token = api.create_token(self.db, "test", 0)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.bulbs: dict[str, BatchSender] = {}
+
+    def api(self, method: str, path: str, status: int = 200, **kw):
+        r = self.http.request(method, "/api/v1" + path, headers=self.auth, **kw)
+        assert r.status_code == status, r.text
+        return r.json() if r.content else None
+
+    def household(self, hid="home-1", *, watchers=("Aiko", "Ken"), **settings):
+        st = {"activity_rule": "fixed", **settings}
+        self.api("POST", "/households", 201, json={"id": hid, "name": "Sato", "settings": st})
+        ws = {}
+        for name in watchers:
+            role = {"Nao": "neighbour", "Visit": "visit_service"}.get(name, "family")
+            lang = "en" if name != "Ken" else "ja"
+            ws[name] = self.api("POST", f"/households/{hid}/watchers", 201,
+                                json={"name": name, "role": role, "lang": lang,
+                                      "console": True})["id"]
+        bulb = self.api("POST", f"/households/{hid}/bulbs", 201, json={"id": f"{hid}-toilet"})
+        self.bulbs[hid] = BatchSender(bulb["id"], bytes.fromhex(bulb["site"]["device_key"]))
+        return ws
+
+    def switch_on(self, hid="home-1", length_s=120.0):
+        """A visit starting now, anchored, reported when the lamp goes off."""
+        b = self.bulbs[hid]
+        recs = [b.new_boot(), b.record(record.K_ANCHOR, record.A_SERVER, 0, int(self.t) + 1,
+                                       up_ms=1000),
+                b.record(record.K_OFF, up_ms=int(length_s * 1000))]
+        self.t += length_s + 1
+        req = b.request(recs)
+        r = self.http.post(req.path, content=req.body, headers=req.headers)
+        assert r.status_code == 200, r.text
+
+    def at(self, t: float) -> None:
+        self.t = t
+        self.api("POST", "/sweep")
+
+    def outbox(self, kind=None):
+        rows = notify.outbox(self.db)
+        return [o for o in rows if kind is None or o.kind == kind]
+
+    def to(self, kind, ws):
+        names = {v: k for k, v in ws.items()}
+        return sorted(names[o.watcher] for o in self.outbox(kind))
+
+
+def family(alerts):
+    return [a for a in alerts if a["audience"] == "family"]
+
+
+@pytest.fixture
+def w(tmp_path, monkeypatch):
+    world = World(tmp_path, monkeypatch)
+    yield world
+    world.http.close()
+
+
+def test_invited_watchers_get_a_test_message_in_their_language_before_any_alert(w):
+    ws = w.household()
+    assert w.to("invite", ws) == ["Aiko", "Ken"]
+    ja = next(o for o in w.outbox("invite") if o.watcher == ws["Ken"])
+    assert "テスト" in ja.subject and "Ken" in ja.body
+    en = next(o for o in w.outbox("invite") if o.watcher == ws["Aiko"])
+    assert "test message" in en.subject
+    assert not w.outbox("alert")
+
+
+def test_a_day_without_switch_on_alerts_claim_is_shown_to_others_and_resolution_to_all(w):
+    ws = w.household(watchers=("Aiko", "Ken", "Mari"))
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 24 * H - 60)
+    assert not w.outbox("alert")
+    w.at(T0 + 24 * H + 5)
+    (a,) = w.api("GET", "/alerts?active=true")
+    assert a["rule"] == "no_activity" and a["state"] == "open"
+    assert w.to("alert", ws) == ["Aiko", "Ken", "Mari"]
+    aiko = next(o for o in w.outbox("alert") if o.watcher == ws["Aiko"])
+    assert "last switched on" in aiko.body and "10:42" in aiko.body
+    assert aiko.payload["links"]["claim_url"].startswith("http")
+
+    got = w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Aiko"]})
+    assert got["state"] == "claimed" and got["claimed_by_name"] == "Aiko"
+    assert w.to("claimed", ws) == ["Ken", "Mari"]
+    assert all("Aiko" in o.subject for o in w.outbox("claimed"))
+    assert "Aiko さんが確認に行きます" in next(o.subject for o in w.outbox("claimed")
+                                         if o.watcher == ws["Ken"])
+    # a second watcher claiming is told who already goes
+    r = w.http.post(f"/api/v1/alerts/{a['id']}/claim", headers=w.auth,
+                    json={"watcher": ws["Ken"]})
+    assert r.status_code == 409 and "Aiko is already going to check" in r.json()["detail"]
+
+    r = w.http.post(f"/api/v1/alerts/{a['id']}/resolve", headers=w.auth,
+                    json={"watcher": ws["Aiko"], "outcome": "false_alarm"})
+    assert r.status_code == 400 and "why" in r.json()["detail"]
+    done = w.api("POST", f"/alerts/{a['id']}/resolve",
+                 json={"watcher": ws["Aiko"], "outcome": "fine", "note": "was asleep"})
+    assert done["state"] == "resolved" and done["outcome"] == "fine"
+    assert w.to("resolved", ws) == ["Ken", "Mari"]
+    hist = [e["kind"] for e in w.api("GET", f"/alerts/{a['id']}")["events"]]
+    assert hist == ["opened", "claimed", "resolved"]
+    # the same quiet spell does not alert again after it was resolved
+    w.at(T0 + 30 * H)
+    assert len(w.api("GET", "/alerts")) == 1 and len(w.outbox("alert")) == 3
+
+
+def test_switch_on_clears_the_alert_at_once_and_tells_everyone_when(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    (a,) = w.api("GET", "/alerts?active=true")
+    w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Ken"]})
+    w.t = datetime(2026, 3, 3, 12, 5, tzinfo=JST).timestamp()
+    w.switch_on()  # ingest re-evaluates the household: no sweep needed
+    got = w.api("GET", f"/alerts/{a['id']}")
+    assert got["state"] == "cleared" and "12:05" in got["clear_evidence"]
+    assert w.to("cleared", ws) == ["Aiko", "Ken"]
+    en = next(o for o in w.outbox("cleared") if o.watcher == ws["Aiko"])
+    assert "light switched on at 12:05" in en.subject
+    ja = next(o for o in w.outbox("cleared") if o.watcher == ws["Ken"])
+    assert "12:05に電気がつきました" in ja.subject
+
+
+def test_unclaimed_alert_reminds_then_escalates_to_neighbours_then_the_visit_service(w):
+    ws = w.household(watchers=("Aiko", "Nao", "Visit"), reminder_h=2, escalate_h=[1, 3])
+    w.t = T0
+    w.switch_on()
+    opened = T0 + 24 * H
+    w.at(opened)
+    assert w.to("alert", ws) == ["Aiko"]
+    hh = w.api("GET", "/households/home-1")
+    assert hh["next_check"] == int((opened + 1 * H) * 1000)  # the index knows the escalation
+    w.at(opened + 1 * H)
+    assert w.to("escalated", ws) == ["Nao"]
+    w.at(opened + 2 * H)
+    assert w.to("reminder", ws) == ["Aiko", "Nao"]
+    w.at(opened + 4 * H)
+    assert w.to("escalated", ws) == ["Nao", "Visit"]
+    assert w.to("reminder", ws) == ["Aiko", "Aiko", "Nao", "Nao", "Visit"]
+    (a,) = w.api("GET", "/alerts?active=true")
+    w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Nao"]})
+    assert w.to("claimed", ws) == ["Aiko", "Visit"]
+    w.at(opened + 9 * H)  # claimed: no more reminders
+    assert len(w.outbox("reminder")) == 5
+
+
+def test_paused_household_does_not_alert_and_resumes_by_itself(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    p = w.api("POST", "/households/home-1/pauses", 201,
+              json={"first": "2026-03-03", "last": "2026-03-05", "reason": "hospital"})
+    w.at(T0 + 3 * 24 * H)
+    assert not family(w.api("GET", "/alerts"))
+    end = datetime(2026, 3, 6, 0, 0, tzinfo=JST).timestamp()
+    assert p["end_ms"] == end * 1000
+    w.at(end + 23 * H)
+    assert not family(w.api("GET", "/alerts"))
+    w.at(end + 24 * H + 1)  # 24 h after the pause ended, still no switch-on
+    (a,) = family(w.api("GET", "/alerts?active=true"))
+    assert a["rule"] == "no_activity"
+    assert w.to("alert", ws) == ["Aiko", "Ken"]
+
+
+def test_links_in_messages_show_a_confirm_page_and_act_only_on_post(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    msg = next(o for o in w.outbox("alert") if o.watcher == ws["Aiko"])
+    claim = msg.payload["links"]["claim_url"].split("testserver")[-1]
+    claim = re.sub(r"^https?://[^/]+", "", claim)
+    page = w.http.get(claim)
+    assert page.status_code == 200 and "<form method=\"post\"" in page.text
+    (a,) = w.api("GET", "/alerts")
+    assert a["state"] == "open"  # a GET (mail scanner) changed nothing
+    done = w.http.post(claim)
+    assert done.status_code == 200 and "Aiko is going to check" in done.text
+    assert w.api("GET", f"/alerts/{a['id']}")["claimed_by_name"] == "Aiko"
+    ken = next(o for o in w.outbox("claimed") if o.watcher == ws["Ken"])
+    resolve = re.sub(r"^https?://[^/]+", "", ken.payload["links"]["resolve_url"])
+    r = w.http.post(resolve, content="outcome=needed_help&note=fell+in+the+kitchen",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200
+    got = w.api("GET", f"/alerts/{a['id']}")
+    assert got["outcome"] == "needed_help" and got["resolved_by_name"] == "Ken"
+    assert got["note"] == "fell in the kitchen"
+    forged = claim[:-3] + ("AAA" if not claim.endswith("AAA") else "BBB")
+    assert w.http.post(forged).status_code == 404
+    # a claim link cannot resolve, and a closed alert cannot be claimed again
+    assert w.http.post(claim).status_code == 409
+
+
+def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_document(w):
+    assert w.http.get("/api/v1/households").status_code == 401
+    r = w.http.get("/api/v1/households", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and "mimamori token create" in r.json()["detail"]
+    w.household()
+    for path, body, want in [
+        ("/households", {"id": "bad id!"}, "letters"),
+        ("/households", {"id": "home-1"}, "exists already"),
+        ("/households", {"id": "h2", "tz": "Mars/Olympus"}, "IANA"),
+        ("/households", {"id": "h3", "settings": {"no_activity_h": "ten"}}, "number"),
+        ("/households/home-1/watchers", {"name": "X", "lang": "fr", "console": True}, "ja or en"),
+        ("/households/home-1/watchers", {"name": "X"}, "channel"),
+        ("/households/home-1/pauses", {"first": "2026-03-05", "last": "2026-03-01"}, "swap"),
+        ("/households/home-1/pauses", {"first": "5 March", "last": "2026-03-01"}, "YYYY-MM-DD"),
+    ]:
+        r = w.http.post("/api/v1" + path, headers=w.auth, json=body)
+        assert r.status_code == 400 and want in r.json()["detail"], (path, r.text)
+    assert w.http.get("/api/v1/households/nope", headers=w.auth).status_code == 404
+    assert w.http.post("/api/v1/alerts/a-x/claim", headers=w.auth,
+                       json={"watcher": "w"}).status_code == 404
+    r = w.http.post("/api/v1/households", headers=w.auth, content=b"{not json")
+    assert r.status_code == 400
+    paths = w.http.get("/openapi.json").json()["paths"]
+    for p in ("/api/v1/households", "/api/v1/households/{hid}/watchers",
+              "/api/v1/alerts/{aid}/claim", "/api/v1/alerts/{aid}/resolve",
+              "/api/v1/households/{hid}/pauses", "/api/v1/households/{hid}/bulbs"):
+        assert p in paths
