@@ -139,7 +139,7 @@ def page(nets, state="intro", form=None, rssi=None, bulb=""):
         yield (
             '<label><input type="radio" name="ssid" value="' + value + '"'
             + (" checked" if value == chosen else "") + "> " + esc(ssid_text(ssid))
-            + ' <span class="en">' + ("&#128274; " if secured else "")
+            + ' <span class="en">' + ("" if secured else "オープン / open, ")
             + f"{ja} / {en} ({level} dBm)</span></label>"
         )  # fmt: skip
     yield (

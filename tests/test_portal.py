@@ -100,8 +100,8 @@ def test_networks_are_listed_strongest_first_with_their_signal_in_both_languages
     page, _ = render(scan)
     assert page.radios() == [b"home".hex(), b"cafe-free".hex(), b"neighbour".hex(), ""]
     home, cafe, neighbour = page.labels[:3]
-    assert "home" in home and "強い / strong (-58 dBm)" in home and "\U0001f512" in home
-    assert "普通 / good (-66 dBm)" in cafe and "\U0001f512" not in cafe
+    assert "home" in home and "強い / strong (-58 dBm)" in home and "open" not in home
+    assert "オープン / open, 普通 / good (-66 dBm)" in cafe
     assert "とても弱い / very weak (-85 dBm)" in neighbour
     names = {i.get("name") for i in page.inputs}
     assert {"ssid", "other", "password", "server"} <= names
