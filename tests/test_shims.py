@@ -165,8 +165,8 @@ def test_asyncio_timers_follow_the_bulb_clock_in_real_and_scaled_time(
         asyncio.run(main())
         print(time.ticks_ms() < 600000)
     """)
-    b = bulb(firmware_dir=fw, time_mode=mode, factor=factor)
-    b.power_on(stop_at_s=2 * factor, timeout=30)  # 2 s of real time: plenty to boot
+    b = bulb(firmware_dir=fw, time_mode=mode, factor=factor, extra={"exit_at_end": True})
+    b.power_on(timeout=30)
     assert lines(b) == ["True", "True"]
     assert b.lamp_duties()[0] == (0, 65535)
 
