@@ -316,15 +316,23 @@ def test_power_cuts_never_count_as_failed_boots(bulb: Any, tmp_path: Path) -> No
 
 # --- bad settings ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("files", "message"),
+    ("files", "message", "fault"),
     [
-        ({"config.json": None}, "config.json is missing"),
-        ({"config.json": "{not json"}, "config.json is not valid JSON"),
-        ({"site.json": '{"brightness": 0.5, '}, "site.json is not valid JSON"),
-        ({"site.json": {"brightness": "dim"}}, "'brightness' must be a number"),
-        ({"site.json": {"brightness": 0}}, "'brightness' must be a number 0.05..1.0 (got 0)"),
-        ({"site.json": {"brightnes": 0.5}}, "unknown setting 'brightnes'"),
-        ({"server.json": {"gamma": -1}}, "'gamma' must be a number 1.0..4.0 (got -1)"),
+        ({"config.json": None}, "config.json is missing", (2, 0)),
+        ({"config.json": "{not json"}, "config.json is not valid JSON", (2, 0)),
+        ({"site.json": '{"brightness": 0.5, '}, "site.json is not valid JSON", (2, 1)),
+        ({"site.json": {"brightness": "dim"}}, "'brightness' must be a number", (1, "brightness")),
+        (
+            {"site.json": {"brightness": 0}},
+            "'brightness' must be a number 0.05..1.0 (got 0)",
+            (1, "brightness"),
+        ),
+        ({"site.json": {"brightnes": 0.5}}, "unknown setting 'brightnes'", (1, -1)),
+        (
+            {"server.json": {"gamma": -1}},
+            "'gamma' must be a number 1.0..4.0 (got -1)",
+            (1, "gamma"),
+        ),
     ],
     ids=[
         "missing-defaults",
@@ -337,7 +345,7 @@ def test_power_cuts_never_count_as_failed_boots(bulb: Any, tmp_path: Path) -> No
     ],
 )
 def test_bad_settings_fall_back_to_defaults_and_the_lamp_is_unaffected(
-    bulb: Any, files: dict[str, Any], message: str
+    bulb: Any, files: dict[str, Any], message: str, fault: tuple[int, int | str]
 ) -> None:
     b = bulb()
     for name, content in files.items():
@@ -351,6 +359,8 @@ def test_bad_settings_fall_back_to_defaults_and_the_lamp_is_unaffected(
     assert "default" in b.stdout or "ignored" in b.stdout
     assert set(duties(b)) == {65535}  # the default brightness: full, never a dip
     assert len(b.boots) == 1 and b.boots[0].ended_by == "power_cut"
+    code, aux = fault  # record.F_CONFIG_FILE (aux: the file) or F_CONFIG (aux: the setting)
+    assert faults_by_boot(b) == [[(code, schema_index(aux) if isinstance(aux, str) else aux)]]
 
 
 def test_bad_value_next_to_good_ones_keeps_the_good_ones(bulb: Any) -> None:
