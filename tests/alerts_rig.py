@@ -1,0 +1,156 @@
+"""Test rig of the alert tests: a real SMTP server (aiosmtpd) with inboxes, a real HTTP webhook
+receiver that can fail on purpose, and helpers that put a household with records in a database.
+
+It must never assert on timings; waits are polls with a generous real-time limit.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from firmware import record
+from sim.server.client import BatchSender
+from sim.server.ingest import parse_batch
+from sim.server.process import free_port
+from sim.server.storage import Store
+
+
+@dataclass
+class Mail:
+    to: list[str]
+    msg: EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return str(self.msg["Subject"])
+
+    @property
+    def body(self) -> str:
+        part = self.msg.get_body(("plain",))
+        return part.get_content() if part is not None else ""
+
+    @property
+    def message_id(self) -> str:
+        return str(self.msg["Message-ID"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.msg["X-Mimamori-Kind"])
+
+
+class Inboxes:
+    """An SMTP server on loopback keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.mails: list[Mail] = []
+        self._lock = threading.Lock()
+        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        msg = email.message_from_bytes(envelope.original_content or envelope.content,
+                                       policy=email.policy.default)
+        with self._lock:
+            self.mails.append(Mail(list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+        return "250 OK"
+
+    def start(self) -> Inboxes:
+        self._ctl.start()
+        return self
+
+    def stop(self) -> None:
+        self._ctl.stop()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def of(self, addr: str, kind: str | None = None) -> list[Mail]:
+        with self._lock:
+            return [m for m in self.mails if addr in m.to and (kind is None or m.kind == kind)]
+
+    def wait(self, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = pred()
+            if got:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"not delivered within {timeout} s; inbox: "
+                             + "; ".join(f"{m.to} {m.subject}" for m in self.mails))
+
+
+@dataclass
+class Hit:
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on loopback; `fail` is a list of statuses to answer first."""
+
+    fail: list[int] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+
+    def start(self) -> Receiver:
+        rig = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                status = rig.fail.pop(0) if rig.fail else 200
+                rig.hits.append(Hit({k: v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def signature_ok(secret: str, hit: Hit) -> bool:
+    ts = hit.headers["X-Mimamori-Timestamp"]
+    want = "sha256=" + hmac.new(bytes.fromhex(secret), ts.encode() + b"." + hit.body,
+                                hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, hit.headers["X-Mimamori-Signature"])
+
+
+def visit(store: Store, sender: BatchSender, start_s: float, length_s: float = 120.0) -> None:
+    """One anchored visit of a bulb, stored as the ingest endpoint would store it."""
+    recs = [sender.new_boot(),
+            sender.record(record.K_ANCHOR, record.A_SERVER, 0, int(start_s) + 1, up_ms=1000),
+            sender.record(record.K_OFF, up_ms=int(length_s * 1000))]
+    req = sender.request(recs)
+    store.ingest(parse_batch(sender.device, req.body), int((start_s + length_s + 1) * 1000))

@@ -1,0 +1,193 @@
+"""Delivery: e-mail to a real SMTP server, webhooks to a real HTTP receiver that fails, the
+console; retries with backoff; a crash between deciding and sending, and between sending and
+marking sent."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sim.server import households as hh
+from sim.server import notify, sweeper
+from sim.server.client import BatchSender
+from sim.server.process import REPO, ServerProcess
+from sim.server.storage import Database, Store
+from tests.alerts_rig import Inboxes, Receiver, signature_ok, visit
+
+JST = timezone(timedelta(hours=9))
+H = 3600.0
+T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()
+NOW = int(T0 * 1000)
+
+
+@pytest.fixture
+def inboxes():
+    ib = Inboxes().start()
+    yield ib
+    ib.stop()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def setup_db(path, watchers, rule="fixed"):
+    db = Database(path)
+    store = Store(db)
+    hh.open_people(db)
+    with db.tx() as c:
+        home = hh.add_household(c, NOW - int(H * 1000), "home-1", "Sato",
+                                settings={"activity_rule": rule})
+        ws = [hh.add_watcher(c, NOW, "home-1", **w) for w in watchers]
+    dev = store.register_device(NOW, "toilet", "home-1")
+    return db, store, home, ws, BatchSender(dev.id, dev.key_bytes)
+
+
+def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(tmp_path, inboxes):
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                    [dict(name="Aiko", email="aiko@example.org")])
+    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+    with db.tx() as c:
+        (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
+    assert notify.deliver_due(db, NOW, cfg) == {"sent": 1, "failed": 0, "dead": 0}
+    (m,) = inboxes.of("aiko@example.org")
+    assert m.subject == "【みまもり電球】Sato の見守りに登録されました（テスト送信）"
+    assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@mimamori>"
+    assert notify.deliver_due(db, NOW + 60_000, cfg)["sent"] == 0  # sent once only
+    (row,) = notify.outbox(db)
+    assert row.state == "sent" and row.attempts == 1
+
+
+def test_smtp_server_down_is_retried_with_backoff_and_delivers_once_when_it_is_back(tmp_path):
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                    [dict(name="Aiko", email="aiko@example.org", lang="en")])
+    ib = Inboxes()  # its port is chosen but nothing listens yet
+    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=ib.port, timeout_s=2)
+    with db.tx() as c:
+        notify.enqueue(c, NOW, "invite", home, w, {})
+    assert notify.deliver_due(db, NOW, cfg)["failed"] == 1
+    (row,) = notify.outbox(db)
+    assert row.state == "pending" and "Connection" in (row.last_error or "")
+    ib.start()
+    try:
+        assert notify.deliver_due(db, NOW + 29_000, cfg)["sent"] == 0  # backoff: 30 s
+        assert notify.deliver_due(db, NOW + 30_000, cfg)["sent"] == 1
+        assert notify.deliver_due(db, NOW + 999_000, cfg)["sent"] == 0
+        (m,) = ib.of("aiko@example.org")
+        assert "test message" in m.subject
+    finally:
+        ib.stop()
+
+
+def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(tmp_path, receiver):
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                    [dict(name="Aiko", webhook_url=receiver.url, lang="en")])
+    cfg = notify.Config()
+    receiver.fail = [500, 503]
+    with db.tx() as c:
+        (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
+    t = NOW
+    assert notify.deliver_due(db, t, cfg)["failed"] == 1
+    assert notify.deliver_due(db, t + 29_000, cfg) == {"sent": 0, "failed": 0, "dead": 0}
+    assert notify.deliver_due(db, t + 30_000, cfg)["failed"] == 1
+    assert notify.deliver_due(db, t + 30_000 + 59_000, cfg)["sent"] == 0  # then 60 s
+    assert notify.deliver_due(db, t + 30_000 + 60_000, cfg)["sent"] == 1
+    assert [h.status for h in receiver.hits] == [500, 503, 200]
+    assert {h.headers["Idempotency-Key"] for h in receiver.hits} == {oid}
+    assert all(signature_ok(w.webhook_secret or "", h) for h in receiver.hits)
+    body = receiver.hits[-1].json
+    assert body["kind"] == "invite" and body["household"] == "home-1" and body["id"] == oid
+    forged = receiver.hits[-1]
+    forged.body = forged.body.replace(b"invite", b"alert!")
+    assert not signature_ok(w.webhook_secret or "", forged)
+    (row,) = notify.outbox(db)
+    assert row.state == "sent" and row.attempts == 3
+
+
+def test_unreachable_webhook_gives_up_after_the_last_attempt_and_keeps_the_error(tmp_path):
+    dead_url = f"http://127.0.0.1:{Inboxes().port}/hook"
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db", [dict(name="Aiko", webhook_url=dead_url)])
+    cfg = notify.Config(max_attempts=3, timeout_s=2)
+    with db.tx() as c:
+        notify.enqueue(c, NOW, "invite", home, w, {})
+    got = [notify.deliver_due(db, NOW + i * 3_600_000, cfg) for i in range(5)]
+    assert [g["failed"] for g in got] == [1, 1, 0, 0, 0] and got[2]["dead"] == 1
+    (row,) = notify.outbox(db)
+    assert row.state == "dead" and row.attempts == 3 and "ConnectError" in (row.last_error or "")
+
+
+def test_console_channel_prints_one_line_per_message(tmp_path):
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                    [dict(name="Aiko", console=True, lang="en")])
+    out = io.StringIO()
+    cfg = notify.Config(console=out)
+    with db.tx() as c:
+        notify.enqueue(c, NOW, "invite", home, w, {})
+    notify.deliver_due(db, NOW, cfg)
+    assert out.getvalue() == ("[mimamori] to Aiko (invite): [Mimamori] You now watch over Sato "
+                              "(test message)\n")
+
+
+CRASH = """
+import os, signal, sys
+from sim.server import notify, sweeper
+from sim.server.storage import Database
+r = sweeper.sweep(Database(sys.argv[1]), int(sys.argv[2]), notify.Config())
+assert r.evaluated == ["home-1"], r
+os.kill(os.getpid(), signal.SIGKILL)  # the decision is committed; nothing was sent
+"""
+
+
+def test_crash_between_deciding_and_sending_sends_each_alert_once_after_restart(tmp_path,
+                                                                                 inboxes):
+    path = tmp_path / "s.db"
+    db, store, _, _, bulb = setup_db(path, [dict(name="Aiko", email="aiko@example.org"),
+                                            dict(name="Ken", email="ken@example.org")])
+    visit(store, bulb, T0)
+    with db.tx() as c:  # the invitations went out long ago
+        c.execute("UPDATE outbox SET state = 'sent', sent_at = ?", (NOW,))
+    db.close()
+    later = NOW + int(25 * H * 1000)
+    p = subprocess.run([sys.executable, "-c", CRASH, str(path), str(later)], cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    assert p.returncode == -9, p.stderr.decode()
+    db = Database(path)
+    pending = notify.outbox(db, state="pending")
+    assert sorted(o.payload["to"] for o in pending) == ["aiko@example.org", "ken@example.org"]
+    assert not inboxes.mails
+    env = {"MIMAMORI_SMTP": inboxes.address, "MIMAMORI_SWEEP_S": "0.1"}
+    with ServerProcess(path, clock=f"fixed:{later / 1000 + 60}", env=env):
+        inboxes.wait(lambda: len(inboxes.mails) >= 2)
+        # let the worker run many more rounds: nothing is sent twice
+        inboxes.wait(lambda: not notify.outbox(db, state="pending") and
+                     all(o.state == "sent" for o in notify.outbox(db)))
+        time.sleep(1.0)
+    assert [m.kind for m in inboxes.of("aiko@example.org")] == ["alert"]
+    assert [m.kind for m in inboxes.of("ken@example.org")] == ["alert"]
+    assert "25時間、電気がつけられていません（最後に点灯：3/2 10:42）" in inboxes.of("ken@example.org")[0].subject
+
+
+def test_crash_after_sending_before_marking_resends_once_with_the_same_message_id(tmp_path,
+                                                                                  inboxes):
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                    [dict(name="Aiko", email="aiko@example.org")])
+    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+    with db.tx() as c:
+        notify.enqueue(c, NOW, "invite", home, w, {})
+    (row,) = notify.outbox(db)
+    notify.send(row, cfg, NOW, None)  # the worker sent it and died before marking it
+    with db.tx() as c:  # its lease ran out with the process
+        c.execute("UPDATE outbox SET lease_until = NULL")
+    assert notify.deliver_due(db, NOW + 1, cfg)["sent"] == 1
+    assert notify.deliver_due(db, NOW + 10 * 3_600_000, cfg)["sent"] == 0
+    got = inboxes.of("aiko@example.org")
+    assert len(got) == 2 and got[0].message_id == got[1].message_id  # the receiver dedups
