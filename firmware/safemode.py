@@ -6,8 +6,9 @@
 #
 # Counting is pessimistic: a boot counts as failed from its start until it has run stable_s
 # seconds (stable()). A crash or a watchdog reset before that leaves it counted. A deliberate
-# reset (restart()) clears the count first. In safe mode, after safe_mode_s of running, retry()
-# resets into one normal boot: if that one fails too, the next boot is in safe mode again.
+# reset goes through safemode.restart() (any module may call it), which clears the count
+# first. In safe mode, after safe_mode_s of running, retry() resets into one normal boot: if
+# that one fails too, the next boot is in safe mode again.
 #
 # RTC memory layout (owned by this module; 8 bytes, the rest is free for others):
 #   0  2 bytes  b"MB" magic: anything else (power-on garbage, another layout) reads as 0 failed
@@ -59,7 +60,14 @@ class Boots:
         self._write(self.after - 1, _NO_STEP)
         machine.reset()
 
-    def restart(self):
-        """A deliberate reset (new settings, provisioning done): not a failure."""
-        self._write(0, _NO_STEP)
-        machine.reset()
+
+def restart():
+    """A deliberate reset (new settings, provisioning done): not a failure. Any module may call
+    it; a bare machine.reset() before stable_s would count as a failed boot."""
+    rtc = machine.RTC()
+    mem = bytearray(rtc.memory())
+    if len(mem) < 8:
+        mem = bytearray(8)
+    mem[0:5] = b"MB\x01\x00\xff"
+    rtc.memory(mem)
+    machine.reset()

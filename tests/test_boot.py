@@ -109,6 +109,28 @@ class Uplink:
         pass
 """
 
+# An uplink that restarts the bulb on purpose (as after new settings) its first N runs.
+RESTARTING_UPLINK = """
+import asyncio
+import safemode
+
+
+class Uplink:
+    def __init__(self, cfg, journal, lamp):
+        pass
+
+    async def run(self):
+        await asyncio.sleep_ms(2000)
+        n = int(open("restarts_left").read())
+        if n > 0:
+            open("restarts_left", "w").write(str(n - 1))
+            safemode.restart()
+        print("uplink ran")
+
+    async def flush(self):
+        pass
+"""
+
 # An uplink whose task blocks (a socket read with no timeout would): the loop stops.
 BLOCKING_UPLINK = """
 import time
@@ -299,6 +321,16 @@ def test_retry_that_fails_again_goes_straight_back_to_safe_mode(bulb: Any, tmp_p
     assert "safe mode" in b.boots[3].stdout  # after 3 crashes
     assert "injected" in b.boots[4].stdout  # the one retry crashed too
     assert "safe mode" in b.boots[5].stdout  # back at once, not after 3 more
+
+
+def test_deliberate_restarts_never_count_as_failed_boots(bulb: Any, tmp_path: Path) -> None:
+    b = bulb(site=SITE, firmware_dir=firmware_with(tmp_path, uplink=RESTARTING_UPLINK))
+    (b.fs / "restarts_left").write_text("5")
+    b.power_on(stop_at_s=30)
+    assert [x.ended_by for x in b.boots] == ["reset"] * 5 + ["power_cut"]
+    assert "safe mode" not in b.stdout
+    assert "uplink ran" in b.boots[-1].stdout
+    assert faults_by_boot(b) == [[]] * 6
 
 
 def test_power_cuts_never_count_as_failed_boots(bulb: Any, tmp_path: Path) -> None:
