@@ -7,6 +7,7 @@ watchers would receive is read from the outbox (delivery itself is tested in tes
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -252,3 +253,49 @@ def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_docu
               "/api/v1/alerts/{aid}/claim", "/api/v1/alerts/{aid}/resolve",
               "/api/v1/households/{hid}/pauses", "/api/v1/households/{hid}/bulbs"):
         assert p in paths
+
+
+def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(tmp_path, capsys):
+    from sim.server.cli import main
+
+    db = str(tmp_path / "cli.db")
+    now = T0 + 25 * H
+
+    def mimamori(*argv, clock=now, status=0):
+        rc = main(["--db", db, "--clock", f"fixed:{clock}", *argv])
+        out = capsys.readouterr()
+        assert rc == status, out.err
+        return out.out + out.err
+
+    assert "added" in mimamori("household", "add", "home-1", "--name", "Sato", "--rule", "fixed",
+                               clock=T0 - H)
+    out = mimamori("watcher", "invite", "home-1", "Aiko", "--email", "aiko@example.org",
+                   "--lang", "en", clock=T0 - H)
+    wid = re.search(r"watcher (w-[0-9a-f]+)", out).group(1)
+    assert "test message queued on: email" in out
+    mimamori("watcher", "invite", "home-1", "Ken", "--console", clock=T0 - H)
+    assert "no_activity_h" in mimamori("household", "settings", "home-1", "no_activity_h=12",
+                                       clock=T0 - H)
+    assert "must be a number" in mimamori("household", "settings", "home-1", "no_activity_h=x",
+                                          status=2)
+    key = json.loads(mimamori("device", "register", "--id", "toilet", "--household", "home-1",
+                              "--json", clock=T0 - H))["device_key"]
+    from sim.server.storage import Database, Store
+    from tests.alerts_rig import visit
+
+    store = Store(Database(db))
+    visit(store, BatchSender("toilet", bytes.fromhex(key)), T0)
+    store.close()
+    assert "evaluated 1" in mimamori("sweep")
+    out = mimamori("alert", "list", "--active")
+    aid = re.search(r"(a-[0-9a-f]+)\s+home-1\s+no_activity\s+open", out).group(1)
+    assert "Aiko is going to check" in mimamori("alert", "claim", aid, wid)
+    assert "no watcher 'w-nobody'" in mimamori("alert", "claim", aid, "w-nobody", status=2)
+    assert "resolved by Aiko: fine" in mimamori("alert", "resolve", aid, wid, "fine")
+    out = mimamori("outbox", "--state", "pending")
+    assert out.count("invite") == 2 and "claimed" in out and "resolved" in out
+    assert "paused from 2026-03-10 to 2026-03-12" in mimamori(
+        "household", "pause", "home-1", "2026-03-10", "2026-03-12", "--reason", "travel")
+    assert "YYYY-MM-DD" in mimamori("household", "pause", "home-1", "10/3", "2026-03-12",
+                                    status=2)
+    assert mimamori("token", "create", "ops", "--quiet").startswith("mmr_")

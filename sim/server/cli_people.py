@@ -1,0 +1,298 @@
+"""`mimamori` commands for households, watchers, pauses, alerts, the outbox and API tokens.
+
+    mimamori household add ID [--name N] [--tz Asia/Tokyo] [--rule learned|fixed|daily_window]
+    mimamori household list | show ID [--json]
+    mimamori household settings ID [key=value ...]   (no_activity_h=12, escalate_h=[1,3], ...)
+    mimamori household pause ID FIRST LAST [--reason R]   (dates YYYY-MM-DD, household time)
+    mimamori household resume ID PAUSE_ID
+    mimamori watcher invite HOUSEHOLD NAME [--email A] [--webhook URL] [--console]
+                                          [--role family|neighbour|commissioner|visit_service|
+                                           coordinator] [--lang ja|en]
+    mimamori watcher list HOUSEHOLD | remove WATCHER_ID
+    mimamori alert list [--household H] [--active] [--json]
+    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N]
+    mimamori sweep | deliver            (one pass now; the server does both periodically)
+    mimamori outbox [--state pending|sent|dead]
+    mimamori token create NAME          (a coordinator token for the JSON API)
+
+Bulbs: `mimamori device register --household ID` (sim/server/cli.py).
+Messages are written to the outbox; a running server delivers them (or `mimamori deliver`),
+with MIMAMORI_SMTP / MIMAMORI_PUBLIC_URL / MIMAMORI_MAIL_FROM from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from sim.server import alerts, api, notify, sweeper
+from sim.server import clock as clocks
+from sim.server import households as hh
+from sim.server.storage import Store
+
+
+def _now(args: argparse.Namespace) -> int:
+    return clocks.ms(args.clock_fn)
+
+
+def _t(ms: int | None, tz: str = "UTC") -> str:
+    if ms is None:
+        return "-"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
+    hh.open_people(store.db)
+    try:
+        with store.db.tx() as c:
+            return fn(c, _now(args))
+    except hh.NotFound as e:
+        raise ValueError(str(e)) from None
+    except alerts.Conflict as e:
+        raise ValueError(str(e)) from None
+
+
+def _value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"{text!r}: write settings as key=value, e.g. no_activity_h=12")
+    k, raw = text.split("=", 1)
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        v = raw
+    return k.strip(), v
+
+
+def household_add(args: argparse.Namespace, store: Store) -> int:
+    st = dict(_value(a) for a in args.set or [])
+    if args.rule:
+        st["activity_rule"] = args.rule
+    h = _run(args, store, lambda c, now: hh.add_household(c, now, args.id, args.name or "",
+                                                           args.tz, st))
+    print(f"household {h.id} ({h.name}, {h.tz}) added; next: `mimamori watcher invite {h.id} "
+          f"NAME --email ...` and `mimamori device register --household {h.id}`")
+    return 0
+
+
+def household_list(args: argparse.Namespace, store: Store) -> int:
+    rows = _run(args, store, lambda c, now: [
+        (h, len(alerts.list_alerts(c, h.id, active_only=True)), len(hh.watchers(c, h.id)))
+        for h in hh.households(c)])
+    if args.json:
+        print(json.dumps([{**{k: v for k, v in h.__dict__.items() if k != "settings"},
+                           "active_alerts": n, "watchers": nw} for h, n, nw in rows]))
+        return 0
+    if not rows:
+        print("no households: add one with `mimamori household add ID`")
+    for h, n, nw in rows:
+        print(f"{h.id:<16} {h.name:<16} watchers {nw}  active alerts {n}  "
+              f"next check {_t(h.next_check, h.tz)}")
+    return 0
+
+
+def household_show(args: argparse.Namespace, store: Store) -> int:
+    st = _run(args, store, lambda c, now: api._status(hh.household(c, args.id), c, store))
+    print(json.dumps(st, indent=1, ensure_ascii=False, default=str))
+    return 0
+
+
+def household_settings(args: argparse.Namespace, store: Store) -> int:
+    if args.assignments:
+        changes = dict(_value(a) for a in args.assignments)
+        h = _run(args, store, lambda c, now: hh.update_settings(c, args.id, changes, now))
+    else:
+        h = _run(args, store, lambda c, now: hh.household(c, args.id))
+    print(json.dumps(hh.settings_json(h.settings), sort_keys=True))
+    return 0
+
+
+def household_pause(args: argparse.Namespace, store: Store) -> int:
+    p = _run(args, store, lambda c, now: hh.add_pause(
+        c, now, args.id, hh.parse_day(args.first), hh.parse_day(args.last), args.reason))
+    print(f"household {args.id} paused from {p.first_day} to {p.last_day} inclusive "
+          f"(pause {p.id}); alerts resume by themselves after that")
+    return 0
+
+
+def household_resume(args: argparse.Namespace, store: Store) -> int:
+    _run(args, store, lambda c, now: hh.remove_pause(c, args.id, args.pause, now))
+    print(f"pause {args.pause} removed: household {args.id} is watched again")
+    return 0
+
+
+def watcher_invite(args: argparse.Namespace, store: Store) -> int:
+    def do(c: Any, now: int) -> hh.Watcher:
+        w = hh.add_watcher(c, now, args.household, args.name, args.role, args.lang, args.email,
+                           args.webhook, args.console)
+        notify.enqueue(c, now, "invite", hh.household(c, args.household), w, {})
+        return w
+
+    w = _run(args, store, do)
+    print(f"watcher {w.id} ({w.name}, {w.role}, tier {w.tier}, {w.lang}) added to "
+          f"{w.household}; test message queued on: {', '.join(w.channels())}")
+    if w.webhook_secret:
+        print(f"webhook secret (HMAC-SHA256 key, hex; shown once): {w.webhook_secret}")
+    return 0
+
+
+def watcher_list(args: argparse.Namespace, store: Store) -> int:
+    ws = _run(args, store, lambda c, now: (hh.household(c, args.household),
+                                           hh.watchers(c, args.household))[1])
+    for w in ws:
+        print(f"{w.id:<16} {w.name:<12} {w.role:<13} tier {w.tier}  {w.lang}  "
+              + ", ".join(f"{ch}" for ch in w.channels()))
+    return 0
+
+
+def watcher_remove(args: argparse.Namespace, store: Store) -> int:
+    _run(args, store, lambda c, now: hh.remove_watcher(c, args.id, now))
+    print(f"watcher {args.id} removed")
+    return 0
+
+
+def alert_list(args: argparse.Namespace, store: Store) -> int:
+    rows = _run(args, store, lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
+        c, args.household, active_only=args.active)])
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no alerts")
+    for a in rows:
+        who = a.get("claimed_by_name") or ""
+        print(f"{a['id']:<15} {a['household']:<12} {a['rule']:<14} {a['state']:<8} "
+              f"{_t(a['opened_at'])}  {who + ' is going to check  ' if who else ''}"
+              f"{a['outcome'] or ''} {a['evidence']}")
+    return 0
+
+
+def alert_claim(args: argparse.Namespace, store: Store) -> int:
+    a = _run(args, store, lambda c, now: alerts.public(c, alerts.claim(
+        c, args.alert, args.watcher, now, notify.Config.from_env())))
+    print(f"alert {a['id']}: {a['claimed_by_name']} is going to check; the others are told")
+    return 0
+
+
+def alert_resolve(args: argparse.Namespace, store: Store) -> int:
+    a = _run(args, store, lambda c, now: alerts.public(c, alerts.resolve(
+        c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env())))
+    print(f"alert {a['id']} resolved by {a['resolved_by_name']}: {a['outcome']}"
+          + (f" ({a['note']})" if a["note"] else "") + "; everyone is told")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, store: Store) -> int:
+    hh.open_people(store.db)
+    r = sweeper.sweep(store.db, _now(args), notify.Config.from_env())
+    print(f"evaluated {len(r.evaluated)} household(s)"
+          + "".join(f"\n  {h}: failed: {e}" for h, e in r.failed.items()))
+    return 1 if r.failed else 0
+
+
+def cmd_deliver(args: argparse.Namespace, store: Store) -> int:
+    hh.open_people(store.db)
+    r = notify.deliver_due(store.db, _now(args), notify.Config.from_env())
+    print(f"sent {r['sent']}, failed {r['failed']} (retried later), gave up {r['dead']}")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace, store: Store) -> int:
+    hh.open_people(store.db)
+    for o in notify.outbox(store.db, state=args.state):
+        print(f"{o.id}  {o.state:<7} {o.channel:<7} {o.kind:<9} to {o.payload['to']}: "
+              f"{o.subject}" + (f"  [{o.last_error}]" if o.last_error else ""))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, store: Store) -> int:
+    tok = api.create_token(store.db, args.name, int(time.time() * 1000))
+    print(tok if args.quiet else f"API token for {args.name} (shown once; send it as "
+          f"'Authorization: Bearer <token>'):\n{tok}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    h = sub.add_parser("household", help="households: add, list, show, settings, pause, resume")
+    hs = h.add_subparsers(dest="household_command", required=True)
+    p = hs.add_parser("add", help="add a household")
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--tz", default="Asia/Tokyo")
+    p.add_argument("--rule", choices=("learned", "fixed", "daily_window"))
+    p.add_argument("--set", action="append", metavar="key=value", help="a setting (repeatable)")
+    p.set_defaults(func=household_add)
+    p = hs.add_parser("list", help="households, their alerts and next check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=household_list)
+    p = hs.add_parser("show", help="one household as JSON")
+    p.add_argument("id")
+    p.set_defaults(func=household_show)
+    p = hs.add_parser("settings", help="show or change alert settings")
+    p.add_argument("id")
+    p.add_argument("assignments", nargs="*", metavar="key=value")
+    p.set_defaults(func=household_settings)
+    p = hs.add_parser("pause", help="planned absence from FIRST to LAST (YYYY-MM-DD)")
+    p.add_argument("id")
+    p.add_argument("first")
+    p.add_argument("last")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=household_pause)
+    p = hs.add_parser("resume", help="end a pause early")
+    p.add_argument("id")
+    p.add_argument("pause")
+    p.set_defaults(func=household_resume)
+
+    w = sub.add_parser("watcher", help="watchers: invite (sends a test message), list, remove")
+    ws = w.add_subparsers(dest="watcher_command", required=True)
+    p = ws.add_parser("invite", help="add a watcher and send them a test message")
+    p.add_argument("household")
+    p.add_argument("name")
+    p.add_argument("--email")
+    p.add_argument("--webhook")
+    p.add_argument("--console", action="store_true")
+    p.add_argument("--role", default="family", choices=tuple(hh.ROLES))
+    p.add_argument("--lang", default="ja", choices=hh.LANGS)
+    p.set_defaults(func=watcher_invite)
+    p = ws.add_parser("list")
+    p.add_argument("household")
+    p.set_defaults(func=watcher_list)
+    p = ws.add_parser("remove")
+    p.add_argument("id")
+    p.set_defaults(func=watcher_remove)
+
+    a = sub.add_parser("alert", help="alerts: list, claim, resolve")
+    asub = a.add_subparsers(dest="alert_command", required=True)
+    p = asub.add_parser("list")
+    p.add_argument("--household")
+    p.add_argument("--active", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=alert_list)
+    p = asub.add_parser("claim", help="WATCHER is going to check (the others are told)")
+    p.add_argument("alert")
+    p.add_argument("watcher")
+    p.set_defaults(func=alert_claim)
+    p = asub.add_parser("resolve", help="record the outcome (everyone is told)")
+    p.add_argument("alert")
+    p.add_argument("watcher")
+    p.add_argument("outcome", choices=alerts.OUTCOMES)
+    p.add_argument("--note", default="")
+    p.set_defaults(func=alert_resolve)
+
+    p = sub.add_parser("sweep", help="evaluate the due households now")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("deliver", help="send the pending messages now")
+    p.set_defaults(func=cmd_deliver)
+    p = sub.add_parser("outbox", help="messages and their delivery state")
+    p.add_argument("--state", choices=("pending", "sent", "dead"))
+    p.set_defaults(func=cmd_outbox)
+    t = sub.add_parser("token", help="API tokens for the JSON API")
+    ts = t.add_subparsers(dest="token_command", required=True)
+    p = ts.add_parser("create")
+    p.add_argument("name")
+    p.add_argument("--quiet", action="store_true", help="print only the token")
+    p.set_defaults(func=cmd_token)
