@@ -64,6 +64,7 @@ fails = []
 
 
 def fail(msg):
+    stats["bad"] = stats.get("bad", 0) + 1
     if len(fails) < 20:
         fails.append(msg)
 
@@ -87,6 +88,13 @@ def read_all(j):
 def check(where, torn=False):
     """Remount after a cut and check everything the journal promises."""
     stats["mounts"] += 1
+    bad = stats.get("bad", 0)
+    check_one(where, torn)
+    if stats.get("bad", 0) > bad:
+        stats["failed_cuts"] = stats.get("failed_cuts", 0) + 1
+
+
+def check_one(where, torn):
     j = journal.Journal(P)
     recs, oldest = read_all(j)
     prev = 0

@@ -4,48 +4,15 @@ then read on the host with the same firmware/journal.py, as a service tool would
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "firmware"))
-import journal as jn  # noqa: E402  (firmware/journal.py, runs under CPython for host tools)
-import record  # noqa: E402
+from sim.journal_read import records
 
-from sim.bulb import partitions  # noqa: E402
-
-
-class FilePartition:
-    """esp32.Partition's read side over a bulb's flash.bin (host side, read only)."""
-
-    def __init__(self, flash: Path, label: str = "journal") -> None:
-        p = next(p for p in partitions() if p["label"] == label)
-        self.addr, self.size = p["offset"], p["size"]
-        self.data = flash.read_bytes()
-
-    def readblocks(self, block: int, buf: Any, offset: int = 0) -> None:
-        a = self.addr + block * 4096 + offset
-        buf[:] = self.data[a : a + len(buf)]
-
-    def ioctl(self, op: int, arg: int) -> int:
-        return {4: self.size // 4096, 5: 4096}[op]
+import firmware.record as record
 
 
 def journal_records(b: Any) -> list[tuple[int, ...]]:
-    j = jn.Journal(FilePartition(b.state_dir / "flash.bin"))
-    buf = bytearray(24 * 100)
-    out: list[tuple[int, ...]] = []
-    after = 0
-    while True:
-        n, _ = j.read(buf, 100, after, True)
-        for i in range(n):
-            r = record.unpack(buf, 24 * i)
-            assert r is not None
-            out.append(r)
-        if n < 100:
-            return out
-        after = out[-1][0]
+    return records(b.state_dir / "flash.bin")
 
 
 def visits(recs: list[tuple[int, ...]]) -> list[dict[str, Any]]:
