@@ -110,6 +110,8 @@ def test_wrong_password_then_right_password_through_the_portal(portal_server):
         form = {"ssid": b"home".hex(), "password": "wrong", "server": SERVER}
         r = client.post("/", data=form)
         assert r.status_code == 303 and r.headers["location"] == "/"
+        again = client.post("/", data={**form, "password": "second"})  # while testing
+        assert again.status_code == 200 and 'http-equiv="refresh"' in again.text
         testing = client.get("/")
         assert 'http-equiv="refresh"' in testing.text and "<form" not in testing.text
         page = settle(client)
