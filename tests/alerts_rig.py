@@ -147,10 +147,13 @@ def signature_ok(secret: str, hit: Hit) -> bool:
     return hmac.compare_digest(want, hit.headers["X-Mimamori-Signature"])
 
 
-def visit(store: Store, sender: BatchSender, start_s: float, length_s: float = 120.0) -> None:
-    """One anchored visit of a bulb, stored as the ingest endpoint would store it."""
+def visit(store: Store, sender: BatchSender, start_s: float, length_s: float = 120.0,
+          received_s: float | None = None) -> None:
+    """One anchored visit of a bulb, stored as the ingest endpoint would store it (when the
+    lamp goes off, or at received_s for a late report)."""
     recs = [sender.new_boot(),
             sender.record(record.K_ANCHOR, record.A_SERVER, 0, int(start_s) + 1, up_ms=1000),
             sender.record(record.K_OFF, up_ms=int(length_s * 1000))]
     req = sender.request(recs)
-    store.ingest(parse_batch(sender.device, req.body), int((start_s + length_s + 1) * 1000))
+    at = start_s + length_s + 1 if received_s is None else received_s
+    store.ingest(parse_batch(sender.device, req.body), int(at * 1000))
