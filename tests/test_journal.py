@@ -192,3 +192,49 @@ def record_kind(name: str) -> int:
 def _need_micropython():
     if not MPY.exists():
         pytest.skip("micropython not installed: run make setup")
+
+
+def test_worked_example_in_the_journal_doc_is_valid_flash_content():
+    import binascii
+    import re
+    import struct
+
+    import firmware.record as rec
+
+    lines = (REPO / "docs/journal.md").read_text().split("## Worked example")[1]
+    lines = lines.split("```")[1]
+    data = bytearray()
+    for line in lines.splitlines():
+        m = re.match(r"0x([0-9a-f]{3}) ((?:[0-9a-f]{2} )+)", line + " ")
+        if m and "..." not in line:
+            assert int(m.group(1), 16) == len(data)
+            data += bytes.fromhex(m.group(2))
+    magic, ver, _, _, sseq, epoch, first, boot, acked, crc = struct.unpack_from("<IBBHIIIIII",
+                                                                                data)
+    assert (magic, ver, sseq, epoch, first, boot, acked) == (0x4C4E4A4D, 1, 7, 0x1A2B3C4D,
+                                                             1013, 42, 1010)
+    assert crc == binascii.crc32(data[:28])
+    recs = [rec.unpack(data, 32 + 24 * i) for i in range(3)]
+    assert [(r[0], r[1], r[2], r[3]) for r in recs] == [
+        (1013, 42, 183, rec.K_POWER_ON), (1014, 42, 10000, rec.K_ALIVE),
+        (1015, 42, 10051, rec.K_ACK)]
+    assert recs[2][6] == 1014
+
+
+def test_alive_schedule_bounds_the_off_time_within_10_s_or_10_percent():
+    import sys
+
+    sys.path.insert(0, str(REPO / "firmware"))
+    try:
+        import alive
+    finally:
+        sys.path.pop(0)
+    step, until, growth, most = alive.schedule({})
+    marks = [step]
+    while marks[-1] < 10 * 3600 * 1000:
+        marks.append(alive.next_mark_ms(marks[-1], step, until, growth, most))
+    for t in range(step, 10 * 3600 * 1000, 997):  # the power goes at t (ms since power-on)
+        last = max(m for m in marks if m <= t)
+        nxt = min(m for m in marks if m > t)
+        assert nxt - last <= max(10_000, 0.1 * t), (t, last, nxt)
+    assert len([m for m in marks if m <= 3600 * 1000]) < 50  # 1 h lit: under 50 marks
