@@ -45,23 +45,33 @@ def due_by_full_scan(c: Cursor, now_ms: int, limit: int) -> list[str]:
 
 
 def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
-          full_scan: bool = False) -> SweepResult:
-    """Evaluate every due household (at most `limit` per call; the next call takes the rest)."""
+          full_scan: bool = False, chunk: int = 50) -> SweepResult:
+    """Evaluate every due household (at most `limit` per call; the next call takes the rest),
+    `chunk` households per transaction."""
     store = Store(db)
     with db.tx() as c:
         ids = (due_by_full_scan if full_scan else due)(c, now_ms, limit)
     out = SweepResult()
-    for hid in ids:
-        try:
-            evaluate_household(db, hid, now_ms, cfg, store)
-            out.evaluated.append(hid)
-        except Exception as e:  # noqa: BLE001 - one bad household must not stop the others
-            out.failed[hid] = f"{type(e).__name__}: {e}"
-            with db.tx() as c:  # look again in an hour rather than in a hot loop
-                c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                          (now_ms + hh.HOUR_MS, hid))
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        try:  # one commit (one fsync) for a chunk of households
+            with db.tx():
+                for hid in part:
+                    evaluate_household(db, hid, now_ms, cfg, store)
+            out.evaluated += part
+            continue
+        except Exception:  # noqa: BLE001 - redo them one by one to find the broken one
+            pass
+        for hid in part:
+            try:
+                evaluate_household(db, hid, now_ms, cfg, store)
+                out.evaluated.append(hid)
+            except Exception as e:  # noqa: BLE001 - one bad household must not stop the others
+                out.failed[hid] = f"{type(e).__name__}: {e}"
+                with db.tx() as c:  # look again in an hour rather than in a hot loop
+                    c.execute("UPDATE households SET next_check = ? WHERE id = ?",
+                              (now_ms + hh.HOUR_MS, hid))
     return out
-
 
 def timeline_of(store: Store, hid: str) -> Timeline:
     devs = store.devices(hid)
