@@ -63,15 +63,15 @@ class Journal:
 
     def _mount(self):
         n = self._n
-        best = None
-        hdrs = [None] * n
+        best, top = -1, 0
+        hdrs = [None] * n  # type: list
         for s in range(n):
             h = self._read_header(s)
             hdrs[s] = h
-            if h is not None and (best is None or h[0] > hdrs[best][0]):
-                best = s
+            if h is not None and h[0] > top:
+                best, top = s, h[0]
         self.head = best
-        if best is None:  # blank or foreign partition: format lazily, sector 0 first
+        if best < 0:  # blank or foreign partition: format lazily, sector 0 first
             import os
 
             self.epoch = struct.unpack("<I", os.urandom(4))[0] or 1
