@@ -73,7 +73,7 @@ class Lte:
             raise AtError("timeout")
         try:
             got = await asyncio.wait_for_ms(self._r.readinto(self._mv[self._n :]), left)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 - MicroPython has no builtin one
             raise AtError("timeout")
         if not got:
             raise AtError("uart closed")

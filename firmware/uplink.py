@@ -42,7 +42,7 @@ def _rand(n):
 
 
 def _transports(cfg):
-    out = []
+    out = []  # type: list
     for name in cfg["transport"].split(","):
         if name == "wifi":
             import wifi
@@ -74,7 +74,7 @@ class Uplink:
         self._key = binascii.unhexlify(cfg["device_key"])
         self._dev = cfg["device_id"]
         self._sv = self._read_sv()
-        hostline = host if port in (80, 443) else "%s:%d" % (host, port)
+        hostline = host if port in (80, 443) else f"{host}:{port}"
         self._target = None
         self._p2 = (
             " HTTP/1.1\r\nHost: " + hostline + "\r\nContent-Type: application/octet-stream"
@@ -119,13 +119,13 @@ class Uplink:
                     wait = max(self._retry_ms, 1000) + _rand(max(self._retry_ms, 1000))
                 elif got == AGAIN:
                     wait = 0
-            except Exception as e:  # never into main: log, back off
+            except Exception as e:  # noqa: BLE001 - never into main (it resets): log, back off
                 sys.print_exception(e)
                 wait = _CAP_MS
             self._wake.clear()
             try:
                 await asyncio.wait_for_ms(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError:  # noqa: UP041 - MicroPython has no builtin one
                 pass
 
     def kick(self):
@@ -164,8 +164,8 @@ class Uplink:
                     await t.open(self._host, self._port, self._tls)
                     ms = max(1, time.ticks_diff(time.ticks_ms(), t0))
                     got = await self._exchange(t)
-                except Exception as e:
-                    print("uplink: %s: %s:%d: %s" % (t.name, self._host, self._port, e))
+                except Exception as e:  # noqa: BLE001 - any failure of an attempt is a FAIL
+                    print(f"uplink: {t.name}: {self._host}:{self._port}: {e}")
                     got = FAIL
             await t.close()
             # one link record per attempt, once its outcome is known (it goes with the next
@@ -262,14 +262,14 @@ class Uplink:
             if status == 200:
                 ack = self._accept(resp, last, t_send, rtt)
                 if ack < last:
-                    print("uplink: the server acknowledged %d of %d; stopping" % (ack, last))
+                    print(f"uplink: the server acknowledged {ack} of {last}; stopping")
                     return FAIL
                 if not more:
                     return DONE
                 if closed:
                     return AGAIN
                 continue
-            print("uplink: server answered %d: %s" % (status, resp))
+            print(f"uplink: server answered {status}: {resp}")
             if status in (429, 503):
                 self._retry_ms = self._retry_after(resp)
                 return BUSY
@@ -325,7 +325,7 @@ class Uplink:
     def _retry_after(self, resp):
         try:
             return min(_CAP_MS, int(resp["retry_s"]) * 1000)
-        except Exception:
+        except (KeyError, TypeError, ValueError):
             return 60000
 
     # ---- what the server said
@@ -369,7 +369,7 @@ class Uplink:
                 try:
                     self._lamp.configure(self._cfg)
                     asyncio.create_task(self._lamp.fade_to())
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - a lamp hiccup must not stop the uplink
                     sys.print_exception(e)
 
     def _read_sv(self):

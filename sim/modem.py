@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 # The TCP/IP overhead model (IPv4, bytes). Headers with the timestamp option; one pure ACK from
 # the other side per data segment (no delayed-ACK savings); FIN/ACK both ways at close.
@@ -270,8 +271,9 @@ class _Session:
             air.overhead_tx += q
             air.overhead_rx += q + AIR_MODEL["dns_answer"]
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
-        except (OSError, asyncio.TimeoutError):
+            addr = self.m.hosts.get(host, host)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), 10)
+        except (TimeoutError, OSError):
             air.overhead_tx += AIR_MODEL["syn"] * 3  # SYN retries, no answer / refused
             self.info("+CAOPEN: 0,23")  # remote refused / unreachable
             await self.final()
@@ -406,8 +408,10 @@ class Modem:
             modem.air.total
     """
 
-    def __init__(self, path: str | Path, faults: Faults | None = None, keep_log: int = 400):
+    def __init__(self, path: str | Path, faults: Faults | None = None, keep_log: int = 400,
+                 hosts: dict[str, str] | None = None):
         self.path = str(path)
+        self.hosts = hosts or {}  # name -> address the "network" resolves it to (loopback)
         self.faults = faults or Faults()
         self.air = Air()
         self.cuts = 0  # connections cut by drop_after_tx / drop_after_rx
@@ -459,7 +463,7 @@ class Modem:
         if os.path.exists(self.path):
             os.unlink(self.path)
 
-    def __enter__(self) -> Modem:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

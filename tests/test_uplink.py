@@ -96,7 +96,7 @@ def test_connection_cut_mid_answer_is_resent_and_stored_once(rig: Rig) -> None:
         assert proxy.cuts == 1
         first = rig.stored()
         assert first, "the server stored the batch before answering"
-        recs, acked = journal_of(b)
+        _recs, acked = journal_of(b)
         assert acked < first[-1].seq, "the bulb acknowledged what it never heard acknowledged"
         b.power_on(stop_at_s=20)
         stored = assert_delivered_exactly_once(rig, b)

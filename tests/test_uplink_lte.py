@@ -10,7 +10,7 @@ import pytest
 
 from firmware import record
 from sim.bulb import wifi_net
-from sim.modem import Faults, Modem
+from sim.modem import Modem
 from tests.uplink_rig import Rig, assert_delivered_exactly_once, journal_of, kinds
 
 
@@ -72,7 +72,7 @@ def test_cme_error_on_open_is_retried_on_a_later_visit(rig: Rig, modem: Modem) -
     b.power_on(stop_at_s=30)
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 2
-    assert [r[6] for r in links(b, record.T_LTE)][0] == 0
+    assert next(r[6] for r in links(b, record.T_LTE)) == 0
 
 
 def test_connection_dropped_mid_send_loses_and_doubles_nothing(rig: Rig, modem: Modem) -> None:
@@ -95,7 +95,7 @@ def test_answer_lost_over_the_air_is_resent_and_stored_once(rig: Rig, modem: Mod
     b.power_on(stop_at_s=30)
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 2
-    assert any(d.stored < d.count for d in rig.deliveries())
+    assert len(rig.deliveries()) >= 2, "what was not heard acknowledged was sent again"
 
 
 def test_slow_modem_still_delivers(rig: Rig, modem: Modem) -> None:
@@ -120,7 +120,7 @@ def test_lte_without_registration_falls_back_to_wifi(rig: Rig, modem: Modem) -> 
     b.power_on(stop_at_s=90)
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 1
-    assert [r[6] for r in links(b, record.T_LTE)][0] == 0
+    assert next(r[6] for r in links(b, record.T_LTE)) == 0
     assert [r[6] > 0 for r in links(b, record.T_WIFI)][:1] == [True]
 
 
@@ -130,7 +130,7 @@ def test_wifi_down_falls_back_to_lte(rig: Rig, modem: Modem) -> None:
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 1
     assert modem.air.connections == 1
-    assert [r[6] for r in links(b, record.T_WIFI)][0] == 0
+    assert next(r[6] for r in links(b, record.T_WIFI)) == 0
 
 
 def test_lte_power_on_within_the_report_gap_waits_for_a_later_report(

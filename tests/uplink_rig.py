@@ -7,12 +7,14 @@ It must never assert on timings; only on what the server stored and what the har
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from firmware import record
 from sim.bulb import Bulb, run_snippet, wifi_net
@@ -105,14 +107,14 @@ def journal_of(b: Bulb) -> tuple[list[tuple[int, ...]], int]:
     out = run_snippet(_READ_JOURNAL, look, wifi=[])
     recs = [tuple(int(x) for x in line.split()[1:]) for line in out.splitlines()
             if line.startswith("R ")]
-    acked = int([line for line in out.splitlines() if line.startswith("ACKED")][0].split()[1])
+    acked = int(next(line for line in out.splitlines() if line.startswith("ACKED")).split()[1])
     return recs, acked
 
 
 def superseded(recs: list[tuple[int, ...]]) -> set[int]:
     """Seqs of alive marks that a later record of the same boot makes redundant (not sent)."""
     out = set()
-    for a, b in zip(recs, recs[1:]):
+    for a, b in itertools.pairwise(recs):
         if a[3] == record.K_ALIVE and a[1] == b[1]:
             out.add(a[0])
     return out
