@@ -430,6 +430,30 @@ def test_bulb_listening_socket_is_reachable_from_the_host(bulb: Callable[..., Bu
         assert c.recv(100).endswith(b"hi")
 
 
+def test_udp_from_the_host_reaches_the_bulb_access_point_and_is_answered(
+        bulb: Callable[..., Bulb], tmp_path: Path) -> None:
+    fw = firmware(tmp_path, """
+        import network, select, socket
+        ap = network.WLAN(network.AP_IF)
+        ap.active(True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", 53))
+        r, _, _ = select.select([s], [], [], 60)
+        data, addr = s.recvfrom(512)
+        print("from", addr[0])
+        s.sendto(data.upper(), addr)
+    """)
+    b = bulb(firmware_dir=fw)
+    b.power_on(wait=False)
+    port = b.wait_for(lambda tr: [e["real"] for e in tr if e.get("op") == "bind"])[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(10)
+        c.sendto(b"query", ("127.0.0.1", port))
+        assert c.recvfrom(512)[0] == b"QUERY"
+    b.wait_for(lambda tr: any(e["ev"] == "exit" for e in tr))
+    assert lines(b) == ["from 192.168.4.2"]
+
+
 # --- UART ------------------------------------------------------------------------------------
 def test_uart_talks_to_a_peer_on_a_unix_socket(bulb: Callable[..., Bulb],
                                                tmp_path: Path) -> None:

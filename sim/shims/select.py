@@ -103,3 +103,15 @@ class _Poll:
 
 def poll():
     return _Poll()
+
+
+def select(rlist, wlist, xlist, timeout=None):
+    p = _Poll()
+    for o in rlist:
+        p.register(o, POLLIN)
+    for o in wlist:
+        p.register(o, (p._objs.get(o, 0)) | POLLOUT)
+    got = p.poll(-1 if timeout is None else int(timeout * 1000))
+    r = [o for o, ev in got if ev & (POLLIN | POLLERR | POLLHUP) and o in rlist]
+    w = [o for o, ev in got if ev & POLLOUT and o in wlist]
+    return r, w, []

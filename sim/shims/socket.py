@@ -63,6 +63,13 @@ def _tuple(raw):
     return (_bs.inet_ntop(a[0], a[1]), a[2])
 
 
+def _client(addr):
+    """A host peer stands for a client on a bulb network: an AP station while the AP is up."""
+    import network
+
+    return (_AP_NET + "2", addr[1]) if network.ap_active() else addr
+
+
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     ip = _HOSTS.get(host, host)
     if ip == "localhost":
@@ -163,17 +170,15 @@ class socket:
                     if e.errno != errno.EADDRINUSE:
                         raise
         self._real = real
+        _sim.trace("net", op="bind", port=port, real=real)
 
     def listen(self, backlog=1):
         self._s.listen(backlog)
         _sim.trace("net", op="listen", port=getattr(self, "_port", 0), real=self._real)
 
     def accept(self):
-        import network
-
         s, raw = self._io(1, self._s.accept)
-        # the host's connection stands for a client on a bulb network: an AP station first
-        peer = (_AP_NET + "2" if network.ap_active() else "192.168.1.2", _tuple(raw)[1])
+        peer = _client(_tuple(raw))
         _trace("accept", addr="%s:%d" % peer)
         return socket(_s=s, _peer=peer), peer
 
@@ -259,7 +264,7 @@ class socket:
         d, raw = self._io(1, self._s.recvfrom, n)
         if d:
             _trace("recv", len(d))
-        return d, _tuple(raw)
+        return d, _client(_tuple(raw))
 
     def sendto(self, buf, addr):
         _route(addr[0])
