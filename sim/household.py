@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import mean, median
 
@@ -66,6 +66,7 @@ class Profile:
     late_morning_p: float = 0.05  # a day that starts much later than usual (assumption)
     late_morning_h: float = 2.5
     wake_burst: float = 2.0  # mean visits in the first hour awake
+    bedtime_p: float = 0.7  # a visit just before going to bed
     day_rate_h: float = 0.47  # visits per hour awake and at home, after the first hour
     night_visits: float = 0.0  # mean visits while asleep (none in the logs)
     outings_per_day: float = 1.4
@@ -76,7 +77,7 @@ class Profile:
     visit_median_min: float = 0.9
     visit_sigma: float = 1.3
 
-    def sample(self, rng: random.Random) -> "Profile":
+    def sample(self, rng: random.Random) -> Profile:
         """A different person around this rhythm (for many simulated households)."""
         shift = rng.uniform(-4.0, 0.5)  # earlier risers than the logs' two people
         return replace(
@@ -85,6 +86,7 @@ class Profile:
             bed_h=self.bed_h + shift + rng.uniform(-0.5, 0.5),
             day_rate_h=self.day_rate_h * rng.uniform(0.6, 1.5),
             night_visits=rng.uniform(0.0, 1.5),  # nocturia: an assumption, not in the logs
+            bedtime_p=rng.uniform(0.4, 0.95),
             outings_per_day=self.outings_per_day * rng.uniform(0.4, 1.3),
             outing_median_h=self.outing_median_h * rng.uniform(0.7, 1.4),
             weekend_rate=rng.uniform(0.6, 1.0),
@@ -171,7 +173,8 @@ class Household:
             if t >= bed:
                 break
             hours.append(t)
-        hours += [bed - rng.uniform(0, 0.3)]
+        if rng.random() < p.bedtime_p:
+            hours += [bed - rng.uniform(0, 0.3)]
         next_wake = 24 + p.wake_h
         hours += [rng.uniform(bed + 0.5, max(bed + 1, next_wake - 0.5))
                   for _ in range(_poisson(rng, p.night_visits))]
@@ -211,7 +214,7 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 def unix(t: datetime) -> float:
     """Unix seconds of a simulated local time (naive datetimes are taken as UTC)."""
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def exact_timeline(visits: list[Visit], device: str = "bulb") -> Timeline:
@@ -352,9 +355,7 @@ def calibrate(log: RealLog) -> Profile:
 
     wakes = [hour(e, e) for _, e in mains]
     beds = [hour(s, s) + (24 if s.hour < 12 else 0) for s, _ in mains]
-    asleep = lambda t: any(s <= t < e for s, e in mains)  # noqa: E731
-    out = lambda t: any(s <= t < e for s, e in log.outings)  # noqa: E731
-    night = [v for v in log.visits if asleep(v.on)]
+    night = [v for v in log.visits if any(s <= v.on < e for s, e in mains)]
     burst = [v for v in log.visits if any(0 <= (v.on - e).total_seconds() < 3600 for _, e in mains)]
     day = [v for v in log.visits if v not in night and v not in burst]
     awake_h = log.days * (mean(beds) - mean(wakes) - 1) - sum(
@@ -367,6 +368,8 @@ def calibrate(log: RealLog) -> Profile:
         bed_h=mean(beds),
         bed_sd_h=_sd(beds),
         wake_burst=len(burst) / max(1, len(mains)),
+        bedtime_p=sum(1 for s, _ in mains if any(0 <= (s - v.on).total_seconds() <= 3600
+                                                 for v in log.visits)) / max(1, len(mains)),
         day_rate_h=len(day) / max(1.0, awake_h),
         night_visits=len(night) / max(1, len(mains)),
         outings_per_day=len(log.outings) / log.days,

@@ -168,13 +168,13 @@ def test_evening_fall_is_detected_sooner_than_24h_by_the_learned_rule():
 
 def test_learned_rule_does_not_alert_a_late_riser_or_a_quiet_weekend():
     # a rhythm with weekend mornings 1.5 h later, much quieter weekends and late mornings
-    visits, tl = _history(days=56, weekend_shift_h=1.5, weekend_rate=0.5, late_morning_p=0.1)
+    _, tl = _history(days=56, weekend_shift_h=1.5, weekend_rate=0.5, late_morning_p=0.1)
     eps = replay(tl, LEARN, unix(START), unix(START + timedelta(days=56)), "unusual_quiet")
     assert eps == []
 
 
 def test_learned_rule_does_not_learn_from_paused_days():
-    visits, tl = _history(days=35)
+    _, tl = _history(days=35)
     now = unix(START + timedelta(days=35))
     full = learn(list(tl.intervals), LEARN, now)
     pause = Pause(unix(START + timedelta(days=20)), unix(START + timedelta(days=30)))
@@ -208,9 +208,9 @@ def test_real_household_rhythm_gives_no_false_alert_and_earlier_detection(house)
         for hour in (8, 13, 19, 23):
             fall = log.start + timedelta(days=d, hours=hour)
             part = exact_timeline([v for v in log.visits if v.on < fall])
-            for r in delays:
+            for r, ds in delays.items():
                 (first, *_) = replay(part, LEARN, unix(fall), unix(fall) + 72 * H, r)
-                delays[r].append(first.opened - unix(fall))
+                ds.append(first.opened - unix(fall))
     assert median(delays["unusual_quiet"]) < median(delays["no_activity"]) - 2 * H
     assert max(delays["unusual_quiet"]) <= max(delays["no_activity"])
 

@@ -36,6 +36,9 @@ class Bulb:
             self.seq += 1
         return self
 
+    def timeline(self, registered=None):
+        return build_timeline(self.records, registered)
+
 
 def test_anchored_visit_with_dying_gasp_is_exact():
     b = Bulb().visit(T0, 300, off=True, alive=(10, 20, 120))

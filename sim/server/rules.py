@@ -21,9 +21,10 @@ gaps are counted from the end of the pause, and the learned rule does not learn 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sim.server.timeline import Interval, Timeline
@@ -42,7 +43,7 @@ class Pause:
     end: float
 
     @staticmethod
-    def from_dates(first: date, last: date, tz: str) -> "Pause":
+    def from_dates(first: date, last: date, tz: str) -> Pause:
         """Paused from the start of `first` to the end of `last`, household-local dates."""
         z = ZoneInfo(tz)
         s = datetime.combine(first, time(0), z).timestamp()
@@ -104,8 +105,8 @@ class _Clock:
         self.off = off.total_seconds() if off else 0.0
 
     def hhmm(self, t: float, now: float) -> str:
-        d = datetime.fromtimestamp(t + self.off, timezone.utc)
-        n = datetime.fromtimestamp(now + self.off, timezone.utc)
+        d = datetime.fromtimestamp(t + self.off, UTC)
+        n = datetime.fromtimestamp(now + self.off, UTC)
         if d.date() == n.date():
             return d.strftime("%H:%M")
         if d.date() == (n - timedelta(days=1)).date():
@@ -367,37 +368,41 @@ def learn(ivs: list[Interval], settings: Settings, now: float, off: float = 0.0)
                  for i in range(24))
     mass = _mass_fn(rate, off)
     gaps: list[tuple[float, float]] = []  # (local hour the gap began, expected switch-ons in it)
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         if any(a < p.end and p.start < b for p in pauses):
             continue
         gaps.append((((a + off) % DAY) / HOUR, mass(b) - mass(a)))
     if len(gaps) < 20:
         return None
     gpd = len(gaps) / days
-    thr = _tail_threshold([e for _, e in gaps], days, settings.days_per_false_alert)
+    all_es = [e for _, e in gaps]
+    thr, beta = _tail_threshold(all_es, days, settings.days_per_false_alert)
+    share = min(1.0, (2 * settings.bucket_h + 1) / 24)
     by_hour = []
     for h in range(24):  # quiet spells that began within +-bucket_h of each hour
         near = [e for a, e in gaps if min(abs(a - h - 0.5), 24 - abs(a - h - 0.5))
                 <= settings.bucket_h]
-        # a spell is tested against one bucket only: the bucket's share of the target
-        share = min(1.0, (2 * settings.bucket_h + 1) / 24)
-        by_hour.append(_tail_threshold(near, days, settings.days_per_false_alert / share)
-                       if len(near) >= 15 else thr)
+        # a spell is tested against one bucket only: the bucket's share of the target; the
+        # tail's scale comes from all spells (a few weeks are too few per hour to fit it)
+        by_hour.append(_tail_threshold(near, days, settings.days_per_false_alert / share,
+                                       beta)[0] if len(near) >= 15 else thr)
     return Rhythm(days, rate, len(gaps), thr, gpd, tuple(by_hour))
 
 
-def _tail_threshold(es: list[float], days: float, days_per_false_alert: float) -> float:
-    """The quiet-spell size (in expected switch-ons) exceeded once in days_per_false_alert
-    days: an exponential tail fitted above the 80th percentile (peaks over threshold), never
-    below the largest spell seen."""
+def _tail_threshold(es: list[float], days: float, days_per_false_alert: float,
+                    beta: float | None = None) -> tuple[float, float]:
+    """(threshold, tail scale): the quiet-spell size (in expected switch-ons) exceeded once in
+    days_per_false_alert days, from an exponential tail fitted above the 80th percentile (peaks
+    over threshold; `beta` imposes the tail's scale), never below the largest spell seen."""
     es = sorted(es)
     alpha = days / (len(es) * days_per_false_alert)  # per-spell probability allowed
     u = es[int(0.8 * len(es))]
     exc = [e - u for e in es if e > u]
-    beta = max(sum(exc) / len(exc), 0.3) if exc else 0.5
+    if beta is None:
+        beta = max(sum(exc) / len(exc), 0.3) if exc else 0.5
     q = len(exc) / len(es)
     thr = u + beta * math.log(q / alpha) if q > alpha else u
-    return max(thr, es[-1])
+    return max(thr, es[-1]), beta
 
 
 def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,

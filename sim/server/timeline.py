@@ -22,11 +22,12 @@ Uptime is a u32 of milliseconds (wraps after 49.7 days): it is unwrapped within 
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
-from firmware.record import K_ALIVE, K_ANCHOR, K_OFF, K_POWER_ON
+from firmware.record import K_ANCHOR, K_OFF, K_POWER_ON
 
 WRAP_MS = 1 << 32
 # ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).
@@ -169,7 +170,7 @@ def _end_up(bt: _Boot) -> float:
 
 def _bound(boots: list[_Boot]) -> None:
     """Propagate neighbour bounds: boots of one bulb do not overlap."""
-    for prev, cur in zip(boots, boots[1:]):  # forward: cur starts after prev ended
+    for prev, cur in itertools.pairwise(boots):  # forward: cur starts after prev ended
         floor = prev.lo + _end_up(prev)
         if floor > cur.lo and floor <= cur.hi:
             cur.lo = floor
