@@ -4,14 +4,13 @@ the bulb's own journal: every record exactly once, in order, unaltered (tests/up
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from firmware import record
-from sim.bulb import wifi_net
 from tests.uplink_rig import (
-    CutProxy,
     Rig,
     assert_delivered_exactly_once,
     journal_of,
@@ -43,88 +42,6 @@ def test_switch_on_reaches_the_server_and_is_acknowledged(rig: Rig) -> None:
     assert first.boot == 1 and first.from_seq == 1
 
 
-def test_week_with_the_server_down_is_delivered_once_when_it_returns(rig: Rig) -> None:
-    assert rig.srv
-    rig.srv.stop()
-    b = rig.bulb(site=rig.site())
-    visits = 21  # a week at three visits a day
-    for _ in range(visits):
-        b.power_on(stop_at_s=25)
-    assert rig.stored() == []
-    rig.srv.start()
-    b.power_on(stop_at_s=60)
-    stored = assert_delivered_exactly_once(rig, b)
-    assert len(kinds(stored, record.K_POWER_ON)) == visits + 1
-    failed = [r for r in kinds(stored, record.K_LINK) if r.arg == 0]
-    assert len(failed) >= visits, "every visit's failed attempt is on record"
-    assert [r.boot for r in kinds(stored, record.K_POWER_ON)] == list(range(1, visits + 2))
-    # all of it came in the first visit back, in a few keep-alive batches, no storm
-    assert len(rig.deliveries()) <= 6
-
-
-def test_visit_without_signal_is_reported_on_a_later_visit(rig: Rig) -> None:
-    b = rig.bulb(site=rig.site(), wifi=[wifi_net("home", "pw", up=False)])
-    for _ in range(4):
-        b.power_on(stop_at_s=3)  # a few seconds in the toilet, no network
-    assert rig.stored() == []
-    b.wifi = [wifi_net("home", "pw", rssi=-70)]
-    b.power_on(stop_at_s=20)
-    stored = assert_delivered_exactly_once(rig, b)
-    assert len(kinds(stored, record.K_POWER_ON)) == 5
-
-
-def test_connection_cut_mid_request_loses_and_doubles_nothing(rig: Rig) -> None:
-    proxy = CutProxy(rig.srv.port if rig.srv else 0)
-    try:
-        proxy.cut_request_after = 150  # inside the HTTP head
-        b = rig.bulb(site=rig.site(url=proxy.url))
-        b.power_on(stop_at_s=2)  # cut, and the visit ends before any retry
-        assert proxy.cuts == 1 and rig.stored() == []
-        b.power_on(stop_at_s=20)
-        stored = assert_delivered_exactly_once(rig, b)
-        assert len(kinds(stored, record.K_POWER_ON)) == 2
-    finally:
-        proxy.close()
-
-
-def test_connection_cut_mid_answer_is_resent_and_stored_once(rig: Rig) -> None:
-    proxy = CutProxy(rig.srv.port if rig.srv else 0)
-    try:
-        proxy.cut_response_after = 20  # the server stored the batch; the bulb never hears so
-        b = rig.bulb(site=rig.site(url=proxy.url))
-        b.power_on(stop_at_s=2)
-        assert proxy.cuts == 1
-        first = rig.stored()
-        assert first, "the server stored the batch before answering"
-        _recs, acked = journal_of(b)
-        assert acked < first[-1].seq, "the bulb acknowledged what it never heard acknowledged"
-        b.power_on(stop_at_s=20)
-        stored = assert_delivered_exactly_once(rig, b)
-        assert len(kinds(stored, record.K_POWER_ON)) == 2
-        resent = [d for d in rig.deliveries() if d.stored < d.count]
-        assert resent, "the second visit resent what the server already had"
-    finally:
-        proxy.close()
-
-
-def test_server_restart_between_request_and_acknowledgement(rig: Rig) -> None:
-    assert rig.srv
-    proxy = CutProxy(rig.srv.port)
-    srv = rig.srv
-    try:
-        proxy.on_answer = srv.kill  # committed, then the server dies before the bulb hears
-        b = rig.bulb(site=rig.site(url=proxy.url))
-        b.power_on(stop_at_s=2)
-        assert proxy.cuts == 1
-        assert rig.stored(), "the batch was committed before the server died"
-        srv.start()  # same database, same port
-        b.power_on(stop_at_s=20)
-        stored = assert_delivered_exactly_once(rig, b)
-        assert len(kinds(stored, record.K_POWER_ON)) == 2
-    finally:
-        proxy.close()
-
-
 def test_refused_request_is_recorded_as_a_fault_without_a_retry_storm(rig: Rig) -> None:
     site = rig.site()
     site["device_key"] = "00" * 32  # wrong key: 401 every time
@@ -153,3 +70,74 @@ def test_settings_from_the_server_are_checked_and_kept(rig: Rig) -> None:
     b.power_on(stop_at_s=10)
     assert rig.deliveries()[-1].boot == 2
     assert_delivered_exactly_once(rig, b)
+
+
+class _Canned:
+    """A one-shot HTTP listener that keeps the raw request and answers a canned JSON."""
+
+    def __init__(self, answer: dict) -> None:
+        import json
+        import socket
+        import threading
+
+        self.raw = b""
+        self._ls = socket.socket()
+        self._ls.bind(("127.0.0.1", 0))
+        self._ls.listen(1)
+        self.port = self._ls.getsockname()[1]
+        body = json.dumps(answer).encode()
+        self._answer = (b"HTTP/1.1 200 OK\r\ncontent-length: " + str(len(body)).encode()
+                        + b"\r\ncontent-type: application/json\r\n\r\n" + body)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        c, _ = self._ls.accept()
+        c.settimeout(5)
+        while b"\r\n\r\n" not in self.raw:
+            self.raw += c.recv(4096)
+        head, _, body = self.raw.partition(b"\r\n\r\n")
+        n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < n:
+            body += c.recv(4096)
+        self.raw = head + b"\r\n\r\n" + body
+        c.sendall(self._answer)
+        c.close()
+        self._ls.close()
+
+
+def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> None:
+    from firmware import protocol
+
+    canned = _Canned({"ack": 0, "time_ms": 1_767_571_200_000})
+    b = rig.bulb(site=rig.site(url=f"http://127.0.0.1:{canned.port}"))
+    b.power_on(stop_at_s=3)
+    head, _, body = canned.raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "POST /v1/batches?sv=0 HTTP/1.1"
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    assert fields["Host"] == f"127.0.0.1:{canned.port}"
+    assert fields["Content-Type"] == "application/octet-stream"
+    assert int(fields["Content-Length"]) == len(body)
+    assert fields["Connection"] == "close"
+    device, sig = fields["Authorization"].removeprefix("Mimamori ").split(":")
+    assert device == rig.device
+    assert sig == protocol.sign(bytes.fromhex(rig.key), "POST", "/v1/batches?sv=0", device, body)
+    version, flags, count, _epoch, from_seq, boot, req = protocol.unpack_header(body)
+    assert (version, flags, from_seq, boot, req) == (1, 0, 1, 1, 1)
+    assert len(body) == protocol.HEADER_SIZE + count * record.SIZE
+    recs, acked = journal_of(b)
+    assert body[protocol.HEADER_SIZE :] == b"".join(
+        record.pack(*r) for r in recs[:count]), "records go exactly as they are in flash"
+    assert acked == 0, "an answer acknowledging nothing acknowledges nothing"
+
+
+def test_server_down_while_lit_backs_off_instead_of_hammering(rig: Rig) -> None:
+    assert rig.srv
+    rig.srv.stop()
+    b = rig.bulb(site=rig.site())
+    b.power_on(stop_at_s=2 * 3600)  # two hours lit, the server unreachable all along
+    connects = [e["t"] for e in b.events("net") if e["op"] == "connect"]
+    assert 5 <= len(connects) <= 20, "keeps trying, exponentially less often, capped"
+    gaps = [b - a for a, b in itertools.pairwise(connects)]
+    assert max(gaps) > 8 * min(gaps)
+    assert max(gaps) <= 31 * 60 * 1000, "never waits more than the cap (30 min)"
