@@ -163,6 +163,19 @@ def _digest(lang: str, c: dict[str, Any]) -> tuple[str, str]:
             f"Dear {c['watcher']},\n\n{line}.")
 
 
+def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    """A one-time sign-in link to the dashboard (asked for on its sign-in page; sim/server/web)."""
+    if lang == "ja":
+        return ("【みまもり電球】ログイン用のリンク",
+                f"{c['watcher']} さん\n\nみまもり電球の画面に入るためのリンクです（1時間、1回だけ有効）：\n"
+                f"{c['signin_url']}\n\nお心当たりがなければ、このメールは無視してください。")
+    return ("[Mimamori] Your sign-in link",
+            f"Dear {c['watcher']},\n\nhere is your link to the Mimamori dashboard (valid for one "
+            f"hour, works once):\n{c['signin_url']}\n\nIf you did not ask for it, ignore this "
+            "message.")
+
+
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
-          "claimed": _claimed, "resolved": _resolved, "cleared": _cleared, "digest": _digest}
+          "claimed": _claimed, "resolved": _resolved, "cleared": _cleared, "digest": _digest,
+          "signin": _signin}
 KINDS = tuple(_KINDS)
