@@ -136,6 +136,11 @@ def test_a_day_without_switch_on_alerts_claim_is_shown_to_others_and_resolution_
     # the same quiet spell does not alert again after it was resolved
     w.at(T0 + 30 * H)
     assert len(w.api("GET", "/alerts")) == 1 and len(w.outbox("alert")) == 3
+    # but if nothing is switched on for another day after she found all fine, it alerts again
+    w.at(T0 + 48 * H + 10)
+    again, first = w.api("GET", "/alerts")
+    assert first["id"] == a["id"] and again["state"] == "open"
+    assert w.to("alert", ws) == ["Aiko", "Aiko", "Ken", "Ken", "Mari", "Mari"]
 
 
 def test_switch_on_clears_the_alert_at_once_and_tells_everyone_when(w):

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sim.server import households as hh
-from sim.server import notify, sweeper
+from sim.server import notify
 from sim.server.client import BatchSender
 from sim.server.process import REPO, ServerProcess
 from sim.server.storage import Database, Store
@@ -54,7 +54,7 @@ def setup_db(path, watchers, rule="fixed"):
 
 def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(tmp_path, inboxes):
     db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
-                                    [dict(name="Aiko", email="aiko@example.org")])
+                                    [{"name": "Aiko", "email": "aiko@example.org"}])
     cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
     with db.tx() as c:
         (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
@@ -69,7 +69,7 @@ def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(tmp_p
 
 def test_smtp_server_down_is_retried_with_backoff_and_delivers_once_when_it_is_back(tmp_path):
     db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
-                                    [dict(name="Aiko", email="aiko@example.org", lang="en")])
+                                    [{"name": "Aiko", "email": "aiko@example.org", "lang": "en"}])
     ib = Inboxes()  # its port is chosen but nothing listens yet
     cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=ib.port, timeout_s=2)
     with db.tx() as c:
@@ -90,7 +90,7 @@ def test_smtp_server_down_is_retried_with_backoff_and_delivers_once_when_it_is_b
 
 def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(tmp_path, receiver):
     db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
-                                    [dict(name="Aiko", webhook_url=receiver.url, lang="en")])
+                                    [{"name": "Aiko", "webhook_url": receiver.url, "lang": "en"}])
     cfg = notify.Config()
     receiver.fail = [500, 503]
     with db.tx() as c:
@@ -115,7 +115,7 @@ def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(tm
 
 def test_unreachable_webhook_gives_up_after_the_last_attempt_and_keeps_the_error(tmp_path):
     dead_url = f"http://127.0.0.1:{Inboxes().port}/hook"
-    db, _, home, (w,), _ = setup_db(tmp_path / "s.db", [dict(name="Aiko", webhook_url=dead_url)])
+    db, _, home, (w,), _ = setup_db(tmp_path / "s.db", [{"name": "Aiko", "webhook_url": dead_url}])
     cfg = notify.Config(max_attempts=3, timeout_s=2)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})
@@ -127,7 +127,7 @@ def test_unreachable_webhook_gives_up_after_the_last_attempt_and_keeps_the_error
 
 def test_console_channel_prints_one_line_per_message(tmp_path):
     db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
-                                    [dict(name="Aiko", console=True, lang="en")])
+                                    [{"name": "Aiko", "console": True, "lang": "en"}])
     out = io.StringIO()
     cfg = notify.Config(console=out)
     with db.tx() as c:
@@ -150,15 +150,15 @@ os.kill(os.getpid(), signal.SIGKILL)  # the decision is committed; nothing was s
 def test_crash_between_deciding_and_sending_sends_each_alert_once_after_restart(tmp_path,
                                                                                  inboxes):
     path = tmp_path / "s.db"
-    db, store, _, _, bulb = setup_db(path, [dict(name="Aiko", email="aiko@example.org"),
-                                            dict(name="Ken", email="ken@example.org")])
+    db, store, _, _, bulb = setup_db(path, [{"name": "Aiko", "email": "aiko@example.org"},
+                                            {"name": "Ken", "email": "ken@example.org"}])
     visit(store, bulb, T0)
     with db.tx() as c:  # the invitations went out long ago
         c.execute("UPDATE outbox SET state = 'sent', sent_at = ?", (NOW,))
     db.close()
     later = NOW + int(25 * H * 1000)
     p = subprocess.run([sys.executable, "-c", CRASH, str(path), str(later)], cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, check=False)
     assert p.returncode == -9, p.stderr.decode()
     db = Database(path)
     pending = notify.outbox(db, state="pending")
@@ -179,7 +179,7 @@ def test_crash_between_deciding_and_sending_sends_each_alert_once_after_restart(
 def test_crash_after_sending_before_marking_resends_once_with_the_same_message_id(tmp_path,
                                                                                   inboxes):
     db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
-                                    [dict(name="Aiko", email="aiko@example.org")])
+                                    [{"name": "Aiko", "email": "aiko@example.org"}])
     cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})

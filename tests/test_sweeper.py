@@ -97,7 +97,7 @@ def test_weekly_digest_tells_the_watchers_all_is_well_in_one_line(tmp_path):
 
 
 def test_one_broken_household_is_retried_later_and_does_not_stop_the_others(tmp_path):
-    db, store, bulbs = world(tmp_path, n=3)
+    db, _store, _bulbs = world(tmp_path, n=3)
     with db.tx() as c:
         c.execute("UPDATE households SET settings = ? WHERE id = 'h1'",
                   (json.dumps({"no_activity_h": "ten"}),))

@@ -10,7 +10,8 @@
     cleared   the rule went CLEAR (the light came on): everyone told hears it, with the evidence.
 
 An alert belongs to an episode (the rule, the subject and the instant the quiet spell or visit
-began), so an alert resolved as "fine" is not reopened for the same spell at the next sweep.
+began), so an alert resolved as "fine" is not reopened for the same spell at the next sweep; if
+the spell goes on for another no_activity_h after the resolution, a new alert opens.
 
 Every change and its notifications are written in the caller's transaction (the outbox), and
 every change is one alert_events row (the history the dashboard shows).
@@ -178,31 +179,49 @@ def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
 
 
 def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
-          cfg: notify.Config) -> None:
-    """Open alerts for new OPEN decisions, clear active ones whose rule is CLEAR."""
+          cfg: notify.Config) -> int | None:
+    """Open alerts for new OPEN decisions, clear active ones whose rule is CLEAR. Returns when
+    a resolved quiet spell that goes on would alert again (ms), if any."""
     now_s = now_ms / 1000
+    again: list[int] = []
     active = {(a.rule, a.subject): a for a in list_alerts(c, home.id, active_only=True)}
     for d in decisions:
         a = active.get((d.rule, d.subject))
         if d.state == OPEN and a is None:
-            _open(c, home, d, _episode(d, now_s), now_ms, cfg)
+            episode = _episode(d, now_s)
+            last = c.one("SELECT episode, closed_at, state, detail FROM alerts WHERE household = ? "
+                         "AND rule = ? AND subject = ? ORDER BY opened_at DESC, id LIMIT 1",
+                         (home.id, d.rule, d.subject))
+            if last is not None and json.loads(last[3]).get("spell") == episode:
+                # the same quiet spell was resolved by a watcher: alert again only when it has
+                # gone on for another no_activity_h since (found fine, then nothing more)
+                if d.rule not in GAP_RULES or last[2] != "resolved":
+                    continue
+                at = last[1] + int(home.settings.no_activity_h * hh.HOUR_MS)
+                if now_ms < at:
+                    again.append(at)
+                    continue
+                _open(c, home, d, episode, now_ms, cfg, key=last[1])
+            else:
+                _open(c, home, d, episode, now_ms, cfg)
         elif d.state == CLEAR and a is not None:
             _clear(c, home, a, d, now_ms, cfg)
+    return min(again) if again else None
 
 
-def _open(c: Cursor, home: hh.Household, d: Decision, episode: int, now_ms: int,
-          cfg: notify.Config) -> Alert | None:
+def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
+          cfg: notify.Config, key: int | None = None) -> Alert | None:
     aid = "a-" + secrets.token_hex(6)
     s = home.settings
     family = d.audience != "coordinator"
     tier = 1 if family else 0
     nxt_tier = _next_tier(c, home.id, 1) if family else None
-    detail = dict(d.detail) | ({"at": d.at} if d.at is not None else {})
+    detail = dict(d.detail) | ({"at": d.at} if d.at is not None else {}) | {"spell": spell}
     n = c.execute(
         f"INSERT INTO alerts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 0, ?, ?, "
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
         "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
-        (aid, home.id, d.rule, d.subject, d.audience, episode, now_ms,
+        (aid, home.id, d.rule, d.subject, d.audience, spell if key is None else key, now_ms,
          None if d.since is None else int(d.since * 1000), d.evidence, json.dumps(detail), tier,
          now_ms + int(s.reminder_h * hh.HOUR_MS) if family else None,
          now_ms + int(s.escalate_h[0] * hh.HOUR_MS) if nxt_tier else None))
@@ -310,6 +329,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
               (wid, now_ms, outcome, note.strip(), now_ms, wid, now_ms, aid))
     _event(c, aid, now_ms, "resolved", f"{w.name}: {outcome}" + (f" ({note})" if note else ""),
            wid)
+    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, a.household))
     a = get(c, aid)
     home = hh.household(c, a.household)
     _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,

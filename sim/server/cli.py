@@ -65,6 +65,11 @@ def _print_registered(dev: Device, server: str, args: argparse.Namespace, verb: 
 
 def cmd_register(args: argparse.Namespace, store: Store) -> int:
     dev = store.register_device(clocks.ms(args.clock_fn), args.id, args.household)
+    from sim.server.households import touch  # the alert side looks at the household again
+
+    if dev.household and not touch(store.db, dev.household, clocks.ms(args.clock_fn)):
+        print(f"note: household {dev.household!r} is not set up for alerts yet: "
+              f"`mimamori household add {dev.household}`", file=sys.stderr)
     _print_registered(dev, args.server, args, "registered")
     return 0
 

@@ -444,3 +444,12 @@ def local_hhmm(ms: float | None, tz: str) -> str:
 def local_day(ms: float, tz: str) -> str:
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d")
 
+
+
+def touch(db: Database, hid: str, now_ms: int) -> bool:
+    """Look at the household again at the next sweep (a bulb was added outside the API);
+    False if there is no such household."""
+    open_people(db)
+    with db.tx() as c:
+        return bool(c.execute("UPDATE households SET next_check = ? WHERE id = ?",
+                              (now_ms, hid)))

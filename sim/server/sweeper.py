@@ -60,7 +60,7 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
                     evaluate_household(db, hid, now_ms, cfg, store)
             out.evaluated += part
             continue
-        except Exception:  # noqa: BLE001 - redo them one by one to find the broken one
+        except Exception:  # noqa: BLE001, S110 - redo them one by one to find the broken one
             pass
         for hid in part:
             try:
@@ -95,8 +95,8 @@ def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
         home = hh.household(c, hid)
         tl = timeline_of(store, hid)
         decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000)
-        alerts.apply(c, home, decisions, now_ms, cfg)
-        deadlines = [alerts.tick(c, home, now_ms, cfg)]
+        deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
+                     alerts.tick(c, home, now_ms, cfg)]
         r = rules.due_at(decisions)
         deadlines.append(None if r is None else int(r * 1000))
         deadlines.append(_digest(c, home, tl, now_ms, cfg))
