@@ -69,12 +69,6 @@ def trace(ev, **fields):
 
 
 # --- power and reset -------------------------------------------------------------------------
-def io_touch():
-    """A socket or the UART just moved bytes: a peer may be about to answer."""
-    global _io_last
-    _io_last = _real_us()
-
-
 def _pid():
     return int(open("/proc/self/stat").read().split(None, 1)[0])
 
@@ -123,7 +117,10 @@ def set_pin(pin, level):
     if h[0] & want and h[1] is not None:
         import micropython
 
-        micropython.schedule(h[1], h[2])
+        try:
+            micropython.schedule(h[1], h[2])
+        except RuntimeError:  # the schedule queue is full: the ESP32 drops the edge too
+            return False
         return True
     return False
 
@@ -223,6 +220,12 @@ def _wdt_check():
 
 
 # --- waiting ---------------------------------------------------------------------------------
+def io_touch():
+    """A socket or the UART just moved bytes: a peer may be about to answer."""
+    global _io_last
+    _io_last = _real_us()
+
+
 def wait(ms, real=None, soft=None):
     """Let `ms` of bulb time pass (ms < 0: forever), or less if something becomes ready.
 
