@@ -17,7 +17,8 @@ _T_SEND = const(10000)  # one AT+CASEND
 _T_RECV = const(20000)  # the server's answer
 _REG_MS = const(60000)  # registration wait (AT+CEREG?)
 _REG_POLL = const(2000)
-_CHUNK = const(1460)  # AT+CASEND / AT+CARECV maximum
+_CHUNK = const(1460)  # AT+CASEND maximum
+_RECV = const(1000)  # AT+CARECV request: leaves room in _RX for the framing and a URC or two
 _RX = const(1600)
 
 
@@ -247,7 +248,7 @@ class Lte:
                 self._urc(await self._line(deadline))
 
     async def _carecv(self, buf, deadline):
-        k = min(len(buf), _CHUNK)
+        k = min(len(buf), _RECV)
         await self._write(b"AT+CARECV=0," + str(k).encode() + b"\r")
         while True:  # +CARECV: <len>,<data> -- data is binary: take it by length
             line_end = bytes(self._mv[: self._n]).find(b"+CARECV: ")
