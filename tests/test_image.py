@@ -481,7 +481,12 @@ def test_the_firmware_boots_from_the_image_as_it_does_from_the_source_tree(bulb,
         b.power_on(stop_at_s=20)
     assert from_image.lamp_duties() == from_source.lamp_duties()
     assert from_image.lamp_duties()[0] == (0, 65535)
-    kinds = [e["ev"] for e in from_image.trace() if e["ev"] not in ("net", "radio")]
-    assert kinds == [e["ev"] for e in from_source.trace() if e["ev"] not in ("net", "radio")]
+    # the same hardware was touched (timings may differ: the uplink's jitter is random)
+    assert {e["ev"] for e in from_image.trace()} == {e["ev"] for e in from_source.trace()}
+
+    def raw_flash(b):  # the journal's flash use; files go to vfs only when booted from the image
+        return {(e.get("part"), e.get("op")) for e in b.events("flash") if e.get("part") != "vfs"}
+
+    assert raw_flash(from_image) == raw_flash(from_source)
     assert not [e for e in from_image.events("exit") if e.get("how") == "exception"]
     assert "Traceback" not in from_image.stdout + from_image.stderr
