@@ -80,8 +80,8 @@ _COLS = ("id, household, rule, subject, audience, episode, state, opened_at, sin
          "resolved_by, resolved_at, outcome, note, cleared_at, clear_evidence, closed_at")
 
 
-def _alert(r: tuple) -> Alert:
-    r = list(r)
+def _alert(row: tuple) -> Alert:
+    r = list(row)
     r[10] = json.loads(r[10])
     return Alert(*r)
 

@@ -153,7 +153,7 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
             query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
             auth = request.headers.get("authorization")
             out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body)
-            await _after_ingest(app, store, parse_authorization(auth)[0], int(out["time_ms"]))
+            await _after_ingest(app, store, parse_authorization(auth)[0], _ingest_time(out))
         except Reject as r:
             return _reject(r)
         except Exception:
@@ -169,6 +169,12 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
 
     api.install(app)
     return app
+
+
+def _ingest_time(out: dict[str, object]) -> int:
+    t = out["time_ms"]
+    assert isinstance(t, int)
+    return t
 
 
 async def _after_ingest(app: FastAPI, store: Store, device: str, now_ms: int) -> None:

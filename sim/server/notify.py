@@ -171,14 +171,14 @@ _O_COLS = ("id, household, alert, watcher, channel, kind, subject, body, payload
            "state, sent_at, last_error")
 
 
-def _out(r: tuple) -> Outgoing:
-    r = list(r)
+def _out(row: tuple) -> Outgoing:
+    r = list(row)
     r[8] = json.loads(r[8])
     return Outgoing(*r)
 
 
 def outbox(db: Database, state: str | None = None, alert: str | None = None) -> list[Outgoing]:
-    sql, params = f"SELECT {_O_COLS} FROM outbox WHERE 1 = 1", []
+    sql, params = f"SELECT {_O_COLS} FROM outbox WHERE 1 = 1", list[str]()
     if state:
         sql, params = sql + " AND state = ?", [*params, state]
     if alert:
