@@ -52,8 +52,9 @@ class Model:
             self.max_boot = max(self.max_boot, record.unpack(r)[1])
         self.pending = {}
         self.acked = max(self.acked, self.ack_try)
-        for s in [s for s in self.done if s < self.last - NSECT * SLOTS]:
-            del self.done[s]
+        if len(self.done) > NSECT * SLOTS + 200:  # forget what the ring cannot hold any more
+            for s in [s for s in self.done if s < self.last - NSECT * SLOTS]:
+                del self.done[s]
 
 
 M = Model()
