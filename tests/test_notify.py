@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -191,3 +192,13 @@ def test_crash_after_sending_before_marking_resends_once_with_the_same_message_i
     assert notify.deliver_due(db, NOW + 10 * 3_600_000, cfg)["sent"] == 0
     got = inboxes.of("aiko@example.org")
     assert len(got) == 2 and got[0].message_id == got[1].message_id  # the receiver dedups
+
+
+def test_webhook_signature_worked_example_in_the_docs():
+    doc = (REPO / "docs" / "alert-lifecycle.md").read_text()
+    secret = re.search(r"secret `([0-9a-f]{64})`", doc).group(1)
+    ts = re.search(r"timestamp `(\d+)`", doc).group(1)
+    body = re.search(r"exactly these bytes\):\n\n```\n(.*)\n```", doc).group(1).encode()
+    want = re.search(r"X-Mimamori-Signature: (sha256=[0-9a-f]{64})`", doc).group(1)
+    assert len(body) == int(re.search(r"body \((\d+) bytes", doc).group(1))
+    assert notify.sign_webhook(secret, ts, body) == want
