@@ -187,14 +187,16 @@ def main(
             assert isinstance(fw, Path)
             if not fw.exists():
                 raise FlashError(f"FIRMWARE={a.firmware}: no such file")
-        elif a.dry_run and not (a.firmware_dir / RELEASE_FILE).exists():
-            fw = _rel(a.firmware_dir / RELEASE_FILE)
-            print(
-                f"# FIRMWARE= not given: the commands use MicroPython {RELEASE}, which "
-                f"`make flash` downloads to {fw} from\n#   {RELEASE_URL}"
-            )
         else:
-            fw = fetch_release(a.firmware_dir, fetch)
+            where = _rel(a.firmware_dir / RELEASE_FILE)
+            print(
+                f"# FIRMWARE= not given: MicroPython {RELEASE}, {where}, downloaded when "
+                f"missing from\n#   {RELEASE_URL}"
+            )
+            if a.dry_run and not (a.firmware_dir / RELEASE_FILE).exists():
+                fw = where
+            else:
+                fw = fetch_release(a.firmware_dir, fetch)
         if isinstance(fw, Path):
             check_firmware(fw.read_bytes(), parts, f"FIRMWARE ({_rel(fw)})")
         cmds = plan(a.port, fw, parts, table, vfs, a.baud)
