@@ -238,3 +238,45 @@ def test_alive_schedule_bounds_the_off_time_within_10_s_or_10_percent():
         nxt = min(m for m in marks if m > t)
         assert nxt - last <= max(10_000, 0.1 * t), (t, last, nxt)
     assert len([m for m in marks if m <= 3600 * 1000]) < 50  # 1 h lit: under 50 marks
+
+
+def test_flash_shim_keeps_nor_semantics_and_cuts_power_mid_program(tmp_path):
+    got = run_mpy(tmp_path, """
+        out = {}
+        out["info"] = list(P.info())
+        out["blocks"] = [P.ioctl(4, 0), P.ioctl(5, 0)]
+        P.writeblocks(0, b"\\x0f\\x0f\\x0f\\x0f", 8)
+        P.writeblocks(0, b"\\xf0\\xff\\xf0\\xff", 8)  # programming only clears bits
+        b = bytearray(4)
+        P.readblocks(0, b, 8)
+        out["anded"] = list(b)
+        P.writeblocks(1, b"\\xaa" * 4096)  # no offset: the ESP32 port erases first
+        P.writeblocks(1, b"\\x55" * 4096)
+        P.readblocks(1, b, 100)
+        out["rewritten"] = list(b)
+        P.ioctl(6, 1)
+        P.readblocks(1, b, 0)
+        out["erased"] = list(b)
+        s = esp32.sim_stats()
+        out["counts"] = [s["programs"], s["erases"], s["prog_bytes"]]
+        esp32.sim_cut_at(1, True)
+        try:
+            P.writeblocks(2, b"\\x00" * 8, 0)
+            out["cut"] = False
+        except esp32.PowerCut:
+            out["cut"] = True
+        b8 = bytearray(8)
+        P.readblocks(2, b8, 0)
+        out["torn"] = list(b8)
+        out["temp"] = esp32.mcu_temperature()
+        print(json.dumps(out))
+    """, sectors=4)
+    assert got["info"] == [1, 0x40, 0, 4 * 4096, "journal", False]
+    assert got["blocks"] == [4, 4096]
+    assert got["anded"] == [0x00, 0x0F, 0x00, 0x0F]
+    assert got["rewritten"] == [0x55] * 4
+    assert got["erased"] == [0xFF] * 4
+    assert got["counts"] == [4, 3, 8 + 8192]
+    assert got["cut"] is True
+    assert got["torn"] == [0] * 4 + [0xFF] * 4  # half the bytes programmed
+    assert isinstance(got["temp"], int)
