@@ -304,3 +304,20 @@ def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(tmp_path, cap
     assert "YYYY-MM-DD" in mimamori("household", "pause", "home-1", "10/3", "2026-03-12",
                                     status=2)
     assert mimamori("token", "create", "ops", "--quiet").startswith("mmr_")
+
+
+def test_pausing_a_household_with_an_open_alert_clears_it_and_says_why(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    (a,) = family(w.api("GET", "/alerts?active=true"))
+    w.api("POST", "/households/home-1/pauses", 201,
+          json={"first": "2026-03-03", "last": "2026-03-04", "reason": "hospital"})
+    w.api("POST", "/sweep")
+    got = w.api("GET", f"/alerts/{a['id']}")
+    assert got["state"] == "cleared" and got["clear_evidence"].startswith("paused until")
+    en = next(o for o in w.outbox("cleared") if o.watcher == ws["Aiko"])
+    assert en.subject.startswith("[Mimamori] Sato: the household was paused (paused until")
+    ja = next(o for o in w.outbox("cleared") if o.watcher == ws["Ken"])
+    assert "見守りが一時停止されたため" in ja.subject and "電気がつきました" not in ja.subject

@@ -240,9 +240,14 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
               (now_ms, d.evidence, now_ms, a.id))
     _event(c, a.id, now_ms, "cleared", d.evidence)
     a = get(c, a.id)
-    when = when_text(d.at * 1000, home.tz, now_ms) if d.at is not None else None
-    _tell(c, now_ms, "cleared", a, home, recipients(c, a), cfg,
-          {"cleared_on": when, "evidence": d.evidence})
+    extra: dict[str, Any] = {"evidence": d.evidence}
+    if "paused_until" in d.detail:
+        extra["why"] = "paused"
+    elif a.rule in GAP_RULES and d.at is not None:
+        extra["cleared_on"] = when_text(d.at * 1000, home.tz, now_ms)
+    else:
+        extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard"}.get(a.rule, "other")
+    _tell(c, now_ms, "cleared", a, home, recipients(c, a), cfg, extra)
 
 
 def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int | None:

@@ -134,17 +134,29 @@ def _resolved(lang: str, c: dict[str, Any]) -> tuple[str, str]:
             + (f"\nNote: {note}" if note else ""))
 
 
+_WHY = {  # why an alert cleared by itself, when it was not a switch-on
+    "paused": {"ja": "見守りが一時停止されたため（{evidence}）",
+               "en": "the household was paused ({evidence})"},
+    "light_off": {"ja": "電気が消えました", "en": "the light went off"},
+    "heard": {"ja": "電球から再び連絡がありました", "en": "the bulb is heard from again"},
+    "other": {"ja": "状況が戻りました（{evidence}）", "en": "{evidence}"},
+}
+
+
 def _cleared(lang: str, c: dict[str, Any]) -> tuple[str, str]:
-    when = c.get("cleared_on") or "?"
+    """ctx: cleared_on (HH:MM of the switch-on that cleared it) or why (a _WHY key)."""
+    when = c.get("cleared_on")
+    ev = c.get("evidence") or ""
+    if when:
+        line = f"{when}に電気がつきました" if lang == "ja" else f"light switched on at {when}"
+    else:
+        line = _WHY[c.get("why") or "other"][lang].format(evidence=ev)
     if lang == "ja":
-        return (f"【みまもり電球】{c['home']}：{when}に電気がつきました（解除）",
-                f"{c['watcher']} さん\n\n{c['home']} のお知らせは自動で解除されました："
-                f"{when}に電気がつきました。" + (f"\n詳細：{c['evidence']}" if c.get("evidence")
-                                          else ""))
-    return (f"[Mimamori] {c['home']}: light switched on at {when} (cleared)",
-            f"Dear {c['watcher']},\n\nthe alert for {c['home']} cleared by itself: light "
-            f"switched on at {when}." + (f"\nDetails: {c['evidence']}" if c.get("evidence")
-                                         else ""))
+        return (f"【みまもり電球】{c['home']}：{line}（解除）",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせは自動で解除されました：{line}。")
+    return (f"[Mimamori] {c['home']}: {line} (cleared)",
+            f"Dear {c['watcher']},\n\nthe alert for {c['home']} cleared by itself: {line}."
+            + (f"\nDetails: {ev}" if ev and ev != line else ""))
 
 
 def _digest(lang: str, c: dict[str, Any]) -> tuple[str, str]:
