@@ -29,6 +29,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from littlefs import LittleFS
 
@@ -40,7 +41,7 @@ FIRMWARE = REPO / "firmware"
 BUILD = REPO / "build"
 
 BLOCK = 4096
-LFS = {
+LFS: dict[str, Any] = {
     "read_size": 32,
     "prog_size": 32,
     "lookahead_size": 32,

@@ -231,8 +231,8 @@ def check_design(parts: list[Partition]) -> None:
                 "try to mount it. Choose another subtype (the journal uses 0x40)"
             )
     for label in (VFS_LABEL, JOURNAL_LABEL):
-        p = find(parts, label)
-        if p is None or p.type != TYPES["data"]:
+        found = find(parts, label)
+        if found is None or found.type != TYPES["data"]:
             why = (
                 "declare it explicitly, or MicroPython >= 1.26 creates it from the end of "
                 "the last partition"
