@@ -156,7 +156,9 @@ def test_make_flash_dry_run_without_firmware_names_the_release_it_uses(build_dir
     cmds = printed_commands(r.stdout)
     assert cmds[0][-3] == "erase-region"
     assert cmds[1][-2:] == ["0x1000", f"var/firmware/{flash.RELEASE_FILE}"]
-    assert cmds[2][-4:] == ["0x8000", "build/partitions.bin", "0x200000", "build/vfs.bin"]
+    vfs = pt.find(pt.load(CSV), "vfs")
+    assert vfs is not None
+    assert cmds[2][-4:] == ["0x8000", "build/partitions.bin", hex(vfs.offset), "build/vfs.bin"]
 
 
 def test_offline_without_firmware_says_exactly_what_to_download(build_dir, tmp_path, capsys):
@@ -245,10 +247,13 @@ def test_without_port_or_images_it_says_what_to_do(tmp_path, capsys):
 def test_a_stale_partition_table_is_not_flashed(tmp_path, capsys):
     build = tmp_path / "b"
     image.build(out=build)
+    parts = pt.load(CSV)
+    lines = []
+    for p in parts:  # the journal shrunk by a sector since the image was built
+        size = p.size - 0x1000 if p.name == "journal" else p.size
+        lines.append(f"{p.name}, {p.type}, {p.subtype:#x}, {p.offset:#x}, {size:#x},")
     csv = tmp_path / "p.csv"
-    csv.write_text(
-        CSV.read_text().replace("0x3C0000, 0x40000", "0x3D0000, 0x30000"),
-    )
+    csv.write_text("\n".join(lines) + "\n")
     fw = fake_micropython(tmp_path / "mp.bin")
     rc = run_flash(build, "--port", "/dev/ttyUSB0", "--firmware", str(fw), "--csv", str(csv))
     assert rc == 2

@@ -23,6 +23,9 @@ from tools import partition_table as pt
 REPO = Path(__file__).resolve().parent.parent
 MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
 CSV_TEXT = (REPO / "tools" / "partitions.csv").read_text()
+_PARTS = pt.parse_csv(CSV_TEXT)
+J = next(p for p in _PARTS if p.name == "journal")  # H3 may resize it: derive, never assume
+V = next(p for p in _PARTS if p.name == "vfs")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +118,7 @@ def _row(name: str) -> str:
 BAD = [
     (
         "overlap",
-        lambda: CSV_TEXT + "extra, data, 0x41, 0x3C1000, 0x1000,\n",
+        lambda: CSV_TEXT + f"extra, data, 0x41, {J.offset + 0x1000:#x}, 0x1000,\n",
         r"'extra'.*overlaps.*'journal'",
     ),
     (
@@ -191,7 +194,7 @@ DESIGN_BAD = [
     ),
     (
         "romfs",
-        lambda: CSV_TEXT.replace(_row("vfs"), "vfs, data, 0x8f, 0x200000, 0x1C0000,"),
+        lambda: CSV_TEXT.replace(_row("vfs"), f"vfs, data, 0x8f, {V.offset:#x}, {V.size:#x},"),
         r"0x8f is ROMFS",
     ),
     (
@@ -201,12 +204,12 @@ DESIGN_BAD = [
     ),
     (
         "tiny journal",
-        lambda: _with(_row("journal"), "journal, data, 0x40, 0x3C0000, 0x1000,"),
+        lambda: _with(_row("journal"), f"journal, data, 0x40, {J.offset:#x}, 0x1000,"),
         r"at least 2 sectors",
     ),
     (
         "idf subtype",
-        lambda: _with(_row("journal"), "journal, data, nvs, 0x3C0000, 0x40000,"),
+        lambda: _with(_row("journal"), f"journal, data, nvs, {J.offset:#x}, {J.size:#x},"),
         r"subtype 0x2 belongs to an ESP-IDF component",
     ),
 ]
@@ -222,7 +225,7 @@ def test_a_table_that_breaks_stock_micropython_or_the_journal_is_refused(case, t
 
 def test_make_image_fails_with_the_csv_error_and_writes_nothing(tmp_path, capsys):
     bad = tmp_path / "partitions.csv"
-    bad.write_text(CSV_TEXT + "extra, data, 0x41, 0x3C1000, 0x1000,\n")
+    bad.write_text(CSV_TEXT + f"extra, data, 0x41, {J.offset + 0x1000:#x}, 0x1000,\n")
     assert image.main(["--csv", str(bad), "--out", str(tmp_path / "out")]) == 1
     assert "overlaps" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
