@@ -161,9 +161,9 @@ class Journal:
         lost = 0
         if self._sseq[s]:
             for _, mv in self._slots(s):
-                if not _is_empty(mv) and record.valid(mv):
-                    if record.seq_of(mv) > self.acked and mv[_KIND] != record.K_ACK:
-                        lost += 1
+                unsent = record.seq_of(mv) > self.acked and mv[_KIND] != record.K_ACK
+                if unsent and not _is_empty(mv) and record.valid(mv):
+                    lost += 1
             # tombstone: clear the magic first, so a torn erase never leaves a sector that
             # claims records it no longer holds (the loss then shows in from_seq)
             self._p.writeblocks(s, _ZERO, 0)
@@ -273,5 +273,5 @@ def open(label="journal"):
 
     found = esp32.Partition.find(esp32.Partition.TYPE_DATA, label=label)
     if not found:
-        raise OSError("no data partition labelled %r: flash tools/partitions.csv" % label)
+        raise OSError("no data partition labelled '" + label + "': flash tools/partitions.csv")
     return Journal(found[0])

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from firmware import record
 from sim.journal_read import records
-
-import firmware.record as record
 
 
 def journal_records(b: Any) -> list[tuple[int, ...]]:

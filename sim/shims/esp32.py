@@ -99,9 +99,9 @@ def _file():
         path = _st["path"] or os.getenv("MIMAMORI_FLASH") or _state_dir() + "/flash.bin"
         _st["path"] = path
         try:
-            _f = open(path, "r+b")
+            _f = open(path, "r+b")  # noqa: SIM115 - kept open for the whole run
         except OSError:
-            _f = open(path, "w+b")
+            _f = open(path, "w+b")  # noqa: SIM115
         _f.seek(0, 2)
         size = _f.tell()
         end = _config().get("flash_size") or max(p[3] + p[4] for p in _table())
@@ -329,7 +329,7 @@ def mcu_temperature():
 class NVS:
     """Minimal esp32.NVS (namespace of ints and blobs), kept in RAM for the run."""
 
-    _store = {}
+    _store = {}  # noqa: RUF012 - one store per run, like the chip's NVS partition
 
     def __init__(self, namespace):
         self._ns = NVS._store.setdefault(namespace, {})
