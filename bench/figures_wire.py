@@ -151,10 +151,10 @@ def figures() -> list[dict]:
             threads = [threading.Thread(target=_month, args=(t, visits, tmp, srv,
                                                              keys["wire-" + t], out))
                        for t in ("wifi", "lte")]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
             for t in ("wifi", "lte"):
                 if isinstance(out[t], Exception):
                     raise out[t]

@@ -437,7 +437,7 @@ class Modem:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _Session(self, reader, writer).run()
 
-    def start(self) -> Modem:
+    def start(self) -> Self:
         def go() -> None:
             self._loop = asyncio.new_event_loop()
             try:
