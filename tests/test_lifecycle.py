@@ -178,10 +178,16 @@ def test_unclaimed_alert_reminds_then_escalates_to_neighbours_then_the_visit_ser
     assert w.to("escalated", ws) == ["Nao", "Visit"]
     assert w.to("reminder", ws) == ["Aiko", "Aiko", "Nao", "Nao", "Visit"]
     (a,) = w.api("GET", "/alerts?active=true")
+    w.at(opened + 5 * H)
     w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Nao"]})
     assert w.to("claimed", ws) == ["Aiko", "Visit"]
-    w.at(opened + 9 * H)  # claimed: no more reminders
-    assert len(w.outbox("reminder")) == 5
+    w.at(opened + 6.9 * H)  # claimed: no more reminders
+    assert len(w.outbox("reminder")) == 5 and not w.outbox("overdue")
+    w.at(opened + 7 * H)  # two hours and no outcome from Nao: everyone hears it, once
+    assert w.to("overdue", ws) == ["Aiko", "Nao", "Visit"]
+    assert "no outcome from Nao yet" in w.outbox("overdue")[0].subject
+    w.at(opened + 12 * H)
+    assert len(w.outbox("overdue")) == 3 and len(w.outbox("reminder")) == 5
 
 
 def test_paused_household_does_not_alert_and_resumes_by_itself(w):

@@ -6,6 +6,7 @@
               after escalate_h[1] more the tier-3 visit service. Coordinator alerts (a bulb
               silent, poor delivery) go to tier 0 only and neither remind nor escalate.
     claimed   the first watcher to claim is shown to everyone told: "Aiko is going to check".
+              If no outcome is recorded within claim_timeout_h, everyone told hears so, once.
     resolved  a watcher records the outcome: fine, needed_help, false_alarm (with why).
     cleared   the rule went CLEAR (the light came on): everyone told hears it, with the evidence.
 
@@ -156,9 +157,9 @@ def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
     base = context(a, home, now_ms) | (extra or {})
     for w in to:
         ctx = dict(base)
-        if kind in ("alert", "reminder", "escalated") or (kind == "claimed" and a.state != "open"):
+        if kind in ("alert", "reminder", "escalated") or kind in ("claimed", "overdue"):
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
-            if kind == "claimed":
+            if kind in ("claimed", "overdue"):
                 ctx.pop("claim_url", None)
         notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id)
 
@@ -254,7 +255,17 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
     """Reminders and escalations that are due; returns the next such deadline (ms) or None."""
     nxt: list[int] = []
     for a in list_alerts(c, home.id, active_only=True):
-        if a.state != "open":
+        if a.state == "claimed":
+            if a.next_reminder_at is not None and now_ms >= a.next_reminder_at:
+                # the claimer has not recorded an outcome: everyone told hears it, once
+                c.execute("UPDATE alerts SET next_reminder_at = NULL WHERE id = ?", (a.id,))
+                claimer = hh.watcher(c, a.claimed_by or "")
+                _event(c, a.id, now_ms, "overdue", f"no outcome from {claimer.name} yet")
+                _tell(c, now_ms, "overdue", get(c, a.id), home, recipients(c, a), cfg,
+                      {"claimer": claimer.name,
+                       "claimed_on": when_text(a.claimed_at, home.tz, now_ms)})
+            elif a.next_reminder_at is not None:
+                nxt.append(a.next_reminder_at)
             continue
         if a.next_escalation_at is not None and now_ms >= a.next_escalation_at:
             new = _next_tier(c, home.id, a.tier)
@@ -303,12 +314,15 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
                        f"{when_text(a.claimed_at, hh.household(c, a.household).tz, now_ms)})")
     if a.state != "open":
         raise Conflict(f"this alert is already {a.state}: nothing to claim")
+    home = hh.household(c, a.household)
     c.execute("UPDATE alerts SET state = 'claimed', claimed_by = ?, claimed_at = ?, "
-              "next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
-              (wid, now_ms, aid))
+              "next_reminder_at = ?, next_escalation_at = NULL WHERE id = ?",
+              (wid, now_ms, now_ms + int(home.settings.claim_timeout_h * hh.HOUR_MS), aid))
+    # the sweeper must look again when the claim is overdue
+    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
+              "next_check > ?)", (now_ms, a.household, now_ms))
     _event(c, aid, now_ms, "claimed", f"{w.name} is going to check", wid)
     a = get(c, aid)
-    home = hh.household(c, a.household)
     others = [x for x in recipients(c, a) if x.id != wid]
     _tell(c, now_ms, "claimed", a, home, others, cfg, {"claimer": w.name})
     return a

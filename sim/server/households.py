@@ -162,6 +162,7 @@ class HouseholdSettings:
     reminder_h: float = 2.0  # remind the notified watchers this often while nobody claims
     escalate_h: tuple[float, float] = (1.0, 3.0)  # tier 1 -> 2 after, then 2 -> 3 after
     digest_days: float = 7.0  # the "all is well" digest, every this many days
+    claim_timeout_h: float = 2.0  # a claim with no outcome after this is told to everyone
 
     def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.Settings:
         hh, mm = (int(x) for x in self.window_start.split(":"))
@@ -172,7 +173,7 @@ class HouseholdSettings:
 
 
 _POSITIVE = {"no_activity_h": (1, 24 * 14), "window_h": (1, 72), "on_too_long_h": (0.25, 48),
-             "reminder_h": (0.1, 48), "digest_days": (1, 31)}
+             "reminder_h": (0.1, 48), "digest_days": (1, 31), "claim_timeout_h": (0.25, 48)}
 
 
 def check_setting(key: str, value: Any) -> Any:

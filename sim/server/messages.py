@@ -1,8 +1,9 @@
 """What the watchers read, in Japanese and English: one subject line and a short plain-text body.
 
 `render(kind, lang, ctx)` -> (subject, body). Kinds: invite (the test message sent when a watcher
-is added), alert, reminder, escalated, claimed ("Aiko is going to check"), resolved, cleared
-("light switched on at 10:42"), digest (the weekly "all is well" with one line about the week).
+is added), alert, reminder, escalated, claimed ("Aiko is going to check"), overdue (a claim
+with no outcome yet), resolved, cleared ("light switched on at 10:42"), digest (the weekly
+"all is well" with one line about the week), signin (a dashboard sign-in link).
 ctx carries plain values (names, local HH:MM times, hours, links); nothing here reads the
 database or the clock.
 
@@ -122,6 +123,20 @@ def _claimed(lang: str, c: dict[str, Any]) -> tuple[str, str]:
             + _links(lang, {"resolve_url": c.get("resolve_url")}))
 
 
+def _overdue(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{c['claimer']} さんからまだ結果の連絡がありません",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせ（{what(c['rule'], lang, c)}）に"
+                f"ついて、{c['claimer']} さんが {c['claimed_on']} に「確認に行きます」と"
+                "答えましたが、まだ結果が記録されていません。連絡を取ってみてください。\n\n"
+                + _links(lang, {"resolve_url": c.get("resolve_url")}))
+    return (f"[Mimamori] {c['home']}: no outcome from {c['claimer']} yet",
+            f"Dear {c['watcher']},\n\nabout the alert for {c['home']} "
+            f"({what(c['rule'], lang, c)}): {c['claimer']} said at {c['claimed_on']} they would "
+            "check, but no outcome has been recorded yet. Please get in touch.\n\n"
+            + _links(lang, {"resolve_url": c.get("resolve_url")}))
+
+
 def _resolved(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     out = OUTCOMES.get(c["outcome"], {}).get(lang, c["outcome"])
     note = c.get("note") or ""
@@ -179,15 +194,15 @@ def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     """A one-time sign-in link to the dashboard (asked for on its sign-in page; sim/server/web)."""
     if lang == "ja":
         return ("【みまもり電球】ログイン用のリンク",
-                f"{c['watcher']} さん\n\nみまもり電球の画面に入るためのリンクです（1時間、1回だけ有効）：\n"
-                f"{c['signin_url']}\n\nお心当たりがなければ、このメールは無視してください。")
+                (f"{c['watcher']} さん\n\nみまもり電球の画面に入るためのリンクです（1時間、1回だけ有効）：\n"
+                f"{c['signin_url']}\n\nお心当たりがなければ、このメールは無視してください。"))
     return ("[Mimamori] Your sign-in link",
-            f"Dear {c['watcher']},\n\nhere is your link to the Mimamori dashboard (valid for one "
+            (f"Dear {c['watcher']},\n\nhere is your link to the Mimamori dashboard (valid for one "
             f"hour, works once):\n{c['signin_url']}\n\nIf you did not ask for it, ignore this "
-            "message.")
+            "message."))
 
 
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
-          "claimed": _claimed, "resolved": _resolved, "cleared": _cleared, "digest": _digest,
-          "signin": _signin}
+          "claimed": _claimed, "overdue": _overdue, "resolved": _resolved, "cleared": _cleared,
+          "digest": _digest, "signin": _signin}
 KINDS = tuple(_KINDS)
