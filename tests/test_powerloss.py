@@ -60,3 +60,20 @@ def test_mains_sense_pin_records_the_exact_off_time_with_one_program(bulb):
     assert v["off"] is not None and 33_500 <= v["off"] <= 33_550
     flash = [e for e in b.events("flash") if e["t"] >= 33_500]
     assert [e["op"] for e in flash] == ["program"]  # the dying gasp: no erase
+
+
+def test_safe_mode_still_records_the_power_on_its_faults_and_alive_marks(bulb, tmp_path):
+    from tests.test_boot import CRASHING_UPLINK, SITE, firmware_with
+
+    b = bulb(site=SITE, firmware_dir=firmware_with(tmp_path, uplink=CRASHING_UPLINK))
+    (b.fs / "crashes_left").write_text("3")
+    b.power_on(stop_at_s=30)  # three crashed boots, then safe mode until the power goes
+    recs = journal_records(b)
+    boots = sorted({r[1] for r in recs})
+    assert len(boots) == 4
+    safe = [r for r in recs if r[1] == boots[-1]]
+    kinds = [(r[3], r[4]) for r in safe]
+    assert kinds[0] == (record.K_POWER_ON, b.boots[-1].cause)
+    assert (record.K_FAULT, record.F_SAFE_MODE) in kinds
+    assert (record.K_FAULT, record.F_CRASH) in kinds
+    assert [r[3] for r in safe].count(record.K_ALIVE) >= 1
