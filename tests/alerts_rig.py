@@ -54,11 +54,12 @@ class Mail:
 class Inboxes:
     """An SMTP server on loopback keeping every message it accepts."""
 
-    def __init__(self) -> None:
+    def __init__(self, **smtp: Any) -> None:
+        """smtp: aiosmtpd options, e.g. tls_context=, require_starttls=, authenticator=."""
         self.port = free_port()
         self.mails: list[Mail] = []
         self._lock = threading.Lock()
-        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port, **smtp)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.original_content or envelope.content,

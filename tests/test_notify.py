@@ -202,3 +202,43 @@ def test_webhook_signature_worked_example_in_the_docs():
     want = re.search(r"X-Mimamori-Signature: (sha256=[0-9a-f]{64})`", doc).group(1)
     assert len(body) == int(re.search(r"body \((\d+) bytes", doc).group(1))
     assert notify.sign_webhook(secret, ts, body) == want
+
+
+def test_e_mail_through_a_relay_that_wants_starttls_and_a_password(tmp_path):
+    import ssl
+
+    from aiosmtpd.smtp import AuthResult
+
+    cert, key = tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+
+    def auth(server, session, envelope, mechanism, data):
+        return AuthResult(success=(data.login, data.password) == (b"mimamori", b"s3cret"),
+                          handled=False)
+
+    ib = Inboxes(tls_context=tls, require_starttls=True, authenticator=auth,
+                 auth_require_tls=True).start()
+    try:
+        db, _, home, (w,), _ = setup_db(tmp_path / "s.db",
+                                        [{"name": "Aiko", "email": "aiko@example.org"}])
+        with db.tx() as c:
+            notify.enqueue(c, NOW, "invite", home, w, {})
+        env = {"MIMAMORI_SMTP": ib.address, "MIMAMORI_SMTP_TLS": "starttls",
+               "MIMAMORI_SMTP_USER": "mimamori", "MIMAMORI_SMTP_PASSWORD": "wrong",
+               "MIMAMORI_SMTP_CA": str(cert)}
+        assert notify.deliver_due(db, NOW, notify.Config.from_env(env))["failed"] == 1
+        assert "Authentication" in (notify.outbox(db)[0].last_error or "")
+        plain = notify.Config.from_env({**env, "MIMAMORI_SMTP_TLS": "none",
+                                        "MIMAMORI_SMTP_PASSWORD": "s3cret"})
+        assert notify.deliver_due(db, NOW + 30_000, plain)["failed"] == 1  # no TLS: refused
+        good = notify.Config.from_env({**env, "MIMAMORI_SMTP_PASSWORD": "s3cret"})
+        assert notify.deliver_due(db, NOW + 90_000, good)["sent"] == 1
+        (m,) = ib.of("aiko@example.org")
+        assert m.kind == "invite"
+    finally:
+        ib.stop()

@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import smtplib
+import ssl
 import sys
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -49,12 +50,18 @@ TOKEN_DAYS = 14
 @dataclass
 class Config:
     """Where messages go out. From the environment with `from_env()`:
-    MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM."""
+    MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM,
+    MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
+    MIMAMORI_SMTP_CA (a CA file to trust instead of the system's)."""
 
     public_url: str = "http://127.0.0.1:8000"
     smtp_host: str | None = None
     smtp_port: int = 25
     mail_from: str = "mimamori@localhost"
+    smtp_tls: str = "none"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_ca: str | None = None
     timeout_s: float = 10.0
     max_attempts: int = 10
     console: TextIO | None = None  # default: sys.stdout
@@ -70,9 +77,15 @@ class Config:
                 raise ValueError(f"MIMAMORI_SMTP={e['MIMAMORI_SMTP']!r}: write host:port, "
                                  "e.g. localhost:25")
             host, port = h, int(p)
+        tls = e.get("MIMAMORI_SMTP_TLS", "none")
+        if tls not in ("none", "starttls", "ssl"):
+            raise ValueError(f"MIMAMORI_SMTP_TLS={tls!r}: use none, starttls or ssl")
         return cls(public_url=e.get("MIMAMORI_PUBLIC_URL", cls.public_url).rstrip("/"),
                    smtp_host=host, smtp_port=port,
-                   mail_from=e.get("MIMAMORI_MAIL_FROM", cls.mail_from))
+                   mail_from=e.get("MIMAMORI_MAIL_FROM", cls.mail_from), smtp_tls=tls,
+                   smtp_user=e.get("MIMAMORI_SMTP_USER") or None,
+                   smtp_password=e.get("MIMAMORI_SMTP_PASSWORD"),
+                   smtp_ca=e.get("MIMAMORI_SMTP_CA") or None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +264,17 @@ def send_email(o: Outgoing, cfg: Config) -> None:
     if o.alert:
         msg["X-Mimamori-Alert"] = o.alert
     msg.set_content(o.body)
-    with smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s) as s:
+    ctx = ssl.create_default_context(cafile=cfg.smtp_ca)
+    if cfg.smtp_tls == "ssl":
+        s: smtplib.SMTP = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s,
+                                           context=ctx)
+    else:
+        s = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s)
+    with s:
+        if cfg.smtp_tls == "starttls":
+            s.starttls(context=ctx)
+        if cfg.smtp_user:
+            s.login(cfg.smtp_user, cfg.smtp_password or "")
         s.send_message(msg)
 
 
