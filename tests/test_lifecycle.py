@@ -12,6 +12,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 
 from firmware import record
@@ -327,3 +329,33 @@ def test_pausing_a_household_with_an_open_alert_clears_it_and_says_why(w):
     assert en.subject.startswith("[Mimamori] Sato: the household was paused (paused until")
     ja = next(o for o in w.outbox("cleared") if o.watcher == ws["Ken"])
     assert "見守りが一時停止されたため" in ja.subject and "電気がつきました" not in ja.subject
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                    | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
+FIELDS = st.sampled_from(["id", "name", "tz", "settings", "role", "lang", "email", "webhook_url",
+                          "console", "tier", "first", "last", "reason", "watcher", "outcome",
+                          "note", "no_activity_h", "escalate_h", "window_start"])
+
+
+def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(tmp_path, monkeypatch):
+    world = World(tmp_path, monkeypatch)
+    world.household()
+    paths = ["/households", "/households/home-1/watchers", "/households/home-1/pauses",
+             "/households/home-1/bulbs", "/alerts/a-x/claim", "/alerts/a-x/resolve"]
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(path=st.sampled_from(paths), body=st.dictionaries(FIELDS, JSON, max_size=6) | JSON)
+    def post(path, body):
+        r = world.http.post("/api/v1" + path, headers=world.auth, json=body)
+        assert r.status_code < 500, (path, body, r.text)
+        assert set(r.json()) >= ({"error", "detail"} if r.status_code >= 400 else set())
+        r = world.http.patch("/api/v1/households/home-1/settings", headers=world.auth,
+                             json=body)
+        assert r.status_code < 500, (body, r.text)
+
+    post()
+    world.http.close()
