@@ -67,7 +67,11 @@ class Uplink:
         port = 443 if self._tls else 80
         if ":" in host:
             host, p = host.rsplit(":", 1)
-            port = int(p)
+            try:
+                port = int(p)
+            except ValueError:
+                print(f"uplink: server URL {url!r} has a bad port; fix 'server' in site.json")
+                host = ""
         self._host, self._port = host, port
         import binascii
 

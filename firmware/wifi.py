@@ -64,7 +64,12 @@ class Wifi:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # in the docs, not the stubs
         with open(self._cfg["ca_cert"], "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())
+            ca = f.read()
+        if ca.startswith(b"-----BEGIN"):  # PEM -> DER: the port's mbedTLS wants DER here
+            import binascii
+
+            ca = binascii.a2b_base64(b"".join(ca.split(b"-----")[2].split()))
+        ctx.load_verify_locations(cadata=ca)
         return ctx
 
     async def open(self, host, port, tls):

@@ -141,3 +141,27 @@ def test_server_down_while_lit_backs_off_instead_of_hammering(rig: Rig) -> None:
     gaps = [b - a for a, b in itertools.pairwise(connects)]
     assert max(gaps) > 8 * min(gaps)
     assert max(gaps) <= 31 * 60 * 1000, "never waits more than the cap (30 min)"
+
+
+@pytest.mark.xfail(strict=True, reason="the simulation cannot run TLS yet: MicroPython's ssl can "
+                   "only wrap a stream object, and the socket shim (sim/shims/socket.py) is a "
+                   "plain class; select's shim would also have to poll the wrapped socket")
+def test_https_server_is_reached_only_with_its_ca_certificate(tmp_path: Path) -> None:
+    from tests.uplink_rig import self_signed
+
+    cert, key = self_signed(tmp_path)
+    other, _ = self_signed(tmp_path, "other")
+    rig = Rig(tmp_path / "tls").start(cert=str(cert), key=str(key))
+    try:
+        assert rig.url.startswith("https://")
+        wrong = rig.bulb("wrong", site=rig.site(ca_cert="ca.pem"))
+        (wrong.fs / "ca.pem").write_bytes(other.read_bytes())
+        wrong.power_on(stop_at_s=5)
+        assert rig.stored() == [], "a server whose certificate the CA does not sign is refused"
+        b = rig.bulb(site=rig.site(ca_cert="ca.pem"))
+        (b.fs / "ca.pem").write_bytes(cert.read_bytes())
+        b.power_on(stop_at_s=10)
+        stored = assert_delivered_exactly_once(rig, b)
+        assert len(kinds(stored, record.K_POWER_ON)) == 1
+    finally:
+        rig.stop()

@@ -36,11 +36,12 @@ class Rig:
     def db(self) -> Path:
         return self.tmp / "server.db"
 
-    def start(self) -> Rig:
+    def start(self, cert: str | None = None, key: str | None = None) -> Rig:
+        """Register the bulb and start the server (HTTPS with cert/key)."""
         store = Store.open(self.db)
         self.key = store.register_device(0, self.device).key
         store.close()
-        self.srv = ServerProcess(self.db)
+        self.srv = ServerProcess(self.db, cert=cert, key=key)
         self.srv.start()
         return self
 
@@ -95,6 +96,20 @@ while True:
     after = record.seq_of(buf, (n - 1) * 24)
 print("ACKED", j.acked)
 """
+
+
+def self_signed(dir: Path, name: str = "server") -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, self-signed: the certificate is its own CA."""
+    import subprocess
+
+    cert, key = dir / f"{name}.pem", dir / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
 
 
 def journal_of(b: Bulb) -> tuple[list[tuple[int, ...]], int]:
