@@ -168,6 +168,9 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server import api  # households, watchers, alerts; the sweeper (issue 5)
 
     api.install(app)
+    from sim.server.web import routes as web  # the dashboard pages (issue 6)
+
+    web.install(app)
     return app
 
 

@@ -1,0 +1,581 @@
+"""The dashboard's pages and form actions (server-rendered HTML, Jinja2 templates).
+
+    GET  /                          -> /home (watcher), /coordinator, or /signin
+    GET  /signin   POST /signin     ask for a one-time link by e-mail (rate-limited)
+    GET  /in/{token} POST /in/{token}   a sign-in link: confirm page, then sign in
+    POST /signout
+    GET  /lang?to=en&next=/path     language toggle (a cookie)
+    GET  /home                      a watcher's households: status, last switch-on, open alerts
+    GET  /h/{hid}                   a household: chart, alerts and history, absences, settings
+    GET  /h/{hid}/chart.svg         the chart alone
+    POST /h/{hid}/alerts/{aid}/claim | /resolve
+    POST /h/{hid}/pauses   POST /h/{hid}/pauses/{pid}/end
+    POST /h/{hid}/settings   POST /h/{hid}/bulbs/{dev}/brightness
+    POST /h/{hid}/watchers/{wid}/order
+    GET  /coordinator               all households, open alerts, bulb health, pilot report
+    GET  /coordinator/report.csv
+    POST /coordinator/invite        an invitation link for a watcher
+    GET  /static/style.css
+
+Every POST needs the session's CSRF token. Anonymous visitors are sent to /signin (GET) or get
+401 (POST); a watcher asking for a household they do not watch, or for a coordinator page, gets
+403. Claim, resolve, pauses and settings go through the alert side's own functions
+(alerts.claim/resolve, households.add_pause/update_settings), so e-mail links, the API and the
+dashboard are one flow.
+
+It must never answer with a 500, never act on a GET (the language cookie aside), and never show
+a household to someone who does not watch it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+import jinja2
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from sim.server import alerts, messages, notify, sweeper
+from sim.server import clock as clocks
+from sim.server import households as hh
+from sim.server import settings as bulb_settings
+from sim.server.storage import Store
+from sim.server.web import auth, chart, i18n, views
+
+log = logging.getLogger("mimamori.web")
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "templates"
+STATIC = ROOT / "static"
+LANG_COOKIE = "mimamori_lang"
+MAX_FORM = 8192
+
+
+class Refused(Exception):
+    """Answer with a page (or redirect) instead of going on."""
+
+    def __init__(self, status: int, key: str, detail: str = ""):
+        super().__init__(key)
+        self.status, self.key, self.detail = status, key, detail
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             autoescape=jinja2.select_autoescape(["html", "svg"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.globals["legend"] = chart.legend_svg
+    return env
+
+
+class Page:
+    """One request's context: the session, the language, the clock, and how to answer."""
+
+    def __init__(self, web: Web, request: Request):
+        self.web, self.request = web, request
+        self.now_ms = clocks.ms(web.clock)
+        raw = request.cookies.get(auth.COOKIE)
+        s = auth.load_session(web.key, raw, self.now_ms)
+        self.new_cookie = s is None
+        self.session = s or auth.new_session(self.now_ms)
+        self.me: dict[str, Any] | None = None
+        self.lang = i18n.pick(request.cookies.get(LANG_COOKIE) or self._own_lang())
+        self.t = i18n.t(self.lang)
+
+    def _own_lang(self) -> str:
+        if self.session.role != auth.WATCHER:
+            return ""
+        with self.web.db.tx() as c:
+            try:
+                return hh.watcher(c, self.session.subject).lang
+            except hh.NotFound:
+                return ""
+
+    def finish(self, resp: Response) -> Response:
+        if self.new_cookie:
+            self.set_session(resp, self.session)
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"  # sign-in tokens stay out of logs
+        return resp
+
+    def set_session(self, resp: Response, s: auth.Session) -> None:
+        resp.set_cookie(auth.COOKIE, auth.dump_session(self.web.key, s),
+                        max_age=auth.SESSION_DAYS * 86400, path="/", httponly=True,
+                        samesite="lax", secure=self.request.url.scheme == "https")
+
+    def render(self, template: str, status: int = 200, **kw: Any) -> Response:
+        ctx = {"t": self.t, "lang": self.lang, "session": self.session,
+               "csrf": self.session.csrf, "me": self.me, "path": self.request.url.path,
+               "now_ms": self.now_ms, "when": self.when, "ago": self.ago,
+               "duration": lambda ms: i18n.duration(ms, self.lang), **kw}
+        html = self.web.env.get_template(template).render(**ctx)
+        return self.finish(HTMLResponse(html, status_code=status))
+
+    def when(self, ms: float | None, tz: str) -> str:
+        return i18n.when(ms, tz, self.now_ms, self.lang)
+
+    def ago(self, ms: float | None) -> str:
+        return i18n.ago(ms, self.now_ms, self.lang)
+
+    def refused(self, r: Refused) -> Response:
+        if r.status == 303:
+            return self.finish(RedirectResponse(r.detail or "/signin", status_code=303))
+        return self.render("message.html", status=r.status, title=self.t(r.key),
+                           text=r.detail, back=True)
+
+    def redirect(self, to: str) -> Response:
+        return self.finish(RedirectResponse(to, status_code=303))
+
+    # -- who may do what ------------------------------------------------------------------------
+
+    def need_signed_in(self, post: bool = False) -> None:
+        if not self.session.signed_in:
+            if post:
+                raise Refused(401, "forbidden")
+            raise Refused(303, "forbidden", "/signin")
+        with self.web.db.tx() as c:
+            if self.session.role == auth.WATCHER:
+                ws = auth.person_watchers(c, self.session.subject)
+                if not ws:  # removed since signing in
+                    raise Refused(403, "forbidden")
+                self.me = {"name": ws[0].name, "role": auth.WATCHER, "id": ws[0].id}
+            else:
+                self.me = {"name": self.session.subject, "role": auth.COORDINATOR}
+
+    def need_coordinator(self, post: bool = False) -> None:
+        self.need_signed_in(post)
+        if self.session.role != auth.COORDINATOR:
+            raise Refused(403, "forbidden")
+
+    def household(self, c: Any, hid: str) -> tuple[hh.Household, hh.Watcher | None]:
+        """The household if this person may see it, and their watcher row in it."""
+        if self.session.role == auth.COORDINATOR:
+            try:
+                return hh.household(c, hid), None
+            except hh.NotFound:
+                raise Refused(404, "not_found") from None
+        w = auth.watcher_for(c, self.session, hid)
+        if w is None:  # also for a household that does not exist: nothing to learn here
+            raise Refused(403, "forbidden")
+        return hh.household(c, hid), w
+
+
+class Web:
+    def __init__(self, store: Store, clock: clocks.Clock, cfg: Callable[[], notify.Config]):
+        self.store, self.db, self.clock, self.cfg = store, store.db, clock, cfg
+        auth.open_web(self.db)
+        self.key = auth.session_key(self.db)
+        self.env = _env()
+        self.signin_ip = auth.RateLimit(10, 900)  # sign-in requests per client address
+        self.signin_email = auth.RateLimit(3, 3600)  # links sent to one address
+        self.link_ip = auth.RateLimit(20, 900)  # sign-in link attempts per client address
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = (await request.body())[:MAX_FORM].decode("utf-8", "replace")
+    return dict(parse_qsl(raw, keep_blank_values=True))
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _local_path(p: str | None) -> str:
+    return p if p and p.startswith("/") and not p.startswith("//") and "\\" not in p else "/"
+
+
+def router(web: Web) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    def page(fn: Callable[..., Response]) -> Callable[..., Response]:
+        """Run fn(page, ...) with refusals and failures turned into pages, never a 500."""
+        def run(request: Request, *a: Any) -> Response:
+            p = Page(web, request)
+            try:
+                return fn(p, *a)
+            except Refused as e:
+                return p.refused(e)
+            except Exception:
+                log.exception("dashboard failed on %s %s", request.method, request.url.path)
+                return p.render("message.html", status=503, title=p.t("error"),
+                                text="", back=True)
+        return run
+
+    def action(fn: Callable[..., str]) -> Callable[..., Any]:
+        """A form POST: signed in, CSRF checked, fn(page, c, form, ...) -> where to go next."""
+        async def run(request: Request, *a: Any) -> Response:
+            form = await _form(request)
+
+            def inner(p: Page, *a: Any) -> Response:
+                p.need_signed_in(post=True)
+                if not auth.csrf_ok(p.session, form.get("csrf")):
+                    raise Refused(403, "bad_csrf")
+                try:
+                    with web.db.tx() as c:
+                        to = fn(p, c, form, *a)
+                except hh.NotFound as e:
+                    raise Refused(404, "not_found", str(e)) from None
+                except alerts.Conflict as e:
+                    raise Refused(409, "error", str(e)) from None
+                except ValueError as e:
+                    raise Refused(400, "error", str(e)) from None
+                return p.redirect(to)
+            return await run_in_threadpool(page(inner), request, *a)
+        return run
+
+    # -- sign-in --------------------------------------------------------------------------------
+
+    @r.get("/")
+    def root(request: Request) -> Response:
+        def go(p: Page) -> Response:
+            role = p.session.role
+            return p.redirect("/home" if role == auth.WATCHER else
+                              "/coordinator" if role == auth.COORDINATOR else "/signin")
+        return page(go)(request)
+
+    @r.get("/signin")
+    def signin_form(request: Request) -> Response:
+        return page(lambda p: p.render("signin.html", sent=False))(request)
+
+    @r.post("/signin")
+    async def signin_send(request: Request) -> Response:
+        form = await _form(request)
+
+        def go(p: Page) -> Response:
+            if not auth.csrf_ok(p.session, form.get("csrf")):
+                raise Refused(403, "bad_csrf")
+            email = form.get("email", "").strip().lower()[:200]
+            if not web.signin_ip.allow(_client(request)) or (
+                    email and not web.signin_email.allow(email)):
+                return p.render("signin.html", status=429, sent=False, error=p.t("too_many"))
+            with web.db.tx() as c:
+                ws = auth.watchers_by_email(c, email)
+                if ws:
+                    w = ws[0]
+                    token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms, auth.EMAIL_LINK_MS)
+                    notify.enqueue(c, p.now_ms, "signin", hh.household(c, w.household), w,
+                                   {"signin_url": auth.link_url(web.cfg().public_url, token)})
+            return p.render("signin.html", sent=True)  # the same answer for any address
+        return await run_in_threadpool(page(go), request)
+
+    @r.get("/in/{token}")
+    def link_page(request: Request, token: str) -> Response:
+        def go(p: Page) -> Response:
+            if not web.link_ip.allow(_client(request)):
+                return p.render("message.html", status=429, title=p.t("too_many"), text="",
+                                back=False)
+            with web.db.tx() as c:
+                try:
+                    role, subject = auth.peek_link(c, token[:200], p.now_ms)
+                except auth.BadLink as e:
+                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
+                                    text="", back=False, signin=True)
+                who = auth.describe(c, role, subject)
+            if "lang" in who and not request.cookies.get(LANG_COOKIE):
+                p.lang, p.t = who["lang"], i18n.t(who["lang"])
+            return p.render("confirm.html", who=who, token=token)
+        return page(go)(request)
+
+    @r.post("/in/{token}")
+    async def link_use(request: Request, token: str) -> Response:
+        form = await _form(request)
+
+        def go(p: Page) -> Response:
+            if not web.link_ip.allow(_client(request)):
+                return p.render("message.html", status=429, title=p.t("too_many"), text="",
+                                back=False)
+            if not auth.csrf_ok(p.session, form.get("csrf")):
+                raise Refused(403, "bad_csrf")
+            with web.db.tx() as c:
+                try:
+                    role, subject = auth.use_link(c, token[:200], p.now_ms)
+                except auth.BadLink as e:
+                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
+                                    text="", back=False, signin=True)
+            s = auth.new_session(p.now_ms, role, subject)  # a fresh session and CSRF token
+            resp = RedirectResponse("/home" if role == auth.WATCHER else "/coordinator", 303)
+            p.new_cookie = False
+            p.set_session(resp, s)
+            return p.finish(resp)
+        return await run_in_threadpool(page(go), request)
+
+    @r.post("/signout")
+    async def signout(request: Request) -> Response:
+        form = await _form(request)
+
+        def go(p: Page) -> Response:
+            if not auth.csrf_ok(p.session, form.get("csrf")):
+                raise Refused(403, "bad_csrf")
+            resp = RedirectResponse("/signin", 303)
+            p.new_cookie = False
+            p.set_session(resp, auth.new_session(p.now_ms))
+            return p.finish(resp)
+        return await run_in_threadpool(page(go), request)
+
+    @r.get("/lang")
+    def lang(request: Request, to: str = "ja", next: str = "/") -> Response:  # noqa: A002
+        def go(p: Page) -> Response:
+            resp = p.redirect(_local_path(next))
+            resp.set_cookie(LANG_COOKIE, i18n.pick(to), max_age=365 * 86400, path="/",
+                            httponly=True, samesite="lax",
+                            secure=request.url.scheme == "https")
+            return resp
+        return page(go)(request)
+
+    @r.get("/static/style.css")
+    def style() -> Response:
+        return Response((STATIC / "style.css").read_bytes(), media_type="text/css",
+                        headers={"Cache-Control": "max-age=3600"})
+
+    # -- the watcher's pages --------------------------------------------------------------------
+
+    @r.get("/home")
+    def home(request: Request) -> Response:
+        def go(p: Page) -> Response:
+            p.need_signed_in()
+            if p.session.role == auth.COORDINATOR:
+                return p.redirect("/coordinator")
+            with web.db.tx() as c:
+                mine = auth.person_watchers(c, p.session.subject)
+                cards = [views.household_card(c, web.store, hh.household(c, w.household),
+                                              p.now_ms) for w in mine]
+                texts = {a.id: _what(c, a, card.home, p) for card in cards
+                         for a in card.open_alerts}
+            return p.render("home.html", cards=cards, texts=texts,
+                            mine={w.household: w for w in mine})
+        return page(go)(request)
+
+    @r.get("/h/{hid}")
+    def household(request: Request, hid: str) -> Response:
+        def go(p: Page) -> Response:
+            p.need_signed_in()
+            with web.db.tx() as c:
+                home, me = p.household(c, hid)
+                tl = sweeper.timeline_of(web.store, hid)
+                card = views.household_card(c, web.store, home, p.now_ms, tl)
+                history = alerts.list_alerts(c, hid, limit=50)
+                if me is not None:  # watchers see the family's alerts, not device health
+                    history = [a for a in history if a.audience != "coordinator"]
+                events = {a.id: alerts.events(c, a.id) for a in history}
+                texts = {a.id: _what(c, a, home, p) for a in history}
+                ps = [x for x in hh.pauses(c, hid) if x.end_ms > p.now_ms]
+                ws = hh.watchers(c, hid, max_tier=3, min_tier=1)
+                bulbs = web.store.devices(hid)
+            svg = _chart(web, p, home, tl, history)
+            rows = chart.day_rows(tl.intervals, home.tz, p.now_ms / 1000)
+            return p.render("household.html", home=home, me_w=me, card=card, history=history,
+                            events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
+                            svg=svg, rows=rows, settings=home.settings,
+                            today=_today(home.tz, p.now_ms), done=request.query_params.get(
+                                "done", ""))
+        return page(go)(request)
+
+    @r.get("/h/{hid}/chart.svg")
+    def chart_svg(request: Request, hid: str) -> Response:
+        def go(p: Page) -> Response:
+            p.need_signed_in()
+            with web.db.tx() as c:
+                home, me = p.household(c, hid)
+                history = alerts.list_alerts(c, hid, limit=50)
+            tl = sweeper.timeline_of(web.store, hid)
+            svg = _chart(web, p, home, tl, history)
+            return p.finish(Response(svg, media_type="image/svg+xml"))
+        return page(go)(request)
+
+    def _mine(p: Page, c: Any, hid: str) -> tuple[hh.Household, hh.Watcher]:
+        home, me = p.household(c, hid)
+        if me is None:  # the coordinator reads; watchers act
+            raise Refused(403, "forbidden")
+        return home, me
+
+    def _alert_of(c: Any, hid: str, aid: str) -> alerts.Alert:
+        a = alerts.get(c, aid)
+        if a.household != hid:
+            raise hh.NotFound(f"no alert {aid!r} in this household")
+        return a
+
+    @r.post("/h/{hid}/alerts/{aid}/claim")
+    async def claim(request: Request, hid: str, aid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
+            _, me = _mine(p, c, hid)
+            _alert_of(c, hid, aid)
+            alerts.claim(c, aid, me.id, p.now_ms, web.cfg())
+            return _back(form, f"/h/{hid}") + "#alert-" + aid
+        return await action(do)(request, hid, aid)
+
+    @r.post("/h/{hid}/alerts/{aid}/resolve")
+    async def resolve(request: Request, hid: str, aid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
+            _, me = _mine(p, c, hid)
+            _alert_of(c, hid, aid)
+            alerts.resolve(c, aid, me.id, form.get("outcome", ""), form.get("note", "")[:500],
+                           p.now_ms, web.cfg())
+            return _back(form, f"/h/{hid}") + "#alert-" + aid
+        return await action(do)(request, hid, aid)
+
+    @r.post("/h/{hid}/pauses")
+    async def add_pause(request: Request, hid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
+            _mine(p, c, hid)
+            hh.add_pause(c, p.now_ms, hid, hh.parse_day(form.get("first", "")),
+                         hh.parse_day(form.get("last", "")), form.get("reason", "")[:200])
+            return f"/h/{hid}?done=saved#pauses"
+        return await action(do)(request, hid)
+
+    @r.post("/h/{hid}/pauses/{pid}/end")
+    async def end_pause(request: Request, hid: str, pid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, pid: str) -> str:
+            home, _ = _mine(p, c, hid)
+            views.end_pause(c, hid, pid, _today(home.tz, p.now_ms), p.now_ms)
+            return f"/h/{hid}?done=saved#pauses"
+        return await action(do)(request, hid, pid)
+
+    @r.post("/h/{hid}/settings")
+    async def settings(request: Request, hid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
+            _mine(p, c, hid)
+            changes: dict[str, Any] = {}
+            if form.get("activity_rule"):
+                changes["activity_rule"] = form["activity_rule"]
+            if form.get("window_start"):
+                changes["window_start"] = form["window_start"]
+            for k in ("no_activity_h", "on_too_long_h", "reminder_h"):
+                if form.get(k, "").strip():
+                    changes[k] = _number(k, form[k])
+            if form.get("escalate_1", "").strip() or form.get("escalate_2", "").strip():
+                changes["escalate_h"] = [_number("escalate_1", form.get("escalate_1", "")),
+                                         _number("escalate_2", form.get("escalate_2", ""))]
+            hh.update_settings(c, hid, changes, p.now_ms)
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid)
+
+    @r.post("/h/{hid}/bulbs/{dev}/brightness")
+    async def brightness(request: Request, hid: str, dev: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, dev: str) -> str:
+            _mine(p, c, hid)
+            d = web.store.device(dev)
+            if d is None or d.household != hid:
+                raise hh.NotFound(f"no bulb {dev!r} in this household")
+            pct = _number("brightness", form.get("brightness", ""))
+            merged = bulb_settings.merge(d.settings, {"brightness": round(pct / 100, 2)})
+            web.store.set_settings(dev, merged)  # joins this transaction
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid, dev)
+
+    @r.post("/h/{hid}/watchers/{wid}/order")
+    async def order(request: Request, hid: str, wid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, wid: str) -> str:
+            _mine(p, c, hid)
+            views.set_watcher_tier(c, hid, wid, int(_number("order", form.get("tier", ""))),
+                                   p.now_ms)
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid, wid)
+
+    # -- the coordinator ------------------------------------------------------------------------
+
+    @r.get("/coordinator")
+    def coordinator(request: Request) -> Response:
+        def go(p: Page) -> Response:
+            p.need_coordinator()
+            with web.db.tx() as c:
+                homes = hh.households(c)
+                tls = {h.id: sweeper.timeline_of(web.store, h.id) for h in homes}
+                cards = [views.household_card(c, web.store, h, p.now_ms, tls[h.id])
+                         for h in homes]
+                texts = {a.id: _what(c, a, card.home, p) for card in cards
+                         for a in card.open_alerts + card.coordinator_alerts}
+                people = {h.id: hh.watchers(c, h.id, max_tier=3, min_tier=0) for h in homes}
+                rows = views.pilot_report(c, web.store, p.now_ms, tls)
+            health = [views.bulb_health(web.store, tls.get(d.household or "", _EMPTY), d.id,
+                                        p.now_ms) for d in web.store.devices()]
+            total = views.report_total(rows)
+            start = min((h.created_at for h in homes), default=p.now_ms)
+            return p.render("coordinator.html", cards=cards, texts=texts, health=health,
+                            rows=rows, total=total, summary=views.summary, people=people,
+                            period=(start, p.now_ms), invite=None)
+        return page(go)(request)
+
+    @r.get("/coordinator/report.csv")
+    def report_csv(request: Request) -> Response:
+        def go(p: Page) -> Response:
+            p.need_coordinator()
+            with web.db.tx() as c:
+                rows = views.pilot_report(c, web.store, p.now_ms)
+            day = datetime.fromtimestamp(p.now_ms / 1000, ZoneInfo("Asia/Tokyo")).date()
+            return p.finish(Response(
+                "\ufeff" + views.report_csv(rows), media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition":
+                         f'attachment; filename="mimamori-pilot-report-{day}.csv"'}))
+        return page(go)(request)
+
+    @r.post("/coordinator/invite")
+    async def invite(request: Request) -> Response:
+        form = await _form(request)
+
+        def go(p: Page) -> Response:
+            p.need_coordinator(post=True)
+            if not auth.csrf_ok(p.session, form.get("csrf")):
+                raise Refused(403, "bad_csrf")
+            try:
+                with web.db.tx() as c:
+                    w = hh.watcher(c, form.get("watcher", ""))
+                    token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms,
+                                           auth.INVITE_DAYS * 86_400_000)
+            except (hh.NotFound, ValueError) as e:
+                raise Refused(404, "not_found", str(e)) from None
+            url = auth.link_url(str(request.base_url), token)
+            return p.render("message.html", title=p.t("invite_made", name=w.name), text=url,
+                            back=True, copy=True)
+        return await run_in_threadpool(page(go), request)
+
+    return r
+
+
+_EMPTY = sweeper.Timeline(())
+
+
+def _what(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> str:
+    """The alert's reason in the reader's language, as it stood when it closed (or now)."""
+    at = a.closed_at if a.closed_at is not None else p.now_ms
+    return messages.what(a.rule, p.lang, alerts.context(a, home, at))
+
+
+def _chart(web: Web, p: Page, home: hh.Household, tl: Any, history: list[alerts.Alert]) -> str:
+    with web.db.tx() as cur:
+        ps = [(x.start_ms / 1000, x.end_ms / 1000) for x in hh.pauses(cur, home.id)]
+    opened = [a.opened_at / 1000 for a in history if a.audience != "coordinator"]
+    return chart.activity_svg(tl.intervals, home.tz, p.now_ms / 1000, p.lang, pauses=ps,
+                              alerts_at=opened)
+
+
+def _today(tz: str, now_ms: int) -> Any:
+    return datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz)).date()
+
+
+def _number(key: str, text: str) -> float:
+    try:
+        return float(text.strip().replace(",", "."))
+    except ValueError:
+        raise ValueError(f"{key}: write a number (got {text!r})") from None
+
+
+def _back(form: dict[str, str], default: str) -> str:
+    nxt = form.get("next", "")
+    return _local_path(nxt) if nxt else default
+
+
+def install(app: FastAPI) -> None:
+    """Mount the dashboard on the server (after api.install, which sets app.state.notify)."""
+    store: Store = app.state.store
+    clock: clocks.Clock = app.state.clock
+    web = Web(store, clock, lambda: getattr(app.state, "notify", None) or notify.Config())
+    app.state.web = web
+    app.include_router(router(web))
+

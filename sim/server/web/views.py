@@ -1,0 +1,283 @@
+"""What the dashboard pages show, assembled from the store and the alert side's own functions.
+
+    household_card(...)   status now (well / alert / paused / silent), last switch-on, open alerts
+    bulb_health(...)      per bulb: last heard, signal (K_LINK dBm), late reports, records lost,
+                          firmware (K_POWER_ON arg), faults (K_FAULT)
+    pilot_report(...)     per household and in total: alerts per household-month, false alerts,
+                          time to claim and to resolve, delivery delay; and its CSV
+
+Everything is read through Store, households.py, alerts.py and sweeper.timeline_of (the same
+timeline the rules see). The few writes the dashboard needs that the alert side has no function
+for are here too, clearly named: set_watcher_tier (who is told in which order) and end_pause
+(end an ongoing absence today, keeping the days already away).
+
+It must never compute a figure the data do not give: unknown values are None and the page says
+"unknown".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from firmware import record
+from sim.server import alerts, sweeper
+from sim.server import households as hh
+from sim.server.storage import Cursor, Store
+from sim.server.timeline import Interval, Timeline
+
+LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
+FAMILY_STATES = ("alert", "silent", "paused", "well")
+FAULT_NAMES = {
+    record.F_CONFIG: "config", record.F_CONFIG_FILE: "config_file", record.F_CRASH: "crash",
+    record.F_SAFE_MODE: "safe_mode", record.F_WATCHDOG: "watchdog", record.F_JOURNAL: "journal",
+    record.F_UPLINK: "uplink",
+}
+TRANSPORTS = {record.T_WIFI: "Wi-Fi", record.T_LTE: "LTE-M"}
+
+
+@dataclass
+class Card:
+    home: hh.Household
+    state: str  # alert | silent | paused | well
+    last_on: Interval | None
+    open_alerts: list[alerts.Alert]  # family alerts, newest first
+    coordinator_alerts: list[alerts.Alert]
+    pause: hh.PauseRow | None  # the pause covering now
+    names: dict[str, str] = field(default_factory=dict)  # watcher id -> name (claimers)
+
+
+def current_pause(c: Cursor, hid: str, now_ms: int) -> hh.PauseRow | None:
+    for p in hh.pauses(c, hid):
+        if p.start_ms <= now_ms < p.end_ms:
+            return p
+    return None
+
+
+def names(c: Cursor, hid: str) -> dict[str, str]:
+    """Every watcher ever in the household (removed ones too: history keeps their name)."""
+    out = {}
+    for a in alerts.list_alerts(c, hid, limit=500):
+        for wid in (a.claimed_by, a.resolved_by):
+            if wid and wid not in out:
+                try:
+                    out[wid] = hh.watcher(c, wid).name
+                except hh.NotFound:
+                    out[wid] = "?"
+    out.update({w.id: w.name for w in hh.watchers(c, hid)})
+    return out
+
+
+def household_card(c: Cursor, store: Store, home: hh.Household, now_ms: int,
+                   tl: Timeline | None = None) -> Card:
+    tl = tl if tl is not None else sweeper.timeline_of(store, home.id)
+    active = alerts.list_alerts(c, home.id, active_only=True)
+    family = [a for a in active if a.audience != "coordinator"]
+    coord = [a for a in active if a.audience == "coordinator"]
+    pause = current_pause(c, home.id, now_ms)
+    silent = any(a.rule == "bulb_silent" for a in coord)
+    state = "alert" if family else "silent" if silent else "paused" if pause else "well"
+    visible = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    return Card(home, state, visible[-1] if visible else None, family, coord, pause,
+                names(c, home.id))
+
+
+# ---------------------------------------------------------------------------------------------
+# bulb health
+
+
+@dataclass
+class BulbHealth:
+    device: str
+    household: str | None
+    last_heard_ms: int | None
+    dbm: int | None
+    transport: str | None
+    link_ok: bool | None  # the last connection attempt worked (K_LINK arg != 0)
+    visits_7d: int
+    late_7d: int
+    lost: int
+    backlog: int | None  # records stored beyond a hole in the current journal (waiting)
+    firmware: int | None
+    faults_14d: int
+    last_fault: str | None
+    settings: dict[str, Any]
+
+    @property
+    def signal_word(self) -> str:
+        if self.dbm is None:
+            return "unknown"
+        return "dbm_good" if self.dbm >= -85 else "dbm_fair" if self.dbm >= -100 else "dbm_poor"
+
+
+def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
+    dev = store.device(dev_id)
+    assert dev is not None
+    recs = store.records_for_device(dev_id)
+    link = next((r for r in reversed(recs) if r.kind == record.K_LINK), None)
+    power = next((r for r in reversed(recs) if r.kind == record.K_POWER_ON), None)
+    since14 = now_ms - 14 * hh.DAY_MS
+    faults = [r for r in recs if r.kind == record.K_FAULT and r.received_at >= since14]
+    since7 = now_ms / 1000 - 7 * 86400
+    mine = [iv for iv in tl.intervals if iv.device == dev_id and iv.start_latest >= since7
+            and iv.start_latest <= now_ms / 1000]
+    late = [iv for iv in mine if iv.reported_at - iv.start_mid > LATE_S]
+    journals = store.journals(dev_id)
+    backlog = None
+    if journals and dev.epoch is not None:
+        cur = [r.seq for r in recs if r.epoch == dev.epoch]
+        backlog = sum(1 for s in cur if dev.ack is not None and s > dev.ack)
+    return BulbHealth(
+        device=dev_id, household=dev.household, last_heard_ms=dev.last_heard_at,
+        dbm=link.aux if link is not None and link.aux != 0 else None,
+        transport=TRANSPORTS.get(link.sub) if link is not None else None,
+        link_ok=(link.arg != 0) if link is not None else None,
+        visits_7d=len(mine), late_7d=len(late), lost=sum(j.lost for j in journals),
+        backlog=backlog, firmware=power.arg if power is not None else None,
+        faults_14d=len(faults),
+        last_fault=FAULT_NAMES.get(faults[-1].sub, str(faults[-1].sub)) if faults else None,
+        settings=dict(dev.settings))
+
+
+# ---------------------------------------------------------------------------------------------
+# the pilot report
+
+
+@dataclass
+class ReportRow:
+    household: str
+    name: str
+    months: float
+    alerts: int
+    false_alerts: int
+    cleared: int
+    claim_s: list[float]
+    resolve_s: list[float]
+    delays_s: list[float]
+
+    @property
+    def per_month(self) -> float | None:
+        return self.alerts / self.months if self.months > 0 else None
+
+    @property
+    def late_share(self) -> float | None:
+        if not self.delays_s:
+            return None
+        return sum(1 for d in self.delays_s if d > LATE_S) / len(self.delays_s)
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _p90(xs: list[float]) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(0.9 * len(s)))]
+
+
+def pilot_report(c: Cursor, store: Store, now_ms: int,
+                 timelines: dict[str, Timeline] | None = None) -> list[ReportRow]:
+    rows = []
+    for home in hh.households(c):
+        tl = (timelines or {}).get(home.id) or sweeper.timeline_of(store, home.id)
+        fam = [a for a in alerts.list_alerts(c, home.id, limit=100_000)
+               if a.audience != "coordinator"]
+        months = max(0.0, (now_ms - home.created_at) / (30.44 * hh.DAY_MS))
+        delays = [max(0.0, iv.reported_at - iv.start_mid) for iv in tl.intervals
+                  if iv.start_latest <= now_ms / 1000]
+        rows.append(ReportRow(
+            household=home.id, name=home.name, months=months, alerts=len(fam),
+            false_alerts=sum(1 for a in fam if a.outcome == "false_alarm"),
+            cleared=sum(1 for a in fam if a.state == "cleared"),
+            claim_s=[(a.claimed_at - a.opened_at) / 1000 for a in fam
+                     if a.claimed_at is not None],  # resolving unclaimed also answers
+            resolve_s=[(a.resolved_at - a.opened_at) / 1000 for a in fam
+                       if a.resolved_at is not None],
+            delays_s=delays))
+    return rows
+
+
+def report_total(rows: list[ReportRow]) -> ReportRow:
+    return ReportRow("total", "", sum(r.months for r in rows), sum(r.alerts for r in rows),
+                     sum(r.false_alerts for r in rows), sum(r.cleared for r in rows),
+                     [x for r in rows for x in r.claim_s],
+                     [x for r in rows for x in r.resolve_s],
+                     [x for r in rows for x in r.delays_s])
+
+
+def summary(r: ReportRow) -> dict[str, float | None]:
+    """The figures of one row, in minutes where they are durations."""
+    def m(x: float | None) -> float | None:
+        return None if x is None else round(x / 60, 1)
+    return {"months": round(r.months, 2),
+            "alerts_per_household_month": None if r.per_month is None else round(r.per_month, 2),
+            "claim_median_min": m(_median(r.claim_s)),
+            "resolve_median_min": m(_median(r.resolve_s)),
+            "delay_median_min": m(_median(r.delays_s)), "delay_p90_min": m(_p90(r.delays_s)),
+            "late_share": None if r.late_share is None else round(r.late_share, 3)}
+
+
+CSV_COLUMNS = ("household", "name", "household_months", "alerts", "alerts_per_household_month",
+               "false_alerts", "cleared_by_themselves", "claims", "claim_median_min",
+               "resolves", "resolve_median_min", "switch_ons", "delay_median_min",
+               "delay_p90_min", "late_share")
+
+
+def report_csv(rows: list[ReportRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for r in [*rows, report_total(rows)]:
+        s = summary(r)
+        w.writerow([r.household, r.name, s["months"], r.alerts,
+                    "" if s["alerts_per_household_month"] is None
+                    else s["alerts_per_household_month"], r.false_alerts, r.cleared,
+                    len(r.claim_s), _blank(s["claim_median_min"]), len(r.resolve_s),
+                    _blank(s["resolve_median_min"]), len(r.delays_s),
+                    _blank(s["delay_median_min"]), _blank(s["delay_p90_min"]),
+                    _blank(s["late_share"])])
+    return buf.getvalue()
+
+
+def _blank(x: float | None) -> str | float:
+    return "" if x is None else x
+
+
+# ---------------------------------------------------------------------------------------------
+# writes the alert side has no function for (yet)
+
+
+def set_watcher_tier(c: Cursor, hid: str, wid: str, tier: int, now_ms: int) -> hh.Watcher:
+    """Move a watcher of household hid to tier 1, 2 or 3 (the order in which people are told).
+    households.py has no such function; this is the one place that changes a watcher's tier."""
+    w = hh.watcher(c, wid)
+    if w.household != hid or w.removed_at is not None:
+        raise hh.NotFound(f"watcher {wid!r} does not watch household {hid!r}")
+    if w.tier == 0:
+        raise ValueError("the coordinator is not in the family's order")
+    if tier not in (1, 2, 3):
+        raise ValueError(f"order {tier!r}: 1 (first), 2 or 3 (last)")
+    c.execute("UPDATE watchers SET tier = ? WHERE id = ?", (tier, wid))
+    c.execute("UPDATE households SET next_check = ? WHERE id = ?",
+              (now_ms, hid))  # re-evaluate at the next sweep
+    return hh.watcher(c, wid)
+
+
+def end_pause(c: Cursor, hid: str, pid: str, today: date, now_ms: int) -> None:
+    """End a planned absence: one not started yet is removed; an ongoing one keeps the days
+    already away (so no alert fires for them) and ends at the start of today. Built from
+    households.remove_pause and add_pause."""
+    p = next((x for x in hh.pauses(c, hid) if x.id == pid), None)
+    if p is None:
+        raise hh.NotFound(f"no pause {pid!r} in household {hid!r}")
+    first = date.fromisoformat(p.first_day)
+    hh.remove_pause(c, hid, pid, now_ms)
+    if first < today and p.start_ms <= now_ms:
+        hh.add_pause(c, now_ms, hid, first, min(date.fromisoformat(p.last_day),
+                                                today - timedelta(days=1)), p.reason)
