@@ -1,6 +1,7 @@
 """The timeline: bulbs' records -> on-intervals in wall-clock time, with bounds, never guesses."""
 
 import random
+from dataclasses import replace
 
 from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
 from sim.server.timeline import (
@@ -153,3 +154,13 @@ def test_records_other_than_alive_also_prove_the_lamp_was_lit():
     b.visit(T0 + 3600, 10)
     first, _ = build_timeline(b.records).intervals
     assert first.end_earliest == T0 + 80
+
+
+def test_reformatted_journal_restarts_boot_numbers_without_mixing_visits():
+    old = Bulb().visit(T0, 60, off=True).visit(T0 + 3600, 60, off=True)
+    new = Bulb().visit(T0 + 86400, 60, off=True)  # boot 1 again, in a new journal
+    recs = [replace(r, epoch=0xA1) for r in old.records]
+    recs += [replace(r, epoch=0x07) for r in new.records]
+    ivs = build_timeline(recs).intervals
+    assert [iv.start_latest for iv in ivs] == [T0, T0 + 3600, T0 + 86400]
+    assert all(iv.ended_by == "off" for iv in ivs)

@@ -55,6 +55,7 @@ class StoredRecord:
     aux: int = 0
     arg: int = 0
     received_at: float = 0.0  # server wall-clock (Unix s) when the batch carrying it arrived
+    epoch: int = 0  # journal identity: seq and boot restart when a bulb's journal is reformatted
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +137,17 @@ def _unwrap(records: list[StoredRecord]) -> list[float]:
 
 
 def _boots_of(records: list[StoredRecord]) -> list[_Boot]:
-    by_boot: dict[int, dict[int, StoredRecord]] = {}
-    for r in records:
-        by_boot.setdefault(r.boot, {}).setdefault(r.seq, r)  # a duplicate seq keeps the first
+    by_boot: dict[tuple[int, int], dict[int, StoredRecord]] = {}
+    first_seen: dict[int, float] = {}
+    for r in records:  # a duplicate (epoch, seq) keeps the first copy
+        by_boot.setdefault((r.epoch, r.boot), {}).setdefault(r.seq, r)
+        first_seen[r.epoch] = min(first_seen.get(r.epoch, math.inf), r.received_at)
+    # epochs are random identities: a reformatted journal's boots come after the older journal's
+    order = sorted(by_boot, key=lambda k: (first_seen[k[0]], k[0], k[1]))
     boots: list[_Boot] = []
-    for b in sorted(by_boot):
-        recs = [by_boot[b][s] for s in sorted(by_boot[b])]
-        bt = _Boot(recs[0].device, b, recs)
+    for key in order:
+        recs = [by_boot[key][s] for s in sorted(by_boot[key])]
+        bt = _Boot(recs[0].device, key[1], recs)
         bt.ups = _unwrap(recs)
         bt.last_up = bt.ups[-1]
         for r, up in zip(recs, bt.ups):
