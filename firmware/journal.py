@@ -49,6 +49,8 @@ class Journal:
         self.erases_on_append = 0
         self.skipped = 0
         self.lost = 0
+        self._busy = False  # an append or prepare() is running (an interrupt may come in)
+        self._later = None  # type: tuple | None  # the append an interrupt deferred
         self._mount()
 
     # ---- recovery -------------------------------------------------------------------------
@@ -134,7 +136,28 @@ class Journal:
 
     # ---- writing --------------------------------------------------------------------------
     def append(self, kind, sub=0, aux=0, arg=0):
-        """Record one event; returns its sequence number once it is in flash."""
+        """Record one event; returns its sequence number once it is in flash.
+
+        Called from a scheduled interrupt (the mains-sense pin) while another append or
+        prepare() is in progress, it is deferred to the end of that call and returns 0."""
+        if self._busy:
+            self._later = (kind, sub, aux, arg)
+            return 0
+        self._busy = True
+        try:
+            seq = self._append(kind, sub, aux, arg)
+        finally:
+            self._busy = False
+        self._deferred()
+        return seq
+
+    def _deferred(self):
+        if self._later is not None:
+            k = self._later
+            self._later = None
+            self.append(k[0], k[1], k[2], k[3])
+
+    def _append(self, kind, sub, aux, arg):
         seq = self.next_seq
         record.pack_into(self._rec, 0, seq, self.boot, _ticks(), kind, sub, aux, arg)
         if self._slot < _SLOTS:
@@ -177,13 +200,21 @@ class Journal:
     def prepare(self):
         """Make the sector ahead ready (erased) so the next appends never wait for an erase.
         Call from an idle task; returns True when it erased. Records a loss if it had to."""
-        if self._ready:
+        if self._ready or self._busy:
             return False
-        s = (self.head + 1) % self._n
-        if not self._sseq[s] and self._blank(s):
-            self._ready = True
+        self._busy = True
+        try:
+            s = (self.head + 1) % self._n
+            if not self._sseq[s] and self._blank(s):
+                self._ready = True
+                lost = -1
+            else:
+                lost = self._drop(s)
+        finally:
+            self._busy = False
+        self._deferred()
+        if lost < 0:
             return False
-        lost = self._drop(s)
         if lost:
             self.lost += lost
             self.append(record.K_LOSS, 0, 0, lost)

@@ -280,3 +280,35 @@ def test_flash_shim_keeps_nor_semantics_and_cuts_power_mid_program(tmp_path):
     assert got["cut"] is True
     assert got["torn"] == [0] * 4 + [0xFF] * 4  # half the bytes programmed
     assert isinstance(got["temp"], int)
+
+
+def test_off_record_from_an_interrupt_during_another_write_is_kept_too(tmp_path):
+    got = run_mpy(tmp_path, """
+        j = journal.Journal(P)
+        j.append(record.K_POWER_ON, 1)
+        fired = []
+        def irq(n, op, addr, data):  # the mains-sense interrupt lands inside a flash write
+            if not fired:
+                fired.append(j.append(record.K_OFF))
+        for i in range(3 * 169 + 50):
+            if i in (100, 2 * 169 - 2):  # the second lands in the append that opens a sector
+                fired.clear()
+                esp32.sim_set_hook(irq)
+            j.append(record.K_ALIVE)
+            esp32.sim_set_hook(None)
+            if i % 20 == 0:
+                j.prepare()
+        buf = bytearray(24 * 40)
+        kinds = []
+        after = 0
+        while True:
+            n, _ = j.read(buf, 40, after)
+            if not n:
+                break
+            kinds += [record.unpack(buf, 24 * k)[3] for k in range(n)]
+            after = record.seq_of(buf, 24 * (n - 1))
+        print(json.dumps({"kinds": kinds, "skipped": j.skipped, "next": j.next_seq}))
+    """)
+    assert got["skipped"] == 0
+    assert got["kinds"].count(3) == 2  # both OFF records (K_OFF = 3), none torn
+    assert len(got["kinds"]) == got["next"] - 1
