@@ -50,6 +50,7 @@ class Lte:
         self._attached = False
         self._data = False  # +CADATAIND seen
         self._closed = True  # +CASTATE: 0,0 seen, or never opened
+        self._opened = False  # AT+CAOPEN succeeded and AT+CACLOSE is still due
         self._pdp = False
         self.clock = None  # (unix seconds, ticks_ms) from AT+CCLK?, when the network gave one
 
@@ -214,6 +215,7 @@ class Lte:
         if not line or not line.endswith(b",0"):
             self._closed = True
             raise AtError("open: " + (line or b"no result").decode())
+        self._opened = True
 
     async def send(self, buf):
         mv = memoryview(buf)
@@ -250,40 +252,43 @@ class Lte:
     async def _carecv(self, buf, deadline):
         k = min(len(buf), _RECV)
         await self._write(b"AT+CARECV=0," + str(k).encode() + b"\r")
-        while True:  # +CARECV: <len>,<data> -- data is binary: take it by length
-            line_end = bytes(self._mv[: self._n]).find(b"+CARECV: ")
-            if line_end >= 0:
-                comma = -1
-                j = line_end + 9
+        while True:  # lines before the answer are URCs; then +CARECV: <len>,<data by length>
+            i = 0
+            while i < self._n and self._rx[i] in (13, 10):
+                i += 1
+            if i:
+                self._take(i)
+            if self._n >= 9 and bytes(self._mv[:9]) == b"+CARECV: ":
+                j = 9
                 while j < self._n and self._rx[j] not in (44, 13):  # ',' or CR
                     j += 1
                 if j < self._n:
-                    comma = j
-            if line_end >= 0 and comma >= 0:
-                n = int(bytes(self._mv[line_end + 9 : comma]))
-                start = comma + 1 if n else comma
-                while self._n < start + n:
-                    await self._fill(deadline)
-                buf[:n] = self._mv[start : start + n]
-                self._take(start + n)
-                await self._result(None, deadline)
-                if n == len(buf) or n == k:
-                    self._data = True  # there may be more waiting
-                return n
-            if self._n:
+                    n = int(bytes(self._mv[9:j]))
+                    start = j + 1 if n else j
+                    while self._n < start + n:
+                        await self._fill(deadline)
+                    buf[:n] = self._mv[start : start + n]
+                    self._take(start + n)
+                    await self._result(None, deadline)
+                    if n == k:
+                        self._data = True  # there may be more waiting
+                    return n
+            elif self._n >= 9 or (self._n and self._rx[0] != 43):  # a whole other line?
                 i = bytes(self._mv[: self._n]).find(b"\n")
-                head = bytes(self._mv[: max(i, 0)]).strip()
-                if i >= 0 and not head.startswith(b"+CARECV"):
+                if i >= 0:
+                    head = bytes(self._mv[:i]).strip()
                     self._take(i + 1)
                     if head == b"ERROR" or head.startswith(b"+CME ERROR"):
                         raise AtError("recv: " + head.decode())
-                    if head:
-                        self._urc(head)
+                    self._urc(head)
                     continue
             await self._fill(deadline)
 
     async def close(self):
-        if not self._closed:
+        """Release the connection (also after the server closed it: the modem keeps the
+        context until AT+CACLOSE)."""
+        if self._opened:
+            self._opened = False
             self._closed = True
             try:
                 await self.cmd(b"AT+CACLOSE=0")
