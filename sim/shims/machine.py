@@ -169,13 +169,14 @@ class UART:
             self._s.close()
             self._s = None
 
-    def _pull(self, wait_ms):
-        """Move what the peer sent into the rx buffer, waiting up to wait_ms bulb ms."""
+    def _pull(self, wait_ms, more=False):
+        """Move what the peer sent into the rx buffer, waiting up to wait_ms bulb ms for it
+        when the buffer is empty (or when `more` is needed)."""
         if self._s is None:
             if wait_ms > 0:
                 _sim.wait(wait_ms)
             return
-        if wait_ms > 0 and not self._rx:
+        if wait_ms > 0 and (more or not self._rx):
             p = _sim._rs.poll()
             p.register(self._s, 1)
             _sim.wait(wait_ms, p)
@@ -197,7 +198,7 @@ class UART:
         if n is not None and n >= 0:
             while len(self._rx) < n and self._timeout > 0:
                 had = len(self._rx)
-                self._pull(self._timeout)
+                self._pull(self._timeout, True)
                 if len(self._rx) == had:
                     break
         if not self._rx:
@@ -218,7 +219,7 @@ class UART:
         self._pull(0)
         while b"\n" not in self._rx and self._timeout > 0:
             had = len(self._rx)
-            self._pull(self._timeout)
+            self._pull(self._timeout, True)
             if len(self._rx) == had:
                 break
         if not self._rx:
