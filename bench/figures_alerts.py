@@ -29,7 +29,7 @@ from sim.server.rules import Pause, Settings, evaluate, replay
 from sim.server.timeline import build_timeline
 
 # (label, rule, settings overrides): the fixed rule also at shorter N, to compare at equal delay
-VARIANTS = (
+VARIANTS: tuple[tuple[str, str, dict], ...] = (
     ("fixed 24 h", "no_activity", {}),
     ("fixed 20 h", "no_activity", {"no_activity_h": 20.0}),
     ("fixed 18 h", "no_activity", {"no_activity_h": 18.0}),

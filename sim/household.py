@@ -248,7 +248,7 @@ def bulb_records(
     """
     rng = random.Random(seed)
     out: list[StoredRecord] = []
-    unsent: list[tuple] = []
+    unsent: list[tuple[int, int, int, int, int, int, int]] = []
     seq, boot = first_seq, first_boot
     for v in visits:
         t_on = unix(v.on)
@@ -265,7 +265,7 @@ def bulb_records(
             rows.append((u, K_ALIVE, 0, 0, 0))
         if dying_gasp:
             rows.append((length, K_OFF, 0, 0, 0))
-        mine = []
+        mine: list[tuple[int, int, int, int, int, int, int]] = []
         for up, kind, sub, aux, arg in rows:
             mine.append((seq, boot, int(up * 1000), kind, sub, aux, arg))
             seq += 1

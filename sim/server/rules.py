@@ -230,9 +230,11 @@ def _daily_window(ivs, settings, now, clock, pause) -> Decision:
         ev = (f"light switched on {_when(last, clock, now)}" if last else "no switch-on yet")
         return Decision(rule, CLEAR, t0, ev, nxt_end - clock.off, at=t0,
                         detail={"window": label})
+    last_what = (f"last light switched on {_when(last, clock, now)}" if last
+                 else "no switch-on recorded yet")
     return Decision(rule, OPEN, e_u,
                     f"no switch-on in the window from {clock.hhmm(s_u, now)} ({label}); "
-                    f"last light switched on {_when(last, clock, now)}",
+                    f"{last_what}",
                     None, at=t0, detail={"window": label})
 
 
