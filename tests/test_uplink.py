@@ -73,35 +73,45 @@ def test_settings_from_the_server_are_checked_and_kept(rig: Rig) -> None:
 
 
 class _Canned:
-    """A one-shot HTTP listener that keeps the raw request and answers a canned JSON."""
+    """An HTTP listener that keeps the raw requests and answers each with a canned JSON."""
 
-    def __init__(self, answer: dict) -> None:
+    def __init__(self, answer: dict, status: str = "200 OK") -> None:
         import json
         import socket
         import threading
 
-        self.raw = b""
+        self.raw = b""  # the first request
+        self.requests = 0
         self._ls = socket.socket()
         self._ls.bind(("127.0.0.1", 0))
-        self._ls.listen(1)
+        self._ls.listen(4)
         self.port = self._ls.getsockname()[1]
         body = json.dumps(answer).encode()
-        self._answer = (b"HTTP/1.1 200 OK\r\ncontent-length: " + str(len(body)).encode()
-                        + b"\r\ncontent-type: application/json\r\n\r\n" + body)
+        self._answer = (f"HTTP/1.1 {status}\r\ncontent-length: {len(body)}\r\n".encode()
+                        + b"content-type: application/json\r\nconnection: close\r\n\r\n" + body)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        c, _ = self._ls.accept()
-        c.settimeout(5)
-        while b"\r\n\r\n" not in self.raw:
-            self.raw += c.recv(4096)
-        head, _, body = self.raw.partition(b"\r\n\r\n")
-        n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-        while len(body) < n:
-            body += c.recv(4096)
-        self.raw = head + b"\r\n\r\n" + body
-        c.sendall(self._answer)
-        c.close()
+        while True:
+            try:
+                c, _ = self._ls.accept()
+            except OSError:
+                return
+            c.settimeout(5)
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += c.recv(4096)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < n:
+                body += c.recv(4096)
+            if not self.requests:
+                self.raw = head + b"\r\n\r\n" + body
+            self.requests += 1
+            c.sendall(self._answer)
+            c.close()
+
+    def close(self) -> None:
         self._ls.close()
 
 
@@ -111,6 +121,7 @@ def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> Non
     canned = _Canned({"ack": 0, "time_ms": 1_767_571_200_000})
     b = rig.bulb(site=rig.site(url=f"http://127.0.0.1:{canned.port}"))
     b.power_on(stop_at_s=3)
+    canned.close()
     head, _, body = canned.raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0] == "POST /v1/batches?sv=0 HTTP/1.1"
@@ -165,3 +176,18 @@ def test_https_server_is_reached_only_with_its_ca_certificate(tmp_path: Path) ->
         assert len(kinds(stored, record.K_POWER_ON)) == 1
     finally:
         rig.stop()
+
+
+def test_server_shedding_load_is_obeyed_for_as_long_as_it_asks(rig: Rig) -> None:
+    busy = _Canned({"error": "busy", "detail": "try later", "retry_s": 600},
+                   "503 Service Unavailable")
+    try:
+        b = rig.bulb(site=rig.site(url=f"http://127.0.0.1:{busy.port}"))
+        b.power_on(stop_at_s=3600)  # an hour lit while the server sheds load
+        # 600 s asked: each wait is 600..1200 s, so at most 6 requests in the hour, not a storm
+        assert 3 <= busy.requests <= 6
+        recs, acked = journal_of(b)
+        assert acked == 0
+        assert not [r for r in recs if r[3] == record.K_FAULT], "busy is not a fault"
+    finally:
+        busy.close()
