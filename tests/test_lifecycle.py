@@ -342,7 +342,7 @@ FIELDS = st.sampled_from(["id", "name", "tz", "settings", "role", "lang", "email
 
 def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(tmp_path, monkeypatch):
     world = World(tmp_path, monkeypatch)
-    world.household()
+    wid = world.household()["Aiko"]
     paths = ["/households", "/households/home-1/watchers", "/households/home-1/pauses",
              "/households/home-1/bulbs", "/alerts/a-x/claim", "/alerts/a-x/resolve"]
 
@@ -353,9 +353,30 @@ def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(tmp_path,
         r = world.http.post("/api/v1" + path, headers=world.auth, json=body)
         assert r.status_code < 500, (path, body, r.text)
         assert set(r.json()) >= ({"error", "detail"} if r.status_code >= 400 else set())
-        r = world.http.patch("/api/v1/households/home-1/settings", headers=world.auth,
-                             json=body)
-        assert r.status_code < 500, (body, r.text)
+        for patch in ("/households/home-1/settings", f"/watchers/{wid}"):
+            r = world.http.patch("/api/v1" + patch, headers=world.auth, json=body)
+            assert r.status_code < 500, (patch, body, r.text)
 
     post()
     world.http.close()
+
+
+def test_changing_a_watchers_address_sends_a_test_message_there_and_alerts_follow(w):
+    ws = w.household()
+    got = w.api("PATCH", f"/watchers/{ws['Aiko']}", json={"email": "aiko@new.example.org",
+                                                          "lang": "ja"})
+    assert got["test_message"] and got["email"] == "aiko@new.example.org"
+    (mail,) = [o for o in w.outbox("invite") if o.watcher == ws["Aiko"] and o.channel == "email"]
+    assert mail.payload["to"] == "aiko@new.example.org" and "テスト" in mail.subject
+    got = w.api("PATCH", f"/watchers/{ws['Aiko']}", json={"name": "Aiko Sato"})
+    assert not got["test_message"]
+    for bad, want in (({"email": "nope"}, "name@example.org"), ({"tier": "x"}, "tier"),
+                      ({"key": 1}, "cannot change key"), ({"console": False, "email": None},
+                                                          "at least one channel")):
+        r = w.http.patch(f"/api/v1/watchers/{ws['Aiko']}", headers=w.auth, json=bad)
+        assert r.status_code == 400 and want in r.json()["detail"], r.text
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    alert = next(o for o in w.outbox("alert") if o.watcher == ws["Aiko"] and o.channel == "email")
+    assert alert.payload["to"] == "aiko@new.example.org" and "Aiko Sato" in alert.body

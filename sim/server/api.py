@@ -178,6 +178,15 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: (hh.household(c, hid),
                                           [w.public() for w in hh.watchers(c, hid)])[1])
 
+    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message)")
+    async def update_watcher(wid: str, changes: dict[str, Any]) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            w, moved = hh.update_watcher(c, wid, changes)
+            if moved:
+                notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+            return {**w.public(), "test_message": moved}
+        return await call(do)
+
     @r.delete("/watchers/{wid}", status_code=204, summary="Remove a watcher")
     async def remove_watcher(wid: str) -> None:
         await call(lambda c, now: hh.remove_watcher(c, wid, now))

@@ -354,6 +354,18 @@ def add_watcher(c: Cursor, now_ms: int, hid: str, name: str, role: str = "family
                 lang: str = "ja", email: str | None = None, webhook_url: str | None = None,
                 console: bool = False, tier: int | None = None) -> Watcher:
     household(c, hid)
+    t = _check_watcher(name, role, lang, email, webhook_url, console, tier)
+    wid = new_id("w")
+    secret = secrets.token_hex(32) if webhook_url else None
+    c.execute(f"INSERT INTO watchers ({_W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+              (wid, hid, name.strip(), role, t, lang, email, webhook_url, secret,
+               1 if console else 0, now_ms))
+    return watcher(c, wid)
+
+
+def _check_watcher(name: str, role: str, lang: str, email: str | None, webhook_url: str | None,
+                   console: bool, tier: int | None) -> int:
+    """The watcher's tier; ValueError saying what to write instead otherwise."""
     if not name.strip():
         raise ValueError("a watcher needs a name (shown to the others: 'Aiko is going to check')")
     if role not in ROLES:
@@ -369,12 +381,43 @@ def add_watcher(c: Cursor, now_ms: int, hid: str, name: str, role: str = "family
     t = ROLES[role] if tier is None else tier
     if not 0 <= t <= 3:
         raise ValueError(f"tier {t}: 0 coordinator, 1 family, 2 neighbours, 3 visit service")
-    wid = new_id("w")
-    secret = secrets.token_hex(32) if webhook_url else None
-    c.execute(f"INSERT INTO watchers ({_W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-              (wid, hid, name.strip(), role, t, lang, email, webhook_url, secret,
-               1 if console else 0, now_ms))
-    return watcher(c, wid)
+    return t
+
+
+_CHANGEABLE = ("name", "role", "lang", "email", "webhook_url", "console", "tier")
+
+
+def update_watcher(c: Cursor, wid: str, changes: dict[str, Any]) -> tuple[Watcher, bool]:
+    """Change a watcher; (the watcher, whether a channel address changed: send a new test
+    message so the first alert at the new address is no surprise)."""
+    w = watcher(c, wid)
+    bad = sorted(set(changes) - set(_CHANGEABLE))
+    if bad:
+        raise ValueError(f"cannot change {', '.join(bad)}; changeable: {', '.join(_CHANGEABLE)}")
+    new = {k: getattr(w, k) for k in _CHANGEABLE} | changes
+    if "role" in changes and "tier" not in changes:
+        new["tier"] = None
+    for k, typ in (("name", str), ("role", str), ("lang", str), ("console", bool)):
+        if not isinstance(new[k], typ):
+            raise ValueError(f"{k} must be a {typ.__name__} (got {new[k]!r})")  # noqa: TRY004
+    for k in ("email", "webhook_url"):
+        if new[k] is not None and not isinstance(new[k], str):
+            raise ValueError(f"{k} must be text or null (got {new[k]!r})")
+    if new["tier"] is not None and (isinstance(new["tier"], bool)
+                                    or not isinstance(new["tier"], int)):
+        raise ValueError(f"tier must be 0, 1, 2 or 3 (got {new['tier']!r})")
+    tier = _check_watcher(new["name"], new["role"], new["lang"], new["email"],
+                          new["webhook_url"], new["console"], new["tier"])
+    secret = w.webhook_secret
+    if new["webhook_url"] and new["webhook_url"] != w.webhook_url:
+        secret = secret or secrets.token_hex(32)
+    c.execute("UPDATE watchers SET name = ?, role = ?, tier = ?, lang = ?, email = ?, "
+              "webhook_url = ?, webhook_secret = ?, console = ? WHERE id = ?",
+              (new["name"].strip(), new["role"], tier, new["lang"], new["email"],
+               new["webhook_url"], secret, 1 if new["console"] else 0, wid))
+    moved = (new["email"], new["webhook_url"], bool(new["console"])) != (
+        w.email, w.webhook_url, w.console) and bool(new["email"] or new["webhook_url"])
+    return watcher(c, wid), moved
 
 
 def watcher(c: Cursor, wid: str) -> Watcher:
