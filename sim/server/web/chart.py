@@ -83,18 +83,18 @@ def activity_svg(intervals: Iterable[Interval], tz: str, now: float, lang: str =
     height = TOP + days * (ROW + GAP) + 4
     hx = PW / 24.0
     out: list[str] = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" '
-        f'class="chart" role="img" aria-labelledby="chart-title chart-desc" '
-        f'font-family="sans-serif" font-size="{FONT}">',
+        (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" '
+         f'class="chart" role="img" aria-labelledby="chart-title chart-desc" '
+         f'font-family="sans-serif" font-size="{FONT}">'),
         f'<title id="chart-title">{escape(tr("activity"))}</title>',
         f'<desc id="chart-desc">{escape(tr("activity_help"))}</desc>',
         "<defs>",
-        f'<pattern id="hatch" patternUnits="userSpaceOnUse" width="6" height="6" '
-        f'patternTransform="rotate(45)"><rect width="6" height="6" fill="{HATCH_BG}"/>'
-        f'<rect width="2.5" height="6" fill="{HATCH_FG}"/></pattern>',
-        '<pattern id="paused" patternUnits="userSpaceOnUse" width="8" height="8">'
-        '<rect width="8" height="8" fill="#e4e4e4"/><circle cx="4" cy="4" r="1.4" '
-        'fill="#666"/></pattern>',
+        (f'<pattern id="hatch" patternUnits="userSpaceOnUse" width="6" height="6" '
+         f'patternTransform="rotate(45)"><rect width="6" height="6" fill="{HATCH_BG}"/>'
+         f'<rect width="2.5" height="6" fill="{HATCH_FG}"/></pattern>'),
+        ('<pattern id="paused" patternUnits="userSpaceOnUse" width="8" height="8">'
+         '<rect width="8" height="8" fill="#e4e4e4"/><circle cx="4" cy="4" r="1.4" '
+         'fill="#666"/></pattern>'),
         "</defs>",
     ]
     for h in range(0, 25, 3):  # hour grid and labels
@@ -165,10 +165,11 @@ def legend_svg(kind: str) -> str:
     """A small swatch for the HTML legend: on, uncertain, paused, alert."""
     body = {
         "on": f'<rect x="1" y="4" width="30" height="14" fill="{SOLID}"/>',
-        "uncertain": '<rect x="1" y="6" width="30" height="10" fill="url(#hatch-l)" '
-                     f'stroke="{HATCH_FG}"/>',
+        "uncertain": ('<rect x="1" y="6" width="30" height="10" fill="url(#hatch-l)" '
+                      f'stroke="{HATCH_FG}"/>'),
         "paused": '<rect x="1" y="4" width="30" height="14" fill="url(#paused-l)"/>',
-        "alert": '<path d="M9,20 L23,20 L16,4 Z" fill="#fff" stroke="#000" stroke-width="2"/>',
+        "alert": ('<path d="M9,20 L23,20 L16,4 Z" fill="#fff" stroke="#000" '
+                  'stroke-width="2"/>'),
     }[kind]
     defs = ('<defs><pattern id="hatch-l" patternUnits="userSpaceOnUse" width="6" height="6" '
             f'patternTransform="rotate(45)"><rect width="6" height="6" fill="{HATCH_BG}"/>'

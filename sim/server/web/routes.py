@@ -320,7 +320,7 @@ def router(web: Web) -> APIRouter:
         return await run_in_threadpool(page(go), request)
 
     @r.get("/lang")
-    def lang(request: Request, to: str = "ja", next: str = "/") -> Response:  # noqa: A002
+    def lang(request: Request, to: str = "ja", next: str = "/") -> Response:
         def go(p: Page) -> Response:
             resp = p.redirect(_local_path(next))
             resp.set_cookie(LANG_COOKIE, i18n.pick(to), max_age=365 * 86400, path="/",
@@ -384,6 +384,8 @@ def router(web: Web) -> APIRouter:
             with web.db.tx() as c:
                 home, me = p.household(c, hid)
                 history = alerts.list_alerts(c, hid, limit=50)
+                if me is not None:
+                    history = [a for a in history if a.audience != "coordinator"]
             tl = sweeper.timeline_of(web.store, hid)
             svg = _chart(web, p, home, tl, history)
             return p.finish(Response(svg, media_type="image/svg+xml"))

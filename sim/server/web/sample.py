@@ -108,9 +108,10 @@ def build(db_path: str | Path, now: datetime = NOW) -> Sample:
              ("suzuki", "鈴木 タロウさん宅", {"activity_rule": "fixed", "no_activity_h": 12}),
              ("tanaka", "田中 ヨシさん宅", {"activity_rule": "fixed"}),
              ("yamada", "山田 キクさん宅", {"activity_rule": "fixed"})]
-    for hid, name, st in homes:
-        tx(lambda c: hh.add_household(c, created, hid, name, TZ, st))
-        out.households.append(hid)
+    with store.db.tx() as c:
+        for hid, name, st in homes:
+            hh.add_household(c, created, hid, name, TZ, st)
+            out.households.append(hid)
     people = [("sato", "Aiko", "family", "en", "aiko@example.org"),
               ("sato", "Ken", "family", "ja", "ken@example.org"),
               ("sato", "Nao", "neighbour", "ja", "nao@example.org"),
@@ -120,9 +121,9 @@ def build(db_path: str | Path, now: datetime = NOW) -> Sample:
               ("yamada", "Emi", "family", "ja", "emi@example.org"),
               ("yamada", "Welfare office", "commissioner", "ja", "office@example.org")]
     ids: dict[tuple[str, str], str] = {}
-    for hid, name, role, lang, email in people:
-        w = tx(lambda c: hh.add_watcher(c, created, hid, name, role, lang, email))
-        ids[(hid, name)] = w.id
+    with store.db.tx() as c:
+        for hid, name, role, lang, email in people:
+            ids[(hid, name)] = hh.add_watcher(c, created, hid, name, role, lang, email).id
     out.watchers = {n: i for (h, n), i in ids.items() if h == "sato"}
     out.watchers["Mika"] = ids[("suzuki", "Mika")]
     out.watchers["Jiro"] = ids[("tanaka", "Jiro")]

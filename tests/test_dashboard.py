@@ -1,0 +1,480 @@
+"""The dashboard over HTTP (in-process app, fixed clock): who may see and do what, sign-in links,
+CSRF, the rate limit, the actions going through the alert lifecycle, the chart and the report.
+
+The database is the sample pilot (sim/server/web/sample.py), built once and copied per test.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sim.server import alerts, notify
+from sim.server import households as hh
+from sim.server.app import create_app
+from sim.server.timeline import Interval
+from sim.server.web import auth, chart, sample, views
+
+NOW = sample.NOW.timestamp()
+NOW_MS = int(NOW * 1000)
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pilot") / "pilot.db"
+    sample.build(path)
+    return path
+
+
+class Site:
+    def __init__(self, db: Path):
+        self.app = create_app(db, clock=lambda: self.now)
+        self.now = NOW
+        self.db = self.app.state.store.db
+        with self.db.tx() as c:
+            self.w = {(w.household, w.name): w.id for h in hh.households(c)
+                      for w in hh.watchers(c, h.id, max_tier=3, min_tier=0)}
+            self.alert = next(a.id for a in alerts.list_alerts(c, "sato", active_only=True)
+                              if a.audience == "family")
+
+    def client(self, base_url: str = "http://testserver") -> TestClient:
+        return TestClient(self.app, base_url=base_url, raise_server_exceptions=False)
+
+    def link(self, role: str, subject: str, valid_ms: int = 3_600_000) -> str:
+        with self.db.tx() as c:
+            return auth.make_link(c, role, subject, int(self.now * 1000), valid_ms)
+
+    def sign_in(self, who: str | None, household: str = "sato") -> TestClient:
+        """A client signed in as a watcher (name), the coordinator (None)."""
+        cl = self.client()
+        token = (self.link(auth.COORDINATOR, "office") if who is None
+                 else self.link(auth.WATCHER, self.w[(household, who)]))
+        r = cl.post(f"/in/{token}", data={"csrf": csrf(cl, f"/in/{token}")},
+                    follow_redirects=False)
+        assert r.status_code == 303, r.text
+        return cl
+
+    def get_alert(self, aid: str) -> alerts.Alert:
+        with self.db.tx() as c:
+            return alerts.get(c, aid)
+
+
+def csrf(cl: TestClient, path: str = "/signin") -> str:
+    r = cl.get(path)
+    m = re.search(r'name="csrf" value="([^"]+)"', r.text)
+    assert m, r.text[:500]
+    return m.group(1)
+
+
+@pytest.fixture
+def site(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")
+    db = tmp_path / "pilot.db"
+    shutil.copy(template_db, db)
+    return Site(db)
+
+
+PAGES = ["/home", "/h/sato", "/h/sato/chart.svg", "/coordinator", "/coordinator/report.csv"]
+
+
+def actions(site: Site) -> list[tuple[str, dict[str, str]]]:
+    a = site.alert
+    return [(f"/h/sato/alerts/{a}/claim", {}),
+            (f"/h/sato/alerts/{a}/resolve", {"outcome": "fine"}),
+            ("/h/sato/pauses", {"first": "2026-03-16", "last": "2026-03-17"}),
+            ("/h/sato/settings", {"no_activity_h": "30"}),
+            ("/h/sato/bulbs/sato-toilet/brightness", {"brightness": "60"}),
+            (f"/h/sato/watchers/{site.w[('sato', 'Nao')]}/order", {"tier": "1"}),
+            ("/coordinator/invite", {"watcher": site.w[("sato", "Ken")]})]
+
+
+# ---------------------------------------------------------------------------------------------
+# who may see and do what
+
+
+def test_anonymous_visitors_are_sent_to_sign_in_and_cannot_act(site: Site) -> None:
+    cl = site.client()
+    for path in PAGES:
+        r = cl.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/signin", path
+    token = csrf(cl)  # even with a valid anonymous CSRF token
+    for path, form in actions(site):
+        r = cl.post(path, data={**form, "csrf": token}, follow_redirects=False)
+        assert r.status_code == 401, path
+    assert site.get_alert(site.alert).state == "open"
+
+
+def test_a_watcher_sees_only_the_households_they_watch(site: Site) -> None:
+    jiro = site.sign_in("Jiro", "tanaka")
+    home = jiro.get("/home")
+    assert home.status_code == 200
+    assert 'data-household="tanaka"' in home.text and 'data-household="sato"' not in home.text
+    for path in ["/h/sato", "/h/sato/chart.svg", "/h/suzuki", "/h/no-such-home",
+                 "/coordinator", "/coordinator/report.csv"]:
+        assert jiro.get(path).status_code == 403, path
+    token = csrf(jiro, "/home")
+    for path, form in actions(site):
+        r = jiro.post(path, data={**form, "csrf": token}, follow_redirects=False)
+        assert r.status_code == 403, path
+    assert site.get_alert(site.alert).state == "open"
+    with site.db.tx() as c:
+        assert hh.pauses(c, "sato") == []
+
+
+def test_a_person_with_one_address_sees_both_households_they_watch(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    r = aiko.get("/home")
+    assert 'data-household="sato"' in r.text and 'data-household="suzuki"' in r.text
+    assert aiko.get("/h/suzuki").status_code == 200
+    assert aiko.get("/h/tanaka").status_code == 403
+
+
+def test_forms_without_the_session_csrf_token_are_refused(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    other = csrf(site.client())  # a token from another (anonymous) session
+    for path, form in actions(site)[:-1]:
+        assert aiko.post(path, data=form, follow_redirects=False).status_code == 403, path
+        r = aiko.post(path, data={**form, "csrf": other}, follow_redirects=False)
+        assert r.status_code == 403, path
+    assert site.get_alert(site.alert).state == "open"
+    coord = site.sign_in(None)
+    r = coord.post("/coordinator/invite", data={"watcher": site.w[("sato", "Ken")]})
+    assert r.status_code == 403
+
+
+def test_a_forged_or_expired_session_cookie_counts_as_signed_out(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    value = aiko.cookies.get(auth.COOKIE)
+    body, mac = value.split(".")
+    forged = auth._b64(auth._unb64(body).replace(b'"watcher"', b'"coordinator"'))
+    cl = site.client()
+    cl.cookies.set(auth.COOKIE, f"{forged}.{mac}")
+    assert cl.get("/coordinator", follow_redirects=False).status_code == 303
+    site.now += (auth.SESSION_DAYS + 1) * 86400
+    assert aiko.get("/home", follow_redirects=False).status_code == 303
+
+
+def test_the_coordinator_reads_households_but_does_not_claim_for_the_family(site: Site) -> None:
+    coord = site.sign_in(None)
+    assert coord.get("/coordinator").status_code == 200
+    page = coord.get("/h/sato")
+    assert page.status_code == 200 and 'name="claim"' not in page.text
+    r = coord.post(f"/h/sato/alerts/{site.alert}/claim", data={"csrf": csrf(coord, "/h/sato")},
+                   follow_redirects=False)
+    assert r.status_code == 403
+    assert coord.get("/h/no-such-home").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# sign-in
+
+
+def test_an_invitation_link_signs_in_once_and_a_mail_scanner_spends_nothing(site: Site) -> None:
+    token = site.link(auth.WATCHER, site.w[("sato", "Ken")], auth.INVITE_DAYS * 86_400_000)
+    scanner = site.client()
+    assert scanner.get(f"/in/{token}").status_code == 200  # the confirm page only
+    assert scanner.get(f"/in/{token}").status_code == 200
+    cl = site.client()
+    r = cl.post(f"/in/{token}", data={"csrf": csrf(cl, f"/in/{token}")},
+                follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/home"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie
+    assert cl.get("/h/sato").status_code == 200
+    again = site.client()
+    r = again.post(f"/in/{token}", data={"csrf": csrf(again)}, follow_redirects=False)
+    assert r.status_code == 404 and ("使われました" in r.text or "used" in r.text)
+
+
+def test_a_sign_in_link_needs_the_csrf_token_and_expires(site: Site) -> None:
+    token = site.link(auth.WATCHER, site.w[("sato", "Ken")], 60_000)
+    cl = site.client()
+    assert cl.post(f"/in/{token}", data={}, follow_redirects=False).status_code == 403
+    site.now += 120
+    r = cl.post(f"/in/{token}", data={"csrf": csrf(cl)}, follow_redirects=False)
+    assert r.status_code == 404 and "期限切れ" in r.text
+    assert cl.get("/in/in_nonsense").status_code == 404
+
+
+def test_session_cookie_is_secure_over_https(site: Site) -> None:
+    token = site.link(auth.WATCHER, site.w[("sato", "Ken")])
+    cl = site.client("https://testserver")
+    r = cl.post(f"/in/{token}", data={"csrf": csrf(cl, f"/in/{token}")},
+                follow_redirects=False)
+    assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+
+
+def test_asking_for_a_link_by_email_sends_one_and_is_rate_limited(site: Site) -> None:
+    cl = site.client()
+    token = csrf(cl)
+    known = cl.post("/signin", data={"csrf": token, "email": "Ken@Example.org"})
+    unknown = cl.post("/signin", data={"csrf": token, "email": "stranger@example.org"})
+    assert known.status_code == unknown.status_code == 200
+    assert "登録されているアドレスなら" in known.text and "登録されているアドレスなら" in unknown.text
+    sent = [o for o in notify.outbox(site.db) if o.kind == "signin"]
+    assert [o.payload["to"] for o in sent] == ["ken@example.org"]
+    link = re.search(r"/in/(\S+)", sent[0].body)
+    assert link
+    ken = site.client()
+    r = ken.post(f"/in/{link.group(1)}", data={"csrf": csrf(ken)}, follow_redirects=False)
+    assert r.status_code == 303
+    for _ in range(2):
+        assert cl.post("/signin", data={"csrf": token, "email": "ken@example.org"}
+                       ).status_code == 200
+    r = cl.post("/signin", data={"csrf": token, "email": "ken@example.org"})
+    assert r.status_code == 429
+    assert len([o for o in notify.outbox(site.db) if o.kind == "signin"]) == 3
+    assert cl.post("/signin", data={"email": "ken@example.org"}).status_code == 403
+
+
+def test_sign_in_requests_from_one_address_are_limited() -> None:
+    limit = auth.RateLimit(3, 60)
+    assert [limit.allow("1.2.3.4", t) for t in (0, 1, 2, 3)] == [True, True, True, False]
+    assert limit.allow("5.6.7.8", 3)
+    assert limit.allow("1.2.3.4", 61)
+
+
+# ---------------------------------------------------------------------------------------------
+# actions go through the alert lifecycle
+
+
+def test_claim_shows_who_is_going_to_everyone_and_a_second_claim_is_refused(site: Site) -> None:
+    aiko, ken = site.sign_in("Aiko"), site.sign_in("Ken")
+    r = aiko.post(f"/h/sato/alerts/{site.alert}/claim",
+                  data={"csrf": csrf(aiko, "/home"), "next": "/home"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/home")
+    a = site.get_alert(site.alert)
+    assert a.state == "claimed" and a.claimed_by == site.w[("sato", "Aiko")]
+    page = ken.get("/h/sato").text
+    assert "Aiko さんが確認に行きます" in page
+    told = {o.watcher for o in notify.outbox(site.db, alert=site.alert) if o.kind == "claimed"}
+    assert site.w[("sato", "Ken")] in told and site.w[("sato", "Aiko")] not in told
+    assert told <= {w for (h, _), w in site.w.items() if h == "sato"}
+    r = ken.post(f"/h/sato/alerts/{site.alert}/claim", data={"csrf": csrf(ken, "/h/sato")})
+    assert r.status_code == 409 and "Aiko" in r.text
+
+
+def test_resolving_records_the_outcome_and_a_false_alarm_needs_a_reason(site: Site) -> None:
+    ken = site.sign_in("Ken")
+    token = csrf(ken, "/h/sato")
+    url = f"/h/sato/alerts/{site.alert}/resolve"
+    r = ken.post(url, data={"csrf": token, "outcome": "false_alarm", "note": " "})
+    assert r.status_code == 400 and "note" in r.text
+    assert ken.post(url, data={"csrf": token, "outcome": "maybe"}).status_code == 400
+    r = ken.post(url, data={"csrf": token, "outcome": "false_alarm",
+                            "note": "bulb in the spare room"}, follow_redirects=False)
+    assert r.status_code == 303
+    a = site.get_alert(site.alert)
+    assert (a.state, a.outcome, a.note) == ("resolved", "false_alarm", "bulb in the spare room")
+    page = ken.get("/h/sato").text
+    assert "Ken さんが記録：誤報でした" in page
+    assert ken.post(url, data={"csrf": token, "outcome": "fine"}).status_code == 409
+
+
+def test_an_alert_of_another_household_cannot_be_acted_on_through_this_one(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    r = aiko.post(f"/h/suzuki/alerts/{site.alert}/claim", data={"csrf": csrf(aiko, "/home")})
+    assert r.status_code == 404
+    r = aiko.post("/h/sato/alerts/a-nothing/claim", data={"csrf": csrf(aiko, "/home")})
+    assert r.status_code == 404
+    assert site.get_alert(site.alert).state == "open"
+
+
+def test_a_pause_is_added_and_ending_it_keeps_the_days_already_away(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    token = csrf(aiko, "/h/sato")
+    r = aiko.post("/h/sato/pauses", data={"csrf": token, "first": "2026-03-14",
+                                          "last": "2026-03-20", "reason": "travel"},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    with site.db.tx() as c:
+        (p,) = hh.pauses(c, "sato")
+    assert "Paused now" in aiko.get("/h/sato").text  # Aiko reads English
+    r = aiko.post(f"/h/sato/pauses/{p.id}/end", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303
+    with site.db.tx() as c:
+        (q,) = hh.pauses(c, "sato")
+    assert (q.first_day, q.last_day, q.reason) == ("2026-03-14", "2026-03-15", "travel")
+    r = aiko.post("/h/sato/pauses", data={"csrf": token, "first": "2026-03-20",
+                                          "last": "2026-03-18"})
+    assert r.status_code == 400 and "swap" in r.text
+    r = aiko.post("/h/sato/pauses", data={"csrf": token, "first": "next week", "last": ""})
+    assert r.status_code == 400
+
+
+def test_settings_brightness_and_order_are_changed_and_checked(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    token = csrf(aiko, "/h/sato")
+    r = aiko.post("/h/sato/settings", data={"csrf": token, "activity_rule": "learned",
+                                            "no_activity_h": "30", "escalate_1": "2",
+                                            "escalate_2": "4"}, follow_redirects=False)
+    assert r.status_code == 303
+    with site.db.tx() as c:
+        s = hh.household(c, "sato").settings
+    assert (s.activity_rule, s.no_activity_h, s.escalate_h) == ("learned", 30.0, (2.0, 4.0))
+    for bad in ({"no_activity_h": "abc"}, {"no_activity_h": "0"}, {"window_start": "25:00"},
+                {"activity_rule": "sometimes"}):
+        assert aiko.post("/h/sato/settings", data={"csrf": token, **bad}).status_code == 400
+    before = site.app.state.store.device("sato-toilet").settings_version
+    r = aiko.post("/h/sato/bulbs/sato-toilet/brightness",
+                  data={"csrf": token, "brightness": "60"}, follow_redirects=False)
+    assert r.status_code == 303
+    dev = site.app.state.store.device("sato-toilet")
+    assert dev.settings["brightness"] == 0.6 and dev.settings_version == before + 1
+    assert aiko.post("/h/sato/bulbs/sato-toilet/brightness",
+                     data={"csrf": token, "brightness": "2"}).status_code == 400
+    assert aiko.post("/h/sato/bulbs/suzuki-toilet/brightness",
+                     data={"csrf": token, "brightness": "60"}).status_code == 404
+    nao = site.w[("sato", "Nao")]
+    r = aiko.post(f"/h/sato/watchers/{nao}/order", data={"csrf": token, "tier": "1"},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    with site.db.tx() as c:
+        assert hh.watcher(c, nao).tier == 1
+    assert aiko.post(f"/h/sato/watchers/{nao}/order",
+                     data={"csrf": token, "tier": "7"}).status_code == 400
+    mika = site.w[("suzuki", "Mika")]
+    assert aiko.post(f"/h/sato/watchers/{mika}/order",
+                     data={"csrf": token, "tier": "2"}).status_code == 404
+
+
+def test_the_language_toggle_sticks_and_never_redirects_off_site(site: Site) -> None:
+    ken = site.sign_in("Ken")
+    assert '<html lang="ja">' in ken.get("/home").text
+    r = ken.get("/lang", params={"to": "en", "next": "/h/sato"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/h/sato"
+    page = ken.get("/h/sato").text
+    assert '<html lang="en">' in page and "Light use over the last 14 days" in page
+    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+        r = ken.get("/lang", params={"to": "ja", "next": evil}, follow_redirects=False)
+        assert r.headers["location"] == "/"
+
+
+def test_garbage_never_gets_a_server_error(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    token = csrf(aiko, "/home")
+    for path in ("/h/%00", "/h/sato/alerts/%ff/claim", "/in/" + "x" * 5000, "/lang?to=xx",
+                 "/h/sato/chart.svg?days=-1"):
+        assert aiko.get(path).status_code < 500, path
+    for path, form in actions(site):
+        r = aiko.post(path, content=b"\xff\xfe" * 5000 + b"&csrf=" + token.encode(),
+                      headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code < 500, path
+        r = aiko.post(path, data={"csrf": token, **{k: "\x00" * 300 for k in form}})
+        assert r.status_code < 500, path
+
+
+# ---------------------------------------------------------------------------------------------
+# what the pages show
+
+
+def test_home_shows_status_last_switch_on_and_the_open_alert_with_its_buttons(site: Site) -> None:
+    ken = site.sign_in("Ken")
+    page = ken.get("/home").text
+    assert 'data-status="alert"' in page and "お知らせがあります" in page
+    assert "最後に電気がついた時刻" in page and "3/15 01:11" in page
+    assert 'name="claim"' in page and 'name="resolve"' in page
+    jiro = site.sign_in("Jiro", "tanaka")
+    assert 'data-status="paused"' in jiro.get("/home").text
+    emi = site.client()
+    token = site.link(auth.WATCHER, site.w[("yamada", "Emi")])
+    emi.post(f"/in/{token}", data={"csrf": csrf(emi)})
+    assert 'data-status="silent"' in emi.get("/home").text
+
+
+def test_coordinator_overview_shows_bulb_health_from_the_records(site: Site) -> None:
+    coord = site.sign_in(None)
+    page = coord.get("/coordinator").text
+    row = page[page.index('data-bulb="suzuki-toilet"'):]
+    row = row[:row.index("</tr>")]
+    assert re.search(r"-1\d\d dBm", row)  # the K_LINK records' signal (about -103)
+    assert "遅れがち" in row  # poor delivery flagged
+    yamada = page[page.index('data-bulb="yamada-toilet"'):]
+    assert "不明" in yamada[:yamada.index("</tr>")]  # never heard: nothing made up
+
+
+def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
+    coord = site.sign_in(None)
+    r = coord.get("/coordinator/report.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    rows = {x["household"]: x for x in csv.DictReader(io.StringIO(r.content.decode(
+        "utf-8-sig")))}
+    assert set(rows) == {"sato", "suzuki", "tanaka", "yamada", "total"}
+    assert (rows["suzuki"]["alerts"], rows["suzuki"]["false_alerts"],
+            rows["suzuki"]["cleared_by_themselves"]) == ("2", "1", "1")
+    assert float(rows["suzuki"]["claim_median_min"]) == 20.0  # claimed 20 min after it opened
+    assert float(rows["suzuki"]["resolve_median_min"]) == 65.0
+    assert rows["yamada"]["delay_median_min"] == ""  # never heard: no figure
+    assert int(rows["total"]["alerts"]) == sum(int(rows[h]["alerts"]) for h in
+                                               ("sato", "suzuki", "tanaka", "yamada"))
+
+
+# ---------------------------------------------------------------------------------------------
+# the chart (pure)
+
+
+def _iv(start: float, end: float, *, start_earliest: float | None = None) -> Interval:
+    se = start if start_earliest is None else start_earliest
+    return Interval("b", 1, se, start, se + (end - start), end, end - start, "off",
+                    start_earliest is None, end + 5)
+
+
+def test_chart_draws_known_visits_solid_and_unknown_times_as_ranges() -> None:
+    day = datetime(2026, 3, 16, tzinfo=sample.JST)
+    now = (day + timedelta(hours=22)).timestamp()
+    exact = _iv((day + timedelta(hours=7)).timestamp(), (day + timedelta(hours=7, minutes=2)
+                                                         ).timestamp())
+    vague = _iv((day + timedelta(hours=15)).timestamp(), (day + timedelta(hours=15, minutes=1)
+                                                          ).timestamp(),
+                start_earliest=(day + timedelta(hours=9)).timestamp())
+    svg = chart.activity_svg([exact, vague], "Asia/Tokyo", now, "en")
+    assert svg.count('class="on"') == 1 and svg.count('class="uncertain"') == 1
+    m = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="10" '
+                  r'fill="url\(#hatch\)"', svg)
+    assert m
+    x, w = float(m.group(1)), float(m.group(2))
+    hour = chart.PW / 24
+    assert abs(x - (chart.X0 + 9 * hour)) < 1 and abs(w - 6 * hour) < 2  # 09:00 to 15:01
+    on = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="18" fill="#1d3f6e"',
+                   svg)
+    assert on and float(on.group(2)) >= chart.MIN_W  # a two-minute visit is still visible
+
+
+def test_chart_splits_a_visit_over_midnight_and_shades_pauses() -> None:
+    day = datetime(2026, 3, 16, tzinfo=sample.JST)
+    now = (day + timedelta(hours=12)).timestamp()
+    late = _iv((day - timedelta(minutes=30)).timestamp(), (day + timedelta(minutes=30)
+                                                           ).timestamp())
+    pause = ((day - timedelta(days=3)).timestamp(), (day - timedelta(days=1)).timestamp())
+    svg = chart.activity_svg([late], "Asia/Tokyo", now, "ja", pauses=[pause],
+                             alerts_at=[now - 3600])
+    assert svg.count('class="on"') == 2  # the end of yesterday's row, the start of today's
+    assert svg.count('fill="url(#paused)"') == 2  # two whole days
+    assert "お休み" in svg and 'class="alert-mark"' in svg
+    assert "3/16 月" in svg
+
+
+def test_day_rows_count_switch_ons_per_day() -> None:
+    day = datetime(2026, 3, 16, tzinfo=sample.JST)
+    ivs = [_iv((day + timedelta(hours=h)).timestamp(), (day + timedelta(hours=h, minutes=1)
+                                                        ).timestamp()) for h in (7, 9, 21)]
+    rows = chart.day_rows(ivs, "Asia/Tokyo", (day + timedelta(hours=23)).timestamp(), days=2)
+    assert [(d.day, n) for d, n, _, _ in rows] == [(16, 3), (15, 0)]
+
+
+def test_pilot_report_rows_match_the_alerts(site: Site) -> None:
+    with site.db.tx() as c:
+        rows = views.pilot_report(c, site.app.state.store, NOW_MS)
+    total = views.report_total(rows)
+    assert total.alerts == sum(r.alerts for r in rows) and total.false_alerts == 1
+    s: dict[str, Any] = views.summary(total)
+    assert s["alerts_per_household_month"] == round(total.alerts / total.months, 2)
