@@ -8,6 +8,16 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: setup test test-fast demo bench server image flash provision lint clean
 
 setup: $(VENV) $(STUBS)
+	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests (about 30 s)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "browser tests need Chromium at /usr/bin/chromium: run" \
+	      "'sudo apt-get update && sudo apt-get install -y chromium' (they are skipped until then)"; \
+	  fi; \
+	fi
 
 $(VENV): pyproject.toml
 	python3 -m venv .venv
