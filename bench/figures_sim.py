@@ -44,7 +44,7 @@ def _boot_ms(tmp: Path, n: int = 5) -> tuple[float, float]:
 def _shim_heap(tmp: Path) -> int:
     out = run_snippet(
         "import gc\ngc.collect()\na = gc.mem_alloc()\n"
-        "import machine, network, select, socket, time\n"
+        "import machine, network, os, select, socket, time\n"
         "gc.collect()\nprint(gc.mem_alloc())\n", tmp / "heap")
     return int(out.split()[-1])
 
@@ -66,6 +66,6 @@ def figures() -> list[dict]:
                "real time of one simulated power-on with an empty main.py (process, shims, "
                "runner); baseline: `micropython -c pass`"),
         figure("sim_shim_heap_bytes", heap, "bytes", SHIM_HEAP_BYTES,
-               "heap the shims hold with machine, network, select, socket and time imported; "
+               "heap the shims hold with machine, network, os, select, socket and time imported; "
                "baseline: what the runner adds to -X heapsize for them (ratio must stay <= 1)"),
     ]

@@ -3,12 +3,12 @@
 # See docs/simulation.md. It must never keep big buffers (it shares the 96wK heap with the
 # firmware) and never write a trace line in more than one write() call.
 import json
-import os
 import sys
 
 _p = sys.path[:]
 sys.path[:] = []
 try:
+    import os  # the built-in os (the os shim imports this module)
     import select as _rs  # the built-in poll
     import time as _rt  # the built-in clock
 finally:
