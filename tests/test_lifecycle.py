@@ -113,6 +113,9 @@ def test_a_day_without_switch_on_alerts_claim_is_shown_to_others_and_resolution_
     assert w.to("alert", ws) == ["Aiko", "Ken", "Mari"]
     aiko = next(o for o in w.outbox("alert") if o.watcher == ws["Aiko"])
     assert "last switched on" in aiko.body and "10:42" in aiko.body
+    assert "Also sent to: Ken, Mari." in aiko.body
+    ken = next(o for o in w.outbox("alert") if o.watcher == ws["Ken"])
+    assert "このお知らせは Aiko さん、Mari さんにも届いています。" in ken.body
     assert aiko.payload["links"]["claim_url"].startswith("http")
 
     got = w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Aiko"]})

@@ -155,8 +155,13 @@ def recipients(c: Cursor, a: Alert, tier: int | None = None,
 def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
           to: list[hh.Watcher], cfg: notify.Config, extra: dict[str, Any] | None = None) -> None:
     base = context(a, home, now_ms) | (extra or {})
+    everyone = recipients(c, a) if kind in ("alert", "reminder", "escalated") else []
     for w in to:
         ctx = dict(base)
+        if everyone:
+            names = [x.name for x in everyone if x.id != w.id]
+            ctx["others"] = ("、".join(f"{n} さん" for n in names) if w.lang == "ja"
+                             else ", ".join(names))
         if kind in ("alert", "reminder", "escalated") or kind in ("claimed", "overdue"):
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
             if kind in ("claimed", "overdue"):

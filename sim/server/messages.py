@@ -89,15 +89,18 @@ def _invite(lang: str, c: dict[str, Any]) -> tuple[str, str]:
 
 def _alert(lang: str, c: dict[str, Any], prefix: str = "") -> tuple[str, str]:
     line = what(c["rule"], lang, c)
+    others = c.get("others") or ""
     if lang == "ja":
         return (f"【みまもり電球】{prefix}{c['home']}：{line}",
                 f"{c['watcher']} さん\n\n{c['home']}：{line}。\n"
                 "様子を見に行ける方は下のリンクから「確認に行きます」を押してください。"
-                "他の見守り役にも伝わります。\n\n" + _links(lang, c)
-                + (f"\n\n詳細：{c['evidence']}" if c.get("evidence") else ""))
+                "他の見守り役にも伝わります。\n"
+                + (f"このお知らせは {others}にも届いています。\n" if others else "")
+                + "\n" + _links(lang, c))
     return (f"[Mimamori] {prefix}{c['home']}: {line}",
             f"Dear {c['watcher']},\n\n{c['home']}: {line}.\nIf you can look in, press "
-            "'I will go and check' below; the other watchers will see it.\n\n" + _links(lang, c)
+            "'I will go and check' below; the other watchers will see it.\n"
+            + (f"Also sent to: {others}.\n" if others else "") + "\n" + _links(lang, c)
             + (f"\n\nDetails: {c['evidence']}" if c.get("evidence") else ""))
 
 
