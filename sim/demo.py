@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\nwhat the firmware printed:")
             for line in dict.fromkeys(out.splitlines()):  # each distinct line once
                 print("  " + line)
+        where = b.state_dir / "trace.jsonl" if args.keep else "the trace (--keep keeps it)"
         print(f"\ndemo: {len(VISITS_S)} switch-ons, {len(b.boots)} boots, "
-              f"{len(b.trace())} hardware events traced in {b.state_dir / 'trace.jsonl'}")
+              f"{len(b.trace())} hardware events in {where}")
     finally:
         if args.keep:
             print(f"demo: kept {state}")
