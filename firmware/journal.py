@@ -110,7 +110,9 @@ class Journal:
         s1 = (best + 1) % n
         bump = torn + (0 if hdrs[s1] is not None or self._blank(s1, 1) else 1)
         self.boot = boot + 1 + bump
-        self._ready = False  # the sector ahead is checked or erased by prepare()
+        # the sector ahead is checked or erased by prepare(), or now if the head is full (the
+        # power-on record will open it)
+        self._ready = self._slot >= _SLOTS and hdrs[s1] is None and self._blank(s1)
 
     def _slots(self, s, start=0):
         """Yield (slot, memoryview of 24 bytes) for the slots of sector s from start."""
@@ -165,9 +167,13 @@ class Journal:
             self._slot += 1
         else:
             s = (self.head + 1) % self._n
-            if not self._ready:  # nobody prepared the sector ahead: erase now (counted)
+            if not self._ready and (self._sseq[s] or not self._blank(s)):
+                # nobody prepared the sector ahead: erase it now (counted)
                 self.erases_on_append += 1
-                self._drop(s)
+                lost = self._drop(s)
+                if lost:
+                    self.lost += lost
+                    self._later = (record.K_LOSS, 0, 0, lost)
             struct.pack_into(_HFMT, self._buf, 0, _MAGIC, 1, 0, 0, self._sseq_next, self.epoch,
                              seq, self.boot, self.acked, 0)
             mv = memoryview(self._buf)

@@ -256,6 +256,7 @@ elif MODE == "flips":
     stats["kept_before"] = len(recs)
     stats["skipped"] = j.skipped
 esp32.sim_set_hook(None)
+stats["wraps"] = M.last / (NSECT * SLOTS)
 stats["fails"] = fails
 stats["ops"] = esp32.sim_stats()["ops"]
 print(json.dumps(stats))
