@@ -434,7 +434,7 @@ def watchers(c: Cursor, hid: str, max_tier: int | None = None,
     if max_tier is not None:
         sql += " AND tier >= ? AND tier <= ?"
         params += [min_tier, max_tier]
-    return [_watcher(r) for r in c.all(sql + " ORDER BY tier, created_at, id", params)]
+    return [_watcher(r) for r in c.all(sql + " ORDER BY tier, created_at, name, id", params)]
 
 
 def remove_watcher(c: Cursor, wid: str, now_ms: int) -> None:
