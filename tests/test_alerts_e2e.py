@@ -19,7 +19,7 @@ from sim.server.process import ServerProcess, free_port
 from tests.alerts_rig import Inboxes
 
 WIFI = [wifi_net("home", "pw", rssi=-61)]
-FACTOR = 1800  # server time: half an hour per real second (the alert: 4 s after)
+FACTOR = 1800  # server time: half an hour per real second (the alert: 6 s after)
 AIKO, KEN = "aiko@example.org", "ken@example.org"
 
 
@@ -50,7 +50,7 @@ def test_quiet_home_alerts_both_watchers_one_claims_the_other_sees_it_and_the_li
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
         r = http.post("/api/v1/households", json={
             "id": "sato", "name": "佐藤さん", "settings": {
-                "activity_rule": "fixed", "no_activity_h": 2, "reminder_h": 24,
+                "activity_rule": "fixed", "no_activity_h": 3, "reminder_h": 24,
                 "claim_timeout_h": 24}})
         assert r.status_code == 201, r.text
         for name, addr, lang in (("Aiko", AIKO, "en"), ("Ken", KEN, "ja")):
