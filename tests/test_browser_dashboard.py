@@ -88,10 +88,48 @@ def _sign_in(page: Any, link: str) -> None:
     page.wait_for_url(re.compile(r"/(home|coordinator)$"))
 
 
-def _shot(page: Any, name: str) -> Path:
+def _shot(page: Any, name: str, full: bool = True) -> Path:
+    """tests/artifacts/dashboard_<name>.png: the whole page, or what the screen shows."""
     path = ARTIFACTS / f"dashboard_{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full)
     return path
+
+
+def test_coordinator_sees_every_household_and_downloads_the_report(pilot: dict,
+                                                                   browser: Any) -> None:
+    ctx = _context(browser, DESKTOP)
+    try:
+        page = ctx.new_page()
+        _sign_in(page, pilot["coordinator"]())
+        page.wait_for_selector("#households")
+        rows = page.locator("#households [data-household]")
+        assert rows.count() == 4
+        assert page.locator('#households [data-household="yamada"] [data-status="silent"]'
+                            ).is_visible()
+        assert page.locator('#households [data-household="tanaka"] [data-status="paused"]'
+                            ).is_visible()
+        bulb = page.locator('#bulbs [data-bulb="suzuki-toilet"]').inner_text()
+        assert "dBm" in bulb
+        _shot(page, "coordinator_desktop", full=False)  # the README's picture
+        _shot(page, "coordinator_desktop_full")
+        with page.expect_download() as dl:
+            page.click("#csv")
+        text = Path(dl.value.path()).read_text(encoding="utf-8-sig")
+        table = list(csv.DictReader(io.StringIO(text)))
+        assert [r["household"] for r in table] == ["sato", "suzuki", "tanaka", "yamada",
+                                                   "total"]
+        suzuki = next(r for r in table if r["household"] == "suzuki")
+        assert int(suzuki["false_alerts"]) == 1
+        assert dl.value.suggested_filename.endswith(".csv")
+        page.set_viewport_size(PHONE)
+        page.reload()
+        _shot(page, "coordinator_phone")
+        # the coordinator reads a household's page too (read-only: no claim buttons)
+        page.goto(pilot["url"] + "/h/yamada")
+        page.wait_for_selector("svg.chart")
+        assert page.locator("button[name=claim]").count() == 0
+    finally:
+        ctx.close()
 
 
 def test_watchers_claim_resolve_pause_and_switch_language(pilot: dict, browser: Any) -> None:
@@ -126,7 +164,11 @@ def test_watchers_claim_resolve_pause_and_switch_language(pilot: dict, browser: 
         assert a.locator("svg.chart rect.on").count() > 20
         assert a.locator("svg.chart rect.uncertain").count() > 0  # late reports drawn as ranges
         assert "time not known" in a.locator(".legend").inner_text()
-        _shot(a, "household_desktop")
+        _shot(a, "household_suzuki_desktop")
+        a.goto(pilot["url"] + "/h/sato")
+        a.wait_for_selector("svg.chart")
+        _shot(a, "household_desktop", full=False)  # the README's picture
+        _shot(a, "household_desktop_full")
 
         # Aiko claims from her home page; Ken, on his phone, sees who is going to check
         a.goto(pilot["url"] + "/home")
@@ -180,40 +222,3 @@ def test_watchers_claim_resolve_pause_and_switch_language(pilot: dict, browser: 
     finally:
         aiko.close()
         ken.close()
-
-
-def test_coordinator_sees_every_household_and_downloads_the_report(pilot: dict,
-                                                                   browser: Any) -> None:
-    ctx = _context(browser, DESKTOP)
-    try:
-        page = ctx.new_page()
-        _sign_in(page, pilot["coordinator"]())
-        page.wait_for_selector("#households")
-        rows = page.locator("#households [data-household]")
-        assert rows.count() == 4
-        assert page.locator('#households [data-household="yamada"] [data-status="silent"]'
-                            ).is_visible()
-        assert page.locator('#households [data-household="tanaka"] [data-status="paused"]'
-                            ).is_visible()
-        bulb = page.locator('#bulbs [data-bulb="suzuki-toilet"]').inner_text()
-        assert "dBm" in bulb
-        _shot(page, "coordinator_desktop")
-        with page.expect_download() as dl:
-            page.click("#csv")
-        text = Path(dl.value.path()).read_text(encoding="utf-8-sig")
-        table = list(csv.DictReader(io.StringIO(text)))
-        assert [r["household"] for r in table] == ["sato", "suzuki", "tanaka", "yamada",
-                                                   "total"]
-        suzuki = next(r for r in table if r["household"] == "suzuki")
-        assert int(suzuki["false_alerts"]) == 1
-        assert dl.value.suggested_filename.endswith(".csv")
-        page.set_viewport_size(PHONE)
-        page.reload()
-        _shot(page, "coordinator_phone")
-        # the coordinator reads a household's page too (read-only: no claim buttons)
-        page.goto(pilot["url"] + "/h/yamada")
-        page.wait_for_selector("svg.chart")
-        assert page.locator("button[name=claim]").count() == 0
-    finally:
-        ctx.close()
-

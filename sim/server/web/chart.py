@@ -23,12 +23,12 @@ from sim.server.timeline import Interval
 from sim.server.web.i18n import day_label, t
 
 W = 480
-X0 = 84  # left of the plot (day labels before it)
-PW = W - X0 - 22  # plot width: 24 h
-TOP = 30
+X0 = 88  # left of the plot (day labels before it)
+PW = W - X0 - 24  # plot width: 24 h
+TOP = 32
 ROW = 24
 GAP = 6
-FONT = 16
+FONT = 18
 RANGE_H = 10  # height of an uncertain range (a thinner strip than a bar)
 MIN_W = 2.5  # narrowest bar drawn (about 7 minutes): every switch-on stays visible
 EXACT_S = 300.0  # a start known within this is drawn solid
@@ -104,7 +104,7 @@ def activity_svg(intervals: Iterable[Interval], tz: str, now: float, lang: str =
                    f'stroke="{"#9aa0a6" if major else "#d5d8dc"}" stroke-width="1"/>')
         if major:
             out.append(f'<text x="{x:.1f}" y="{TOP - 10}" text-anchor="middle" '
-                       f'fill="#333">{h}{"時" if lang == "ja" else ":00"}</text>')
+                       f'fill="#333">{h}{"時" if lang == "ja" else ""}</text>')
     ivs = list(intervals)
     for i, d0 in enumerate(rows):
         a, b = d0.timestamp(), (d0 + timedelta(days=1)).timestamp()

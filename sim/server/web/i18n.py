@@ -314,11 +314,11 @@ def local(ms: float | None, tz: str) -> datetime | None:
 
 def day_label(d: datetime, lang: str) -> str:
     wd = WEEKDAYS[pick(lang)][d.weekday()]
-    return f"{d.month}/{d.day} {wd}" if pick(lang) == "ja" else f"{wd} {d.day}/{d.month}"
+    return f"{d.month}/{d.day} {wd}" if pick(lang) == "ja" else f"{wd} {d.day}"
 
 
 def when(ms: float | None, tz: str, now_ms: float, lang: str) -> str:
-    """'10:42' today, '11/27 10:42' (ja) / '27/11 10:42' (en) another day; '-' for None."""
+    """'10:42' today, '11/27 10:42' (ja) / 'Nov 27 10:42' (en) another day; '-' for None."""
     d = local(ms, tz)
     if d is None:
         return "-"
@@ -328,7 +328,7 @@ def when(ms: float | None, tz: str, now_ms: float, lang: str) -> str:
         return f"{d:%H:%M}"
     if pick(lang) == "ja":
         return f"{d.month}/{d.day} {d:%H:%M}"
-    return f"{d.day}/{d.month} {d:%H:%M}"
+    return f"{d:%b} {d.day} {d:%H:%M}"
 
 
 def ago(ms: float | None, now_ms: float, lang: str) -> str:
