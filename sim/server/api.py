@@ -371,7 +371,12 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     hooks = getattr(app.state, "after_ingest", None)
     if hooks is not None:
         hooks.append(lambda st, dev, now: sweeper.on_ingest(st, dev, now, cfg))
-    interval = float(os.environ.get("MIMAMORI_SWEEP_S", "30"))
+    raw = os.environ.get("MIMAMORI_SWEEP_S", "30")
+    try:
+        interval = float(raw)
+    except ValueError:
+        raise ValueError(f"MIMAMORI_SWEEP_S={raw!r}: write the seconds between sweeps, e.g. 30 "
+                         "(0 turns the sweeper off)") from None
     inner = app.router.lifespan_context
 
     async def work() -> None:
