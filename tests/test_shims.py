@@ -496,6 +496,42 @@ def test_uart_talks_to_a_peer_on_a_unix_socket(bulb: Callable[..., Bulb],
     assert sum(e["bytes"] for e in uart if e["op"] == "tx") == 10
 
 
+def test_uart_peer_hanging_up_leaves_a_silent_line_not_a_busy_bulb(
+        bulb: Callable[..., Bulb], tmp_path: Path) -> None:
+    path = str(tmp_path / "modem.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen()
+
+    def modem() -> None:
+        c, _ = srv.accept()
+        c.recv(16)
+        c.sendall(b"OK\r\n")
+        c.close()
+
+    threading.Thread(target=modem, daemon=True).start()
+    fw = firmware(tmp_path, """
+        import asyncio, time
+        from machine import UART
+        u = UART(1, 115200, timeout=0)
+        u.write(b"AT\\r")
+        async def main():
+            r = asyncio.StreamReader(u)
+            print(await r.readline())
+            t0 = time.ticks_ms()
+            try:
+                await asyncio.wait_for_ms(r.readline(), 5000)
+            except asyncio.TimeoutError:
+                print("silent for", time.ticks_diff(time.ticks_ms(), t0))
+        asyncio.run(main())
+    """)
+    b = bulb(firmware_dir=fw, uart={"1": path})
+    b.power_on(stop_at_s=60, timeout=30)
+    srv.close()
+    assert lines(b) == ["b'OK\\r\\n'", "silent for 5000"]
+    assert [e["state"] for e in b.events("radio")] == ["up", "down"]
+
+
 # --- the snippet helper ----------------------------------------------------------------------
 def test_mpy_run_returns_output_and_raises_with_the_traceback(mpy_run: Any) -> None:
     assert mpy_run("import sys\nprint(sys.implementation.name)").strip() == "micropython"

@@ -284,16 +284,28 @@ def wait(ms, real=None, soft=None):
             return got
 
 
+def live(real, got):
+    """Poll results without the control channel and without closed objects (POLLNVAL),
+    which are dropped from the poller: a closed fd must not make every wait return at once."""
+    out = []
+    for g in got:
+        if g[1] & 32:
+            real.unregister(g[0])
+        elif g[0] is sys.stdin:
+            if not _ctl_open:
+                real.unregister(sys.stdin)  # the runner closed the control channel
+        else:
+            out.append(g)
+    return out
+
+
 def _block(real, us):
     """Block up to `us` real microseconds on the real fds and the control channel."""
     ms = us // 1000
     if real is not None:
         got = real.poll(ms)
         if got:
-            n = len(got)
-            got = [g for g in got if g[0] is not sys.stdin]
-            if n != len(got) and not _ctl_open:
-                real.unregister(sys.stdin)  # the runner closed the control channel
+            got = live(real, got)
         if got or ms:
             return got
     elif _ctl_open and ms:

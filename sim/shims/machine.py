@@ -184,6 +184,10 @@ class UART:
             d = self._s.read(256)
         except OSError:
             d = None
+        if d == b"":  # the peer hung up: from now on nothing is attached
+            self.deinit()
+            _sim.trace("radio", state="down", **{"if": "uart"})
+            return
         if d:
             _sim.io_touch()
             _sim.trace("uart", op="rx", bytes=len(d))

@@ -77,7 +77,7 @@ class _Poll:
     def _now(self):
         got = self._soft()
         if self._nreal:
-            for r, ev in self._rp.poll(0):
+            for r, ev in _sim.live(self._rp, self._rp.poll(0)):
                 o = self._back.get(id(r))
                 if o is not None:
                     got.append((o, ev))
