@@ -383,3 +383,22 @@ def test_changing_a_watchers_address_sends_a_test_message_there_and_alerts_follo
     w.at(T0 + 25 * H)
     alert = next(o for o in w.outbox("alert") if o.watcher == ws["Aiko"] and o.channel == "email")
     assert alert.payload["to"] == "aiko@new.example.org" and "Aiko Sato" in alert.body
+
+
+def test_raising_the_threshold_clears_without_claiming_the_light_came_on(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    (a,) = family(w.api("GET", "/alerts?active=true"))
+    w.api("PATCH", "/households/home-1/settings", json={"no_activity_h": 36})
+    w.api("POST", "/sweep")
+    assert w.api("GET", f"/alerts/{a['id']}")["state"] == "cleared"
+    en = next(o for o in w.outbox("cleared") if o.watcher == ws["Aiko"])
+    assert "no longer an alert under the current settings" in en.subject
+    assert "switched on at" not in en.subject
+    w.at(T0 + 36 * H - 60)
+    assert not family(w.api("GET", "/alerts?active=true"))
+    w.at(T0 + 36 * H + 1)  # the same quiet spell reaches the new threshold: alert again
+    (b,) = family(w.api("GET", "/alerts?active=true"))
+    assert b["id"] != a["id"] and w.to("alert", ws) == ["Aiko", "Aiko", "Ken", "Ken"]

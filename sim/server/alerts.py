@@ -199,11 +199,13 @@ def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
                          "AND rule = ? AND subject = ? ORDER BY opened_at DESC, id LIMIT 1",
                          (home.id, d.rule, d.subject))
             if last is not None and json.loads(last[3]).get("spell") == episode:
-                # the same quiet spell was resolved by a watcher: alert again only when it has
-                # gone on for another no_activity_h since (found fine, then nothing more)
-                if d.rule not in GAP_RULES or last[2] != "resolved":
+                # the same quiet spell: resolved by a watcher, alert again only when it has
+                # gone on for another no_activity_h since (found fine, then nothing more);
+                # cleared by new settings, alert again as soon as the rule says so
+                if d.rule not in GAP_RULES:
                     continue
-                at = last[1] + int(home.settings.no_activity_h * hh.HOUR_MS)
+                wait = home.settings.no_activity_h if last[2] == "resolved" else 0
+                at = last[1] + int(wait * hh.HOUR_MS)
                 if now_ms < at:
                     again.append(at)
                     continue
@@ -249,8 +251,10 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     extra: dict[str, Any] = {"evidence": d.evidence}
     if "paused_until" in d.detail:
         extra["why"] = "paused"
-    elif a.rule in GAP_RULES and d.at is not None:
+    elif a.rule in GAP_RULES and d.at is not None and int(d.at * 1000) != a.detail.get("spell"):
         extra["cleared_on"] = when_text(d.at * 1000, home.tz, now_ms)
+    elif a.rule in GAP_RULES:  # no new switch-on: the settings (or the learned rhythm) changed
+        extra["why"] = "rule"
     else:
         extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard"}.get(a.rule, "other")
     _tell(c, now_ms, "cleared", a, home, recipients(c, a), cfg, extra)

@@ -157,6 +157,8 @@ _WHY = {  # why an alert cleared by itself, when it was not a switch-on
                "en": "the household was paused ({evidence})"},
     "light_off": {"ja": "電気が消えました", "en": "the light went off"},
     "heard": {"ja": "電球から再び連絡がありました", "en": "the bulb is heard from again"},
+    "rule": {"ja": "今の設定ではお知らせの条件に当たらなくなりました",
+             "en": "no longer an alert under the current settings"},
     "other": {"ja": "状況が戻りました（{evidence}）", "en": "{evidence}"},
 }
 
