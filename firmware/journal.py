@@ -127,8 +127,9 @@ class Journal:
         """True when the sector's header and first `chunks` chunks are still erased."""
         b = self._buf
         self._p.readblocks(s, memoryview(b)[:_HDR], 0)
-        if not _is_empty(b):
-            return False
+        for i in range(_HDR):
+            if b[i] != 0xFF:
+                return False
         for i, mv in self._slots(s):
             if i >= chunks * _CHUNK:
                 break
