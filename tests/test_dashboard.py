@@ -478,3 +478,36 @@ def test_pilot_report_rows_match_the_alerts(site: Site) -> None:
     assert total.alerts == sum(r.alerts for r in rows) and total.false_alerts == 1
     s: dict[str, Any] = views.summary(total)
     assert s["alerts_per_household_month"] == round(total.alerts / total.months, 2)
+
+
+def test_the_coordinator_makes_an_invitation_link_that_signs_the_watcher_in(site: Site) -> None:
+    coord = site.sign_in(None)
+    token = csrf(coord, "/coordinator")
+    r = coord.post("/coordinator/invite", data={"csrf": token,
+                                                "watcher": site.w[("sato", "Nao")]})
+    assert r.status_code == 200 and "Nao" in r.text
+    m = re.search(r"http://testserver/in/(in_[\w-]+)", r.text)
+    assert m
+    nao = site.client()
+    r = nao.post(f"/in/{m.group(1)}", data={"csrf": csrf(nao)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/home"
+    assert 'data-household="sato"' in nao.get("/home").text
+    r = coord.post("/coordinator/invite", data={"csrf": token, "watcher": "w-nobody"})
+    assert r.status_code == 404
+
+
+def test_signing_out_needs_the_csrf_token_and_ends_the_session(site: Site) -> None:
+    aiko = site.sign_in("Aiko")
+    assert aiko.post("/signout", data={}, follow_redirects=False).status_code == 403
+    assert aiko.get("/home").status_code == 200
+    r = aiko.post("/signout", data={"csrf": csrf(aiko, "/home")}, follow_redirects=False)
+    assert r.status_code == 303
+    assert aiko.get("/home", follow_redirects=False).status_code == 303
+
+
+def test_a_removed_watcher_loses_access_at_once(site: Site) -> None:
+    ken = site.sign_in("Ken")
+    with site.db.tx() as c:
+        hh.remove_watcher(c, site.w[("sato", "Ken")], NOW_MS)
+    assert ken.get("/home").status_code == 403
+    assert ken.get("/h/sato").status_code == 403
