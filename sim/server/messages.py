@@ -196,15 +196,19 @@ def _digest(lang: str, c: dict[str, Any]) -> tuple[str, str]:
 
 
 def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
-    """A one-time sign-in link to the dashboard (asked for on its sign-in page; sim/server/web)."""
+    """A sign-in link to the dashboard (sim/server/web): asked for on its sign-in page (valid an
+    hour), or an invitation the coordinator sends (ctx valid_ja / valid_en say how long)."""
     if lang == "ja":
+        valid = c.get("valid_ja") or "1時間"
         return ("【みまもり電球】ログイン用のリンク",
-                (f"{c['watcher']} さん\n\nみまもり電球の画面に入るためのリンクです（1時間、1回だけ有効）：\n"
-                f"{c['signin_url']}\n\nお心当たりがなければ、このメールは無視してください。"))
+                (f"{c['watcher']} さん\n\nみまもり電球の画面に入るためのリンクです"
+                 f"（{valid}、1回だけ有効）：\n{c['signin_url']}\n\n"
+                 "お心当たりがなければ、このメールは無視してください。"))
+    valid = c.get("valid_en") or "one hour"
     return ("[Mimamori] Your sign-in link",
-            (f"Dear {c['watcher']},\n\nhere is your link to the Mimamori dashboard (valid for one "
-            f"hour, works once):\n{c['signin_url']}\n\nIf you did not ask for it, ignore this "
-            "message."))
+            (f"Dear {c['watcher']},\n\nhere is your link to the Mimamori dashboard (valid for "
+             f"{valid}, works once):\n{c['signin_url']}\n\nIf you did not ask for it, ignore "
+             "this message."))
 
 
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
