@@ -494,6 +494,16 @@ def test_the_coordinator_makes_an_invitation_link_that_signs_the_watcher_in(site
     assert 'data-household="sato"' in nao.get("/home").text
     r = coord.post("/coordinator/invite", data={"csrf": token, "watcher": "w-nobody"})
     assert r.status_code == 404
+    r = coord.post("/coordinator/invite", data={"csrf": token, "send": "message",
+                                                "watcher": site.w[("tanaka", "Jiro")]})
+    assert r.status_code == 200 and "email" in r.text
+    (sent,) = [o for o in notify.outbox(site.db) if o.kind == "signin"]
+    assert sent.payload["to"] == "jiro@example.org" and "14日間" in sent.body
+    m = re.search(r"/in/(in_[\w-]+)", sent.body)
+    assert m
+    jiro = site.client()
+    r = jiro.post(f"/in/{m.group(1)}", data={"csrf": csrf(jiro)}, follow_redirects=False)
+    assert r.status_code == 303
 
 
 def test_signing_out_needs_the_csrf_token_and_ends_the_session(site: Site) -> None:

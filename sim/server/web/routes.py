@@ -525,14 +525,23 @@ def router(web: Web) -> APIRouter:
             p.need_coordinator(post=True)
             if not auth.csrf_ok(p.session, form.get("csrf")):
                 raise Refused(403, "bad_csrf")
+            send = form.get("send") == "message"
             try:
                 with web.db.tx() as c:
                     w = hh.watcher(c, form.get("watcher", ""))
                     token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms,
                                            auth.INVITE_DAYS * 86_400_000)
+                    url = auth.link_url(web.cfg().public_url if send
+                                        else str(request.base_url), token)
+                    if send:  # through the outbox, on the watcher's own channels
+                        notify.enqueue(c, p.now_ms, "signin", hh.household(c, w.household), w,
+                                       {"signin_url": url, "valid_ja": f"{auth.INVITE_DAYS}日間",
+                                        "valid_en": f"{auth.INVITE_DAYS} days"})
             except (hh.NotFound, ValueError) as e:
                 raise Refused(404, "not_found", str(e)) from None
-            url = auth.link_url(str(request.base_url), token)
+            if send:
+                return p.render("message.html", title=p.t("invite_sent", name=w.name),
+                                text=", ".join(w.channels()), back=True)
             return p.render("message.html", title=p.t("invite_made", name=w.name), text=url,
                             back=True, copy=True)
         return await run_in_threadpool(page(go), request)
