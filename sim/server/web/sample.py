@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from firmware import record
@@ -104,7 +105,7 @@ def build(db_path: str | Path, now: datetime = NOW) -> Sample:
         with store.db.tx() as c:
             return fn(c)
 
-    homes = [("sato", "佐藤 ハナさん宅", {"activity_rule": "fixed"}),
+    homes: list[tuple[str, str, dict[str, Any]]] = [("sato", "佐藤 ハナさん宅", {"activity_rule": "fixed"}),
              ("suzuki", "鈴木 タロウさん宅", {"activity_rule": "fixed", "no_activity_h": 12}),
              ("tanaka", "田中 ヨシさん宅", {"activity_rule": "fixed"}),
              ("yamada", "山田 キクさん宅", {"activity_rule": "fixed"})]
