@@ -212,7 +212,8 @@ def figures() -> list[dict]:
                f"reads (headers, then one sector); baseline: empty journal"),
         figure("journal_powerloss_cuts", sw["cuts"] - sw.get("failed_cuts", 0), "cuts", None,
                f"every program ({sw['programs']}) and erase ({sw['erases']}) of a workload "
-               f"wrapping a 4-sector ring, whole and torn; lost {sw['lost']}, corrupt "
+               f"wrapping a 4-sector ring, not done and half done, {sw.get('bit_tears', 0)} "
+               f"programs torn at random bits; lost {sw['lost']}, corrupt "
                f"{sw['corrupt']}, failed checks {sw.get('bad', 0)}"),
         figure("journal_capacity_days", round(held / per_day, 1), "days", 1.0,
                f"{held} records held; a whole bulb, provisioned, no signal, {len(TYPICAL_DAY)} "

@@ -156,10 +156,14 @@ def hook(n, op, addr, data):
                 stats["erases"] += 1
             else:
                 stats["programs"] += 1
+                if n % 8 == 0:  # and on every 8th op: random bits of the program programmed
+                    variants += (("bits", False, "bits"),)
+                    stats["bit_tears"] = stats.get("bit_tears", 0) + 1
             for name, half, rest in variants:
                 if name != "none":
                     esp32.apply_partial(op, addr, data, half, rest)
-                check("op %d %s %s" % (n, op, name), torn=(op == "program" and half))
+                check("op %d %s %s" % (n, op, name),
+                      torn=(op == "program" and (half or rest == "bits")))
                 stats["cuts"] += 1
                 esp32._raw_write(0, SAVE)
     finally:

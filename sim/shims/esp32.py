@@ -164,9 +164,12 @@ def _erase(addr, length, part=None):
 
 
 def apply_partial(op, addr, data, half=True, erase_rest="old"):
-    """Do what a torn op leaves behind: half a program, or part of an erase."""
+    """Do what a torn op leaves behind: half a program (or, erase_rest="bits", a random part of
+    its bits), or part of an erase (erase_rest: "old", "garbage" or "tail", see _erase)."""
     if op == "program":
-        if half:
+        if erase_rest == "bits":  # a random part of the bits to clear got cleared
+            _program(addr, bytes(d | (_rand() & 0xFF) for d in data))
+        elif half:
             _program(addr, data, len(data) // 2)
     else:
         length = data
