@@ -521,3 +521,13 @@ def test_a_removed_watcher_loses_access_at_once(site: Site) -> None:
         hh.remove_watcher(c, site.w[("sato", "Ken")], NOW_MS)
     assert ken.get("/home").status_code == 403
     assert ken.get("/h/sato").status_code == 403
+
+
+def test_the_message_links_confirm_page_shows_the_activity_chart(site: Site) -> None:
+    with site.db.tx() as c:
+        urls = notify.links(c, notify.Config(public_url=""), site.alert,
+                            site.w[("sato", "Ken")], NOW_MS)
+    page = site.client().get(urls["claim_url"])
+    assert page.status_code == 200
+    assert "<svg" in page.text and 'class="on"' in page.text and "この14日間の点灯" in page.text
+    assert site.get_alert(site.alert).state == "open"  # opening the link changed nothing

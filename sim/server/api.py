@@ -301,8 +301,12 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
         if a.state != "open" or action == "resolve":
             head += f"<p>{html.escape(a.state)}" + (
                 f": {html.escape(claimer)}" if claimer else "") + "</p>"
+        from sim.server.web.views import activity_html  # the dashboard's chart (issue 6)
+
+        with db.tx() as c:
+            chart = activity_html(store, c, home, now, w.lang)
         if not a.active:
-            return page(w.lang, head)
+            return page(w.lang, head + chart)
         form = f'<form method="post" action="/a/{html.escape(token)}">'
         if action == "claim":
             form += f'<button type="submit">{t["claim"]}</button></form>'
@@ -312,7 +316,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                             for o in alerts.OUTCOMES)
             form += (f'<p><label>{t["note"]}<br><input name="note" size="40"></label></p>'
                      f'<button type="submit">{t["resolve"]}</button></form>')
-        return page(w.lang, head + form)
+        return page(w.lang, head + form + chart)
 
     def act(token: str, form: dict[str, str]) -> HTMLResponse:
         now = clocks.ms(clock)
