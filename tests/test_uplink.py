@@ -120,7 +120,7 @@ def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> Non
 
     canned = _Canned({"ack": 0, "time_ms": 1_767_571_200_000})
     b = rig.bulb(site=rig.site(url=f"http://127.0.0.1:{canned.port}"))
-    b.power_on(stop_at_s=3)
+    b.power_on(stop_at_s=10)
     canned.close()
     head, _, body = canned.raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")

@@ -63,6 +63,9 @@ class Rig:
 
     def bulb(self, name: str = "bulb", wifi: list[dict[str, Any]] | None = None,
              **kw: Any) -> Bulb:
+        # io_wait_ms: real time a peer (server, modem) gets to answer before virtual time jumps
+        # to the bulb's next timer; generous, so a loaded machine never turns into a timeout
+        kw["extra"] = {"io_wait_ms": 3000, **kw.get("extra", {})}
         b = Bulb(self.tmp / name, wifi=WIFI if wifi is None else wifi, **kw)  # firmware main.py
         self.bulbs.append(b)
         return b
