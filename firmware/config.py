@@ -59,6 +59,8 @@ SCHEMA = (
     ("alive_until_s",   _INT,    0,      3600,   " of seconds", 120,                _SERVER),
     ("alive_growth",    _NUM,    1.01,   2.0,    "",        1.1,                    _SERVER),
     ("alive_max_s",     _INT,    60,     86400,  " of seconds", 1800,               _SERVER),
+    # setup mode's access point password (on the bulb's label; setupmode.py, docs/setup_mode.md)
+    ("ap_password",     _TEXT,   0,      63,     "",        "",                     _SECRET),
 )
 # fmt: on
 
@@ -216,3 +218,20 @@ def save_server(settings):
             os.remove(FILES[2])
             os.rename(tmp, FILES[2])
     return applied, faults
+
+
+def save_site(settings):
+    """Check settings and merge them into site.json (setup mode, after a working connection
+    test). Every key must pass check(): ValueError (nothing written) otherwise. Atomic."""
+    got = {key: check(key, settings[key]) for key in settings}
+    kept = _read(1, []) or {}
+    kept.update(got)
+    tmp = FILES[1] + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(kept, f)
+    try:
+        os.rename(tmp, FILES[1])
+    except OSError:  # FAT will not rename onto an existing file
+        os.remove(FILES[1])
+        os.rename(tmp, FILES[1])
+    return kept

@@ -113,10 +113,19 @@ async def _run(b, c, dog):
     tasks.append(asyncio.create_task(_guard(S_RUN, alive.start(j, c))))
     if not b.safe:
         step = S_UPLINK
-        import uplink
+        import taps
 
-        link = uplink.Uplink(c, journal, light)
-        tasks.append(asyncio.create_task(_guard(S_RUN, link.run())))
+        t = taps.Taps()  # the setup gesture (docs/setup_mode.md)
+        why = t.setup_reason(c)
+        if why:
+            import setupmode
+
+            tasks.append(asyncio.create_task(_guard(S_RUN, setupmode.run(c, j, light, why))))
+        else:
+            import uplink
+
+            link = uplink.Uplink(c, journal, light)
+            tasks.append(asyncio.create_task(_guard(S_RUN, t.then(link, light))))
     step = S_RUN
     await _watch(b, c, dog)
 
