@@ -531,3 +531,10 @@ def test_the_message_links_confirm_page_shows_the_activity_chart(site: Site) -> 
     assert page.status_code == 200
     assert "<svg" in page.text and 'class="on"' in page.text and "この14日間の点灯" in page.text
     assert site.get_alert(site.alert).state == "open"  # opening the link changed nothing
+
+
+def test_pages_forbid_framing_scripts_and_caching(site: Site) -> None:
+    r = site.sign_in("Aiko").get("/h/sato")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
