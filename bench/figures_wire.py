@@ -108,7 +108,8 @@ def _month(transport: str, visits: list[Any], tmp: Path, srv: ServerProcess, key
         modem = Modem(tmp / f"{transport}.sock", hosts={HOST: "127.0.0.1"}).start()
     try:
         b = Bulb(tmp / dev, site=_site(srv, dev, key, transport), wifi=WIFI,
-                 uart={"1": modem.path} if modem else {}, extra={"hosts": {HOST: "127.0.0.1"}})
+                 uart={"1": modem.path} if modem else {},
+                 extra={"hosts": {HOST: "127.0.0.1"}, "io_wait_ms": 3000})
         for v in visits:
             if modem:
                 modem.faults.clock_offset_s = unix(v.on) - time.time()
