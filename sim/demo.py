@@ -1,98 +1,134 @@
-"""`make demo` (interim, until the demo issue lands): one simulated bulb, switched on and off.
+"""`make demo`: a week in three homes in about two minutes, with the real firmware and server.
 
-Boots the real firmware/ in MicroPython with the hardware shims (virtual time), switches the
-light on for a few visits of different lengths, and prints what the lamp did: its duty over
-time and the other hardware it used. Ends with exit 0. --keep keeps the bulb's state directory;
---days and --homes are accepted for the full demo and ignored here.
+    python -m sim.demo [--days N] [--homes N] [--keep] [--sec-per-day S]
+
+Starts the reference server (SQLite under var/demo/, a scaled clock: a simulated day in about
+15 s), an SMTP sink that keeps the watchers' e-mails (var/demo/mail/), and the bulbs of each
+home running the unmodified firmware in MicroPython (one process per switch-on; LTE-M bulbs
+through the modem emulator). It plays the scripted week of sim/scenario.py, narrates it, lists
+the e-mails, checks what each incident led to (sim/play.py `outcomes`) and exits with 0.
+--keep (make demo KEEP=1) keeps the server and dashboard running afterwards until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
+import time
 from pathlib import Path
 
-from sim.bulb import FIRMWARE, Bulb
+from sim import scenario as sc
+from sim.bulb import FIRMWARE, REPO
+from sim.narrate import Narrator
+from sim.play import Stage, coordinator_notices, outcomes, unexplained_alerts
 
-VISITS_S = (4.0, 45.0, 1.5, 600.0)  # how long the light stays on at each switch-on
-SITE = {"brightness": 0.8, "fade_ms": 600}
-BARS = " ▁▂▃▄▅▆▇█"
-
-
-def sparkline(duties: list[tuple[int, int]], until_ms: int, step_ms: int) -> str:
-    """The lamp's duty sampled every step_ms from power-on, one character per sample."""
-    out = []
-    k = 0
-    level = 0
-    for t in range(0, until_ms + 1, step_ms):
-        while k < len(duties) and duties[k][0] <= t:
-            level = duties[k][1]
-            k += 1
-        out.append(BARS[round(level / 65535 * (len(BARS) - 1))])
-    return "".join(out)
+VAR = REPO / "var" / "demo"
 
 
-def describe_visit(b: Bulb, n: int, seconds: float) -> None:
-    boots = sorted({e["boot"] for e in b.trace() if e.get("n") == n and e["ev"] == "power_on"})
-    evs = [e for e in b.trace() if e["boot"] in boots]
-    duties = [(e["t"], e["duty"]) for e in evs if e["ev"] == "lamp"]
-    causes = [e["cause"] for e in evs if e["ev"] == "power_on"]
-    print(f"\nswitch-on #{n}: light on for {seconds:g} s (bulb time), reset causes {causes}")
-    if not duties:
-        print("  the lamp never changed")
-        return
-    lowest = min(d for _, d in duties)
-    final_t, final = duties[-1]
-    print(f"  at power-on: {duties[0][1] / 655.35:.0f}% (the driver's pull-up, before any code)")
-    print(f"  lowest level while lit: {lowest / 655.35:.1f}%  "
-          f"settled at {final / 655.35:.1f}% duty after {final_t} ms "
-          f"(gamma-corrected: {SITE['brightness']:.0%} perceived)")
-    print(f"  first second, 40 ms per mark: |{sparkline(duties, 1000, 40)}|")
-    others: dict[str, int] = {}
-    for e in evs:
-        if e["ev"] not in ("lamp", "power_on"):
-            key = e["ev"] + (f":{e['op']}" if "op" in e else f":{e['state']}" if "state" in e
-                             else "")
-            others[key] = others.get(key, 0) + 1
-    if others:
-        print("  other hardware: " + ", ".join(f"{k} x{v}" for k, v in sorted(others.items())))
+def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = False,
+        var: Path = VAR, out=None) -> tuple[Stage, list]:
+    """Play the demo; returns the stage (stopped unless keep) and the incidents' outcomes."""
+    out = out or sys.stdout
+    t_start = time.monotonic()
+    s = sc.plan(days, homes)
+    n = Narrator(s.start, s.end, out)
+    n.text(f"Mimamori demo: {homes} homes, {days} days from {s.start:%a %d %b %Y %H:%M} (Japan), "
+           f"a day every {sec_per_day:g} s")
+    n.text("  the real firmware/ in MicroPython, one process per switch-on; the reference server "
+           "with a scaled clock; e-mails to a local SMTP sink")
+    stage = Stage(s, var, sec_per_day, n)
+    try:
+        stage.start()
+        n.text(f"  server {stage.url}  (database {_rel(stage.db)}, e-mails in "
+               f"{_rel(var / 'mail')}, log {_rel(var / 'server.log')})")
+        n.text("")
+        for h in s.homes:
+            radios = ", ".join(f"{b.room} ({'LTE-M' if b.transport == 'lte' else 'Wi-Fi'})"
+                               for b in h.bulbs)
+            n.text(f"  {h.name} ({h.person}): bulbs in the {radios}; watchers "
+                   + ", ".join(f"{w.name} ({w.role}, {w.lang})" for w in h.watchers))
+        if s.skipped:
+            n.text(f"  not in this run (too few days or homes): {', '.join(s.skipped)}")
+        n.text("")
+        stage.play()
+        outs = outcomes(stage)
+        _summary(stage, outs, time.monotonic() - t_start)
+        if keep:
+            link = stage.keep_serving()
+            n.text("")
+            n.text(f"The server keeps running (now at real speed from the week's end): {stage.url}")
+            n.text(f"  coordinator sign-in link (once, 24 h): {link}")
+            n.text(f"  API: {stage.url}/docs   token: {stage.token}")
+            n.text("  Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                n.text("stopping")
+        return stage, outs
+    finally:
+        stage.stop()
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def _summary(stage: Stage, outs: list, seconds: float) -> None:
+    n = stage.narrator
+    assert n and stage.sink
+    s = stage.scenario
+    n.text("")
+    n.text(f"E-mails sent ({len(stage.sink.all())}, kept in {_rel(stage.var / 'mail')}):")
+    for m in stage.sink.all():
+        to = ", ".join(m.to)
+        n.text(f"  {m.n:3d} {m.kind:<9} {to:<34} {m.subject}")
+    n.text("")
+    n.text("What happened:")
+    for h in s.homes:
+        mine = [p for p in stage.players if p.plan.id in {b.id for b in h.bulbs}]
+        made = sum(p.made for p in mine)
+        missed = sum(p.missed for p in mine)
+        planned = sum(len(b.visits) for b in h.bulbs)
+        n.text(f"  {h.name}: {made} of {planned} planned switch-ons made"
+               + (f" ({missed} missed: the host fell behind)" if missed else ""))
+    for o in outs:
+        n.text(f"  {'✓' if o.ok else '✗'} {o.incident:<10} {stage.scenario.home(o.home).name}: "
+               f"{o.text}")
+    false = unexplained_alerts(stage)
+    n.text(f"  {'✓' if not false else '✗'} false alerts: "
+           + (", ".join(f"{a['household']} {a['rule']}" for a in false) if false else "none"))
+    for a in coordinator_notices(stage):
+        n.text(f"  = coordinator notice ({a['rule']}, {a['state']}): {a['evidence']}")
+    errors = [e for p in stage.players for e in p.errors]
+    if errors:
+        n.text(f"  bulb errors: {len(errors)} (first: {errors[0]})")
+    n.text("")
+    n.text(f"Dashboard: {stage.url}/  (coordinator view /coordinator; `make demo KEEP=1` keeps it "
+           "running and prints a sign-in link)")
+    n.text(f"Done in {seconds:.0f} s.")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--keep", action="store_true", help="keep the bulb's state directory")
-    ap.add_argument("--days", type=float, default=None, help="(full demo only; ignored)")
-    ap.add_argument("--homes", type=int, default=None, help="(full demo only; ignored)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the server and dashboard running afterwards until Ctrl-C")
+    ap.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
+    ap.add_argument("--homes", type=int, default=3, help="homes (default 3; more are quiet)")
+    ap.add_argument("--sec-per-day", type=float, default=15.0,
+                    help="real seconds per simulated day (default 15)")
     args = ap.parse_args(argv)
-
     if not (FIRMWARE / "main.py").exists():
-        print("demo: firmware/main.py does not exist yet, so there is no bulb to boot.\n"
-              "      The simulation is ready (sim/bulb.py); the demo lights up once the "
-              "firmware lands.")
-        return 0
-    state = Path(tempfile.mkdtemp(prefix="mimamori-demo-"))
+        print("demo: firmware/main.py is missing: there is no bulb to boot")
+        return 1
     try:
-        b = Bulb(state / "bulb", site=SITE)
-        print(f"demo: one simulated bulb (firmware/ in MicroPython, virtual time), "
-              f"settings {SITE}")
-        for n, seconds in enumerate(VISITS_S, start=1):
-            b.power_on(stop_at_s=seconds, timeout=120)
-            describe_visit(b, n, seconds)
-        out = b.stdout.strip()
-        if out:
-            print("\nwhat the firmware printed:")
-            for line in dict.fromkeys(out.splitlines()):  # each distinct line once
-                print("  " + line)
-        where = b.state_dir / "trace.jsonl" if args.keep else "the trace (--keep keeps it)"
-        print(f"\ndemo: {len(VISITS_S)} switch-ons, {len(b.boots)} boots, "
-              f"{len(b.trace())} hardware events in {where}")
-    finally:
-        if args.keep:
-            print(f"demo: kept {state}")
-        else:
-            shutil.rmtree(state, ignore_errors=True)
+        run(args.days, args.homes, args.sec_per_day, args.keep)
+    except ValueError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
