@@ -35,6 +35,8 @@ def test_week_with_the_server_down_is_delivered_once_when_it_returns(rig: Rig) -
     for _ in range(visits):
         b.power_on(stop_at_s=25)
     assert rig.stored() == []
+    tried = {e["boot"] for e in b.events("net") if e["op"] == "connect"}
+    assert tried == set(range(1, visits + 1)), "every visit tried to reach the server"
     rig.srv.start()
     b.power_on(stop_at_s=60)
     stored = assert_delivered_exactly_once(rig, b)
@@ -50,7 +52,7 @@ def test_visit_without_signal_is_reported_on_a_later_visit(rig: Rig) -> None:
     b = rig.bulb(site=rig.site(), wifi=[wifi_net("home", "pw", up=False)])
     for _ in range(4):
         b.power_on(stop_at_s=3)  # a few seconds in the toilet, no network
-    assert rig.stored() == []
+    assert rig.stored() == [] and b.events("net") == [], "no network, nothing went out"
     b.wifi = [wifi_net("home", "pw", rssi=-70)]
     b.power_on(stop_at_s=20)
     stored = assert_delivered_exactly_once(rig, b)

@@ -48,6 +48,8 @@ def test_switch_on_over_lte_reaches_the_server_with_network_time(rig: Rig, modem
     assert len(link) == 1 and link[0][5] == -73 and link[0][6] > 0  # CSQ 20 -> -73 dBm
     assert modem.air.connections == 1 and modem.air.attaches == 1
     assert modem.air.payload_tx > 0 and modem.air.total > modem.air.payload_tx
+    uart = [e for e in b.trace() if e["ev"] == "uart"]
+    assert uart and not b.events("net"), "everything went through the modem, nothing over Wi-Fi"
 
 
 def test_no_registration_then_a_later_visit_delivers_both(rig: Rig, modem: Modem) -> None:
