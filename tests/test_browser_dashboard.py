@@ -222,3 +222,22 @@ def test_watchers_claim_resolve_pause_and_switch_language(pilot: dict, browser: 
     finally:
         aiko.close()
         ken.close()
+
+
+def test_pages_stay_usable_with_twice_the_text_size_on_a_phone(pilot: dict,
+                                                                browser: Any) -> None:
+    ctx = browser.new_context(viewport=PHONE, bypass_csp=True)  # to enlarge the text
+    ctx.set_default_timeout(15_000)
+    try:
+        page = ctx.new_page()
+        _sign_in(page, pilot["invite"]("Aiko"))
+        for path in ("/home", "/h/sato", "/h/suzuki"):
+            page.goto(pilot["url"] + path)
+            page.add_style_tag(content="html { font-size: 225% !important; }")
+            page.wait_for_selector(".status")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{path} is {width} px wide: it scrolls sideways"
+            assert page.locator(".status").first.is_visible()
+        _shot(page, "household_suzuki_phone_large_text", full=False)
+    finally:
+        ctx.close()

@@ -118,6 +118,7 @@ class Page:
         ctx = {"t": self.t, "lang": self.lang, "session": self.session,
                "csrf": self.session.csrf, "me": self.me, "path": self.request.url.path,
                "now_ms": self.now_ms, "when": self.when, "ago": self.ago,
+               "hhmm": lambda ms, tz: f"{i18n.local(ms, tz):%H:%M}",
                "duration": lambda ms: i18n.duration(ms, self.lang), **kw}
         html = self.web.env.get_template(template).render(**ctx)
         return self.finish(HTMLResponse(html, status_code=status))
