@@ -82,8 +82,11 @@ def _context(browser: Any, size: dict[str, int], lang: str = "ja-JP") -> Any:
     return ctx
 
 
-def _sign_in(page: Any, link: str) -> None:
+def _sign_in(page: Any, link: str, shot: str = "") -> None:
     page.goto(link)
+    page.wait_for_selector("#sign-in")
+    if shot:
+        _shot(page, shot)
     page.click("#sign-in")
     page.wait_for_url(re.compile(r"/(home|coordinator)$"))
 
@@ -154,7 +157,7 @@ def test_watchers_claim_resolve_pause_and_switch_language(pilot: dict, browser: 
         assert "Alert" in sato.locator(".status").inner_text()
         _shot(a, "home_desktop")
 
-        _sign_in(k, pilot["invite"]("Ken"))
+        _sign_in(k, pilot["invite"]("Ken"), shot="confirm_phone")
         assert k.locator("html").get_attribute("lang") == "ja"
         _shot(k, "home_phone")
 
