@@ -79,7 +79,7 @@ def timeline_of(store: Store, hid: str) -> Timeline:
     for d in devs:
         for r in store.records_for_device(d.id):
             recs.append(StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux,
-                                     r.arg, r.received_at / 1000))
+                                     r.arg, r.received_at / 1000, epoch=r.epoch))
     return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs})
 
 
