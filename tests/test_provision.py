@@ -1,0 +1,160 @@
+"""Bench provisioning (tools/provision.py, `make provision`) with the real `mpremote` against a
+simulated bulb: its raw REPL is served on a socket by sim/repl.py over the bulb's own
+filesystem, the firmware runs in MicroPython with the shims, and a real server process stores
+what the bulb reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware import record
+from sim.bulb import Bulb, wifi_net
+from sim.modem import Modem
+from sim.repl import ReplServer
+from tests.uplink_rig import Rig, kinds
+from tools import provision as prov
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    r = Rig(tmp_path).start()
+    yield r
+    r.stop()
+
+
+def mpremote(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mpremote", "connect", url, *args],
+                          check=False, capture_output=True, text=True, timeout=60)
+
+
+def test_mpremote_copies_into_the_bulbs_filesystem_runs_code_and_resets_it(tmp_path: Path) -> None:
+    b = Bulb(tmp_path / "bulb", wifi=[wifi_net("home", "pw")])
+    b.power_on(wait=False)  # main.py runs; mpremote interrupts it as on a board
+    src = tmp_path / "hello.json"
+    src.write_text('{"brightness": 0.5}')
+    try:
+        with ReplServer(b) as repl:
+            r = mpremote(repl.url, "cp", str(src), ":site.json", "+", "fs", "cat", ":site.json")
+            assert r.returncode == 0, r.stderr
+            assert '{"brightness": 0.5}' in r.stdout
+            assert (b.fs / "site.json").read_text() == '{"brightness": 0.5}'  # the bulb's own fs
+            assert not b.is_running(), "Ctrl-C stopped the firmware"
+            r = mpremote(repl.url, "exec", "import machine; print(machine.unique_id().hex())")
+            assert r.stdout.strip() == b.unique_id
+            r = mpremote(repl.url, "exec", "x = 1 // 0")
+            assert r.returncode != 0 and "ZeroDivisionError" in r.stdout + r.stderr
+            boots = len(b.boots)
+            assert mpremote(repl.url, "reset").returncode == 0
+            b.wait_for(lambda tr: sum(e["ev"] == "power_on" for e in tr) > boots, 20)
+            assert repl.resets == 1 and b.is_running(), "machine.reset() boots the firmware again"
+    finally:
+        b.power_off()
+
+
+def test_make_provision_registers_the_bulb_and_reports_its_first_upload_with_the_signal(
+    tmp_path: Path, rig: Rig
+) -> None:
+    b = Bulb(tmp_path / "bench", wifi=[wifi_net("home", "pw", rssi=-58)])
+    b.power_on(wait=False)  # flashed, never provisioned: lit, nothing to report to
+    try:
+        with ReplServer(b) as repl:
+            r = subprocess.run(
+                ["make", "-s", "provision", f"PORT={repl.url}", "WIFI_SSID=home",
+                 "WIFI_PASSWORD=pw", f"SERVER={rig.url}", f"DB={rig.db}", "DEVICE=kitchen-1",
+                 "TIMEOUT=60"],
+                cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert repl.resets == 1
+    finally:
+        b.power_off()
+    out = r.stdout
+    assert "registered kitchen-1 with the server" in out
+    assert "first upload acknowledged" in out and "over Wi-Fi" in out
+    assert "signal: -58 dBm, strong (5 of 5 bars)" in out
+    site = json.loads((b.fs / "site.json").read_text())
+    assert site["wifi_ssid"] == "home" and site["device_id"] == "kitchen-1"
+    assert f"Mimamori-{b.unique_id[-4:].upper()}" in out and site["ap_password"] in out
+    assert site["device_key"] not in out and "pw" not in out.replace("password:", "")
+    stored = _stored(rig, "kitchen-1")
+    assert kinds(stored, record.K_POWER_ON)
+    assert [r.aux for r in kinds(stored, record.K_LINK) if r.arg > 0][:1] == [-58]
+    assert not (b.fs / "commission").exists(), "the bulb confirmed the provisioning"
+
+
+def _stored(rig: Rig, device: str) -> list[Any]:
+    from sim.server.storage import Store
+
+    store = Store.open(rig.db)
+    try:
+        return store.records_for_device(device)
+    finally:
+        store.close()
+
+
+def test_provision_over_lte_m_with_a_key_registered_on_the_server(tmp_path: Path, rig: Rig) -> None:
+    modem = Modem(tmp_path / "uart1.sock").start()
+    b = Bulb(tmp_path / "lte", uart={"1": modem.path})
+    b.power_on(wait=False)
+    try:
+        with ReplServer(b) as repl:
+            r = subprocess.run(
+                [sys.executable, "-m", "tools.provision", "--port", repl.url, "--apn",
+                 "iot.example", "--server", rig.url, "--device", rig.device, "--key", rig.key,
+                 "--db", str(rig.db), "--timeout", "60"],
+                cwd=REPO, check=False, capture_output=True, text=True, timeout=120)
+    finally:
+        b.power_off()
+        modem.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "registered" not in r.stdout  # the key was given
+    assert "over LTE-M" in r.stdout, r.stdout
+    assert "signal: -73 dBm, weak (3 of 5 bars)" in r.stdout, r.stdout
+    assert "a socket closer to the router (or a window for LTE-M)" in r.stdout
+    site = json.loads((b.fs / "site.json").read_text())
+    assert site["transport"] == "lte" and site["apn"] == "iot.example"
+    assert kinds(rig.stored(), record.K_POWER_ON)
+
+
+@pytest.mark.parametrize(
+    ("req", "says"),
+    [
+        (prov.Request("", "http://s"), "PORT= is required"),
+        (prov.Request("p", "ftp://s", wifi_ssid="h"), "SERVER= must be"),
+        (prov.Request("p", "http://s"), "either WIFI_SSID="),
+        (prov.Request("p", "http://s", wifi_ssid="h", apn="a"), "either WIFI_SSID="),
+        (prov.Request("p", "http://s", wifi_ssid="h", key="zz", device="d"), "KEY= must be"),
+        (prov.Request("p", "http://s", wifi_ssid="h", key="abcd"), "KEY= needs DEVICE="),
+    ],
+)
+def test_bad_provisioning_requests_say_what_to_fix(req: prov.Request, says: str) -> None:
+    with pytest.raises(prov.ProvisionError, match=says):
+        prov.check(req)
+
+
+def test_a_port_with_no_bulb_is_a_clear_error(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "tools.provision", "--port", "socket://127.0.0.1:9",
+         "--wifi-ssid", "home", "--server", "http://127.0.0.1:8000", "--db",
+         str(tmp_path / "none.db")], cwd=REPO, check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.startswith("provision: mpremote on socket://127.0.0.1:9 failed")
+    assert "check PORT=" in r.stderr
+
+
+def test_provisioning_again_keeps_the_label_password_and_other_settings() -> None:
+    req = prov.Request("p", "https://srv.example", wifi_ssid="new", wifi_password="pw2")
+    old = {"brightness": 0.4, "ap_password": "abcdefgh23", "wifi_ssid": "old"}
+    site = prov.site_config(req, "bulb-1", "ab" * 32, old)
+    assert site["ap_password"] == "abcdefgh23" and site["brightness"] == 0.4
+    assert site["wifi_ssid"] == "new" and site["transport"] == "wifi"
+    fresh = prov.site_config(req, "bulb-1", "ab" * 32, {})
+    assert len(fresh["ap_password"]) == 10 and set(fresh["ap_password"]) <= set(prov.AP_ALPHABET)
+    assert [prov.bars(d) for d in (-100, -90, -80, -70, -64, -50)] == [0, 1, 2, 3, 4, 5]
