@@ -53,8 +53,9 @@ flash: image
 
 # make provision PORT=/dev/ttyUSB0 SERVER=https://... WIFI_SSID=... WIFI_PASSWORD=... | APN=...
 #   [DEVICE=bulb-x] [KEY=hex] [DB=var/mimamori.db] [TIMEOUT=180]   (docs/installing.md)
+#   not echoed: the command line holds the Wi-Fi password
 provision: setup
-	$(PY) -m tools.provision --port "$(PORT)" --server "$(SERVER)" \
+	@$(PY) -m tools.provision --port "$(PORT)" --server "$(SERVER)" \
 		--wifi-ssid "$(WIFI_SSID)" --wifi-password "$(WIFI_PASSWORD)" --apn "$(APN)" \
 		$(if $(DEVICE),--device "$(DEVICE)") $(if $(KEY),--key "$(KEY)") \
 		$(if $(DB),--db "$(DB)") $(if $(TIMEOUT),--timeout $(TIMEOUT))
