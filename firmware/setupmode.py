@@ -4,7 +4,7 @@
 # delivers the journal to the server (the setup record included), and only then saves the
 # site config. The lamp breathes while setup mode runs, shows the result of each test, and the
 # signal after a success. Setup mode ends after a success (restart into a normal boot) or after
-# _SETUP_MS without one. confirm() shows the signal on the first boot after a provisioning.
+# SETUP_MS without one. confirm() shows the signal on the first boot after a provisioning.
 # It must never save a config that did not work, never keep a password that did not work,
 # never leave the lamp dark or breathing once it is over, and never run in safe mode.
 import asyncio
@@ -14,7 +14,7 @@ import network
 import record
 from micropython import const
 
-_SETUP_MS = const(600000)  # setup mode gives up after 10 minutes without a success
+SETUP_MS = 600000  # setup mode gives up after 10 minutes without a success
 _LINGER_MS = const(20000)  # after a success the result page stays up this long
 _T_JOIN = const(15000)  # association + DHCP
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read from a label
@@ -156,7 +156,7 @@ class Setup:
         print("setup: access point", self.name, "at", ip)
         ok = False
         start = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), start) < _SETUP_MS:
+        while time.ticks_diff(time.ticks_ms(), start) < SETUP_MS:
             await asyncio.sleep_ms(500)
             if web.result and web.result[0] == "ok":
                 ok = True

@@ -218,3 +218,30 @@ def test_chromium_on_the_bulbs_portal_sees_networks_and_the_result(rig: Rig) -> 
     b.wait_for(lambda _: kinds(rig.stored(), record.K_SETUP), 60)
     b.power_off()
     assert [r.sub for r in kinds(rig.stored(), record.K_SETUP)] == [2]  # by itself
+
+
+GIVE_UP = """
+import asyncio, config, journal, lamp, setupmode
+light = lamp.Lamp()
+cfg, _ = config.load()
+light.configure(cfg)
+setupmode.SETUP_MS = 5000  # 10 minutes on a bulb
+asyncio.run(setupmode.run(cfg, journal.open(), light, 2))
+print("LEFT", light.at_level())
+"""
+
+
+def test_setup_mode_without_a_success_closes_the_access_point_and_keeps_the_light(
+    mpy_run: Any, tmp_path: Path
+) -> None:
+    site = {"device_id": "bulb-x", "device_key": "ab" * 32, "brightness": 0.6,
+            "ap_password": LABEL_PASSWORD}
+    out = mpy_run(GIVE_UP, site=site, wifi=HOME)
+    assert "LEFT True" in out and "no success in time" in out
+    b = Bulb(next(tmp_path.glob("snippet*")))
+    ap = [e["state"] for e in ap_events(b)]
+    assert ap[0] == "up" and ap[-1] == "down"
+    levels = [d for _, d in b.lamp_duties()]
+    assert min(levels) > 0 and levels[-1] == round(0.6 ** 2.8 * 65535)
+    closes = [e for e in b.events("net") if e.get("op") == "close"]
+    assert len(closes) >= 2, "the DNS and web sockets are closed"
