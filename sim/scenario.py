@@ -233,7 +233,10 @@ def _no_signal(visits: list[Visit], down: datetime) -> tuple[datetime, datetime]
     """When the router goes off and comes back: after at least one visit got through, and back
     shortly before a switch-on that comes less than 23 h after the last one the server saw, so
     that the outage alone cannot reach the 24 h no-activity limit (the point is late delivery)."""
-    before = [v for v in visits if v.off + timedelta(minutes=10) < down]
+    for v in visits:  # not in the middle of a visit
+        if v.on <= down <= v.off + timedelta(minutes=10):
+            down = v.off + timedelta(minutes=10)
+    before = [v for v in visits if v.off + timedelta(minutes=10) <= down]
     if not before:
         down = visits[0].off + timedelta(minutes=30) if visits else down
         before = visits[:1]
