@@ -191,7 +191,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "needed_help": "Needed help",
         "false_alarm": "False alarm",
         "note": "Note (for a false alarm: why)",
-        "open_household": "Open",
+        "open_household": "See details",
         "activity": "Light use over the last 14 days",
         "activity_help": "Bars show when the light was on (midnight on the left, midnight on the right; today at the top).",
         "lg_on": "light on",
