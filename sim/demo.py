@@ -16,17 +16,19 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO
 from sim.narrate import Narrator
-from sim.play import Stage, coordinator_notices, outcomes, unexplained_alerts
+from sim.play import Outcome, Stage, coordinator_notices, outcomes, unexplained_alerts
 
 VAR = REPO / "var" / "demo"
 
 
 def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = False,
-        var: Path = VAR, out=None) -> tuple[Stage, list]:
+        var: Path = VAR, out: TextIO | None = None,
+        screenshot: Path | None = None) -> tuple[Stage, list[Outcome]]:
     """Play the demo; returns the stage (stopped unless keep) and the incidents' outcomes."""
     out = out or sys.stdout
     t_start = time.monotonic()
@@ -53,8 +55,16 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
         stage.play()
         outs = outcomes(stage)
         _summary(stage, outs, time.monotonic() - t_start)
+        if keep or screenshot:
+            stage.keep_serving()
+        if screenshot:
+            from sim.demo_shot import screenshots
+
+            fell = next((h.id for h in s.homes if sc.FALL in h.incidents), s.homes[0].id)
+            for path in screenshots(stage.url, stage.coordinator_link(), screenshot, fell):
+                n.text(f"screenshot: {_rel(path)}")
         if keep:
-            link = stage.keep_serving()
+            link = stage.coordinator_link()
             n.text("")
             n.text(f"The server keeps running (now at real speed from the week's end): {stage.url}")
             n.text(f"  coordinator sign-in link (once, 24 h): {link}")
@@ -77,7 +87,7 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def _summary(stage: Stage, outs: list, seconds: float) -> None:
+def _summary(stage: Stage, outs: list[Outcome], seconds: float) -> None:
     n = stage.narrator
     assert n and stage.sink
     s = stage.scenario
@@ -120,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--homes", type=int, default=3, help="homes (default 3; more are quiet)")
     ap.add_argument("--sec-per-day", type=float, default=15.0,
                     help="real seconds per simulated day (default 15)")
+    ap.add_argument("--screenshot", type=Path, metavar="DIR",
+                    help="afterwards, photograph the dashboard into DIR (Playwright, Chromium)")
     args = ap.parse_args(argv)
     if not (FIRMWARE / "main.py").exists():
         print("demo: firmware/main.py is missing: there is no bulb to boot")
         return 1
     try:
-        run(args.days, args.homes, args.sec_per_day, args.keep)
+        run(args.days, args.homes, args.sec_per_day, args.keep, screenshot=args.screenshot)
     except ValueError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 2

@@ -243,6 +243,8 @@ class Stage:
         """The server's log goes to var/demo/server.log (a full pipe would stall it)."""
         assert self.server and self.server.proc and self.server.proc.stderr
         err = self.server.proc.stderr
+        if self._log:
+            self._log.close()
         self._log = open(self.var / "server.log", "ab")  # noqa: SIM115 - closed by stop()
 
         def pump() -> None:
@@ -516,18 +518,25 @@ class Stage:
                      f"needed help — \"{FALL_NOTE}\"", "act")
 
     # ---- ending -----------------------------------------------------------------------------
-    def keep_serving(self) -> str:
+    def keep_serving(self) -> None:
         """Restart the server at real speed from where the week ended (same port and data), so
-        that sign-in links and sessions last as long as they say; returns a coordinator link."""
+        that sign-in links and sessions last as long as they say."""
         assert self.server and self.clock
+        if self.clock.factor == 1.0:
+            return
         end = self.clock.sim()
         self.server.stop()
         env = self.server.env
         self.server = ServerProcess(self.db, port=self.port, clock=f"scaled:1@{end:.0f}", env=env)
         self.server.start(timeout=60)
         self._drain_stderr()
-        out = self.cli("--clock", f"fixed:{end:.0f}", "coordinator", "link", "--name",
-                       "City welfare office", "--url", self.url)
+        self.clock = SimClock(1.0, end - time.time())
+
+    def coordinator_link(self) -> str:
+        """A one-time sign-in link to the coordinator's pages (24 h of server time)."""
+        assert self.clock
+        out = self.cli("--clock", f"fixed:{self.clock.sim():.0f}", "coordinator", "link",
+                       "--name", "City welfare office", "--url", self.url)
         return out.strip().splitlines()[-1]
 
     def stop(self) -> None:
