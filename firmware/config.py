@@ -61,6 +61,9 @@ SCHEMA = (
     ("alive_max_s",     _INT,    60,     86400,  " of seconds", 1800,               _SERVER),
     # setup mode's access point password (on the bulb's label; setupmode.py, docs/setup_mode.md)
     ("ap_password",     _TEXT,   0,      63,     "",        "",                     _SECRET),
+    # LTE-M: a power-on reports only when the last report is this old (uplink.py; the server
+    # adds it to its no-activity deadlines for LTE-M bulbs: docs/uplink.md section 6)
+    ("lte_report_gap_s", _INT,   0,      43200,  " of seconds", 21600,              _SERVER),
 )
 # fmt: on
 

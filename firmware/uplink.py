@@ -23,7 +23,6 @@ _BASE_MS = const(4000)  # backoff: full jitter in [0, min(cap, base * 2^failures
 _CAP_MS = const(1800000)
 _REFUSED_MS = const(3600000)  # after a 4xx: the same request would be refused again
 _ANCHOR_MS = const(21600000)  # a new server time anchor within a boot every 6 h
-_LTE_GAP_S = const(21600)  # LTE-M: a power-on reports when the last report is older than this
 
 DONE = const(0)  # everything unsent is acknowledged
 FAIL = const(1)  # no link, no connection, dropped, 5xx: back off and retry
@@ -181,7 +180,7 @@ class Uplink:
                 break
         return got
 
-    # ---- LTE-M report gap (docs/uplink.md: bytes per month)
+    # ---- LTE-M report gap, the setting lte_report_gap_s (docs/uplink.md: bytes per month)
     def _lte_due(self, t):
         """True when this power-on should report over LTE-M: no network time to judge by, a
         record worth telling waiting (fault, loss, setup), or the last report is old."""
@@ -193,7 +192,7 @@ class Uplink:
         except (OSError, ValueError):
             return True
         now = t.clock[0]
-        if not 0 <= now - last < _LTE_GAP_S:
+        if not 0 <= now - last < self._cfg["lte_report_gap_s"]:  # a setting the server may push
             return True
         rec = self._mv[_HEAD + protocol.HEADER_SIZE :]
         count, _ = self._j.read_unsent(rec, _BATCH)

@@ -103,6 +103,23 @@ def test_bulb_not_heard_for_three_days_is_flagged_silent():
     assert rule(evaluate(tl, FIXED, at(4, 11)), "bulb_silent", "bulb-1").state == OPEN
 
 
+def test_bulb_is_not_flagged_silent_right_after_a_planned_absence():
+    # heard on the 1st; the household away (paused) from the 2nd to the 5th: an empty home's
+    # bulb is not silent, so its silence counts from the end of the pause (midnight of the 6th)
+    tl = Bulb().visit(at(1, 10), 60, off=True).timeline()
+    pause = Pause.from_dates(date(2026, 3, 2), date(2026, 3, 5), "Asia/Tokyo")
+    s = replace(FIXED, pauses=(pause,))
+    during = rule(evaluate(tl, s, at(5, 12)), "bulb_silent", "bulb-1")
+    assert during.state == CLEAR and during.next_check == at(6, 0)
+    after = rule(evaluate(tl, s, at(6, 0, 1)), "bulb_silent", "bulb-1")
+    assert after.state == CLEAR and after.next_check == at(9, 0)  # 72 h after the pause
+    assert rule(evaluate(tl, s, at(8, 23, 59)), "bulb_silent", "bulb-1").state == CLEAR
+    late = rule(evaluate(tl, s, at(9, 0)), "bulb_silent", "bulb-1")
+    assert late.state == OPEN and late.since == at(9, 0) and late.audience == "coordinator"
+    # without the pause the same bulb was flagged on the 4th
+    assert rule(evaluate(tl, FIXED, at(6, 0, 1)), "bulb_silent", "bulb-1").state == OPEN
+
+
 def test_visits_that_keep_arriving_late_flag_poor_delivery_for_the_coordinator():
     b = Bulb()
     for d in range(1, 8):

@@ -16,6 +16,14 @@ Rules (names are stable keys for the alert lifecycle):
 - poor_delivery  visits keep reaching the server late (radio to fix)            coordinator
 While a planned absence (pause) covers `now`, family rules are clear with "paused until ...";
 gaps are counted from the end of the pause, and the learned rule does not learn from paused days.
+A bulb's silence is counted from the end of a pause too (a bulb in an empty home is not silent).
+
+LTE-M bulbs report a power-on only when their last report is lte_report_gap_s old, so a
+switch-on may lie unreported up to last_heard + gap (`DeviceSeen.hidden_until`; any later
+power-on reports at once). The gap rules count the quiet spell from that instant when it is
+later than the last switch-on known: the no-activity deadline is
+max(last_on + N, hidden_until + N), the learned rule takes the later of the deadlines from
+both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bulbs: unchanged.
 """
 
 from __future__ import annotations
@@ -154,6 +162,14 @@ def _when(iv: Interval, clock: _Clock, now: float) -> str:
             f"{clock.hhmm(iv.start_latest, now)} (reported late)")
 
 
+def _hidden_until(tl: Timeline, now: float) -> float | None:
+    """The latest instant at which a switch-on may have happened that no bulb has reported yet
+    (LTE-M report gap; docs/alerts.md); None when every bulb reports each power-on at once."""
+    ts = [h for d in tl.devices.values()
+          if (h := d.hidden_until) is not None and d.last_heard is not None and d.last_heard <= now]
+    return max(ts) if ts else None
+
+
 def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[float | None, Interval | None]:
     """Start of the current quiet spell: last switch-on, or the end of a pause after it."""
     last = ivs[-1] if ivs else None
@@ -173,12 +189,13 @@ def evaluate(tl: Timeline, settings: Settings, now: float) -> list[Decision]:
     ivs = _visible(tl, now)
     out: list[Decision] = []
     pause = _paused(settings, now)
+    hidden = _hidden_until(tl, now)
     if settings.activity_rule == "fixed":
-        out.append(_no_activity(ivs, settings, now, clock, pause))
+        out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
     elif settings.activity_rule == "daily_window":
-        out.append(_daily_window(ivs, settings, now, clock, pause))
+        out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
     else:
-        out.append(unusual_quiet(ivs, settings, now, clock, pause))
+        out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden))
     out.extend(_on_too_long(ivs, settings, now, clock, pause))
     out.extend(_bulb_silent(tl, settings, now, clock))
     out.extend(_poor_delivery(ivs, tl, settings, now))
@@ -190,18 +207,30 @@ def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Deci
                     pause.end, detail={"paused_until": pause.end})
 
 
+def _unreported(hidden: float | None, t0: float, clock: _Clock, now: float) -> str:
+    """The evidence's note when the spell is counted from an LTE-M bulb's report gap."""
+    if hidden is None or hidden <= t0:
+        return ""
+    return (f"; counted from {clock.hhmm(hidden, now)}: an LTE-M bulb may not have reported "
+            f"switch-ons until then")
+
+
 def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=None,
-                 note="") -> Decision:
+                 note="", hidden: float | None = None) -> Decision:
     if pause:
         return _paused_decision(rule, pause, clock, now)
     limit = (limit_h if limit_h is not None else settings.no_activity_h) * HOUR
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
-    deadline = t0 + limit
+    # a switch-on an LTE-M bulb has not reported yet can be as late as `hidden`
+    deadline = max(t0, hidden if hidden is not None else t0) + limit
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": limit / HOUR}
+    note += _unreported(hidden, t0, clock, now)
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR}
+    if hidden is not None and hidden > t0:
+        detail["unreported_until"] = hidden
     if now >= deadline:
         return Decision(rule, OPEN, deadline,
                         f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{note}",
@@ -209,7 +238,7 @@ def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=N
     return Decision(rule, CLEAR, t0, what + note, deadline, at=t0, detail=detail)
 
 
-def _daily_window(ivs, settings, now, clock, pause) -> Decision:
+def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None) -> Decision:
     rule = "daily_window"
     if pause:
         return _paused_decision(rule, pause, clock, now)
@@ -226,8 +255,13 @@ def _daily_window(ivs, settings, now, clock, pause) -> Decision:
     in_window = [iv for iv in ivs if s_u <= iv.start_latest < e_u]
     overlaps_pause = any(p.start < e_u and p.end > s_u for p in settings.pauses)
     label = f"{w.strftime('%H:%M')} + {settings.window_h:g} h"
-    if in_window or overlaps_pause or t0 is None or (t0 is not None and t0 >= e_u):
+    # a switch-on an LTE-M bulb has not reported may lie in the window (or after it)
+    unreported = hidden is not None and t0 is not None and hidden > max(t0, s_u)
+    if (in_window or overlaps_pause or t0 is None or (t0 is not None and t0 >= e_u)
+            or unreported):
         ev = (f"light switched on {_when(last, clock, now)}" if last else "no switch-on yet")
+        if unreported and not in_window and t0 is not None and t0 < e_u:
+            ev += _unreported(hidden, t0, clock, now)
         return Decision(rule, CLEAR, t0, ev, nxt_end - clock.off, at=t0,
                         detail={"window": label})
     last_what = (f"last light switched on {_when(last, clock, now)}" if last
@@ -265,21 +299,37 @@ def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
     return out
 
 
+def _silence_start(settings: Settings, t: float | None, now: float) -> float | None:
+    """When a bulb's silence began: t (last heard, or registered), or the end of a pause that
+    ended after it (a bulb in an empty home is not silent)."""
+    if t is None:
+        return None
+    for p in settings.pauses:
+        if t < p.end <= now:
+            t = p.end
+    return t
+
+
 def _bulb_silent(tl: Timeline, settings, now, clock) -> list[Decision]:
     out = []
     for dev, seen in sorted(tl.devices.items()):
         if seen.last_heard is None:
             reg = seen.registered_at
-            due = None if reg is None else reg + settings.never_heard_h * HOUR
-            if due is not None and now >= due:
+            since = _silence_start(settings, reg, now)
+            due = None if since is None else since + settings.never_heard_h * HOUR
+            paused = _paused(settings, now)
+            if due is not None and now >= due and not paused:
                 out.append(Decision("bulb_silent", OPEN, due,
                                     f"bulb {dev} registered {clock.hhmm(reg, now)}, never heard",
                                     None, "coordinator", dev))
             else:
-                out.append(Decision("bulb_silent", CLEAR, reg, f"bulb {dev} not heard yet", due,
+                nxt = paused.end if paused and due is not None and now >= due else due
+                out.append(Decision("bulb_silent", CLEAR, reg, f"bulb {dev} not heard yet", nxt,
                                     "coordinator", dev))
             continue
-        due = seen.last_heard + settings.silent_h * HOUR
+        since = _silence_start(settings, seen.last_heard, now)
+        assert since is not None
+        due = since + settings.silent_h * HOUR
         paused = _paused(settings, now)
         if now >= due and not paused:
             out.append(Decision("bulb_silent", OPEN, due,
@@ -408,8 +458,9 @@ def _tail_threshold(es: list[float], days: float, days_per_false_alert: float,
 
 
 def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
-                  pause: Pause | None = None) -> Decision:
-    """The learned rule: alert when the current quiet spell is improbable for this household."""
+                  pause: Pause | None = None, hidden: float | None = None) -> Decision:
+    """The learned rule: alert when the current quiet spell is improbable for this household.
+    hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
     rule = "unusual_quiet"
     clock = clock or _Clock(settings.tz, now)
     if pause:
@@ -418,11 +469,38 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     if rh is None:
         return _no_activity(ivs, settings, now, clock, pause, rule=rule,
                             note=f" (still learning this household's rhythm: fixed "
-                                 f"{settings.no_activity_h:g} h rule)")
+                                 f"{settings.no_activity_h:g} h rule)", hidden=hidden)
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
     mass = _mass_fn(rh.rate, clock.off)
+    deadline, thr = _learned_deadline(rh, mass, t0, settings, clock)
+    if hidden is not None and hidden > t0:
+        # the spell may have begun as late as `hidden`: alert only when it is improbable
+        # however it began (the later of the two deadlines)
+        later, thr_h = _learned_deadline(rh, mass, hidden, settings, clock)
+        if later > deadline:
+            deadline, thr = later, thr_h
+    what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
+            else f"pause ended at {clock.hhmm(t0, now)}")
+    what += _unreported(hidden, t0, clock, now)
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
+              "expected": mass(now) - mass(t0), "threshold": thr,
+              "history_days": rh.days}
+    if hidden is not None and hidden > t0:
+        detail["unreported_until"] = hidden
+    if now >= deadline:
+        return Decision(
+            rule, OPEN, deadline,
+            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}; on a usual day about "
+            f"{mass(now) - mass(t0):.0f} switch-ons happen in that time (learned over "
+            f"{rh.days:.0f} days)", None, at=t0, detail=detail)
+    return Decision(rule, CLEAR, t0, what, deadline, at=t0, detail=detail)
+
+
+def _learned_deadline(rh: Rhythm, mass, t0: float, settings: Settings,
+                      clock: _Clock) -> tuple[float, float]:
+    """(deadline, threshold) of a quiet spell that began at t0 under the learned rhythm."""
     thr = rh.by_hour[int(((t0 + clock.off) % DAY) // HOUR)]
     target = mass(t0) + thr
     # walk hour by hour to the instant the expected count reaches the threshold
@@ -433,19 +511,8 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     for _ in range(20):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mass(mid) < target else (lo, mid)
-    deadline = min(max(hi, t0 + settings.learned_min_h * HOUR), t0 + settings.learned_max_h * HOUR)
-    what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
-            else f"pause ended at {clock.hhmm(t0, now)}")
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
-              "expected": mass(now) - mass(t0), "threshold": thr,
-              "history_days": rh.days}
-    if now >= deadline:
-        return Decision(
-            rule, OPEN, deadline,
-            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}; on a usual day about "
-            f"{mass(now) - mass(t0):.0f} switch-ons happen in that time (learned over "
-            f"{rh.days:.0f} days)", None, at=t0, detail=detail)
-    return Decision(rule, CLEAR, t0, what, deadline, at=t0, detail=detail)
+    return min(max(hi, t0 + settings.learned_min_h * HOUR),
+               t0 + settings.learned_max_h * HOUR), thr
 
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)
@@ -490,10 +557,11 @@ def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str) -> li
     clock = _Clock(settings.tz, now)
     ivs = _visible(tl, now)
     pause = _paused(settings, now)
+    hidden = _hidden_until(tl, now)
     if rule == "no_activity":
-        return [_no_activity(ivs, settings, now, clock, pause)]
+        return [_no_activity(ivs, settings, now, clock, pause, hidden=hidden)]
     if rule == "daily_window":
-        return [_daily_window(ivs, settings, now, clock, pause)]
+        return [_daily_window(ivs, settings, now, clock, pause, hidden)]
     if rule == "unusual_quiet":
-        return [unusual_quiet(ivs, settings, now, clock, pause)]
+        return [unusual_quiet(ivs, settings, now, clock, pause, hidden)]
     raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, unusual_quiet)")

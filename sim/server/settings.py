@@ -46,6 +46,15 @@ config = _load_config()
 SERVER_KEYS: tuple[str, ...] = tuple(r[0] for r in config.SCHEMA if r[6] & config._SERVER)
 
 
+def lte_report_gap_s(pushed: dict[str, Any]) -> float:
+    """The LTE-M report gap a bulb uses: the value pushed to it when valid, else the bulb's
+    default (the rules wait this much longer for LTE-M bulbs: docs/alerts.md)."""
+    try:
+        return float(config.check("lte_report_gap_s", pushed["lte_report_gap_s"]))
+    except (KeyError, ValueError):
+        return float(config.defaults()["lte_report_gap_s"])
+
+
 def check(key: str, value: Any) -> Any:
     """The value as the bulb will keep it; ValueError saying what is wrong otherwise."""
     if key not in SERVER_KEYS:

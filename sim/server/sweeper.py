@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from sim.server import alerts, notify, rules
 from sim.server import households as hh
+from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
 from sim.server.timeline import StoredRecord, Timeline, build_timeline
 
@@ -80,7 +81,9 @@ def timeline_of(store: Store, hid: str) -> Timeline:
         for r in store.records_for_device(d.id):
             recs.append(StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux,
                                      r.arg, r.received_at / 1000, epoch=r.epoch))
-    return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs})
+    return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs},
+                          report_gaps={d.id: bulb_settings.lte_report_gap_s(d.settings)
+                                       for d in devs})
 
 
 def rule_settings(c: Cursor, home: hh.Household) -> rules.Settings:

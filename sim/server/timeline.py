@@ -17,6 +17,12 @@ How a boot becomes an interval (one bulb, boots in boot-number order):
 - a boot whose POWER_ON says watchdog or software reset is not a new switch-on: the lamp stayed
   lit through it, so it extends the previous visit.
 
+What the server has not been told yet: an LTE-M bulb reports a power-on only when its last
+report is `lte_report_gap_s` old (firmware/uplink.py), so it may hold visits up to that long
+after it was last heard. `DeviceSeen.report_gap_s` is that gap for bulbs known to use LTE-M
+(a K_LINK with sub T_LTE or a K_ANCHOR from the modem's clock), 0 for the others; the rules
+count quiet spells from `hidden_until` at the earliest.
+
 Uptime is a u32 of milliseconds (wraps after 49.7 days): it is unwrapped within a boot.
 """
 
@@ -27,7 +33,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firmware.record import K_ANCHOR, K_OFF, K_POWER_ON
+from firmware.record import A_MODEM, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON, T_LTE
 
 WRAP_MS = 1 << 32
 # ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).
@@ -40,6 +46,9 @@ _CONTINUES_VISIT = (WDT_RESET, SOFT_RESET)
 # 10 % of the visit's length.
 ALIVE_STEP_S = 10.0
 ALIVE_FRACTION = 0.10
+# The bulb's default lte_report_gap_s (firmware/config.py SCHEMA; tests/test_lte_gap.py checks
+# they agree): used for an LTE-M bulb whose gap the caller does not give.
+LTE_REPORT_GAP_S = 21600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,16 @@ class DeviceSeen:
     first_heard: float | None
     last_heard: float | None  # latest received_at of any record
     last_boot: int | None
+    lte: bool = False  # the bulb has reported over LTE-M (K_LINK T_LTE) or used its clock
+    report_gap_s: float = 0.0  # visits may wait this long after last_heard (LTE-M), else 0
+
+    @property
+    def hidden_until(self) -> float | None:
+        """The latest instant of a switch-on the bulb may hold unreported (None: none can be):
+        any power-on after last_heard + report_gap_s reports at once."""
+        if self.last_heard is None or self.report_gap_s <= 0:
+            return None
+        return self.last_heard + self.report_gap_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,14 +258,23 @@ def device_intervals(records: list[StoredRecord]) -> list[Interval]:
     return out
 
 
+def uses_lte(records: Iterable[StoredRecord]) -> bool:
+    """True when a bulb's records show LTE-M: a link record over LTE-M, or a modem time anchor."""
+    return any((r.kind == K_LINK and r.sub == T_LTE) or (r.kind == K_ANCHOR and r.sub == A_MODEM)
+               for r in records)
+
+
 def build_timeline(
     records: Iterable[StoredRecord],
     registered: Mapping[str, float | None] | None = None,
+    report_gaps: Mapping[str, float] | None = None,
 ) -> Timeline:
     """The household's timeline from all its bulbs' records.
 
     registered: device -> registration time (Unix s, or None), so that a bulb never heard
     still appears in `devices` (the bulb-silent rule needs it).
+    report_gaps: device -> its lte_report_gap_s (the setting pushed to it); bulbs not named get
+    LTE_REPORT_GAP_S. Applies only to bulbs whose records show LTE-M (Wi-Fi reports at once).
     """
     per_dev: dict[str, list[StoredRecord]] = {}
     for r in records:
@@ -261,6 +289,8 @@ def build_timeline(
             first_heard=min(r.received_at for r in recs),
             last_heard=max(r.received_at for r in recs),
             last_boot=max(r.boot for r in recs),
+            lte=(lte := uses_lte(recs)),
+            report_gap_s=float((report_gaps or {}).get(dev, LTE_REPORT_GAP_S)) if lte else 0.0,
         )
     for dev, at in (registered or {}).items():
         devices.setdefault(dev, DeviceSeen(dev, at, None, None, None))
