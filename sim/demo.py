@@ -13,6 +13,7 @@ the e-mails, checks what each incident led to (sim/play.py `outcomes`) and exits
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,8 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
             n.text(f"  coordinator sign-in link (once, 24 h): {link}")
             n.text(f"  API: {stage.url}/docs   token: {stage.token}")
             n.text("  Ctrl-C to stop.")
+            signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+            signal.signal(signal.SIGINT, _interrupt)  # even where the shell started it ignoring
             try:
                 while True:
                     time.sleep(1)
@@ -78,6 +81,10 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
         return stage, outs
     finally:
         stage.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _rel(p: Path) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
-SIZE = {"width": 1280, "height": 800}
+SIZE: Any = {"width": 1280, "height": 800}  # playwright's ViewportSize
 
 
 def screenshots(url: str, link: str, out: Path, household: str) -> list[Path]:

@@ -347,9 +347,9 @@ class Stage:
                     seen_mail += len(mails)
                     self._tell_mails(mails)
                     for m in mails:
-                        act = self._watcher_reads(m, acted)
-                        if act:
-                            pending.append((self.clock.sim(m.received) + act["after"], act))
+                        wants = self._watcher_reads(m, acted)
+                        if wants:
+                            pending.append((self.clock.sim(m.received) + wants["after"], wants))
                 for dev, since in list(waiting_late.items()):
                     if self._late_arrived(dev, since):
                         del waiting_late[dev]
