@@ -17,6 +17,7 @@ from micropython import const
 SETUP_MS = 600000  # setup mode gives up after 10 minutes without a success
 _LINGER_MS = const(20000)  # after a success the result page stays up this long
 _T_JOIN = const(15000)  # association + DHCP
+_RESCAN_MS = const(20000)  # the page's network list is at most this old
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read from a label
 
 
@@ -48,6 +49,8 @@ class Setup:
         self._lamp = lamp
         self._sta = None
         self._breath = None
+        self._nets = None  # type: list | None  # the last scan
+        self._scanned = 0
         self.name = ap_name()
 
     def _breathe(self, on):
@@ -68,11 +71,18 @@ class Setup:
             self._breathe(True)
 
     def _scan(self):
-        try:
-            return self._sta.scan()
-        except OSError as e:
-            print("setup: scan failed:", e)
-            return []
+        """The networks in range. A scan blocks the radio and the event loop for about two
+        seconds (the lamp and DNS stop meanwhile): one every _RESCAN_MS at most, not one per
+        page view."""
+        now = time.ticks_ms()
+        if self._nets is None or time.ticks_diff(now, self._scanned) > _RESCAN_MS:
+            try:
+                self._nets = self._sta.scan()
+            except OSError as e:
+                print("setup: scan failed:", e)
+                return self._nets or []
+            self._scanned = now
+        return self._nets
 
     async def _join(self, ssid, password):
         """'ok', 'wrong_password', 'no_network' or 'failed'."""

@@ -128,6 +128,9 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
     assert stored[0].aux == -61 and stored[0].arg > 0  # the commissioning record: the signal
     assert not (b.fs / "taps").exists() or (b.fs / "taps").read_text() == "0"
 
+    scans = [e for e in b.events("radio", 5) if e.get("state") == "scan"]
+    assert 1 <= len(scans) <= 2, "a scan stops the bulb for seconds: one serves many page views"
+
     # the lamp: breathing while in setup mode, never dark, then dips for the results
     levels = lamp_levels(b, 5)
     assert min(levels) > 0, "setup mode never darkens the room"
