@@ -79,8 +79,11 @@ class _Interpreter:
         self._dir = tempfile.mkdtemp(prefix="mimamori-repl-")
         self._fifo = os.path.join(self._dir, "in")
         os.mkfifo(self._fifo)
-        sim = bulb.state_dir / "sim.json"
-        sim.write_text(json.dumps(bulb.sim_json(), indent=1))
+        cfg = bulb.sim_json()
+        for key in ("stop_at_ms", "events", "exit_at_end"):  # the REPL is not a visit
+            cfg.pop(key, None)
+        sim = bulb.state_dir / "repl.json"
+        sim.write_text(json.dumps(cfg, indent=1))
         env = dict(os.environ)
         env.update({
             "MIMAMORI_SIM": str(sim), "MIMAMORI_CAUSE": str(HARD_RESET),
