@@ -23,6 +23,7 @@ _BASE_MS = const(4000)  # backoff: full jitter in [0, min(cap, base * 2^failures
 _CAP_MS = const(1800000)
 _REFUSED_MS = const(3600000)  # after a 4xx: the same request would be refused again
 _ANCHOR_MS = const(21600000)  # a new server time anchor within a boot every 6 h
+_BAD_CERT = const(526)  # F_UPLINK aux: TLS refused the server's certificate (or had no CA)
 
 DONE = const(0)  # everything unsent is acknowledged
 FAIL = const(1)  # no link, no connection, dropped, 5xx: back off and retry
@@ -171,6 +172,9 @@ class Uplink:
                     print(f"uplink: {t.name}: {self._host}:{self._port}: {e}")
                     got = FAIL
             await t.close()
+            if getattr(t, "cert_failed", False) and self._refused != _BAD_CERT:  # once per boot
+                self._refused = _BAD_CERT
+                self._j.append(record.K_FAULT, record.F_UPLINK, _BAD_CERT, 0)
             # one link record per attempt, once its outcome is known (it goes with the next
             # batch): connect time when the server answered, 0 when it could not be reached
             self._j.append(record.K_LINK, t.code, t.signal(), ms if self._answered else 0)

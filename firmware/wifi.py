@@ -23,6 +23,7 @@ class Wifi:
         self._rssi = 0
         self._r = self._w = None
         self.clock = None  # Wi-Fi gives no network time; the server's answer does
+        self.cert_failed = False  # the last attempt failed the server's certificate (or no CA)
 
     def signal(self):
         return self._rssi
@@ -63,6 +64,9 @@ class Wifi:
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # in the docs, not the stubs
+        self.cert_failed = True  # until the CA is loaded: no CA, no TLS
+        if not self._cfg["ca_cert"]:
+            raise OSError("https needs the server's CA certificate: set 'ca_cert' in site.json")
         with open(self._cfg["ca_cert"], "rb") as f:
             ca = f.read()
         if ca.startswith(b"-----BEGIN"):  # PEM -> DER: the port's mbedTLS wants DER here
@@ -70,21 +74,35 @@ class Wifi:
 
             ca = binascii.a2b_base64(b"".join(ca.split(b"-----")[2].split()))
         ctx.load_verify_locations(cadata=ca)
+        self.cert_failed = False
         return ctx
 
     async def open(self, host, port, tls):
+        self.cert_failed = False
         ctx = self._context() if tls else None
         self._r, self._w = await asyncio.wait_for_ms(
             asyncio.open_connection(host, port, ssl=ctx), _T_OPEN
         )
 
     async def send(self, buf):
-        self._w.write(buf)
-        await asyncio.wait_for_ms(self._w.drain(), _T_IO)
+        try:  # the TLS handshake runs here, at the first write
+            self._w.write(buf)
+            await asyncio.wait_for_ms(self._w.drain(), _T_IO)
+        except ValueError:  # the port's ssl: the server's certificate failed the CA check
+            self.cert_failed = True
+            raise
 
     async def recv_into(self, buf):
-        got = await asyncio.wait_for_ms(self._r.readinto(buf), _T_IO)
-        return got or 0
+        # None is "nothing yet", not the end: a TLS stream wakes for a partial record or a
+        # session ticket and has no data to give
+        t0 = time.ticks_ms()
+        while True:
+            left = _T_IO - time.ticks_diff(time.ticks_ms(), t0)
+            if left <= 0:
+                raise OSError("no answer")
+            got = await asyncio.wait_for_ms(self._r.readinto(buf), left)
+            if got is not None:
+                return got
 
     async def close(self):
         w, self._w, self._r = self._w, None, None

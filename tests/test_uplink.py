@@ -154,9 +154,6 @@ def test_server_down_while_lit_backs_off_instead_of_hammering(rig: Rig) -> None:
     assert max(gaps) <= 31 * 60 * 1000, "never waits more than the cap (30 min)"
 
 
-@pytest.mark.xfail(strict=True, reason="the simulation cannot run TLS yet: MicroPython's ssl can "
-                   "only wrap a stream object, and the socket shim (sim/shims/socket.py) is a "
-                   "plain class; select's shim would also have to poll the wrapped socket")
 def test_https_server_is_reached_only_with_its_ca_certificate(tmp_path: Path) -> None:
     from tests.uplink_rig import self_signed
 
