@@ -50,7 +50,7 @@ class Setup:
         self._sta = None
         self._breath = None
         self._nets = None  # type: list | None  # the last scan
-        self._scanned = 0
+        self._scanned = time.ticks_ms()
         self.name = ap_name()
 
     def _breathe(self, on):

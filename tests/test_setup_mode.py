@@ -85,8 +85,9 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
     assert not any(ap_events(b)), "quick visits alone never open the access point"
     b.power_on(wait=False, timeout=120)
     dns_port, web_port = real_port(b, 53), real_port(b, 80)
-    ap = ap_events(b, 5)
-    assert len(ap) >= 2, [(e["boot"], e["ev"], e.get("state"), e.get("if")) for e in b.trace() if e["ev"] in ("power_on", "radio", "net")]
+    setup_boot = boots(b.trace())  # boot numbers count reboots too (a slow host's watchdog)
+    ap = ap_events(b, setup_boot)
+    assert len(ap) >= 2, [e for e in b.trace() if e["ev"] in ("power_on", "radio", "reset")]
     name = "Mimamori-" + b.unique_id[-4:].upper()
     assert ap[0]["state"] == "up" and ap[1] == dict(ap[1], state="config", ssid=name)
 
@@ -116,9 +117,9 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
         assert "Connected." in page.visible() and "-61 dBm" in page.visible()
 
     # the bulb leaves setup mode by itself and restarts into a normal boot that reports
-    b.wait_for(lambda tr: any(e["ev"] == "power_on" and e["boot"] >= 6 for e in tr), 60)
+    b.wait_for(lambda tr: any(e["ev"] == "power_on" and e["boot"] > setup_boot for e in tr), 60)
     stored = b.wait_for(lambda _: [r for r in rig.stored() if r.kind == record.K_LINK
-                                   and r.boot == journal_boot(rig, 6)], 60)
+                                   and r.boot == journal_boot(rig)], 60)
     b.power_off()
     site_now = (b.fs / "site.json").read_text()
     assert '"wifi_ssid": "home"' in site_now and '"wifi_password": "pw"' in site_now
@@ -128,19 +129,19 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
     assert stored[0].aux == -61 and stored[0].arg > 0  # the commissioning record: the signal
     assert not (b.fs / "taps").exists() or (b.fs / "taps").read_text() == "0"
 
-    scans = [e for e in b.events("radio", 5) if e.get("state") == "scan"]
+    scans = [e for e in b.events("radio", setup_boot) if e.get("state") == "scan"]
     assert 1 <= len(scans) <= 2, "a scan stops the bulb for seconds: one serves many page views"
 
     # the lamp: breathing while in setup mode, never dark, then dips for the results
-    levels = lamp_levels(b, 5)
+    levels = lamp_levels(b, setup_boot)
     assert min(levels) > 0, "setup mode never darkens the room"
     assert min(levels) < 65535 * 0.2 ** 2.8 * 1.5, "the lamp breathes down to about 15 %"
-    assert all(d == 65535 for d in lamp_levels(b, 6)[-1:]), "back at its level afterwards"
+    assert lamp_levels(b, setup_boot + 1)[-1] == 65535, "back at its level afterwards"
     recs, _ = journal_of(b)
     assert any(r[3] == record.K_SETUP for r in recs)
 
 
-def journal_boot(rig: Rig, _boot: int) -> int:
+def journal_boot(rig: Rig) -> int:
     """The journal's boot number of the newest power-on the server has."""
     ons = kinds(rig.stored(), record.K_POWER_ON)
     return ons[-1].boot if ons else -1
@@ -181,10 +182,9 @@ def test_a_registered_bulb_without_a_network_starts_setup_mode_by_itself(bulb: A
             "ap_password": LABEL_PASSWORD}
     b = bulb(site=site, wifi=HOME)
     b.power_on(wait=False)
-    b.wait_for(lambda tr: [e for e in tr if e["ev"] == "net" and e.get("op") == "listen"], 20)
+    b.wait_for(lambda _: "setup: access point Mimamori-" in b.stdout, 20)
     b.power_off()
     assert ap_events(b)[1]["ssid"].startswith("Mimamori-")
-    assert "setup: access point" in b.stdout
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: chromium)")
