@@ -154,6 +154,32 @@ def opens_at(tl: Timeline, settings: Settings, t: float) -> float:
     raise AssertionError("never opened")
 
 
+def lte_week(received) -> Timeline:
+    """A week of visits at 07, 09, ... 21 h of an LTE-M bulb; received(day, hour) -> arrival."""
+    b = Bulb()
+    for day in range(1, 8):
+        for h in range(7, 23, 2):
+            over_lte(b.visit(at(day, h), 60, off=True, received_at=received(day, h)))
+    return b.timeline()
+
+
+def test_lte_bulb_holding_visits_within_its_gap_is_not_flagged_for_poor_delivery():
+    def gap6(day, h):  # 07, 13, 19 report; the others wait for the next of those
+        nxt = {7: 7, 9: 13, 11: 13, 13: 13, 15: 19, 17: 19, 19: 19}.get(h)
+        return at(day, nxt, 1) if nxt else at(day + 1, 7, 1)
+
+    d = rule_of(evaluate(lte_week(gap6), FIXED, at(8, 8)), "poor_delivery")
+    assert d.state == CLEAR and d.detail["late"] == 0
+    # the same bulb with no coverage all week: its visits arrive a week late, and that is flagged
+    d = rule_of(evaluate(lte_week(lambda day, h: at(8, 7, 1)), FIXED, at(8, 8)), "poor_delivery")
+    assert d.state == OPEN and "check its signal" in d.evidence
+
+
+def rule_of(decisions, name, subject="bulb-1"):
+    (d,) = [x for x in decisions if x.rule == name and x.subject == subject]
+    return d
+
+
 # ---------------------------------------------------------------- the bulb honours the setting
 
 

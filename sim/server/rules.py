@@ -343,17 +343,34 @@ def _bulb_silent(tl: Timeline, settings, now, clock) -> list[Decision]:
     return out
 
 
+def _delays(mine: list[Interval], gap: float) -> list[float]:
+    """How late each visit of one bulb reached the server, beyond what its reporting explains.
+    A visit's delay counts from the middle of its start bounds (exact when anchored). An LTE-M
+    bulb holds power-ons for up to `gap` after a report: its visit is late only when it arrived
+    after the first later visit that started `gap` after it (that one was due to report)."""
+    if gap <= 0:
+        return [iv.reported_at - iv.start_mid for iv in mine]
+    starts = [iv.start_latest for iv in mine]
+    out = []
+    for iv in mine:
+        j = bisect.bisect_left(starts, iv.start_latest + gap)
+        out.append(iv.reported_at - starts[j] if j < len(starts) else -math.inf)
+    return out
+
+
 def _poor_delivery(ivs, tl: Timeline, settings, now) -> list[Decision]:
     out = []
     since = now - settings.late_days * DAY
     for dev in sorted(tl.devices):
-        recent = [iv for iv in ivs if iv.device == dev and iv.start_latest >= since]
-        # a visit's delay counts from the middle of its start bounds (exact when anchored)
-        late = [iv for iv in recent if iv.reported_at - iv.start_mid > settings.late_after_s]
+        mine = [iv for iv in ivs if iv.device == dev]
+        delays = _delays(mine, tl.devices[dev].report_gap_s)
+        recent = [(iv, dl) for iv, dl in zip(mine, delays) if iv.start_latest >= since]
+        late_d = [dl for _, dl in recent if dl > settings.late_after_s]
+        late = [iv for iv, dl in recent if dl > settings.late_after_s]
         frac = len(late) / len(recent) if recent else 0.0
         detail = {"visits": len(recent), "late": len(late), "fraction": frac}
         if len(recent) >= settings.late_min_visits and frac >= settings.late_fraction:
-            worst = max(iv.reported_at - iv.start_mid for iv in late) / HOUR
+            worst = max(late_d) / HOUR
             out.append(Decision(
                 "poor_delivery", OPEN, late[0].reported_at,
                 f"bulb {dev}: {len(late)} of {len(recent)} visits in {settings.late_days:g} days "
