@@ -267,3 +267,39 @@ def test_tls_socket_carries_bytes_only_while_the_link_is_up(tmp_path: Path) -> N
     assert "got b'pong'" in out
     assert "refused 103" in out, out  # ECONNABORTED: the radio cannot carry it
     assert seen[0] == b"ping"
+
+
+def test_https_server_that_never_answers_the_handshake_times_out_on_the_bulb_clock(
+    tmp_path: Path,
+) -> None:
+    """A TCP peer that accepts and stays silent: the handshake waits for the server's hello
+    (not for a writable socket), so the bulb's deadlines run and it backs off; it never hangs."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(ls.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    rig = Rig(tmp_path / "rig").start()
+    try:
+        url = f"https://127.0.0.1:{ls.getsockname()[1]}"
+        b = rig.bulb(site=rig.site(url=url, ca_cert="ca.pem"), extra={"io_wait_ms": 200})
+        (b.fs / "ca.pem").write_bytes(make_ca(tmp_path)[0].read_bytes())
+        b.power_on(stop_at_s=60)
+        assert [e for e in b.events("reset")] == [], "no hang, no watchdog"
+        assert b.boots[-1].ended_by == "power_cut", "ran until the power went"
+        links = _links(b)
+        assert links and all(r[6] == 0 for r in links)
+        assert _faults(b) == [], "a silent server is not a certificate problem"
+    finally:
+        ls.close()
+        for c in held:
+            c.close()
+        rig.stop()
