@@ -22,7 +22,14 @@ from typing import TextIO
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO
 from sim.narrate import Narrator
-from sim.play import Outcome, Stage, coordinator_notices, outcomes, unexplained_alerts
+from sim.play import (
+    Outcome,
+    Stage,
+    coordinator_notices,
+    delivered,
+    outcomes,
+    unexplained_alerts,
+)
 
 VAR = REPO / "var" / "demo"
 
@@ -112,6 +119,11 @@ def _summary(stage: Stage, outs: list[Outcome], seconds: float) -> None:
         planned = sum(len(b.visits) for b in h.bulbs)
         n.text(f"  {h.name}: {made} of {planned} planned switch-ons made"
                + (f" ({missed} missed: the host fell behind)" if missed else ""))
+    got = delivered(stage)
+    seen, have = sum(a for a, _ in got.values()), sum(b for _, b in got.values())
+    n.text(f"  {seen} switch-ons recorded in the bulbs' flash, {have} of them on the server"
+           + (f" (the other {seen - have} wait in a bulb's journal for its next switch-on)"
+              if seen > have else ""))
     for o in outs:
         n.text(f"  {'✓' if o.ok else '✗'} {o.incident:<10} {stage.scenario.home(o.home).name}: "
                f"{o.text}")

@@ -23,6 +23,7 @@ import io
 import json
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from sim.smtp_sink import Mail, SmtpSink
 
 PACED_MAIN = REPO / "sim" / "paced_main.py"
 LEAD_S = 0.3  # a visit's process starts this much real time early and waits for its instant
+BOOT_S = 0.1  # real time from spawning a bulb's process to its firmware running (about)
+MIN_RUN_S = 0.25  # a visit runs at least this much real time (boot, first report) before the
+#                   next switch-on of the same bulb cuts it: a switch-on is never lost to the host
 MAX_LATE_H = 2.0  # a visit starts late when the previous one ran over; later than this: missed
 # the modules main.py imports, loaded before the switch-on (as compiled modules in a real
 # bulb's flash would be): the power-on then reaches the radio in tens of ms of real time
@@ -111,6 +115,7 @@ class Player:
     missed: int = 0  # visits the host was too slow for
     cut: int = 0  # visits still running at the next switch-on (cut then)
     log: list[tuple[datetime, float, float]] = field(default_factory=list)
+    _began: float = 0.0  # host time the current visit's switch-on reached the firmware
     errors: list[str] = field(default_factory=list)
 
     def run(self) -> None:
@@ -119,8 +124,9 @@ class Player:
             seconds = (v.off - v.on).total_seconds()
             on_host = self.clock.host(v.on.timestamp())
             if self.bulb.is_running():  # the previous visit ends by itself at its stop ...
+                cut_at = max(on_host, self._began + MIN_RUN_S)
                 try:
-                    self.bulb.wait(timeout=max(0.0, on_host - time.time()))
+                    self.bulb.wait(timeout=max(0.0, cut_at - time.time()))
                 except TimeoutError:  # ... or, if the host was slow, at this switch-on
                     self.cut += 1
                 except Exception as e:  # noqa: BLE001 - a bulb's trouble is reported
@@ -131,6 +137,7 @@ class Player:
                 self.missed += 1  # the host is far behind this visit: it did not happen
                 continue
             self.bulb.extra["start_at"] = on_host  # in the past: the bulb starts at once
+            self._began = max(on_host, time.time() + BOOT_S)
             self.log.append((v.on, on_host, time.time()))
             try:
                 self.bulb.power_on(stop_at_s=seconds, wait=False)
@@ -165,6 +172,7 @@ class Stage:
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _log: Any = None
+    _sockets: Path | None = None
     _lines: list[tuple[datetime, int, str, str, str]] = field(default_factory=list)
 
     @property
@@ -294,7 +302,9 @@ class Stage:
             if bp.transport == "lte":
                 faults = _ScaledModemClock()
                 faults.clock = self.clock
-                modem = Modem(self.var / "bulbs" / f"{bp.id}.uart1.sock", faults).start()
+                if self._sockets is None:  # AF_UNIX paths are short: not under a deep var/
+                    self._sockets = Path(tempfile.mkdtemp(prefix="mmr-demo-sock-"))
+                modem = Modem(self._sockets / f"{bp.id}.sock", faults).start()
                 self.modems[bp.id] = modem
                 site |= {"transport": "lte", "apn": "iot.demo"}
                 kw["uart"] = {"1": modem.path}
@@ -545,6 +555,8 @@ class Stage:
             b.power_off()
         for m in self.modems.values():
             m.stop()
+        if self._sockets:
+            shutil.rmtree(self._sockets, ignore_errors=True)
         if self.http:
             self.http.close()
         if self.server:
@@ -644,8 +656,14 @@ def outcomes(stage: Stage) -> list[Outcome]:
                 ok = True
                 for bp in home.bulbs:
                     n = sum(1 for iv in tls[home.id].intervals if iv.device == bp.id)
-                    links = {r.sub for r in records[bp.id] if r.kind == record.K_LINK}
-                    via = "LTE-M" if record.T_LTE in links else "Wi-Fi" if links else "?"
+                    # which radio carried it: link records (sent with the next report) or the
+                    # kind of time anchor (the LTE-M network's time comes in the same batch)
+                    kinds = {(r.kind, r.sub) for r in records[bp.id]}
+                    via = ("LTE-M" if kinds & {(record.K_LINK, record.T_LTE),
+                                               (record.K_ANCHOR, record.A_MODEM)}
+                           else "Wi-Fi" if kinds & {(record.K_LINK, record.T_WIFI),
+                                                    (record.K_ANCHOR, record.A_SERVER)}
+                           else "?")
                     parts.append(f"{bp.room} ({via}): {n} of {len(bp.visits)} switch-ons")
                     ok = ok and n > 0 and via == ("LTE-M" if bp.transport == "lte" else "Wi-Fi")
                 out.append(Outcome(inc, home.id, ok, "; ".join(parts)))
@@ -657,6 +675,22 @@ def _offline(tl: Any, dev: str, up: float) -> list[Any]:
     after it: the ones recorded without signal (bounded, never anchored by themselves)."""
     return [iv for iv in tl.intervals if iv.device == dev and iv.reported_at >= up
             and iv.start_earliest is not None and iv.start_earliest < up]
+
+
+def delivered(stage: Stage) -> dict[str, tuple[int, int]]:
+    """Per bulb: (switch-ons its hardware saw, i.e. power-ons traced with PWRON_RESET; boots whose
+    POWER_ON record the server holds)."""
+    store = Store.open(stage.db)
+    try:
+        out = {}
+        for dev, b in stage.bulbs.items():
+            seen = sum(1 for e in b.events("power_on") if e.get("cause") == 1)
+            got = len({r.boot for r in store.records_for_device(dev)
+                       if r.kind == record.K_POWER_ON})
+            out[dev] = (seen, got)
+        return out
+    finally:
+        store.close()
 
 
 def coordinator_notices(stage: Stage) -> list[dict[str, Any]]:

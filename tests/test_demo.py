@@ -6,13 +6,14 @@ inboxes, not from the narration."""
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from firmware import record
 from sim import scenario as sc
 from sim.demo import run
+from sim.play import delivered
 from sim.server import alerts, notify, sweeper
 from sim.server import households as hh
 from sim.server.storage import Store
@@ -57,6 +58,18 @@ def test_demo_runs_the_days_and_ends_with_a_summary_where_every_incident_is_chec
     assert [o for o in outs if not o.ok] == []
     made = sum(p.made for p in stage.players)
     assert made >= stage.scenario.visits() - 2  # at most the week's last ones cut by its end
+
+
+def test_no_switch_on_is_lost_between_the_bulbs_flash_and_the_server(demo):
+    stage, _, _, _ = demo
+    end = stage.scenario.end
+    for dev, (seen, on_server) in delivered(stage).items():
+        plan = next(b for h in stage.scenario.homes for b in h.bulbs if b.id == dev)
+        # waiting in flash for the next switch-on: a last visit that ended before its first
+        # report; on LTE-M also the power-ons within the report gap (6 h) of the last report
+        pending = 1 + (sum(1 for v in plan.visits if v.on >= end - timedelta(hours=6))
+                       if plan.transport == "lte" else 0)
+        assert seen - pending <= on_server <= seen, dev
 
 
 def test_resident_who_stops_switching_on_alerts_both_watchers_aiko_claims_and_resolves(demo):
