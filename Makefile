@@ -9,13 +9,15 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 setup: $(VENV) $(STUBS)
 	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@# and Japanese fonts, so its screenshots of the Japanese pages show text rather than boxes
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/opentype/noto ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium for the browser tests (about 30 s)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    echo "installing Debian's chromium and fonts-noto-cjk for the browser tests (about 1 min)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium fonts-noto-cjk >/dev/null; \
 	  else \
 	    echo "browser tests need Chromium at /usr/bin/chromium: run" \
-	      "'sudo apt-get update && sudo apt-get install -y chromium' (they are skipped until then)"; \
+	      "'sudo apt-get update && sudo apt-get install -y chromium fonts-noto-cjk' (they are skipped until then)"; \
 	  fi; \
 	fi
 
