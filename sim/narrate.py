@@ -62,7 +62,7 @@ class Narrator:
         day = (t.date() - self.start.date()).days
         if day > self._day:
             self._day = day
-            head = f"── day {day + 1} · {t.strftime('%a %d %b')} "
+            head = f"── {t.strftime('%a %d %b')} "
             self.lines.append(head)
             self._print(head + "─" * max(0, 60 - _width(head)))
 
@@ -74,10 +74,11 @@ class Narrator:
         self.out.flush()
 
     # ---- the progress bar
-    def progress(self, t: datetime, status: str = "") -> None:
-        """Redraw the bar (terminal only); on a pipe, a new day is enough of a sign of life."""
+    def progress(self, t: datetime, status: str = "", settled: datetime | None = None) -> None:
+        """Redraw the bar (terminal only). settled: lines up to this instant have all been said,
+        so a new day's header may come (on a pipe, the headers are the sign of life)."""
         with self._lock:
-            self._new_day(t)
+            self._new_day(settled or t)
             if not self.tty:
                 return
             total = (self.end - self.start).total_seconds()

@@ -58,6 +58,9 @@ SSID, PASSWORD = "home", "demo-pass"
 FAMILY_RULES = ("no_activity", "unusual_quiet", "daily_window", "on_too_long")
 CLAIM_AFTER = timedelta(minutes=20)  # Aiko reads the alert and presses the link
 RESOLVE_AFTER = timedelta(minutes=70)  # ... and records the outcome after she has been there
+_EVENT_WORDS = {"opened": "ALERT ({rule})", "reminded": "reminder ({rule})",
+                "escalated": "escalated ({rule})", "claimed": "", "overdue": "no outcome yet",
+                "resolved": "resolved ({rule})", "cleared": "cleared by itself ({rule})"}
 HOLD = timedelta(minutes=45)  # narration lines wait this long (simulated) to be put in order
 FALL_NOTE = "found him on the hallway floor; ambulance called, he is in hospital"
 
@@ -366,7 +369,8 @@ class Stage:
             self._flush(now)
             if self.narrator:
                 made = sum(p.made for p in self.players)
-                self.narrator.progress(now, f"{made} switch-ons · {seen_mail} e-mails")
+                self.narrator.progress(now, f"{made} switch-ons · {seen_mail} e-mails",
+                                       settled=now - HOLD)
             if now_s >= s.end.timestamp():
                 break
             time.sleep(0.05)
@@ -478,9 +482,12 @@ class Stage:
                 mark = {"claimed": "act", "resolved": "ok", "cleared": "ok"}.get(kind, "alert")
                 if a["audience"] == "coordinator":
                     mark = "server"
-                label = a["rule"] + (f" ({a['subject']})" if a.get("subject") else "")
+                rule = a["rule"] + (f", {a['subject']}" if a.get("subject") else "")
+                head = _EVENT_WORDS.get(kind, kind + " ({rule})").format(rule=rule)
+                if a["audience"] == "coordinator":
+                    head = "coordinator notice, " + head
                 self.say(self.clock.dt(ev["at"]), self._who(a["household"]),
-                         f"{kind}: {label}: {ev['text']}", mark)
+                         f"{head}: {ev['text']}" if head else ev["text"], mark)
             seen[a["id"]] = len(evs)
 
     # ---- the demo as a watcher --------------------------------------------------------------
