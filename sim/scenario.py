@@ -103,19 +103,22 @@ class Scenario:
 class Days:
     """On which day (0-based, from the start) each incident happens."""
 
-    no_signal: int
-    left_on: int
-    stay: tuple[int, int]  # first and last day away (paused)
-    fall: int
+    no_signal: int | None
+    left_on: int | None
+    stay: tuple[int, int] | None  # first and last day away (paused)
+    fall: int | None  # the alert comes a day later: needs two more days
 
 
-def incident_days(days: int) -> Days | None:
-    """A week spreads the incidents out; three to five days compress them; fewer: none fit."""
+def incident_days(days: int) -> Days:
+    """A week spreads the incidents out; three to five days compress them; in two days all but
+    the fall fit, in one day only the light left on."""
     if days >= 6:
         return Days(no_signal=1, left_on=2, stay=(3, 5), fall=days - 2)
     if days >= 3:
         return Days(no_signal=0, left_on=1, stay=(1, 2), fall=1)
-    return None
+    if days == 2:
+        return Days(no_signal=0, left_on=0, stay=(1, 1), fall=None)
+    return Days(no_signal=None, left_on=0, stay=None, fall=None)
 
 
 def _at(start: datetime, day: int, hour: float) -> datetime:
@@ -166,7 +169,7 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
         mine: list[str] = []
         bulbs: list[BulbPlan] = []
         extra: list[Visit] = []
-        if i == 0 and d:  # Sato: the light left on one evening, switched off, then on again
+        if i == 0 and d.left_on is not None:  # Sato: the light left on one evening, switched off, then on again
             on = _at(start, d.left_on, 20.0)
             incs.append(LightLeftOn(on, 3.5))
             off = on + timedelta(hours=3.5)
@@ -176,7 +179,7 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
             steps.append(Step(off, hid, "note", f"{person} wakes up and switches the toilet "
                               "light off; back there three minutes later"))
             mine.append(LEFT_ON)
-        if i == 2 and d:  # Takahashi: a planned hospital stay, paused the evening before
+        if i == 2 and d.stay is not None:  # Takahashi: a planned hospital stay, paused the evening before
             first, last = d.stay
             leave = _at(start, first, 9.0)
             back = _at(start, last, 15.0)
@@ -194,7 +197,7 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
         hh = Household(s, _profile(s), tuple(incs))
         main_visits = _visits(hh, start, days)
         up = start
-        if i == 1 and d:  # Suzuki: most of a day without Wi-Fi
+        if i == 1 and d.no_signal is not None:  # Suzuki: most of a day without Wi-Fi
             down, up = _no_signal(main_visits, _at(start, d.no_signal, 9.0 if days >= 6 else 13.0))
             steps.append(Step(down, hid, "wifi_down", "the Wi-Fi router is switched off; the "
                               "bulb has no signal, it keeps recording every switch-on"))
@@ -202,7 +205,7 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
                               f"{(up - down).total_seconds() / 3600:.0f} h; the next switch-on "
                               "delivers what the bulb recorded meanwhile"))
             mine.append(NO_SIGNAL)
-        if i == 1 and d:  # ... and later a fall: after the third visit of a morning
+        if i == 1 and d.fall is not None:  # ... and later a fall: after the third visit of a morning
             day_visits = [v for v in main_visits
                           if max(_at(start, d.fall, 5.0), up + timedelta(hours=1)) <= v.on
                           < _at(start, d.fall, 16.0)]
