@@ -42,7 +42,8 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
     t_start = time.monotonic()
     s = sc.plan(days, homes)
     n = Narrator(s.start, s.end, out)
-    n.text(f"Mimamori demo: {homes} homes, {days} days from {s.start:%a %d %b %Y %H:%M} (Japan), "
+    n.text(f"Mimamori demo: {homes} home{'s' * (homes != 1)}, {days} day{'s' * (days != 1)} "
+           f"from {s.start:%a %d %b %Y %H:%M} (Japan), "
            f"a day every {sec_per_day:g} s")
     n.text("  the real firmware/ in MicroPython, one process per switch-on; the reference server "
            "with a scaled clock; e-mails to a local SMTP sink")
