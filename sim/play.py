@@ -423,7 +423,8 @@ class Stage:
             tl = sweeper.timeline_of(store, hid)
         finally:
             store.close()
-        late = _offline(tl, dev, since)
+        last = max(iv.boot for iv in tl.intervals if iv.device == dev)
+        late = [iv for iv in _offline(tl, dev, since) if iv.boot != last]  # not the messenger
         self.late[dev] = len(late)
         if late:
             first = min(iv.start_earliest or iv.start_latest for iv in late)
