@@ -22,14 +22,8 @@ from typing import TextIO
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO
 from sim.narrate import Narrator
-from sim.play import (
-    Outcome,
-    Stage,
-    coordinator_notices,
-    delivered,
-    outcomes,
-    unexplained_alerts,
-)
+from sim.outcomes import Outcome, coordinator_notices, delivered, outcomes, unexplained_alerts
+from sim.play import Stage
 
 VAR = REPO / "var" / "demo"
 
@@ -75,7 +69,8 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
         if keep:
             link = stage.coordinator_link()
             n.text("")
-            n.text(f"The server keeps running (now at real speed from the week's end): {stage.url}")
+            n.text("The server keeps running (now at real speed from the week's end): "
+                   + stage.url)
             n.text(f"  coordinator sign-in link (once, 24 h): {link}")
             n.text(f"  API: {stage.url}/docs   token: {stage.token}")
             n.text("  Ctrl-C to stop.")
@@ -126,7 +121,8 @@ def _summary(stage: Stage, outs: list[Outcome], seconds: float) -> None:
            + (f" (the other {seen - have} wait in a bulb's journal for its next switch-on)"
               if seen > have else ""))
     for o in outs:
-        n.text(f"  {'✓' if o.ok else '✗'} {o.incident:<10} {stage.scenario.home(o.home).name}: "
+        mark = "✓" if o.ok else "✗"
+        n.text(f"  {mark} {o.incident:<10} {stage.scenario.home(o.home).name}: "
                f"{o.text}")
     false = unexplained_alerts(stage)
     n.text(f"  {'✓' if not false else '✗'} false alerts: "

@@ -3,8 +3,8 @@ scaled clock, an SMTP sink as the watchers' inboxes, and every bulb running the 
 firmware in MicroPython, one process per switch-on (power on at the visit's start, power cut at
 its end), LTE-M bulbs through the modem emulator. The script's steps (Wi-Fi down and up, a
 pause) happen at their simulated instants; the demo acts as a watcher by following the links
-in her e-mail. `outcomes()` then checks, from the server's API and store and from the inboxes,
-what each incident led to.
+in her e-mail. sim/outcomes.py then checks, from the server's API and store and from the
+inboxes, what each incident led to.
 
 Clocks: the server runs `scaled:F@T0` (F = 86400 / seconds per day). The demo learns the exact
 mapping from the server's own timestamps (sim time = a + F x host time). Bulbs run paced
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +32,6 @@ from typing import Any
 
 import httpx
 
-from firmware import record
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO, Bulb, wifi_net
 from sim.modem import Faults, Modem
@@ -424,7 +422,8 @@ class Stage:
         finally:
             store.close()
         last = max(iv.boot for iv in tl.intervals if iv.device == dev)
-        late = [iv for iv in _offline(tl, dev, since) if iv.boot != last]  # not the messenger
+        # the visits recorded without signal, not the one that carried them
+        late = [iv for iv in offline_visits(tl, dev, since) if iv.boot != last]
         self.late[dev] = len(late)
         if late:
             first = min(iv.start_earliest or iv.start_latest for iv in late)
@@ -575,153 +574,8 @@ class Stage:
             self._log.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# what happened
-
-
-@dataclass
-class Outcome:
-    incident: str
-    home: str
-    ok: bool
-    text: str
-
-
-def outcomes(stage: Stage) -> list[Outcome]:
-    """Each incident's outcome, checked from the server (API, store) and the inboxes."""
-    s = stage.scenario
-    assert stage.sink
-    alerts = stage.api("GET", "/api/v1/alerts")
-    store = Store.open(stage.db)
-    try:
-        tls = {h.id: sweeper.timeline_of(store, h.id) for h in s.homes}
-        records = {bp.id: store.records_for_device(bp.id) for h in s.homes for bp in h.bulbs}
-    finally:
-        store.close()
-    out: list[Outcome] = []
-    for home in s.homes:
-        mine = [a for a in alerts if a["household"] == home.id]
-        family = [a for a in mine if a["audience"] == "family"]
-        emails = [w.email for w in home.watchers]
-        for inc in home.incidents:
-            if inc == sc.FALL:
-                fall = next(st.at for st in s.steps if st.home == home.id and "falls" in st.text)
-                gap = [a for a in family if a["rule"] in ("no_activity", "unusual_quiet",
-                                                          "daily_window")
-                       and a["opened_at"] / 1000 > fall.timestamp()]
-                a = gap[0] if gap else None
-                told = a is not None and all(stage.sink.of(e, "alert", a["id"]) for e in emails)
-                ok = bool(a and told and a["state"] == "resolved"
-                          and a.get("claimed_by_name") == home.watchers[0].name
-                          and a.get("outcome") == "needed_help"
-                          and stage.sink.of(home.watchers[1].email, "claimed", a["id"])
-                          and stage.sink.of(home.watchers[1].email, "resolved", a["id"]))
-                text = ("no alert after the fall" if a is None else
-                        f"{a['rule']} alert {_hhmm(a['opened_at'])} "
-                        f"({(a['opened_at'] / 1000 - fall.timestamp()) / 3600:.1f} h after the "
-                        f"fall), e-mailed to {len(home.watchers)} watchers, claimed by "
-                        f"{a.get('claimed_by_name')}, {a['state']}: {a.get('outcome')}")
-                out.append(Outcome(inc, home.id, ok, text))
-            elif inc == sc.LEFT_ON:
-                on = [a for a in family if a["rule"] == "on_too_long"]
-                a = on[0] if on else None
-                told = a is not None and all(stage.sink.of(e, "alert", a["id"]) for e in emails)
-                cleared = a is not None and a["state"] == "cleared" and all(
-                    stage.sink.of(e, "cleared", a["id"]) for e in emails)
-                ok = bool(a and told and cleared and len(on) == 1)
-                text = ("no continuous-on alert" if a is None else
-                        f"on_too_long alert {_hhmm(a['opened_at'])}: \"{a['evidence']}\"; "
-                        f"{a['state']} {_hhmm(a.get('cleared_at'))}, watchers told both times")
-                out.append(Outcome(inc, home.id, ok, text))
-            elif inc == sc.NO_SIGNAL:
-                down = next(st.at for st in s.steps if st.home == home.id
-                            and st.kind == "wifi_down").timestamp()
-                up = next(st.at for st in s.steps if st.home == home.id
-                          and st.kind == "wifi_up").timestamp()
-                bp = home.bulbs[0]
-                made = [v for v in bp.visits if down <= v.on.timestamp() < up]
-                late = _offline(tls[home.id], bp.id, up)
-                false = [a for a in family if down <= a["opened_at"] / 1000 < up + 6 * 3600]
-                ok = bool(made) and len(late) >= len(made) and not false
-                text = (f"{len(made)} switch-ons while the router was off; {len(late)} visits "
-                        "reached the server once it was back, each placed between bounds; "
-                        + (f"FALSE ALERTS: {[a['rule'] for a in false]}" if false
-                           else "no family alert"))
-                out.append(Outcome(inc, home.id, ok, text))
-            elif inc == sc.HOSPITAL:
-                pauses = stage.api("GET", f"/api/v1/households/{home.id}/pauses")
-                back = next(st.at for st in s.steps if st.home == home.id
-                            and "back home" in st.text).timestamp()
-                after = [iv for iv in tls[home.id].intervals if iv.start_latest >= back]
-                ok = bool(pauses) and not family and bool(after)
-                text = (f"paused {pauses[0]['first_day']}..{pauses[0]['last_day']}; "
-                        if pauses else "no pause; ") + (
-                    f"{len(family)} family alerts; " if family else "no alert while away; ") + (
-                    f"{len(after)} switch-ons after coming back")
-                out.append(Outcome(inc, home.id, ok, text))
-            elif inc == sc.TWO_RADIOS:
-                parts = []
-                ok = True
-                for bp in home.bulbs:
-                    n = sum(1 for iv in tls[home.id].intervals if iv.device == bp.id)
-                    # which radio carried it: link records (sent with the next report) or the
-                    # kind of time anchor (the LTE-M network's time comes in the same batch)
-                    kinds = {(r.kind, r.sub) for r in records[bp.id]}
-                    via = ("LTE-M" if kinds & {(record.K_LINK, record.T_LTE),
-                                               (record.K_ANCHOR, record.A_MODEM)}
-                           else "Wi-Fi" if kinds & {(record.K_LINK, record.T_WIFI),
-                                                    (record.K_ANCHOR, record.A_SERVER)}
-                           else "?")
-                    parts.append(f"{bp.room} ({via}): {n} of {len(bp.visits)} switch-ons")
-                    ok = ok and n > 0 and via == ("LTE-M" if bp.transport == "lte" else "Wi-Fi")
-                out.append(Outcome(inc, home.id, ok, "; ".join(parts)))
-    return out
-
-
-def _offline(tl: Any, dev: str, up: float) -> list[Any]:
+def offline_visits(tl: Any, dev: str, up: float) -> list[Any]:
     """Visits of `dev` that began before the signal came back at `up` and reached the server
     after it: the ones recorded without signal (bounded, never anchored by themselves)."""
     return [iv for iv in tl.intervals if iv.device == dev and iv.reported_at >= up
             and iv.start_earliest is not None and iv.start_earliest < up]
-
-
-def delivered(stage: Stage) -> dict[str, tuple[int, int]]:
-    """Per bulb: (switch-ons its hardware saw, i.e. power-ons traced with PWRON_RESET; boots whose
-    POWER_ON record the server holds)."""
-    store = Store.open(stage.db)
-    try:
-        out = {}
-        for dev, b in stage.bulbs.items():
-            seen = sum(1 for e in b.events("power_on") if e.get("cause") == 1)
-            got = len({r.boot for r in store.records_for_device(dev)
-                       if r.kind == record.K_POWER_ON})
-            out[dev] = (seen, got)
-        return out
-    finally:
-        store.close()
-
-
-def coordinator_notices(stage: Stage) -> list[dict[str, Any]]:
-    return [a for a in stage.api("GET", "/api/v1/alerts") if a["audience"] == "coordinator"]
-
-
-def unexplained_alerts(stage: Stage) -> list[dict[str, Any]]:
-    """Family alerts no incident accounts for (false alerts)."""
-    expected: set[tuple[str, str]] = set()
-    for h in stage.scenario.homes:
-        if sc.FALL in h.incidents:
-            expected |= {(h.id, r) for r in ("no_activity", "unusual_quiet", "daily_window")}
-        if sc.LEFT_ON in h.incidents:
-            expected.add((h.id, "on_too_long"))
-    return [a for a in stage.api("GET", "/api/v1/alerts") if a["audience"] == "family"
-            and (a["household"], a["rule"]) not in expected]
-
-
-def _hhmm(ms: float | None) -> str:
-    if ms is None:
-        return "?"
-    return datetime.fromtimestamp(ms / 1000, sc.TZ).strftime("%a %H:%M")
-
-
-def summary_json(stage: Stage, outs: list[Outcome]) -> str:
-    return json.dumps([o.__dict__ for o in outs], ensure_ascii=False)

@@ -1,8 +1,7 @@
 """The demo's scripted week: who lives where, which bulbs they have, when they switch the light
 on and off, and the incidents the system exists for. Pure: `plan(days, homes, start)` returns a
 Scenario; the demo (sim/demo.py) plays it against the real server and the real firmware, and
-the demo's summary and tests/test_demo.py check what each incident led to (sim/demo.py
-`outcomes()`).
+the demo's summary and tests/test_demo.py check what each incident led to (sim/outcomes.py).
 
 The visits come from the household simulator (sim/household.py: a rhythm calibrated on the
 Ordonez activity logs, each home a different person around it). Incidents, by home:
@@ -143,7 +142,8 @@ def _visits(hh: Household, start: datetime, days: int) -> list[Visit]:
 _NAMES = [("Sato", "佐藤さん", "Mrs Sato"), ("Suzuki", "鈴木さん", "Mr Suzuki"),
           ("Takahashi", "高橋さん", "Mrs Takahashi"), ("Tanaka", "田中さん", "Mr Tanaka"),
           ("Ito", "伊藤さん", "Mrs Ito"), ("Watanabe", "渡辺さん", "Mr Watanabe"),
-          ("Yamamoto", "山本さん", "Mrs Yamamoto"), ("Nakamura", "中村さん", "Mr Nakamura")]
+          ("Yamamoto", "山本さん", "Mrs Yamamoto"),
+          ("Nakamura", "中村さん", "Mr Nakamura")]
 _WATCHERS = [("Aiko", "en", "family"), ("Ken", "ja", "family"), ("Nao", "ja", "neighbour")]
 
 
@@ -169,7 +169,8 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
         mine: list[str] = []
         bulbs: list[BulbPlan] = []
         extra: list[Visit] = []
-        if i == 0 and d.left_on is not None:  # Sato: the light left on one evening, switched off, then on again
+        # Sato: the light left on one evening, switched off, then on again
+        if i == 0 and d.left_on is not None:
             on = _at(start, d.left_on, 20.0)
             incs.append(LightLeftOn(on, 3.5))
             off = on + timedelta(hours=3.5)
@@ -179,7 +180,8 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
             steps.append(Step(off, hid, "note", f"{person} wakes up and switches the toilet "
                               "light off; back there three minutes later"))
             mine.append(LEFT_ON)
-        if i == 2 and d.stay is not None:  # Takahashi: a planned hospital stay, paused the evening before
+        # Takahashi: a planned hospital stay, paused the evening before
+        if i == 2 and d.stay is not None:
             first, last = d.stay
             leave = _at(start, first, 9.0)
             back = _at(start, last, 15.0)
@@ -205,7 +207,8 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
                               f"{(up - down).total_seconds() / 3600:.0f} h; the next switch-on "
                               "delivers what the bulb recorded meanwhile"))
             mine.append(NO_SIGNAL)
-        if i == 1 and d.fall is not None:  # ... and later a fall: after the third visit of a morning
+        # ... and later a fall: after the third visit of a morning
+        if i == 1 and d.fall is not None:
             day_visits = [v for v in main_visits
                           if max(_at(start, d.fall, 5.0), up + timedelta(hours=1)) <= v.on
                           < _at(start, d.fall, 16.0)]

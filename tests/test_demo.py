@@ -13,7 +13,7 @@ import pytest
 from firmware import record
 from sim import scenario as sc
 from sim.demo import run
-from sim.play import delivered
+from sim.outcomes import delivered
 from sim.server import alerts, notify, sweeper
 from sim.server import households as hh
 from sim.server.storage import Store
