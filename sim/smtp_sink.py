@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 
@@ -62,12 +62,16 @@ class Mail:
 
 
 class SmtpSink:
-    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, directory: Path | None = None, port: int | None = None,
+                 **smtp: Any) -> None:
+        """directory: where to write each mail as .eml (None: keep them in memory only);
+        port: None picks a free one; smtp: aiosmtpd Controller options, e.g. tls_context=,
+        require_starttls=, authenticator=, auth_require_tls= (the notify tests use them)."""
         self.dir = directory
         self.port = port or free_port()
         self.mails: list[Mail] = []
         self._lock = threading.Lock()
-        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port, **smtp)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content
@@ -81,7 +85,7 @@ class SmtpSink:
             (self.dir / f"{m.n:03d}-{m.kind or 'mail'}.eml").write_bytes(raw)
         return "250 OK"
 
-    def start(self) -> SmtpSink:
+    def start(self) -> Self:
         self._ctl.start()
         return self
 

@@ -6,8 +6,6 @@ It must never assert on timings; waits are polls with a generous real-time limit
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import hmac
 import json
@@ -15,73 +13,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-from aiosmtpd.controller import Controller
 
 from firmware import record
 from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
-from sim.server.process import free_port
 from sim.server.storage import Store
+from sim.smtp_sink import SmtpSink
 
 
-@dataclass
-class Mail:
-    to: list[str]
-    msg: EmailMessage
-
-    @property
-    def subject(self) -> str:
-        return str(self.msg["Subject"])
-
-    @property
-    def body(self) -> str:
-        part = self.msg.get_body(("plain",))
-        return part.get_content() if part is not None else ""
-
-    @property
-    def message_id(self) -> str:
-        return str(self.msg["Message-ID"])
-
-    @property
-    def kind(self) -> str:
-        return str(self.msg["X-Mimamori-Kind"])
-
-
-class Inboxes:
-    """An SMTP server on loopback keeping every message it accepts."""
-
-    def __init__(self, **smtp: Any) -> None:
-        """smtp: aiosmtpd options, e.g. tls_context=, require_starttls=, authenticator=."""
-        self.port = free_port()
-        self.mails: list[Mail] = []
-        self._lock = threading.Lock()
-        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port, **smtp)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.original_content or envelope.content,
-                                       policy=email.policy.default)
-        with self._lock:
-            self.mails.append(Mail(list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
-        return "250 OK"
-
-    def start(self) -> Inboxes:
-        self._ctl.start()
-        return self
-
-    def stop(self) -> None:
-        self._ctl.stop()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def of(self, addr: str, kind: str | None = None) -> list[Mail]:
-        with self._lock:
-            return [m for m in self.mails if addr in m.to and (kind is None or m.kind == kind)]
+class Inboxes(SmtpSink):
+    """The SMTP sink of sim/smtp_sink.py (loopback, keeps every message in memory), with a
+    wait that fails the test when a mail does not come."""
 
     def wait(self, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
