@@ -90,6 +90,33 @@ def test_light_known_on_for_three_hours_alerts_and_off_clears():
                 "bulb-1").state == CLEAR
 
 
+def test_light_left_on_clears_saying_when_it_went_off_and_how_long_it_was_on():
+    # 20:00 on; the marks up to 23:01 reached the server at 23:02: the alert is open
+    lit = Bulb().visit(at(2, 20, 0), 4 * H, alive=(10, 3600, 7200, 3 * H + 60),
+                       received_at=at(2, 23, 2))
+    assert rule(evaluate(lit.timeline(), FIXED, at(2, 23, 5)), "on_too_long",
+                "bulb-1").state == OPEN
+    # switched off at 23:12 (the dying gasp), on again at 23:35 and still on
+    b = Bulb().visit(at(2, 20, 0), 3 * H + 12 * 60, alive=(10, 3600, 7200, 3 * H + 60),
+                     off=True, received_at=at(2, 23, 36))
+    b.visit(at(2, 23, 35), 600, alive=(10,), received_at=at(2, 23, 36))
+    d = rule(evaluate(b.timeline(), FIXED, at(2, 23, 40)), "on_too_long", "bulb-1")
+    assert d.state == CLEAR
+    assert d.evidence == "light switched off at 23:12 after 3 h 12 min; on again at 23:35"
+    # no dying gasp: the switch-off is known between the last mark and its bound, not invented
+    nogasp = Bulb().visit(at(2, 20, 0), 4 * H, alive=(10, 3600, 7200, 3 * H + 60),
+                          received_at=at(2, 23, 2))
+    nogasp.visit(at(3, 7, 0), 60, alive=(10,), received_at=at(3, 7, 1))
+    d = rule(evaluate(nogasp.timeline(), FIXED, at(3, 7, 2)), "on_too_long", "bulb-1")
+    assert d.state == CLEAR and "so far" not in d.evidence
+    assert d.evidence.startswith("light switched off between yesterday 23:01 and yesterday ")
+    assert d.evidence.endswith(" after 3 h 1 min or more; on again at 07:00")
+    # one visit, off by itself
+    alone = Bulb().visit(at(2, 20, 0), 45 * 60, off=True)
+    assert (rule(evaluate(alone.timeline(), FIXED, at(2, 21, 0)), "on_too_long",
+                 "bulb-1").evidence == "light switched off at 20:45 after 45 min")
+
+
 def test_registered_bulb_never_heard_alerts_the_coordinator_not_the_family():
     tl = Bulb().timeline(registered={"bulb-1": at(1, 10)})
     assert rule(evaluate(tl, FIXED, at(2, 9)), "bulb_silent", "bulb-1").state == CLEAR

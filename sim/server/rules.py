@@ -151,11 +151,15 @@ def _starts(tl: Timeline) -> list[float]:
     return hit[1]
 
 
+def _at(t: float, clock: _Clock, now: float) -> str:
+    """"at 14:05", "yesterday at 14:05", "on Mon 07 Dec at 14:05"."""
+    day, _, hm = clock.hhmm(t, now).rpartition(" ")
+    return f"{day} at {hm}" if day else f"at {hm}"
+
+
 def _when(iv: Interval, clock: _Clock, now: float) -> str:
     if iv.exact_start or iv.start_earliest is None and iv.anchored:
-        when = clock.hhmm(iv.start_latest, now)
-        day, _, hm = when.rpartition(" ")
-        return f"{day} at {hm}" if day else f"at {hm}"
+        return _at(iv.start_latest, clock, now)
     if iv.start_earliest is None:
         return f"some time before {clock.hhmm(iv.start_latest, now)} (reported late)"
     return (f"between {clock.hhmm(iv.start_earliest, now)} and "
@@ -276,7 +280,10 @@ def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
     """Per bulb: the lamp is known lit for on_too_long_h straight (uptime, not guesses)."""
     out = []
     latest: dict[str, Interval] = {}
+    before: dict[str, Interval] = {}  # each bulb's visit before its latest
     for iv in ivs:
+        if iv.device in latest:
+            before[iv.device] = latest[iv.device]
         latest[iv.device] = iv
     for dev, iv in sorted(latest.items()):
         limit = settings.on_too_long_h * HOUR
@@ -292,11 +299,38 @@ def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
                 f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR:.1f} h)",
                 None, subject=dev, at=iv.start_latest, detail={"on_h": iv.on_s / HOUR}))
         else:
-            ev = ("light off" if iv.ended_by != "open" else
-                  f"light on for {iv.on_s / 60:.0f} min so far")
+            prev = before.get(dev)
+            if prev is not None and (iv.ended_by == "open" or prev.on_s >= limit):
+                # lit again since the visit before ended (the one that was on too long, if any)
+                ev = f"{_switched_off(prev, clock, now)}; on again {_when(iv, clock, now)}"
+            elif iv.ended_by != "open":
+                ev = _switched_off(iv, clock, now)
+            else:
+                ev = f"light on for {iv.on_s / 60:.0f} min so far"
             out.append(Decision("on_too_long", CLEAR, iv.start_latest, ev, None, subject=dev,
                                 at=iv.start_latest))
     return out
+
+
+def _lit_for(on_s: float) -> str:
+    """"3 h 12 min", "3 h", "45 min"."""
+    h, m = divmod(int(on_s // 60), 60)
+    return f"{h} h {m} min" if h and m else f"{h} h" if h else f"{m} min"
+
+
+def _switched_off(iv: Interval, clock: _Clock, now: float) -> str:
+    """How an ended visit ended: "light switched off at 14:05 after 3 h 12 min"; when only
+    bounded (no dying gasp), between the last mark and the bound, lit at least on_s."""
+    assert iv.end_latest is not None  # an ended visit (not "open")
+    lit = _lit_for(iv.on_s)
+    if iv.ended_by != "off":
+        lit += " or more"
+    if iv.end_earliest is None:
+        return f"light switched off by {clock.hhmm(iv.end_latest, now)} after {lit}"
+    lo, hi = clock.hhmm(iv.end_earliest, now), clock.hhmm(iv.end_latest, now)
+    if lo == hi:
+        return f"light switched off {_at(iv.end_latest, clock, now)} after {lit}"
+    return f"light switched off between {lo} and {hi} after {lit}"
 
 
 def _silence_start(settings: Settings, t: float | None, now: float) -> float | None:
