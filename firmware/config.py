@@ -210,31 +210,26 @@ def save_server(settings):
             print(e)
             faults.append((F_CONFIG, i))
     if applied:
-        kept = _read(2, []) or {}
-        kept.update(applied)
-        tmp = FILES[2] + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(kept, f)
-        try:
-            os.rename(tmp, FILES[2])  # atomic on LittleFS: the old file or the new one
-        except OSError:  # FAT will not rename onto an existing file
-            os.remove(FILES[2])
-            os.rename(tmp, FILES[2])
+        _merge(2, applied)
     return applied, faults
 
 
 def save_site(settings):
     """Check settings and merge them into site.json (setup mode, after a working connection
     test). Every key must pass check(): ValueError (nothing written) otherwise. Atomic."""
-    got = {key: check(key, settings[key]) for key in settings}
-    kept = _read(1, []) or {}
-    kept.update(got)
-    tmp = FILES[1] + ".tmp"
+    return _merge(1, {key: check(key, settings[key]) for key in settings})
+
+
+def _merge(n, changes):
+    """Merge changes into FILES[n] and return its settings; atomic: the old file or the new."""
+    kept = _read(n, []) or {}
+    kept.update(changes)
+    tmp = FILES[n] + ".tmp"
     with open(tmp, "w") as f:
         json.dump(kept, f)
     try:
-        os.rename(tmp, FILES[1])
+        os.rename(tmp, FILES[n])  # atomic on LittleFS: the old file or the new one
     except OSError:  # FAT will not rename onto an existing file
-        os.remove(FILES[1])
-        os.rename(tmp, FILES[1])
+        os.remove(FILES[n])
+        os.rename(tmp, FILES[n])
     return kept
