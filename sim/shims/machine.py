@@ -193,6 +193,14 @@ class UART:
             _sim.trace("uart", op="rx", bytes=len(d))
             self._rx += d
 
+    def _pull_until(self, enough):
+        """Pull more, each time waiting up to the timeout, until enough() or nothing comes."""
+        while not enough() and self._timeout > 0:
+            had = len(self._rx)
+            self._pull(self._timeout, True)
+            if len(self._rx) == had:
+                break
+
     def any(self):
         self._pull(0)
         return len(self._rx)
@@ -200,11 +208,7 @@ class UART:
     def read(self, n=-1):
         self._pull(self._timeout)
         if n is not None and n >= 0:
-            while len(self._rx) < n and self._timeout > 0:
-                had = len(self._rx)
-                self._pull(self._timeout, True)
-                if len(self._rx) == had:
-                    break
+            self._pull_until(lambda: len(self._rx) >= n)
         if not self._rx:
             return None
         if n is None or n < 0:
@@ -221,11 +225,7 @@ class UART:
 
     def readline(self):
         self._pull(0)
-        while b"\n" not in self._rx and self._timeout > 0:
-            had = len(self._rx)
-            self._pull(self._timeout, True)
-            if len(self._rx) == had:
-                break
+        self._pull_until(lambda: b"\n" in self._rx)
         if not self._rx:
             return None
         i = self._rx.find(b"\n")
