@@ -365,9 +365,7 @@ def router(web: Web) -> APIRouter:
                 home, me = p.household(c, hid)
                 tl = sweeper.timeline_of(web.store, hid)
                 card = views.household_card(c, web.store, home, p.now_ms, tl)
-                history = alerts.list_alerts(c, hid, limit=50)
-                if me is not None:  # watchers see the family's alerts, not device health
-                    history = [a for a in history if a.audience != "coordinator"]
+                history = _history(c, hid, me)
                 events = {a.id: alerts.events(c, a.id) for a in history}
                 texts = {a.id: _what(c, a, home, p) for a in history}
                 ps = [x for x in hh.pauses(c, hid) if x.end_ms > p.now_ms]
@@ -388,9 +386,7 @@ def router(web: Web) -> APIRouter:
             p.need_signed_in()
             with web.db.tx() as c:
                 home, me = p.household(c, hid)
-                history = alerts.list_alerts(c, hid, limit=50)
-                if me is not None:
-                    history = [a for a in history if a.audience != "coordinator"]
+                history = _history(c, hid, me)
             tl = sweeper.timeline_of(web.store, hid)
             svg = _chart(web, p, home, tl, history)
             return p.finish(Response(svg, media_type="image/svg+xml"))
@@ -555,6 +551,15 @@ def router(web: Web) -> APIRouter:
 
 
 _EMPTY = sweeper.Timeline(())
+
+
+def _history(c: Any, hid: str, me: hh.Watcher | None) -> list[alerts.Alert]:
+    """The household's last 50 alerts as this reader may see them: a watcher (me) sees the
+    family's alerts, not device health; the coordinator (me None) sees all."""
+    history = alerts.list_alerts(c, hid, limit=50)
+    if me is None:
+        return history
+    return [a for a in history if a.audience != "coordinator"]
 
 
 def _what(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> str:
