@@ -25,8 +25,9 @@ from typing import Any
 
 from bench.run import figure
 from firmware import record
-from sim.bulb import Bulb, run_snippet, wifi_net
+from sim.bulb import Bulb, wifi_net
 from sim.household import Household, unix
+from sim.journal_read import of_bulb
 from sim.modem import AIR_MODEL, MODEL_NOTE, Modem
 from sim.server.process import ServerProcess
 from sim.server.storage import Store
@@ -37,20 +38,6 @@ START = datetime(2026, 1, 5, tzinfo=UTC)
 HOST = "mimamori.example.jp"  # the server's name, as a deployment has (DNS is counted)
 WIFI = [wifi_net("home", "pw", rssi=-62)]
 ACK_RUNS = 5
-
-_READ_JOURNAL = """
-import journal, record
-j = journal.open()
-buf = bytearray(24 * 50)
-after = 0
-while True:
-    n, _ = j.read(buf, 50, after)
-    for i in range(n):
-        print("R", " ".join(str(v) for v in record.unpack(buf, i * 24)))
-    if n < 50:
-        break
-    after = record.seq_of(buf, (n - 1) * 24)
-"""
 
 
 def _segments(n: int) -> int:
@@ -85,16 +72,6 @@ def dns_bytes() -> int:
     return AIR_MODEL["dns_fixed"] * 2 + 2 * len(HOST) + AIR_MODEL["dns_answer"]
 
 
-def _journal_records(b: Bulb) -> list[tuple[int, ...]]:
-    """Every record the bulb wrote (its K_ACK entries excepted)."""
-    look = b.state_dir.parent / (b.state_dir.name + "-read")
-    look.mkdir(exist_ok=True)
-    (look / "flash.bin").write_bytes((b.state_dir / "flash.bin").read_bytes())
-    out = run_snippet(_READ_JOURNAL, look, wifi=[])
-    return [tuple(int(x) for x in line.split()[1:]) for line in out.splitlines()
-            if line.startswith("R ")]
-
-
 def _site(srv: ServerProcess, dev: str, key: str, transport: str) -> dict[str, Any]:
     return {"server": f"http://{HOST}:{srv.port}", "device_id": dev, "device_key": key, "transport": transport,
             "wifi_ssid": "home", "wifi_password": "pw", "apn": "iot.example"}
@@ -114,7 +91,7 @@ def _month(transport: str, visits: list[Any], tmp: Path, srv: ServerProcess, key
             if modem:
                 modem.faults.clock_offset_s = unix(v.on) - time.time()
             b.power_on(stop_at_s=(v.off - v.on).total_seconds(), timeout=120)
-        recs = _journal_records(b)
+        recs, _ = of_bulb(b)  # every record the bulb wrote (its ack entries excepted)
         if modem:
             air = modem.air
             wire = air.total

@@ -2,14 +2,20 @@
 
 firmware/journal.py runs under CPython too; this gives it esp32.Partition's read side over a
 flash.bin file (a simulated bulb's, or one read back from a real bulb with esptool read_flash).
+`of_bulb` reads a simulated bulb's journal the other way: the firmware's journal.py running in
+MicroPython, on a copy of the bulb's flash (the uplink tests and bench/figures_wire.py use it).
 Read only: it never writes the image.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim.bulb import Bulb
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +70,40 @@ def records(flash: Path, acks: bool = True) -> list[tuple[int, ...]]:
         if n < 100:
             return out
         after = out[-1][0]
+
+
+_READ_JOURNAL = """
+import journal, record
+j = journal.open()
+buf = bytearray(24 * 50)
+after = 0
+while True:
+    n, _ = j.read(buf, 50, after)
+    for i in range(n):
+        print("R", " ".join(str(v) for v in record.unpack(buf, i * 24)))
+    if n < 50:
+        break
+    after = record.seq_of(buf, (n - 1) * 24)
+print("ACKED", j.acked)
+"""
+
+
+def of_bulb(b: Bulb) -> tuple[list[tuple[int, ...]], int]:
+    """(every record in the bulb's journal except its ack entries, the acknowledged seq), read
+    by the firmware in MicroPython. Powers the bulb off first; reads a copy of its flash in
+    <state_dir>-read, so the bulb's own directory stays intact."""
+    from sim.bulb import run_snippet
+
+    b.power_off()
+    look = b.state_dir.parent / (b.state_dir.name + "-read")
+    shutil.rmtree(look, ignore_errors=True)
+    look.mkdir()
+    shutil.copyfile(b.state_dir / "flash.bin", look / "flash.bin")
+    out = run_snippet(_READ_JOURNAL, look, wifi=[])
+    recs = [tuple(int(x) for x in line.split()[1:]) for line in out.splitlines()
+            if line.startswith("R ")]
+    acked = int(next(line for line in out.splitlines() if line.startswith("ACKED")).split()[1])
+    return recs, acked
 
 
 if __name__ == "__main__":

@@ -5,10 +5,6 @@ once, in order, unaltered (tests/uplink_rig.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from firmware import record
 from sim.bulb import wifi_net
 from tests.uplink_rig import (
@@ -17,14 +13,8 @@ from tests.uplink_rig import (
     assert_delivered_exactly_once,
     journal_of,
     kinds,
+    rig_fixture,  # noqa: F401  (the rig fixture)
 )
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
 
 
 def test_week_with_the_server_down_is_delivered_once_when_it_returns(rig: Rig) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,13 @@ from sim.server.rules import CLEAR, OPEN, Settings, evaluate
 from sim.server.storage import Store
 from sim.server.timeline import LTE_REPORT_GAP_S, StoredRecord, Timeline, build_timeline
 from tests.test_timeline import Bulb
-from tests.uplink_rig import Rig, assert_delivered_exactly_once, kinds
+from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
+    Rig,
+    assert_delivered_exactly_once,
+    kinds,
+    modem_fixture,
+    rig_fixture,
+)
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
@@ -181,20 +186,6 @@ def rule_of(decisions, name, subject="bulb-1"):
 
 
 # ---------------------------------------------------------------- the bulb honours the setting
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def modem(tmp_path: Path):
-    m = Modem(tmp_path / "uart1.sock").start()
-    yield m
-    m.stop()
 
 
 def test_lte_bulb_honours_a_report_gap_pushed_by_the_server(rig: Rig, modem: Modem) -> None:

@@ -17,17 +17,10 @@ from firmware import record
 from sim.bulb import Bulb, wifi_net
 from sim.modem import Modem
 from sim.repl import ReplServer
-from tests.uplink_rig import Rig, kinds
+from tests.uplink_rig import Rig, kinds, rig_fixture  # noqa: F401  (the rig fixture)
 from tools import provision as prov
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Any:
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
 
 
 def mpremote(url: str, *args: str) -> subprocess.CompletedProcess[str]:

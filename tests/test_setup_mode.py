@@ -21,7 +21,7 @@ import pytest
 from firmware import record
 from sim.bulb import Bulb, wifi_net
 from tests.test_portal import Page
-from tests.uplink_rig import Rig, journal_of, kinds
+from tests.uplink_rig import Rig, journal_of, kinds, rig_fixture  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -30,13 +30,6 @@ LABEL_PASSWORD = "kx7m2qp9rt"
 HOME = [wifi_net("home", "pw", rssi=-61), wifi_net("cafe", "", rssi=-80)]
 QUICK_S = 0.8  # a quick visit: the light on for less than a second
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Any:
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
 
 
 def ap_events(b: Bulb, boot: int | None = None) -> list[dict[str, Any]]:

@@ -7,22 +7,14 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import pytest
-
 from firmware import record
 from tests.uplink_rig import (
     Rig,
     assert_delivered_exactly_once,
     journal_of,
     kinds,
+    rig_fixture,  # noqa: F401  (the rig fixture)
 )
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
 
 
 def test_switch_on_reaches_the_server_and_is_acknowledged(rig: Rig) -> None:

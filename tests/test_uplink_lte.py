@@ -4,30 +4,18 @@ server. Each failure the modem can show, and the fallback between transports."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from firmware import record
 from sim.bulb import wifi_net
 from sim.modem import Modem
 from sim.server.storage import Record
-from tests.uplink_rig import Rig, assert_delivered_exactly_once, journal_of, kinds
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def modem(tmp_path: Path):
-    m = Modem(tmp_path / "uart1.sock").start()
-    yield m
-    m.stop()
-
+from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
+    Rig,
+    assert_delivered_exactly_once,
+    journal_of,
+    kinds,
+    modem_fixture,
+    rig_fixture,
+)
 
 # sim.json "seed": the shims' os.urandom repeats on every run, so the uplink's random waits
 # (first send, full-jitter backoff) are the same each time: how many tries fit in a visit does

@@ -8,16 +8,19 @@ It must never assert on timings; only on what the server stored and what the har
 from __future__ import annotations
 
 import itertools
-import shutil
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from firmware import record
-from sim.bulb import Bulb, run_snippet, wifi_net
+from sim.bulb import Bulb, wifi_net
+from sim.journal_read import of_bulb as journal_of
+from sim.modem import Modem
 from sim.server.process import ServerProcess
 from sim.server.storage import Record, Store
 
@@ -85,20 +88,21 @@ class Rig:
             store.close()
 
 
-_READ_JOURNAL = """
-import journal, record
-j = journal.open()
-buf = bytearray(24 * 50)
-after = 0
-while True:
-    n, _ = j.read(buf, 50, after)
-    for i in range(n):
-        print("R", " ".join(str(v) for v in record.unpack(buf, i * 24)))
-    if n < 50:
-        break
-    after = record.seq_of(buf, (n - 1) * 24)
-print("ACKED", j.acked)
-"""
+@pytest.fixture(name="rig")
+def rig_fixture(tmp_path: Path) -> Iterator[Rig]:
+    """The `rig` fixture: a started Rig in the test's tmp_path; its bulbs and server are stopped
+    afterwards. A test module takes it with `from tests.uplink_rig import rig_fixture`."""
+    r = Rig(tmp_path).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(name="modem")
+def modem_fixture(tmp_path: Path) -> Iterator[Modem]:
+    """The `modem` fixture: the modem emulator on tmp_path/uart1.sock (a bulb's uart={"1": modem.path})."""
+    m = Modem(tmp_path / "uart1.sock").start()
+    yield m
+    m.stop()
 
 
 def self_signed(dir: Path, name: str = "server") -> tuple[Path, Path]:
@@ -113,20 +117,6 @@ def self_signed(dir: Path, name: str = "server") -> tuple[Path, Path]:
         check=True, capture_output=True,
     )
     return cert, key
-
-
-def journal_of(b: Bulb) -> tuple[list[tuple[int, ...]], int]:
-    """(every record in the bulb's journal except its ack entries, the acknowledged seq)."""
-    b.power_off()
-    look = b.state_dir.parent / (b.state_dir.name + "-read")  # the bulb's own dir stays intact
-    shutil.rmtree(look, ignore_errors=True)
-    look.mkdir()
-    shutil.copyfile(b.state_dir / "flash.bin", look / "flash.bin")
-    out = run_snippet(_READ_JOURNAL, look, wifi=[])
-    recs = [tuple(int(x) for x in line.split()[1:]) for line in out.splitlines()
-            if line.startswith("R ")]
-    acked = int(next(line for line in out.splitlines() if line.startswith("ACKED")).split()[1])
-    return recs, acked
 
 
 def superseded(recs: list[tuple[int, ...]]) -> set[int]:
