@@ -1,5 +1,5 @@
 # The upload protocol: one definition, used by the bulb (MicroPython) and the server (CPython).
-# A batch is a 20-byte header followed by journal records exactly as they are in flash.
+# A batch is a 24-byte header followed by journal records exactly as they are in flash.
 # It must never accept a request it cannot authenticate; see docs/protocol.md.
 #
 #  off  size  field
@@ -10,7 +10,10 @@
 #    8   u32  from_seq  records before this one that the server lacks are gone (overwritten)
 #   12   u32  boot      the bulb's boot number when it sent the batch      } replay counter:
 #   16   u32  req       request number within that boot, from 1           } strictly increasing
-#   20   ...  records   count * record.SIZE bytes
+#   20   u32  up_ms     the bulb's uptime (ms since this boot, the journal's up_ms clock) when
+#                       this request was signed; 0: not given. The server anchors the boot
+#                       from its own receive time with it (docs/protocol.md "Receipt anchor").
+#   24   ...  records   count * record.SIZE bytes
 #
 # Authorization: Mimamori <device>:<hex HMAC-SHA256(key, METHOD SP PATH LF device LF body)>
 import hashlib
@@ -25,19 +28,26 @@ except ImportError:  # CPython
 
 
 VERSION = const(1)
-HEADER_SIZE = const(20)
-_HEADER = "<BBHIIII"
+HEADER_SIZE = const(24)
+_HEADER = "<BBHIIIII"
+_UP_MS = const(20)  # offset of up_ms in the header
 PATH = "/v1/batches"
 MAX_RECORDS = const(200)  # per batch; the server refuses larger bodies with 413
 _BLOCK = const(64)
 
 
-def pack_header(buf, count, epoch, from_seq, boot, req):
-    struct.pack_into(_HEADER, buf, 0, VERSION, 0, count, epoch, from_seq, boot, req)
+def pack_header(buf, count, epoch, from_seq, boot, req, up_ms=0):
+    struct.pack_into(_HEADER, buf, 0, VERSION, 0, count, epoch, from_seq, boot, req,
+                     up_ms & 0xFFFFFFFF)
+
+
+def stamp_up_ms(buf, up_ms):
+    """Write the sender's uptime into a packed header (per send, just before signing)."""
+    struct.pack_into("<I", buf, _UP_MS, up_ms & 0xFFFFFFFF)
 
 
 def unpack_header(buf):
-    """(version, flags, count, epoch, from_seq, boot, req)."""
+    """(version, flags, count, epoch, from_seq, boot, req, up_ms)."""
     return struct.unpack_from(_HEADER, buf, 0)
 
 

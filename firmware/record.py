@@ -55,6 +55,7 @@ KIND_NAMES = {
 A_SERVER = const(1)
 A_NTP = const(2)
 A_MODEM = const(3)
+A_RECEIPT = const(4)  # server side only, never in a journal: a batch's header up_ms + arrival
 
 # transports
 T_WIFI = const(1)

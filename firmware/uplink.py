@@ -236,6 +236,9 @@ class Uplink:
         if self._target is None:  # path and query as sent: the signature covers both
             self._target = (protocol.PATH + "?sv=" + str(self._sv)).encode()
         body = self._mv[_HEAD : _HEAD + n_body]
+        # the uptime now, on the journal's up_ms clock (ticks_ms since boot): the server anchors
+        # this boot from when it receives the request (0 means "not given": send at least 1)
+        protocol.stamp_up_ms(body, time.ticks_ms() or 1)
         sig = protocol.sign(self._key, b"POST", self._target, self._dev, body)
         parts = (b"POST ", self._target, self._p2, str(n_body).encode(), self._p3, sig.encode(),
                  b"\r\nConnection: keep-alive\r\n\r\n" if keep else b"\r\nConnection: close\r\n\r\n")

@@ -25,8 +25,9 @@ def example():
         record.pack(18, 3, 2310, record.K_LINK, record.T_WIFI, -61, 1850),
         record.pack(20, 3, 902310, record.K_ALIVE),
     ]
-    first = build_batch(recs, EPOCH, 17, 3, 1)
-    second = build_batch([record.pack(21, 3, 1802310, record.K_ALIVE)], EPOCH, 21, 3, 2)
+    first = build_batch(recs, EPOCH, 17, 3, 1, up_ms=902431)
+    second = build_batch([record.pack(21, 3, 1802310, record.K_ALIVE)], EPOCH, 21, 3, 2,
+                         up_ms=1802342)
     return recs, first, second
 
 

@@ -125,12 +125,15 @@ def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> Non
     device, sig = fields["Authorization"].removeprefix("Mimamori ").split(":")
     assert device == rig.device
     assert sig == protocol.sign(bytes.fromhex(rig.key), "POST", "/v1/batches?sv=0", device, body)
-    version, flags, count, _epoch, from_seq, boot, req = protocol.unpack_header(body)
+    version, flags, count, _epoch, from_seq, boot, req, up_ms = protocol.unpack_header(body)
     assert (version, flags, from_seq, boot, req) == (1, 0, 1, 1, 1)
     assert len(body) == protocol.HEADER_SIZE + count * record.SIZE
     recs, acked = journal_of(b)
     assert body[protocol.HEADER_SIZE :] == b"".join(
         record.pack(*r) for r in recs[:count]), "records go exactly as they are in flash"
+    # the uptime when sent, on the records' clock: after every record it carries (the server
+    # anchors the boot with it: docs/protocol.md "Receipt anchor")
+    assert up_ms > 0 and up_ms >= max(r[2] for r in recs[:count])
     assert acked == 0, "an answer acknowledging nothing acknowledges nothing"
 
 

@@ -144,6 +144,7 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
               responses=_ERRORS, openapi_extra=_OPENAPI_EXTRA, summary="Upload a batch")
     async def post_batch(request: Request) -> JSONResponse:
         """Store the batch's records once and answer the acknowledged position."""
+        heard_ms = clocks.ms(clock)  # the request has arrived (its head, at least)
         try:
             body = await _read_body(request)
             scope = request.scope
@@ -152,7 +153,8 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
             path_qs = path + b"?" + qs if qs else path
             query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
             auth = request.headers.get("authorization")
-            out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body)
+            out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body,
+                                          heard_ms)
             await _after_ingest(app, store, parse_authorization(auth)[0], _ingest_time(out))
         except Reject as r:
             return _reject(r)
@@ -213,7 +215,8 @@ async def _read_body(request: Request) -> bytes:
 
 
 def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
-            query: list[tuple[str, str]], body: bytes) -> dict[str, object]:
+            query: list[tuple[str, str]], body: bytes,
+            heard_ms: int | None = None) -> dict[str, object]:
     device_id, sig = parse_authorization(auth)
     dev = store.device(device_id)
     if dev is None:
@@ -227,7 +230,7 @@ def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
     batch = parse_batch(device_id, body)
     now_ms = clocks.ms(clock)
     try:
-        got = store.ingest(batch, now_ms)
+        got = store.ingest(batch, now_ms, heard_ms)
     except Replayed as e:
         raise Reject(409, "replayed", f"boot {batch.boot} req {batch.req} is not after the last "
                      f"accepted boot {e.last_boot} req {e.last_req} of epoch {e.epoch}: "

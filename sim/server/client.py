@@ -48,13 +48,14 @@ class BatchSender:
         return self.record(record.K_POWER_ON, arg=1, up_ms=5)
 
     def request(self, records: list[bytearray], from_seq: int | None = None, sv: int = 0,
-                req: int | None = None) -> Request:
-        """A signed POST for these records; from_seq defaults to the first record's seq."""
+                req: int | None = None, sent_up_ms: int = 0) -> Request:
+        """A signed POST for these records; from_seq defaults to the first record's seq.
+        sent_up_ms: the uptime the header says it was sent at (0: not given)."""
         if req is None:
             self.req += 1
             req = self.req
         if from_seq is None:
             from_seq = record.seq_of(records[0]) if records else self.next_seq
-        body = build_batch(records, self.epoch, from_seq, self.boot, req)
+        body = build_batch(records, self.epoch, from_seq, self.boot, req, sent_up_ms)
         path = f"{protocol.PATH}?sv={sv}"
         return Request(path, signed_headers(self.device, self.key, path, body), body)

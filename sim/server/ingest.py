@@ -68,7 +68,7 @@ def parse_batch(device: str, body: bytes) -> Batch:
     if n < protocol.HEADER_SIZE:
         raise Reject(400, "malformed", f"the body is {n} bytes; a batch starts with a "
                      f"{protocol.HEADER_SIZE}-byte header")
-    version, flags, count, epoch, from_seq, boot, req = protocol.unpack_header(body)
+    version, flags, count, epoch, from_seq, boot, req, up_ms = protocol.unpack_header(body)
     if version != protocol.VERSION:
         raise Reject(400, "unsupported_version", f"batch version {version}: this server speaks "
                      f"version {protocol.VERSION}")
@@ -106,14 +106,15 @@ def parse_batch(device: str, body: bytes) -> Batch:
         last = seq
         records.append(r)
     return Batch(device=device, epoch=epoch, from_seq=from_seq, boot=boot, req=req,
-                 records=records, size=n)
+                 records=records, size=n, up_ms=up_ms)
 
 
 def build_batch(records: Sequence[bytes | bytearray], epoch: int, from_seq: int, boot: int,
-                req: int) -> bytes:
-    """A request body from packed records (tests, bench and docs use it; the bulb has its own)."""
+                req: int, up_ms: int = 0) -> bytes:
+    """A request body from packed records (tests, bench and docs use it; the bulb has its own).
+    up_ms: the sender's uptime when sending (0: not given, no receipt anchor)."""
     head = bytearray(protocol.HEADER_SIZE)
-    protocol.pack_header(head, len(records), epoch, from_seq, boot, req)
+    protocol.pack_header(head, len(records), epoch, from_seq, boot, req, up_ms)
     return bytes(head) + b"".join(bytes(r) for r in records)
 
 

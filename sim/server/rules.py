@@ -158,12 +158,17 @@ def _at(t: float, clock: _Clock, now: float) -> str:
 
 
 def _when(iv: Interval, clock: _Clock, now: float) -> str:
-    if iv.exact_start or iv.start_earliest is None and iv.anchored:
-        return _at(iv.start_latest, clock, now)
+    if iv.exact_start or iv.start_earliest is None and iv.anchored or (
+            iv.start_earliest is not None
+            and clock.hhmm(iv.start_earliest, now) == clock.hhmm(iv.start_latest, now)):
+        return _at(iv.start_latest, clock, now)  # known to the minute shown
     if iv.start_earliest is None:
         return f"some time before {clock.hhmm(iv.start_latest, now)} (reported late)"
+    # a visit that learned the time itself (an anchor, at least its batch's receipt) was not
+    # reported late: its range is the anchor's error
+    late = "" if iv.anchored else " (reported late)"
     return (f"between {clock.hhmm(iv.start_earliest, now)} and "
-            f"{clock.hhmm(iv.start_latest, now)} (reported late)")
+            f"{clock.hhmm(iv.start_latest, now)}{late}")
 
 
 def _hidden_until(tl: Timeline, now: float) -> float | None:

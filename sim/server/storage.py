@@ -184,6 +184,14 @@ SCHEMA: list[Migration] = [
             FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
         )""",
     ],
+    # 2: the receipt anchor of each batch (docs/protocol.md "Receipt anchor"): the bulb's uptime
+    # in the header (NULL: not given) and how long the server took from starting to handle the
+    # request to received_at; the bulb's clock read up_ms at most that long (plus the transit)
+    # before received_at
+    [
+        "ALTER TABLE batches ADD COLUMN up_ms BIGINT",
+        "ALTER TABLE batches ADD COLUMN up_wait_ms BIGINT",
+    ],
 ]
 
 
@@ -312,6 +320,8 @@ class Delivery:
     ack: int
     bytes: int
     received_at: int
+    up_ms: int | None = None  # the bulb's uptime in the header when it sent (None: not given)
+    up_wait_ms: int | None = None  # server time from handling the request to received_at
 
 
 @dataclass(frozen=True)
@@ -325,6 +335,7 @@ class Batch:
     req: int
     records: list[tuple[int, int, int, int, int, int, int]]  # record.unpack tuples
     size: int  # body bytes
+    up_ms: int = 0  # the bulb's uptime when it sent (ms since this boot); 0: not given
 
 
 @dataclass(frozen=True)
@@ -491,8 +502,8 @@ class Store:
     def deliveries(self, device_id: str, since_received_ms: int | None = None) -> list[Delivery]:
         """Accepted batches of the device, oldest first."""
         sql = (
-            "SELECT device, epoch, boot, req, from_seq, count, stored, ack, bytes, received_at "
-            "FROM batches WHERE device = ?"
+            "SELECT device, epoch, boot, req, from_seq, count, stored, ack, bytes, received_at, "
+            "up_ms, up_wait_ms FROM batches WHERE device = ?"
         )
         params: list[Any] = [device_id]
         if since_received_ms is not None:
@@ -512,8 +523,11 @@ class Store:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    def ingest(self, batch: Batch, now_ms: int) -> Accepted:
+    def ingest(self, batch: Batch, now_ms: int, heard_ms: int | None = None) -> Accepted:
         """Store an authenticated batch once and return the acknowledged position.
+
+        heard_ms: when the server started handling the request (received_at is now_ms); with
+        the header's up_ms it makes the batch's receipt anchor (None: now_ms).
 
         Raises Replayed (nothing changed) when (boot, req) is not above the last pair accepted
         for this device and epoch. A never-seen epoch starts a new journal whose acknowledged
@@ -575,11 +589,12 @@ class Store:
                 "last_heard_at = ? WHERE device = ? AND epoch = ?",
                 (batch.boot, batch.req, ack, lost, now_ms, dev, ep),
             )
+            wait = max(0, now_ms - (now_ms if heard_ms is None else heard_ms))
             c.execute(
                 "INSERT INTO batches (device, epoch, boot, req, from_seq, count, stored, ack, "
-                "bytes, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "bytes, received_at, up_ms, up_wait_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (dev, ep, batch.boot, batch.req, batch.from_seq, len(batch.records), stored,
-                 ack, batch.size, now_ms),
+                 ack, batch.size, now_ms, batch.up_ms or None, wait if batch.up_ms else None),
             )
             c.execute(
                 "UPDATE devices SET epoch = ?, last_boot = ?, last_req = ?, ack = ?, "

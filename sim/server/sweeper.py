@@ -22,7 +22,13 @@ from sim.server import alerts, notify, rules
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
-from sim.server.timeline import StoredRecord, Timeline, build_timeline
+from sim.server.timeline import (
+    StoredRecord,
+    Timeline,
+    build_timeline,
+    receipt_anchor,
+    uses_lte,
+)
 
 
 @dataclass
@@ -74,13 +80,25 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
                               (now_ms + hh.HOUR_MS, hid))
     return out
 
+def device_records(store: Store, device_id: str) -> list[StoredRecord]:
+    """What the timeline knows of one bulb: its stored records, then one receipt anchor per
+    batch whose header carried the bulb's uptime (timeline.receipt_anchor). Every reader of a
+    timeline goes through here (timeline_of), so they all place visits alike."""
+    recs = [StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux, r.arg,
+                         r.received_at / 1000, epoch=r.epoch)
+            for r in store.records_for_device(device_id)]
+    lte = uses_lte(recs)
+    recs += [receipt_anchor(b.device, b.epoch, b.boot, b.up_ms, b.received_at / 1000,
+                            (b.up_wait_ms or 0) / 1000, lte, seq=b.from_seq)
+             for b in store.deliveries(device_id) if b.up_ms]
+    return recs
+
+
 def timeline_of(store: Store, hid: str) -> Timeline:
     devs = store.devices(hid)
     recs: list[StoredRecord] = []
     for d in devs:
-        for r in store.records_for_device(d.id):
-            recs.append(StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux,
-                                     r.arg, r.received_at / 1000, epoch=r.epoch))
+        recs += device_records(store, d.id)
     return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs},
                           report_gaps={d.id: bulb_settings.lte_report_gap_s(d.settings)
                                        for d in devs})

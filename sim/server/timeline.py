@@ -8,7 +8,10 @@ gets bounds from its neighbours and from when its records reached the server.
 How a boot becomes an interval (one bulb, boots in boot-number order):
 
 - every boot is a power-on, so the lamp was lit from uptime 0;
-- ANCHOR records give the boot's offset (wall = offset + uptime) within +-aux seconds;
+- ANCHOR records give the boot's offset (wall = offset + uptime) within +-aux seconds; besides
+  the bulb's own, every batch whose header carries the bulb's uptime gives a receipt anchor
+  (sub A_RECEIPT, made by `receipt_anchor` from the server's receive time: a measurement with
+  an honest bound, never an invented instant), so a boot's first batch places it at once;
 - the previous boot ended before this one started, and this one ended before the next started;
 - a record reached the server (received_at) after it was written: offset + up <= received_at;
 - OFF (dying gasp) gives the exact end in uptime; otherwise the last record of the boot is the
@@ -33,7 +36,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firmware.record import A_MODEM, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON, T_LTE
+from firmware.record import A_MODEM, A_RECEIPT, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON, T_LTE
 
 WRAP_MS = 1 << 32
 # ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).
@@ -49,6 +52,11 @@ ALIVE_FRACTION = 0.10
 # The bulb's default lte_report_gap_s (firmware/config.py SCHEMA; tests/test_lte_gap.py checks
 # they agree): used for an LTE-M bulb whose gap the caller does not give.
 LTE_REPORT_GAP_S = 21600.0
+# Receipt anchors: the longest a request may take from the bulb reading its uptime (just before
+# signing) to the server starting to handle it (signing, the head's transit, the server's
+# queue). An assumption, documented in docs/protocol.md; LTE-M latency is seconds.
+RECEIPT_TRANSIT_S = 2.0
+RECEIPT_TRANSIT_LTE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,24 @@ class StoredRecord:
     arg: int = 0
     received_at: float = 0.0  # server wall-clock (Unix s) when the batch carrying it arrived
     epoch: int = 0  # journal identity: seq and boot restart when a bulb's journal is reformatted
+
+
+def receipt_anchor(device: str, epoch: int, boot: int, up_ms: int, received_at: float,
+                   wait_s: float, lte: bool, seq: int = 0) -> StoredRecord:
+    """The anchor a batch gives its boot: the bulb read `up_ms` at most `wait_s` (the server's
+    own handling, measured) + the transit allowance before `received_at` (Unix s), and not after.
+    As a K_ANCHOR (sub A_RECEIPT) in whole seconds: arg +- aux covers that whole range."""
+    hi = received_at
+    lo = received_at - max(0.0, wait_s) - (RECEIPT_TRANSIT_LTE_S if lte else RECEIPT_TRANSIT_S)
+    mid = (lo + hi) / 2
+    arg = round(mid)
+    aux = math.ceil((hi - lo) / 2 + abs(arg - mid))
+    return StoredRecord(device, seq, boot, up_ms, K_ANCHOR, A_RECEIPT, aux, arg,
+                        received_at=received_at, epoch=epoch)
+
+
+def _is_receipt(r: StoredRecord) -> bool:
+    return r.kind == K_ANCHOR and r.sub == A_RECEIPT
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +181,32 @@ def _unwrap(records: list[StoredRecord]) -> list[float]:
     return out
 
 
+def _anchor(bt: _Boot, r: StoredRecord, up: float) -> None:
+    err = max(0, r.aux)
+    bt.lo = max(bt.lo, r.arg - up - err) if bt.anchored else r.arg - up - err
+    bt.hi = min(bt.hi, r.arg - up + err) if bt.anchored else r.arg - up + err
+    bt.anchored = True
+
+
+def _receipt_up(bt: _Boot, rc: StoredRecord) -> float:
+    """The receipt's uptime unwrapped: not before any record of the boot that reached the
+    server with or before it (those were written before the bulb sent)."""
+    floor = max((up for r, up in zip(bt.records, bt.ups) if r.received_at <= rc.received_at),
+                default=0.0)
+    up = rc.up_ms / 1000.0
+    while up < floor:
+        up += WRAP_MS / 1000.0
+    return up
+
+
 def _boots_of(records: list[StoredRecord]) -> list[_Boot]:
     by_boot: dict[tuple[int, int], dict[int, StoredRecord]] = {}
+    receipts: dict[tuple[int, int], list[StoredRecord]] = {}
     first_seen: dict[int, float] = {}
     for r in records:  # a duplicate (epoch, seq) keeps the first copy
+        if _is_receipt(r):  # not a journal record: no seq of its own
+            receipts.setdefault((r.epoch, r.boot), []).append(r)
+            continue
         by_boot.setdefault((r.epoch, r.boot), {}).setdefault(r.seq, r)
         first_seen[r.epoch] = min(first_seen.get(r.epoch, math.inf), r.received_at)
     # epochs are random identities: a reformatted journal's boots come after the older journal's
@@ -171,16 +219,18 @@ def _boots_of(records: list[StoredRecord]) -> list[_Boot]:
         bt.last_up = bt.ups[-1]
         for r, up in zip(recs, bt.ups):
             if r.kind == K_ANCHOR:
-                err = max(0, r.aux)
-                bt.lo = max(bt.lo, r.arg - up - err) if bt.anchored else r.arg - up - err
-                bt.hi = min(bt.hi, r.arg - up + err) if bt.anchored else r.arg - up + err
-                bt.anchored = True
+                _anchor(bt, r, up)
             elif r.kind == K_OFF:
                 bt.off_up = up
             elif r.kind == K_POWER_ON and r.sub in _CONTINUES_VISIT:
                 bt.continues = True
             # the record reached the server after it was written
             bt.hi = min(bt.hi, r.received_at - up)
+        for rc in receipts.get(key, ()):  # the bulb was running (lit) when it sent the batch
+            up = _receipt_up(bt, rc)
+            _anchor(bt, rc, up)
+            bt.hi = min(bt.hi, rc.received_at - up)
+            bt.last_up = max(bt.last_up, up)
         if bt.anchored and bt.lo > bt.hi:  # anchor contradicts arrival: trust arrival
             bt.lo = bt.hi
         boots.append(bt)
