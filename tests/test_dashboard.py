@@ -538,3 +538,26 @@ def test_pages_forbid_framing_scripts_and_caching(site: Site) -> None:
     csp = r.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize("spread_s, shows_bound", [(2.0, False), (3600.0, True)])
+def test_last_switch_on_is_a_time_when_known_to_the_minute_and_a_bound_otherwise(
+        spread_s: float, shows_bound: bool) -> None:
+    """A visit anchored by its batch's receipt is known within seconds: the card shows the time,
+    not "by HH:MM"; a visit made without signal is only bounded and says so."""
+    from types import SimpleNamespace
+
+    from sim.server.web import i18n
+    from sim.server.web.routes import _env
+
+    start = (NOW // 60) * 60 - 3 * 3600 + 30  # mid-minute, so a 2 s spread stays in it
+    iv = Interval("b", 1, start - spread_s, start, start + 60, start + 70, 60.0, "alive", True,
+                  start + 5)
+    card = SimpleNamespace(last_on=iv, home=SimpleNamespace(tz="Asia/Tokyo"))
+    tr = i18n.t("en")
+    macro = _env().get_template("_ui.html").module.last_on  # type: ignore[attr-defined]
+    html = str(macro(card, tr, lambda ms, tz: i18n.when(ms, tz, NOW_MS, "en"),
+                     lambda ms: i18n.ago(ms, NOW_MS, "en")))
+    shown = i18n.when(start * 1000, "Asia/Tokyo", NOW_MS, "en")
+    assert shown in html
+    assert ("by " + shown in html) is shows_bound
