@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
             continue
         try:
             got = importlib.import_module(f"bench.{mod}").figures()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken figures module is reported, the rest run
             traceback.print_exc()
             failed.append(mod)
             continue

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 SHIMS = REPO / "sim" / "shims"
@@ -366,7 +366,7 @@ class Bulb:
                 else:
                     boot.ended_by = "exit"
                     return
-        except BaseException as e:  # surfaced by wait()
+        except BaseException as e:  # noqa: BLE001 - the boot thread's end: surfaced by wait()
             self._error = e
         finally:
             with self._lock:
@@ -499,7 +499,7 @@ class Bulb:
     def stderr(self) -> str:
         return "".join(b.stderr for b in self.boots)
 
-    def __enter__(self) -> Bulb:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -103,38 +103,38 @@ def check_one(where, torn):
     for r in recs:
         s = record.seq_of(r)
         if s <= prev:
-            fail("%s: seq %d after %d" % (where, s, prev))
+            fail(f"{where}: seq {s} after {prev}")
         prev = s
         seen[s] = r
         if M.done.get(s) != r and M.pending.get(s) != r:
             stats["corrupt"] += 1
-            fail("%s: record %d was never appended as read: %s" % (where, s, r.hex()))
+            fail(f"{where}: record {s} was never appended as read: {r.hex()}")
     for s, r in M.done.items():
         if s >= oldest and seen.get(s) != r:
             stats["lost"] += 1
-            fail("%s: returned append %d missing (oldest %d)" % (where, s, oldest))
+            fail(f"{where}: returned append {s} missing (oldest {oldest})")
     if oldest > max(1, M.last - (NSECT - 2) * SLOTS + 2):
-        fail("%s: oldest kept %d, last %d: dropped more than needed" % (where, oldest, M.last))
+        fail(f"{where}: oldest kept {oldest}, last {M.last}: dropped more than needed")
     # a torn program left evidence: its boot is used up too; a program that never started did not
     used = max(M.max_boot, M.try_boot if torn else 0, max([record.unpack(r)[1] for r in recs] + [0]))
     if j.boot <= used:
-        fail("%s: boot %d repeats (max used %d)" % (where, j.boot, used))
+        fail(f"{where}: boot {j.boot} repeats (max used {used})")
     if not (M.acked <= j.acked <= max(M.acked, M.ack_try)):
-        fail("%s: acked %d, expected %d..%d" % (where, j.acked, M.acked, M.ack_try))
+        fail(f"{where}: acked {j.acked}, expected {M.acked}..{M.ack_try}")
     stats["skipped"] += j.skipped
     # appends work again, and survive the next mount
     a = j.append(record.K_POWER_ON, 1)
     j.prepare()
     b = j.append(record.K_ALIVE)
     if not (a > prev and b > a):
-        fail("%s: new seqs %d, %d not after %d" % (where, a, b, prev))
+        fail(f"{where}: new seqs {a}, {b} not after {prev}")
     j2 = journal.Journal(P)
     n, _ = j2.read(BUF, 40, prev, True)
     got = [record.unpack(BUF, 24 * i) for i in range(n)]
     if [g[0] for g in got if g[3] in (record.K_POWER_ON, record.K_ALIVE)] != [a, b]:
-        fail("%s: appends after the cut not kept: %r" % (where, got))
+        fail(f"{where}: appends after the cut not kept: {got!r}")
     if j2.boot <= j.boot:
-        fail("%s: boot after remount %d not above %d" % (where, j2.boot, j.boot))
+        fail(f"{where}: boot after remount {j2.boot} not above {j.boot}")
 
 
 SAVE = bytearray(SIZE)
@@ -162,7 +162,7 @@ def hook(n, op, addr, data):
             for name, half, rest in variants:
                 if name != "none":
                     esp32.apply_partial(op, addr, data, half, rest)
-                check("op %d %s %s" % (n, op, name),
+                check(f"op {n} {op} {name}",
                       torn=(op == "program" and (half or rest == "bits")))
                 stats["cuts"] += 1
                 esp32._raw_write(0, SAVE)
@@ -227,7 +227,7 @@ elif MODE == "raise":
         except esp32.PowerCut:
             pass
         inside[0] = True
-        check("raise at op %d" % n, torn=(n % 2 == 0))
+        check(f"raise at op {n}", torn=(n % 2 == 0))
         inside[0] = False
         stats["cuts"] += 1
         n += step
@@ -254,7 +254,7 @@ elif MODE == "flips":
     for r in got:
         if M.done.get(record.seq_of(r)) != r:
             stats["corrupt"] += 1
-            fail("flipped record returned: %s" % r.hex())
+            fail(f"flipped record returned: {r.hex()}")
     stats["flipped"] = len(flipped)
     stats["returned"] = len(got)
     stats["kept_before"] = len(recs)

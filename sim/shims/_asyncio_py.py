@@ -76,7 +76,7 @@ class Task:
         if self is c.cur_task:
             raise RuntimeError("can't cancel self")
         while isinstance(self.data, Task):
-            self = self.data
+            self = self.data  # noqa: PLW0642 - as MicroPython's asyncio/task.py does
         if hasattr(self.data, "remove"):
             self.data.remove(self)
             c._task_queue.push(self)

@@ -12,7 +12,7 @@ _sim.trace("power_on", cause=_sim.cause, n=_sim.boot_n, t=_sim.t0_ms)
 if _sim.cfg.get("lamp_pin") is not None:
     _sim.trace("lamp", pin=_sim.cfg["lamp_pin"], duty=65535, freq=0, t=_sim.t0_ms)
 # asyncio timers on the bulb clock: the C _asyncio stamps tasks with the host's own ticks
-import _asyncio_py  # noqa: E402
+import _asyncio_py
 
 sys.modules["_asyncio"] = _asyncio_py
 del _asyncio_py
@@ -20,12 +20,12 @@ del _asyncio_py
 
 def _run(path):
     try:
-        f = open(path)
+        f = open(path)  # noqa: SIM115 - only a missing file means "no main.py"
     except OSError:
         return False
     code = compile(f.read(), path, "exec")  # the source is freed before the firmware runs
     f.close()
-    exec(code, {"__name__": "__main__", "__file__": path})
+    exec(code, {"__name__": "__main__", "__file__": path})  # noqa: S102 - as the ESP32 runs it
     return True
 
 
@@ -51,7 +51,7 @@ try:
 except SystemExit as e:
     _end = e.value if isinstance(e.value, int) else 1
     _sim.trace("exit", how="sys.exit", code=_end)
-except BaseException as e:  # noqa: B036 - the ESP32 prints it and drops to the REPL
+except BaseException as e:  # noqa: B036, BLE001 - the ESP32 prints it and drops to the REPL
     sys.print_exception(e)
     _sim.trace("exit", how="exception", msg=repr(e))
     _end = 1

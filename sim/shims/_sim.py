@@ -18,7 +18,9 @@ del _p
 _PERIOD = 1 << 30  # ticks period, as on the ESP32 port
 _POLLIN = 1
 
-cfg = json.load(open(os.getenv("MIMAMORI_SIM")))
+with open(os.getenv("MIMAMORI_SIM")) as _f:
+    cfg = json.load(_f)
+del _f
 state_dir = cfg.get("state") or os.getenv("MIMAMORI_SIM").rsplit("/", 1)[0]
 cause = int(os.getenv("MIMAMORI_CAUSE") or 1)  # machine.reset_cause() of this boot
 boot_n = int(os.getenv("MIMAMORI_BOOT") or 1)  # power-on count
@@ -57,7 +59,7 @@ def ticks_ms():
 
 
 # --- trace -----------------------------------------------------------------------------------
-_tf = open(state_dir + "/trace.jsonl", "a")
+_tf = open(state_dir + "/trace.jsonl", "a")  # noqa: SIM115 - open for the whole run
 
 
 def trace(ev, **fields):
@@ -75,7 +77,7 @@ def _pid():
 
 def power_cut():
     """Hard kill of this process: nothing flushed, no finally runs (SIGKILL, as the runner's)."""
-    os.system("kill -9 %d" % _pid())
+    os.system(f"kill -9 {_pid()}")
     while True:  # never reached: system() blocks until the kill lands
         pass
 
@@ -83,12 +85,10 @@ def power_cut():
 def reset(why):
     """Reboot with reset_cause() == why (2 HARD_RESET, 3 WDT_RESET), keeping RTC memory."""
     trace("reset", cause=why)
-    f = open(state_dir + "/rtc_s", "w")
-    f.write(str(rtc_base + now_ms() // 1000))
-    f.close()
-    f = open(state_dir + "/reset", "w")
-    f.write("%d %d" % (why, t0_ms + now_ms()))
-    f.close()
+    with open(state_dir + "/rtc_s", "w") as f:
+        f.write(str(rtc_base + now_ms() // 1000))
+    with open(state_dir + "/reset", "w") as f:
+        f.write(f"{why} {t0_ms + now_ms()}")
     power_cut()
 
 
@@ -96,7 +96,9 @@ def reset(why):
 rtc_base = 0
 if cause != 1:
     try:
-        rtc_base = int(open(state_dir + "/rtc_s").read())
+        with open(state_dir + "/rtc_s") as _f:
+            rtc_base = int(_f.read())
+        del _f
     except (OSError, ValueError):
         pass
 
@@ -159,7 +161,7 @@ _ctl = _rs.poll()
 _ctl_open = True
 try:
     _ctl.register(sys.stdin, _POLLIN)
-except Exception:
+except Exception:  # noqa: BLE001 - stdin cannot be polled: a run without a control channel
     _ctl_open = False
 
 
@@ -208,9 +210,8 @@ def _beat(force=False):
     if force and r - _beat_real < 50000 or not force and r - _beat_real < 100000:
         return
     _beat_real = r
-    f = open(state_dir + "/alive", "w")
-    f.write("%d %d\n" % (t0_ms + now_ms(), wdt_timeout))
-    f.close()
+    with open(state_dir + "/alive", "w") as f:
+        f.write(f"{t0_ms + now_ms()} {wdt_timeout}\n")
 
 
 def _wdt_check():

@@ -70,7 +70,7 @@ class Pin:
         return self
 
     def __repr__(self):
-        return "Pin(%s)" % self._id
+        return f"Pin({self._id})"
 
 
 class PWM:

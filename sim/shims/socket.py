@@ -140,7 +140,7 @@ class socket:
         ip, port = addr if isinstance(addr, tuple) else _tuple(addr)
         _route(ip)
         self._peer = (ip, port)
-        _trace("connect", addr="%s:%d" % (ip, port))
+        _trace("connect", addr=f"{ip}:{port}")
         try:
             self._s.connect(_raw((_host_ip(ip), port)))
         except OSError as e:
@@ -179,7 +179,7 @@ class socket:
     def accept(self):
         s, raw = self._io(1, self._s.accept)
         peer = _client(_tuple(raw))
-        _trace("accept", addr="%s:%d" % peer)
+        _trace("accept", addr=f"{peer[0]}:{peer[1]}")
         return socket(_s=s, _peer=peer), peer
 
     def send(self, buf):
@@ -278,7 +278,8 @@ class socket:
     def close(self):
         if self._s is not None:
             self._s.close()
-            _trace("close", addr="%s:%d" % self._peer if self._peer else None)
+            p = self._peer
+            _trace("close", addr=f"{p[0]}:{p[1]}" if p else None)
             self._s = None
 
     def __enter__(self):
