@@ -9,13 +9,12 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.test_portal import Page
+from tests.test_portal import Page, settle
 
 REPO = Path(__file__).resolve().parent.parent
 MICROPYTHON = str(REPO / ".venv" / "bin" / "micropython")
@@ -82,18 +81,6 @@ def attempts(proc_out: str) -> list[list[str]]:
     return [json.loads(x[8:]) for x in proc_out.splitlines() if x.startswith("ATTEMPT ")]
 
 
-def settle(client: httpx.Client, timeout: float = 10.0) -> Page:
-    """GET / until the connection test is over (the page stops refreshing itself)."""
-    end = time.monotonic() + timeout
-    while True:
-        r = client.get("/")
-        assert r.status_code == 200
-        if 'http-equiv="refresh"' not in r.text:
-            return Page(r.text)
-        assert time.monotonic() < end, "the connection test never finished"
-        time.sleep(0.1)
-
-
 def test_wrong_password_then_right_password_through_the_portal(portal_server):
     base = f"http://127.0.0.1:{portal_server['port']}"
     with httpx.Client(base_url=base, follow_redirects=False, timeout=10) as client:
@@ -114,7 +101,7 @@ def test_wrong_password_then_right_password_through_the_portal(portal_server):
         assert again.status_code == 200 and 'http-equiv="refresh"' in again.text
         testing = client.get("/")
         assert 'http-equiv="refresh"' in testing.text and "<form" not in testing.text
-        page = settle(client)
+        page = settle(client, 10.0, 0.1)
         assert "パスワードが違います。" in page.visible()
         assert "The password is wrong." in page.visible()
         checked = [i["value"] for i in page.inputs if i.get("type") == "radio" and "checked" in i]
@@ -123,7 +110,7 @@ def test_wrong_password_then_right_password_through_the_portal(portal_server):
 
         r = client.post("/", data={**form, "password": "right"})
         assert r.status_code == 303
-        page = settle(client)
+        page = settle(client, 10.0, 0.1)
         assert "つながりました。" in page.visible() and "Connected." in page.visible()
         assert "強い / strong" in page.visible() and "-58 dBm" in page.visible()
         assert "form" not in page.tags
@@ -140,10 +127,10 @@ def test_a_failing_connection_test_is_reported_and_the_portal_keeps_serving(port
     base = f"http://127.0.0.1:{portal_server['port']}"
     with httpx.Client(base_url=base, timeout=10) as client:
         client.post("/", data={"ssid": b"cafe".hex(), "password": "boom", "server": SERVER})
-        page = settle(client)
+        page = settle(client, 10.0, 0.1)
         assert "つながりませんでした" in page.visible() and "Could not connect" in page.visible()
         client.post("/", data={"ssid": "", "other": "", "password": "x"})  # nothing chosen
-        page = settle(client)
+        page = settle(client, 10.0, 0.1)
         assert "見つかりません" in page.visible()
         assert client.get("/").status_code == 200
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +83,18 @@ class Page(HTMLParser):
 
     def visible(self) -> str:
         return " ".join(self.text)
+
+
+def settle(client: httpx.Client, timeout: float, poll: float) -> Page:
+    """GET / until the connection test is over (the page stops refreshing itself)."""
+    end = time.monotonic() + timeout
+    while True:
+        r = client.get("/")
+        assert r.status_code == 200
+        if 'http-equiv="refresh"' not in r.text:
+            return Page(r.text)
+        assert time.monotonic() < end, "the connection test never finished"
+        time.sleep(poll)
 
 
 def render(scan: list[tuple[bytes, int, int]], **kw) -> tuple[Page, list[str]]:

@@ -8,7 +8,6 @@ each time the radio starts) must not enter setup mode."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from firmware import record
 from sim.bulb import Bulb, wifi_net
-from tests.test_portal import Page
+from tests.test_portal import Page, settle
 from tests.uplink_rig import Rig, journal_of, kinds, rig_fixture  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,18 +49,6 @@ def boots(trace: list[dict[str, Any]]) -> int:
 def gesture(b: Bulb) -> None:
     for _ in range(4):
         b.power_on(stop_at_s=QUICK_S)
-
-
-def settle(client: httpx.Client, timeout: float = 30.0) -> Page:
-    """GET / until the connection test is over (the page stops refreshing itself)."""
-    end = time.monotonic() + timeout
-    while True:
-        r = client.get("/")
-        assert r.status_code == 200
-        if 'http-equiv="refresh"' not in r.text:
-            return Page(r.text)
-        assert time.monotonic() < end, "the connection test never finished"
-        time.sleep(0.2)
 
 
 def lamp_levels(b: Bulb, boot: int) -> list[int]:
@@ -101,12 +88,12 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
 
         form = {"ssid": b"home".hex(), "password": "not-the-password", "server": rig.url}
         assert client.post("/", data=form).status_code == 303
-        page = settle(client)
+        page = settle(client, 30.0, 0.2)
         assert "The password is wrong." in page.visible(), page.visible()[:600] + b.stdout[-1500:]
         assert "old-router" in (b.fs / "site.json").read_text(), "nothing saved after a failure"
 
         assert client.post("/", data={**form, "password": "pw"}).status_code == 303
-        page = settle(client)
+        page = settle(client, 30.0, 0.2)
         assert "Connected." in page.visible() and "-61 dBm" in page.visible()
 
     # the bulb leaves setup mode by itself and restarts into a normal boot that reports
