@@ -231,6 +231,11 @@ def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
                 # the same quiet spell: resolved by a watcher, alert again only when it has
                 # gone on for another no_activity_h since (found fine, then nothing more);
                 # cleared by new settings, alert again as soon as the rule says so
+                if d.rule == "on_too_long" and last[2] == "cleared":
+                    # its heartbeats had stopped ("probably off"); they came back and the lamp
+                    # is still lit: alert again
+                    _open(c, home, d, episode, now_ms, cfg, key=last[1])
+                    continue
                 if d.rule not in GAP_RULES:
                     continue
                 wait = home.settings.no_activity_h if last[2] == "resolved" else 0

@@ -99,9 +99,11 @@ class BulbModel:
     attempts: float = 0.0  # connection attempts the bulb recorded
     fails: float = 0.0  # ... that could not reach the server
     # last RECENT_DAYS days: [day ordinal, switch-ons, share watched, longest gap of this bulb
-    # that ended that day (h), longest delivery delay (h), attempts, failed attempts]
+    # that ended that day (h), longest delivery delay (h), attempts, failed attempts, longest
+    # wait the server saw (h: from the last switch-on it knew of to a report of a later one)]
     recent: list[list[float]] = field(default_factory=list)
     last_on: float | None = None  # the bulb's last switch-on folded
+    batch: list[float] | None = None  # [reported at, latest switch-on in that report]
 
     def rates(self) -> list[float]:
         """Switch-ons per hour for each local hour: a prior of PRIOR_SEEN_H hours at the bulb's
@@ -134,6 +136,11 @@ class BulbModel:
 
     def longest_delay_h(self) -> float:
         return max((r[4] for r in self.recent), default=0.0)
+
+    def longest_wait_h(self) -> float:
+        """The longest the server waited, in the last RECENT_DAYS, from the last switch-on it
+        knew of to the report of a later one (a quiet spell plus the radio's delay)."""
+        return max((r[7] for r in self.recent), default=0.0)
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -196,6 +203,7 @@ class Day:
     visits: tuple[Interval, ...]
     paused: tuple[tuple[float, float], ...] = ()
     installed: Mapping[str, float | None] = field(default_factory=dict)
+    lit: frozenset[tuple[str, int]] = frozenset()  # (bulb, boot) still lit: length unknown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +298,7 @@ def _delay(iv: Interval, gap: float) -> float:
 
 
 def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> None:
+    """One day of one bulb (its visits that began that day)."""
     for lst in (bm.on, bm.seen, bm.sent, bm.late):
         for h in range(24):
             lst[h] *= DECAY
@@ -312,12 +321,19 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
         bm.full_days += 1
         if not visits:
             bm.unused += 1
-    longest_gap = max_delay = 0.0
+    longest_gap = max_delay = seen_wait = 0.0
     attempts = fails = 0
     for iv in visits:
+        if bm.batch is None or iv.reported_at > bm.batch[0]:  # a new report
+            if bm.batch is not None:
+                seen_wait = max(seen_wait, (iv.reported_at - bm.batch[1]) / HOUR)
+            bm.batch = [iv.reported_at, iv.start_mid]
+        else:
+            bm.batch[1] = max(bm.batch[1], iv.start_mid)
         h = _hour(iv.start_mid, day.offset)
         bm.on[h] += 1
-        bm.dur[h][_bin(DUR_EDGES, _length(iv))] += 1
+        if (iv.device, iv.boot) not in day.lit:  # a visit still lit is the one being judged
+            bm.dur[h][_bin(DUR_EDGES, _length(iv))] += 1
         dl = _delay(iv, gap)
         bm.sent[h] += 1
         if dl > LATE_S:
@@ -333,7 +349,8 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     bm.attempts += attempts
     bm.fails += fails
     bm.n_days += 1
-    bm.recent.append([day.day, len(visits), total / 24, longest_gap, max_delay, attempts, fails])
+    bm.recent.append([day.day, len(visits), total / 24, longest_gap, max_delay, attempts, fails,
+                      seen_wait])
     del bm.recent[:-RECENT_DAYS]
 
 
@@ -425,13 +442,17 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: f
         return
     starts = [iv.start_latest for iv in tl.intervals]
     installed = {d: s.registered_at for d, s in tl.devices.items()}
+    heard = {d: s.last_heard for d, s in tl.devices.items()}
     for ordinal, s, e, off in local_days(tz, first, now):
         if after is not None and ordinal <= after:
             continue
         lo, hi = bisect.bisect_left(starts, s), bisect.bisect_left(starts, e)
         vis = tuple(iv for iv in tl.intervals[lo:hi] if iv.reported_at <= e + SETTLE_S)
         paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
-        yield Day(ordinal, s, e, off, vis, paused, installed)
+        # a visit still open whose bulb is heard close to (or after) the fold: still lit
+        lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
+                        and (heard.get(iv.device) or 0.0) >= e + SETTLE_S - 2 * HOUR)
+        yield Day(ordinal, s, e, off, vis, paused, installed, lit)
 
 
 def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: float,
@@ -570,10 +591,12 @@ class Placement:
                     "quiet days; the fixed 24 h rule would alert about "
                     f"{self.fixed_alerts_per_100_days:.0f} times in 100 days.")
         if self.verdict == "limited":
-            return (head + ". Used only once or twice a day: an alert can come only after the "
-                    "usual switch-on is missed, often a day later. For faster help put a bulb in "
-                    "the toilet; in this room keep the learned rule (the fixed 24 h rule would "
-                    "alert whenever the usual time comes late).")
+            why = ("Used only once or twice a day" if self.per_day < 2.5 else
+                   "Days with a day-long gap come back here")
+            return (head + f". {why}: an alert can come only after the usual switch-on is "
+                    "missed, often a day later. For faster help put a bulb in the toilet; in "
+                    "this room keep the learned rule (the fixed 24 h rule would alert whenever "
+                    "the usual time comes late).")
         return head + ": fits."
 
 
@@ -595,7 +618,7 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
         verdict = "learning"
     elif len(used) < 0.9 * n or gap >= 36:
         verdict = "poor"
-    elif per_day < 2.5:
+    elif per_day < 2.5 or sum(1 for r in days if r[3] >= 24) >= 2:
         verdict = "limited"
     else:
         verdict = "good"

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Hashable
+from collections.abc import Container, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -249,27 +249,39 @@ def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[flo
 
 def evaluate(tl: Timeline, settings: Settings, now: float,
              model: mdl.HouseholdModel | None = None,
-             key: Hashable | None = None) -> list[Decision]:
+             key: Hashable | None = None, only: Container[str] | None = None) -> list[Decision]:
     """Every rule's decision for one household at `now` (Unix s). model: the household's model
     learned through the last settled day (learned here from `tl` when not given; key names the
-    household for the in-process cache of models)."""
+    household for the in-process cache of models). only: just these rules (measurement)."""
     clock = _Clock(settings.tz, now)
     ivs = _visible(tl, now)
     settings = expand(settings, ivs, now)
-    m = model if model is not None else learn_model(tl, settings, now, key)
+    needs = {"unusual_quiet", "on_too_long", "placement"}
+    m = (model if model is not None or (only is not None and not needs & set(only))
+         else learn_model(tl, settings, now, key))
     out: list[Decision] = []
     pause = _paused(settings, now)
     hidden = _hidden_until(tl, now)
-    if settings.activity_rule == "fixed":
-        out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
-    elif settings.activity_rule == "daily_window":
-        out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
-    else:
-        out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl))
-    out.extend(_on_too_long(ivs, tl, settings, now, clock, pause, m))
-    out.extend(_bulb_silent(tl, settings, now, clock))
-    out.extend(_poor_delivery(ivs, tl, settings, now, clock))
-    out.extend(_placement(ivs, tl, settings, now, m))
+    gap = {"fixed": "no_activity", "daily_window": "daily_window"}.get(settings.activity_rule,
+                                                                      "unusual_quiet")
+    if only is None or gap in only:
+        if gap == "no_activity":
+            out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
+        elif gap == "daily_window":
+            out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
+        else:
+            assert m is not None
+            out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl))
+    if only is None or "on_too_long" in only:
+        assert m is not None
+        out.extend(_on_too_long(ivs, tl, settings, now, clock, pause, m))
+    if only is None or "bulb_silent" in only:
+        out.extend(_bulb_silent(tl, settings, now, clock))
+    if only is None or "poor_delivery" in only:
+        out.extend(_poor_delivery(ivs, tl, settings, now, clock))
+    if only is None or "placement" in only:
+        assert m is not None
+        out.extend(_placement(ivs, tl, settings, now, m))
     return out
 
 
@@ -684,6 +696,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
     tl = tl if tl is not None else Timeline(tuple(ivs))
     m = model if model is not None else learn_model(tl, settings, now)
+    checks = placements(ivs, tl, m, now)
     mass = mdl.Mass(m.rates(), clock.off)
     later = hidden if hidden is not None and hidden > t0 else t0
     reasons: list[str] = []
@@ -697,9 +710,12 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
                 f"{settings.no_activity_h:g} h)")
     else:
         recent = _recent_spells(ivs, m, settings, mass, clock)
-        deadline, thr = _learned_deadline(m, mass, t0, settings, clock, recent)
+        # a household watched through a room used every day keeps the promise of
+        # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
+        fits = any(p.verdict == "good" for p in checks.values())
+        deadline, thr = _learned_deadline(m, mass, t0, settings, clock, recent, fits)
         if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
-            d2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent)
+            d2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
             if d2 > deadline:
                 deadline, thr = d2, thr2
     radio = _radio(m, t0, deadline, clock)
@@ -708,7 +724,6 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
         reasons.append("radio")
         note += (f"; bulb {radio[0]}'s reports have reached the server up to {radio[1]:.0f} h "
                  "late before: this silence may be its radio")
-    checks = placements(ivs, tl, m, now)
     if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
         reasons.append("placement")
         note += "; the bulb's room is not used every day (see its placement check)"
@@ -769,12 +784,14 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
 
 
 def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
-                      clock: _Clock, recent: list[tuple[float, float]]) -> tuple[float, float]:
+                      clock: _Clock, recent: list[tuple[float, float]],
+                      fits: bool = True) -> tuple[float, float]:
     """(deadline, threshold) of a quiet spell that began at t0: the instant its expected count
     of switch-ons reaches what a spell begun near that hour exceeds once in
     days_per_false_alert household-days (an exponential tail above the 80th percentile of the
     spells seen, its scale from all spells); never below the largest recent spell; at most
-    learned_max_h, or this household's longest recent spell when that was longer."""
+    learned_max_h, or (fits False: no room of the household is used every day, several times)
+    1.25 x this household's longest recent spell when that is longer."""
     h = mdl._hour(t0, clock.off)
     by_hour = mdl.spell_masses(m, mass)
     every = [sum(col) for col in zip(*by_hour)]
@@ -795,15 +812,17 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
               and r[0] > m.day - settings.learn_days for s, x in r[1]]
     thr = max([thr] + [mass.at(s + x * HOUR) - mass.at(s) for s, x in window]
               + [e for e, _ in recent])
-    cap = max([settings.learned_max_h] + [x for _, x in window] + [x for _, x in recent]) * HOUR
+    longest = max([x for _, x in window] + [x for _, x in recent] + [0.0])
+    cap = (settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)) * HOUR
     deadline = mass.until(t0, thr, cap)
     return max(deadline, t0 + settings.learned_min_h * HOUR), thr
 
 
 def _radio(m: mdl.HouseholdModel, t0: float, deadline: float,
            clock: _Clock) -> tuple[str, float] | None:
-    """(bulb, its longest delay h) when a bulb's reports have come late at hours this spell
-    covers up to its deadline: the silence may then be the radio."""
+    """(bulb, the longest the server waited for its reports lately, h) when a bulb's reports
+    have come late at hours this spell covers up to its deadline: the silence may then be the
+    radio."""
     for dev, bm in sorted(m.bulbs.items()):
         prone = bm.radio_hours()
         if not any(prone):
@@ -811,7 +830,7 @@ def _radio(m: mdl.HouseholdModel, t0: float, deadline: float,
         t = t0
         while t <= deadline:
             if prone[mdl._hour(t, clock.off)]:
-                return dev, max(bm.longest_delay_h(), mdl.LATE_S / HOUR)
+                return dev, max(bm.longest_wait_h(), bm.longest_delay_h(), mdl.LATE_S / HOUR)
             t += HOUR
     return None
 
