@@ -661,3 +661,26 @@ def touch(db: Database, hid: str, now_ms: int) -> bool:
     with db.tx() as c:
         return bool(c.execute("UPDATE households SET next_check = ? WHERE id = ?",
                               (now_ms, hid)))
+
+
+# ---------------------------------------------------------------------------------------------
+# recurring absences (kept in the household's settings: "absences")
+
+
+def add_absence(c: Cursor, hid: str, raw: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    """Add a recurring part-day absence ({"days": "tue,fri", "from": "09:00", "to": "17:00",
+    "reason": "day service"}); the household's absences, numbered from 1 as listed."""
+    h = household(c, hid)
+    absences = [*settings_json(h.settings)["absences"], check_absence(raw)]
+    return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)
+
+
+def remove_absence(c: Cursor, hid: str, number: int, now_ms: int) -> list[dict[str, Any]]:
+    """Remove absence `number` (1 = the first listed)."""
+    h = household(c, hid)
+    absences = settings_json(h.settings)["absences"]
+    if not 1 <= number <= len(absences):
+        raise NotFound(f"household {hid!r} has no absence {number}: "
+                       f"see `mimamori household absence list {hid}`")
+    del absences[number - 1]
+    return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sim.server import alerts, notify, rules
+from sim.server import alerts, models, notify, rules
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -129,6 +129,16 @@ def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
         c.execute("UPDATE households SET next_check = ?, evaluated_at = ? WHERE id = ?",
                   (nxt, now_ms, hid))
     return decisions
+
+
+def placement_of(store: Store, c: Cursor, home: hh.Household,
+                 now_ms: int) -> dict[str, models.Placement]:
+    """The placement check of each bulb of the household now (the dashboard, API and CLI)."""
+    tl = timeline_of(store, home.id)
+    st = rules.expand(rule_settings(c, home), list(tl.intervals), now_ms / 1000)
+    m = rules.learn_model(tl, st, now_ms / 1000, home.id)
+    ivs = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    return rules.placements(ivs, tl, m, now_ms / 1000)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:
