@@ -7,6 +7,7 @@ from statistics import median
 import pytest
 
 from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
+from sim.server import models
 from sim.server.rules import (
     CLEAR,
     OPEN,
@@ -17,7 +18,6 @@ from sim.server.rules import (
     replay,
     unusual_quiet,
 )
-from sim.server import models
 from tests.test_timeline import Bulb
 
 JST = timezone(timedelta(hours=9))
