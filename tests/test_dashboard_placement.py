@@ -56,3 +56,21 @@ def test_the_coordinator_sets_the_patient_setting_absences_and_quiet_hours_from_
     assert r.status_code == 303
     with site.db.tx() as c:
         assert hh.household(c, "sato").settings.absences == ()
+
+
+def test_resolving_needed_help_on_the_page_pauses_until_the_next_switch_on_unless_unticked(
+        site: Site) -> None:  # noqa: F811 - the fixture
+    aiko = site.sign_in("Aiko")
+    token = csrf(aiko, "/h/sato")
+    page = aiko.get("/h/sato").text
+    assert 'name="pause" value="yes" checked' in page
+    # the form sends pause=no then pause=yes when the box is ticked (the last one counts)
+    r = aiko.post(f"/h/sato/alerts/{site.alert}/resolve",
+                  content=f"csrf={token}&outcome=needed_help&note=ambulance&pause=no&pause=yes",
+                  headers={"Content-Type": "application/x-www-form-urlencoded"},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    with site.db.tx() as c:
+        (p,) = [x for x in hh.pauses(c, "sato") if x.until_switch_on]
+    assert p.reason == "needed help: ambulance"
+    assert "until the light is next switched on (needed help: ambulance)" in aiko.get("/h/sato").text

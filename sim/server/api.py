@@ -351,7 +351,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                             f'{" checked" if o == "fine" else ""}> {t[o]}</label></p>'
                             for o in alerts.OUTCOMES)
             form += (f'<p><label>{t["note"]}<br><input name="note" size="40"></label></p>'
-                     '<p><label><input type="checkbox" name="pause" value="yes" checked> '
+                     '<p><input type="hidden" name="pause" value="no"><label>'
+                     '<input type="checkbox" name="pause" value="yes" checked> '
                      f'{t["pause"]}</label></p>'
                      f'<button type="submit">{t["resolve"]}</button></form>')
         return page(w.lang, head + form + chart)
@@ -372,7 +373,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                 elif action == "resolve":
                     outcome = form.get("outcome", "")
                     alerts.resolve(c, aid, wid, outcome, form.get("note", ""), now, cfg,
-                                   pause=outcome == "needed_help" and form.get("pause") == "yes")
+                                   pause=None if "pause" not in form  # the default
+                                   else form["pause"] == "yes" and outcome == "needed_help")
                     msg = t["done_resolve"]
                 else:
                     raise ValueError(f"this link does not allow {action!r}")

@@ -451,6 +451,7 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
 
 
 COLD_ON_H = 8.0  # before a bulb shows its room: a lamp lit a whole evening is not unusual yet
+COLD_VISITS = 5  # ... it shows its room with this many visits
 ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
@@ -471,8 +472,12 @@ def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
                     24 - abs(mdl._hour(x.start_latest, clock.off) - h)) <= 2]
     base = settings.on_too_long_h * HOUR
     if bm is None or bm.n_days == 0:
-        seen = max(near, default=0.0)
-        return max(base, COLD_ON_H * HOUR, 1.5 * seen), seen, True
+        # no settled day yet: once the bulb has shown a few visits, all short, it is not a room
+        # lit for whole evenings; before that, a lit evening is not unusual yet
+        ended = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"]
+        seen = max(ended, default=0.0)
+        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR
+        return max(base, cold, 1.5 * seen), seen, True
     pooled = bm.durations(h, 2)
     if sum(pooled) < 5:
         pooled = bm.durations(h, 12)

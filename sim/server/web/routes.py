@@ -424,7 +424,8 @@ def router(web: Web) -> APIRouter:
             _alert_of(c, hid, aid)
             outcome = form.get("outcome", "")
             alerts.resolve(c, aid, me.id, outcome, form.get("note", "")[:500], p.now_ms,
-                           web.cfg(), pause=outcome == "needed_help" and form.get("pause") == "yes")
+                           web.cfg(), pause=None if "pause" not in form
+                           else form["pause"] == "yes" and outcome == "needed_help")
             return _back(form, f"/h/{hid}") + "#alert-" + aid
         return await action(do)(request, hid, aid)
 
