@@ -500,6 +500,12 @@ def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, 
     return m
 
 
+def clear_cache() -> None:
+    """Forget the kept models (measurements that must learn from scratch)."""
+    _CACHE.clear()
+    _MASS_CACHE.clear()
+
+
 def _store(k: tuple, m: HouseholdModel, tl: Timeline, tz: str) -> None:
     if m.day is None:
         return
