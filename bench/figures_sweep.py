@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.run import figure
 from sim.server import households as hh
-from sim.server import notify, sweeper
+from sim.server import models, notify, sweeper
 from sim.server.storage import Database, Store
 
 N = 100_000
@@ -49,6 +49,7 @@ def _build(path: Path) -> None:
 
 
 def _sweep_ms(path: Path, full_scan: bool) -> tuple[float, float, int]:
+    models.clear_cache()  # each sweep learns its households' models from scratch
     db = Database(path)
     cfg = notify.Config()
     with db.tx() as c:

@@ -222,7 +222,8 @@ def exact_timeline(visits: list[Visit], device: str = "bulb") -> Timeline:
     ivs = []
     for i, v in enumerate(visits):
         on, off = unix(v.on), unix(v.off)
-        ivs.append(Interval(device, i + 1, on, on, off, off, off - on, "off", True, off, 1))
+        # reported at power-on, as a connected bulb does
+        ivs.append(Interval(device, i + 1, on, on, off, off, off - on, "off", True, on + 2.0, 1))
     last = unix(visits[-1].off) if visits else None
     first = unix(visits[0].on) if visits else None
     seen = DeviceSeen(device, first, first, last, len(visits) or None)

@@ -171,12 +171,12 @@ def plan(days: int = 7, homes: int = 3, start: datetime = DEFAULT_START,
         extra: list[Visit] = []
         # Sato: the light left on one evening, switched off, then on again
         if i == 0 and d.left_on is not None:
-            on = _at(start, d.left_on, 20.0)
+            on = _at(start, d.left_on, 17.0)  # alerted before the family's quiet hours
             incs.append(LightLeftOn(on, 3.5))
             off = on + timedelta(hours=3.5)
             extra.append(Visit(off + timedelta(minutes=3), off + timedelta(minutes=5)))
             steps.append(Step(on, hid, "note", f"{person} switches the toilet light on and "
-                              "falls asleep in front of the TV; the light stays on"))
+                              "dozes off in the armchair; the light stays on"))
             steps.append(Step(off, hid, "note", f"{person} wakes up and switches the toilet "
                               "light off; back there three minutes later"))
             mine.append(LEFT_ON)

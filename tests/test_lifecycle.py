@@ -170,7 +170,7 @@ def test_unclaimed_alert_reminds_then_escalates_to_neighbours_then_the_visit_ser
     ws = w.household(watchers=("Aiko", "Nao", "Visit"), reminder_h=2, escalate_h=[1, 3])
     w.t = T0
     w.switch_on()
-    opened = T0 + 24 * H
+    opened = T0 + 24 * H  # Tuesday 10:42
     w.at(opened)
     assert w.to("alert", ws) == ["Aiko"]
     hh = w.api("GET", "/households/home-1")
@@ -181,17 +181,19 @@ def test_unclaimed_alert_reminds_then_escalates_to_neighbours_then_the_visit_ser
     assert w.to("reminder", ws) == ["Aiko", "Nao"]
     w.at(opened + 4 * H)
     assert w.to("escalated", ws) == ["Nao", "Visit"]
+    assert w.to("reminder", ws) == ["Aiko", "Nao"]  # the next reminder backs off: 4 h later
+    w.at(opened + 6 * H)
     assert w.to("reminder", ws) == ["Aiko", "Aiko", "Nao", "Nao", "Visit"]
     (a,) = w.api("GET", "/alerts?active=true")
-    w.at(opened + 5 * H)
+    w.at(opened + 6.5 * H)
     w.api("POST", f"/alerts/{a['id']}/claim", json={"watcher": ws["Nao"]})
     assert w.to("claimed", ws) == ["Aiko", "Visit"]
-    w.at(opened + 6.9 * H)  # claimed: no more reminders
+    w.at(opened + 8.4 * H)  # claimed: no more reminders
     assert len(w.outbox("reminder")) == 5 and not w.outbox("overdue")
-    w.at(opened + 7 * H)  # two hours and no outcome from Nao: everyone hears it, once
+    w.at(opened + 8.5 * H)  # two hours and no outcome from Nao: everyone hears it, once
     assert w.to("overdue", ws) == ["Aiko", "Nao", "Visit"]
     assert "no outcome from Nao yet" in w.outbox("overdue")[0].subject
-    w.at(opened + 12 * H)
+    w.at(opened + 20 * H)
     assert len(w.outbox("overdue")) == 3 and len(w.outbox("reminder")) == 5
 
 

@@ -1,13 +1,20 @@
 """The alert lifecycle: open -> claimed (by whom) -> resolved (outcome), or cleared by itself.
 
     open      a rule said OPEN; the watchers of tier 1 (family) are told, with claim links.
-              While nobody claims: a reminder every reminder_h to those already told, and after
+              While nobody claims, on strong evidence: reminders to those already told after
+              reminder_h, then twice as long after each (at most reminder_max), and after
               escalate_h[0] the tier-2 watchers (neighbours, welfare commissioner) are told too,
-              after escalate_h[1] more the tier-3 visit service. Coordinator alerts (a bulb
-              silent, poor delivery) go to tier 0 only and neither remind nor escalate.
+              after escalate_h[1] more the tier-3 visit service. On weak evidence (learning, the
+              silence may be the radio, a room not used every day): one reminder at most and no
+              escalation, until the rule says the evidence is strong. Reminders, and alerts on
+              weak evidence, wait for the end of each watcher's quiet hours. Coordinator alerts
+              (a bulb silent, poor delivery, placement) go to tier 0 only and neither remind
+              nor escalate.
     claimed   the first watcher to claim is shown to everyone told: "Aiko is going to check".
               If no outcome is recorded within claim_timeout_h, everyone told hears so, once.
     resolved  a watcher records the outcome: fine, needed_help, false_alarm (with why).
+              "needed help" pauses the household until the next switch-on by default, so
+              nobody is alerted about an empty home.
     cleared   the rule went CLEAR (the light came on): everyone told hears it, with the evidence.
 
 An alert belongs to an episode (the rule, the subject and the instant the quiet spell or visit
@@ -37,6 +44,7 @@ from sim.server.storage import Cursor
 
 ACTIVE = ("open", "claimed")
 OUTCOMES = ("fine", "needed_help", "false_alarm")
+OUTCOME_WORDS = {"fine": "all fine", "needed_help": "needed help", "false_alarm": "false alarm"}
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 
 
@@ -141,6 +149,8 @@ def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
         ctx["last_on"] = when_text(d["at"] * 1000, home.tz, now_ms)
     if "on_h" in d:
         ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / 3_600_000)
+    if d.get("radio_h"):
+        ctx["radio_h"] = d["radio_h"]
     return ctx
 
 
@@ -166,7 +176,26 @@ def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
             if kind in ("claimed", "overdue"):
                 ctx.pop("claim_url", None)
-        notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id)
+        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak")
+        notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id,
+                       not_before=hh.quiet_until(w.quiet_hours, home.tz, now_ms)
+                       if held else None)
+
+
+def strength(a: Alert) -> str:
+    """How strong the evidence of an alert is ("strong" for alerts older than the notion)."""
+    return a.detail.get("strength", "strong")
+
+
+def reminder_due(s: hh.HouseholdSettings, evidence: str, sent: int, opened_ms: int) -> int | None:
+    """When reminder number sent + 1 of an unclaimed alert is due (ms), or None: on strong
+    evidence reminder_h after the alert, then twice as long after each (2, 4, 8 h: at 2, 6,
+    14 h), at most reminder_max; on weak evidence one, 2 x reminder_h after the alert."""
+    cap = s.reminder_max if evidence == "strong" else min(1, s.reminder_max)
+    if sent >= cap:
+        return None
+    first = s.reminder_h * (1 if evidence == "strong" else 2)
+    return opened_ms + int(first * (2 ** (sent + 1) - 1) * hh.HOUR_MS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +231,11 @@ def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
                 # the same quiet spell: resolved by a watcher, alert again only when it has
                 # gone on for another no_activity_h since (found fine, then nothing more);
                 # cleared by new settings, alert again as soon as the rule says so
+                if d.rule == "on_too_long" and last[2] == "cleared":
+                    # its heartbeats had stopped ("probably off"); they came back and the lamp
+                    # is still lit: alert again
+                    _open(c, home, d, episode, now_ms, cfg, key=last[1])
+                    continue
                 if d.rule not in GAP_RULES:
                     continue
                 wait = home.settings.no_activity_h if last[2] == "resolved" else 0
@@ -214,7 +248,24 @@ def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
                 _open(c, home, d, episode, now_ms, cfg)
         elif d.state == CLEAR and a is not None:
             _clear(c, home, a, d, now_ms, cfg)
+        elif (d.state == OPEN and a is not None and d.strength == "strong"
+              and strength(a) == "weak"):
+            _firm_up(c, home, a, d, now_ms)
     return min(again) if again else None
+
+
+def _firm_up(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int) -> None:
+    """The evidence of an open alert became strong (the quiet went on): reminders and
+    escalation as for a strong alert from now on."""
+    detail = a.detail | {"strength": "strong"}
+    nxt = _next_tier(c, home.id, a.tier) if a.state == "open" else None
+    c.execute("UPDATE alerts SET detail = ?, evidence = ?, next_escalation_at = ?, "
+              "next_reminder_at = ? WHERE id = ?",
+              (json.dumps(detail), d.evidence,
+               now_ms + int(home.settings.escalate_h[0] * hh.HOUR_MS) if nxt else None,
+               (reminder_due(home.settings, "strong", a.reminders, now_ms) if a.state == "open"
+                else a.next_reminder_at), a.id))
+    _event(c, a.id, now_ms, "firmed", f"evidence now strong: {d.evidence}")
 
 
 def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
@@ -224,15 +275,17 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
     family = d.audience != "coordinator"
     tier = 1 if family else 0
     nxt_tier = _next_tier(c, home.id, 1) if family else None
-    detail = dict(d.detail) | ({"at": d.at} if d.at is not None else {}) | {"spell": spell}
+    detail = (dict(d.detail) | ({"at": d.at} if d.at is not None else {}) | {"spell": spell}
+              | {"strength": d.strength})
+    strong = d.strength == "strong"
     n = c.execute(
         f"INSERT INTO alerts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 0, ?, ?, "
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
         "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
         (aid, home.id, d.rule, d.subject, d.audience, spell if key is None else key, now_ms,
          None if d.since is None else int(d.since * 1000), d.evidence, json.dumps(detail), tier,
-         now_ms + int(s.reminder_h * hh.HOUR_MS) if family else None,
-         now_ms + int(s.escalate_h[0] * hh.HOUR_MS) if nxt_tier else None))
+         reminder_due(s, d.strength, 0, now_ms) if family else None,
+         now_ms + int(s.escalate_h[0] * hh.HOUR_MS) if nxt_tier and strong else None))
     if not n:  # this episode already had its alert (resolved by someone): not again
         return None
     a = get(c, aid)
@@ -243,6 +296,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
 
 def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
            cfg: notify.Config) -> None:
+    unheard = notify.cancel_held(c, a.id, now_ms)  # held for quiet hours: never told
     c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
               "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
               (now_ms, d.evidence, now_ms, a.id))
@@ -255,9 +309,13 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
         extra["cleared_on"] = when_text(d.at * 1000, home.tz, now_ms)
     elif a.rule in GAP_RULES:  # no new switch-on: the settings (or the learned rhythm) changed
         extra["why"] = "rule"
+    elif a.rule == "on_too_long" and d.detail.get("probably_off"):
+        extra["why"] = "probably_off"
     else:
-        extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard"}.get(a.rule, "other")
-    _tell(c, now_ms, "cleared", a, home, recipients(c, a), cfg, extra)
+        extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard",
+                        "placement": "placement"}.get(a.rule, "other")
+    _tell(c, now_ms, "cleared", a, home, [w for w in recipients(c, a) if w.id not in unheard],
+          cfg, extra)
 
 
 def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int | None:
@@ -292,7 +350,8 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
         if a.next_reminder_at is not None and now_ms >= a.next_reminder_at:
             c.execute("UPDATE alerts SET reminders = reminders + 1, next_reminder_at = ? "
                       "WHERE id = ?",
-                      (now_ms + int(home.settings.reminder_h * hh.HOUR_MS), a.id))
+                      (reminder_due(home.settings, strength(a), a.reminders + 1, a.opened_at),
+                       a.id))
             _event(c, a.id, now_ms, "reminded", f"reminder {a.reminders + 1}")
             a = get(c, a.id)
             _tell(c, now_ms, "reminder", a, home, recipients(c, a, tier=a.tier), cfg)
@@ -338,8 +397,10 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
 
 
 def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
-            cfg: notify.Config) -> Alert:
-    """Record what the watcher found; everyone told hears it. The alert is closed."""
+            cfg: notify.Config, pause: bool | None = None) -> Alert:
+    """Record what the watcher found; everyone told hears it. The alert is closed.
+    pause: pause the household until the next switch-on (default: for "needed help", so
+    nobody is alerted about the empty home while she is in hospital)."""
     a = get(c, aid)
     w = _watcher_of(c, a, wid)
     if outcome not in OUTCOMES:
@@ -357,11 +418,17 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
               (wid, now_ms, outcome, note.strip(), now_ms, wid, now_ms, aid))
     _event(c, aid, now_ms, "resolved", f"{w.name}: {outcome}" + (f" ({note})" if note else ""),
            wid)
+    paused = pause if pause is not None else outcome == "needed_help"
+    if paused:
+        why = OUTCOME_WORDS.get(outcome, outcome) + (f": {note.strip()}" if note.strip() else "")
+        hh.pause_until_switch_on(c, now_ms, a.household, why)
+        _event(c, aid, now_ms, "paused", f"household paused until the next switch-on ({why})",
+               wid)
     c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, a.household))
     a = get(c, aid)
     home = hh.household(c, a.household)
     _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,
-          {"resolver": w.name, "outcome": outcome, "note": note.strip()})
+          {"resolver": w.name, "outcome": outcome, "note": note.strip(), "paused": paused})
     return a
 
 

@@ -78,6 +78,8 @@ class WatcherIn(BaseModel):
     webhook_url: str | None = None
     console: bool = False
     tier: int | None = None
+    quiet_hours: str | None = Field("22:00-07:00", description="HH:MM-HH:MM or none: "
+                                    "reminders and weak-evidence alerts wait until they end")
 
 
 class BulbIn(BaseModel):
@@ -91,6 +93,13 @@ class PauseIn(BaseModel):
     reason: str = ""
 
 
+class AbsenceIn(BaseModel):
+    days: str | list[str] = Field(description="weekdays, e.g. \"tue,fri\"")
+    from_: str = Field(alias="from", description="HH:MM, household time")
+    to: str = Field(description="HH:MM (before `from`: the next day)")
+    reason: str = ""
+
+
 class ClaimIn(BaseModel):
     watcher: str
 
@@ -99,6 +108,8 @@ class ResolveIn(BaseModel):
     watcher: str
     outcome: str = Field(description="fine | needed_help | false_alarm")
     note: str = ""
+    pause: bool | None = Field(None, description="pause the household until the next switch-on "
+                               "(default: yes for needed_help)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +179,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def invite(hid: str, body: WatcherIn) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
             w = hh.add_watcher(c, now, hid, body.name, body.role, body.lang, body.email,
-                               body.webhook_url, body.console, body.tier)
+                               body.webhook_url, body.console, body.tier, body.quiet_hours)
             notify.enqueue(c, now, "invite", hh.household(c, hid), w, {})
             return {**w.public(), "webhook_secret": w.webhook_secret}
         return await call(do)
@@ -220,6 +231,28 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def remove_pause(hid: str, pid: str) -> None:
         await call(lambda c, now: hh.remove_pause(c, hid, pid, now))
 
+    @r.post("/households/{hid}/absences", status_code=201,
+            summary="Add a recurring part-day absence (e.g. day service Tue and Fri 09-17)")
+    async def add_absence(hid: str, body: AbsenceIn) -> list[dict[str, Any]]:
+        return await call(lambda c, now: hh.add_absence(
+            c, hid, {"days": body.days, "from": body.from_, "to": body.to,
+                     "reason": body.reason}, now))
+
+    @r.get("/households/{hid}/absences", summary="Recurring absences (numbered from 1)")
+    async def list_absences(hid: str) -> list[dict[str, Any]]:
+        return await call(lambda c, now: list(hh.household(c, hid).settings.absences))
+
+    @r.delete("/households/{hid}/absences/{number}", summary="Remove a recurring absence")
+    async def remove_absence(hid: str, number: int) -> list[dict[str, Any]]:
+        return await call(lambda c, now: hh.remove_absence(c, hid, number, now))
+
+    @r.get("/households/{hid}/placement",
+           summary="The placement check of each bulb: does its room give enough signal")
+    async def placement(hid: str) -> list[dict[str, Any]]:
+        return await call(lambda c, now: [
+            {**p.__dict__, "words": p.words}
+            for p in sweeper.placement_of(store, c, hh.household(c, hid), now).values()])
+
     @r.get("/alerts", summary="Alerts, newest first")
     async def list_alerts(household: str | None = None, active: bool = False) -> list[dict]:
         return await call(lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
@@ -238,7 +271,8 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
     async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
         return await call(lambda c, now: alerts.public(
-            c, alerts.resolve(c, aid, body.watcher, body.outcome, body.note, now, cfg)))
+            c, alerts.resolve(c, aid, body.watcher, body.outcome, body.note, now, cfg,
+                              pause=body.pause)))
 
     @r.post("/sweep", summary="Evaluate the due households now (normally periodic)")
     async def sweep_now() -> dict[str, Any]:
@@ -261,11 +295,13 @@ _T = {
     "ja": {"claim": "確認に行きます", "resolve": "結果を記録する", "done_claim":
            "ありがとうございます。他の見守り役に「{name} さんが確認に行きます」と伝えました。",
            "done_resolve": "記録しました。皆さんにお知らせします。", "note": "メモ（誤報の理由など）",
-           "fine": "無事でした", "needed_help": "助けが必要でした", "false_alarm": "誤報でした"},
+           "fine": "無事でした", "needed_help": "助けが必要でした", "false_alarm": "誤報でした",
+           "pause": "「助けが必要でした」のときは、次に電気がつくまでお知らせを止める"},
     "en": {"claim": "I will go and check", "resolve": "Record the outcome", "done_claim":
            "Thank you. The other watchers now see: {name} is going to check.",
            "done_resolve": "Recorded; everyone is told.", "note": "Note (why, for a false alarm)",
-           "fine": "All fine", "needed_help": "Needed help", "false_alarm": "False alarm"},
+           "fine": "All fine", "needed_help": "Needed help", "false_alarm": "False alarm",
+           "pause": "For 'needed help': no alerts until the light is next switched on"},
 }
 
 
@@ -315,6 +351,9 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                             f'{" checked" if o == "fine" else ""}> {t[o]}</label></p>'
                             for o in alerts.OUTCOMES)
             form += (f'<p><label>{t["note"]}<br><input name="note" size="40"></label></p>'
+                     '<p><input type="hidden" name="pause" value="no"><label>'
+                     '<input type="checkbox" name="pause" value="yes" checked> '
+                     f'{t["pause"]}</label></p>'
                      f'<button type="submit">{t["resolve"]}</button></form>')
         return page(w.lang, head + form + chart)
 
@@ -332,8 +371,10 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                     alerts.claim(c, aid, wid, now, cfg)
                     msg = t["done_claim"].format(name=w.name)
                 elif action == "resolve":
-                    alerts.resolve(c, aid, wid, form.get("outcome", ""), form.get("note", ""),
-                                   now, cfg)
+                    outcome = form.get("outcome", "")
+                    alerts.resolve(c, aid, wid, outcome, form.get("note", ""), now, cfg,
+                                   pause=None if "pause" not in form  # the default
+                                   else form["pause"] == "yes" and outcome == "needed_help")
                     msg = t["done_resolve"]
                 else:
                     raise ValueError(f"this link does not allow {action!r}")

@@ -2,15 +2,20 @@
 
     mimamori household add ID [--name N] [--tz Asia/Tokyo] [--rule learned|fixed|daily_window]
     mimamori household list | show ID [--json]
-    mimamori household settings ID [key=value ...]   (no_activity_h=12, escalate_h=[1,3], ...)
+    mimamori household settings ID [key=value ...]   (no_activity_h=12, learned_max_h=36, ...)
     mimamori household pause ID FIRST LAST [--reason R]   (dates YYYY-MM-DD, household time)
     mimamori household resume ID PAUSE_ID
+    mimamori household absence add ID --days tue,fri --from 09:00 --to 17:00 [--reason R]
+    mimamori household absence list ID | remove ID NUMBER
+    mimamori household placement ID     (does each bulb's room give enough signal)
     mimamori watcher invite HOUSEHOLD NAME [--email A] [--webhook URL] [--console]
                                           [--role family|neighbour|commissioner|visit_service|
                                            coordinator] [--lang ja|en]
+                                          [--quiet-hours 22:00-07:00|none]
     mimamori watcher list HOUSEHOLD | remove WATCHER_ID
+    mimamori watcher set WATCHER_ID key=value ...   (quiet_hours=21:00-08:00, lang=en, ...)
     mimamori alert list [--household H] [--active] [--json]
-    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N]
+    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
     mimamori sweep | deliver            (one pass now; the server does both periodically)
     mimamori outbox [--state pending|sent|dead]
     mimamori token create NAME          (a coordinator token for the JSON API)
@@ -125,10 +130,60 @@ def household_resume(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def household_absence(args: argparse.Namespace, store: Store) -> int:
+    if args.absence_command == "add":
+        raw = {"days": args.days, "from": args.start, "to": args.end, "reason": args.reason}
+        got = _run(args, store, lambda c, now: hh.add_absence(c, args.id, raw, now))
+        print(f"household {args.id}: absence {len(got)} added ({_absence(got[-1])}); no alert "
+              "while away, quiet spells count from the return")
+        return 0
+    if args.absence_command == "remove":
+        got = _run(args, store, lambda c, now: hh.remove_absence(c, args.id, args.number, now))
+    else:
+        got = _run(args, store, lambda c, now: list(hh.household(c, args.id).settings.absences))
+    if not got:
+        print(f"household {args.id}: no recurring absences")
+    for i, a in enumerate(got, 1):
+        print(f"{i}  {_absence(a)}")
+    return 0
+
+
+def _absence(a: dict[str, Any]) -> str:
+    return (",".join(a["days"]) + f" {a['from']}-{a['to']}"
+            + (f" ({a['reason']})" if a.get("reason") else ""))
+
+
+def household_placement(args: argparse.Namespace, store: Store) -> int:
+    got = _run(args, store, lambda c, now: sweeper.placement_of(
+        store, c, hh.household(c, args.id), now))
+    if not got:
+        print(f"household {args.id}: no bulb yet (`mimamori device register --household "
+              f"{args.id}`)")
+    for p in got.values():
+        print(f"{p.verdict:<8} {p.words}")
+    return 0
+
+
+def watcher_set(args: argparse.Namespace, store: Store) -> int:
+    changes = dict(_value(a) for a in args.assignments)
+    if "quiet_hours" in changes and not isinstance(changes["quiet_hours"], str):
+        changes["quiet_hours"] = str(changes["quiet_hours"])
+
+    def do(c: Any, now: int) -> tuple[hh.Watcher, bool]:
+        w, moved = hh.update_watcher(c, args.id, changes)
+        if moved:
+            notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+        return w, moved
+
+    w, moved = _run(args, store, do)
+    print(json.dumps({**w.public(), "test_message": moved}, ensure_ascii=False))
+    return 0
+
+
 def watcher_invite(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> hh.Watcher:
         w = hh.add_watcher(c, now, args.household, args.name, args.role, args.lang, args.email,
-                           args.webhook, args.console)
+                           args.webhook, args.console, quiet_hours=args.quiet_hours)
         notify.enqueue(c, now, "invite", hh.household(c, args.household), w, {})
         return w
 
@@ -180,9 +235,12 @@ def alert_claim(args: argparse.Namespace, store: Store) -> int:
 
 def alert_resolve(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.resolve(
-        c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env())))
+        c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env(),
+        pause=False if args.no_pause else None)))
+    paused = args.outcome == "needed_help" and not args.no_pause
     print(f"alert {a['id']} resolved by {a['resolved_by_name']}: {a['outcome']}"
-          + (f" ({a['note']})" if a["note"] else "") + "; everyone is told")
+          + (f" ({a['note']})" if a["note"] else "") + "; everyone is told"
+          + ("; alerts paused until the next switch-on" if paused else ""))
     return 0
 
 
@@ -246,6 +304,26 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id")
     p.add_argument("pause")
     p.set_defaults(func=household_resume)
+    p = hs.add_parser("absence", help="recurring part-day absences (day service): add, list, "
+                      "remove")
+    ab = p.add_subparsers(dest="absence_command", required=True)
+    q = ab.add_parser("add", help="e.g. --days tue,fri --from 09:00 --to 17:00")
+    q.add_argument("id")
+    q.add_argument("--days", required=True, help="weekdays, e.g. tue,fri")
+    q.add_argument("--from", dest="start", required=True, help="HH:MM (household time)")
+    q.add_argument("--to", dest="end", required=True, help="HH:MM")
+    q.add_argument("--reason", default="")
+    q.set_defaults(func=household_absence)
+    q = ab.add_parser("list")
+    q.add_argument("id")
+    q.set_defaults(func=household_absence)
+    q = ab.add_parser("remove")
+    q.add_argument("id")
+    q.add_argument("number", type=int, help="as numbered by `absence list`")
+    q.set_defaults(func=household_absence)
+    p = hs.add_parser("placement", help="does each bulb's room give enough signal to watch over")
+    p.add_argument("id")
+    p.set_defaults(func=household_placement)
 
     w = sub.add_parser("watcher", help="watchers: invite (sends a test message), list, remove")
     ws = w.add_subparsers(dest="watcher_command", required=True)
@@ -257,7 +335,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--console", action="store_true")
     p.add_argument("--role", default="family", choices=tuple(hh.ROLES))
     p.add_argument("--lang", default="ja", choices=hh.LANGS)
+    p.add_argument("--quiet-hours", default="22:00-07:00",
+                   help="HH:MM-HH:MM, or none: reminders and weak alerts wait until they end")
     p.set_defaults(func=watcher_invite)
+    p = ws.add_parser("set", help="change a watcher: key=value (quiet_hours, lang, email, ...)")
+    p.add_argument("id")
+    p.add_argument("assignments", nargs="+", metavar="key=value")
+    p.set_defaults(func=watcher_set)
     p = ws.add_parser("list")
     p.add_argument("household")
     p.set_defaults(func=watcher_list)
@@ -281,6 +365,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("watcher")
     p.add_argument("outcome", choices=alerts.OUTCOMES)
     p.add_argument("--note", default="")
+    p.add_argument("--no-pause", action="store_true",
+                   help="needed_help: do not pause alerts until the next switch-on")
     p.set_defaults(func=alert_resolve)
 
     p = sub.add_parser("sweep", help="evaluate the due households now")

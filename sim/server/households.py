@@ -16,10 +16,11 @@ that says what to write instead.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -139,6 +140,10 @@ SCHEMA: list[list[str]] = [
             created_at BIGINT NOT NULL
         )""",
     ],
+    [  # issue 11: each watcher's quiet hours; "needed help" pauses that end at the next switch-on
+        "ALTER TABLE watchers ADD COLUMN quiet_hours TEXT NOT NULL DEFAULT '22:00-07:00'",
+        "ALTER TABLE pauses ADD COLUMN until_switch_on INTEGER NOT NULL DEFAULT 0",
+    ],
 ]
 
 
@@ -158,22 +163,46 @@ class HouseholdSettings:
     no_activity_h: float = 24.0
     window_start: str = "09:00"
     window_h: float = 24.0
-    on_too_long_h: float = 3.0
-    reminder_h: float = 2.0  # remind the notified watchers this often while nobody claims
+    on_too_long_h: float = 3.0  # while learning, and the most for a room whose visits are short
+    reminder_h: float = 2.0  # the first reminder while nobody claims; each next one twice later
+    reminder_max: int = 3  # reminders at most (strong evidence; weak evidence: one at most)
     escalate_h: tuple[float, float] = (1.0, 3.0)  # tier 1 -> 2 after, then 2 -> 3 after
     digest_days: float = 7.0  # the "all is well" digest, every this many days
     claim_timeout_h: float = 2.0  # a claim with no outcome after this is told to everyone
+    learned_max_h: float | None = None  # the learned rule waits at most this (None: no_activity_h)
+    learned_min_h: float = 4.0  # ... and at least this
+    days_per_false_alert: float = 100.0  # the learned rule's target: one false alert in this
+    learn_min_days: int = 7  # days of history before the learned rule trusts its model
+    never_heard_h: float = 24.0  # a registered bulb never heard this long: tell the coordinator
+    silent_h: float = 72.0  # a bulb not heard this long: tell the coordinator
+    absences: tuple[dict[str, Any], ...] = ()  # recurring part-day absences (check_absence)
 
     def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.Settings:
         hh, mm = (int(x) for x in self.window_start.split(":"))
-        return rules.Settings(tz=tz, activity_rule=self.activity_rule,
-                              no_activity_h=self.no_activity_h, window_start=time(hh, mm),
-                              window_h=self.window_h, on_too_long_h=self.on_too_long_h,
-                              learned_max_h=self.no_activity_h, pauses=pauses)
+        return rules.Settings(
+            tz=tz, activity_rule=self.activity_rule, no_activity_h=self.no_activity_h,
+            window_start=time(hh, mm), window_h=self.window_h, on_too_long_h=self.on_too_long_h,
+            learned_max_h=(self.no_activity_h if self.learned_max_h is None
+                           else self.learned_max_h),
+            learned_min_h=self.learned_min_h, days_per_false_alert=self.days_per_false_alert,
+            learn_min_days=self.learn_min_days, never_heard_h=self.never_heard_h,
+            silent_h=self.silent_h, pauses=pauses,
+            absences=tuple(absence(a) for a in self.absences))
 
 
-_POSITIVE = {"no_activity_h": (1, 24 * 14), "window_h": (1, 72), "on_too_long_h": (0.25, 48),
-             "reminder_h": (0.1, 48), "digest_days": (1, 31), "claim_timeout_h": (0.25, 48)}
+# key: (lowest, highest, what it is) -- the numbers a coordinator may set, and their ranges
+_NUMBERS: dict[str, tuple[float, float, str]] = {
+    "no_activity_h": (1, 24 * 14, "hours"), "window_h": (1, 72, "hours"),
+    "on_too_long_h": (0.25, 48, "hours"), "reminder_h": (0.1, 48, "hours"),
+    "digest_days": (1, 31, "days"), "claim_timeout_h": (0.25, 48, "hours"),
+    "learned_max_h": (4, 24 * 14, "hours"), "learned_min_h": (1, 24, "hours"),
+    "days_per_false_alert": (10, 10_000, "days"), "never_heard_h": (1, 24 * 14, "hours"),
+    "silent_h": (6, 24 * 30, "hours"),
+}
+_COUNTS: dict[str, tuple[int, int]] = {"reminder_max": (0, 10), "learn_min_days": (3, 28)}
+SETTING_KEYS = ("activity_rule", "learned", "window_start", "escalate_h", "absences",
+                *_NUMBERS, *_COUNTS)
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
 def check_setting(key: str, value: Any) -> Any:
@@ -187,23 +216,79 @@ def check_setting(key: str, value: Any) -> Any:
             raise ValueError(f"learned must be true or false (got {value!r})")
         return value
     if key == "window_start":
-        m = re.match(r"^([01]?\d|2[0-3]):([0-5]\d)$", str(value))
-        if not m:
-            raise ValueError(f"window_start must be HH:MM, e.g. 09:00 (got {value!r})")
-        return f"{int(m.group(1)):02d}:{m.group(2)}"
+        return _hhmm("window_start", value)
     if key == "escalate_h":
         if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(isinstance(v, (int, float)) and 0.1 <= v <= 72 for v in value)):
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and 0.1 <= v <= 72 for v in value)):
             raise ValueError("escalate_h must be two delays in hours, e.g. [1, 3]: family -> "
                              f"neighbours, then -> visit service (got {value!r})")
         return (float(value[0]), float(value[1]))
-    if key in _POSITIVE:
-        lo, hi = _POSITIVE[key]
+    if key == "absences":
+        if not isinstance(value, (list, tuple)) or len(value) > 10:
+            raise ValueError("absences must be a list of at most 10 recurring absences, e.g. "
+                             '[{"days": "tue,fri", "from": "09:00", "to": "17:00", '
+                             f'"reason": "day service"}}] (got {value!r})')
+        return tuple(check_absence(a) for a in value)
+    if key == "learned_max_h" and value is None:
+        return None  # follows no_activity_h
+    if key in _NUMBERS:
+        lo, hi, unit = _NUMBERS[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise ValueError(f"{key} must be a number from {lo:g} to {hi:g} (got {value!r})")
+            raise ValueError(f"{key} must be a number of {unit} from {lo:g} to {hi:g} "
+                             f"(got {value!r})")
         return float(value)
-    raise ValueError(f"unknown household setting {key!r}; known: activity_rule, learned, "
-                     + ", ".join(["window_start", "escalate_h", *_POSITIVE]))
+    if key in _COUNTS:
+        lo, hi = _COUNTS[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or value != int(value) or not lo <= value <= hi):
+            raise ValueError(f"{key} must be a whole number from {lo} to {hi} (got {value!r})")
+        return int(value)
+    raise ValueError(f"unknown household setting {key!r}; known: {', '.join(SETTING_KEYS)}")
+
+
+def _hhmm(key: str, value: Any) -> str:
+    m = _HHMM.match(str(value)) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f"{key} must be HH:MM, e.g. 09:00 (got {value!r})")
+    return f"{int(m.group(1)):02d}:{m.group(2)}"
+
+
+_DAYS = {d: i for i, d in enumerate(rules.WEEKDAYS)}
+
+
+def check_absence(a: Any) -> dict[str, Any]:
+    """A recurring absence as kept: {"days": ["tue", "fri"], "from": "09:00", "to": "17:00",
+    "reason": "day service"}; ValueError saying what is wrong otherwise."""
+    if not isinstance(a, dict):
+        raise ValueError(  # noqa: TRY004 - a bad setting is a ValueError everywhere here
+            "an absence is {\"days\": \"tue,fri\", \"from\": \"09:00\", \"to\": \"17:00\", "
+            f"\"reason\": \"day service\"}} (got {a!r})")
+    bad = sorted(set(a) - {"days", "from", "to", "reason"})
+    if bad:
+        raise ValueError(f"an absence has days, from, to and reason (not {', '.join(bad)})")
+    days = a.get("days")
+    if isinstance(days, str):
+        days = [d.strip() for d in days.split(",") if d.strip()]
+    if (not isinstance(days, (list, tuple)) or not days
+            or not all(isinstance(d, str) and d.strip().lower()[:3] in _DAYS for d in days)):
+        raise ValueError("an absence's days are weekdays such as \"tue,fri\" (mon tue wed thu "
+                         f"fri sat sun; got {a.get('days')!r})")
+    start, end = _hhmm("an absence's from", a.get("from")), _hhmm("an absence's to", a.get("to"))
+    if start == end:
+        raise ValueError(f"an absence from {start} to {end} is empty: give the time it ends")
+    reason = a.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > 100:
+        raise ValueError(f"an absence's reason is text of at most 100 characters (got {reason!r})")
+    order = sorted({_DAYS[d.strip().lower()[:3]] for d in days})
+    return {"days": [rules.WEEKDAYS[i] for i in order], "from": start, "to": end,
+            "reason": reason.strip()}
+
+
+def absence(a: dict[str, Any]) -> rules.Absence:
+    (sh, sm), (eh, em) = ((int(x) for x in a[k].split(":")) for k in ("from", "to"))
+    return rules.Absence(tuple(_DAYS[d] for d in a["days"]), time(sh, sm), time(eh, em),
+                         a.get("reason", ""))
 
 
 def parse_settings(raw: dict[str, Any]) -> HouseholdSettings:
@@ -214,13 +299,50 @@ def parse_settings(raw: dict[str, Any]) -> HouseholdSettings:
             kw.setdefault("activity_rule", "learned" if v else "fixed")
         else:
             kw[k] = v
-    return HouseholdSettings(**kw)
+    st = HouseholdSettings(**kw)
+    if st.learned_max_h is not None and st.learned_max_h < st.learned_min_h:
+        raise ValueError(f"learned_max_h ({st.learned_max_h:g}) must not be below learned_min_h "
+                         f"({st.learned_min_h:g})")
+    return st
 
 
 def settings_json(s: HouseholdSettings) -> dict[str, Any]:
     d = dict(s.__dict__)
     d["escalate_h"] = list(s.escalate_h)
+    d["absences"] = [dict(a) for a in s.absences]
     return d
+
+
+def check_quiet_hours(value: Any) -> str:
+    """A watcher's quiet hours as kept: "22:00-07:00", or "" for none."""
+    if value in (None, "", "none", "off"):
+        return ""
+    parts = value.split("-") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(_HHMM.match(x.strip()) for x in parts):
+        raise ValueError("quiet_hours must be HH:MM-HH:MM, e.g. 22:00-07:00, or none "
+                         f"(got {value!r})")
+    a, b = (_hhmm("quiet_hours", x.strip()) for x in parts)
+    if a == b:
+        raise ValueError(f"quiet_hours {value!r} is empty: e.g. 22:00-07:00, or none")
+    return f"{a}-{b}"
+
+
+def quiet_until(quiet: str, tz: str, now_ms: int) -> int | None:
+    """The end of the quiet hours (ms) when `now_ms` lies in them, else None."""
+    if not quiet:
+        return None
+    a, b = quiet.split("-")
+    z = ZoneInfo(tz)
+    now = datetime.fromtimestamp(now_ms / 1000, z)
+    (ah, am), (bh, bm) = ((int(x) for x in t.split(":")) for t in (a, b))
+    start, end = now.replace(hour=ah, minute=am, second=0, microsecond=0), now.replace(
+        hour=bh, minute=bm, second=0, microsecond=0)
+    for day in (-1, 0):  # the quiet span that began yesterday or today
+        s = start + timedelta(days=day)
+        e = end + timedelta(days=day + (1 if end <= start else 0))
+        if s <= now < e:
+            return int(e.timestamp() * 1000)
+    return None
 
 
 def check_tz(tz: str) -> str:
@@ -261,6 +383,7 @@ class Watcher:
     console: bool
     created_at: int
     removed_at: int | None = None
+    quiet_hours: str = "22:00-07:00"  # reminders and weak alerts wait until they end
 
     def channels(self) -> list[str]:
         return ([c for c, v in (("email", self.email), ("webhook", self.webhook_url)) if v]
@@ -282,6 +405,17 @@ class PauseRow:
     end_ms: int
     reason: str
     created_at: int
+    until_switch_on: bool = False  # ends at the next switch-on ("needed help")
+
+    def rule(self) -> rules.Pause:
+        """The pause as the rules see it (an open "until the next switch-on" pause has no end
+        yet: the rules end it at that switch-on)."""
+        if self.until_switch_on and self.end_ms >= OPEN_END_MS:
+            return rules.Pause(self.start_ms / 1000, math.inf, True, self.reason)
+        return rules.Pause(self.start_ms / 1000, self.end_ms / 1000, False, self.reason)
+
+
+OPEN_END_MS = 253_402_300_799_000  # 9999-12-31: a pause until the next switch-on, not ended yet
 
 
 class NotFound(KeyError):
@@ -293,7 +427,7 @@ class NotFound(KeyError):
 
 _H_COLS = "id, name, tz, settings, created_at, evaluated_at, next_check, digest_due"
 _W_COLS = ("id, household, name, role, tier, lang, email, webhook_url, webhook_secret, console, "
-           "created_at, removed_at")
+           "created_at, removed_at, quiet_hours")
 
 
 def _household(row: tuple) -> Household:
@@ -352,14 +486,16 @@ def update_settings(c: Cursor, hid: str, changes: dict[str, Any], now_ms: int) -
 
 def add_watcher(c: Cursor, now_ms: int, hid: str, name: str, role: str = "family",
                 lang: str = "ja", email: str | None = None, webhook_url: str | None = None,
-                console: bool = False, tier: int | None = None) -> Watcher:
+                console: bool = False, tier: int | None = None,
+                quiet_hours: str | None = "22:00-07:00") -> Watcher:
     household(c, hid)
     t = _check_watcher(name, role, lang, email, webhook_url, console, tier)
     wid = new_id("w")
     secret = secrets.token_hex(32) if webhook_url else None
-    c.execute(f"INSERT INTO watchers ({_W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+    quiet = check_quiet_hours(quiet_hours)
+    c.execute(f"INSERT INTO watchers ({_W_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
               (wid, hid, name.strip(), role, t, lang, email, webhook_url, secret,
-               1 if console else 0, now_ms))
+               1 if console else 0, now_ms, quiet))
     return watcher(c, wid)
 
 
@@ -384,7 +520,7 @@ def _check_watcher(name: str, role: str, lang: str, email: str | None, webhook_u
     return t
 
 
-_CHANGEABLE = ("name", "role", "lang", "email", "webhook_url", "console", "tier")
+_CHANGEABLE = ("name", "role", "lang", "email", "webhook_url", "console", "tier", "quiet_hours")
 
 
 def update_watcher(c: Cursor, wid: str, changes: dict[str, Any]) -> tuple[Watcher, bool]:
@@ -408,13 +544,14 @@ def update_watcher(c: Cursor, wid: str, changes: dict[str, Any]) -> tuple[Watche
         raise ValueError(f"tier must be 0, 1, 2 or 3 (got {new['tier']!r})")
     tier = _check_watcher(new["name"], new["role"], new["lang"], new["email"],
                           new["webhook_url"], new["console"], new["tier"])
+    quiet = check_quiet_hours(new["quiet_hours"])
     secret = w.webhook_secret
     if new["webhook_url"] and new["webhook_url"] != w.webhook_url:
         secret = secret or secrets.token_hex(32)
     c.execute("UPDATE watchers SET name = ?, role = ?, tier = ?, lang = ?, email = ?, "
-              "webhook_url = ?, webhook_secret = ?, console = ? WHERE id = ?",
+              "webhook_url = ?, webhook_secret = ?, console = ?, quiet_hours = ? WHERE id = ?",
               (new["name"].strip(), new["role"], tier, new["lang"], new["email"],
-               new["webhook_url"], secret, 1 if new["console"] else 0, wid))
+               new["webhook_url"], secret, 1 if new["console"] else 0, quiet, wid))
     moved = (new["email"], new["webhook_url"], bool(new["console"])) != (
         w.email, w.webhook_url, w.console) and bool(new["email"] or new["webhook_url"])
     return watcher(c, wid), moved
@@ -461,9 +598,36 @@ def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
 
 
 def pauses(c: Cursor, hid: str) -> list[PauseRow]:
-    return [PauseRow(*r) for r in c.all(
-        "SELECT id, household, first_day, last_day, start_ms, end_ms, reason, created_at "
-        "FROM pauses WHERE household = ? ORDER BY start_ms", (hid,))]
+    return [PauseRow(*r[:8], bool(r[8])) for r in c.all(
+        "SELECT id, household, first_day, last_day, start_ms, end_ms, reason, created_at, "
+        "until_switch_on FROM pauses WHERE household = ? ORDER BY start_ms", (hid,))]
+
+
+def pause_until_switch_on(c: Cursor, now_ms: int, hid: str, reason: str = "") -> PauseRow:
+    """Pause the household from now until the next switch-on (after "needed help": nobody is
+    alerted about an empty home; the first switch-on ends it by itself)."""
+    h = household(c, hid)
+    pid = new_id("p")
+    today = local_day(now_ms, h.tz)
+    c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
+              "created_at, until_switch_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+              (pid, hid, today, "", now_ms, OPEN_END_MS, reason[:200], now_ms))
+    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    return next(p for p in pauses(c, hid) if p.id == pid)
+
+
+def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -> None:
+    """Give each open "until the next switch-on" pause its end: the first switch-on after it
+    began (starts: the household's switch-ons, Unix s, sorted)."""
+    import bisect
+
+    for p in pauses(c, hid):
+        if p.until_switch_on and p.end_ms >= OPEN_END_MS:
+            i = bisect.bisect_right(starts, p.start_ms / 1000)
+            if i < len(starts):
+                end = int(starts[i] * 1000)
+                c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
+                          (end, local_day(end, tz), p.id))
 
 
 def remove_pause(c: Cursor, hid: str, pid: str, now_ms: int) -> None:
@@ -497,3 +661,26 @@ def touch(db: Database, hid: str, now_ms: int) -> bool:
     with db.tx() as c:
         return bool(c.execute("UPDATE households SET next_check = ? WHERE id = ?",
                               (now_ms, hid)))
+
+
+# ---------------------------------------------------------------------------------------------
+# recurring absences (kept in the household's settings: "absences")
+
+
+def add_absence(c: Cursor, hid: str, raw: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    """Add a recurring part-day absence ({"days": "tue,fri", "from": "09:00", "to": "17:00",
+    "reason": "day service"}); the household's absences, numbered from 1 as listed."""
+    h = household(c, hid)
+    absences = [*settings_json(h.settings)["absences"], check_absence(raw)]
+    return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)
+
+
+def remove_absence(c: Cursor, hid: str, number: int, now_ms: int) -> list[dict[str, Any]]:
+    """Remove absence `number` (1 = the first listed)."""
+    h = household(c, hid)
+    absences = settings_json(h.settings)["absences"]
+    if not 1 <= number <= len(absences):
+        raise NotFound(f"household {hid!r} has no absence {number}: "
+                       f"see `mimamori household absence list {hid}`")
+    del absences[number - 1]
+    return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)

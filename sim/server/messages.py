@@ -29,11 +29,16 @@ def what(rule: str, lang: str, ctx: dict[str, Any]) -> str:
     gap = ctx.get("gap_h")
     last = ctx.get("last_on") or "?"
     if rule in GAP_RULES:
+        radio = ctx.get("radio_h")
         if lang == "ja":
             g = f"{gap:.0f}時間" if gap is not None else "長い間"
-            return f"{g}、電気がつけられていません（最後に点灯：{last}）"
+            return (f"{g}、電気がつけられていません（最後に点灯：{last}）"
+                    + (f"。電球の報告が以前{radio:.0f}時間遅れたことがあり、電波のせいかもしれません"
+                       if radio else ""))
         g = f"{gap:.0f} h" if gap is not None else "a long time"
-        return f"no light switched on for {g} (last switched on {last})"
+        return (f"no light switched on for {g} (last switched on {last})"
+                + (f"; the bulb's reports have come up to {radio:.0f} h late before: this "
+                   "silence may be its radio" if radio else ""))
     if rule == "on_too_long":
         on = ctx.get("on_h")
         if lang == "ja":
@@ -43,6 +48,11 @@ def what(rule: str, lang: str, ctx: dict[str, Any]) -> str:
         return (f"電球 {ctx.get('subject')} から連絡がありません（機器の確認をお願いします）"
                 if lang == "ja" else
                 f"bulb {ctx.get('subject')} is not heard from (a device problem to check)")
+    if rule == "placement":
+        return (f"電球 {ctx.get('subject')} の部屋は毎日よく使われる部屋ではなく、見守りの手がかりが"
+                "足りません（設置場所の確認をお願いします）" if lang == "ja" else
+                f"bulb {ctx.get('subject')}'s room gives too little signal to watch over "
+                "(check where it is installed)")
     if rule == "poor_delivery":
         return (f"電球 {ctx.get('subject')} の通信が遅れがちです（電波の確認をお願いします）"
                 if lang == "ja" else
@@ -143,13 +153,16 @@ def _overdue(lang: str, c: dict[str, Any]) -> tuple[str, str]:
 def _resolved(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     out = OUTCOMES.get(c["outcome"], {}).get(lang, c["outcome"])
     note = c.get("note") or ""
+    paused = c.get("paused")
     if lang == "ja":
         return (f"【みまもり電球】{c['home']}：{out}（{c['resolver']} さんより）",
                 f"{c['watcher']} さん\n\n{c['home']} のお知らせは {c['resolver']} さんが"
-                f"確認しました：{out}。" + (f"\nメモ：{note}" if note else ""))
+                f"確認しました：{out}。" + (f"\nメモ：{note}" if note else "")
+                + ("\n次に電気がつくまで、見守りのお知らせはお休みします。" if paused else ""))
     return (f"[Mimamori] {c['home']}: {out} ({c['resolver']} checked)",
             f"Dear {c['watcher']},\n\n{c['resolver']} checked on {c['home']}: {out}."
-            + (f"\nNote: {note}" if note else ""))
+            + (f"\nNote: {note}" if note else "")
+            + ("\nAlerts are paused until the light is next switched on." if paused else ""))
 
 
 _WHY = {  # why an alert cleared by itself, when it was not a switch-on
@@ -159,6 +172,10 @@ _WHY = {  # why an alert cleared by itself, when it was not a switch-on
     "heard": {"ja": "電球から再び連絡がありました", "en": "the bulb is heard from again"},
     "rule": {"ja": "今の設定ではお知らせの条件に当たらなくなりました",
              "en": "no longer an alert under the current settings"},
+    "probably_off": {"ja": "電球から連絡がなくなりました。電気は消されたようです（または電波の問題）"
+                           "（{evidence}）",
+                     "en": "{evidence}"},
+    "placement": {"ja": "設置場所の確認は問題なくなりました", "en": "the placement check now fits"},
     "other": {"ja": "状況が戻りました（{evidence}）", "en": "{evidence}"},
 }
 

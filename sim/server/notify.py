@@ -141,8 +141,10 @@ def links(c: Cursor, cfg: Config, alert: str, watcher: str, now_ms: int) -> dict
 
 
 def enqueue(c: Cursor, now_ms: int, kind: str, home: Household, w: Watcher,
-            ctx: dict[str, Any], alert: str | None = None) -> list[str]:
-    """One outbox row per channel of the watcher, in the caller's transaction; their ids."""
+            ctx: dict[str, Any], alert: str | None = None,
+            not_before: int | None = None) -> list[str]:
+    """One outbox row per channel of the watcher, in the caller's transaction; their ids.
+    not_before: hold the message until then (the end of the watcher's quiet hours)."""
     subject, body = messages.render(kind, w.lang, {**ctx, "home": home.name, "watcher": w.name})
     ids = []
     for ch in w.channels():
@@ -158,9 +160,19 @@ def enqueue(c: Cursor, now_ms: int, kind: str, home: Household, w: Watcher,
             "payload, created_at, state, attempts, next_attempt_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?)",
             (oid, home.id, alert, w.id, ch, kind, subject, body,
-             json.dumps(payload, ensure_ascii=False), now_ms, now_ms))
+             json.dumps(payload, ensure_ascii=False), now_ms, max(now_ms, not_before or now_ms)))
         ids.append(oid)
     return ids
+
+
+def cancel_held(c: Cursor, alert: str, now_ms: int) -> set[str]:
+    """Drop the messages about an alert still held for quiet hours (it closed before they were
+    due: nobody needs them now); the watchers whose held alert message was dropped."""
+    rows = c.all("SELECT watcher, kind FROM outbox WHERE alert = ? AND state = 'pending' "
+                 "AND attempts = 0 AND next_attempt_at > ?", (alert, now_ms))
+    c.execute("UPDATE outbox SET state = 'cancelled' WHERE alert = ? AND state = 'pending' "
+              "AND attempts = 0 AND next_attempt_at > ?", (alert, now_ms))
+    return {w for w, k in rows if k == "alert"}
 
 
 @dataclass(frozen=True)

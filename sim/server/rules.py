@@ -7,16 +7,28 @@ indexes households by min(next_check); new records trigger an evaluation anyway.
 Activity is a switch-on. Where a visit's start is only bounded (a boot that never talked), the
 rules use its latest possible start: an alert is raised only when the gap is certain.
 
+The rules reason with the household's model (sim/server/models.py: per bulb and per local hour,
+switch-on rates, visit lengths, unused days, delivery), learned from the settled days of the
+same timeline, or passed in by the caller (a server that keeps it, the population bench).
+
 Rules (names are stable keys for the alert lifecycle):
 - no_activity    no switch-on for N hours (default 24)                        family
 - daily_window   no switch-on within a daily window (default 09:00 + 24 h)      family
-- unusual_quiet  a gap improbable under the household's own rhythm (learned)    family
-- on_too_long    the lamp known lit for M hours straight (default 3)            family
+- unusual_quiet  a quiet spell improbable under the household's own rhythm      family
+- on_too_long    a bulb lit unusually long for that bulb at that hour, while    family
+                 its heartbeats say it is still lit
 - bulb_silent    a registered bulb never heard, or not heard for long           coordinator
-- poor_delivery  visits keep reaching the server late (radio to fix)            coordinator
-While a planned absence (pause) covers `now`, family rules are clear with "paused until ...";
-gaps are counted from the end of the pause, and the learned rule does not learn from paused days.
-A bulb's silence is counted from the end of a pause too (a bulb in an empty home is not silent).
+- poor_delivery  visits reach the server late, or connection attempts fail      coordinator
+- placement      the bulb's room gives too little signal to watch over          coordinator
+Each OPEN decision says how strong its evidence is: "weak" while learning, when the silence may
+be the radio, or when the room is not used every day (the lifecycle then neither escalates nor
+reminds through the night); "strong" otherwise.
+
+Absences: a Pause covers [start, end); `until_on` pauses ("needed help") end at the next
+switch-on; recurring part-day absences (Absence: weekdays and a local time range) are expanded
+into pauses. While one covers `now`, family rules are clear with "paused until ..."; gaps are
+counted from the end of the pause, and the models do not learn from paused hours. A bulb's
+silence is counted from the end of a pause too (a bulb in an empty home is not silent).
 
 LTE-M bulbs report a power-on only when their last report is lte_report_gap_s old, so a
 switch-on may lie unreported up to last_heard + gap (`DeviceSeen.hidden_until`; any later
@@ -29,12 +41,13 @@ both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bul
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
-from dataclasses import dataclass, field
+from collections.abc import Container, Hashable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from sim.server import models as mdl
 from sim.server.timeline import Interval, Timeline
 
 OPEN = "open"
@@ -45,10 +58,13 @@ DAY = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    """A planned absence, [start, end) in Unix seconds; the household resumes by itself."""
+    """A planned absence, [start, end) in Unix seconds; the household resumes by itself.
+    until_on: it ends at the first switch-on after start (end is then math.inf until known)."""
 
     start: float
     end: float
+    until_on: bool = False
+    reason: str = ""
 
     @staticmethod
     def from_dates(first: date, last: date, tz: str) -> Pause:
@@ -57,6 +73,41 @@ class Pause:
         s = datetime.combine(first, time(0), z).timestamp()
         e = datetime.combine(last + timedelta(days=1), time(0), z).timestamp()
         return Pause(s, e)
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Absence:
+    """A recurring part-day absence: on these weekdays (0 Monday), from `start` to `end` local
+    time (an end before the start runs into the next day), e.g. day service."""
+
+    weekdays: tuple[int, ...]
+    start: time
+    end: time
+    reason: str = ""
+
+    def spans(self, tz: str, t0: float, t1: float) -> list[Pause]:
+        """Its occurrences overlapping [t0, t1), as pauses."""
+        z = ZoneInfo(tz)
+        d = datetime.fromtimestamp(t0, z).date() - timedelta(days=1)
+        last = datetime.fromtimestamp(t1, z).date()
+        out = []
+        while d <= last:
+            if d.weekday() in self.weekdays:
+                s = datetime.combine(d, self.start, z).timestamp()
+                e_day = d if self.end > self.start else d + timedelta(days=1)
+                e = datetime.combine(e_day, self.end, z).timestamp()
+                if s < t1 and e > t0:
+                    out.append(Pause(s, e, reason=self.reason))
+            d += timedelta(days=1)
+        return out
+
+    def text(self) -> str:
+        days = ", ".join(WEEKDAYS[i].capitalize() for i in self.weekdays)
+        return f"{days} {self.start:%H:%M}-{self.end:%H:%M}" + (
+            f" ({self.reason})" if self.reason else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +129,11 @@ class Settings:
     days_per_false_alert: float = 100.0  # the learned threshold's target false-alert spacing
     bucket_h: float = 3.0  # spells that began within this many hours of the current one
     learned_min_h: float = 4.0  # never alert on a gap shorter than this
-    learned_max_h: float = 24.0  # never wait longer than this (the fixed rule's N)
+    learned_max_h: float = 24.0  # wait at most this long, unless this household's own recent
+    #                              quiet spells were longer (a room not used every day)
+    on_days_per_false_alert: float = 200.0  # on_too_long: target spacing per bulb
     pauses: tuple[Pause, ...] = ()
+    absences: tuple[Absence, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +147,7 @@ class Decision:
     subject: str = ""  # the bulb for per-bulb rules; "" for the household
     at: float | None = None  # the instant the evidence is about (e.g. the last switch-on)
     detail: dict = field(default_factory=dict)  # numbers for templates and translations
+    strength: str = "strong"  # "weak": learning, maybe the radio, a room not used every day
 
 
 def due_at(decisions: list[Decision]) -> float | None:
@@ -192,27 +247,80 @@ def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[flo
 # ---------------------------------------------------------------- the rules
 
 
-def evaluate(tl: Timeline, settings: Settings, now: float) -> list[Decision]:
-    """Every rule's decision for one household at `now` (Unix s)."""
+def evaluate(tl: Timeline, settings: Settings, now: float,
+             model: mdl.HouseholdModel | None = None,
+             key: Hashable | None = None, only: Container[str] | None = None) -> list[Decision]:
+    """Every rule's decision for one household at `now` (Unix s). model: the household's model
+    learned through the last settled day (learned here from `tl` when not given; key names the
+    household for the in-process cache of models). only: just these rules (measurement)."""
     clock = _Clock(settings.tz, now)
     ivs = _visible(tl, now)
+    settings = expand(settings, ivs, now)
+    needs = {"unusual_quiet", "on_too_long", "placement"}
+    m = (model if model is not None or (only is not None and not needs & set(only))
+         else learn_model(tl, settings, now, key))
     out: list[Decision] = []
     pause = _paused(settings, now)
     hidden = _hidden_until(tl, now)
-    if settings.activity_rule == "fixed":
-        out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
-    elif settings.activity_rule == "daily_window":
-        out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
-    else:
-        out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden))
-    out.extend(_on_too_long(ivs, settings, now, clock, pause))
-    out.extend(_bulb_silent(tl, settings, now, clock))
-    out.extend(_poor_delivery(ivs, tl, settings, now))
+    gap = {"fixed": "no_activity", "daily_window": "daily_window"}.get(settings.activity_rule,
+                                                                      "unusual_quiet")
+    if only is None or gap in only:
+        if gap == "no_activity":
+            out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
+        elif gap == "daily_window":
+            out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
+        else:
+            assert m is not None
+            out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl))
+    if only is None or "on_too_long" in only:
+        assert m is not None
+        out.extend(_on_too_long(ivs, tl, settings, now, clock, pause, m))
+    if only is None or "bulb_silent" in only:
+        out.extend(_bulb_silent(tl, settings, now, clock))
+    if only is None or "poor_delivery" in only:
+        out.extend(_poor_delivery(ivs, tl, settings, now, clock))
+    if only is None or "placement" in only:
+        assert m is not None
+        out.extend(_placement(ivs, tl, settings, now, m))
     return out
 
 
+def expand(settings: Settings, ivs: list[Interval], now: float) -> Settings:
+    """The settings with every absence as a concrete pause: "until the next switch-on" pauses
+    end at that switch-on (or never, yet), recurring absences become their occurrences from the
+    first visit (or a day ago) to a week ahead."""
+    ps: list[Pause] = []
+    starts = [iv.start_latest for iv in ivs]
+    for p in settings.pauses:
+        if p.until_on:
+            i = bisect.bisect_right(starts, p.start)
+            end = starts[i] if i < len(starts) else math.inf
+            ps.append(Pause(p.start, end, True, p.reason))
+        else:
+            ps.append(p)
+    if settings.absences:
+        t0 = min(starts[0] if starts else now, now - DAY)
+        for a in settings.absences:
+            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY))
+    return replace(settings, pauses=tuple(sorted(ps, key=lambda p: (p.start, p.end))),
+                   absences=())
+
+
+def learn_model(tl: Timeline, settings: Settings, now: float,
+                key: Hashable | None = None) -> mdl.HouseholdModel:
+    """The household's model at `now` (models.learn over the settled days, pauses left out),
+    through the in-process cache of models: only new days are folded when the history is
+    unchanged. settings: expanded (see expand)."""
+    spans = [(p.start, p.end) for p in settings.pauses]
+    return mdl.learn_cached(key if key is not None else id(tl), tl, settings.tz, spans, now)
+
+
 def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Decision:
-    return Decision(rule, CLEAR, pause.start, f"paused until {clock.hhmm(pause.end, now)}",
+    why = f" ({pause.reason})" if pause.reason else ""
+    if math.isinf(pause.end):
+        return Decision(rule, CLEAR, pause.start, f"paused until the next switch-on{why}", None,
+                        detail={"paused_until": None, "until_on": True})
+    return Decision(rule, CLEAR, pause.start, f"paused until {clock.hhmm(pause.end, now)}{why}",
                     pause.end, detail={"paused_until": pause.end})
 
 
@@ -281,8 +389,11 @@ def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None)
                     None, at=t0, detail={"window": label})
 
 
-def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
-    """Per bulb: the lamp is known lit for on_too_long_h straight (uptime, not guesses)."""
+def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
+                 m: mdl.HouseholdModel) -> list[Decision]:
+    """Per bulb: its open visit known lit (uptime, delivered heartbeats) for longer than that
+    bulb's visits starting at that hour usually last. When the heartbeats stop, the lamp is
+    probably off (or the radio is down): said so, and the alert is not kept open."""
     out = []
     latest: dict[str, Interval] = {}
     before: dict[str, Interval] = {}  # each bulb's visit before its latest
@@ -291,18 +402,40 @@ def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
             before[iv.device] = latest[iv.device]
         latest[iv.device] = iv
     for dev, iv in sorted(latest.items()):
-        limit = settings.on_too_long_h * HOUR
         if pause:
-            out.append(_paused_decision("on_too_long", pause, clock, now))
+            out.append(replace(_paused_decision("on_too_long", pause, clock, now), subject=dev))
             continue
+        bm = m.bulbs.get(dev)
+        mine = [x for x in ivs if x.device == dev]
+        limit, usual, learning = on_threshold(bm, mine, iv, settings, clock)
+        seen = tl.devices.get(dev)
         if iv.ended_by == "open" and iv.on_s >= limit:
             lit_until = (iv.end_earliest if iv.end_earliest is not None
                          else iv.start_latest + iv.on_s)
+            quiet_for = _stale_after(bm, seen.heartbeat_s if seen else 900.0)
+            heard = seen.last_heard if seen and seen.last_heard is not None else lit_until
+            detail = {"on_h": iv.on_s / HOUR, "limit_h": limit / HOUR, "usual_h": usual / HOUR,
+                      "lit_until": lit_until}
+            if now - heard > quiet_for:  # its heartbeats stopped: probably switched off
+                out.append(Decision(
+                    "on_too_long", CLEAR, heard,
+                    f"no report from the bulb since {clock.hhmm(heard, now)} (light on since "
+                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR:.1f} h until then): "
+                    "the light was probably switched off, or its radio is down",
+                    None, subject=dev, at=iv.start_latest,
+                    detail=detail | {"probably_off": True}))
+                continue
+            why = (f"; this bulb's visits starting then usually last up to {_lit_for(usual)}"
+                   if usual > 0 else "")
+            if learning:
+                why += " (still learning this bulb's room)"
             out.append(Decision(
                 "on_too_long", OPEN, iv.start_latest + limit,
                 f"light on since {clock.hhmm(iv.start_latest, now)}, still on at "
-                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR:.1f} h)",
-                None, subject=dev, at=iv.start_latest, detail={"on_h": iv.on_s / HOUR}))
+                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR:.1f} h){why}",
+                heard + quiet_for, subject=dev, at=iv.start_latest,
+                detail=detail | {"strength": "weak" if learning else "strong"},
+                strength="weak" if learning else "strong"))
         else:
             prev = before.get(dev)
             if prev is not None and (iv.ended_by == "open" or prev.on_s >= limit):
@@ -313,8 +446,60 @@ def _on_too_long(ivs, settings, now, clock, pause) -> list[Decision]:
             else:
                 ev = f"light on for {iv.on_s / 60:.0f} min so far"
             out.append(Decision("on_too_long", CLEAR, iv.start_latest, ev, None, subject=dev,
-                                at=iv.start_latest))
+                                at=iv.start_latest, detail={"limit_h": limit / HOUR}))
     return out
+
+
+COLD_ON_H = 8.0  # before a bulb shows its room: a lamp lit a whole evening is not unusual yet
+COLD_VISITS = 5  # ... it shows its room with this many visits
+ON_MIN_S = 1800.0  # never call a visit too long under half an hour
+
+
+def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
+                 settings: Settings, clock: _Clock) -> tuple[float, float, bool]:
+    """(seconds lit that make this visit unusually long, the longest such visit seen, learning)
+    for a visit of this bulb starting when `iv` did: the tail of its visit lengths near that
+    hour, never below 1.2 x the longest seen there, at most on_too_long_h unless this bulb's
+    visits are that long already (then 1.5 x the longest)."""
+    h = mdl._hour(iv.start_latest, clock.off)
+    folded_to = 0.0  # visits not folded into the model yet count toward the longest seen
+    if bm is not None and bm.recent:
+        folded_to = (datetime.fromordinal(int(bm.recent[-1][0]) + 1)
+                     .replace(tzinfo=clock.z).timestamp())
+    near = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"
+            and x.start_latest >= folded_to
+            and min(abs(mdl._hour(x.start_latest, clock.off) - h),
+                    24 - abs(mdl._hour(x.start_latest, clock.off) - h)) <= 2]
+    base = settings.on_too_long_h * HOUR
+    if bm is None or bm.n_days == 0:
+        # no settled day yet: once the bulb has shown a few visits, all short, it is not a room
+        # lit for whole evenings; before that, a lit evening is not unusual yet
+        ended = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"]
+        seen = max(ended, default=0.0)
+        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR
+        return max(base, cold, 1.5 * seen), seen, True
+    pooled = bm.durations(h, 2)
+    if sum(pooled) < 5:
+        pooled = bm.durations(h, 12)
+    seen = max([mdl.longest(pooled, mdl.DUR_EDGES)] + near)
+    alpha = 1.0 / (max(bm.per_day(), 0.1) * settings.on_days_per_false_alert)
+    thr, _ = mdl.tail(pooled, mdl.DUR_EDGES, alpha, floor=0.15, log=True)
+    thr = min(max(thr, 1.2 * seen), max(base, 1.5 * seen))
+    return max(thr, ON_MIN_S), seen, bm.n_days < settings.learn_min_days
+
+
+def _length_of(iv: Interval) -> float:
+    return iv.on_s / 0.95 if iv.ended_by == "alive" else iv.on_s
+
+
+def _stale_after(bm: mdl.BulbModel | None, heartbeat_s: float) -> float:
+    """How long a lit bulb may go unheard before its lamp is read as probably off: enough
+    heartbeats that all of them failing is a one-in-a-thousand event for this bulb's radio."""
+    f = 0.05
+    if bm is not None and bm.attempts >= 5:
+        f = min(0.7, max(0.05, bm.fails / bm.attempts))
+    k = max(2, math.ceil(math.log(0.001) / math.log(f)))
+    return k * heartbeat_s + 300.0
 
 
 def _lit_for(on_s: float) -> str:
@@ -397,7 +582,10 @@ def _delays(mine: list[Interval], gap: float) -> list[float]:
     return out
 
 
-def _poor_delivery(ivs, tl: Timeline, settings, now) -> list[Decision]:
+def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
+    """Per bulb, over the last late_days: visits that reached the server late (beyond what an
+    LTE-M bulb's report gap explains), or connection attempts that failed (K_LINK records): a
+    router switched off at night or for a day, weak signal. For the coordinator only."""
     out = []
     since = now - settings.late_days * DAY
     for dev in sorted(tl.devices):
@@ -407,169 +595,249 @@ def _poor_delivery(ivs, tl: Timeline, settings, now) -> list[Decision]:
         late_d = [dl for _, dl in recent if dl > settings.late_after_s]
         late = [iv for iv, dl in recent if dl > settings.late_after_s]
         frac = len(late) / len(recent) if recent else 0.0
-        detail = {"visits": len(recent), "late": len(late), "fraction": frac}
-        if len(recent) >= settings.late_min_visits and frac >= settings.late_fraction:
-            worst = max(late_d) / HOUR
+        tries = sum(iv.links for iv, _ in recent)
+        failed = sum(iv.links_failed for iv, _ in recent)
+        detail = {"visits": len(recent), "late": len(late), "fraction": frac,
+                  "attempts": tries, "failed": failed}
+        late_open = len(recent) >= settings.late_min_visits and frac >= settings.late_fraction
+        fail_open = failed >= 3 and failed >= 0.1 * tries
+        if late_open or fail_open:
+            parts = []
+            if late:
+                parts.append(f"{len(late)} of {len(recent)} visits in {settings.late_days:g} "
+                             f"days reached the server more than "
+                             f"{settings.late_after_s / 60:.0f} min late "
+                             f"(worst {max(late_d) / HOUR:.1f} h)")
+            if failed:
+                parts.append(f"{failed} of {tries} connection attempts failed"
+                             + _when_failing([iv for iv, _ in recent if iv.links_failed], clock))
             out.append(Decision(
-                "poor_delivery", OPEN, late[0].reported_at,
-                f"bulb {dev}: {len(late)} of {len(recent)} visits in {settings.late_days:g} days "
-                f"reached the server more than {settings.late_after_s / 60:.0f} min late "
-                f"(worst {worst:.1f} h): check its signal", None, "coordinator", dev,
-                detail=detail))
+                "poor_delivery", OPEN, (late or [iv for iv, _ in recent if iv.links_failed])[0]
+                .reported_at, f"bulb {dev}: " + "; ".join(parts) + ": check its signal "
+                "and the router", None, "coordinator", dev, detail=detail))
         else:
             out.append(Decision("poor_delivery", CLEAR, None,
-                                f"bulb {dev}: {len(late)} of {len(recent)} recent visits late",
+                                f"bulb {dev}: {len(late)} of {len(recent)} recent visits late, "
+                                f"{failed} of {tries} connection attempts failed",
                                 None, "coordinator", dev, detail=detail))
     return out
 
 
-# ---------------------------------------------------------------- the learned rhythm
+def _when_failing(failing: list[Interval], clock: _Clock) -> str:
+    """' (mostly between 23:00 and 06:00)' when most failures fall in one part of the day."""
+    if len(failing) < 3:
+        return ""
+    hours = sorted({mdl._hour(iv.start_latest, clock.off) for iv in failing})
+    counts = [0] * 24
+    for iv in failing:
+        counts[mdl._hour(iv.start_latest, clock.off)] += 1
+    best = None
+    for h0 in range(24):  # the shortest window of the day holding 80 % of the failures
+        for n in range(1, 13):
+            if sum(counts[(h0 + k) % 24] for k in range(n)) >= 0.8 * len(failing):
+                if best is None or n < best[1]:
+                    best = (h0, n)
+                break
+    if best is None or len(hours) < 2 and best[1] > 1:
+        return ""
+    h0, n = best
+    return f" (mostly between {h0:02d}:00 and {(h0 + n) % 24:02d}:00)"
 
 
-@dataclass(frozen=True, slots=True)
-class Rhythm:
-    """What the learned rule knows about a household (exposed for the dashboard and tests)."""
-
-    days: float  # unpaused days of history used
-    rate: tuple[float, ...]  # switch-ons per hour, for each local hour of the day (24)
-    gaps: int  # quiet spells in the history
-    threshold: float  # expected switch-ons a quiet spell must exceed to alert (all spells)
-    gaps_per_day: float
-    by_hour: tuple[float, ...]  # the same threshold for spells that began near each local hour
-
-
-def _mass_fn(rate: tuple[float, ...], off: float):
-    """Expected switch-ons between two instants under the hourly rates (local time)."""
-    cum = [0.0]
-    for r in rate:
-        cum.append(cum[-1] + r)
-    total = cum[-1]
-
-    def at(t: float) -> float:  # expected switch-ons from the epoch to t
-        loc = (t + off) / HOUR
-        days, h = divmod(loc, 24.0)
-        i = int(h)
-        return days * total + cum[i] + (h - i) * rate[i]
-
-    return at
+def _placement(ivs, tl: Timeline, settings, now, m: mdl.HouseholdModel) -> list[Decision]:
+    """Per bulb, the placement check (models.placement); a coordinator notice opens when no bulb
+    of the household gives enough signal (one good bulb is enough to watch over it)."""
+    checks = placements(ivs, tl, m, now)
+    best = min((mdl.RANK[p.verdict] for p in checks.values()), default=mdl.RANK["learning"])
+    out = []
+    for dev, p in sorted(checks.items()):
+        detail = {"verdict": p.verdict, "days": p.days, "used_days": p.used_days,
+                  "per_day": p.per_day, "longest_gap_h": p.longest_gap_h}
+        weak = p.verdict in ("poor", "limited") and best >= mdl.RANK["limited"]
+        nxt = None  # a verdict changes with new visits, or with days of quiet the gap rules see
+        if p.verdict == "learning":  # it speaks once its first PLACEMENT_DAYS have settled
+            bm = m.bulbs.get(dev)
+            left = mdl.PLACEMENT_DAYS - (bm.n_days if bm else 0)
+            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY
+        out.append(Decision("placement", OPEN if weak else CLEAR, None, p.words, nxt,
+                            "coordinator", dev, detail=detail))
+    return out
 
 
-def learn(ivs: list[Interval], settings: Settings, now: float, off: float = 0.0) -> Rhythm | None:
-    """The household's rhythm over the last learn_days, or None when history is too short."""
-    t_from = now - settings.learn_days * DAY
-    if ivs:
-        t_from = max(t_from, ivs[0].start_latest)
-    pauses = [p for p in settings.pauses if p.end > t_from and p.start < now]
-    paused_s = sum(min(p.end, now) - max(p.start, t_from) for p in pauses)
-    days = (now - t_from - paused_s) / DAY
-    if days < settings.learn_min_days:
-        return None
-    starts = [iv.start_mid for iv in ivs if iv.start_latest >= t_from]
-    starts = [t for t in starts if not any(p.start <= t < p.end for p in pauses)]
-    counts = [0.0] * 24
-    for t in starts:
-        counts[int(((t + off) % DAY) // HOUR)] += 1
-    mean_rate = len(starts) / max(days, 1e-9) / 24
-    k = 2.0  # prior: two days at the household's mean rate
-    raw = [(c + k * mean_rate) / (days + k) for c in counts]
-    rate = tuple(max(0.01, 0.25 * raw[i - 1] + 0.5 * raw[i] + 0.25 * raw[(i + 1) % 24])
-                 for i in range(24))
-    mass = _mass_fn(rate, off)
-    gaps: list[tuple[float, float]] = []  # (local hour the gap began, expected switch-ons in it)
-    for a, b in itertools.pairwise(starts):
-        if any(a < p.end and p.start < b for p in pauses):
-            continue
-        gaps.append((((a + off) % DAY) / HOUR, mass(b) - mass(a)))
-    if len(gaps) < 20:
-        return None
-    gpd = len(gaps) / days
-    all_es = [e for _, e in gaps]
-    thr, beta = _tail_threshold(all_es, days, settings.days_per_false_alert)
-    share = min(1.0, (2 * settings.bucket_h + 1) / 24)
-    by_hour = []
-    for h in range(24):  # quiet spells that began within +-bucket_h of each hour
-        near = [e for a, e in gaps if min(abs(a - h - 0.5), 24 - abs(a - h - 0.5))
-                <= settings.bucket_h]
-        # a spell is tested against one bucket only: the bucket's share of the target; the
-        # tail's scale comes from all spells (a few weeks are too few per hour to fit it)
-        by_hour.append(_tail_threshold(near, days, settings.days_per_false_alert / share,
-                                       beta)[0] if len(near) >= 15 else thr)
-    return Rhythm(days, rate, len(gaps), thr, gpd, tuple(by_hour))
+def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
+               now: float) -> dict[str, mdl.Placement]:
+    """The placement check of each bulb of the household (its gap still open counts)."""
+    last: dict[str, float] = {}
+    for iv in ivs:
+        last[iv.device] = iv.start_latest
+    out = {}
+    for dev in sorted(set(tl.devices) | set(m.bulbs)):
+        bm = m.bulbs.get(dev) or mdl.BulbModel(dev)
+        seen = tl.devices.get(dev)
+        since = last.get(dev, seen.registered_at if seen else None)
+        out[dev] = mdl.placement(bm, (now - since) / HOUR if since is not None else 0.0)
+    return out
 
 
-def _tail_threshold(es: list[float], days: float, days_per_false_alert: float,
-                    beta: float | None = None) -> tuple[float, float]:
-    """(threshold, tail scale): the quiet-spell size (in expected switch-ons) exceeded once in
-    days_per_false_alert days, from an exponential tail fitted above the 80th percentile (peaks
-    over threshold; `beta` imposes the tail's scale), never below the largest spell seen."""
-    es = sorted(es)
-    alpha = days / (len(es) * days_per_false_alert)  # per-spell probability allowed
-    u = es[int(0.8 * len(es))]
-    exc = [e - u for e in es if e > u]
-    if beta is None:
-        beta = max(sum(exc) / len(exc), 0.3) if exc else 0.5
-    q = len(exc) / len(es)
-    thr = u + beta * math.log(q / alpha) if q > alpha else u
-    return max(thr, es[-1]), beta
+# ---------------------------------------------------------------- the learned rule
+
+GP_SHAPE = 0.5  # while learning: a weak Gamma(0.5, 0.25 day) prior on the daily switch-on rate
+GP_DAYS = 0.25
+BUCKET_SHARE = 7 / 24  # a spell is judged among spells that began within +-3 h
 
 
 def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
-                  pause: Pause | None = None, hidden: float | None = None) -> Decision:
+                  pause: Pause | None = None, hidden: float | None = None,
+                  model: mdl.HouseholdModel | None = None,
+                  tl: Timeline | None = None) -> Decision:
     """The learned rule: alert when the current quiet spell is improbable for this household.
     hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
     rule = "unusual_quiet"
     clock = clock or _Clock(settings.tz, now)
     if pause:
         return _paused_decision(rule, pause, clock, now)
-    rh = learn(ivs, settings, now, clock.off)
-    if rh is None:
-        return _no_activity(ivs, settings, now, clock, pause, rule=rule,
-                            note=f" (still learning this household's rhythm: fixed "
-                                 f"{settings.no_activity_h:g} h rule)", hidden=hidden)
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
-    mass = _mass_fn(rh.rate, clock.off)
-    deadline, thr = _learned_deadline(rh, mass, t0, settings, clock)
-    if hidden is not None and hidden > t0:
-        # the spell may have begun as late as `hidden`: alert only when it is improbable
-        # however it began (the later of the two deadlines)
-        later, thr_h = _learned_deadline(rh, mass, hidden, settings, clock)
-        if later > deadline:
-            deadline, thr = later, thr_h
+    tl = tl if tl is not None else Timeline(tuple(ivs))
+    m = model if model is not None else learn_model(tl, settings, now)
+    checks = placements(ivs, tl, m, now)
+    mass = mdl.Mass(m.rates(), clock.off)
+    later = hidden if hidden is not None and hidden > t0 else t0
+    reasons: list[str] = []
+    note = ""
+    thr = None
+    if m.n_days < settings.learn_min_days or m.n_spells < 20:
+        days = _learning_days(ivs, tl, settings, t0)
+        deadline = later + max(settings.no_activity_h * HOUR, days * DAY)
+        reasons.append("learning")
+        note = (f" (still learning this household's rhythm: waiting at least "
+                f"{settings.no_activity_h:g} h)")
+    else:
+        recent = _recent_spells(ivs, m, settings, mass, clock)
+        # a household watched through a room used every day keeps the promise of
+        # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
+        fits = any(p.verdict == "good" for p in checks.values())
+        deadline, thr = _learned_deadline(m, mass, t0, settings, clock, recent, fits)
+        if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
+            d2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
+            if d2 > deadline:
+                deadline, thr = d2, thr2
+    radio = _radio(m, t0, deadline, clock)
+    if radio is not None:  # a bulb whose reports came late at these hours: not sooner than N
+        deadline = max(deadline, later + settings.no_activity_h * HOUR)
+        reasons.append("radio")
+        note += (f"; bulb {radio[0]}'s reports have reached the server up to {radio[1]:.0f} h "
+                 "late before: this silence may be its radio")
+    if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
+        reasons.append("placement")
+        note += "; the bulb's room is not used every day (see its placement check)"
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
     what += _unreported(hidden, t0, clock, now)
+    expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
-              "expected": mass(now) - mass(t0), "threshold": thr,
-              "history_days": rh.days}
+              "expected": expected, "threshold": thr, "history_days": m.days,
+              "reasons": reasons}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
+    if radio is not None:
+        detail["radio_h"] = radio[1]
     if now >= deadline:
+        firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
+        strength = "weak" if reasons and now < firm else "strong"
+        usual = ("" if thr is None else
+                 f"; on a usual day about {expected:.0f} switch-ons happen in that time "
+                 f"(learned over {m.days:.0f} days)")
         return Decision(
             rule, OPEN, deadline,
-            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}; on a usual day about "
-            f"{mass(now) - mass(t0):.0f} switch-ons happen in that time (learned over "
-            f"{rh.days:.0f} days)", None, at=t0, detail=detail)
-    return Decision(rule, CLEAR, t0, what, deadline, at=t0, detail=detail)
+            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{usual}{note}",
+            firm if strength == "weak" else None, at=t0,
+            detail=detail | {"strength": strength}, strength=strength)
+    return Decision(rule, CLEAR, t0, what + note,
+                    min(deadline, mdl.next_fold(settings.tz, now)), at=t0, detail=detail)
 
 
-def _learned_deadline(rh: Rhythm, mass, t0: float, settings: Settings,
-                      clock: _Clock) -> tuple[float, float]:
-    """(deadline, threshold) of a quiet spell that began at t0 under the learned rhythm."""
-    thr = rh.by_hour[int(((t0 + clock.off) % DAY) // HOUR)]
-    target = mass(t0) + thr
-    # walk hour by hour to the instant the expected count reaches the threshold
-    t = t0
-    while mass(t + HOUR) < target and t - t0 < settings.learned_max_h * HOUR:
-        t += HOUR
-    lo, hi = t, t + HOUR
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if mass(mid) < target else (lo, mid)
-    return min(max(hi, t0 + settings.learned_min_h * HOUR),
-               t0 + settings.learned_max_h * HOUR), thr
+def _learning_days(ivs: list[Interval], tl: Timeline, settings: Settings, t0: float) -> float:
+    """While learning: how many days of quiet are improbable enough, from the switch-ons seen
+    so far (a Gamma-Poisson prediction: few days of history, or a rarely used room, wait
+    longer; a busy toilet about a day)."""
+    regs = [d.registered_at for d in tl.devices.values() if d.registered_at is not None]
+    first = min([ivs[0].start_latest] + regs) if ivs else t0
+    paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
+    n = sum(1 for iv in ivs if iv.start_latest < t0)
+    a = GP_SHAPE + n
+    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY
+    alpha = 1.0 / (a / b * settings.days_per_false_alert)
+    return b * (alpha ** (-1.0 / a) - 1.0)
 
+
+def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
+                   mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float]]:
+    """(expected switch-ons, hours) of the quiet spells ended since the model's last day."""
+    if m.day is None:
+        return []
+    end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
+    ts = [iv.start_mid for iv in ivs if iv.start_latest >= end]
+    prev, out = m.last_on, []
+    for t in ts:
+        if prev is not None and t > prev and not any(prev < p.end and p.start < t
+                                                     for p in settings.pauses):
+            out.append((mass.at(t) - mass.at(prev), (t - prev) / HOUR))
+        prev = t
+    return out
+
+
+def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
+                      clock: _Clock, recent: list[tuple[float, float]],
+                      fits: bool = True) -> tuple[float, float]:
+    """(deadline, threshold) of a quiet spell that began at t0: the instant its expected count
+    of switch-ons reaches what a spell begun near that hour exceeds once in
+    days_per_false_alert household-days (an exponential tail above the 80th percentile of the
+    spells seen, its scale from all spells); never below the largest recent spell; at most
+    learned_max_h, or (fits False: no room of the household is used every day, several times)
+    1.25 x this household's longest recent spell when that is longer."""
+    h = mdl._hour(t0, clock.off)
+    by_hour = mdl.spell_masses(m, mass)
+    every = [sum(col) for col in zip(*by_hour)]
+    total = sum(every)
+    _, beta = mdl.tail(every, mdl.MASS_EDGES, m.days / (total * settings.days_per_false_alert),
+                       floor=0.3)
+    b = int(settings.bucket_h)
+    pooled = [sum(col) for col in zip(*(by_hour[(h + k) % 24] for k in range(-b, b + 1)))]
+    n = sum(pooled)
+    if n >= 15:
+        share = min(1.0, (2 * b + 1) / 24)
+        thr, _ = mdl.tail(pooled, mdl.MASS_EDGES,
+                          m.days * share / (n * settings.days_per_false_alert), 0.3, beta=beta)
+    else:
+        thr, _ = mdl.tail(every, mdl.MASS_EDGES,
+                          m.days / (total * settings.days_per_false_alert), 0.3, beta=beta)
+    window = [(s, x) for r in m.spell_recent if m.day is not None
+              and r[0] > m.day - settings.learn_days for s, x in r[1]]
+    thr = max([thr] + [mass.at(s + x * HOUR) - mass.at(s) for s, x in window]
+              + [e for e, _ in recent])
+    longest = max([x for _, x in window] + [x for _, x in recent] + [0.0])
+    cap = (settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)) * HOUR
+    deadline = mass.until(t0, thr, cap)
+    return max(deadline, t0 + settings.learned_min_h * HOUR), thr
+
+
+def _radio(m: mdl.HouseholdModel, t0: float, deadline: float,
+           clock: _Clock) -> tuple[str, float] | None:
+    """(bulb, the longest the server waited for its reports lately, h) when a bulb's reports
+    have come late at hours this spell covers up to its deadline: the silence may then be the
+    radio."""
+    for dev, bm in sorted(m.bulbs.items()):
+        prone = bm.radio_hours()
+        if not any(prone):
+            continue
+        t = t0
+        while t <= deadline:
+            if prone[mdl._hour(t, clock.off)]:
+                return dev, max(bm.longest_wait_h(), bm.longest_delay_h(), mdl.LATE_S / HOUR)
+            t += HOUR
+    return None
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)
 
@@ -608,10 +876,12 @@ def replay(tl: Timeline, settings: Settings, start: float, end: float,
     return out
 
 
-def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str) -> list[Decision]:
+def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str,
+                  model: mdl.HouseholdModel | None = None) -> list[Decision]:
     """Only the household-level gap rule named (replay needs no other rule)."""
     clock = _Clock(settings.tz, now)
     ivs = _visible(tl, now)
+    settings = expand(settings, ivs, now)
     pause = _paused(settings, now)
     hidden = _hidden_until(tl, now)
     if rule == "no_activity":
@@ -619,5 +889,6 @@ def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str) -> li
     if rule == "daily_window":
         return [_daily_window(ivs, settings, now, clock, pause, hidden)]
     if rule == "unusual_quiet":
-        return [unusual_quiet(ivs, settings, now, clock, pause, hidden)]
+        m = model if model is not None else learn_model(tl, settings, now)
+        return [unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl)]
     raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, unusual_quiet)")

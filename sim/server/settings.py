@@ -55,6 +55,15 @@ def lte_report_gap_s(pushed: dict[str, Any]) -> float:
         return float(config.defaults()["lte_report_gap_s"])
 
 
+def heartbeat_s(pushed: dict[str, Any]) -> float:
+    """How often a lit bulb reports (the pushed value when valid, else the bulb's default): the
+    rules read a lit bulb whose reports stop as probably switched off (docs/alerts.md)."""
+    try:
+        return float(config.check("heartbeat_s", pushed["heartbeat_s"]))
+    except (KeyError, ValueError):
+        return float(config.defaults()["heartbeat_s"])
+
+
 def check(key: str, value: Any) -> Any:
     """The value as the bulb will keep it; ValueError saying what is wrong otherwise."""
     if key not in SERVER_KEYS:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sim.server import alerts, notify, rules
+from sim.server import alerts, models, notify, rules
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -101,12 +101,12 @@ def timeline_of(store: Store, hid: str) -> Timeline:
         recs += device_records(store, d.id)
     return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs},
                           report_gaps={d.id: bulb_settings.lte_report_gap_s(d.settings)
-                                       for d in devs})
+                                       for d in devs},
+                          heartbeats={d.id: bulb_settings.heartbeat_s(d.settings) for d in devs})
 
 
 def rule_settings(c: Cursor, home: hh.Household) -> rules.Settings:
-    ps = tuple(rules.Pause(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id))
-    return home.settings.rules(home.tz, ps)
+    return home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
 
 
 def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
@@ -115,7 +115,9 @@ def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
     with db.tx() as c:
         home = hh.household(c, hid)
         tl = timeline_of(store, hid)
-        decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000)
+        hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in tl.intervals
+                                                     if iv.start_latest <= now_ms / 1000])
+        decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000, key=hid)
         deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
                      alerts.tick(c, home, now_ms, cfg)]
         r = rules.due_at(decisions)
@@ -127,6 +129,16 @@ def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
         c.execute("UPDATE households SET next_check = ?, evaluated_at = ? WHERE id = ?",
                   (nxt, now_ms, hid))
     return decisions
+
+
+def placement_of(store: Store, c: Cursor, home: hh.Household,
+                 now_ms: int) -> dict[str, models.Placement]:
+    """The placement check of each bulb of the household now (the dashboard, API and CLI)."""
+    tl = timeline_of(store, home.id)
+    st = rules.expand(rule_settings(c, home), list(tl.intervals), now_ms / 1000)
+    m = rules.learn_model(tl, st, now_ms / 1000, home.id)
+    ivs = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    return rules.placements(ivs, tl, m, now_ms / 1000)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:

@@ -57,6 +57,8 @@ LTE_REPORT_GAP_S = 21600.0
 # queue). An assumption, documented in docs/protocol.md; LTE-M latency is seconds.
 RECEIPT_TRANSIT_S = 2.0
 RECEIPT_TRANSIT_LTE_S = 10.0
+# The bulb's default heartbeat_s (firmware/config.py): a lit bulb reports this often.
+HEARTBEAT_S = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class Interval:
     anchored: bool  # the wall-clock offset came from an anchor in this visit
     reported_at: float  # when the server first heard of this visit (earliest received_at)
     boots: int = 1  # boots merged into this visit (watchdog resets while lit)
+    links: int = 0  # connection attempts the bulb recorded during the visit (K_LINK)
+    links_failed: int = 0  # of which the server could not be reached (K_LINK arg 0)
 
     @property
     def exact_start(self) -> bool:
@@ -135,6 +139,7 @@ class DeviceSeen:
     last_boot: int | None
     lte: bool = False  # the bulb has reported over LTE-M (K_LINK T_LTE) or used its clock
     report_gap_s: float = 0.0  # visits may wait this long after last_heard (LTE-M), else 0
+    heartbeat_s: float = HEARTBEAT_S  # while lit, the bulb reports at least this often
 
     @property
     def hidden_until(self) -> float | None:
@@ -302,6 +307,9 @@ def device_intervals(records: list[StoredRecord]) -> list[Interval]:
                 anchored=first.anchored,
                 reported_at=min(r.received_at for b in boots[i : j + 1] for r in b.records),
                 boots=j - i + 1,
+                links=sum(1 for b in boots[i : j + 1] for r in b.records if r.kind == K_LINK),
+                links_failed=sum(1 for b in boots[i : j + 1] for r in b.records
+                                 if r.kind == K_LINK and r.arg == 0),
             )
         )
         i = j + 1
@@ -318,6 +326,7 @@ def build_timeline(
     records: Iterable[StoredRecord],
     registered: Mapping[str, float | None] | None = None,
     report_gaps: Mapping[str, float] | None = None,
+    heartbeats: Mapping[str, float] | None = None,
 ) -> Timeline:
     """The household's timeline from all its bulbs' records.
 
@@ -325,6 +334,7 @@ def build_timeline(
     still appears in `devices` (the bulb-silent rule needs it).
     report_gaps: device -> its lte_report_gap_s (the setting pushed to it); bulbs not named get
     LTE_REPORT_GAP_S. Applies only to bulbs whose records show LTE-M (Wi-Fi reports at once).
+    heartbeats: device -> its heartbeat_s (how often it reports while lit); default HEARTBEAT_S.
     """
     per_dev: dict[str, list[StoredRecord]] = {}
     for r in records:
@@ -341,6 +351,7 @@ def build_timeline(
             last_boot=max(r.boot for r in recs),
             lte=(lte := uses_lte(recs)),
             report_gap_s=float((report_gaps or {}).get(dev, LTE_REPORT_GAP_S)) if lte else 0.0,
+            heartbeat_s=float((heartbeats or {}).get(dev, HEARTBEAT_S)),
         )
     for dev, at in (registered or {}).items():
         devices.setdefault(dev, DeviceSeen(dev, at, None, None, None))

@@ -11,6 +11,8 @@
     POST /h/{hid}/alerts/{aid}/claim | /resolve
     POST /h/{hid}/pauses   POST /h/{hid}/pauses/{pid}/end
     POST /h/{hid}/settings   POST /h/{hid}/bulbs/{dev}/brightness
+    POST /h/{hid}/absences   POST /h/{hid}/absences/{n}/remove   (recurring part-day absences)
+    POST /h/{hid}/watchers/{wid}/quiet                          (a watcher's quiet hours)
     POST /h/{hid}/watchers/{wid}/order
     GET  /coordinator               all households, open alerts, bulb health, pilot report
     GET  /coordinator/report.csv
@@ -42,7 +44,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, messages, notify, sweeper
+from sim.server import alerts, messages, notify, rules, sweeper
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
@@ -371,11 +373,13 @@ def router(web: Web) -> APIRouter:
                 ps = [x for x in hh.pauses(c, hid) if x.end_ms > p.now_ms]
                 ws = hh.watchers(c, hid, max_tier=3, min_tier=1)
                 bulbs = web.store.devices(hid)
+                placed = sweeper.placement_of(web.store, c, home, p.now_ms)
             svg = _chart(web, p, home, tl, history)
             rows = chart.day_rows(tl.intervals, home.tz, p.now_ms / 1000)
             return p.render("household.html", home=home, me_w=me, card=card, history=history,
                             events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
-                            svg=svg, rows=rows, settings=home.settings,
+                            svg=svg, rows=rows, settings=home.settings, placed=placed,
+                            numbers=NUMBER_SETTINGS,
                             today=_today(home.tz, p.now_ms), done=request.query_params.get(
                                 "done", ""))
         return page(go)(request)
@@ -418,8 +422,10 @@ def router(web: Web) -> APIRouter:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
             _, me = _mine(p, c, hid)
             _alert_of(c, hid, aid)
-            alerts.resolve(c, aid, me.id, form.get("outcome", ""), form.get("note", "")[:500],
-                           p.now_ms, web.cfg())
+            outcome = form.get("outcome", "")
+            alerts.resolve(c, aid, me.id, outcome, form.get("note", "")[:500], p.now_ms,
+                           web.cfg(), pause=None if "pause" not in form
+                           else form["pause"] == "yes" and outcome == "needed_help")
             return _back(form, f"/h/{hid}") + "#alert-" + aid
         return await action(do)(request, hid, aid)
 
@@ -443,21 +449,53 @@ def router(web: Web) -> APIRouter:
     @r.post("/h/{hid}/settings")
     async def settings(request: Request, hid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
-            _mine(p, c, hid)
+            p.household(c, hid)  # the household's watchers and the coordinator set these
             changes: dict[str, Any] = {}
             if form.get("activity_rule"):
                 changes["activity_rule"] = form["activity_rule"]
             if form.get("window_start"):
                 changes["window_start"] = form["window_start"]
-            for k in ("no_activity_h", "on_too_long_h", "reminder_h"):
+            for k in NUMBER_SETTINGS:
                 if form.get(k, "").strip():
                     changes[k] = _number(k, form[k])
+                    if k in ("reminder_max", "learn_min_days") and changes[k] == int(changes[k]):
+                        changes[k] = int(changes[k])
             if form.get("escalate_1", "").strip() or form.get("escalate_2", "").strip():
                 changes["escalate_h"] = [_number("escalate_1", form.get("escalate_1", "")),
                                          _number("escalate_2", form.get("escalate_2", ""))]
             hh.update_settings(c, hid, changes, p.now_ms)
             return f"/h/{hid}?done=saved#settings"
         return await action(do)(request, hid)
+
+    @r.post("/h/{hid}/absences")
+    async def add_absence(request: Request, hid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
+            p.household(c, hid)
+            days = ",".join(d for d in rules.WEEKDAYS if form.get("day_" + d))
+            hh.add_absence(c, hid, {"days": days, "from": form.get("from", ""),
+                                    "to": form.get("to", ""),
+                                    "reason": form.get("reason", "")[:100]}, p.now_ms)
+            return f"/h/{hid}?done=saved#pauses"
+        return await action(do)(request, hid)
+
+    @r.post("/h/{hid}/absences/{number}/remove")
+    async def remove_absence(request: Request, hid: str, number: int) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, number: int) -> str:
+            p.household(c, hid)
+            hh.remove_absence(c, hid, number, p.now_ms)
+            return f"/h/{hid}?done=saved#pauses"
+        return await action(do)(request, hid, number)
+
+    @r.post("/h/{hid}/watchers/{wid}/quiet")
+    async def quiet(request: Request, hid: str, wid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, wid: str) -> str:
+            _, me = p.household(c, hid)
+            w = hh.watcher(c, wid)
+            if w.household != hid or (me is not None and me.id != wid):
+                raise Refused(403, "forbidden")  # your own quiet hours, or the coordinator
+            hh.update_watcher(c, wid, {"quiet_hours": form.get("quiet_hours", "")})
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid, wid)
 
     @r.post("/h/{hid}/bulbs/{dev}/brightness")
     async def brightness(request: Request, hid: str, dev: str) -> Response:
@@ -498,10 +536,14 @@ def router(web: Web) -> APIRouter:
                 rows = views.pilot_report(c, web.store, p.now_ms, tls)
             health = [views.bulb_health(web.store, tls.get(d.household or "", _EMPTY), d.id,
                                         p.now_ms) for d in web.store.devices()]
+            with web.db.tx() as c:
+                placed = {dev: pl for h in homes for dev, pl in
+                          sweeper.placement_of(web.store, c, h, p.now_ms).items()}
             total = views.report_total(rows)
             start = min((h.created_at for h in homes), default=p.now_ms)
             return p.render("coordinator.html", cards=cards, texts=texts, health=health,
                             rows=rows, total=total, summary=views.summary, people=people,
+                            placed=placed,
                             period=(start, p.now_ms), invite=None)
         return page(go)(request)
 
@@ -551,6 +593,10 @@ def router(web: Web) -> APIRouter:
 
 
 _EMPTY = sweeper.Timeline(())
+# the numeric household settings the page offers (households.py checks each)
+NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_false_alert",
+                   "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",
+                   "claim_timeout_h", "digest_days", "never_heard_h", "silent_h")
 
 
 def _history(c: Any, hid: str, me: hh.Watcher | None) -> list[alerts.Alert]:

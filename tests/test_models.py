@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: MIT
+"""The per-bulb models the rules reason with: folding day by day is learning at once, they
+survive JSON, and the placement check tells rooms apart."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from sim import population as pop
+from sim.household import Household, Profile, exact_timeline, unix
+from sim.server import models
+
+START = datetime(2026, 1, 5)
+
+
+def _toilet(days=30, seed=4):
+    return exact_timeline(Household(seed, Profile()).events(START, days))
+
+
+def test_folding_day_by_day_equals_learning_at_once():
+    tl = _toilet()
+    now = unix(START + timedelta(days=30)) + models.SETTLE_S
+    pauses = [(unix(START + timedelta(days=10, hours=9)), unix(START + timedelta(days=12)))]
+    at_once = models.learn(tl, "UTC", pauses, now)
+    m = models.HouseholdModel()
+    for day in models.days_of(tl, "UTC", pauses, now):  # what a server would do each morning
+        m = models.fold(models.HouseholdModel.from_json(json.loads(json.dumps(m.to_json()))),
+                        day)
+    assert m.to_json() == at_once.to_json()
+    assert at_once.n_days == 30 and at_once.day == (START + timedelta(days=29)).toordinal()
+    # and a model kept from earlier continues where it stopped
+    half = models.learn(tl, "UTC", pauses, unix(START + timedelta(days=15)) + models.SETTLE_S)
+    assert half.n_days == 15
+    assert models.learn(tl, "UTC", pauses, now, half).to_json() == at_once.to_json()
+
+
+def test_a_model_is_a_json_value_and_a_stale_one_is_refused_with_a_reason():
+    m = models.learn(_toilet(10), "UTC", [], unix(START + timedelta(days=12)))
+    d = json.loads(json.dumps(m.to_json()))
+    assert models.HouseholdModel.from_json(d).to_json() == m.to_json()
+    d["version"] = 0
+    try:
+        models.HouseholdModel.from_json(d)
+    except ValueError as e:
+        assert "learn it again" in str(e)
+    else:
+        raise AssertionError("an old model version must be refused")
+
+
+def test_the_cached_learning_gives_the_same_model_as_learning_from_scratch():
+    tl = _toilet(20)
+    for d in (8, 9, 9.5, 13, 20):
+        now = unix(START + timedelta(days=d))
+        assert (models.learn_cached("home", tl, "UTC", [], now).to_json()
+                == models.learn(tl, "UTC", [], now).to_json())
+
+
+def test_a_bulb_learns_when_its_room_is_used_and_how_long_visits_last_by_hour():
+    h = pop.household("living_room", "good_wifi", 1, days=40)
+    tl = pop.World(h).timeline(h.t1)
+    bm = models.learn(tl, "UTC", [], h.t1).bulbs["bulb"]
+    rates = bm.rates()
+    evening = max(range(24), key=lambda i: rates[i])
+    assert 16 <= evening <= 19  # switched on at dusk
+    assert rates[3] < rates[evening] / 20
+    assert models.quantile(bm.durations(evening), models.DUR_EDGES, 0.5) > 2 * 3600
+    assert models.longest(bm.durations(evening), models.DUR_EDGES) > 3 * 3600  # whole evenings
+    assert models.longest(bm.durations(3), models.DUR_EDGES) < 3600  # up at night: briefly
+
+
+def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_room():
+    verdicts = {}
+    for kind in ("toilet", "rare_room", "living_room"):
+        h = pop.household(kind, "good_wifi", 2, days=30)
+        tl = pop.World(h).timeline(h.t1)
+        bm = models.learn(tl, "UTC", [], h.t1).bulbs["bulb"]
+        verdicts[kind] = models.placement(bm)
+    assert verdicts["toilet"].verdict == "good"
+    assert verdicts["rare_room"].verdict == "poor"
+    assert "move the bulb to the toilet" in verdicts["rare_room"].words
+    assert verdicts["rare_room"].used_days < verdicts["rare_room"].days
+    # lit once an evening: never "good" (an alert can only come after a missed evening)
+    assert verdicts["living_room"].verdict in ("limited", "poor")
+    assert "fits" not in verdicts["living_room"].words
+    young = models.learn(exact_timeline(Household(1).events(START, 3)), "UTC", [],
+                         unix(START + timedelta(days=4)))
+    assert models.placement(young.bulbs["bulb"]).verdict == "learning"
