@@ -18,7 +18,11 @@ except ImportError:  # CPython: host tools read a journal image with this same c
         return x
 
 
-MIN_SECTORS = 3  # one being written, one erased ahead, one of history (tools/partition_table.py)
+# the partition sizes it works with, shared with tools/partition_table.py: one sector being
+# written, one erased ahead, one of history at least; at most 128 (a K_LOSS names a sector in 7
+# bits), more is left unused
+MIN_SECTORS = 3
+MAX_SECTORS = 128
 _SECTOR = const(4096)
 _HDR = const(32)
 _SLOTS = const(169)  # (4096 - 32) // 24 records per sector
@@ -54,9 +58,9 @@ class Journal:
         """feed: called at least once per sector read or erased (main feeds the watchdog)."""
         self._p = partition
         self._feed = feed or _nothing
-        self._n = partition.ioctl(4, 0) * partition.ioctl(5, 0) // _SECTOR
+        self._n = min(MAX_SECTORS, partition.ioctl(4, 0) * partition.ioctl(5, 0) // _SECTOR)
         if self._n < MIN_SECTORS:
-            raise ValueError("journal partition needs at least 3 sectors of 4 KiB")
+            raise ValueError("journal partition needs at least %d sectors of 4 KiB" % MIN_SECTORS)
         self._buf = bytearray(_HDR + record.SIZE)  # header + first record: one program
         self._rec = memoryview(self._buf)[_HDR:]
         self._scan = bytearray(_CHUNK * record.SIZE)

@@ -198,8 +198,27 @@ def test_mount_of_a_full_default_size_journal_fits_the_esp32_heap(tmp_path):
     assert got["reads"] <= 64 + 2 * 13  # the headers, then about one sector (13 chunks each)
 
 
+def test_partition_tool_and_firmware_agree_on_the_smallest_journal(tmp_path):
+    from tools import partition_table as pt
+
+    smallest = pt.JOURNAL_MIN_SECTORS
+    got = run_mpy(tmp_path, f"""
+        out = {{}}
+        for n in ({smallest - 1}, {smallest}):
+            esp32.sim_setup(flash="{tmp_path}/f.bin", partitions=[("j", 1, 0x40, 0, n * 4096)])
+            try:
+                journal.Journal(esp32.Partition.find(1, label="j")[0]).append(record.K_POWER_ON)
+                out[n] = "mounted"
+            except ValueError as e:
+                out[n] = str(e)
+        print(json.dumps(out))
+    """)
+    assert got == {str(smallest - 1): f"journal partition needs at least {smallest} sectors "
+                   "of 4 KiB", str(smallest): "mounted"}
+
+
 def test_journal_compiles_for_the_esp32(tmp_path):
-    for name in ("journal.py", "record.py", "alive.py"):
+    for name in ("journal.py", "record.py", "crcfix.py", "alive.py"):
         src = REPO / "firmware" / name
         if not src.exists():
             continue
