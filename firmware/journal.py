@@ -60,7 +60,7 @@ class Journal:
         self._feed = feed or _nothing
         self._n = min(MAX_SECTORS, partition.ioctl(4, 0) * partition.ioctl(5, 0) // _SECTOR)
         if self._n < MIN_SECTORS:
-            raise ValueError("journal partition needs at least %d sectors of 4 KiB" % MIN_SECTORS)
+            raise ValueError(f"journal partition needs at least {MIN_SECTORS} sectors of 4 KiB")
         self._buf = bytearray(_HDR + record.SIZE)  # header + first record: one program
         self._rec = memoryview(self._buf)[_HDR:]
         self._scan = bytearray(_CHUNK * record.SIZE)

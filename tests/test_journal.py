@@ -103,6 +103,112 @@ def test_erase_cut_so_it_reads_finished_is_erased_again_before_use(tmp_path):
     assert trusting["decayed"] > 0  # the fault model bites a journal that trusts a blank read
 
 
+DAMAGE = """
+        def flip(addr, bits):
+            for k in range(bits):  # distinct bits, spread over the unit
+                esp32.sim_flip(addr + 5 * k, (3 * k + 1) % 8)
+
+        def state(j):
+            return {"next": j.next_seq, "boot": j.boot, "acked": j.acked, "head": j.head,
+                    "lost": j.lost_total, "skipped": j.skipped, "corrected": j.corrected}
+
+        def all_records(j):  # how many records read, and a CRC over all of them
+            import binascii
+            buf = bytearray(24 * 40)
+            count, crc, after = 0, 0, 0
+            while True:
+                n, _ = j.read(buf, 40, after)
+                count += n
+                crc = binascii.crc32(memoryview(buf)[: 24 * n], crc)
+                if n < 40:
+                    return [count, crc]
+                after = record.seq_of(buf, 24 * (n - 1))
+"""  # indented as the test snippets are
+
+
+def test_a_damaged_header_of_the_newest_sector_does_not_roll_the_journal_back(tmp_path):
+    got = run_mpy(tmp_path, DAMAGE + """
+        j = journal.Journal(P)
+        for i in range(3 * 169 + 40):  # the head is the 4th sector, 40 records in
+            j.append(record.K_ALIVE, 0, 0, i)
+            if i == 500:
+                j.ack(400)
+            j.prepare()
+        before, recs = state(j), all_records(j)
+        out = {"before": before}
+        for bits in (1, 3):  # one bit: corrected; three: the header is lost, its mark is not
+            flip(j.head * 4096 + 4, bits)
+            k = journal.Journal(P)
+            out[bits] = state(k)
+            out[bits]["same"] = all_records(k) == recs
+            if bits == 1:
+                flip(j.head * 4096 + 4, bits)  # flipped back: as it was
+        out[3]["new"] = k.append(record.K_POWER_ON, 1)
+        print(json.dumps(out))
+    """)
+    b = got["before"]
+    for bits in ("1", "3"):
+        after = got[bits]
+        assert after["same"]  # every record still read, none changed
+        assert after["head"] == b["head"] and after["acked"] == b["acked"] == 400
+        assert after["next"] == b["next"]  # the next switch-on takes the next seq, no old one
+        assert after["boot"] > b["boot"] and after["lost"] == 0
+    assert got["3"]["new"] == b["next"]
+    assert got["1"]["corrected"] == 1
+
+
+def test_a_damaged_last_record_never_gives_its_seq_to_the_next_switch_on(tmp_path):
+    got = run_mpy(tmp_path, DAMAGE + """
+        j = journal.Journal(P)
+        seqs = [j.append(record.K_POWER_ON, 1)] + [j.append(record.K_ALIVE) for _ in range(5)]
+        j.prepare()
+        # the server stored all six, then the light went off before the ACK was written; the
+        # last record then lost two bits at rest
+        flip(j.head * 4096 + 32 + 24 * 5, 2)
+        k = journal.Journal(P)
+        first = state(k)
+        on = k.append(record.K_POWER_ON, 1)  # counts the damage (K_LOSS) after the power-on
+        buf = bytearray(24 * 40)
+        n, _ = k.read_unsent(buf, 40)
+        sent = [record.unpack(buf, 24 * i) for i in range(n)]
+        again = state(journal.Journal(P))
+        print(json.dumps({"seqs": seqs, "first": first, "on": on, "sent": sent, "again": again}))
+    """)
+    seqs, first, again = got["seqs"], got["first"], got["again"]
+    assert got["on"] > seqs[-1]  # never the damaged record's seq: the server may have it
+    assert first["skipped"] == 1  # main.py records one F_JOURNAL fault for it
+    assert again["skipped"] == 0  # ...and the next boot does not count it again
+    sent = got["sent"]
+    assert [r[0] for r in sent if r[3] != 6] == seqs[:5] + [got["on"]]
+    loss = [r for r in sent if r[3] == 6]  # K_LOSS: unreadable, running total 1
+    assert [(r[4], r[6]) for r in loss] == [(2, 1)]
+    assert again["lost"] == 1
+
+
+def test_mount_feeds_the_watchdog_for_every_sector_it_reads(tmp_path):
+    got = run_mpy(tmp_path, """
+        j = journal.Journal(P)
+        for i in range(8 * 169):
+            j.append(record.K_ALIVE)
+            j.prepare()
+        fed = []
+        def feed():
+            fed.append(ops()["reads"])
+        reads = ops()["reads"]
+        j = journal.Journal(P, feed)
+        mount_reads, mount_feeds = ops()["reads"] - reads, len(fed)
+        fed.clear()
+        erases = ops()["erases"]
+        while ops()["erases"] == erases:
+            j.append(record.K_ALIVE)
+            j.prepare()
+        print(json.dumps({"reads": mount_reads, "feeds": mount_feeds, "erase_feeds": len(fed)}))
+    """)
+    assert got["feeds"] >= 8 + 1  # each header, then the head sector's scan
+    assert got["reads"] <= 8 * 2 + 13 + 4  # headers, marks checked, one sector, no more
+    assert got["erase_feeds"] >= 1
+
+
 def test_append_is_one_program_and_never_erases_once_the_sector_ahead_is_prepared(tmp_path):
     got = run_mpy(tmp_path, """
         j = journal.Journal(P)
@@ -147,7 +253,7 @@ def test_full_journal_without_signal_overwrites_oldest_and_says_how_many(tmp_pat
         j = journal.Journal(P)
         first = j.append(record.K_POWER_ON, 1)
         j.ack(first)
-        for i in range(8 * 169 + 300):
+        for i in range(4 * 8 * 169):  # four times round the ring with no signal
             j.append(record.K_ALIVE, 0, 0, i)
             j.prepare()
         buf = bytearray(24 * 200)
