@@ -195,10 +195,11 @@ SCHEMA: list[Migration] = [
         "ALTER TABLE batches ADD COLUMN up_wait_ms BIGINT",
     ],
     # 3: losses counted exactly (docs/journal.md "Every loss reported"): a bulb's K_ACK entries
-    # take no seq, so every seq the server never gets is a lost record, below from_seq
-    # (overwritten) or missing inside a batch (unreadable on the bulb); the bulb's own running
-    # total from its K_LOSS records beside it; a seq that arrives again with other content is
-    # kept in seq_conflicts and counted, for the coordinator
+    # take no seq, so the seqs below from_seq the server never got are exactly the records
+    # overwritten unsent (cause 'overwritten'), and each K_LOSS L_UNREADABLE record is one
+    # record the bulb could not read (cause 'unreadable', at the report's seq); the bulb's own
+    # running total from its newest K_LOSS beside it; a seq that arrives again with other
+    # content is kept in seq_conflicts and counted, for the coordinator
     [
         "ALTER TABLE losses ADD COLUMN cause TEXT NOT NULL DEFAULT 'overwritten'",
         "ALTER TABLE journals ADD COLUMN reported_lost BIGINT NOT NULL DEFAULT 0",
@@ -317,7 +318,7 @@ class Journal:
     last_boot: int
     last_req: int
     ack: int
-    lost: int  # seqs this server will never get: records overwritten or unreadable on the bulb
+    lost: int  # records this server will never get: overwritten unsent, or unreadable on the bulb
     first_heard_at: int
     last_heard_at: int
     reported_lost: int = 0  # the bulb's own running total (its newest K_LOSS record's arg)
@@ -334,7 +335,8 @@ class Loss:
     last_seq: int
     missing: int
     received_at: int
-    cause: str = "overwritten"  # below the batch's from_seq; "unreadable": inside a batch
+    cause: str = "overwritten"  # seqs below a batch's from_seq never received; "unreadable":
+    # one record the bulb could not read, reported by the K_LOSS record at first_seq
 
 
 @dataclass(frozen=True)
@@ -596,8 +598,9 @@ class Store:
         dev, ep = batch.device, batch.epoch
         with self.db.tx() as c:
             ack, lost, reported = _journal_for(c, batch, now_ms)
-            stored, conflicts = _store_records(c, batch, now_ms)
+            stored, conflicts, unreadable = _store_records(c, batch, now_ms)
             ack, missing = _count_gaps(c, batch, ack, now_ms)
+            missing += unreadable
             ack = _advance(c, dev, ep, ack)
             for r in batch.records:  # the bulb's own count: its newest K_LOSS says it all
                 if r[3] == record.K_LOSS:
@@ -650,11 +653,14 @@ def _journal_for(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int, int]:
     return ack, lost, reported
 
 
-def _store_records(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int]:
-    """Store the batch's new records; (stored, conflicts). A seq stored before with the same
-    content is a resend; with other content it is a conflict, kept in seq_conflicts."""
+def _store_records(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int, int]:
+    """Store the batch's new records; (stored, conflicts, unreadable). A seq stored before with
+    the same content is a resend; with other content it is a conflict, kept in seq_conflicts.
+    unreadable: new K_LOSS L_UNREADABLE records, each the bulb's report of one record it could
+    not read (a seq missing inside a batch may also be an alive mark the uplink left out, so
+    only the bulb can say), each kept as a losses row at the report's own seq."""
     if not batch.records:
-        return 0, 0
+        return 0, 0, 0
     dev, ep = batch.device, batch.epoch
     have = {
         row[0]: tuple(row[1:])
@@ -665,6 +671,15 @@ def _store_records(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int]:
         )
     }
     new = [(dev, ep, *r, now_ms) for r in batch.records if r[0] not in have]
+    unreadable = 0
+    for r in batch.records:
+        if r[0] not in have and r[3] == record.K_LOSS and r[4] == record.L_UNREADABLE:
+            unreadable += c.execute(
+                "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, received_at, "
+                "cause) VALUES (?, ?, ?, ?, 1, ?, 'unreadable') ON CONFLICT "
+                "(device, epoch, first_seq) DO NOTHING",
+                (dev, ep, r[0], r[0], now_ms),
+            )
     stored = 0
     if new:
         stored = c.executemany(
@@ -682,41 +697,37 @@ def _store_records(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int]:
                 "(device, epoch, seq, boot, up_ms, kind, sub, aux, arg) DO NOTHING",
                 (dev, ep, *r, now_ms),
             )
-    return stored, conflicts
+    return stored, conflicts, unreadable
 
 
 def _count_gaps(c: Cursor, batch: Batch, ack: int, now_ms: int) -> tuple[int, int]:
     """Move ack over what the batch says the bulb no longer has; (ack, records newly lost).
 
-    Below from_seq, every seq not stored was overwritten on the bulb; inside the batch, every
-    seq missing between its records was unreadable there (a bulb sends all it can read from
-    from_seq on, and its K_ACK entries take no seq). Either way it will never come: counted
-    once, exactly, in a losses row, and the ack steps over it."""
+    Below from_seq, every seq not stored was overwritten on the bulb before it could send it:
+    its K_ACK entries take no seq, so the count is exact, kept in a losses row. Seqs missing
+    inside the batch are not holes to wait for: the batch carries everything the bulb still
+    wants to send from from_seq on (left out: alive marks a later record supersedes, and
+    records it could not read, which it reports itself)."""
     dev, ep = batch.device, batch.epoch
-    spans = []
-    if batch.from_seq - 1 > ack:
-        spans.append((ack, batch.from_seq - 1, "overwritten"))
-    top = batch.records[-1][0] if batch.records else 0
-    if top > max(ack, batch.from_seq - 1):
-        spans.append((max(ack, batch.from_seq - 1), top, "unreadable"))
     lost = 0
-    for lo, hi, cause in spans:
+    if batch.from_seq - 1 > ack:
         (have,) = c.one(
             "SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? AND seq > ? "
-            "AND seq <= ?",
-            (dev, ep, lo, hi),
+            "AND seq < ?",
+            (dev, ep, ack, batch.from_seq),
         ) or (0,)
-        missing = hi - lo - have
-        if missing > 0:
+        lost = batch.from_seq - 1 - ack - have
+        if lost > 0:
             c.execute(
                 "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, received_at, "
-                "cause) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, epoch, first_seq) "
-                "DO NOTHING",
-                (dev, ep, lo + 1, hi, missing, now_ms, cause),
+                "cause) VALUES (?, ?, ?, ?, ?, ?, 'overwritten') ON CONFLICT "
+                "(device, epoch, first_seq) DO NOTHING",
+                (dev, ep, ack + 1, batch.from_seq - 1, lost, now_ms),
             )
-            lost += missing
-        ack = max(ack, hi)
-    return ack, lost
+        ack = batch.from_seq - 1
+    if batch.records:
+        ack = max(ack, batch.records[-1][0])
+    return ack, max(0, lost)
 
 
 def _advance(c: Cursor, dev: str, ep: int, ack: int) -> int:
