@@ -346,7 +346,7 @@ def _need_micropython():
         pytest.skip("micropython not installed: run make setup")
 
 
-def test_worked_example_in_the_journal_doc_is_valid_flash_content():
+def test_worked_example_in_the_journal_doc_is_valid_flash_content(tmp_path):
     import binascii
     import re
     import struct
@@ -355,22 +355,36 @@ def test_worked_example_in_the_journal_doc_is_valid_flash_content():
 
     lines = (REPO / "docs/journal.md").read_text().split("## Worked example")[1]
     lines = lines.split("```")[1]
-    data = bytearray()
+    data, mark = bytearray(), b""
     for line in lines.splitlines():
         m = re.match(r"0x([0-9a-f]{3}) ((?:[0-9a-f]{2} )+)", line + " ")
         if m and "..." not in line:
+            if m.group(1) == "ff8":
+                mark = bytes.fromhex(m.group(2))
+                continue
             assert int(m.group(1), 16) == len(data)
             data += bytes.fromhex(m.group(2))
-    magic, ver, _, _, sseq, epoch, first, boot, acked, crc = struct.unpack_from("<IBBHIIIIII",
-                                                                                data)
-    assert (magic, ver, sseq, epoch, first, boot, acked) == (0x4C4E4A4D, 1, 7, 0x1A2B3C4D,
-                                                             1013, 42, 1010)
+    magic, ver, flags, sseq, epoch, first, boot, acked, lost, crc = struct.unpack_from(
+        "<HBBIIIIIII", data)
+    assert (magic, ver, flags, sseq, epoch, first, boot, acked, lost) == (
+        0x4A4D, 2, 0, 7, 0x1A2B3C4D, 1013, 42, 1010, 0)
     assert crc == binascii.crc32(data[:28])
     recs = [rec.unpack(data, 32 + 24 * i) for i in range(3)]
     assert [(r[0], r[1], r[2], r[3]) for r in recs] == [
         (1013, 42, 183, rec.K_POWER_ON), (1014, 42, 10000, rec.K_ALIVE),
-        (1015, 42, 10051, rec.K_ACK)]
+        (1014, 42, 10051, rec.K_ACK)]  # the ACK entry shares the seq before it
     assert recs[2][6] == 1014
+    seed = binascii.crc32(struct.pack("<I", epoch), 0x4D4A)
+    assert mark == struct.pack("<II", 7, binascii.crc32(mark[:4], seed))
+    # mounted by the firmware's own code (CPython, read only): what the doc says it gives
+    from sim.journal_read import FilePartition, _firmware
+
+    image = bytearray(b"\xff" * 4 * 4096)
+    image[: len(data)] = data
+    image[0xFF8:0x1000] = mark
+    (tmp_path / "flash.bin").write_bytes(image)
+    j = _firmware()[0].Journal(FilePartition(tmp_path / "flash.bin", 0, 4 * 4096))
+    assert (j.head, j.next_seq, j.acked, j.boot, j._slot) == (0, 1015, 1014, 43, 3)
 
 
 def test_alive_schedule_bounds_the_off_time_within_10_s_or_10_percent():
