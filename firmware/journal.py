@@ -287,7 +287,8 @@ class Journal:
             self._record_damage()
 
     def _append(self, kind, sub, aux, arg):
-        if self._slot >= _SLOTS - 1 and not self._ready and not self._dropping:
+        if (self._slot >= _SLOTS - 1 and not self._ready and not self._dropping
+                and (self._slot >= _SLOTS or self._unsent_ahead())):
             # the last slot is kept for the loss record a drop may need: ready the sector ahead
             if not self._fresh:
                 self.erases_on_append += 1
@@ -309,6 +310,17 @@ class Journal:
         if not share:
             self.next_seq = seq + 1
         return seq
+
+    def _unsent_ahead(self):
+        """May the sector ahead hold records the server does not have? (from the headers)"""
+        s = (self.head + 1) % self._n
+        if not self._sseq[s]:
+            return False
+        for k in range(2, self._n + 1):
+            t = (self.head + k) % self._n
+            if self._sseq[t]:
+                return self._first[t] - 1 > self.acked
+        return True
 
     def _open(self):
         """Open the sector ahead with the record in _rec: header and record in one program."""
