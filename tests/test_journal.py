@@ -448,6 +448,38 @@ def test_flash_shim_keeps_nor_semantics_and_cuts_power_mid_program(tmp_path):
     assert isinstance(got["temp"], int)
 
 
+def test_flash_shim_flips_bits_at_rest_and_leaves_weak_cells_after_a_cut_erase(tmp_path):
+    got = run_mpy(tmp_path, """
+        out = {}
+        b = bytearray(1)
+        P.writeblocks(0, b"\\x0f", 5)
+        esp32.sim_flip(5, 0)  # retention loss or a disturb: either direction
+        esp32.sim_flip(5, 7)
+        P.readblocks(0, b, 5)
+        out["flipped"] = b[0]
+        # an erase cut so that it reads finished: every byte 0xFF, but weak cells
+        esp32.apply_partial("erase", 4096, 4096, False, "weak")
+        cells = esp32.sim_weak()[4096]
+        page = bytearray(4096)
+        P.readblocks(1, page, 0)
+        out["reads_blank"] = page == b"\\xff" * 4096
+        for k in range(3):  # the 1st to 3rd program into the sector wakes them
+            P.writeblocks(1, b"\\xff", 0)
+        P.readblocks(1, page, 0)
+        out["decayed"] = [(a, bit, page[a - 4096] >> bit & 1) for a, bit, _ in cells]
+        out["count"] = esp32.sim_stats()["decayed"]
+        esp32.apply_partial("erase", 8192, 4096, False, "weak")
+        P.ioctl(6, 2)  # a full erase heals them
+        out["healed"] = 8192 not in esp32.sim_weak()
+        print(json.dumps(out))
+    """, sectors=4)
+    assert got["flipped"] == 0x0F ^ 0x81
+    assert got["reads_blank"]
+    assert 1 <= len(got["decayed"]) <= 4 and all(v == 0 for _, _, v in got["decayed"])
+    assert got["count"] == len(got["decayed"])  # each weak cell decays once
+    assert got["healed"]
+
+
 def test_off_record_from_an_interrupt_during_another_write_is_kept_too(tmp_path):
     got = run_mpy(tmp_path, """
         j = journal.Journal(P)
