@@ -251,15 +251,20 @@ class Journal:
         self._fresh = False
 
     def _firsts(self):
-        """A sector whose header is damaged gets the first_seq of the one after it (or next_seq):
-        a reader then starts no later than it should."""
+        """A sector whose header is damaged gets, as first_seq, the smallest seq of a record in
+        it (ACK entries aside: they share the seq before them), else the next sector's: from_seq
+        is then never above a record the bulb still sends, and a reader starts in time."""
         nxt = self.next_seq
         for k in range(self._n):
             s = (self.head - k) % self._n
             if not self._sseq[s]:
                 continue
-            if self._first[s] == 0 or self._first[s] > nxt:
-                self._first[s] = nxt
+            if self._first[s] == 0:
+                low = nxt
+                for _, mv in self._slots(s):
+                    if self._what(mv) == _REC and mv[_KIND] != record.K_ACK:
+                        low = min(low, record.seq_of(mv))
+                self._first[s] = low
             nxt = self._first[s]
 
     # ---- writing ---------------------------------------------------------------------------

@@ -157,6 +157,9 @@ def check_one(where, torn, dropping):
     if not (M.acked <= j.acked <= max(M.acked, M.ack_try)):
         fail(f"{where}: acked {j.acked}, expected {M.acked}..{M.ack_try}")
     stats["skipped"] += j.skipped
+    n, frm = j.read(BUF, 40, j.acked)
+    if n and frm > record.seq_of(BUF):  # the server would refuse the batch
+        fail(f"{where}: from_seq {frm} above the first unsent record {record.seq_of(BUF)}")
     # appends work again, and survive the next mount
     a = j.append(record.K_POWER_ON, 1)
     j.prepare()
@@ -325,7 +328,10 @@ def flip_trials(trials, bits):
         a1 = k.append(record.K_POWER_ON, 1)
         k.prepare()
         a2 = k.append(record.K_ALIVE)
-        k.read_unsent(ALL, NSECT * SLOTS)  # what the uplink reads when it gets a connection
+        n, frm = k.read_unsent(ALL, NSECT * SLOTS)  # what the uplink reads when it connects
+        if n and frm > record.seq_of(ALL):
+            out["from_seq_above"] = out.get("from_seq_above", 0) + 1
+            fail(f"{bits}-bit trial {t} at {a0}: from_seq {frm} above the first record sent")
         k = journal.Journal(P)
         after, _ = read_all(k)
         seqs = {record.seq_of(r): r for r in after}

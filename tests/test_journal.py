@@ -185,6 +185,27 @@ def test_a_damaged_last_record_never_gives_its_seq_to_the_next_switch_on(tmp_pat
     assert again["lost"] == 1
 
 
+def test_a_damaged_header_of_the_oldest_sector_keeps_its_unsent_records_sendable(tmp_path):
+    got = run_mpy(tmp_path, DAMAGE + """
+        j = journal.Journal(P)
+        for i in range(8 * 169 + 60):  # no signal: the ring wrapped, the oldest is unsent
+            j.append(record.K_ALIVE, 0, 0, i)
+            j.prepare()
+        oldest = (j.head + 2) % 8  # the sector after the one erased ahead
+        buf = bytearray(24 * 40)
+        before = j.read_unsent(buf, 40), record.seq_of(buf)
+        flip(oldest * 4096 + 12, 3)  # first_seq and the CRC cannot tell any more
+        k = journal.Journal(P)
+        after = k.read_unsent(buf, 40), record.seq_of(buf)
+        print(json.dumps({"before": before, "after": after}))
+    """)
+    (n0, from0), first0 = got["before"]
+    (n1, from1), first1 = got["after"]
+    assert (n1, first1) == (n0, first0) == (40, from0)
+    assert from1 <= first1  # else the server refuses every batch: "seq below from_seq"
+    assert from1 == from0
+
+
 def test_mount_feeds_the_watchdog_for_every_sector_it_reads(tmp_path):
     got = run_mpy(tmp_path, """
         j = journal.Journal(P)
