@@ -1,4 +1,4 @@
-"""Journal figures (issue 3), each against a baseline measured in the same run.
+"""Journal figures (issues 3 and 15), each against a baseline measured in the same run.
 
 The event stream is a typical household's day (TYPICAL_DAY: visit lengths in seconds), turned
 into records with the firmware's own ALIVE schedule (firmware/alive.py). The baseline store is
@@ -22,6 +22,8 @@ SECTORS = 64  # tools/partitions.csv: journal, 0x40000
 # one day at a toilet or washroom light of a person living alone: ten switch-ons, seconds lit
 TYPICAL_DAY = [45, 90, 120, 150, 180, 240, 300, 420, 600, 900]
 DAYS = 3  # of events replayed into both stores
+FLIP_TRIALS = 200  # per kind: one bit anywhere, two bits in one unit, three bits in one unit
+WEAK_TRIALS = 60
 
 SCRIPT = r"""
 import sys, json, time, gc
@@ -154,10 +156,19 @@ def measure() -> dict:
         script.write_text(SCRIPT.format(repo=REPO, flash=Path(tmp) / "flash.bin",
                                         sectors=SECTORS, visits=json.dumps(visits)))
         out = _run([str(MPY), "-X", "heapsize=96wK", str(script)])
-        out["sweep"] = _run([str(MPY), "-X", "heapsize=4M", str(REPO / "tests/journal_sweep.py"),
-                             str(REPO), str(Path(tmp) / "sweep.bin"), "sweep", "4"])
+        out["sweep"] = _sweep(tmp, "sweep")
+        out["flips"] = _sweep(tmp, "flips", FLIP_TRIALS)
+        out["weak"] = _sweep(tmp, "weak", WEAK_TRIALS)["weak"]
+        out["trusting"] = _sweep(tmp, "weak-trusting", WEAK_TRIALS)["weak"]
     out["day"] = bulb_day()
     return out
+
+
+def _sweep(tmp: str, mode: str, trials: int = 0) -> dict:
+    """tests/journal_sweep.py in MicroPython on a 4-sector ring (the tests run it too)."""
+    args = [str(MPY), "-X", "heapsize=4M", str(REPO / "tests/journal_sweep.py"), str(REPO),
+            str(Path(tmp) / f"{mode}.bin"), mode, "4"]
+    return _run(args + ([str(trials)] if trials else []))
 
 
 def bulb_day() -> dict:
@@ -213,12 +224,46 @@ def figures() -> list[dict]:
         figure("journal_powerloss_cuts", sw["cuts"] - sw.get("failed_cuts", 0), "cuts", None,
                f"every program ({sw['programs']}) and erase ({sw['erases']}) of a workload "
                f"wrapping a 4-sector ring, not done and half done, {sw.get('bit_tears', 0)} "
-               f"programs torn at random bits; lost {sw['lost']}, corrupt "
-               f"{sw['corrupt']}, failed checks {sw.get('bad', 0)}"),
+               f"programs torn at random bits, erases also left as garbage, with only their end "
+               f"erased, or reading erased with weak cells; lost {sw['lost']}, corrupt "
+               f"{sw['corrupt']}, reused {sw['reused']}, failed checks {sw.get('bad', 0)}; "
+               f"{sw['gone']} records the simulated server never got, unreported "
+               f"{sw['unreported']}, over-counted {sw['overcounted']}"),
+        *fault_figures(m),
         figure("journal_capacity_days", round(held / per_day, 1), "days", 1.0,
                f"{held} records held; a whole bulb, provisioned, no signal, {len(TYPICAL_DAY)} "
                f"switch-ons a day writes {per_day} records ({kinds}); baseline: the 24 h "
                f"no-activity alert horizon"),
+    ]
+
+
+def fault_figures(m: dict) -> list[dict]:
+    """Faults beyond power cuts (issue 15): bits flipped at rest, erases cut so they read done."""
+    fl, weak, trusting = m["flips"], m["weak"], m["trusting"]
+    one, more = fl["flips1"], [fl["flips2"], fl["flips3"]]
+    trials = one["trials"] + sum(x["trials"] for x in more)
+    beyond = one["lost_beyond"] + one["unit_lost"] + sum(x["lost_beyond"] for x in more)
+    reused = one["reused"] + sum(x["reused"] for x in more)
+    unreported = one["unreported"] + sum(x["unreported"] for x in more)
+    over = one["overcounted"] + sum(x["overcounted"] for x in more)
+    return [
+        figure("journal_bitflip_trials", trials, "trials", None,
+               f"lost {beyond} beyond the flipped record, reused {reused}, unreported "
+               f"{unreported}; {one['trials']} single bits flipped at rest anywhere in a 4-sector "
+               f"journal (1 in 4 in the newest header): {one['unit_lost']} records lost, all "
+               f"corrected; {more[0]['trials']} two-bit and {more[1]['trials']} three-bit flips "
+               f"in one header, slot or erase mark: {sum(x['unit_lost'] for x in more)} "
+               f"damaged records lost, each counted once in a K_LOSS record if unsent "
+               f"(over-counted {over}), "
+               f"{fl.get('corrupt', 0)} returned changed"),
+        figure("journal_weak_erase_trials", weak["trials"], "trials", None,
+               f"lost {weak['lost']}, reused {weak['reused']}, unreported {weak['unreported']}; "
+               f"the erase of the sector ahead cut so it reads erased with 1-4 weak cells, then "
+               f"the bulb goes on past a ring: {weak['decayed']} weak cells decayed under "
+               f"written data (every such sector erased again: no erase mark); a journal that "
+               f"trusts a sector reading blank, same trials: {trusting['decayed']} decayed "
+               f"under data, lost {trusting['lost']} (single-bit correction and read-back saved "
+               f"them)"),
     ]
 
 

@@ -3,7 +3,8 @@
 # It must never change shape without a new VERSION: bulbs in the field keep the old one.
 #
 #  off  size  field
-#    0   u32  seq      sequence number, strictly increasing over the journal's life
+#    0   u32  seq      sequence number, strictly increasing over the journal's life (K_ACK: the
+#                      seq of the record before it, see below)
 #    4   u32  boot     boot number (one per power-on), never repeats
 #    8   u32  up_ms    time since this boot, milliseconds (wraps after 49.7 days)
 #   12   u8   kind     what happened (K_* below)
@@ -34,10 +35,12 @@ K_ALIVE = const(2)  # the lamp is still lit at up_ms
 K_OFF = const(3)  # dying gasp from the mains-sense pin: the power went at up_ms
 K_ANCHOR = const(4)  # arg: wall-clock Unix seconds at up_ms; sub: source; aux: error bound in s
 K_FAULT = const(5)  # sub: fault code (F_*); aux: detail (e.g. which setting)
-K_LOSS = const(6)  # arg: how many unsent records were overwritten to make room
+K_LOSS = const(6)  # sub: L_* cause; aux: where (L_*); arg: the journal's running total of lost
 K_SETUP = const(7)  # the bulb entered setup mode
 K_LINK = const(8)  # sub: transport (T_*); aux: signal dBm; arg: connect time in ms (0: failed)
-K_ACK = const(9)  # the server acknowledged up to seq arg (kept in flash; never sent)
+K_ACK = const(9)  # the server acknowledged up to seq arg (kept in flash; never sent); it takes
+# no seq of its own (its seq is the record's before it), so the seqs a server sees have no gaps
+# but lost records
 
 KIND_NAMES = {
     1: "power_on",
@@ -57,6 +60,12 @@ A_NTP = const(2)
 A_MODEM = const(3)
 A_RECEIPT = const(4)  # server side only, never in a journal: a batch's header up_ms + arrival
 
+# causes of a loss (sub of K_LOSS; docs/journal.md "Every loss reported"). arg is the running
+# total of unsent records the journal could not deliver (all causes, this epoch): the newest
+# K_LOSS says it all, so an older one overwritten in turn loses no count.
+L_OVERWRITTEN = const(1)  # unsent records of the oldest sector erased; aux: its sseq & 0x7FFF
+L_UNREADABLE = const(2)  # an unsent slot no CRC check can read; aux: (sector & 0x7F) << 8 | slot
+
 # transports
 T_WIFI = const(1)
 T_LTE = const(2)
@@ -67,7 +76,7 @@ F_CONFIG_FILE = const(2)  # a config file could not be read or parsed; aux: whic
 F_CRASH = const(3)  # the previous boot ended in an exception; aux: step
 F_SAFE_MODE = const(4)  # this boot runs in safe mode; aux: consecutive failed boots
 F_WATCHDOG = const(5)  # the previous boot was ended by the watchdog
-F_JOURNAL = const(6)  # torn or corrupt records were skipped at mount; aux: count
+F_JOURNAL = const(6)  # new damage (unreadable slots) found at mount; aux: count
 F_UPLINK = const(7)  # the server refused a batch; aux: HTTP status
 
 

@@ -418,6 +418,39 @@ def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
                                                ("sato", "suzuki", "tanaka", "yamada"))
 
 
+def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_report(
+        site: Site) -> None:
+    from firmware import record
+    from sim.server.client import BatchSender
+    from sim.server.ingest import parse_batch
+
+    store = site.app.state.store
+    dev = store.device("yamada-toilet")  # never heard yet: a journal of its own
+    bulb = BatchSender(dev.id, dev.key_bytes, epoch=0x0BADF00D)
+    t = NOW_MS - 3_600_000
+    store.ingest(parse_batch(dev.id, bulb.request([bulb.record(record.K_POWER_ON)]).body), t)
+    for _ in range(4):
+        bulb.record(record.K_ALIVE)  # overwritten on the bulb before it could send them
+    late = [bulb.record(record.K_LOSS, record.L_OVERWRITTEN, 1, arg=4), bulb.new_boot()]
+    store.ingest(parse_batch(dev.id, bulb.request(late).body), t + 1000)
+    bulb.next_seq -= 1  # a bulb that rolled back: the same seq, another switch-on
+    again = bulb.new_boot()
+    store.ingest(parse_batch(dev.id, bulb.request([again]).body), t + 2000)
+    coord = site.sign_in(None)
+    page = coord.get("/coordinator").text
+    row = page[page.index('data-bulb="yamada-toilet"'):]
+    row = row[: row.index("</tr>")]
+    assert "<td>4" in row and "番号の重複 1 件" in row
+    coord.get("/lang", params={"to": "en", "next": "/coordinator"})
+    assert "1 reused seqs" in coord.get("/coordinator").text
+    r = coord.get("/coordinator/report.csv")
+    rows = {x["household"]: x for x in csv.DictReader(io.StringIO(r.content.decode(
+        "utf-8-sig")))}
+    assert (rows["yamada"]["records_lost"], rows["yamada"]["records_lost_bulb_count"],
+            rows["yamada"]["seq_conflicts"]) == ("4", "4", "1")
+    assert int(rows["total"]["records_lost"]) >= 4
+
+
 # ---------------------------------------------------------------------------------------------
 # the chart (pure)
 

@@ -156,16 +156,60 @@ def test_records_the_bulb_overwrote_are_stepped_over_and_counted_as_lost(client,
 
 
 def test_seqs_missing_inside_a_batch_do_not_hold_the_ack(client, store, bulb):
-    # the bulb's own K_ACK records take seqs in its journal but never travel, and a torn
-    # record is skipped: a batch covers every record the bulb has from from_seq to its last
+    # the bulb's own K_ACK entries take no seq and never travel; seqs missing inside a batch
+    # are alive marks the uplink left out (a later record supersedes them) or records the bulb
+    # could not read, which it reports itself (K_LOSS L_UNREADABLE)
     recs = some(bulb, 3)
-    bulb.record(record.K_ACK, arg=2)  # seq 3 stays in flash
+    bulb.record(record.K_ACK, arg=2)  # shares seq 2: no hole
     recs += some(bulb, 2)
+    bulb.record(record.K_ALIVE)  # seq 5: superseded by seq 6, left out of the batch
+    recs += some(bulb, 1)
     r = post(client, bulb.request(recs))
-    assert r.json()["ack"] == 5
-    assert [x.seq for x in store.records_for_device("bulb-1")] == [0, 1, 2, 4, 5]
-    assert store.losses("bulb-1") == []
-    assert post(client, bulb.request(some(bulb, 1))).json()["ack"] == 6
+    assert r.json()["ack"] == 6
+    assert [x.seq for x in store.records_for_device("bulb-1")] == [0, 1, 2, 3, 4, 6]
+    assert store.losses("bulb-1") == [] and store.journals("bulb-1")[0].lost == 0
+    assert post(client, bulb.request(some(bulb, 1))).json()["ack"] == 7
+
+
+def test_losses_are_counted_exactly_and_the_bulbs_own_count_is_kept_beside(client, store, bulb):
+    post(client, bulb.request(some(bulb, 5)))  # seqs 0..4, ack 4
+    some(bulb, 7)  # 5..11 overwritten on the bulb before it could send them
+    loss = bulb.record(record.K_LOSS, record.L_OVERWRITTEN, 3, arg=7)  # running total 7
+    later = some(bulb, 2)
+    bulb.record(record.K_ALIVE)  # 15: unreadable on the bulb, which says so
+    loss2 = bulb.record(record.K_LOSS, record.L_UNREADABLE, 0x0105, arg=8)
+    r = post(client, bulb.request([loss, *later, loss2], from_seq=12))
+    assert r.status_code == 200 and r.json()["ack"] == 16
+    j = store.journals("bulb-1")[0]
+    assert (j.lost, j.reported_lost) == (8, 8)  # the server's count agrees with the bulb's
+    assert sorted((x.cause, x.first_seq, x.last_seq, x.missing)
+                  for x in store.losses("bulb-1")) == [
+        ("overwritten", 5, 11, 7), ("unreadable", 16, 16, 1)]
+    # resends (the bulb lost the answer) count nothing again
+    post(client, bulb.request([loss, *later, loss2], from_seq=12))
+    j = store.journals("bulb-1")[0]
+    assert (j.lost, j.reported_lost) == (8, 8)
+
+
+def test_a_seq_arriving_with_other_content_is_kept_apart_and_counted_never_dropped(
+        client, store, bulb, caplog):
+    first = some(bulb, 3)
+    assert post(client, bulb.request(first)).status_code == 200
+    # a bulb that rolled back reuses seq 2 for a new switch-on, with other content
+    bulb.next_seq = 2
+    bulb.boot += 1
+    reused = bulb.record(record.K_POWER_ON, arg=1, up_ms=5)
+    fresh = some(bulb, 1)
+    r = post(client, bulb.request([reused, *fresh]))
+    assert r.status_code == 200 and r.json()["ack"] == 3  # not a client error, never a 500
+    assert [x.seq for x in store.records_for_device("bulb-1")] == [0, 1, 2, 3]
+    (k,) = store.conflicts("bulb-1")
+    assert (k.seq, k.kind, k.boot) == (2, record.K_POWER_ON, bulb.boot)
+    assert store.journals("bulb-1")[0].conflicts == 1
+    assert "other content" in caplog.text
+    # the same conflicting record again is the same conflict; the stored resend no conflict
+    post(client, bulb.request([reused, first[1]]))
+    assert store.journals("bulb-1")[0].conflicts == 1
 
 
 def test_first_contact_acknowledges_up_to_just_below_from_seq(client, store, bulb):

@@ -77,3 +77,26 @@ def test_safe_mode_still_records_the_power_on_its_faults_and_alive_marks(bulb, t
     assert (record.K_FAULT, record.F_SAFE_MODE) in kinds
     assert (record.K_FAULT, record.F_CRASH) in kinds
     assert [r[3] for r in safe].count(record.K_ALIVE) >= 1
+
+
+def test_one_bit_flipped_at_rest_in_every_header_and_record_loses_no_visit(bulb):
+    from sim.bulb import partitions
+
+    b = bulb()  # no network: everything stays in the journal
+    for s in (3, 12, 45):
+        b.power_on(stop_at_s=s)
+    before = journal_records(b)
+    jp = next(p for p in partitions() if p["label"] == "journal")
+    headers = [[jp["offset"] + s * 4096 + 9, 3] for s in range(jp["size"] // 4096)]
+    slots = [[jp["offset"] + 32 + 24 * i + i % 24, i % 8] for i in range(len(before))]
+    b.extra = {"flash": {"flips": headers + slots}}  # the NOR model flips them before the boot
+    raw = (b.state_dir / "flash.bin").read_bytes()
+    b.power_on(stop_at_s=25)
+    b.extra = {}
+    flipped = (b.state_dir / "flash.bin").read_bytes()
+    assert all(raw[a] ^ flipped[a] == 1 << bit for a, bit in slots)  # they stay flipped in flash
+    after = journal_records(b)
+    assert after[: len(before)] == before  # every one corrected, none lost or changed
+    assert [r[3] for r in after].count(record.K_FAULT) == 0  # no damage left to report
+    new = [r for r in after[len(before):] if r[3] == record.K_POWER_ON]
+    assert len(new) == 1 and new[0][0] > before[-1][0] and new[0][1] > before[-1][1]

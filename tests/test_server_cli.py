@@ -128,8 +128,8 @@ def test_show_tells_an_installer_what_arrived_and_what_was_lost(tmp_path, capsys
     store.close()
     code, out, _ = run(capsys, "--db", db, "device", "show", "b1")
     assert code == 0
-    assert "ack 7" in out and "5 records lost" in out
-    assert "lost seqs 2..6 (5 missing)" in out
+    assert "ack 7" in out and "5 records lost (the bulb counts 5)" in out
+    assert "lost seqs 2..6 (5 missing, overwritten)" in out
     assert "2026-01-01 01:00:00Z  1/2  1/1  ack 7" in out
     code, out, _ = run(capsys, "--db", db, "device", "show", "b1", "--json")
     got = json.loads(out)

@@ -29,6 +29,20 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+
+
+def _firmware_journal() -> ModuleType:
+    """firmware/journal.py, imported as the bulb imports it (its limits are the tools')."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+    try:
+        import journal
+    finally:
+        sys.path.pop(0)
+    return journal
+
+
+_journal = _firmware_journal()
 
 TABLE_OFFSET = 0x8000
 TABLE_SIZE = 0xC00  # max 95 rows + MD5 row
@@ -65,7 +79,10 @@ FACTORY_OFFSET = 0x10000
 FACTORY_MIN_SIZE = 0x1F0000
 VFS_LABEL = "vfs"
 JOURNAL_LABEL = "journal"
-JOURNAL_MIN_SECTORS = 2  # one being written, one erased ahead
+# the journal's own limits (firmware/journal.py, one definition): a table the firmware would
+# refuse never gets flashed
+JOURNAL_MIN_SECTORS = _journal.MIN_SECTORS
+JOURNAL_MAX_SECTORS = _journal.MAX_SECTORS
 
 
 class TableError(ValueError):
@@ -246,7 +263,14 @@ def check_design(parts: list[Partition]) -> None:
     if journal.size < JOURNAL_MIN_SECTORS * SECTOR:
         raise TableError(
             f"partitions.csv {journal.where()}: the journal needs at least "
-            f"{JOURNAL_MIN_SECTORS} sectors ({JOURNAL_MIN_SECTORS * SECTOR:#x} bytes)"
+            f"{JOURNAL_MIN_SECTORS} sectors ({JOURNAL_MIN_SECTORS * SECTOR:#x} bytes): one "
+            "being written, one erased ahead, one of history"
+        )
+    if journal.size > JOURNAL_MAX_SECTORS * SECTOR:
+        raise TableError(
+            f"partitions.csv {journal.where()}: the journal uses at most "
+            f"{JOURNAL_MAX_SECTORS} sectors ({JOURNAL_MAX_SECTORS * SECTOR:#x} bytes); the rest "
+            "would lie unused: give it to vfs"
         )
     if journal.subtype in DATA_SUBTYPES.values():
         raise TableError(

@@ -236,6 +236,10 @@ def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
                      f"accepted boot {e.last_boot} req {e.last_req} of epoch {e.epoch}: "
                      "this request was already seen; nothing was changed",
                      boot=e.last_boot, req=e.last_req) from None
+    if got.conflicts:  # a bulb reused seqs: shown to the coordinator (bulb health, report)
+        log.warning("device %s epoch %08x: %d records arrived with the seq of a stored record "
+                    "but other content; kept apart (seq_conflicts), not used", device_id,
+                    batch.epoch, got.conflicts)
     out: dict[str, object] = {"ack": got.ack, "time_ms": now_ms}
     if got.settings_version > sv:
         out["sv"] = got.settings_version

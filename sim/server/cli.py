@@ -109,12 +109,14 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
         raise UnknownDevice(args.id)
     journals = store.journals(dev.id)
     losses = store.losses(dev.id)
+    conflicts = store.conflicts(dev.id)
     deliveries = store.deliveries(dev.id)[-args.last:]
     if args.json:
         print(json.dumps({
             "device": {k: v for k, v in dev.__dict__.items() if k != "key"},
             "journals": [j.__dict__ for j in journals],
             "losses": [x.__dict__ for x in losses],
+            "conflicts": [x.__dict__ for x in conflicts],
             "deliveries": [x.__dict__ for x in deliveries],
         }))
         return 0
@@ -124,11 +126,17 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     print(f"first heard {_ms_text(dev.first_heard_at)}, last heard {_ms_text(dev.last_heard_at)}")
     for j in journals:
         print(f"journal {j.ordinal} epoch {j.epoch:08x}: ack {j.ack}, last boot {j.last_boot} "
-              f"req {j.last_req}, {j.lost} records lost, heard {_ms_text(j.first_heard_at)} .. "
-              f"{_ms_text(j.last_heard_at)}")
+              f"req {j.last_req}, {j.lost} records lost (the bulb counts {j.reported_lost}), "
+              f"heard {_ms_text(j.first_heard_at)} .. {_ms_text(j.last_heard_at)}")
+        if j.conflicts:
+            print(f"  {j.conflicts} records came with a stored seq but other content (kept "
+                  "apart, not used): the bulb reused seqs; see docs/journal.md")
     for x in losses:
-        print(f"  lost seqs {x.first_seq}..{x.last_seq} ({x.missing} missing), learnt "
-              f"{_ms_text(x.received_at)}")
+        print(f"  lost seqs {x.first_seq}..{x.last_seq} ({x.missing} missing, {x.cause}), "
+              f"learnt {_ms_text(x.received_at)}")
+    for k in conflicts:
+        print(f"  conflict: seq {k.seq} came as boot {k.boot} up {k.up_ms} ms kind {k.kind} "
+              f"sub {k.sub} aux {k.aux} arg {k.arg}, {_ms_text(k.received_at)}")
     if deliveries:
         print(f"last {len(deliveries)} deliveries (received, boot/req, records new/sent, ack, "
               "bytes):")

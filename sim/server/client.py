@@ -35,10 +35,12 @@ class BatchSender:
 
     def record(self, kind: int, sub: int = 0, aux: int = 0, arg: int = 0,
                up_ms: int | None = None) -> bytearray:
-        """A new journal record (the next seq of this boot)."""
+        """A new journal record (the next seq of this boot; a K_ACK entry, as in the bulb's
+        journal, takes no seq of its own: it has the seq of the record before it)."""
         self.up_ms = self.up_ms + 1000 if up_ms is None else up_ms
-        r = record.pack(self.next_seq, self.boot, self.up_ms, kind, sub, aux, arg)
-        self.next_seq += 1
+        share = kind == record.K_ACK
+        r = record.pack(self.next_seq - share, self.boot, self.up_ms, kind, sub, aux, arg)
+        self.next_seq += not share
         return r
 
     def new_boot(self) -> bytearray:

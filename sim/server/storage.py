@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware import record
+
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
 _ADVANCE_CHUNK = 512
@@ -192,6 +194,31 @@ SCHEMA: list[Migration] = [
         "ALTER TABLE batches ADD COLUMN up_ms BIGINT",
         "ALTER TABLE batches ADD COLUMN up_wait_ms BIGINT",
     ],
+    # 3: losses counted exactly (docs/journal.md "Every loss reported"): a bulb's K_ACK entries
+    # take no seq, so the seqs below from_seq the server never got are exactly the records
+    # overwritten unsent (cause 'overwritten'), and each K_LOSS L_UNREADABLE record is one
+    # record the bulb could not read (cause 'unreadable', at the report's seq); the bulb's own
+    # running total from its newest K_LOSS beside it; a seq that arrives again with other
+    # content is kept in seq_conflicts and counted, for the coordinator
+    [
+        "ALTER TABLE losses ADD COLUMN cause TEXT NOT NULL DEFAULT 'overwritten'",
+        "ALTER TABLE journals ADD COLUMN reported_lost BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE journals ADD COLUMN conflicts BIGINT NOT NULL DEFAULT 0",
+        """CREATE TABLE seq_conflicts (
+            device TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            boot BIGINT NOT NULL,
+            up_ms BIGINT NOT NULL,
+            kind INTEGER NOT NULL,
+            sub INTEGER NOT NULL,
+            aux INTEGER NOT NULL,
+            arg BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            PRIMARY KEY (device, epoch, seq, boot, up_ms, kind, sub, aux, arg),
+            FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
+        )""",
+    ],
 ]
 
 
@@ -291,18 +318,40 @@ class Journal:
     last_boot: int
     last_req: int
     ack: int
-    lost: int  # records known overwritten before they could be sent
+    lost: int  # records this server will never get: overwritten unsent, or unreadable on the bulb
     first_heard_at: int
     last_heard_at: int
+    reported_lost: int = 0  # the bulb's own running total (its newest K_LOSS record's arg)
+    conflicts: int = 0  # records that arrived with a stored seq but other content
 
 
 @dataclass(frozen=True)
 class Loss:
+    """Seqs first_seq..last_seq hold `missing` records the server will never get."""
+
     device: str
     epoch: int
     first_seq: int
     last_seq: int
     missing: int
+    received_at: int
+    cause: str = "overwritten"  # seqs below a batch's from_seq never received; "unreadable":
+    # one record the bulb could not read, reported by the K_LOSS record at first_seq
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A record that arrived with the seq of a stored one but other content (kept, not used)."""
+
+    device: str
+    epoch: int
+    seq: int
+    boot: int
+    up_ms: int
+    kind: int
+    sub: int
+    aux: int
+    arg: int
     received_at: int
 
 
@@ -344,6 +393,7 @@ class Accepted:
     stored: int  # records new to the store
     settings_version: int
     settings: dict[str, Any]
+    conflicts: int = 0  # records of this batch whose seq was stored with other content
 
 
 class Replayed(Exception):
@@ -485,7 +535,8 @@ class Store:
         with self.db.tx() as c:
             rows = c.all(
                 "SELECT device, epoch, ordinal, last_boot, last_req, ack, lost, first_heard_at, "
-                "last_heard_at FROM journals WHERE device = ? ORDER BY ordinal",
+                "last_heard_at, reported_lost, conflicts FROM journals WHERE device = ? "
+                "ORDER BY ordinal",
                 (device_id,),
             )
         return [Journal(*r) for r in rows]
@@ -493,11 +544,21 @@ class Store:
     def losses(self, device_id: str) -> list[Loss]:
         with self.db.tx() as c:
             rows = c.all(
-                "SELECT device, epoch, first_seq, last_seq, missing, received_at FROM losses "
-                "WHERE device = ? ORDER BY received_at, epoch, first_seq",
+                "SELECT device, epoch, first_seq, last_seq, missing, received_at, cause "
+                "FROM losses WHERE device = ? ORDER BY received_at, epoch, first_seq",
                 (device_id,),
             )
         return [Loss(*r) for r in rows]
+
+    def conflicts(self, device_id: str) -> list[Conflict]:
+        """Records that arrived with a stored seq but other content, oldest first."""
+        with self.db.tx() as c:
+            rows = c.all(
+                f"SELECT {_RECORD_COLS} FROM seq_conflicts WHERE device = ? "
+                "ORDER BY received_at, epoch, seq",
+                (device_id,),
+            )
+        return [Conflict(*r) for r in rows]
 
     def deliveries(self, device_id: str, since_received_ms: int | None = None) -> list[Delivery]:
         """Accepted batches of the device, oldest first."""
@@ -517,7 +578,8 @@ class Store:
         """Every row of the ingest tables, sorted (tests compare dumps: 'nothing changed')."""
         out = {}
         with self.db.tx() as c:
-            for table in ("devices", "journals", "records", "batches", "losses"):
+            for table in ("devices", "journals", "records", "batches", "losses",
+                          "seq_conflicts"):
                 out[table] = sorted(c.all(f"SELECT * FROM {table}"), key=repr)
         return out
 
@@ -535,59 +597,20 @@ class Store:
         """
         dev, ep = batch.device, batch.epoch
         with self.db.tx() as c:
-            j = c.one(
-                "SELECT last_boot, last_req, ack, lost FROM journals "
-                "WHERE device = ? AND epoch = ?",
-                (dev, ep),
-            )
-            if j is None:
-                ack, lost = batch.from_seq - 1, 0
-                (ordinal,) = c.one(
-                    "SELECT COUNT(*) FROM journals WHERE device = ?", (dev,)
-                ) or (0,)
-                c.execute(
-                    "INSERT INTO journals (device, epoch, last_boot, last_req, ack, lost, "
-                    "ordinal, first_heard_at, last_heard_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
-                    (dev, ep, batch.boot, batch.req, ack, ordinal + 1, now_ms, now_ms),
-                )
-            else:
-                last_boot, last_req, ack, lost = j
-                if (batch.boot, batch.req) <= (last_boot, last_req):
-                    raise Replayed(ep, last_boot, last_req)
-            stored = 0
-            if batch.records:
-                stored = c.executemany(
-                    "INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, arg, "
-                    "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (device, epoch, seq) DO NOTHING",
-                    [(dev, ep, *r, now_ms) for r in batch.records],
-                )
-            # everything below from_seq that is not stored is gone: step over it, and say so
-            if batch.from_seq - 1 > ack:
-                (have,) = c.one(
-                    "SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
-                    "AND seq > ? AND seq < ?",
-                    (dev, ep, ack, batch.from_seq),
-                ) or (0,)
-                missing = batch.from_seq - 1 - ack - have
-                if missing > 0:
-                    c.execute(
-                        "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, "
-                        "received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (dev, ep, ack + 1, batch.from_seq - 1, missing, now_ms),
-                    )
-                    lost += missing
-                ack = batch.from_seq - 1
-            # A batch carries every record the bulb still has from from_seq to its last one:
-            # seqs missing inside it are journal entries a bulb never sends (its K_ACK
-            # records, each taking a seq) or corrupt ones it skipped -- not holes to wait for.
-            if batch.records:
-                ack = max(ack, batch.records[-1][0])
+            ack, lost, reported = _journal_for(c, batch, now_ms)
+            stored, conflicts, unreadable = _store_records(c, batch, now_ms)
+            ack, missing = _count_gaps(c, batch, ack, now_ms)
+            missing += unreadable
             ack = _advance(c, dev, ep, ack)
+            for r in batch.records:  # the bulb's own count: its newest K_LOSS says it all
+                if r[3] == record.K_LOSS:
+                    reported = max(reported, r[6])
             c.execute(
                 "UPDATE journals SET last_boot = ?, last_req = ?, ack = ?, lost = ?, "
-                "last_heard_at = ? WHERE device = ? AND epoch = ?",
-                (batch.boot, batch.req, ack, lost, now_ms, dev, ep),
+                "reported_lost = ?, conflicts = conflicts + ?, last_heard_at = ? "
+                "WHERE device = ? AND epoch = ?",
+                (batch.boot, batch.req, ack, lost + missing, reported, conflicts, now_ms, dev,
+                 ep),
             )
             wait = max(0, now_ms - (now_ms if heard_ms is None else heard_ms))
             c.execute(
@@ -604,7 +627,107 @@ class Store:
             row = c.one("SELECT settings_version, settings FROM devices WHERE id = ?", (dev,))
             assert row is not None
         return Accepted(ack=ack, stored=stored, settings_version=row[0],
-                        settings=json.loads(row[1]))
+                        settings=json.loads(row[1]), conflicts=conflicts)
+
+
+def _journal_for(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int, int]:
+    """(ack, lost, reported_lost) of the batch's journal, created at first contact (its ack
+    just below from_seq); Replayed when (boot, req) is not above the last accepted pair."""
+    dev, ep = batch.device, batch.epoch
+    j = c.one(
+        "SELECT last_boot, last_req, ack, lost, reported_lost FROM journals "
+        "WHERE device = ? AND epoch = ?",
+        (dev, ep),
+    )
+    if j is None:
+        (ordinal,) = c.one("SELECT COUNT(*) FROM journals WHERE device = ?", (dev,)) or (0,)
+        c.execute(
+            "INSERT INTO journals (device, epoch, last_boot, last_req, ack, lost, "
+            "ordinal, first_heard_at, last_heard_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+            (dev, ep, batch.boot, batch.req, batch.from_seq - 1, ordinal + 1, now_ms, now_ms),
+        )
+        return batch.from_seq - 1, 0, 0
+    last_boot, last_req, ack, lost, reported = j
+    if (batch.boot, batch.req) <= (last_boot, last_req):
+        raise Replayed(ep, last_boot, last_req)
+    return ack, lost, reported
+
+
+def _store_records(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int, int]:
+    """Store the batch's new records; (stored, conflicts, unreadable). A seq stored before with
+    the same content is a resend; with other content it is a conflict, kept in seq_conflicts.
+    unreadable: new K_LOSS L_UNREADABLE records, each the bulb's report of one record it could
+    not read (a seq missing inside a batch may also be an alive mark the uplink left out, so
+    only the bulb can say), each kept as a losses row at the report's own seq."""
+    if not batch.records:
+        return 0, 0, 0
+    dev, ep = batch.device, batch.epoch
+    have = {
+        row[0]: tuple(row[1:])
+        for row in c.all(
+            "SELECT seq, boot, up_ms, kind, sub, aux, arg FROM records "
+            "WHERE device = ? AND epoch = ? AND seq >= ? AND seq <= ?",
+            (dev, ep, batch.records[0][0], batch.records[-1][0]),
+        )
+    }
+    new = [(dev, ep, *r, now_ms) for r in batch.records if r[0] not in have]
+    unreadable = 0
+    for r in batch.records:
+        if r[0] not in have and r[3] == record.K_LOSS and r[4] == record.L_UNREADABLE:
+            unreadable += c.execute(
+                "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, received_at, "
+                "cause) VALUES (?, ?, ?, ?, 1, ?, 'unreadable') ON CONFLICT "
+                "(device, epoch, first_seq) DO NOTHING",
+                (dev, ep, r[0], r[0], now_ms),
+            )
+    stored = 0
+    if new:
+        stored = c.executemany(
+            "INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, arg, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (device, epoch, seq) DO NOTHING",
+            new,
+        )
+    conflicts = 0
+    for r in batch.records:
+        if r[0] in have and have[r[0]] != tuple(r[1:]):
+            conflicts += c.execute(
+                "INSERT INTO seq_conflicts (device, epoch, seq, boot, up_ms, kind, sub, aux, "
+                "arg, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                "(device, epoch, seq, boot, up_ms, kind, sub, aux, arg) DO NOTHING",
+                (dev, ep, *r, now_ms),
+            )
+    return stored, conflicts, unreadable
+
+
+def _count_gaps(c: Cursor, batch: Batch, ack: int, now_ms: int) -> tuple[int, int]:
+    """Move ack over what the batch says the bulb no longer has; (ack, records newly lost).
+
+    Below from_seq, every seq not stored was overwritten on the bulb before it could send it:
+    its K_ACK entries take no seq, so the count is exact, kept in a losses row. Seqs missing
+    inside the batch are not holes to wait for: the batch carries everything the bulb still
+    wants to send from from_seq on (left out: alive marks a later record supersedes, and
+    records it could not read, which it reports itself)."""
+    dev, ep = batch.device, batch.epoch
+    lost = 0
+    if batch.from_seq - 1 > ack:
+        (have,) = c.one(
+            "SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? AND seq > ? "
+            "AND seq < ?",
+            (dev, ep, ack, batch.from_seq),
+        ) or (0,)
+        lost = batch.from_seq - 1 - ack - have
+        if lost > 0:
+            c.execute(
+                "INSERT INTO losses (device, epoch, first_seq, last_seq, missing, received_at, "
+                "cause) VALUES (?, ?, ?, ?, ?, ?, 'overwritten') ON CONFLICT "
+                "(device, epoch, first_seq) DO NOTHING",
+                (dev, ep, ack + 1, batch.from_seq - 1, lost, now_ms),
+            )
+        ack = batch.from_seq - 1
+    if batch.records:
+        ack = max(ack, batch.records[-1][0])
+    return ack, max(0, lost)
 
 
 def _advance(c: Cursor, dev: str, ep: int, ack: int) -> int:

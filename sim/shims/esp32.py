@@ -9,6 +9,13 @@
 #   sim_stats() -> dict of counters; sim_cut_at(N, half, erase_rest) arms a power cut at the
 #   N-th program or erase (1-based, counted since sim_setup); sim_set_hook(fn) calls
 #   fn(n, op, addr, data_or_len) before every program/erase (the power-loss sweep uses it).
+# Faults real NOR flash has besides power cuts (docs/journal.md, "Fault model"):
+#   sim_flip(addr, bit) flips one bit at rest (retention loss or disturb, either direction);
+#   an erase cut with erase_rest="weak" reads all 0xFF but leaves 1 to 4 weak cells that decay
+#   to 0 on the 1st to 3rd program into that sector after it (a later full erase heals them);
+#   sim_weak() / sim_weak(cells) read or restore them. In a whole bulb, weak cells persist in
+#   <flash>.weak, and sim.json "flash": {"flips": [[offset, bit], ...]} flips bits at rest
+#   (offsets in the flash) before the boot's first flash access.
 import os
 
 _sim = None
@@ -26,6 +33,8 @@ _st = {
     "path": None, "table": None, "reads": 0, "read_bytes": 0, "programs": 0,
     "prog_bytes": 0, "erases": 0, "ops": 0, "cut_at": 0, "half": False,
     "erase_rest": "old", "hook": None, "trace": True, "rng": 12345,
+    "weak": None,  # {sector address: [[byte address, bit, programs left], ...]}
+    "decayed": 0,
 }
 _f = None
 
@@ -111,6 +120,9 @@ def _file():
                 _f.write(blank)
                 size += SECTOR
             _f.flush()
+        _load_weak()
+        for addr, bit in (_config().get("flash") or {}).get("flips") or []:
+            sim_flip(addr, bit)
     return _f
 
 
@@ -135,6 +147,78 @@ def _program(addr, data, n=None):
     for i in range(n):
         old[i] &= data[i]
     _raw_write(addr, old)
+    _decay(addr - addr % SECTOR)
+
+
+def sim_flip(addr, bit):
+    """Flip one bit at rest (absolute flash address): retention loss or a disturb."""
+    b = bytearray(1)
+    _raw_read(addr, b)
+    b[0] ^= 1 << bit
+    _raw_write(addr, b)
+
+
+def _weak_path():
+    return (_st["path"] or _state_dir() + "/flash.bin") + ".weak"
+
+
+def _load_weak():
+    if _st["weak"] is not None:
+        return
+    _st["weak"] = {}
+    if _sim is None:  # in-process harnesses keep them in memory (sim_weak)
+        return
+    try:
+        import json
+
+        with open(_weak_path()) as f:
+            for k, v in json.load(f).items():
+                _st["weak"][int(k)] = v
+    except (OSError, ValueError):
+        pass
+
+
+def _save_weak():
+    if _sim is None:
+        return
+    import json
+
+    with open(_weak_path(), "w") as f:
+        json.dump({str(k): v for k, v in _st["weak"].items()}, f)
+
+
+def _decay(sector):
+    """A program into a sector with weak cells: each decays to 0 on its last program."""
+    weak = _st["weak"]
+    cells = weak.get(sector) if weak else None
+    if not cells:
+        return
+    keep = []
+    for c in cells:
+        c[2] -= 1
+        if c[2] <= 0:
+            b = bytearray(1)
+            _raw_read(c[0], b)
+            b[0] &= ~(1 << c[1]) & 0xFF
+            _raw_write(c[0], b)
+            _st["decayed"] += 1
+        else:
+            keep.append(c)
+    if keep:
+        weak[sector] = keep
+    else:
+        del weak[sector]
+    _save_weak()
+
+
+def sim_weak(cells=None):
+    """The weak cells left by interrupted erases (a copy), or restore them from such a copy."""
+    _load_weak()
+    if cells is None:
+        return {k: [list(c) for c in v] for k, v in _st["weak"].items()}
+    _st["weak"] = {k: [list(c) for c in v] for k, v in cells.items()}
+    _save_weak()
+    return None
 
 
 def _rand():
@@ -152,6 +236,9 @@ def _erase(addr, length, part=None):
     for a in range(addr, addr + length, SECTOR):
         if part is None:
             _raw_write(a, blank)
+            _load_weak()
+            if _st["weak"].pop(a, None) is not None:  # a full erase heals weak cells
+                _save_weak()
             continue
         done, rest = part
         _raw_write(a, blank[:done])
@@ -165,7 +252,8 @@ def _erase(addr, length, part=None):
 
 def apply_partial(op, addr, data, half=True, erase_rest="old"):
     """Do what a torn op leaves behind: half a program (or, erase_rest="bits", a random part of
-    its bits), or part of an erase (erase_rest: "old", "garbage" or "tail", see _erase)."""
+    its bits), or part of an erase (erase_rest: "old", "garbage" or "tail", see _erase; "weak":
+    every byte reads 0xFF but 1 to 4 cells are weak, see _weaken)."""
     if op == "program":
         if erase_rest == "bits":  # a random part of the bits to clear got cleared
             _program(addr, bytes(d | (_rand() & 0xFF) for d in data))
@@ -173,11 +261,27 @@ def apply_partial(op, addr, data, half=True, erase_rest="old"):
             _program(addr, data, len(data) // 2)
     else:
         length = data
-        if erase_rest == "tail":  # the end of the sector erased, the start left as it was
+        if erase_rest == "weak":
+            for a in range(addr, addr + length, SECTOR):
+                _erase(a, SECTOR)
+                _weaken(a, 0, SECTOR)
+        elif erase_rest == "tail":  # the end of the sector erased, the start left as it was
             for a in range(addr, addr + length, SECTOR):
                 _raw_write(a + SECTOR // 2, b"\xff" * (SECTOR // 2))
         elif half or erase_rest == "garbage":
             _erase(addr, length, (SECTOR // 2 if half else 0, erase_rest))
+
+
+def _weaken(sector, lo, hi):
+    """1 to 4 cells in [lo, hi) of a sector whose erase was cut off: they read 1 now and decay
+    to 0 on the 1st to 3rd program into the sector after it (never on a read alone, so the
+    read-back check right after the program that wakes them may or may not see it)."""
+    _load_weak()
+    cells = []
+    for _ in range(1 + _rand() % 4):
+        cells.append([sector + lo + _rand() % (hi - lo), _rand() % 8, 1 + _rand() % 3])
+    _st["weak"][sector] = cells
+    _save_weak()
 
 
 def _trace(**kw):
@@ -215,7 +319,8 @@ def sim_setup(flash=None, partitions=None, cut_at=0, half=False, erase_rest="old
     _st["table"] = partitions
     _st["trace"] = trace
     _st["hook"] = None
-    for k in ("reads", "read_bytes", "programs", "prog_bytes", "erases", "ops"):
+    _st["weak"] = None
+    for k in ("reads", "read_bytes", "programs", "prog_bytes", "erases", "ops", "decayed"):
         _st[k] = 0
     sim_cut_at(cut_at, half, erase_rest)
 
@@ -232,7 +337,8 @@ def sim_set_hook(fn):
 
 
 def sim_stats():
-    return {k: _st[k] for k in ("reads", "read_bytes", "programs", "prog_bytes", "erases", "ops")}
+    return {k: _st[k] for k in ("reads", "read_bytes", "programs", "prog_bytes", "erases", "ops",
+                                "decayed")}
 
 
 _stats = _st  # the raw counters, as esp32._stats

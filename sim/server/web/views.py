@@ -1,10 +1,11 @@
 """What the dashboard pages show, assembled from the store and the alert side's own functions.
 
     household_card(...)   status now (well / alert / paused / silent), last switch-on, open alerts
-    bulb_health(...)      per bulb: last heard, signal (K_LINK dBm), late reports, records lost,
-                          firmware (K_POWER_ON arg), faults (K_FAULT)
+    bulb_health(...)      per bulb: last heard, signal (K_LINK dBm), late reports, records lost
+                          (and the bulb's own count), seq conflicts, firmware (K_POWER_ON arg),
+                          faults (K_FAULT)
     pilot_report(...)     per household and in total: alerts per household-month, false alerts,
-                          time to claim and to resolve, delivery delay; and its CSV
+                          time to claim and to resolve, delivery delay, records lost; and its CSV
 
 Everything is read through Store, households.py, alerts.py and sweeper.timeline_of (the same
 timeline the rules see). The few writes the dashboard needs that the alert side has no function
@@ -100,12 +101,14 @@ class BulbHealth:
     link_ok: bool | None  # the last connection attempt worked (K_LINK arg != 0)
     visits_7d: int
     late_7d: int
-    lost: int
+    lost: int  # records the server will never get (counted exactly from the seqs)
     backlog: int | None  # records stored beyond a hole in the current journal (waiting)
     firmware: int | None
     faults_14d: int
     last_fault: str | None
     settings: dict[str, Any]
+    lost_reported: int = 0  # what the bulb's own LOSS records count (it may know of more)
+    conflicts: int = 0  # records that came with a stored seq but other content: a fault
 
     @property
     def signal_word(self) -> str:
@@ -140,7 +143,8 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         backlog=backlog, firmware=power.arg if power is not None else None,
         faults_14d=len(faults),
         last_fault=FAULT_NAMES.get(faults[-1].sub, str(faults[-1].sub)) if faults else None,
-        settings=dict(dev.settings))
+        settings=dict(dev.settings), lost_reported=sum(j.reported_lost for j in journals),
+        conflicts=sum(j.conflicts for j in journals))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,6 +162,9 @@ class ReportRow:
     claim_s: list[float]
     resolve_s: list[float]
     delays_s: list[float]
+    lost: int = 0  # records of the household's bulbs the server will never get
+    lost_reported: int = 0  # ...as the bulbs' own LOSS records count them
+    conflicts: int = 0  # records that came with a stored seq but other content
 
     @property
     def per_month(self) -> float | None:
@@ -189,6 +196,7 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
         fam = [a for a in alerts.list_alerts(c, home.id, limit=100_000)
                if a.audience != "coordinator"]
         months = max(0.0, (now_ms - home.created_at) / (30.44 * hh.DAY_MS))
+        journals = [j for d in store.devices(home.id) for j in store.journals(d.id)]
         delays = [max(0.0, iv.reported_at - iv.start_mid) for iv in tl.intervals
                   if iv.start_latest <= now_ms / 1000]
         rows.append(ReportRow(
@@ -199,7 +207,9 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
                      if a.claimed_at is not None],  # resolving unclaimed also answers
             resolve_s=[(a.resolved_at - a.opened_at) / 1000 for a in fam
                        if a.resolved_at is not None],
-            delays_s=delays))
+            delays_s=delays, lost=sum(j.lost for j in journals),
+            lost_reported=sum(j.reported_lost for j in journals),
+            conflicts=sum(j.conflicts for j in journals)))
     return rows
 
 
@@ -208,7 +218,8 @@ def report_total(rows: list[ReportRow]) -> ReportRow:
                      sum(r.false_alerts for r in rows), sum(r.cleared for r in rows),
                      [x for r in rows for x in r.claim_s],
                      [x for r in rows for x in r.resolve_s],
-                     [x for r in rows for x in r.delays_s])
+                     [x for r in rows for x in r.delays_s], sum(r.lost for r in rows),
+                     sum(r.lost_reported for r in rows), sum(r.conflicts for r in rows))
 
 
 def summary(r: ReportRow) -> dict[str, float | None]:
@@ -226,7 +237,8 @@ def summary(r: ReportRow) -> dict[str, float | None]:
 CSV_COLUMNS = ("household", "name", "household_months", "alerts", "alerts_per_household_month",
                "false_alerts", "cleared_by_themselves", "claims", "claim_median_min",
                "resolves", "resolve_median_min", "switch_ons", "delay_median_min",
-               "delay_p90_min", "late_share")
+               "delay_p90_min", "late_share", "records_lost", "records_lost_bulb_count",
+               "seq_conflicts")
 
 
 def report_csv(rows: list[ReportRow]) -> str:
@@ -241,7 +253,7 @@ def report_csv(rows: list[ReportRow]) -> str:
                     len(r.claim_s), _blank(s["claim_median_min"]), len(r.resolve_s),
                     _blank(s["resolve_median_min"]), len(r.delays_s),
                     _blank(s["delay_median_min"]), _blank(s["delay_p90_min"]),
-                    _blank(s["late_share"])])
+                    _blank(s["late_share"]), r.lost, r.lost_reported, r.conflicts])
     return buf.getvalue()
 
 
