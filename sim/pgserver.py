@@ -135,9 +135,10 @@ class PgServer:
                     raise
                 time.sleep(0.1)
 
-    def create_db(self, name: str) -> str:
-        """A new empty database; its URL."""
-        self._admin(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+    def create_db(self, name: str, template: str = "template0") -> str:
+        """A new database, empty or a copy of `template` (a database nobody is connected to);
+        its URL."""
+        self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}" ENCODING \'UTF8\'')
         return self.url(name)
 
     def drop_db(self, name: str) -> None:

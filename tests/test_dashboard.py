@@ -1,7 +1,8 @@
 """The dashboard over HTTP (in-process app, fixed clock): who may see and do what, sign-in links,
 CSRF, the rate limit, the actions going through the alert lifecycle, the chart and the report.
 
-The database is the sample pilot (sim/server/web/sample.py), built once and copied per test.
+The database is the sample pilot (sim/server/web/sample.py), built once per store (a SQLite file,
+a PostgreSQL database) and copied per test.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,15 +30,25 @@ NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pilot") / "pilot.db"
-    sample.build(path)
-    return path
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def template_db(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The sample pilot, built once per store: a SQLite file, or a PostgreSQL database that
+    each test copies (CREATE DATABASE ... TEMPLATE)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("pilot") / "pilot.db"
+        sample.build(path)
+        yield str(path)
+        return
+    pg = request.getfixturevalue("pg_server")
+    name = "pilot_" + secrets.token_hex(4)
+    sample.build(pg.create_db(name))
+    yield "pg:" + name
+    pg.drop_db(name)
 
 
 class Site:
-    def __init__(self, db: Path):
+    def __init__(self, db: Path | str):
         self.app = create_app(db, clock=lambda: self.now)
         self.now = NOW
         self.db = self.app.state.store.db
@@ -75,11 +88,20 @@ def csrf(cl: TestClient, path: str = "/signin") -> str:
 
 
 @pytest.fixture
-def site(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+def site(template_db: str, tmp_path: Path, request: pytest.FixtureRequest,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")
+    if template_db.startswith("pg:"):
+        pg = request.getfixturevalue("pg_server")
+        name = "t_" + secrets.token_hex(6)
+        s = Site(pg.create_db(name, template=template_db[3:]))
+        yield s
+        s.app.state.store.close()
+        pg.drop_db(name)
+        return
     db = tmp_path / "pilot.db"
     shutil.copy(template_db, db)
-    return Site(db)
+    yield Site(db)
 
 
 PAGES = ["/home", "/h/sato", "/h/sato/chart.svg", "/coordinator", "/coordinator/report.csv"]
