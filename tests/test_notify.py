@@ -123,7 +123,7 @@ def test_unreachable_webhook_gives_up_after_the_last_attempt_and_keeps_the_error
     got = [notify.deliver_due(db, NOW + i * 3_600_000, cfg) for i in range(5)]
     assert [g["failed"] for g in got] == [1, 1, 0, 0, 0] and got[2]["dead"] == 1
     (row,) = notify.outbox(db)
-    assert row.state == "dead" and row.attempts == 3 and "ConnectError" in (row.last_error or "")
+    assert row.state == "dead" and row.attempts == 3 and "Connection refused" in (row.last_error or "")
 
 
 def test_console_channel_prints_one_line_per_message(db_url):

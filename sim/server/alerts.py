@@ -87,6 +87,14 @@ def _alert(row: tuple) -> Alert:
     return Alert(*r)
 
 
+def lock_household(c: Cursor, hid: str) -> None:
+    """Hold the household's row until the transaction ends. Every change to a household's alerts
+    (open, clear, remind, escalate, claim, resolve, the digest) takes it first, on any instance,
+    so the read that decides the change is never stale and alert_events numbers never collide.
+    (On SQLite a write transaction holds the whole file already.)"""
+    c.one("SELECT id FROM households WHERE id = ?" + c.for_update, (hid,))
+
+
 def get(c: Cursor, aid: str) -> Alert:
     row = c.one(f"SELECT {_COLS} FROM alerts WHERE id = ?", (aid,))
     if row is None:
@@ -313,6 +321,7 @@ def _watcher_of(c: Cursor, a: Alert, wid: str) -> hh.Watcher:
 
 def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
     """The watcher is going to check; everyone told hears who. Claiming twice is a no-op."""
+    lock_household(c, get(c, aid).household)
     a = get(c, aid)
     w = _watcher_of(c, a, wid)
     if a.state == "claimed" and a.claimed_by == wid:
@@ -340,6 +349,7 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
 def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
             cfg: notify.Config) -> Alert:
     """Record what the watcher found; everyone told hears it. The alert is closed."""
+    lock_household(c, get(c, aid).household)
     a = get(c, aid)
     w = _watcher_of(c, a, wid)
     if outcome not in OUTCOMES:

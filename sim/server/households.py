@@ -139,6 +139,13 @@ SCHEMA: list[list[str]] = [
             created_at BIGINT NOT NULL
         )""",
     ],
+    # leases (docs/scaling.md): a due household is claimed by one sweeper, an outbox row by
+    # one delivery worker, until lease_until (real-time Unix ms)
+    [
+        "ALTER TABLE households ADD COLUMN lease_until BIGINT",
+        "ALTER TABLE households ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE outbox ADD COLUMN lease_owner TEXT",
+    ],
 ]
 
 

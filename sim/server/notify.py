@@ -26,24 +26,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
+import logging
 import os
 import secrets
 import smtplib
+import socket
 import ssl
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
+from urllib.parse import urlsplit
 
-import httpx
-
-from sim.server import messages
+from sim.server import messages, sql
 from sim.server.households import Household, Watcher
 from sim.server.storage import Cursor, Database
 
+log = logging.getLogger("mimamori.notify")
+
 BACKOFF_S = (30, 60, 120, 300, 600, 1200, 3600)
-LEASE_MS = 120_000
+LEASE_MARGIN_S = 5.0  # a send ends at least this long before its row's lease does
 TOKEN_DAYS = 14
 
 
@@ -62,7 +68,9 @@ class Config:
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_ca: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # per network operation
+    send_deadline_s: float = 60.0  # one whole send, connection to last byte
+    lease_s: float = 300.0  # how long a worker holds the row it sends (longer than any send)
     max_attempts: int = 10
     console: TextIO | None = None  # default: sys.stdout
     console_lines: list[str] = field(default_factory=list)  # what the console channel printed
@@ -196,7 +204,7 @@ def outbox(db: Database, state: str | None = None, alert: str | None = None) -> 
         sql, params = sql + " AND state = ?", [*params, state]
     if alert:
         sql, params = sql + " AND alert = ?", [*params, alert]
-    with db.tx() as c:
+    with db.read() as c:
         return [_out(r) for r in c.all(sql + " ORDER BY created_at, id", params)]
 
 
@@ -204,46 +212,82 @@ class SendError(Exception):
     pass
 
 
-def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100) -> dict[str, int]:
-    """Send the pending rows that are due; {'sent': n, 'failed': n, 'dead': n}."""
+def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int
+               ) -> tuple[Outgoing, str | None, int] | None:
+    """Take the next due row no other worker holds, with a lease until (real-time ms); on
+    PostgreSQL FOR UPDATE SKIP LOCKED, so workers claiming at the same instant take different
+    rows. (the row, its watcher's webhook secret, lease end), or None when nothing is due."""
+    lease = sql.lease_now_ms()
     with db.tx() as c:
-        rows = [_out(r) for r in c.all(
-            f"SELECT {_O_COLS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?",
-            (now_ms, now_ms, limit))]
-        for o in rows:  # taken: another worker (the CLI's) leaves them alone meanwhile
-            c.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", (now_ms + LEASE_MS, o.id))
-        secrets_ = {w: s for w, s in c.all(
-            "SELECT id, webhook_secret FROM watchers WHERE webhook_secret IS NOT NULL")}
+        row = c.one(f"SELECT {_O_COLS} FROM outbox WHERE state = 'pending' AND "
+                    "next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                    "ORDER BY next_attempt_at, id LIMIT 1" + c.skip_locked, (now_ms, lease))
+        if row is None:
+            return None
+        o = _out(row)
+        c.execute("UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                  (lease + lease_ms, owner, o.id))
+        sec = c.one("SELECT webhook_secret FROM watchers WHERE id = ?", (o.watcher,))
+    return o, (sec[0] if sec else None), lease + lease_ms
+
+
+def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
+                owner: str | None = None) -> dict[str, int]:
+    """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead'}.
+
+    Exactly once under any number of workers (this loop in every server instance, `mimamori
+    deliver` beside them): a row is claimed with a lease of cfg.lease_s just before it is
+    sent, and the send is cut off at a total deadline shorter than the lease, so no other
+    worker can take the row while it is being sent. Marking it sent ends the lease."""
+    owner = owner or f"{os.getpid()}:{secrets.token_hex(4)}"
+    lease_ms = int(cfg.lease_s * 1000)
     out = {"sent": 0, "failed": 0, "dead": 0}
-    for o in rows:
+    for _ in range(limit):
+        got = claim_next(db, now_ms, owner, lease_ms)
+        if got is None:
+            break
+        o, secret, until = got
+        # the whole send, connection to last byte, ends a margin before the lease does
+        budget = min(cfg.send_deadline_s, (until - sql.lease_now_ms()) / 1000 - LEASE_MARGIN_S)
         try:
-            send(o, cfg, now_ms, secrets_.get(o.watcher))
+            if budget <= 0:
+                raise SendError("no time left in the lease to send (the claim took too long)")
+            send(o, cfg, now_ms, secret, budget)
         except Exception as e:  # noqa: BLE001 - any failure of a channel is retried
             n = o.attempts + 1
             dead = n >= cfg.max_attempts
             delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
-                          "lease_until = NULL, last_error = ? WHERE id = ?",
+                          "lease_until = NULL, lease_owner = NULL, last_error = ? "
+                          "WHERE id = ? AND state = 'pending'",
                           (n, "dead" if dead else "pending", now_ms + delay,
                            f"{type(e).__name__}: {e}"[:500], o.id))
             out["dead" if dead else "failed"] += 1
             continue
         with db.tx() as c:
+            held = c.one("SELECT lease_owner FROM outbox WHERE id = ?" + c.for_update, (o.id,))
             c.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, "
-                      "lease_until = NULL, last_error = NULL WHERE id = ?", (now_ms, o.id))
+                      "lease_until = NULL, lease_owner = NULL, last_error = NULL "
+                      "WHERE id = ? AND state = 'pending'", (now_ms, o.id))
+        if not held or held[0] != owner:  # cannot happen while sends end before leases
+            log.warning("outbox %s: the lease was lost while sending (held by %s)", o.id,
+                        held[0] if held else None)
         out["sent"] += 1
     return out
 
 
-def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None) -> None:
+def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None,
+         budget_s: float | None = None) -> None:
+    """Send one message; raises on any failure. budget_s: the total time allowed, connection
+    to last byte (default cfg.send_deadline_s); a slower peer is cut off."""
+    budget = cfg.send_deadline_s if budget_s is None else budget_s
     if o.channel == "email":
-        send_email(o, cfg)
+        send_email(o, cfg, budget)
     elif o.channel == "webhook":
         if not webhook_secret:
             raise SendError(f"watcher {o.watcher} has no webhook secret")
-        send_webhook(o, cfg, now_ms, webhook_secret)
+        send_webhook(o, cfg, now_ms, webhook_secret, budget)
     elif o.channel == "console":
         line = f"[mimamori] to {o.payload['to']} ({o.kind}): {o.subject}"
         cfg.console_lines.append(line)
@@ -252,7 +296,60 @@ def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None) -> N
         raise SendError(f"unknown channel {o.channel!r}")
 
 
-def send_email(o: Outgoing, cfg: Config) -> None:
+class Deadline:
+    """A total time limit for one send: at the end, the sockets it watches are shut down, so a
+    peer that trickles (each read within the per-operation timeout, the whole far beyond it)
+    is cut off. Socket timeouts alone bound each operation, not the send."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self, cap: float) -> float:
+        return max(0.01, min(cap, self.end - time.monotonic()))
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for s in self._socks:
+                _shut(s)
+
+    def check(self, e: BaseException | None = None) -> None:
+        if self.fired:
+            raise SendError(f"the send took longer than {self.seconds:.0f} s and was cut off "
+                            "(retried later)") from e
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, typ: object, e: BaseException | None, tb: object) -> None:
+        self._timer.cancel()
+        if e is not None and not isinstance(e, SendError):
+            self.check(e)
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
     msg = EmailMessage()
@@ -265,17 +362,22 @@ def send_email(o: Outgoing, cfg: Config) -> None:
         msg["X-Mimamori-Alert"] = o.alert
     msg.set_content(o.body)
     ctx = ssl.create_default_context(cafile=cfg.smtp_ca)
-    if cfg.smtp_tls == "ssl":
-        s: smtplib.SMTP = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s,
-                                           context=ctx)
-    else:
-        s = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s)
-    with s:
-        if cfg.smtp_tls == "starttls":
-            s.starttls(context=ctx)
-        if cfg.smtp_user:
-            s.login(cfg.smtp_user, cfg.smtp_password or "")
-        s.send_message(msg)
+    with Deadline(cfg.send_deadline_s if budget_s is None else budget_s) as dl:
+        timeout = dl.left(cfg.timeout_s)
+        if cfg.smtp_tls == "ssl":
+            s: smtplib.SMTP = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout,
+                                               context=ctx)
+        else:
+            s = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
+        dl.watch(s.sock)
+        with s:
+            if cfg.smtp_tls == "starttls":
+                s.starttls(context=ctx)
+                dl.watch(s.sock)  # the TLS socket took the connection over
+            if cfg.smtp_user:
+                s.login(cfg.smtp_user, cfg.smtp_password or "")
+            s.send_message(msg)
+        dl.check()
 
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
@@ -283,11 +385,30 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str) -> None:
+def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str,
+                 budget_s: float | None = None) -> None:
     body = json.dumps(o.payload, ensure_ascii=False, sort_keys=True).encode()
     ts = str(now_ms // 1000)
     headers = {"Content-Type": "application/json", "Idempotency-Key": o.id,
                "X-Mimamori-Timestamp": ts, "X-Mimamori-Signature": sign_webhook(secret, ts, body)}
-    r = httpx.post(o.payload["to"], content=body, headers=headers, timeout=cfg.timeout_s)
-    if not 200 <= r.status_code < 300:
-        raise SendError(f"the webhook answered {r.status_code}")
+    u = urlsplit(o.payload["to"])
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise SendError(f"webhook URL {o.payload['to']!r} is not http(s)://host/...")
+    with Deadline(cfg.send_deadline_s if budget_s is None else budget_s) as dl:
+        timeout = dl.left(cfg.timeout_s)
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                        context=ssl.create_default_context())
+            if u.scheme == "https" else http.client.HTTPConnection(u.hostname, u.port,
+                                                                   timeout=timeout))
+        try:
+            conn.connect()
+            dl.watch(conn.sock)
+            path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            conn.request("POST", path, body=body, headers=headers)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        dl.check()
+    if not 200 <= status < 300:
+        raise SendError(f"the webhook answered {status}")

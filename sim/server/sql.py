@@ -30,14 +30,22 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def lease_now_ms() -> int:
+    """The clock of leases (a sweeper's households, a delivery worker's outbox row): real time,
+    whatever clock the alerts run on, since a lease is about a process being alive. Instances
+    sharing a database keep NTP time; leases are minutes long."""
+    return int(time.time() * 1000)
 
 
 def is_postgres(url: str | Path) -> bool:
@@ -94,11 +102,12 @@ class Database:
     dialect = "sqlite"
     url = ""
 
-    def __new__(cls, *args: Any, **kw: Any) -> Database:
+    def __new__(cls, *args: Any, **kw: Any) -> Self:
+        kind: type = cls
         if cls is Database:  # Database(path_or_url) picks the store
-            cls = PostgresDatabase if is_postgres(args[0] if args else kw["url"]) else (
+            kind = PostgresDatabase if is_postgres(args[0] if args else kw["url"]) else (
                 SqliteDatabase)
-        return super().__new__(cls)
+        return super().__new__(kind)
 
     def __init__(self, *args: Any) -> None:
         self._local = threading.local()
