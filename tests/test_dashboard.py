@@ -257,11 +257,31 @@ def test_asking_for_a_link_by_email_sends_one_and_is_rate_limited(site: Site) ->
     assert cl.post("/signin", data={"email": "ken@example.org"}).status_code == 403
 
 
-def test_sign_in_requests_from_one_address_are_limited() -> None:
-    limit = auth.RateLimit(3, 60)
+def test_sign_in_requests_from_one_address_are_limited(site: Site) -> None:
+    limit = auth.RateLimit(site.db, "test", 3, 60)
     assert [limit.allow("1.2.3.4", t) for t in (0, 1, 2, 3)] == [True, True, True, False]
     assert limit.allow("5.6.7.8", 3)
     assert limit.allow("1.2.3.4", 61)
+
+
+def test_sign_in_limits_are_shared_by_every_instance_on_the_database(site: Site) -> None:
+    """Two servers on one database (two connections here, as two instances would have):
+    hits counted by one count for the other, also when they arrive at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sim.server.storage import Database
+
+    other = Database(site.db.url)
+    try:
+        a, b = (auth.RateLimit(db, "signin_ip", 10, 900) for db in (site.db, other))
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i: (a if i % 2 else b).allow("9.9.9.9", 100 + i / 100),
+                                range(16)))
+        assert sum(got) == 10
+        assert not a.allow("9.9.9.9", 200) and not b.allow("9.9.9.9", 200)
+        assert a.allow("9.9.9.9", 1001) and b.allow("8.8.8.8", 200)
+    finally:
+        other.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -101,10 +101,15 @@ class Config:
 
 
 def link_key(c: Cursor) -> bytes:
-    """The server's secret for link tokens (made once, kept in the database)."""
-    c.execute("INSERT INTO server_secrets (name, value) VALUES ('link_key', ?) "
-              "ON CONFLICT (name) DO NOTHING", (secrets.token_hex(32),))
+    """The server's secret for link tokens (made once, kept in the database; every instance
+    reads the same). Works in a read-only block too: the first call makes it in its own
+    write."""
     row = c.one("SELECT value FROM server_secrets WHERE name = 'link_key'")
+    if row is None:
+        with c.db.tx() as w:  # joins c when c is a write transaction
+            w.execute("INSERT INTO server_secrets (name, value) VALUES ('link_key', ?) "
+                      "ON CONFLICT (name) DO NOTHING", (secrets.token_hex(32),))
+            row = w.one("SELECT value FROM server_secrets WHERE name = 'link_key'")
     assert row is not None
     return bytes.fromhex(row[0])
 
