@@ -12,13 +12,20 @@ receiver accepted a message but before the row was marked sent, the one resend o
 carries the same key and the receiver drops it. A crash before sending loses nothing: the row
 is pending and the next worker run sends it once.
 
+Any number of workers (the loop of every server instance, `mimamori deliver` beside them) share
+the outbox: each claims one row at a time with a lease (real time, `lease_s`) and every send
+ends, cut off if need be, at a total deadline a margin shorter than the lease (`Deadline`), so
+no row is ever held by two workers at once. A worker that dies mid-send leaves its row to the
+others when the lease runs out.
+
 Webhook requests: POST JSON, headers `Idempotency-Key`, `X-Mimamori-Timestamp` (Unix s) and
 `X-Mimamori-Signature: sha256=<hex HMAC-SHA256(watcher secret, timestamp "." body)>`.
 
 Links in messages carry signed single-purpose tokens (`make_token`): they open a confirm page
 and act only on its POST, so a mail scanner following links changes nothing.
 
-It must never send a row twice from one worker, and never read the clock (now is passed in).
+It must never send a row that another worker holds, never let a send outlive its lease, and never
+read the alerts' clock (now is passed in; leases run on real time, sql.lease_now_ms).
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ class Config:
     """Where messages go out. From the environment with `from_env()`:
     MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM,
     MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
-    MIMAMORI_SMTP_CA (a CA file to trust instead of the system's)."""
+    MIMAMORI_SMTP_CA (a CA file to trust instead of the system's), MIMAMORI_SEND_DEADLINE_S
+    (one whole send, default 60) and MIMAMORI_DELIVERY_LEASE_S (how long a worker holds the
+    row it sends, default 300; at least the deadline plus 5 s)."""
 
     public_url: str = "http://127.0.0.1:8000"
     smtp_host: str | None = None
@@ -88,12 +97,32 @@ class Config:
         tls = e.get("MIMAMORI_SMTP_TLS", "none")
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError(f"MIMAMORI_SMTP_TLS={tls!r}: use none, starttls or ssl")
+        deadline = _seconds(e, "MIMAMORI_SEND_DEADLINE_S", cls.send_deadline_s)
+        lease = _seconds(e, "MIMAMORI_DELIVERY_LEASE_S", cls.lease_s)
+        if deadline + LEASE_MARGIN_S > lease:
+            raise ValueError(f"MIMAMORI_SEND_DEADLINE_S={deadline:g} must end {LEASE_MARGIN_S:g} s "
+                             f"before MIMAMORI_DELIVERY_LEASE_S={lease:g} (a send that outlives "
+                             "its lease can be sent again by another worker)")
         return cls(public_url=e.get("MIMAMORI_PUBLIC_URL", cls.public_url).rstrip("/"),
                    smtp_host=host, smtp_port=port,
                    mail_from=e.get("MIMAMORI_MAIL_FROM", cls.mail_from), smtp_tls=tls,
                    smtp_user=e.get("MIMAMORI_SMTP_USER") or None,
                    smtp_password=e.get("MIMAMORI_SMTP_PASSWORD"),
-                   smtp_ca=e.get("MIMAMORI_SMTP_CA") or None)
+                   smtp_ca=e.get("MIMAMORI_SMTP_CA") or None,
+                   send_deadline_s=deadline, lease_s=lease)
+
+
+def _seconds(e: Any, name: str, default: float) -> float:
+    raw = e.get(name)
+    if not raw:
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise ValueError(f"{name}={raw!r}: write a number of seconds, e.g. {default:g}")
+    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +383,33 @@ def _shut(s: socket.socket) -> None:
         pass
 
 
+class _Smtp(smtplib.SMTP):
+    """smtplib.SMTP whose socket is watched by a Deadline from the moment it exists (the
+    greeting is read inside the constructor)."""
+
+    def __init__(self, dl: Deadline, *a: Any, **kw: Any) -> None:
+        self._dl = dl
+        super().__init__(*a, **kw)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout, self.source_address)
+        self._dl.watch(sock)
+        return sock
+
+
+class _SmtpSsl(smtplib.SMTP_SSL):
+    def __init__(self, dl: Deadline, *a: Any, **kw: Any) -> None:
+        self._dl = dl
+        super().__init__(*a, **kw)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = socket.create_connection((host, port), timeout, self.source_address)
+        self._dl.watch(raw)  # during the handshake
+        sock = self.context.wrap_socket(raw, server_hostname=self._host)
+        self._dl.watch(sock)
+        return sock
+
+
 def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
@@ -370,11 +426,10 @@ def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     with Deadline(cfg.send_deadline_s if budget_s is None else budget_s) as dl:
         timeout = dl.left(cfg.timeout_s)
         if cfg.smtp_tls == "ssl":
-            s: smtplib.SMTP = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=timeout,
-                                               context=ctx)
+            s: smtplib.SMTP = _SmtpSsl(dl, cfg.smtp_host, cfg.smtp_port, timeout=timeout,
+                                       context=ctx)
         else:
-            s = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=timeout)
-        dl.watch(s.sock)
+            s = _Smtp(dl, cfg.smtp_host, cfg.smtp_port, timeout=timeout)
         with s:
             if cfg.smtp_tls == "starttls":
                 s.starttls(context=ctx)
