@@ -161,8 +161,8 @@ def test_the_same_upload_arriving_twice_at_once_is_stored_once_and_the_copy_refu
         for _ in range(10):  # ten rounds: a race that slips through once fails the test
             req = bulb.request([bulb.new_boot()])
             batch = parse_batch(bulb.device, req.body)
-            got = together([lambda: store.ingest(batch, LATER),
-                            lambda: other.ingest(batch, LATER)])
+            got = together([lambda b=batch: store.ingest(b, LATER),
+                            lambda b=batch: other.ingest(b, LATER)])
             assert sum(isinstance(g, Replayed) for g in got) == 1, got
             assert sum(not isinstance(g, Exception) for g in got) == 1, got
     finally:
