@@ -56,7 +56,7 @@ from sim.server.storage import Cursor, Database
 log = logging.getLogger("mimamori.notify")
 
 BACKOFF_S = (30, 60, 120, 300, 600, 1200, 3600)
-LEASE_MARGIN_S = 5.0  # a send ends at least this long before its row's lease does
+LEASE_MARGIN_S = 1.0  # a send ends at least this long before its row's lease does
 TOKEN_DAYS = 14
 
 
@@ -67,7 +67,7 @@ class Config:
     MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
     MIMAMORI_SMTP_CA (a CA file to trust instead of the system's), MIMAMORI_SEND_DEADLINE_S
     (one whole send, default 60) and MIMAMORI_DELIVERY_LEASE_S (how long a worker holds the
-    row it sends, default 300; at least the deadline plus 5 s)."""
+    row it sends, default 300; at least the deadline plus 1 s)."""
 
     public_url: str = "http://127.0.0.1:8000"
     smtp_host: str | None = None
@@ -100,9 +100,10 @@ class Config:
         deadline = _seconds(e, "MIMAMORI_SEND_DEADLINE_S", cls.send_deadline_s)
         lease = _seconds(e, "MIMAMORI_DELIVERY_LEASE_S", cls.lease_s)
         if deadline + LEASE_MARGIN_S > lease:
-            raise ValueError(f"MIMAMORI_SEND_DEADLINE_S={deadline:g} must end {LEASE_MARGIN_S:g} s "
-                             f"before MIMAMORI_DELIVERY_LEASE_S={lease:g} (a send that outlives "
-                             "its lease can be sent again by another worker)")
+            raise ValueError(f"MIMAMORI_SEND_DEADLINE_S={deadline:g} must end "
+                             f"{LEASE_MARGIN_S:g} s before MIMAMORI_DELIVERY_LEASE_S={lease:g} "
+                             "(a send that outlives its lease can be sent again by another "
+                             "worker)")
         return cls(public_url=e.get("MIMAMORI_PUBLIC_URL", cls.public_url).rstrip("/"),
                    smtp_host=host, smtp_port=port,
                    mail_from=e.get("MIMAMORI_MAIL_FROM", cls.mail_from), smtp_tls=tls,
