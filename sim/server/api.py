@@ -364,7 +364,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 
 def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
-    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30)."""
+    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30); a sweeper
+    holds the households it claimed for MIMAMORI_SWEEP_LEASE_S (default 300)."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.Config.from_env()
@@ -372,6 +373,8 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
     app.include_router(link_router(store, clock, cfg))
+    if sweeper.mark_due not in store.in_ingest:
+        store.in_ingest.append(sweeper.mark_due)
     hooks = getattr(app.state, "after_ingest", None)
     if hooks is not None:
         hooks.append(lambda st, dev, now: sweeper.on_ingest(st, dev, now, cfg))
@@ -381,12 +384,21 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     except ValueError:
         raise ValueError(f"MIMAMORI_SWEEP_S={raw!r}: write the seconds between sweeps, e.g. 30 "
                          "(0 turns the sweeper off)") from None
+    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // 1000))
+    try:
+        lease_ms = int(float(raw) * 1000)
+    except ValueError:
+        lease_ms = 0
+    if lease_ms <= 0:
+        raise ValueError(f"MIMAMORI_SWEEP_LEASE_S={raw!r}: write the seconds a sweeper holds the "
+                         "households it claimed, e.g. 300")
     inner = app.router.lifespan_context
 
     async def work() -> None:
         while True:
             try:
-                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg)
+                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
+                                        lease_ms=lease_ms)
                 await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
             except Exception:
                 log.exception("sweep or delivery failed; trying again next round")

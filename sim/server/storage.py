@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,10 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         migrate(db, "ingest", SCHEMA)
+        # (cursor, device id, now_ms) -> None, run inside each accepted batch's transaction
+        # (the alert side marks the household for evaluation, so a crash right after the
+        # commit cannot lose the evaluation a switch-on needs)
+        self.in_ingest: list[Callable[[Cursor, str, int], None]] = []
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -534,6 +538,8 @@ class Store:
             )
             row = c.one("SELECT settings_version, settings FROM devices WHERE id = ?", (dev,))
             assert row is not None
+            for hook in self.in_ingest:
+                hook(c, dev, now_ms)
         return Accepted(ack=ack, stored=stored, settings_version=row[0],
                         settings=json.loads(row[1]))
 

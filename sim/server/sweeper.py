@@ -91,7 +91,7 @@ def claim_due(db: Database, now_ms: int, limit: int, owner: str,
 
 
 def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
-          full_scan: bool = False, chunk: int = 50) -> SweepResult:
+          full_scan: bool = False, chunk: int = 50, lease_ms: int = LEASE_MS) -> SweepResult:
     """Evaluate the due households (at most `limit` per call; the next call takes the rest),
     claimed `chunk` at a time with a lease so that sweepers of several instances share them.
     A chunk is read outside any write transaction, then written in one short transaction."""
@@ -106,7 +106,7 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
         return out
     while len(out.evaluated) + len(out.failed) < limit:
         ids = claim_due(db, now_ms, min(chunk, limit - len(out.evaluated) - len(out.failed)),
-                        owner)
+                        owner, lease_ms)
         if not ids:
             break
         _chunk(db, store, ids, now_ms, cfg, owner, out)
@@ -230,6 +230,14 @@ def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
     p = _prepare(db, store, hid, now_ms)
     with db.tx() as c:
         return _commit(c, store, p, now_ms, cfg, owner)
+
+
+def mark_due(c: Cursor, device_id: str, now_ms: int) -> None:
+    """In a batch's own transaction: the bulb's household is due now. on_ingest evaluates it
+    right after the commit; if the instance dies first, the next sweep of any instance does."""
+    c.execute("UPDATE households SET next_check = ? WHERE id = (SELECT household FROM devices "
+              "WHERE id = ?) AND (next_check IS NULL OR next_check > ?)",
+              (now_ms, device_id, now_ms))
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:
