@@ -73,17 +73,23 @@ def due_by_full_scan(c: Cursor, now_ms: int, limit: int) -> list[str]:
 
 
 def claim_due(db: Database, now_ms: int, limit: int, owner: str,
-              lease_ms: int = LEASE_MS) -> list[str]:
+              lease_ms: int = LEASE_MS, full_scan: bool = False) -> list[str]:
     """Take up to `limit` due households that no other sweeper holds, earliest first, with a
     lease: on PostgreSQL FOR UPDATE SKIP LOCKED (instances claiming at the same instant take
     different rows), on SQLite the write transaction itself. A lease that ran out (its holder
-    died) is taken over."""
+    died) is taken over. full_scan: find them by reading every row (the bench's reference)."""
     lease = sql.lease_now_ms()
     with db.tx() as c:
-        ids = [r[0] for r in c.all(
-            "SELECT id FROM households WHERE next_check <= ? AND (lease_until IS NULL OR "
-            "lease_until <= ?) ORDER BY next_check, id LIMIT ?" + c.skip_locked,
-            (now_ms, lease, limit))]
+        if full_scan:
+            rows = [(n, i) for i, n, u in c.all(
+                "SELECT id, next_check, lease_until FROM households")
+                if n is not None and n <= now_ms and (u is None or u <= lease)]
+            ids = [i for _, i in sorted(rows)[:limit]]
+        else:
+            ids = [r[0] for r in c.all(
+                "SELECT id FROM households WHERE next_check <= ? AND (lease_until IS NULL OR "
+                "lease_until <= ?) ORDER BY next_check, id LIMIT ?" + c.skip_locked,
+                (now_ms, lease, limit))]
         if ids:
             c.executemany("UPDATE households SET lease_until = ?, lease_owner = ? WHERE id = ?",
                           [(lease + lease_ms, owner, hid) for hid in ids])
@@ -98,15 +104,9 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
     store = Store(db)
     owner = worker_id()
     out = SweepResult()
-    if full_scan:  # the bench's reference: find them by reading every row, no claim
-        with db.read() as c:
-            ids = due_by_full_scan(c, now_ms, limit)
-        for i in range(0, len(ids), chunk):
-            _chunk(db, store, ids[i:i + chunk], now_ms, cfg, owner, out)
-        return out
     while len(out.evaluated) + len(out.failed) < limit:
         ids = claim_due(db, now_ms, min(chunk, limit - len(out.evaluated) - len(out.failed)),
-                        owner, lease_ms)
+                        owner, lease_ms, full_scan)
         if not ids:
             break
         _chunk(db, store, ids, now_ms, cfg, owner, out)
@@ -133,6 +133,7 @@ def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.
             with db.tx() as c:  # look again in an hour rather than in a hot loop
                 c.execute("UPDATE households SET next_check = ?, lease_until = NULL, "
                           "lease_owner = NULL WHERE id = ?", (now_ms + hh.HOUR_MS, hid))
+
 
 def device_records(store: Store, device_id: str) -> list[StoredRecord]:
     """What the timeline knows of one bulb: its stored records, then one receipt anchor per
