@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """Three server instances on one PostgreSQL behind nginx, one killed (SIGKILL) at random moments
 while bulbs upload and watchers read: every acknowledged record is stored once, every alert is
-raised once, every message is sent once.
+raised once, every message is sent once (a kill between the relay's acceptance and the commit
+repeats that one message under the same Message-ID, which receivers drop: the outbox's one
+documented repeat).
 
 The clock of the alerts is fixed: every household was last seen 25 h earlier, so each of the
 first sweeps that reaches it opens its no_activity alert, whichever instance that is. Half of
@@ -203,12 +205,17 @@ def test_three_instances_behind_nginx_one_killed_at_random_lose_and_double_nothi
     assert max(told.values()) == 1, [x for x, n in told.items() if n > 1]
     assert {k for _, k in told} <= {"alert", "cleared"}
 
-    # every message sent once: one e-mail per outbox row, each with its row's Message-ID
+    # every message sent once: one e-mail per outbox row, each with its row's Message-ID. The
+    # one way to see a row twice is a kill between the relay's 250 and the row's commit: the
+    # next worker sends it again with the same Message-ID, which a receiver drops. So: at most
+    # one repeat per kill, and never a message under an id of its own.
     assert all(st == "sent" for _, _, _, st in outbox)
     got = Counter(m.message_id for m in sink.all() if m.kind != "invite")
     assert set(got) == {f"<{oid}@mimamori>" for oid, _, _, _ in outbox}
-    assert max(got.values()) == 1, [x for x, n in got.items() if n > 1]
-    print(f"alerts {Counter(st for _, _, st in alerts)}, messages {len(got)}")
+    repeats = sum(n - 1 for n in got.values())
+    assert repeats <= len(kills), [x for x, n in got.items() if n > 1]
+    print(f"alerts {Counter(st for _, _, st in alerts)}, messages {len(got)}, "
+          f"repeated after a kill {repeats}")
 
 
 def _settled(db: Database, now_ms: int) -> bool:
