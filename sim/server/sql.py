@@ -88,6 +88,19 @@ class Cursor:
     def lock(self, name: str) -> None:
         """Hold the named lock until the transaction ends (SQLite: the file lock already)."""
 
+    def rows(self, sql: str, params: Sequence[Any] = (), size: int = 5000) -> Iterator[tuple]:
+        """The rows of a query, fetched `size` at a time."""
+        cur = self._raw.execute(self._sql(sql), tuple(params))
+        while batch := cur.fetchmany(size):
+            yield from batch
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.all("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                       "AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name")]
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.all(f"PRAGMA table_info({table})")]
+
 
 class _Frame:
     """One open block of a thread: its cursor and whether it can write."""
@@ -283,6 +296,16 @@ class PgCursor(Cursor):
 
     def lock(self, name: str) -> None:
         self._raw.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(name.encode()),))
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name")]
+
+    def columns(self, table: str) -> list[str]:
+        return [r[0] for r in self.all(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = ? ORDER BY ordinal_position", (table,))]
 
 
 class PostgresDatabase(Database):
