@@ -10,14 +10,17 @@ export PYTHONDONTWRITEBYTECODE := 1
 setup: $(VENV) $(STUBS)
 	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
 	@# and Japanese fonts, so its screenshots of the Japanese pages show text rather than boxes
-	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/opentype/noto ]; then \
+	@# the storage tests run against a real PostgreSQL too, and the multi-instance test puts
+	@# nginx in front of three servers: both from Debian (tests start their own, on loopback)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/opentype/noto ] \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/nginx ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium and fonts-noto-cjk for the browser tests (about 1 min)"; \
+	    echo "installing Debian's chromium, fonts-noto-cjk, postgresql and nginx for the tests (about 1 min)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      chromium fonts-noto-cjk >/dev/null; \
+	      chromium fonts-noto-cjk postgresql nginx-light >/dev/null; \
 	  else \
-	    echo "browser tests need Chromium at /usr/bin/chromium: run" \
-	      "'sudo apt-get update && sudo apt-get install -y chromium fonts-noto-cjk' (they are skipped until then)"; \
+	    echo "some tests need Debian packages: run 'sudo apt-get update && sudo apt-get install" \
+	      "-y chromium fonts-noto-cjk postgresql nginx-light' (those tests are skipped until then)"; \
 	  fi; \
 	fi
 

@@ -44,13 +44,14 @@ def _day(bulb: BatchSender, n: int) -> list[bytearray]:
     return recs[:n]
 
 
-def _send_all(port: int, per_bulb: list[list[bytes]]) -> tuple[float, int]:
-    """Post every bulb's requests, in order, over CONNECTIONS keep-alive sockets (a bulb keeps
-    to one connection: its replay counter must arrive in order); (seconds, 200 answers)."""
-    lanes: list[list[bytes]] = [[] for _ in range(CONNECTIONS)]
+def _send_all(port: int, per_bulb: list[list[bytes]],
+              connections: int = CONNECTIONS) -> tuple[float, int]:
+    """Post every bulb's requests, in order, over `connections` keep-alive sockets (a bulb
+    keeps to one connection: its replay counter must arrive in order); (seconds, 200s)."""
+    lanes: list[list[bytes]] = [[] for _ in range(connections)]
     for i, reqs in enumerate(per_bulb):
-        lanes[i % CONNECTIONS].extend(reqs)
-    ok = [0] * CONNECTIONS
+        lanes[i % connections].extend(reqs)
+    ok = [0] * connections
     errors: list[Exception] = []
 
     def lane(i: int) -> None:
@@ -71,7 +72,7 @@ def _send_all(port: int, per_bulb: list[list[bytes]]) -> tuple[float, int]:
         except Exception as e:  # noqa: BLE001 -- re-raised in the main thread
             errors.append(e)
 
-    threads = [threading.Thread(target=lane, args=(i,)) for i in range(CONNECTIONS)]
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(connections)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()

@@ -11,6 +11,7 @@ It must never relay anything anywhere: it listens on loopback only and only stor
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -19,9 +20,10 @@ import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, AnyStr, Self
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from sim.server.process import free_port
 
@@ -61,17 +63,57 @@ class Mail:
         return re.findall(r"(https?://\S+/a/\S+)", self.body)
 
 
+class _Trickle(SMTP):
+    """An SMTP session that answers slowly: each reply byte by byte, `trickle_s` apart (every
+    read of the client returns data long before its socket timeout, the whole reply late);
+    with `stall`, the greeting never ends (continuation lines for ever)."""
+
+    trickle_s = 0.0
+    stall = False
+
+    async def push(self, status: AnyStr) -> None:
+        if not self.trickle_s:
+            await super().push(status)
+            return
+        data = (status.encode() if isinstance(status, str) else status) + b"\r\n"
+        while True:
+            if self.stall and data.startswith(b"220 "):
+                chunk = b"220-still here\r\n"  # a greeting that never comes to its last line
+            else:
+                chunk, data = data, b""
+            for i in range(len(chunk)):
+                self._writer.write(chunk[i:i + 1])
+                await self._writer.drain()
+                await asyncio.sleep(self.trickle_s)
+            if not data:
+                return
+
+
+class _Controller(Controller):
+    def __init__(self, handler: Any, trickle_s: float, stall: bool, **kw: Any) -> None:
+        super().__init__(handler, **kw)
+        self.trickle_s, self.stall = trickle_s, stall
+
+    def factory(self) -> SMTP:
+        smtp = _Trickle(self.handler, **self.SMTP_kwargs)
+        smtp.trickle_s, smtp.stall = self.trickle_s, self.stall
+        return smtp
+
+
 class SmtpSink:
     def __init__(self, directory: Path | None = None, port: int | None = None,
-                 **smtp: Any) -> None:
+                 trickle_s: float = 0.0, stall: bool = False, **smtp: Any) -> None:
         """directory: where to write each mail as .eml (None: keep them in memory only);
-        port: None picks a free one; smtp: aiosmtpd Controller options, e.g. tls_context=,
-        require_starttls=, authenticator=, auth_require_tls= (the notify tests use them)."""
+        port: None picks a free one; trickle_s: a slow relay, each reply byte `trickle_s`
+        seconds apart; stall: a relay whose greeting never ends; smtp: aiosmtpd Controller
+        options, e.g. tls_context=, require_starttls=, authenticator=, auth_require_tls= (the
+        notify tests use them)."""
         self.dir = directory
         self.port = port or free_port()
         self.mails: list[Mail] = []
         self._lock = threading.Lock()
-        self._ctl = Controller(self, hostname="127.0.0.1", port=self.port, **smtp)
+        self._ctl = _Controller(self, trickle_s, stall, hostname="127.0.0.1", port=self.port,
+                                **smtp)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content

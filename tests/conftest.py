@@ -5,6 +5,9 @@
         b.power_on(stop_at_s=5)
         assert b.lamp_duties()[0] == (0, 65535)
 
+    def test_ingest_stores_once(db_url):      # runs twice: a SQLite file, a PostgreSQL database
+        store = Store.open(db_url)
+
     def test_record_packs(mpy_run):
         out = mpy_run("import record; print(record.SIZE)")   # runs in micropython, 96wK heap
         assert out.strip() == "24"
@@ -13,12 +16,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sim import pgserver
 from sim.bulb import Bulb, run_snippet
 
 
@@ -50,3 +55,31 @@ def mpy_run(tmp_path: Path) -> Callable[..., str]:
         return run_snippet(code, tmp_path / f"snippet{next(counter)}", **kw)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.PgServer]:
+    """One private PostgreSQL server for the session (sim/pgserver.py), started on first use."""
+    why = pgserver.available()
+    if why:
+        pytest.skip(f"the PostgreSQL half is skipped: {why}")
+    with pgserver.PgServer() as pg:
+        yield pg
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.PgServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped after it."""
+    name = "t_" + secrets.token_hex(6)
+    url = pg_server.create_db(name)
+    yield url
+    pg_server.drop_db(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store a test runs on: a SQLite file, then a PostgreSQL database (the same test, the
+    same code and migrations on both)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "mimamori.db")
+    return request.getfixturevalue("pg_url")

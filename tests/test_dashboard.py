@@ -1,7 +1,8 @@
 """The dashboard over HTTP (in-process app, fixed clock): who may see and do what, sign-in links,
 CSRF, the rate limit, the actions going through the alert lifecycle, the chart and the report.
 
-The database is the sample pilot (sim/server/web/sample.py), built once and copied per test.
+The database is the sample pilot (sim/server/web/sample.py), built once per store (a SQLite file,
+a PostgreSQL database) and copied per test.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
 import shutil
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,15 +30,25 @@ NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pilot") / "pilot.db"
-    sample.build(path)
-    return path
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def template_db(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The sample pilot, built once per store: a SQLite file, or a PostgreSQL database that
+    each test copies (CREATE DATABASE ... TEMPLATE)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("pilot") / "pilot.db"
+        sample.build(path)
+        yield str(path)
+        return
+    pg = request.getfixturevalue("pg_server")
+    name = "pilot_" + secrets.token_hex(4)
+    sample.build(pg.create_db(name))
+    yield "pg:" + name
+    pg.drop_db(name)
 
 
 class Site:
-    def __init__(self, db: Path):
+    def __init__(self, db: Path | str):
         self.app = create_app(db, clock=lambda: self.now)
         self.now = NOW
         self.db = self.app.state.store.db
@@ -75,11 +88,20 @@ def csrf(cl: TestClient, path: str = "/signin") -> str:
 
 
 @pytest.fixture
-def site(template_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+def site(template_db: str, tmp_path: Path, request: pytest.FixtureRequest,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")
+    if template_db.startswith("pg:"):
+        pg = request.getfixturevalue("pg_server")
+        name = "t_" + secrets.token_hex(6)
+        s = Site(pg.create_db(name, template=template_db[3:]))
+        yield s
+        s.app.state.store.close()
+        pg.drop_db(name)
+        return
     db = tmp_path / "pilot.db"
     shutil.copy(template_db, db)
-    return Site(db)
+    yield Site(db)
 
 
 PAGES = ["/home", "/h/sato", "/h/sato/chart.svg", "/coordinator", "/coordinator/report.csv"]
@@ -235,11 +257,31 @@ def test_asking_for_a_link_by_email_sends_one_and_is_rate_limited(site: Site) ->
     assert cl.post("/signin", data={"email": "ken@example.org"}).status_code == 403
 
 
-def test_sign_in_requests_from_one_address_are_limited() -> None:
-    limit = auth.RateLimit(3, 60)
+def test_sign_in_requests_from_one_address_are_limited(site: Site) -> None:
+    limit = auth.RateLimit(site.db, "test", 3, 60)
     assert [limit.allow("1.2.3.4", t) for t in (0, 1, 2, 3)] == [True, True, True, False]
     assert limit.allow("5.6.7.8", 3)
     assert limit.allow("1.2.3.4", 61)
+
+
+def test_sign_in_limits_are_shared_by_every_instance_on_the_database(site: Site) -> None:
+    """Two servers on one database (two connections here, as two instances would have):
+    hits counted by one count for the other, also when they arrive at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sim.server.storage import Database
+
+    other = Database(site.db.url)
+    try:
+        a, b = (auth.RateLimit(db, "signin_ip", 10, 900) for db in (site.db, other))
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda i: (a if i % 2 else b).allow("9.9.9.9", 100 + i / 100),
+                                range(16)))
+        assert sum(got) == 10
+        assert not a.allow("9.9.9.9", 200) and not b.allow("9.9.9.9", 200)
+        assert a.allow("9.9.9.9", 1001) and b.allow("8.8.8.8", 200)
+    finally:
+        other.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Ingest rules, in-process (FastAPI TestClient over the real app and a real SQLite file).
+"""Ingest rules, in-process (FastAPI TestClient over the real app), on a real SQLite file and on a
+real PostgreSQL database (the db_url fixture).
 
 The same rules over real HTTP against a real server process are in test_server_live.py; the
 property-based flood is in test_server_flood.py.
@@ -34,8 +35,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def app(tmp_path, clock):
-    return create_app(tmp_path / "m.db", clock=clock)
+def app(db_url, clock):
+    return create_app(db_url, clock=clock)
 
 
 @pytest.fixture

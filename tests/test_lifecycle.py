@@ -27,10 +27,10 @@ T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()  # a Monday, 10:42 in 
 
 
 class World:
-    def __init__(self, tmp_path, monkeypatch):
+    def __init__(self, db_url, monkeypatch):
         monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")  # no background task: sweeps are explicit
         self.t = T0 - 3 * H
-        self.app = create_app(tmp_path / "server.db", clock=lambda: self.t)
+        self.app = create_app(db_url, clock=lambda: self.t)
         self.http = TestClient(self.app)
         self.db = self.app.state.store.db
         token = api.create_token(self.db, "test", 0)
@@ -85,8 +85,8 @@ def family(alerts):
 
 
 @pytest.fixture
-def w(tmp_path, monkeypatch):
-    world = World(tmp_path, monkeypatch)
+def w(db_url, monkeypatch):
+    world = World(db_url, monkeypatch)
     yield world
     world.http.close()
 
@@ -273,10 +273,10 @@ def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_docu
         assert p in paths
 
 
-def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(tmp_path, capsys):
+def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(db_url, capsys):
     from sim.server.cli import main
 
-    db = str(tmp_path / "cli.db")
+    db = db_url
     now = T0 + 25 * H
 
     def mimamori(*argv, clock=now, status=0):
@@ -345,8 +345,8 @@ FIELDS = st.sampled_from(["id", "name", "tz", "settings", "role", "lang", "email
                           "note", "no_activity_h", "escalate_h", "window_start"])
 
 
-def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(tmp_path, monkeypatch):
-    world = World(tmp_path, monkeypatch)
+def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(db_url, monkeypatch):
+    world = World(db_url, monkeypatch)
     wid = world.household()["Aiko"]
     paths = ["/households", "/households/home-1/watchers", "/households/home-1/pauses",
              "/households/home-1/bulbs", "/alerts/a-x/claim", "/alerts/a-x/resolve"]

@@ -20,8 +20,8 @@ def jst(day, hh, mm=0):
 
 
 @pytest.fixture
-def w(tmp_path, monkeypatch):
-    world = World(tmp_path, monkeypatch)
+def w(db_url, monkeypatch):
+    world = World(db_url, monkeypatch)
     yield world
     world.http.close()
 

@@ -19,8 +19,9 @@ MS = 1000
 CFG = notify.Config()
 
 
-def world(tmp_path, n=1, rule="fixed"):
-    db = Database(tmp_path / "s.db")
+def world(where, n=1, rule="fixed"):
+    """n households, each with a watcher and a bulb, on a store (a URL or a folder)."""
+    db = Database(where if isinstance(where, str) else where / "s.db")
     store = Store(db)
     hh.open_people(db)
     bulbs = []
@@ -49,8 +50,8 @@ def test_due_households_are_found_through_the_index_not_a_scan(tmp_path):
     assert "SCAN" not in plan, plan
 
 
-def test_only_households_whose_deadline_has_come_are_evaluated(tmp_path):
-    db, store, bulbs = world(tmp_path, n=5)
+def test_only_households_whose_deadline_has_come_are_evaluated(db_url):
+    db, store, bulbs = world(db_url, n=5)
     for i, b in enumerate(bulbs):
         visit(store, b, T0 + i * H)  # their 24 h deadlines are an hour apart
     r = sweeper.sweep(db, int((T0 + 5 * H) * MS), CFG)  # all new: evaluated once
@@ -65,8 +66,8 @@ def test_only_households_whose_deadline_has_come_are_evaluated(tmp_path):
     assert sweeper.sweep(db, int((T0 + 26.5 * H) * MS), CFG).evaluated == []
 
 
-def test_records_arriving_a_day_late_slot_in_and_clear_the_alert_with_their_time(tmp_path):
-    db, store, (b,) = world(tmp_path)
+def test_records_arriving_a_day_late_slot_in_and_clear_the_alert_with_their_time(db_url):
+    db, store, (b,) = world(db_url)
     visit(store, b, T0)
     sweeper.sweep(db, int((T0 + 25 * H) * MS), CFG)
     with db.tx() as c:
@@ -81,8 +82,8 @@ def test_records_arriving_a_day_late_slot_in_and_clear_the_alert_with_their_time
     assert next_checks(db)["h0"] == int((evening + 24 * H) * MS)
 
 
-def test_weekly_digest_tells_the_watchers_all_is_well_in_one_line(tmp_path):
-    db, store, (b,) = world(tmp_path)
+def test_weekly_digest_tells_the_watchers_all_is_well_in_one_line(db_url):
+    db, store, (b,) = world(db_url)
     for day in range(7):
         for hour in (10, 13, 21):
             visit(store, b, datetime(2026, 3, 2 + day, hour, 5, tzinfo=JST).timestamp())
@@ -96,8 +97,8 @@ def test_weekly_digest_tells_the_watchers_all_is_well_in_one_line(tmp_path):
     assert next_checks(db)["h0"] <= due + 7 * 24 * 3600 * MS
 
 
-def test_one_broken_household_is_retried_later_and_does_not_stop_the_others(tmp_path):
-    db, _store, _bulbs = world(tmp_path, n=3)
+def test_one_broken_household_is_retried_later_and_does_not_stop_the_others(db_url):
+    db, _store, _bulbs = world(db_url, n=3)
     with db.tx() as c:
         c.execute("UPDATE households SET settings = ? WHERE id = 'h1'",
                   (json.dumps({"no_activity_h": "ten"}),))

@@ -95,6 +95,14 @@ def _alert(row: tuple) -> Alert:
     return Alert(*r)
 
 
+def lock_household(c: Cursor, hid: str) -> None:
+    """Hold the household's row until the transaction ends. Every change to a household's alerts
+    (open, clear, remind, escalate, claim, resolve, the digest) takes it first, on any instance,
+    so the read that decides the change is never stale and alert_events numbers never collide.
+    (On SQLite a write transaction holds the whole file already.)"""
+    c.one("SELECT id FROM households WHERE id = ?" + c.for_update, (hid,))
+
+
 def get(c: Cursor, aid: str) -> Alert:
     row = c.one(f"SELECT {_COLS} FROM alerts WHERE id = ?", (aid,))
     if row is None:
@@ -372,6 +380,7 @@ def _watcher_of(c: Cursor, a: Alert, wid: str) -> hh.Watcher:
 
 def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
     """The watcher is going to check; everyone told hears who. Claiming twice is a no-op."""
+    lock_household(c, get(c, aid).household)
     a = get(c, aid)
     w = _watcher_of(c, a, wid)
     if a.state == "claimed" and a.claimed_by == wid:
@@ -401,6 +410,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
     """Record what the watcher found; everyone told hears it. The alert is closed.
     pause: pause the household until the next switch-on (default: for "needed help", so
     nobody is alerted about the empty home while she is in hospital)."""
+    lock_household(c, get(c, aid).household)
     a = get(c, aid)
     w = _watcher_of(c, a, wid)
     if outcome not in OUTCOMES:

@@ -54,7 +54,7 @@ def create_token(db: Database, name: str, now_ms: int) -> str:
 
 
 def _token_ok(db: Database, token: str) -> bool:
-    with db.tx() as c:
+    with db.read() as c:
         return c.one("SELECT 1 FROM api_tokens WHERE digest = ?",
                      (hashlib.sha256(token.encode()).hexdigest(),)) is not None
 
@@ -139,9 +139,9 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
 
     r = APIRouter(prefix="/api/v1", tags=["households and alerts"], dependencies=[Depends(auth)])
 
-    def run(fn: Callable[..., Any]) -> Any:
+    def run(fn: Callable[..., Any], write: bool) -> Any:
         try:
-            with db.tx() as c:
+            with db.tx() if write else db.read() as c:  # reads never wait for a writer
                 return fn(c, clocks.ms(clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
@@ -150,8 +150,8 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
-    async def call(fn: Callable[..., Any]) -> Any:
-        return await run_in_threadpool(run, fn)
+    async def call(fn: Callable[..., Any], write: bool = True) -> Any:
+        return await run_in_threadpool(run, fn, write)
 
     @r.post("/households", status_code=201, summary="Add a household")
     async def add_household(body: HouseholdIn) -> dict[str, Any]:
@@ -163,11 +163,11 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: [
             {**{k: v for k, v in h.__dict__.items() if k != "settings"},
              "active_alerts": len(alerts.list_alerts(c, h.id, active_only=True))}
-            for h in hh.households(c)])
+            for h in hh.households(c)], write=False)
 
     @r.get("/households/{hid}", summary="A household: settings, watchers, bulbs, pauses, alerts")
     async def get_household(hid: str) -> dict[str, Any]:
-        return await call(lambda c, now: _status(hh.household(c, hid), c, store))
+        return await call(lambda c, now: _status(hh.household(c, hid), c, store), write=False)
 
     @r.patch("/households/{hid}/settings", summary="Change alert settings")
     async def set_settings(hid: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     @r.get("/households/{hid}/watchers", summary="Watchers of a household")
     async def list_watchers(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: (hh.household(c, hid),
-                                          [w.public() for w in hh.watchers(c, hid)])[1])
+                                          [w.public() for w in hh.watchers(c, hid)])[1], write=False)
 
     @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message)")
     async def update_watcher(wid: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     @r.get("/households/{hid}/bulbs", summary="Bulbs of a household")
     async def list_bulbs(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: (hh.household(c, hid), [
-            {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1])
+            {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1], write=False)
 
     @r.post("/households/{hid}/pauses", status_code=201, summary="Pause (planned absence)")
     async def add_pause(hid: str, body: PauseIn) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
 
     @r.get("/households/{hid}/pauses", summary="Pauses of a household")
     async def list_pauses(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)])
+        return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)], write=False)
 
     @r.delete("/households/{hid}/pauses/{pid}", status_code=204, summary="End a pause early")
     async def remove_pause(hid: str, pid: str) -> None:
@@ -256,12 +256,12 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     @r.get("/alerts", summary="Alerts, newest first")
     async def list_alerts(household: str | None = None, active: bool = False) -> list[dict]:
         return await call(lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
-            c, household, active_only=active)])
+            c, household, active_only=active)], write=False)
 
     @r.get("/alerts/{aid}", summary="One alert with its history")
     async def get_alert(aid: str) -> dict[str, Any]:
         return await call(lambda c, now: {**alerts.public(c, alerts.get(c, aid)),
-                                          "events": alerts.events(c, aid)})
+                                          "events": alerts.events(c, aid)}, write=False)
 
     @r.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
     async def claim(aid: str, body: ClaimIn) -> dict[str, Any]:
@@ -310,7 +310,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
     r = APIRouter(tags=["watcher links"])
 
     def _open(token: str, now: int) -> tuple[str, alerts.Alert, hh.Watcher]:
-        with db.tx() as c:
+        with db.read() as c:
             action, aid, wid = notify.read_token(notify.link_key(c), token, now)
             return action, alerts.get(c, aid), hh.watcher(c, wid)
 
@@ -324,7 +324,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
         now = clocks.ms(clock)
         try:
             action, a, w = _open(token, now)
-            with db.tx() as c:
+            with db.read() as c:
                 home = hh.household(c, a.household)
                 claimer = (hh.watcher(c, a.claimed_by).name if a.claimed_by else None)
         except (ValueError, hh.NotFound) as e:
@@ -339,7 +339,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                 f": {html.escape(claimer)}" if claimer else "") + "</p>"
         from sim.server.web.views import activity_html  # the dashboard's chart (issue 6)
 
-        with db.tx() as c:
+        with db.read() as c:
             chart = activity_html(store, c, home, now, w.lang)
         if not a.active:
             return page(w.lang, head + chart)
@@ -405,7 +405,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 
 def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
-    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30)."""
+    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30); a sweeper
+    holds the households it claimed for MIMAMORI_SWEEP_LEASE_S (default 300)."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.Config.from_env()
@@ -413,6 +414,8 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
     app.include_router(link_router(store, clock, cfg))
+    if sweeper.mark_due not in store.in_ingest:
+        store.in_ingest.append(sweeper.mark_due)
     hooks = getattr(app.state, "after_ingest", None)
     if hooks is not None:
         hooks.append(lambda st, dev, now: sweeper.on_ingest(st, dev, now, cfg))
@@ -422,12 +425,21 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     except ValueError:
         raise ValueError(f"MIMAMORI_SWEEP_S={raw!r}: write the seconds between sweeps, e.g. 30 "
                          "(0 turns the sweeper off)") from None
+    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // 1000))
+    try:
+        lease_ms = int(float(raw) * 1000)
+    except ValueError:
+        lease_ms = 0
+    if lease_ms <= 0:
+        raise ValueError(f"MIMAMORI_SWEEP_LEASE_S={raw!r}: write the seconds a sweeper holds the "
+                         "households it claimed, e.g. 300")
     inner = app.router.lifespan_context
 
     async def work() -> None:
         while True:
             try:
-                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg)
+                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
+                                        lease_ms=lease_ms)
                 await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
             except Exception:
                 log.exception("sweep or delivery failed; trying again next round")

@@ -144,6 +144,13 @@ SCHEMA: list[list[str]] = [
         "ALTER TABLE watchers ADD COLUMN quiet_hours TEXT NOT NULL DEFAULT '22:00-07:00'",
         "ALTER TABLE pauses ADD COLUMN until_switch_on INTEGER NOT NULL DEFAULT 0",
     ],
+    # leases (docs/scaling.md): a due household is claimed by one sweeper, an outbox row by
+    # one delivery worker, until lease_until (real-time Unix ms)
+    [
+        "ALTER TABLE households ADD COLUMN lease_until BIGINT",
+        "ALTER TABLE households ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE outbox ADD COLUMN lease_owner TEXT",
+    ],
 ]
 
 

@@ -12,13 +12,20 @@ receiver accepted a message but before the row was marked sent, the one resend o
 carries the same key and the receiver drops it. A crash before sending loses nothing: the row
 is pending and the next worker run sends it once.
 
+Any number of workers (the loop of every server instance, `mimamori deliver` beside them) share
+the outbox: each claims one row at a time with a lease (real time, `lease_s`) and every send
+ends, cut off if need be, at a total deadline a margin shorter than the lease (`Deadline`), so
+no row is ever held by two workers at once. A worker that dies mid-send leaves its row to the
+others when the lease runs out.
+
 Webhook requests: POST JSON, headers `Idempotency-Key`, `X-Mimamori-Timestamp` (Unix s) and
 `X-Mimamori-Signature: sha256=<hex HMAC-SHA256(watcher secret, timestamp "." body)>`.
 
 Links in messages carry signed single-purpose tokens (`make_token`): they open a confirm page
 and act only on its POST, so a mail scanner following links changes nothing.
 
-It must never send a row twice from one worker, and never read the clock (now is passed in).
+It must never send a row that another worker holds, never let a send outlive its lease, and never
+read the alerts' clock (now is passed in; leases run on real time, sql.lease_now_ms).
 """
 
 from __future__ import annotations
@@ -26,24 +33,30 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
+import logging
 import os
 import secrets
 import smtplib
+import socket
 import ssl
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
+from urllib.parse import urlsplit
 
-import httpx
-
-from sim.server import messages
+from sim.server import messages, sql
 from sim.server.households import Household, Watcher
 from sim.server.storage import Cursor, Database
 
+log = logging.getLogger("mimamori.notify")
+
 BACKOFF_S = (30, 60, 120, 300, 600, 1200, 3600)
-LEASE_MS = 120_000
+LEASE_MARGIN_S = 1.0  # a send ends at least this long before its row's lease does
 TOKEN_DAYS = 14
 
 
@@ -52,7 +65,9 @@ class Config:
     """Where messages go out. From the environment with `from_env()`:
     MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM,
     MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
-    MIMAMORI_SMTP_CA (a CA file to trust instead of the system's)."""
+    MIMAMORI_SMTP_CA (a CA file to trust instead of the system's), MIMAMORI_SEND_DEADLINE_S
+    (one whole send, default 60) and MIMAMORI_DELIVERY_LEASE_S (how long a worker holds the
+    row it sends, default 300; at least the deadline plus 1 s)."""
 
     public_url: str = "http://127.0.0.1:8000"
     smtp_host: str | None = None
@@ -62,7 +77,9 @@ class Config:
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_ca: str | None = None
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # per network operation
+    send_deadline_s: float = 60.0  # one whole send, connection to last byte
+    lease_s: float = 300.0  # how long a worker holds the row it sends (longer than any send)
     max_attempts: int = 10
     console: TextIO | None = None  # default: sys.stdout
     console_lines: list[str] = field(default_factory=list)  # what the console channel printed
@@ -80,12 +97,33 @@ class Config:
         tls = e.get("MIMAMORI_SMTP_TLS", "none")
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError(f"MIMAMORI_SMTP_TLS={tls!r}: use none, starttls or ssl")
+        deadline = _seconds(e, "MIMAMORI_SEND_DEADLINE_S", cls.send_deadline_s)
+        lease = _seconds(e, "MIMAMORI_DELIVERY_LEASE_S", cls.lease_s)
+        if deadline + LEASE_MARGIN_S > lease:
+            raise ValueError(f"MIMAMORI_SEND_DEADLINE_S={deadline:g} must end "
+                             f"{LEASE_MARGIN_S:g} s before MIMAMORI_DELIVERY_LEASE_S={lease:g} "
+                             "(a send that outlives its lease can be sent again by another "
+                             "worker)")
         return cls(public_url=e.get("MIMAMORI_PUBLIC_URL", cls.public_url).rstrip("/"),
                    smtp_host=host, smtp_port=port,
                    mail_from=e.get("MIMAMORI_MAIL_FROM", cls.mail_from), smtp_tls=tls,
                    smtp_user=e.get("MIMAMORI_SMTP_USER") or None,
                    smtp_password=e.get("MIMAMORI_SMTP_PASSWORD"),
-                   smtp_ca=e.get("MIMAMORI_SMTP_CA") or None)
+                   smtp_ca=e.get("MIMAMORI_SMTP_CA") or None,
+                   send_deadline_s=deadline, lease_s=lease)
+
+
+def _seconds(e: Any, name: str, default: float) -> float:
+    raw = e.get(name)
+    if not raw:
+        return default
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise ValueError(f"{name}={raw!r}: write a number of seconds, e.g. {default:g}")
+    return v
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,10 +131,15 @@ class Config:
 
 
 def link_key(c: Cursor) -> bytes:
-    """The server's secret for link tokens (made once, kept in the database)."""
-    c.execute("INSERT INTO server_secrets (name, value) VALUES ('link_key', ?) "
-              "ON CONFLICT (name) DO NOTHING", (secrets.token_hex(32),))
+    """The server's secret for link tokens (made once, kept in the database; every instance
+    reads the same). Works in a read-only block too: the first call makes it in its own
+    write."""
     row = c.one("SELECT value FROM server_secrets WHERE name = 'link_key'")
+    if row is None:
+        with c.db.tx() as w:  # joins c when c is a write transaction
+            w.execute("INSERT INTO server_secrets (name, value) VALUES ('link_key', ?) "
+                      "ON CONFLICT (name) DO NOTHING", (secrets.token_hex(32),))
+            row = w.one("SELECT value FROM server_secrets WHERE name = 'link_key'")
     assert row is not None
     return bytes.fromhex(row[0])
 
@@ -208,7 +251,7 @@ def outbox(db: Database, state: str | None = None, alert: str | None = None) -> 
         sql, params = sql + " AND state = ?", [*params, state]
     if alert:
         sql, params = sql + " AND alert = ?", [*params, alert]
-    with db.tx() as c:
+    with db.read() as c:
         return [_out(r) for r in c.all(sql + " ORDER BY created_at, id", params)]
 
 
@@ -216,46 +259,82 @@ class SendError(Exception):
     pass
 
 
-def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100) -> dict[str, int]:
-    """Send the pending rows that are due; {'sent': n, 'failed': n, 'dead': n}."""
+def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int
+               ) -> tuple[Outgoing, str | None, int] | None:
+    """Take the next due row no other worker holds, with a lease until (real-time ms); on
+    PostgreSQL FOR UPDATE SKIP LOCKED, so workers claiming at the same instant take different
+    rows. (the row, its watcher's webhook secret, lease end), or None when nothing is due."""
+    lease = sql.lease_now_ms()
     with db.tx() as c:
-        rows = [_out(r) for r in c.all(
-            f"SELECT {_O_COLS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? "
-            "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at, id LIMIT ?",
-            (now_ms, now_ms, limit))]
-        for o in rows:  # taken: another worker (the CLI's) leaves them alone meanwhile
-            c.execute("UPDATE outbox SET lease_until = ? WHERE id = ?", (now_ms + LEASE_MS, o.id))
-        secrets_ = {w: s for w, s in c.all(
-            "SELECT id, webhook_secret FROM watchers WHERE webhook_secret IS NOT NULL")}
+        row = c.one(f"SELECT {_O_COLS} FROM outbox WHERE state = 'pending' AND "
+                    "next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                    "ORDER BY next_attempt_at, id LIMIT 1" + c.skip_locked, (now_ms, lease))
+        if row is None:
+            return None
+        o = _out(row)
+        c.execute("UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                  (lease + lease_ms, owner, o.id))
+        sec = c.one("SELECT webhook_secret FROM watchers WHERE id = ?", (o.watcher,))
+    return o, (sec[0] if sec else None), lease + lease_ms
+
+
+def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
+                owner: str | None = None) -> dict[str, int]:
+    """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead'}.
+
+    Exactly once under any number of workers (this loop in every server instance, `mimamori
+    deliver` beside them): a row is claimed with a lease of cfg.lease_s just before it is
+    sent, and the send is cut off at a total deadline shorter than the lease, so no other
+    worker can take the row while it is being sent. Marking it sent ends the lease."""
+    owner = owner or f"{os.getpid()}:{secrets.token_hex(4)}"
+    lease_ms = int(cfg.lease_s * 1000)
     out = {"sent": 0, "failed": 0, "dead": 0}
-    for o in rows:
+    for _ in range(limit):
+        got = claim_next(db, now_ms, owner, lease_ms)
+        if got is None:
+            break
+        o, secret, until = got
+        # the whole send, connection to last byte, ends a margin before the lease does
+        budget = min(cfg.send_deadline_s, (until - sql.lease_now_ms()) / 1000 - LEASE_MARGIN_S)
         try:
-            send(o, cfg, now_ms, secrets_.get(o.watcher))
+            if budget <= 0:
+                raise SendError("no time left in the lease to send (the claim took too long)")
+            send(o, cfg, now_ms, secret, budget)
         except Exception as e:  # noqa: BLE001 - any failure of a channel is retried
             n = o.attempts + 1
             dead = n >= cfg.max_attempts
             delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
-                          "lease_until = NULL, last_error = ? WHERE id = ?",
+                          "lease_until = NULL, lease_owner = NULL, last_error = ? "
+                          "WHERE id = ? AND state = 'pending'",
                           (n, "dead" if dead else "pending", now_ms + delay,
                            f"{type(e).__name__}: {e}"[:500], o.id))
             out["dead" if dead else "failed"] += 1
             continue
         with db.tx() as c:
+            held = c.one("SELECT lease_owner FROM outbox WHERE id = ?" + c.for_update, (o.id,))
             c.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, "
-                      "lease_until = NULL, last_error = NULL WHERE id = ?", (now_ms, o.id))
+                      "lease_until = NULL, lease_owner = NULL, last_error = NULL "
+                      "WHERE id = ? AND state = 'pending'", (now_ms, o.id))
+        if not held or held[0] != owner:  # cannot happen while sends end before leases
+            log.warning("outbox %s: the lease was lost while sending (held by %s)", o.id,
+                        held[0] if held else None)
         out["sent"] += 1
     return out
 
 
-def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None) -> None:
+def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None,
+         budget_s: float | None = None) -> None:
+    """Send one message; raises on any failure. budget_s: the total time allowed, connection
+    to last byte (default cfg.send_deadline_s); a slower peer is cut off."""
+    budget = cfg.send_deadline_s if budget_s is None else budget_s
     if o.channel == "email":
-        send_email(o, cfg)
+        send_email(o, cfg, budget)
     elif o.channel == "webhook":
         if not webhook_secret:
             raise SendError(f"watcher {o.watcher} has no webhook secret")
-        send_webhook(o, cfg, now_ms, webhook_secret)
+        send_webhook(o, cfg, now_ms, webhook_secret, budget)
     elif o.channel == "console":
         line = f"[mimamori] to {o.payload['to']} ({o.kind}): {o.subject}"
         cfg.console_lines.append(line)
@@ -264,7 +343,87 @@ def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None) -> N
         raise SendError(f"unknown channel {o.channel!r}")
 
 
-def send_email(o: Outgoing, cfg: Config) -> None:
+class Deadline:
+    """A total time limit for one send: at the end, the sockets it watches are shut down, so a
+    peer that trickles (each read within the per-operation timeout, the whole far beyond it)
+    is cut off. Socket timeouts alone bound each operation, not the send."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self, cap: float) -> float:
+        return max(0.01, min(cap, self.end - time.monotonic()))
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for s in self._socks:
+                _shut(s)
+
+    def check(self, e: BaseException | None = None) -> None:
+        if self.fired:
+            raise SendError(f"the send took longer than {self.seconds:.0f} s and was cut off "
+                            "(retried later)") from e
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, typ: object, e: BaseException | None, tb: object) -> None:
+        self._timer.cancel()
+        if e is not None and not isinstance(e, SendError):
+            self.check(e)
+
+
+def _shut(s: socket.socket) -> None:
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Smtp(smtplib.SMTP):
+    """smtplib.SMTP whose socket is watched by a Deadline from the moment it exists (the
+    greeting is read inside the constructor)."""
+
+    def __init__(self, dl: Deadline, *a: Any, **kw: Any) -> None:
+        self._dl = dl
+        super().__init__(*a, **kw)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout, self.source_address)
+        self._dl.watch(sock)
+        return sock
+
+
+class _SmtpSsl(smtplib.SMTP_SSL):
+    def __init__(self, dl: Deadline, *a: Any, **kw: Any) -> None:
+        self._dl = dl
+        super().__init__(*a, **kw)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = socket.create_connection((host, port), timeout, self.source_address)
+        self._dl.watch(raw)  # during the handshake
+        sock = self.context.wrap_socket(raw, server_hostname=self._host)
+        self._dl.watch(sock)
+        return sock
+
+
+def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
     msg = EmailMessage()
@@ -277,17 +436,21 @@ def send_email(o: Outgoing, cfg: Config) -> None:
         msg["X-Mimamori-Alert"] = o.alert
     msg.set_content(o.body)
     ctx = ssl.create_default_context(cafile=cfg.smtp_ca)
-    if cfg.smtp_tls == "ssl":
-        s: smtplib.SMTP = smtplib.SMTP_SSL(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s,
-                                           context=ctx)
-    else:
-        s = smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s)
-    with s:
-        if cfg.smtp_tls == "starttls":
-            s.starttls(context=ctx)
-        if cfg.smtp_user:
-            s.login(cfg.smtp_user, cfg.smtp_password or "")
-        s.send_message(msg)
+    with Deadline(cfg.send_deadline_s if budget_s is None else budget_s) as dl:
+        timeout = dl.left(cfg.timeout_s)
+        if cfg.smtp_tls == "ssl":
+            s: smtplib.SMTP = _SmtpSsl(dl, cfg.smtp_host, cfg.smtp_port, timeout=timeout,
+                                       context=ctx)
+        else:
+            s = _Smtp(dl, cfg.smtp_host, cfg.smtp_port, timeout=timeout)
+        with s:
+            if cfg.smtp_tls == "starttls":
+                s.starttls(context=ctx)
+                dl.watch(s.sock)  # the TLS socket took the connection over
+            if cfg.smtp_user:
+                s.login(cfg.smtp_user, cfg.smtp_password or "")
+            s.send_message(msg)
+        dl.check()
 
 
 def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
@@ -295,11 +458,30 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str) -> None:
+def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str,
+                 budget_s: float | None = None) -> None:
     body = json.dumps(o.payload, ensure_ascii=False, sort_keys=True).encode()
     ts = str(now_ms // 1000)
     headers = {"Content-Type": "application/json", "Idempotency-Key": o.id,
                "X-Mimamori-Timestamp": ts, "X-Mimamori-Signature": sign_webhook(secret, ts, body)}
-    r = httpx.post(o.payload["to"], content=body, headers=headers, timeout=cfg.timeout_s)
-    if not 200 <= r.status_code < 300:
-        raise SendError(f"the webhook answered {r.status_code}")
+    u = urlsplit(o.payload["to"])
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise SendError(f"webhook URL {o.payload['to']!r} is not http(s)://host/...")
+    with Deadline(cfg.send_deadline_s if budget_s is None else budget_s) as dl:
+        timeout = dl.left(cfg.timeout_s)
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                        context=ssl.create_default_context())
+            if u.scheme == "https" else http.client.HTTPConnection(u.hostname, u.port,
+                                                                   timeout=timeout))
+        try:
+            conn.connect()
+            dl.watch(conn.sock)
+            path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            conn.request("POST", path, body=body, headers=headers)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        dl.check()
+    if not 200 <= status < 300:
+        raise SendError(f"the webhook answered {status}")

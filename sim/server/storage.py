@@ -1,11 +1,12 @@
 """The record store: devices, their journals, the records they sent, and the ingest transaction.
 
 One SQLite file (WAL, foreign keys, synchronous=FULL so an acknowledged record survives a power
-cut of the server) behind a thin connection adapter (`Database`). The SQL is portable: standard
-types (BIGINT, INTEGER, TEXT), `?` placeholders that the adapter rewrites for drivers that want
-`%s`, `INSERT ... ON CONFLICT (...) DO NOTHING` (SQLite >= 3.24 and PostgreSQL >= 9.5), no
-AUTOINCREMENT/rowid, no `INSERT OR IGNORE`, no `WITHOUT ROWID`. What changes for PostgreSQL is
-listed in docs/protocol.md ("Storage").
+cut of the server) or one PostgreSQL database, behind the thin layer of sql.py (`Database`:
+`tx()` writes, `read()` reads). The SQL is portable: standard types (BIGINT, INTEGER, TEXT), `?`
+placeholders that the layer rewrites for psycopg, `INSERT ... ON CONFLICT (...) DO NOTHING`
+(SQLite >= 3.24 and PostgreSQL >= 9.5), no AUTOINCREMENT/rowid, no `INSERT OR IGNORE`, no
+`WITHOUT ROWID`, no `%`. A read that decides a write locks the row it read (`c.for_update`):
+correctness never rests on SQLite's whole-file write lock (docs/scaling.md).
 
 It must never acknowledge a record it has not committed, and never change anything for a
 request it refuses (every refusal rolls the transaction back).
@@ -18,95 +19,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from firmware import record
+from sim.server.sql import Cursor, Database
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
 _ADVANCE_CHUNK = 512
-
-
-# ---------------------------------------------------------------------------------------------
-# connection adapter
-
-
-class Database:
-    """A DB-API connection, one writer at a time, `?` placeholders, explicit transactions.
-
-    `tx()` is the only way to run SQL: it holds a process lock (one sqlite3 connection is shared
-    by the server's worker threads) and a database write lock (BEGIN IMMEDIATE on SQLite), so
-    another process (the CLI) never interleaves with a half-done ingest.
-    """
-
-    dialect = "sqlite"
-
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def tx(self) -> Iterator[Cursor]:
-        """A transaction; nested calls join the outer one. Rolled back on any exception."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield Cursor(self._conn)
-                finally:
-                    self._depth -= 1
-                return
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield Cursor(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
-            finally:
-                self._depth = 0
-
-
-class Cursor:
-    """What code inside a transaction uses. SQL is written with `?` placeholders."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self._conn = conn
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-        return self._conn.execute(sql, tuple(params)).rowcount
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
-        return self._conn.executemany(sql, rows).rowcount
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self._conn.execute(sql, tuple(params)).fetchall()
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self._conn.execute(sql, tuple(params)).fetchone()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +148,7 @@ SCHEMA: list[Migration] = [
 def migrate(db: Database, component: str, steps: Sequence[Migration]) -> int:
     """Apply the steps of `component` not applied yet (step i is version i + 1)."""
     with db.tx() as c:
+        c.lock("mimamori schema")  # instances starting together migrate one after the other
         c.execute(
             "CREATE TABLE IF NOT EXISTS schema_versions ("
             "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -416,9 +340,14 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         migrate(db, "ingest", SCHEMA)
+        # (cursor, device id, now_ms) -> None, run inside each accepted batch's transaction
+        # (the alert side marks the household for evaluation, so a crash right after the
+        # commit cannot lose the evaluation a switch-on needs)
+        self.in_ingest: list[Callable[[Cursor, str, int], None]] = []
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
+        """A store on a SQLite file or a postgresql:// URL."""
         return cls(Database(path))
 
     def close(self) -> None:
@@ -438,15 +367,15 @@ class Store:
             )
         key = secrets.token_bytes(KEY_BYTES).hex()
         with self.db.tx() as c:
-            if c.one("SELECT 1 FROM devices WHERE id = ?", (device_id,)):
+            if not c.execute(
+                "INSERT INTO devices (id, key, household, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (device_id, key, household, now_ms),
+            ):
                 raise ValueError(
                     f"device {device_id!r} is already registered: pick another --id, "
                     "or `mimamori device rekey` it"
                 )
-            c.execute(
-                "INSERT INTO devices (id, key, household, created_at) VALUES (?, ?, ?, ?)",
-                (device_id, key, household, now_ms),
-            )
         dev = self.device(device_id)
         assert dev is not None
         return dev
@@ -471,7 +400,8 @@ class Store:
     def set_settings(self, device_id: str, settings: dict[str, Any]) -> int:
         """Replace the settings pushed to the device (already validated); bumps the version."""
         with self.db.tx() as c:
-            row = c.one("SELECT settings_version FROM devices WHERE id = ?", (device_id,))
+            row = c.one("SELECT settings_version FROM devices WHERE id = ?" + c.for_update,
+                        (device_id,))
             if row is None:
                 raise UnknownDevice(device_id)
             version = row[0] + 1
@@ -482,13 +412,13 @@ class Store:
         return version
 
     def device(self, device_id: str) -> Device | None:
-        with self.db.tx() as c:
+        with self.db.read() as c:
             row = c.one(f"SELECT {_DEVICE_COLS} FROM devices WHERE id = ?", (device_id,))
         return _device(row) if row else None
 
     def devices(self, household: str | None = None) -> list[Device]:
         """All devices, or those of one household, by id."""
-        with self.db.tx() as c:
+        with self.db.read() as c:
             if household is None:
                 rows = c.all(f"SELECT {_DEVICE_COLS} FROM devices ORDER BY id")
             else:
@@ -518,7 +448,7 @@ class Store:
             sql += " AND r.received_at >= ?"
             params.append(since_received_ms)
         sql += " ORDER BY j.ordinal, r.seq"
-        with self.db.tx() as c:
+        with self.db.read() as c:
             return [Record(*r) for r in c.all(sql, params)]
 
     def records_for_household(
@@ -532,7 +462,7 @@ class Store:
 
     def journals(self, device_id: str) -> list[Journal]:
         """The device's journal epochs in the order first heard."""
-        with self.db.tx() as c:
+        with self.db.read() as c:
             rows = c.all(
                 "SELECT device, epoch, ordinal, last_boot, last_req, ack, lost, first_heard_at, "
                 "last_heard_at, reported_lost, conflicts FROM journals WHERE device = ? "
@@ -542,7 +472,7 @@ class Store:
         return [Journal(*r) for r in rows]
 
     def losses(self, device_id: str) -> list[Loss]:
-        with self.db.tx() as c:
+        with self.db.read() as c:
             rows = c.all(
                 "SELECT device, epoch, first_seq, last_seq, missing, received_at, cause "
                 "FROM losses WHERE device = ? ORDER BY received_at, epoch, first_seq",
@@ -570,14 +500,14 @@ class Store:
         if since_received_ms is not None:
             sql += " AND received_at >= ?"
             params.append(since_received_ms)
-        with self.db.tx() as c:
+        with self.db.read() as c:
             return [Delivery(*r) for r in c.all(sql + " ORDER BY received_at, epoch, boot, req",
                                                 params)]
 
     def dump(self) -> dict[str, list[tuple]]:
         """Every row of the ingest tables, sorted (tests compare dumps: 'nothing changed')."""
         out = {}
-        with self.db.tx() as c:
+        with self.db.read() as c:
             for table in ("devices", "journals", "records", "batches", "losses",
                           "seq_conflicts"):
                 out[table] = sorted(c.all(f"SELECT * FROM {table}"), key=repr)
@@ -597,6 +527,10 @@ class Store:
         """
         dev, ep = batch.device, batch.epoch
         with self.db.tx() as c:
+            # one request of a device at a time, on any instance: the replay check, the new
+            # journal's ordinal and the ack below are read-then-write under this row lock
+            if c.one("SELECT id FROM devices WHERE id = ?" + c.for_update, (dev,)) is None:
+                raise UnknownDevice(dev)
             ack, lost, reported = _journal_for(c, batch, now_ms)
             stored, conflicts, unreadable = _store_records(c, batch, now_ms)
             ack, missing = _count_gaps(c, batch, ack, now_ms)
@@ -626,6 +560,8 @@ class Store:
             )
             row = c.one("SELECT settings_version, settings FROM devices WHERE id = ?", (dev,))
             assert row is not None
+            for hook in self.in_ingest:
+                hook(c, dev, now_ms)
         return Accepted(ack=ack, stored=stored, settings_version=row[0],
                         settings=json.loads(row[1]), conflicts=conflicts)
 
@@ -640,7 +576,9 @@ def _journal_for(c: Cursor, batch: Batch, now_ms: int) -> tuple[int, int, int]:
         (dev, ep),
     )
     if j is None:
-        (ordinal,) = c.one("SELECT COUNT(*) FROM journals WHERE device = ?", (dev,)) or (0,)
+        (ordinal,) = c.one(
+            "SELECT COALESCE(MAX(ordinal), 0) FROM journals WHERE device = ?", (dev,)
+        ) or (0,)
         c.execute(
             "INSERT INTO journals (device, epoch, last_boot, last_req, ack, lost, "
             "ordinal, first_heard_at, last_heard_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",

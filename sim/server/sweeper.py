@@ -4,21 +4,31 @@
     evaluate_household(db, hid, ...)  one household now (ingest calls it after a batch commits)
     run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock
 
-One evaluation is one transaction: the records become a timeline, the rules decide, the alert
-lifecycle applies the decisions and writes its notifications to the outbox, reminders,
+One evaluation reads a snapshot (read connection: no write lock), the records become a
+timeline, the rules decide; then one short write transaction takes the household's row lock,
+checks that what was decided on has not changed (or decides again inside the lock), and the
+alert lifecycle applies the decisions and writes its notifications to the outbox; reminders,
 escalations and the weekly digest that are due are written too, and the household's next_check
 becomes the earliest of all their deadlines. A household whose nothing can change without new
 records has next_check NULL and is only woken by ingest.
+
+Several instances sweep the same database: each claims due households a chunk at a time with a
+lease (`claim_due`), so a household is evaluated by one sweeper, and one that died leaves its
+chunk to the others when the lease runs out. Correctness does not rest on the lease: any
+evaluation writes under the household's row lock on what is committed.
 
 It must never scan every household: `due()` reads the index range next_check <= now only.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sim.server import alerts, models, notify, rules
+from sim.server import alerts, models, notify, rules, sql
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -37,6 +47,17 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+LEASE_MS = 300_000  # due households claimed by one sweeper are its own for this long (real time)
+
+
+def worker_id() -> str:
+    """Who holds a lease: host, process and a random part (a restarted process is new)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{_TOKEN}"
+
+
+_TOKEN = secrets.token_hex(4)
+
+
 def due(c: Cursor, now_ms: int, limit: int) -> list[str]:
     """Households whose next_check has come, earliest first (an index range scan)."""
     return [r[0] for r in c.all(
@@ -51,34 +72,68 @@ def due_by_full_scan(c: Cursor, now_ms: int, limit: int) -> list[str]:
     return [i for _, i in sorted(rows)[:limit]]
 
 
-def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
-          full_scan: bool = False, chunk: int = 50) -> SweepResult:
-    """Evaluate every due household (at most `limit` per call; the next call takes the rest),
-    `chunk` households per transaction."""
-    store = Store(db)
+def claim_due(db: Database, now_ms: int, limit: int, owner: str,
+              lease_ms: int = LEASE_MS, full_scan: bool = False) -> list[str]:
+    """Take up to `limit` due households that no other sweeper holds, earliest first, with a
+    lease: on PostgreSQL FOR UPDATE SKIP LOCKED (instances claiming at the same instant take
+    different rows), on SQLite the write transaction itself. A lease that ran out (its holder
+    died) is taken over. full_scan: find them by reading every row (the bench's reference)."""
+    lease = sql.lease_now_ms()
     with db.tx() as c:
-        ids = (due_by_full_scan if full_scan else due)(c, now_ms, limit)
+        if full_scan:
+            rows = [(n, i) for i, n, u in c.all(
+                "SELECT id, next_check, lease_until FROM households")
+                if n is not None and n <= now_ms and (u is None or u <= lease)]
+            ids = [i for _, i in sorted(rows)[:limit]]
+        else:
+            ids = [r[0] for r in c.all(
+                "SELECT id FROM households WHERE next_check <= ? AND (lease_until IS NULL OR "
+                "lease_until <= ?) ORDER BY next_check, id LIMIT ?" + c.skip_locked,
+                (now_ms, lease, limit))]
+        if ids:
+            c.executemany("UPDATE households SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                          [(lease + lease_ms, owner, hid) for hid in ids])
+    return ids
+
+
+def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
+          full_scan: bool = False, chunk: int = 50, lease_ms: int = LEASE_MS) -> SweepResult:
+    """Evaluate the due households (at most `limit` per call; the next call takes the rest),
+    claimed `chunk` at a time with a lease so that sweepers of several instances share them.
+    A chunk is read outside any write transaction, then written in one short transaction."""
+    store = Store(db)
+    owner = worker_id()
     out = SweepResult()
-    for i in range(0, len(ids), chunk):
-        part = ids[i:i + chunk]
-        try:  # one commit (one fsync) for a chunk of households
-            with db.tx():
-                for hid in part:
-                    evaluate_household(db, hid, now_ms, cfg, store)
-            out.evaluated += part
-            continue
-        except Exception:  # noqa: BLE001, S110 - redo them one by one to find the broken one
-            pass
-        for hid in part:
-            try:
-                evaluate_household(db, hid, now_ms, cfg, store)
-                out.evaluated.append(hid)
-            except Exception as e:  # noqa: BLE001 - one bad household must not stop the others
-                out.failed[hid] = f"{type(e).__name__}: {e}"
-                with db.tx() as c:  # look again in an hour rather than in a hot loop
-                    c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                              (now_ms + hh.HOUR_MS, hid))
+    while len(out.evaluated) + len(out.failed) < limit:
+        ids = claim_due(db, now_ms, min(chunk, limit - len(out.evaluated) - len(out.failed)),
+                        owner, lease_ms, full_scan)
+        if not ids:
+            break
+        _chunk(db, store, ids, now_ms, cfg, owner, out)
     return out
+
+
+def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.Config,
+           owner: str, out: SweepResult) -> None:
+    try:  # the reads and the rules outside the write lock, then one commit for the chunk
+        ready = [_prepare(db, store, hid, now_ms) for hid in ids]
+        with db.tx() as c:
+            for p in ready:
+                _commit(c, store, p, now_ms, cfg, owner)
+        out.evaluated += ids
+        return
+    except Exception:  # noqa: BLE001, S110 - redo them one by one to find the broken one
+        pass
+    for hid in ids:
+        try:
+            evaluate_household(db, hid, now_ms, cfg, store, owner)
+            out.evaluated.append(hid)
+        except Exception as e:  # noqa: BLE001 - one bad household must not stop the others
+            out.failed[hid] = f"{type(e).__name__}: {e}"
+            with db.tx() as c:  # look again in an hour rather than in a hot loop
+                c.execute("UPDATE households SET next_check = ?, lease_until = NULL, "
+                          "lease_owner = NULL WHERE id = ?", (now_ms + hh.HOUR_MS, hid))
+
 
 def device_records(store: Store, device_id: str) -> list[StoredRecord]:
     """What the timeline knows of one bulb: its stored records, then one receipt anchor per
@@ -109,26 +164,85 @@ def rule_settings(c: Cursor, home: hh.Household) -> rules.Settings:
     return home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
 
 
-def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
-                       store: Store | None = None) -> list[rules.Decision]:
-    store = store or Store(db)
-    with db.tx() as c:
+@dataclass
+class _Prepared:
+    """One household read and decided outside the write lock, and what it was decided on."""
+
+    hid: str
+    inputs: tuple
+    timeline: Timeline
+    decisions: list[rules.Decision]
+
+
+def _inputs(c: Cursor, hid: str) -> tuple:
+    """What an evaluation is decided on, besides the alerts (read again when writing): the
+    household's settings, its bulbs and their last accepted request (every accepted batch
+    changes it), its pauses. Equal at write time means the decision is still the right one."""
+    return (c.one("SELECT settings, tz FROM households WHERE id = ?", (hid,)),
+            tuple(c.all("SELECT id, created_at, epoch, last_boot, last_req, last_heard_at, "
+                        "settings_version FROM devices WHERE household = ? ORDER BY id", (hid,))),
+            tuple(c.all("SELECT id, start_ms, end_ms FROM pauses WHERE household = ? "
+                        "ORDER BY id", (hid,))))
+
+
+def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
+    with db.read() as c:  # one snapshot: inputs and records agree
+        seen = _inputs(c, hid)
         home = hh.household(c, hid)
         tl = timeline_of(store, hid)
-        hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in tl.intervals
-                                                     if iv.start_latest <= now_ms / 1000])
+        rs = rule_settings(c, home)
+    return _Prepared(hid, seen, tl, rules.evaluate(tl, rs, now_ms / 1000, key=hid))
+
+
+def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Config,
+            owner: str | None) -> list[rules.Decision]:
+    """Apply a prepared evaluation under the household's row lock; if its inputs changed since
+    (a batch, new settings, a pause), decide again inside the lock."""
+    hid = p.hid
+    alerts.lock_household(c, hid)
+    tl, decisions = p.timeline, p.decisions
+    home = hh.household(c, hid)
+    # a "until the next switch-on" pause ends at the first switch-on after it began (a write:
+    # under the lock; it changes the inputs, so the household is decided again below)
+    hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in tl.intervals
+                                                 if iv.start_latest <= now_ms / 1000])
+    if _inputs(c, hid) != p.inputs:
+        tl = timeline_of(store, hid)
         decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000, key=hid)
-        deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
-                     alerts.tick(c, home, now_ms, cfg)]
-        r = rules.due_at(decisions)
-        deadlines.append(None if r is None else int(r * 1000))
-        deadlines.append(_digest(c, home, tl, now_ms, cfg))
-        nxt = min((t for t in deadlines if t is not None), default=None)
-        if nxt is not None:
-            nxt = max(nxt, now_ms + 1000)
-        c.execute("UPDATE households SET next_check = ?, evaluated_at = ? WHERE id = ?",
-                  (nxt, now_ms, hid))
+    deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
+                 alerts.tick(c, home, now_ms, cfg)]
+    r = rules.due_at(decisions)
+    deadlines.append(None if r is None else int(r * 1000))
+    deadlines.append(_digest(c, home, tl, now_ms, cfg))
+    nxt = min((t for t in deadlines if t is not None), default=None)
+    if nxt is not None:
+        nxt = max(nxt, now_ms + 1000)
+    c.execute("UPDATE households SET next_check = ?, evaluated_at = ?, "
+              "lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END, "
+              "lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END "
+              "WHERE id = ?", (nxt, now_ms, owner or "", owner or "", hid))
     return decisions
+
+
+def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
+                       store: Store | None = None, owner: str | None = None
+                       ) -> list[rules.Decision]:
+    """Evaluate one household now: read and decide outside the write lock, then write the
+    decisions in a short transaction that holds the household's row (any instance may run
+    this for any household at any time; two at once write one after the other, each on
+    what is committed)."""
+    store = store or Store(db)
+    p = _prepare(db, store, hid, now_ms)
+    with db.tx() as c:
+        return _commit(c, store, p, now_ms, cfg, owner)
+
+
+def mark_due(c: Cursor, device_id: str, now_ms: int) -> None:
+    """In a batch's own transaction: the bulb's household is due now. on_ingest evaluates it
+    right after the commit; if the instance dies first, the next sweep of any instance does."""
+    c.execute("UPDATE households SET next_check = ? WHERE id = (SELECT household FROM devices "
+              "WHERE id = ?) AND (next_check IS NULL OR next_check > ?)",
+              (now_ms, device_id, now_ms))
 
 
 def placement_of(store: Store, c: Cursor, home: hh.Household,
@@ -147,7 +261,7 @@ def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> 
     dev = store.device(device_id)
     if dev is None or not dev.household:
         return
-    with store.db.tx() as c:
+    with store.db.read() as c:
         if c.one("SELECT 1 FROM households WHERE id = ?", (dev.household,)) is None:
             return
     evaluate_household(store.db, dev.household, now_ms, cfg, store)
@@ -192,5 +306,5 @@ def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
 
 
 def households_due(db: Database, now_ms: int) -> Iterable[str]:
-    with db.tx() as c:
+    with db.read() as c:
         return due(c, now_ms, 1_000_000)

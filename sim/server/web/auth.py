@@ -25,7 +25,6 @@ import hmac
 import json
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +49,16 @@ SCHEMA: list[list[str]] = [
             expires_at BIGINT NOT NULL,
             used_at BIGINT
         )""",
+    ],
+    # 2: sign-in rate limits shared by every instance (one row per limited key, its recent
+    # hits; the key is a digest, so no address or e-mail is kept in clear)
+    [
+        """CREATE TABLE rate_limits (
+            bucket TEXT PRIMARY KEY,
+            hits TEXT NOT NULL,
+            until_ms BIGINT NOT NULL
+        )""",
+        "CREATE INDEX rate_limits_until ON rate_limits (until_ms)",
     ],
 ]
 
@@ -223,25 +232,30 @@ def watchers_by_email(c: Cursor, email: str) -> list[hh.Watcher]:
 
 
 class RateLimit:
-    """At most `limit` events per `window_s` seconds per key (a sliding window, in memory)."""
+    """At most `limit` events per `window_s` seconds per key: a sliding window kept in the
+    database, so every instance behind a load balancer counts the same hits. The key's row is
+    locked while it is counted (two instances never both let the last one through)."""
 
-    def __init__(self, limit: int, window_s: float, max_keys: int = 10_000):
-        self.limit, self.window_s, self.max_keys = limit, window_s, max_keys
-        self._seen: dict[str, deque[float]] = {}
+    def __init__(self, db: Database, name: str, limit: int, window_s: float):
+        self.db, self.name, self.limit, self.window_s = db, name, limit, window_s
 
     def allow(self, key: str, now_s: float | None = None) -> bool:
-        now = time.monotonic() if now_s is None else now_s
-        q = self._seen.get(key)
-        if q is None:
-            if len(self._seen) >= self.max_keys:
-                self._seen.clear()
-            q = self._seen[key] = deque()
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        if len(q) >= self.limit:
-            return False
-        q.append(now)
-        return True
+        now = int((time.time() if now_s is None else now_s) * 1000)
+        window = int(self.window_s * 1000)
+        bucket = hashlib.sha256(f"{self.name}\n{key}".encode()).hexdigest()[:40]
+        with self.db.tx() as c:
+            c.execute("INSERT INTO rate_limits (bucket, hits, until_ms) VALUES (?, '[]', 0) "
+                      "ON CONFLICT (bucket) DO NOTHING", (bucket,))
+            row = c.one("SELECT hits FROM rate_limits WHERE bucket = ?" + c.for_update,
+                        (bucket,))
+            hits = [t for t in json.loads(row[0] if row else "[]") if t > now - window]
+            ok = len(hits) < self.limit
+            if ok:
+                hits.append(now)
+            c.execute("UPDATE rate_limits SET hits = ?, until_ms = ? WHERE bucket = ?",
+                      (json.dumps(hits), max(hits, default=now) + window, bucket))
+            c.execute("DELETE FROM rate_limits WHERE until_ms < ?", (now,))  # forgotten keys
+        return ok
 
 
 def link_url(public_url: str, token: str) -> str:

@@ -93,7 +93,7 @@ class Page:
     def _own_lang(self) -> str:
         if self.session.role != auth.WATCHER:
             return ""
-        with self.web.db.tx() as c:
+        with self.web.db.read() as c:
             try:
                 return hh.watcher(c, self.session.subject).lang
             except hh.NotFound:
@@ -147,7 +147,7 @@ class Page:
             if post:
                 raise Refused(401, "forbidden")
             raise Refused(303, "forbidden", "/signin")
-        with self.web.db.tx() as c:
+        with self.web.db.read() as c:
             if self.session.role == auth.WATCHER:
                 ws = auth.person_watchers(c, self.session.subject)
                 if not ws:  # removed since signing in
@@ -180,9 +180,10 @@ class Web:
         auth.open_web(self.db)
         self.key = auth.session_key(self.db)
         self.env = _env()
-        self.signin_ip = auth.RateLimit(10, 900)  # sign-in requests per client address
-        self.signin_email = auth.RateLimit(3, 3600)  # links sent to one address
-        self.link_ip = auth.RateLimit(20, 900)  # sign-in link attempts per client address
+        # kept in the database: every instance behind the load balancer counts the same hits
+        self.signin_ip = auth.RateLimit(self.db, "signin_ip", 10, 900)  # per client address
+        self.signin_email = auth.RateLimit(self.db, "signin_email", 3, 3600)  # links to one
+        self.link_ip = auth.RateLimit(self.db, "link_ip", 20, 900)  # link attempts per address
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -278,7 +279,7 @@ def router(web: Web) -> APIRouter:
             if not web.link_ip.allow(_client(request)):
                 return p.render("message.html", status=429, title=p.t("too_many"), text="",
                                 back=False)
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 try:
                     role, subject = auth.peek_link(c, token[:200], p.now_ms)
                 except auth.BadLink as e:
@@ -349,7 +350,7 @@ def router(web: Web) -> APIRouter:
             p.need_signed_in()
             if p.session.role == auth.COORDINATOR:
                 return p.redirect("/coordinator")
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 mine = auth.person_watchers(c, p.session.subject)
                 cards = [views.household_card(c, web.store, hh.household(c, w.household),
                                               p.now_ms) for w in mine]
@@ -363,7 +364,7 @@ def router(web: Web) -> APIRouter:
     def household(request: Request, hid: str) -> Response:
         def go(p: Page) -> Response:
             p.need_signed_in()
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 home, me = p.household(c, hid)
                 tl = sweeper.timeline_of(web.store, hid)
                 card = views.household_card(c, web.store, home, p.now_ms, tl)
@@ -388,7 +389,7 @@ def router(web: Web) -> APIRouter:
     def chart_svg(request: Request, hid: str) -> Response:
         def go(p: Page) -> Response:
             p.need_signed_in()
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 home, me = p.household(c, hid)
                 history = _history(c, hid, me)
             tl = sweeper.timeline_of(web.store, hid)
@@ -525,7 +526,7 @@ def router(web: Web) -> APIRouter:
     def coordinator(request: Request) -> Response:
         def go(p: Page) -> Response:
             p.need_coordinator()
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 homes = hh.households(c)
                 tls = {h.id: sweeper.timeline_of(web.store, h.id) for h in homes}
                 cards = [views.household_card(c, web.store, h, p.now_ms, tls[h.id])
@@ -551,7 +552,7 @@ def router(web: Web) -> APIRouter:
     def report_csv(request: Request) -> Response:
         def go(p: Page) -> Response:
             p.need_coordinator()
-            with web.db.tx() as c:
+            with web.db.read() as c:
                 rows = views.pilot_report(c, web.store, p.now_ms)
             day = datetime.fromtimestamp(p.now_ms / 1000, ZoneInfo("Asia/Tokyo")).date()
             return p.finish(Response(
@@ -615,7 +616,7 @@ def _what(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> str:
 
 
 def _chart(web: Web, p: Page, home: hh.Household, tl: Any, history: list[alerts.Alert]) -> str:
-    with web.db.tx() as cur:
+    with web.db.read() as cur:
         ps = [(x.start_ms / 1000, x.end_ms / 1000) for x in hh.pauses(cur, home.id)]
     opened = [a.opened_at / 1000 for a in history if a.audience != "coordinator"]
     return chart.activity_svg(tl.intervals, home.tz, p.now_ms / 1000, p.lang, pauses=ps,
