@@ -17,8 +17,7 @@ import pytest
 from firmware import record
 from sim import population as pop
 from sim.household import Household, Profile, exact_timeline, unix
-from sim.server import households
-from sim.server import models, rules
+from sim.server import households, models, rules
 from sim.server.rules import OPEN, Settings, evaluate, evaluate_rule
 from sim.server.storage import Store
 from sim.server.sweeper import rule_settings, timeline_of
