@@ -86,3 +86,19 @@ def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_roo
     young = models.learn(exact_timeline(Household(1).events(START, 3)), "UTC", [],
                          unix(START + timedelta(days=4)))
     assert models.placement(young.bulbs["bulb"]).verdict == "learning"
+
+
+def test_a_model_of_the_first_pass_is_learned_again_and_the_new_one_keeps_its_delays():
+    h = pop.household("toilet", "router_20h_10d", 0, days=30)
+    m = models.learn(pop.World(h).timeline(h.t1), "UTC", [], h.t1)
+    d = json.loads(json.dumps(m.to_json()))
+    assert d["version"] == models.VERSION == 2
+    bm = models.HouseholdModel.from_json(d).bulbs["bulb"]
+    assert bm.held == m.bulbs["bulb"].held and bm.longest_held_h() > 10  # a day-long outage
+    d["version"] = 1  # delays were not kept by hour: its meaning changed
+    try:
+        models.HouseholdModel.from_json(d)
+    except ValueError as e:
+        assert "learn it again" in str(e)
+    else:
+        raise AssertionError("a first-pass model must be learned again")

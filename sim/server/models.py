@@ -5,8 +5,9 @@ folding one local day at a time.
     BulbModel         per local hour: how often the bulb is switched on, how long visits that
                       start then last (a histogram, so the rules read its tail, not its mean);
                       how often a whole day goes unused; its delivery (how late its visits reach
-                      the server, failed connection attempts, by hour); its last days, for the
-                      placement check
+                      the server, by the hour they began: a histogram of the delays, so the rules
+                      know which silences its radio has caused; failed connection attempts); its
+                      last days, for the placement check
     HouseholdModel    its bulbs, and the quiet spells between switch-ons of any bulb, kept by
                       the local half-hour they began and their length (the rules measure them in
                       expected switch-ons under the current rhythm, so old spells follow it)
@@ -50,13 +51,17 @@ PLACEMENT_WINDOW = 14  # ... about the last this many days
 DUR_EDGES: tuple[float, ...] = tuple(30.0 * 1.25 ** k for k in range(38))  # 30 s .. 32 h
 MASS_EDGES: tuple[float, ...] = tuple(0.01 * 1.1 ** k for k in range(111))  # 0.01 .. 380
 SPELL_EDGES_H: tuple[float, ...] = tuple(1 / 6 * 1.07 ** k for k in range(112))  # 10 min .. 13 d
+DELAY_EDGES_H: tuple[float, ...] = tuple(0.5 * 1.2 ** k for k in range(27))  # 30 min .. 2.7 d
 LONG_SPELL_H = 3.0  # spells at least this long are kept one by one for RECENT_DAYS
 # the rate before a bulb has shown its own: a weak prior (6 hours of watching, 1 switch-on)
 PRIOR_SEEN_H = 6.0
 PRIOR_ON = 1.0
 # a bin "seen recently" when its weight is at least this (one visit about 32 days ago)
 RECENT_WEIGHT = 0.2
-VERSION = 1
+TAIL_Q = 0.2  # tails are fitted to the share of values above the 80th percentile
+# the meaning of a stored model: a model of another version is learned again from the records
+# (2: delays kept as a histogram by hour, `held`)
+VERSION = 2
 
 
 def _bins(edges: Sequence[float]) -> list[float]:
@@ -96,6 +101,9 @@ class BulbModel:
     dur: list[list[float]] = field(default_factory=lambda: [_bins(DUR_EDGES) for _ in range(24)])
     sent: list[float] = field(default_factory=lambda: [0.0] * 24)  # visits reported, by hour
     late: list[float] = field(default_factory=lambda: [0.0] * 24)  # ... more than LATE_S late
+    # ... their delays (h, DELAY_EDGES_H), by the hour the visit began
+    held: list[list[float]] = field(default_factory=lambda: [_bins(DELAY_EDGES_H)
+                                                              for _ in range(24)])
     attempts: float = 0.0  # connection attempts the bulb recorded
     fails: float = 0.0  # ... that could not reach the server
     # last RECENT_DAYS days: [day ordinal, switch-ons, share watched, longest gap of this bulb
@@ -133,6 +141,32 @@ class BulbModel:
             late = sum(self.late[(h + k) % 24] for k in (-1, 0, 1))
             out.append(late >= 0.5 and late >= 0.05 * sent)
         return out
+
+    def held_shares(self) -> list[list[tuple[float, float]]]:
+        """Per local hour k: [(hours, share)]: the share of this bulb's visits begun near hour
+        k whose report was held that many hours (the upper edge of its bin: never kinder).
+        "Near": a report held e hours was held by an outage that could as well have begun
+        e/2 hours earlier or later, so a delay is pooled over the hours within e/2 of its own
+        (at least 1, at most 12): a router off every night keeps its delays at night, one off
+        for a day at any hour spreads them over the day."""
+        out: list[list[tuple[float, float]]] = [[] for _ in range(24)]
+        for i in range(len(DELAY_EDGES_H) + 1):
+            col = [self.held[k][i] for k in range(24)]
+            if not any(col):
+                continue
+            e = _upper(DELAY_EDGES_H, i)
+            w = min(12, max(1, round(e / 2)))
+            for k in range(24):
+                near = [(k + d) % 24 for d in range(-w, w + 1)][:24]
+                sent = sum(self.sent[j] for j in near)
+                share = sum(col[j] for j in near) / sent if sent > 0 else 0.0
+                if share > 0:
+                    out[k].append((e, share))
+        return out
+
+    def longest_held_h(self) -> float:
+        """The longest delay of its visits the model holds (upper bin edge; 0 when none)."""
+        return max((longest(col, DELAY_EDGES_H, 0.05) for col in self.held), default=0.0)
 
     def longest_delay_h(self) -> float:
         return max((r[4] for r in self.recent), default=0.0)
@@ -302,9 +336,10 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     for lst in (bm.on, bm.seen, bm.sent, bm.late):
         for h in range(24):
             lst[h] *= DECAY
-    for hist in bm.dur:
-        for i in range(len(hist)):
-            hist[i] *= DECAY
+    for hists in (bm.dur, bm.held):
+        for hist in hists:
+            for i in range(len(hist)):
+                hist[i] *= DECAY
     bm.days *= DECAY
     bm.full_days *= DECAY
     bm.unused *= DECAY
@@ -338,6 +373,7 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
         bm.sent[h] += 1
         if dl > LATE_S:
             bm.late[h] += 1
+            bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR)] += 1
         max_delay = max(max_delay, dl / HOUR)
         attempts += iv.links
         fails += iv.links_failed
@@ -552,7 +588,7 @@ def tail(hist: Sequence[float], edges: Sequence[float], alpha: float, floor: flo
     total = sum(hist)
     if total <= 0:
         return math.inf, floor
-    u = quantile(hist, edges, 0.8)
+    u = quantile(hist, edges, 1 - TAIL_Q)
     f = math.log if log else (lambda x: x)
     above = [(f(_mid(edges, i)) - f(u), w) for i, w in enumerate(hist)
              if w > 0 and _mid(edges, i) > u]
@@ -561,7 +597,7 @@ def tail(hist: Sequence[float], edges: Sequence[float], alpha: float, floor: flo
         if wa <= 0:
             return math.inf, floor
         beta = max(floor, sum(x * w for x, w in above) / wa)
-    q = 0.2  # the share above the 80th percentile
+    q = TAIL_Q
     x = f(u) + beta * math.log(q / alpha) if q > alpha else f(u)
     return (math.exp(x) if log else x), beta
 

@@ -582,10 +582,15 @@ def _delays(mine: list[Interval], gap: float) -> list[float]:
     return out
 
 
+LATE_IN_A_ROW = 3  # so many visits in a row reaching the server late: an outage
+
+
 def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
     """Per bulb, over the last late_days: visits that reached the server late (beyond what an
     LTE-M bulb's report gap explains), or connection attempts that failed (K_LINK records): a
-    router switched off at night or for a day, weak signal. For the coordinator only."""
+    router switched off at night or for a day, weak signal. One outage is enough (LATE_IN_A_ROW
+    visits held one after another): the coordinator hears of it when its reports arrive,
+    before the next one can raise a family alert. For the coordinator only."""
     out = []
     since = now - settings.late_days * DAY
     for dev in sorted(tl.devices):
@@ -597,11 +602,15 @@ def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
         frac = len(late) / len(recent) if recent else 0.0
         tries = sum(iv.links for iv, _ in recent)
         failed = sum(iv.links_failed for iv, _ in recent)
+        run = in_a_row = 0  # visits held one after another: an outage, not a short visit
+        for _, dl in recent:
+            run = run + 1 if dl > settings.late_after_s else 0
+            in_a_row = max(in_a_row, run)
         detail = {"visits": len(recent), "late": len(late), "fraction": frac,
-                  "attempts": tries, "failed": failed}
+                  "attempts": tries, "failed": failed, "late_in_a_row": in_a_row}
         late_open = len(recent) >= settings.late_min_visits and frac >= settings.late_fraction
         fail_open = failed >= 3 and failed >= 0.1 * tries
-        if late_open or fail_open:
+        if late_open or fail_open or in_a_row >= LATE_IN_A_ROW:
             parts = []
             if late:
                 parts.append(f"{len(late)} of {len(recent)} visits in {settings.late_days:g} "
@@ -718,17 +727,19 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
         # a household watched through a room used every day keeps the promise of
         # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
         fits = any(p.verdict == "good" for p in checks.values())
-        deadline, thr = _learned_deadline(m, mass, t0, settings, clock, recent, fits)
+        deadline, rhythm, thr = _learned_deadline(m, mass, t0, settings, clock, recent, fits)
         if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
-            d2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
+            d2, r2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
             if d2 > deadline:
-                deadline, thr = d2, thr2
-    radio = _radio(m, t0, deadline, clock)
-    if radio is not None:  # a bulb whose reports came late at these hours: not sooner than N
-        deadline = max(deadline, later + settings.no_activity_h * HOUR)
-        reasons.append("radio")
-        note += (f"; bulb {radio[0]}'s reports have reached the server up to {radio[1]:.0f} h "
-                 "late before: this silence may be its radio")
+                deadline, rhythm, thr = d2, r2, thr2
+        if deadline > rhythm:  # the wait its radio's delays call for
+            radio = max(m.bulbs.values(), key=lambda b: b.longest_held_h())
+            reasons.append("radio")
+            note += (f"; bulb {radio.device}'s reports have reached the server up to "
+                     f"{radio.longest_held_h():.0f} h late before: this silence may be its "
+                     "radio")
+            radio_h = radio.longest_held_h()
+        rhythm_h = (rhythm - t0) / HOUR
     if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
         reasons.append("placement")
         note += "; the bulb's room is not used every day (see its placement check)"
@@ -741,8 +752,9 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
               "reasons": reasons}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
-    if radio is not None:
-        detail["radio_h"] = radio[1]
+    if "radio" in reasons:
+        detail["radio_h"] = radio_h
+        detail["rhythm_h"] = rhythm_h  # the wait the rhythm alone would give
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
@@ -773,8 +785,9 @@ def _learning_days(ivs: list[Interval], tl: Timeline, settings: Settings, t0: fl
 
 
 def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
-                   mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float]]:
-    """(expected switch-ons, hours) of the quiet spells ended since the model's last day."""
+                   mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float, float]]:
+    """(start, expected switch-ons, hours) of the quiet spells ended since the model's last
+    day (not folded yet: they join the spells the rule is judged against)."""
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
@@ -783,61 +796,200 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
                                                      for p in settings.pauses):
-            out.append((mass.at(t) - mass.at(prev), (t - prev) / HOUR))
+            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR))
         prev = t
     return out
 
 
-def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
-                      clock: _Clock, recent: list[tuple[float, float]],
-                      fits: bool = True) -> tuple[float, float]:
-    """(deadline, threshold) of a quiet spell that began at t0: the instant its expected count
-    of switch-ons reaches what a spell begun near that hour exceeds once in
-    days_per_false_alert household-days (an exponential tail above the 80th percentile of the
-    spells seen, its scale from all spells); never below the largest recent spell; at most
-    learned_max_h, or (fits False: no room of the household is used every day, several times)
-    1.25 x this household's longest recent spell when that is longer."""
+@dataclass(frozen=True, slots=True)
+class Spells:
+    """The quiet spells a spell begun at one local hour is judged against, in expected
+    switch-ons under the current rhythm: those that began within +-bucket_h of that hour (all
+    of them when too few), their 80th percentile `u`, an exponential tail above it with scale
+    `beta` (fitted on all spells: peaks over threshold), and `alpha`, the chance of exceeding
+    that makes one false alert in days_per_false_alert household-days."""
+
+    hist: tuple[float, ...]
+    total: float
+    u: float
+    beta: float
+    alpha: float
+
+    def survival(self, x: float) -> float:
+        """P(a spell lasts `x` expected switch-ons or more): the histogram below u (log-linear
+        within a bin, as models.quantile), the fitted tail above."""
+        if x <= 0:
+            return 1.0
+        if x >= self.u:
+            return mdl.TAIL_Q * math.exp(-(x - self.u) / self.beta)
+        edges = mdl.MASS_EDGES
+        i = mdl._bin(edges, x)
+        above = sum(self.hist[i + 1:])
+        lo = edges[i - 1] if i > 0 else edges[0] / (edges[1] / edges[0])
+        hi = mdl._upper(edges, i)
+        frac = 1.0 - math.log(max(x, lo) / lo) / math.log(hi / lo) if x > 0 else 1.0
+        return min(1.0, (above + frac * self.hist[i]) / self.total)
+
+    @property
+    def threshold(self) -> float:
+        """The spell (expected switch-ons) exceeded with probability alpha."""
+        if self.alpha >= mdl.TAIL_Q:
+            return self.u
+        return self.u + self.beta * math.log(mdl.TAIL_Q / self.alpha)
+
+
+def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
+                clock: _Clock, recent: list[tuple[float, float, float]]) -> Spells:
+    """The spells a quiet spell begun at t0 is judged against (see Spells). Every spell counts
+    as data, a night away too: it lengthens the fitted tail; it is never a floor."""
     h = mdl._hour(t0, clock.off)
-    by_hour = mdl.spell_masses(m, mass)
-    every = [sum(col) for col in zip(*by_hour)]
-    total = sum(every)
-    _, beta = mdl.tail(every, mdl.MASS_EDGES, m.days / (total * settings.days_per_false_alert),
-                       floor=0.3)
     b = int(settings.bucket_h)
-    pooled = [sum(col) for col in zip(*(by_hour[(h + k) % 24] for k in range(-b, b + 1)))]
+    every, pooled = _pooled(m, mass, h, b)
+    if recent:
+        every, pooled = list(every), list(pooled)
+        for s, e, _ in recent:
+            i = mdl._bin(mdl.MASS_EDGES, e)
+            every[i] += 1.0
+            if min((mdl._hour(s, clock.off) - h) % 24, (h - mdl._hour(s, clock.off)) % 24) <= b:
+                pooled[i] += 1.0
+    total = sum(every)
+    days = m.days + len({int((s + clock.off) // DAY) for s, _, _ in recent})
+    _, beta = mdl.tail(every, mdl.MASS_EDGES, days / (total * settings.days_per_false_alert),
+                       floor=0.3)
     n = sum(pooled)
     if n >= 15:
         share = min(1.0, (2 * b + 1) / 24)
-        thr, _ = mdl.tail(pooled, mdl.MASS_EDGES,
-                          m.days * share / (n * settings.days_per_false_alert), 0.3, beta=beta)
+        hist, alpha = pooled, days * share / (n * settings.days_per_false_alert)
     else:
-        thr, _ = mdl.tail(every, mdl.MASS_EDGES,
-                          m.days / (total * settings.days_per_false_alert), 0.3, beta=beta)
-    window = [(s, x) for r in m.spell_recent if m.day is not None
-              and r[0] > m.day - settings.learn_days for s, x in r[1]]
-    thr = max([thr] + [mass.at(s + x * HOUR) - mass.at(s) for s, x in window]
-              + [e for e, _ in recent])
-    longest = max([x for _, x in window] + [x for _, x in recent] + [0.0])
-    cap = (settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)) * HOUR
-    deadline = mass.until(t0, thr, cap)
-    return max(deadline, t0 + settings.learned_min_h * HOUR), thr
+        hist, n, alpha = every, total, days / (total * settings.days_per_false_alert)
+    u = mdl.quantile(hist, mdl.MASS_EDGES, 1 - mdl.TAIL_Q)
+    return Spells(tuple(hist), n, u, beta if math.isfinite(beta) else 0.3, alpha)
 
 
-def _radio(m: mdl.HouseholdModel, t0: float, deadline: float,
-           clock: _Clock) -> tuple[str, float] | None:
-    """(bulb, the longest the server waited for its reports lately, h) when a bulb's reports
-    have come late at hours this spell covers up to its deadline: the silence may then be the
-    radio."""
-    for dev, bm in sorted(m.bulbs.items()):
-        prone = bm.radio_hours()
-        if not any(prone):
+def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int,
+            b: int) -> tuple[list[float], list[float]]:
+    """(all spells, spells begun within +-b hours of h) of the model, in expected switch-ons
+    under `mass` (kept per model and hour: a replay asks again and again)."""
+    key = (m.day, m.n_spells, tuple(mass.rates), b)
+    hit = _POOLED_CACHE.get(id(m))
+    if hit is None or hit[0] != key:
+        if len(_POOLED_CACHE) > 256:
+            _POOLED_CACHE.clear()
+        by_hour = mdl.spell_masses(m, mass)
+        hit = _POOLED_CACHE[id(m)] = (key, [sum(col) for col in zip(*by_hour)], {}, by_hour)
+    _, every, per_hour, by_hour = hit
+    if h not in per_hour:
+        per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
+                                                 for k in range(-b, b + 1)))]
+    return every, per_hour[h]
+
+
+_POOLED_CACHE: dict[int, tuple[tuple, list[float], dict[int, list[float]],
+                               list[list[float]]]] = {}
+
+
+def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
+    """Per local hour k: [(hours, share)]: the chance that the household's next switch-on, at
+    hour k, has its report held that many hours (its bulbs' delay histories, weighted by their
+    use at that hour). None when no bulb has reported late."""
+    key = (m.day, m.n_spells)
+    hit = _HELD_CACHE.get(id(m))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    out: list[list[tuple[float, float]]] | None = None
+    rates = {dev: bm.rates() for dev, bm in m.bulbs.items()}
+    tot = [sum(r[k] for r in rates.values()) for k in range(24)]
+    for dev, bm in m.bulbs.items():
+        if not any(bm.late) or bm.longest_held_h() <= 0:
             continue
-        t = t0
-        while t <= deadline:
-            if prone[mdl._hour(t, clock.off)]:
-                return dev, max(bm.longest_wait_h(), bm.longest_delay_h(), mdl.LATE_S / HOUR)
-            t += HOUR
-    return None
+        out = out or [[] for _ in range(24)]
+        for k, pairs in enumerate(bm.held_shares()):
+            w = rates[dev][k] / tot[k] if tot[k] > 0 else 0.0
+            out[k].extend((e, w * p) for e, p in pairs)
+    if len(_HELD_CACHE) > 1024:
+        _HELD_CACHE.clear()
+    _HELD_CACHE[id(m)] = (key, out)
+    return out
+
+
+_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None]] = {}
+
+
+def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
+                      clock: _Clock, recent: list[tuple[float, float, float]],
+                      fits: bool = True) -> tuple[float, float, float]:
+    """(deadline, the deadline the rhythm alone gives, threshold) of a quiet spell that began
+    at t0.
+
+    The rhythm: the instant its expected count of switch-ons reaches the threshold of the
+    spells begun near that hour (Spells), at least learned_min_h; at most learned_max_h, or
+    (fits False: no room of the household is used every day, several times) 1.25 x this
+    household's longest recent spell when that is longer.
+
+    The radio: the server hears of a switch-on only when its report arrives. The chance that
+    it has heard nothing by t although she is well is the chance that no switch-on happened
+    (the rhythm's survival) plus, for each hour j in which the spell could have ended, the
+    chance it ended then times the chance that this switch-on's report is still held at t (the
+    delays its bulb's visits begun near that hour have shown: a delay runs until the next
+    report, so it holds the wait for the next switch-on after an outage too). The deadline is
+    the first hour at which that sum is below alpha (or the chance the capped rhythm deadline
+    accepts) plus alpha / 2: a radio that adds less than half the budget does not move it; up
+    to learned_max_h plus the longest delay seen, plus a day."""
+    key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
+    hit = _DEADLINE_CACHE.get(id(m))
+    if hit is not None and key in hit:
+        return hit[key]
+    sp = spells_near(m, mass, t0, settings, clock, recent)
+    window = [x for r in m.spell_recent if m.day is not None
+              and r[0] > m.day - settings.learn_days for _, x in r[1]]
+    longest = max(window + [x for _, _, x in recent] + [0.0])
+    cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
+    thr = sp.threshold
+    rhythm = max(mass.until(t0, thr, cap_h * HOUR), t0 + settings.learned_min_h * HOUR)
+    out = rhythm, rhythm, thr
+    g = held(m)
+    if g is not None:
+        out = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock), rhythm, thr
+    if hit is None or len(hit) > 4096:
+        if len(_DEADLINE_CACHE) > 256:
+            _DEADLINE_CACHE.clear()
+        hit = _DEADLINE_CACHE[id(m)] = {}
+    hit[key] = out
+    return out
+
+
+_DEADLINE_CACHE: dict[int, dict[tuple, tuple[float, float, float]]] = {}
+
+
+def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
+                    g: list[list[tuple[float, float]]], clock: _Clock) -> float:
+    """The deadline with the radio's delays (see _learned_deadline), on an hourly grid from
+    t0: weight[b] is the chance that the spell ended and its report was held until hour b
+    (hours rounded up: never kinder)."""
+    longest_held = max((e for row in g for e, _ in row), default=0.0)
+    n_max = math.ceil(cap_h + longest_held) + 24
+    base = mass.at(t0)
+    cum = [mass.at(t0 + j * HOUR) - base for j in range(n_max + 1)]
+    surv = [sp.survival(x) for x in cum]
+    weight = [0.0] * (n_max + 1)
+    for j in range(n_max):
+        f = surv[j] - surv[j + 1]
+        if f <= sp.alpha * 1e-3:
+            continue
+        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR, clock.off)]:
+            weight[min(n_max, j + 1 + math.ceil(e))] += f * p
+    # the chance the rhythm deadline accepts (more than alpha when capped); a radio that adds
+    # less than half of alpha to it does not move the deadline
+    level = max(sp.alpha, sp.survival(mass.at(rhythm) - base)) + sp.alpha / 2
+    n = first = max(1, math.ceil((rhythm - t0) / HOUR - 1e-9))
+    held_now = sum(weight[n:])  # spells over, whose report is still held at hour n
+    while n < n_max:
+        if surv[n] + held_now <= level:
+            break
+        held_now -= weight[n]
+        n += 1
+    return rhythm if n == first else max(rhythm, t0 + n * HOUR)
+
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)
 
