@@ -124,7 +124,7 @@ def jst(day, hh, mm=0):
 
 @pytest.fixture
 def w(tmp_path, monkeypatch):
-    world = World(tmp_path, monkeypatch)
+    world = World(str(tmp_path / "mimamori.db"), monkeypatch)
     yield world
     world.http.close()
 
