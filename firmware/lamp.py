@@ -5,7 +5,9 @@
 # ends with the lamp back at its level, even when it is cancelled or fails half-way.
 #
 # Levels are perceived brightness 0.0..1.0; duty = level ** gamma * 65535. `level` is the
-# configured maximum brightness: what the lamp shows whenever no pattern runs.
+# configured maximum brightness: what the lamp shows whenever no pattern runs. The LEDC keeps
+# only the top bits of duty_u16 (11 at 20 kHz: duty_u16 >> 5), so a lit level never writes
+# less than one step of that resolution (`floor`): a dim lamp or a dip is never raw duty 0.
 import asyncio
 
 from machine import PWM, Pin
@@ -16,6 +18,17 @@ FREQ = const(20000)  # flicker-free and inaudible; config.json "pwm_freq"
 FULL = const(65535)
 _STEP_MS = const(20)  # fade update period: 50 steps a second look smooth
 _DIP = 0.15  # a blink dips to this fraction of the level (dim, never 0)
+
+
+def ledc_bits(freq):
+    """Duty resolution of the ESP32's LEDC at freq: log2 of the 80 MHz APB clock over the
+    frequency (1 MHz REF_TICK below 10 Hz), at most 16 (docs/simulation.md, "LEDC")."""
+    div = ((1000000 if freq < 10 else 80000000) + freq // 2) // freq
+    bits = 0
+    while div > 1:
+        div >>= 1
+        bits += 1
+    return min(bits, 16)
 
 
 def bars(dbm):
@@ -35,6 +48,7 @@ class Lamp:
         self._freq = freq
         self._pwm = PWM(Pin(pin), freq=freq, duty_u16=FULL)
         self._duty = FULL
+        self.floor = 1 << (16 - ledc_bits(freq))  # the least duty_u16 that is not raw 0
         self._now = 1.0  # perceived level shown now
         self.level = 1.0
         self.gamma = 2.8
@@ -46,7 +60,7 @@ class Lamp:
             return 0
         if level >= 1:
             return FULL
-        return max(1, int(level**self.gamma * FULL + 0.5))
+        return max(self.floor, int(level**self.gamma * FULL + 0.5))
 
     def configure(self, cfg):
         """Apply the settings that shape the light; the level is reached by the next fade."""
@@ -61,6 +75,7 @@ class Lamp:
             old.deinit()
         if cfg["pwm_freq"] != self._freq:
             self._freq = cfg["pwm_freq"]
+            self.floor = 1 << (16 - ledc_bits(self._freq))
             self._pwm.freq(self._freq)
             self._pwm.duty_u16(self._duty)
 

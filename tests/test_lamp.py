@@ -13,8 +13,11 @@ from sim.bulb import read_trace, run_snippet
 SETTINGS = {"gamma": 2.8, "fade_ms": 400, "brightness": 0.5, "lamp_pin": 4, "pwm_freq": 20000}
 
 
+FLOOR = 1 << 5  # one step of the LEDC's 11 bits at 20 kHz: raw duty 1
+
+
 def duty(level: float, gamma: float = 2.8) -> int:
-    return 65535 if level >= 1 else max(1, int(level**gamma * 65535 + 0.5))
+    return 65535 if level >= 1 else max(FLOOR, int(level**gamma * 65535 + 0.5))
 
 
 def run_lamp(tmp_path: Path, body: str, settings: dict | None = None) -> tuple[str, list[int]]:
@@ -149,3 +152,48 @@ def test_new_pwm_frequency_keeps_the_duty(tmp_path: Path) -> None:
     lamp = [e for e in read_trace(state / "trace.jsonl") if e["ev"] == "lamp"]
     assert lamp[-1]["freq"] == 25000
     assert {e["duty"] for e in lamp} == {65535}
+
+
+@pytest.mark.parametrize("level", [0.05, 0.1, 0.2, 0.3, 0.4, 1.0])
+def test_dim_levels_and_patterns_never_reach_raw_duty_zero(tmp_path: Path, level: float) -> None:
+    # at 20 kHz the LEDC keeps 11 bits (duty_u16 >> 5): a lit lamp must never be at raw 0
+    body = """
+await l.blink(2)
+await l.result(False)
+await l.signal(-120)
+t = asyncio.create_task(l.setup_mode())
+await asyncio.sleep_ms(2500)
+t.cancel()
+await asyncio.sleep_ms(100)
+"""
+    state = tmp_path / "dim"
+    cfg = dict(SETTINGS, brightness=level)
+    code = (
+        "import asyncio, lamp\nl = lamp.Lamp()\n"
+        f"l.configure({cfg!r})\n"
+        "async def go():\n    await l.fade_to()\n"
+        + "".join(f"    {line}\n" for line in body.strip().splitlines())
+        + "asyncio.run(go())\n"
+    )
+    run_snippet(code, state)
+    lamp = [e for e in read_trace(state / "trace.jsonl") if e["ev"] == "lamp"]
+    assert len(lamp) > 10 and all(e["bits"] == 11 for e in lamp[1:])
+    assert min(e["raw"] for e in lamp[1:]) >= 1
+    assert lamp[-1]["raw"] == duty(level) >> 5 or level == 1.0
+
+
+def test_pwm_shim_quantizes_like_the_ledc(tmp_path: Path) -> None:
+    state = tmp_path / "ledc"
+    out = run_snippet(
+        "from machine import PWM, Pin\n"
+        "p = PWM(Pin(4), freq=20000, duty_u16=31)\n"
+        "print(p.duty_u16())\n"
+        "p.duty_u16(1000)\nprint(p.duty_u16())\n"
+        "p.freq(5000)\nprint(p.duty_u16())\n"
+        "p.duty_u16(65535)\nprint(p.duty_u16())\n",
+        state,
+    )
+    assert out.split() == ["0", str(1000 >> 5 << 5), str(1000 >> 2 << 2), "65535"]
+    lamp = [e for e in read_trace(state / "trace.jsonl") if e["ev"] == "lamp"][1:]
+    # 80 MHz / 20 kHz = 4000: 11 bits; / 5 kHz = 16000: 13 bits; 65535 is fully on (2^bits)
+    assert [(e["raw"], e["bits"]) for e in lamp] == [(0, 11), (1000 >> 5, 11), (1000 >> 3, 13), (8192, 13)]

@@ -73,7 +73,29 @@ class Pin:
         return f"Pin({self._id})"
 
 
+def ledc_bits(freq):
+    """The LEDC duty resolution the ESP32 port configures for `freq` (machine_pwm.c set_freq,
+    find_suitable_duty_resolution; ESP-IDF ledc_find_suitable_duty_resolution): the timer's
+    source clock (APB 80 MHz, the 1 MHz REF_TICK below EMPIRIC_FREQ = 10 Hz) divided by the
+    frequency, rounded, its log2 rounded down, at most 16 (the duty_u16 interface)."""
+    src = 1000000 if freq < 10 else 80000000
+    div = (src + freq // 2) // freq
+    bits = 0
+    while div > 1:
+        div >>= 1
+        bits += 1
+    return min(bits, 16)
+
+
+def _raw(duty_u16, bits):
+    """What apply_duty gives the channel: check_duty_u16 turns 65535 into 65536 (fully on)."""
+    return (65536 if duty_u16 >= 65535 else duty_u16) >> (16 - bits)
+
+
 class PWM:
+    # The ESP32 port's PWM (ports/esp32/machine_pwm.c): duty_u16 is kept as written, but the
+    # channel gets `duty_u16 >> (16 - resolution)` (apply_duty), and duty_u16() reads the raw
+    # duty back shifted up (get_duty_u16). The trace has both: `duty` written, `raw` applied.
     def __init__(self, dest, *, freq=5000, duty=None, duty_u16=None, duty_ns=None, invert=False):
         self._pin = _pin_id(dest)
         self._freq = freq
@@ -88,7 +110,9 @@ class PWM:
 
     def _write(self):
         ev = "lamp" if self._pin == _LAMP else "pwm"
-        _sim.trace(ev, pin=self._pin, duty=self._duty, freq=self._freq)
+        bits = ledc_bits(self._freq)
+        raw = _raw(self._duty, bits)
+        _sim.trace(ev, pin=self._pin, duty=self._duty, freq=self._freq, raw=raw, bits=bits)
 
     def init(self, *, freq=None, duty_u16=None, duty_ns=None, invert=False):
         if freq is not None:
@@ -106,19 +130,25 @@ class PWM:
         self._write()
 
     def duty_u16(self, value=None):
-        if value is None:
-            return self._duty
-        self._duty = min(65535, max(0, int(value)))
+        if value is None:  # get_duty_u16: the channel's raw duty, shifted back up
+            bits = ledc_bits(self._freq)
+            return min(65535, _raw(self._duty, bits) << (16 - bits))
+        value = int(value)
+        if not 0 <= value <= 65535:  # check_duty_u16
+            raise ValueError("duty_u16 must be from 0 to 65536")
+        self._duty = value
         self._write()
 
     def duty(self, value=None):
         if value is None:
-            return self._duty * 1023 // 65535
-        self.duty_u16(value * 65535 // 1023)
+            return self.duty_u16() >> 6
+        if not 0 <= value <= 1023:  # check_duty_u10: 1023 is fully on
+            raise ValueError("duty must be from 0 to 1023")
+        self.duty_u16(65535 if value == 1023 else value << 6)
 
     def duty_ns(self, value=None):
         if value is None:
-            return self._duty * 1000000000 // 65535 // self._freq
+            return self.duty_u16() * 1000000000 // 65535 // self._freq
         self.duty_u16(value * self._freq * 65535 // 1000000000)
 
     def deinit(self):
