@@ -105,7 +105,7 @@ async def _run(b, c, dog):
     from record import F_JOURNAL, K_FAULT, K_POWER_ON
 
     journal = j = open_journal()  # docs/journal.md: headers, then one sector
-    j.append(K_POWER_ON, b.cause)
+    j.append(K_POWER_ON, b.cause, b.why)
     if j.skipped:
         j.append(K_FAULT, F_JOURNAL, j.skipped)
     for code, aux in faults:

@@ -6,7 +6,8 @@
 #    0   u32  seq      sequence number, strictly increasing over the journal's life (K_ACK: the
 #                      seq of the record before it, see below)
 #    4   u32  boot     boot number (one per power-on), never repeats
-#    8   u32  up_ms    time since this boot, milliseconds (wraps after 49.7 days)
+#    8   u32  up_ms    time since this boot, milliseconds: time.ticks_ms(), which wraps at
+#                      UP_WRAP_MS (2^30 on the ESP32 and every 32-bit port: 12.4 days)
 #   12   u8   kind     what happened (K_* below)
 #   13   u8   sub      small argument: reset cause, fault code, transport, ...
 #   14   i16  aux      signed argument: signal in dBm, fault detail, ...
@@ -28,9 +29,13 @@ VERSION = const(1)
 SIZE = const(24)
 _BODY = const(20)
 _FMT = "<IIIBBhI"
+# The period of up_ms (and of the batch header's up_ms): MicroPython's ticks period,
+# MICROPY_PY_TIME_TICKS_PERIOD = MP_SMALL_INT_POSITIVE_MASK + 1 = 2^30 on a 32-bit port. The
+# server unwraps uptimes with it; a bulb must write a record at least this often while lit.
+UP_WRAP_MS = const(1 << 30)
 EMPTY = const(0xFFFFFFFF)
 
-K_POWER_ON = const(1)  # sub: machine.reset_cause(); arg: firmware version
+K_POWER_ON = const(1)  # sub: machine.reset_cause(); aux: R_* why; arg: firmware version
 K_ALIVE = const(2)  # the lamp is still lit at up_ms
 K_OFF = const(3)  # dying gasp from the mains-sense pin: the power went at up_ms
 K_ANCHOR = const(4)  # arg: wall-clock Unix seconds at up_ms; sub: source; aux: error bound in s
@@ -53,6 +58,16 @@ KIND_NAMES = {
     8: "link",
     9: "ack",
 }
+
+# why a boot that was not a power-on happened (aux of K_POWER_ON; safemode.py keeps the reason
+# in RTC memory across the reset). machine.reset_cause() alone cannot tell them apart: the
+# ESP32 port reports machine.reset() and a panic both as HARD_RESET, and a brown-out as
+# PWRON_RESET (ports/esp32/modmachine.c mp_machine_reset_cause).
+R_NONE = const(0)  # a power-on (or a brown-out: the same to the bulb), or a watchdog reset
+R_CRASH = const(1)  # the firmware reset itself after an exception (counted towards safe mode)
+R_RETRY = const(2)  # safe mode's retry of a normal boot after safe_mode_s
+R_RESTART = const(3)  # a deliberate restart: new settings, provisioning done
+R_PANIC = const(4)  # HARD_RESET with no reason left: a panic (a C-level crash), not ours
 
 # anchor sources
 A_SERVER = const(1)

@@ -15,11 +15,18 @@
 #   2  u8       layout version, 1
 #   3  u8       failed: boots in a row that did not reach stable_s, this one included
 #   4  u8       crash step of the previous boot (main.S_*), 0xFF: it did not crash
-#   5  3 bytes  reserved, 0
+#   5  u8       why the firmware reset the bulb itself (record.R_*), written just before
+#               machine.reset() and cleared at the next boot; RTC memory, not a file, so a
+#               switch-off between the two can never leave a stale reason behind
+#   6  2 bytes  reserved, 0
 import machine
 from micropython import const
 
 _NO_STEP = const(0xFF)
+_R_CRASH = const(1)  # record.R_* (this module stays free of imports on the boot path)
+_R_RETRY = const(2)
+_R_RESTART = const(3)
+_R_PANIC = const(4)
 
 
 class Boots:
@@ -29,22 +36,26 @@ class Boots:
         self._rtc = machine.RTC()
         self.failed = 0  # boots in a row before this one that failed
         self.crash_step = None  # main.S_* where the previous boot crashed, if it did
+        self.why = 0  # record.R_*: why this boot happened when it was not a power-on
         mem = self._rtc.memory()
         if self.cause != machine.PWRON_RESET and len(mem) >= 8 and mem[0:3] == b"MB\x01":
             self.failed = mem[3]
             if mem[4] != _NO_STEP:
                 self.crash_step = mem[4]
+            self.why = mem[5]
+        if self.cause == machine.HARD_RESET and not self.why:
+            self.why = _R_PANIC  # nobody here asked for it
         self._write(self.failed + 1, _NO_STEP)
 
     @property
     def safe(self):
         return self.failed >= self.after
 
-    def _write(self, failed, step):
+    def _write(self, failed, step, why=0):
         mem = bytearray(self._rtc.memory())
         if len(mem) < 8:
             mem = bytearray(8)
-        mem[0:5] = bytes((0x4D, 0x42, 1, min(failed, 255), step))
+        mem[0:6] = bytes((0x4D, 0x42, 1, min(failed, 255), step, why))
         self._rtc.memory(mem)
 
     def stable(self):
@@ -53,11 +64,11 @@ class Boots:
 
     def crashed(self, step):
         """This boot is ending in an exception at step; the next boot records it."""
-        self._write(self.failed + 1, step)
+        self._write(self.failed + 1, step, _R_CRASH)
 
     def retry(self):
         """Leave safe mode for one normal boot (after safe_mode_s of stable running)."""
-        self._write(self.after - 1, _NO_STEP)
+        self._write(self.after - 1, _NO_STEP, _R_RETRY)
         machine.reset()
 
 
@@ -68,6 +79,6 @@ def restart():
     mem = bytearray(rtc.memory())
     if len(mem) < 8:
         mem = bytearray(8)
-    mem[0:5] = b"MB\x01\x00\xff"
+    mem[0:6] = b"MB\x01\x00\xff\x03"  # _R_RESTART
     rtc.memory(mem)
     machine.reset()

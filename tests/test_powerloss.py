@@ -100,3 +100,56 @@ def test_one_bit_flipped_at_rest_in_every_header_and_record_loses_no_visit(bulb)
     assert [r[3] for r in after].count(record.K_FAULT) == 0  # no damage left to report
     new = [r for r in after[len(before):] if r[3] == record.K_POWER_ON]
     assert len(new) == 1 and new[0][0] > before[-1][0] and new[0][1] > before[-1][1]
+
+
+def server_visits(recs: list[tuple[int, ...]]) -> list[Any]:
+    """The server's timeline (sim/server/timeline.py) of a journal, as if all of it had been
+    delivered at one later instant."""
+    from sim.server.timeline import StoredRecord, build_timeline
+
+    heard = 1_800_000_000.0
+    stored = [StoredRecord("b", seq, boot, up, kind, sub, aux, arg, received_at=heard)
+              for seq, boot, up, kind, sub, aux, arg in recs]
+    return list(build_timeline(stored).intervals)
+
+
+def test_bulb_lit_for_13_days_gives_a_13_day_visit(bulb):
+    # time.ticks_ms() wraps at 2^30 ms (12.4 days) on the ESP32; the server unwraps at that period
+    days = 13
+    b = bulb()  # no network: the journal alone says how long the lamp was lit
+    b.power_on(stop_at_s=days * 86400 + 60, timeout=600)
+    recs = journal_records(b)
+    ups = [r[2] for r in recs]
+    assert max(ups) < 1 << 30 and any(u < ups[i - 1] for i, u in enumerate(ups) if i)  # wrapped
+    (iv,) = server_visits(recs)
+    assert days * 86400 - 1800 <= iv.on_s <= days * 86400 + 60
+
+
+def test_safe_mode_retries_are_not_counted_as_switch_ons(bulb, tmp_path):
+    # each retry is machine.reset(): HARD_RESET, with the firmware's reason in the POWER_ON
+    from tests.test_boot import CRASHING_UPLINK, SITE, firmware_with
+
+    b = bulb(site=dict(SITE, safe_mode_s=60),
+             firmware_dir=firmware_with(tmp_path, uplink=CRASHING_UPLINK))
+    (b.fs / "crashes_left").write_text("100")
+    b.power_on(stop_at_s=400)
+    recs = journal_records(b)
+    ons = [(r[4], r[5]) for r in recs if r[3] == record.K_POWER_ON]
+    assert ons[0] == (1, record.R_NONE)
+    assert ons.count((2, record.R_CRASH)) >= 6 and ons.count((2, record.R_RETRY)) >= 3
+    assert {sub for sub, _ in ons[1:]} == {2}
+    (iv,) = server_visits(recs)  # one switch-on, lit for the whole 400 s
+    assert iv.boots == len(ons) and 360 <= iv.on_s <= 400
+
+
+def test_a_panic_is_not_a_switch_on_and_a_brownout_is(bulb):
+    b = bulb(site={"fade_ms": 400})
+    b.extra = {"events": [{"at_ms": 20_000, "panic": 1}, {"at_ms": 40_000, "brownout": 1}]}
+    b.power_on(stop_at_s=60)
+    assert [x.cause for x in b.boots] == [1, 2, 1]
+    recs = journal_records(b)
+    ons = [(r[4], r[5]) for r in recs if r[3] == record.K_POWER_ON]
+    assert ons == [(1, record.R_NONE), (2, record.R_PANIC), (1, record.R_NONE)]
+    first, second = server_visits(recs)
+    assert first.boots == 2 and 15 <= first.on_s <= 40  # the panic's boot extends the visit
+    assert second.boots == 1

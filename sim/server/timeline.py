@@ -17,8 +17,11 @@ How a boot becomes an interval (one bulb, boots in boot-number order):
 - OFF (dying gasp) gives the exact end in uptime; otherwise the last record of the boot is the
   last moment known lit, and the end is bounded by the ALIVE schedule (a mark every 10 s, then
   every 10 % of the visit) once a later boot proves the boot is over.
-- a boot whose POWER_ON says watchdog or software reset is not a new switch-on: the lamp stayed
-  lit through it, so it extends the previous visit.
+- a boot whose POWER_ON says hard, watchdog or software reset is not a new switch-on: the lamp
+  stayed lit through it (the driver's pull-up lights it while the ESP32 resets), so it extends
+  the previous visit. On the ESP32 HARD_RESET is machine.reset() or a panic (aux of the
+  POWER_ON says which: record.R_*), never a power-on; a brown-out reports PWRON_RESET and
+  counts as a switch-on (the bulb cannot tell it from one).
 
 What the server has not been told yet: an LTE-M bulb reports a power-on only when its last
 report is `lte_report_gap_s` old (firmware/uplink.py), so it may hold visits up to that long
@@ -26,7 +29,8 @@ after it was last heard. `DeviceSeen.report_gap_s` is that gap for bulbs known t
 (a K_LINK with sub T_LTE or a K_ANCHOR from the modem's clock), 0 for the others; the rules
 count quiet spells from `hidden_until` at the earliest.
 
-Uptime is a u32 of milliseconds (wraps after 49.7 days): it is unwrapped within a boot.
+Uptime is the bulb's ticks_ms, which wraps at UP_WRAP_MS (2^30 ms, 12.4 days; firmware/record.py):
+it is unwrapped within a boot (the bulb writes an ALIVE mark at least every alive_max_s).
 """
 
 from __future__ import annotations
@@ -36,15 +40,24 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firmware.record import A_MODEM, A_RECEIPT, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON, T_LTE
+from firmware.record import (
+    A_MODEM,
+    A_RECEIPT,
+    K_ANCHOR,
+    K_LINK,
+    K_OFF,
+    K_POWER_ON,
+    T_LTE,
+    UP_WRAP_MS,
+)
 
-WRAP_MS = 1 << 32
+WRAP_MS = UP_WRAP_MS
 # ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).
 PWRON_RESET = 1
 HARD_RESET = 2
 WDT_RESET = 3
 SOFT_RESET = 5
-_CONTINUES_VISIT = (WDT_RESET, SOFT_RESET)
+_CONTINUES_VISIT = (HARD_RESET, WDT_RESET, SOFT_RESET)
 # The ALIVE schedule (issue 3): the off time is known within 10 s up to 2 minutes, then within
 # 10 % of the visit's length.
 ALIVE_STEP_S = 10.0

@@ -85,8 +85,15 @@ def power_cut():
 def reset(why):
     """Reboot with reset_cause() == why (2 HARD_RESET, 3 WDT_RESET), keeping RTC memory."""
     trace("reset", cause=why)
-    with open(state_dir + "/rtc_s", "w") as f:
-        f.write(str(rtc_base + now_ms() // 1000))
+    if why == 1:  # a brown-out: the RTC domain lost power as well
+        for name in ("/rtc_s", "/rtcmem.bin"):
+            try:
+                os.remove(state_dir + name)
+            except OSError:
+                pass
+    else:
+        with open(state_dir + "/rtc_s", "w") as f:
+            f.write(str(rtc_base + now_ms() // 1000))
     with open(state_dir + "/reset", "w") as f:
         f.write(f"{why} {t0_ms + now_ms()}")
     power_cut()
@@ -130,7 +137,10 @@ def set_pin(pin, level):
 world_gen = 0  # bumped by a control line {"world": 1}
 
 # events scheduled at a bulb time: from sim.json "events" and control lines with "at_ms"
-_events = sorted(cfg.get("events") or [], key=lambda e: e["at_ms"])
+# (a panic or brown-out already happened when a boot after it starts at or past its time)
+_events = sorted((e for e in cfg.get("events") or []
+                  if e["at_ms"] > t0_ms or not ("panic" in e or "brownout" in e)),
+                 key=lambda e: e["at_ms"])
 
 
 def _apply(msg):
@@ -143,6 +153,10 @@ def _apply(msg):
         return False
     if "world" in msg:  # the runner rewrote world.json: the network shim re-reads it
         world_gen += 1
+    if "panic" in msg:  # a C-level crash: the ESP32 reboots with ESP_RST_PANIC (HARD_RESET)
+        reset(2)
+    if "brownout" in msg:  # the supply dipped: ESP_RST_BROWNOUT reads as PWRON_RESET
+        reset(1)
     if "pin" in msg:
         return set_pin(int(msg["pin"]), msg["value"])
     return False
