@@ -157,8 +157,9 @@ class Uplink:
             if t.clock and not self._modem_anchored:  # network time: anchor this boot
                 wall, at = t.clock
                 self._modem_anchored = True
-                self._j.append(record.K_ANCHOR, record.A_MODEM, 2,
-                               wall + time.ticks_diff(time.ticks_ms(), at) // 1000)
+                wall += time.ticks_diff(time.ticks_ms(), at) // 1000
+                self._j.append(record.K_ANCHOR, record.A_MODEM, 2, wall)
+                _learn(wall)
             if ok and power_on and t.code == record.T_LTE and not self._lte_due(t):
                 return LATER
             ms = 0
@@ -355,8 +356,9 @@ class Uplink:
         ):
             self._anchored = now
             mid = time.ticks_add(t_send, rtt // 2)
-            j.append(record.K_ANCHOR, record.A_SERVER, rtt // 2000 + 1,
-                     (wall + time.ticks_diff(now, mid)) // 1000)
+            wall = (wall + time.ticks_diff(now, mid)) // 1000
+            j.append(record.K_ANCHOR, record.A_SERVER, rtt // 2000 + 1, wall)
+            _learn(wall)
         settings = resp.get("settings")
         if isinstance(settings, dict) and settings:
             self._apply(settings)
@@ -396,3 +398,10 @@ class Uplink:
             os.rename("sv.tmp", "sv")
         except OSError as e:
             print("uplink: cannot keep the settings version:", e)
+
+
+def _learn(wall):
+    """A verified wall time (Unix s): the RTC, and the floor for the next power-on's TLS."""
+    import clock
+
+    clock.learn(wall)

@@ -24,6 +24,7 @@ class Wifi:
         self._r = self._w = None
         self.clock = None  # Wi-Fi gives no network time; the server's answer does
         self.cert_failed = False  # the last attempt failed the server's certificate (or no CA)
+        self._at = None  # (host, port) of the last open
 
     def signal(self):
         return self._rssi
@@ -62,6 +63,9 @@ class Wifi:
     def _context(self):
         import ssl
 
+        import clock
+
+        clock.restore()  # the RTC reads 2000-01-01 after a power-on: mbedTLS checks dates on it
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # in the docs, not the stubs
         self.cert_failed = True  # until the CA is loaded: no CA, no TLS
@@ -79,6 +83,7 @@ class Wifi:
 
     async def open(self, host, port, tls):
         self.cert_failed = False
+        self._at = (host, port)
         ctx = self._context() if tls else None
         self._r, self._w = await asyncio.wait_for_ms(
             asyncio.open_connection(host, port, ssl=ctx), _T_OPEN
@@ -88,9 +93,49 @@ class Wifi:
         try:  # the TLS handshake runs here, at the first write
             self._w.write(buf)
             await asyncio.wait_for_ms(self._w.drain(), _T_IO)
-        except ValueError:  # the port's ssl: the server's certificate failed the CA check
-            self.cert_failed = True
+        except ValueError as e:  # the port's ssl: the server's certificate failed the check
+            await self._refused(e)
             raise
+
+    async def _refused(self, e):
+        self.cert_failed = True
+        if "future" in str(e):  # our clock is behind the certificate: ask the server's
+            await self._date(*self._at)
+
+    async def _date(self, host, port):
+        """The server's HTTP Date, over TLS without verification, as a floor for the clock only
+        (a forged one can only move it forward: a man in the middle could refuse us anyway).
+        Nothing of the bulb's is sent on this connection. The next attempt verifies as usual."""
+        import ssl
+
+        import clock
+        import protocol
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        w = None
+        try:
+            r, w = await asyncio.wait_for_ms(asyncio.open_connection(host, port, ssl=ctx), _T_OPEN)
+            w.write(b"HEAD %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                    % (protocol.PATH.encode(), host.encode()))
+            await asyncio.wait_for_ms(w.drain(), _T_IO)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 1024:
+                got = await asyncio.wait_for_ms(r.read(256), _T_IO)
+                if not got:
+                    break
+                head += got
+            for line in head.split(b"\r\n"):
+                if line[:5].lower() == b"date:":
+                    if clock.floor(clock.http_date(line[5:])):
+                        print("wifi: clock behind the certificate; set from the server's Date")
+                    break
+        except Exception as e:  # noqa: BLE001 - no Date: the clock stays, the next attempt says
+            print("wifi: no server Date:", e)
+        if w:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001, S110 - closing a dead socket may fail any way
+                pass
 
     async def recv_into(self, buf):
         # None is "nothing yet", not the end: a TLS stream wakes for a partial record or a
@@ -100,7 +145,11 @@ class Wifi:
             left = _T_IO - time.ticks_diff(time.ticks_ms(), t0)
             if left <= 0:
                 raise OSError("no answer")
-            got = await asyncio.wait_for_ms(self._r.readinto(buf), left)
+            try:  # the handshake may end here, and its certificate check with it
+                got = await asyncio.wait_for_ms(self._r.readinto(buf), left)
+            except ValueError as e:
+                await self._refused(e)
+                raise
             if got is not None:
                 return got
 

