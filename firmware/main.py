@@ -159,7 +159,9 @@ def main():
     boots = b = _history()
     step = S_CONFIG
     cfg = c = _settings(b)
-    wdt = dog = machine.WDT(timeout=c["wdt_ms"])
+    import watchdog
+
+    wdt = dog = watchdog.start(c["wdt_ms"])
     step = S_RUN
     asyncio.run(_run(b, c, dog))
 

@@ -11,6 +11,10 @@ from record import T_WIFI
 _T_JOIN = const(15000)  # association + DHCP
 _T_OPEN = const(10000)
 _T_IO = const(15000)
+# getaddrinfo blocks the VM: lwIP tries each DNS server 4 times over 7 s (about 14 s for two,
+# 21 s for the three ESP-IDF allows); the watchdog is stretched to this for that call
+_T_DNS = const(25000)
+_DNS_FILE = "dns"  # "<host> <ip>": the last answer, for when the resolver is dead
 
 
 class Wifi:
@@ -25,6 +29,7 @@ class Wifi:
         self.clock = None  # Wi-Fi gives no network time; the server's answer does
         self.cert_failed = False  # the last attempt failed the server's certificate (or no CA)
         self._at = None  # (host, port) of the last open
+        self._ip = None  # (host, ip): resolved once per boot
 
     def signal(self):
         return self._rssi
@@ -81,12 +86,44 @@ class Wifi:
         self.cert_failed = False
         return ctx
 
+    def _resolve(self, host):
+        """The server's IP address. A name is resolved once per boot, the watchdog stretched
+        over lwIP's blocking getaddrinfo; when the resolver fails, the last answer kept."""
+        if self._ip and self._ip[0] == host:
+            return self._ip[1]
+        import socket
+
+        import watchdog
+
+        try:
+            with watchdog.stretch(_T_DNS):
+                ip = socket.getaddrinfo(host, 80)[0][-1][0]
+        except OSError as e:
+            try:
+                with open(_DNS_FILE) as f:
+                    name, ip = f.read().split()
+            except (OSError, ValueError):
+                name = ip = None
+            if name != host:
+                raise OSError(f"cannot resolve {host}: {e}") from None
+            print("wifi: no DNS answer; the address kept from before:", ip)
+        else:
+            if ip != host:
+                try:
+                    with open(_DNS_FILE, "w") as f:
+                        f.write(f"{host} {ip}")
+                except OSError:
+                    pass
+        self._ip = (host, ip)
+        return ip
+
     async def open(self, host, port, tls):
         self.cert_failed = False
         self._at = (host, port)
         ctx = self._context() if tls else None
+        ip = self._resolve(host)  # asyncio's getaddrinfo then gets an IP: no DNS, no wait
         self._r, self._w = await asyncio.wait_for_ms(
-            asyncio.open_connection(host, port, ssl=ctx), _T_OPEN
+            asyncio.open_connection(ip, port, ssl=ctx, server_hostname=host), _T_OPEN
         )
 
     async def send(self, buf):
@@ -114,7 +151,10 @@ class Wifi:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         w = None
         try:
-            r, w = await asyncio.wait_for_ms(asyncio.open_connection(host, port, ssl=ctx), _T_OPEN)
+            r, w = await asyncio.wait_for_ms(
+                asyncio.open_connection(self._resolve(host), port, ssl=ctx, server_hostname=host),
+                _T_OPEN,
+            )
             w.write(b"HEAD %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
                     % (protocol.PATH.encode(), host.encode()))
             await asyncio.wait_for_ms(w.drain(), _T_IO)

@@ -183,3 +183,33 @@ def test_server_shedding_load_is_obeyed_for_as_long_as_it_asks(rig: Rig) -> None
         assert not [r for r in recs if r[3] == record.K_FAULT], "busy is not a fault"
     finally:
         busy.close()
+
+
+def test_dead_dns_resolver_blocks_but_never_starves_the_watchdog(rig: Rig) -> None:
+    # getaddrinfo blocks like lwIP's (about 14 s with a dead resolver, longer than the default
+    # 10 s watchdog): the bulb resolves once, with the watchdog stretched over the call, and
+    # then delivers to the address it kept from an earlier answer
+    url = rig.url.replace("127.0.0.1", "mimamori.example")
+    b = rig.bulb(site=rig.site(url=url), extra={"hosts": {"mimamori.example": "127.0.0.1"}})
+    b.power_on(stop_at_s=10)
+    assert (b.fs / "dns").read_text() == "mimamori.example 127.0.0.1"
+    b.extra = {"hosts": {}, "dns": "dead"}
+    b.power_on(stop_at_s=60)
+    assert [x.ended_by for x in b.boots] == ["power_cut", "power_cut"]  # no watchdog reset
+    dns = [e for e in b.trace(-1) if e["ev"] == "net" and e.get("op") == "dns"]
+    assert len(dns) == 1 and dns[0]["ok"] is False  # resolved once per boot, not every attempt
+    assert "the address kept from before" in b.boots[-1].stdout
+    stored = assert_delivered_exactly_once(rig, b)
+    assert len(kinds(stored, record.K_POWER_ON)) == 2
+
+
+def test_dead_dns_resolver_without_a_kept_address_fails_without_a_watchdog_reset(
+    rig: Rig,
+) -> None:
+    url = rig.url.replace("127.0.0.1", "mimamori.example")
+    b = rig.bulb(site=rig.site(url=url), extra={"dns": "dead"})
+    b.power_on(stop_at_s=90)
+    assert [x.ended_by for x in b.boots] == ["power_cut"]
+    assert [x.cause for x in b.boots] == [1]
+    assert "cannot resolve mimamori.example" in b.stdout
+    assert not rig.stored()

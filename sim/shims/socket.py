@@ -29,6 +29,12 @@ TCP_NODELAY = 1
 _HOSTS = _sim.cfg.get("hosts") or {}
 _PORTS = _sim.cfg.get("ports") or {}
 _AP_NET = "192.168.4."
+# A resolver that never answers (sim.json "dns": "dead"): lwIP asks each DNS server
+# DNS_MAX_RETRIES (4) times, waiting 1, 1, 2 and 3 DNS_TMR_INTERVALs (1 s) (src/core/dns.c
+# dns_check_entry), 7 s a server; DHCP gives two ("dns_servers"): about 14 s, blocking.
+_DNS_DEAD = _sim.cfg.get("dns") == "dead"
+_DNS_SERVERS = _sim.cfg.get("dns_servers", 2)
+_DNS_SERVER_MS = 7000
 
 
 def _is_ip(host):
@@ -79,6 +85,12 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
 
         if not network.connected():
             raise OSError(-202)  # lwIP: no DNS without a link
+        if _DNS_DEAD:  # lwip_getaddrinfo blocks the VM (GIL released), then EAI_FAIL
+            end = _sim.now_ms() + _DNS_SERVERS * _DNS_SERVER_MS
+            while _sim.now_ms() < end:
+                _sim.wait(end - _sim.now_ms())
+            _sim.trace("net", op="dns", host=host, ok=False)
+            raise OSError(-202)
         ip = _bs.inet_ntop(AF_INET, _bs.sockaddr(_bs.getaddrinfo(ip, port)[0][-1])[1])
     return [(AF_INET, type or SOCK_STREAM, proto or IPPROTO_TCP, "", (ip, port))]
 
