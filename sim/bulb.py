@@ -267,10 +267,12 @@ class Bulb:
 
     # --- power -------------------------------------------------------------------------------
     def power_on(self, stop_at_s: float | None = None, wait: bool = True,
-                 timeout: float = 60.0) -> Bulb:
+                 timeout: float = 60.0, cause: int = PWRON_RESET) -> Bulb:
         """Switch the bulb on. With stop_at_s the bulb cuts its own power when its clock
         reaches it. wait=True returns when the power is gone (or the firmware process ended);
-        it powers the bulb off and raises TimeoutError after `timeout` real seconds."""
+        it powers the bulb off and raises TimeoutError after `timeout` real seconds.
+        cause: another machine.reset_cause() than a power-on (sim/repl.py: the watchdog reset
+        a bulb sitting at the REPL); RTC memory and clock are then kept."""
         if self.is_running():
             raise RuntimeError(f"{self.state_dir.name}: already powered; power_off() first")
         if self._thread is not None:
@@ -278,7 +280,9 @@ class Bulb:
         self._stop_at_ms = None if stop_at_s is None else int(stop_at_s * 1000)
         self.power_ons += 1
         for name in ("rtcmem.bin", "rtc_s", "reset", "alive"):  # a power cut clears the RTC
-            (self.state_dir / name).unlink(missing_ok=True)
+            if cause == PWRON_RESET or name in ("reset", "alive"):
+                (self.state_dir / name).unlink(missing_ok=True)
+        self._first_cause = cause
         (self.state_dir / "sim.json").write_text(json.dumps(self.sim_json(), indent=1))
         self._off.clear()
         self._done.clear()
@@ -336,7 +340,7 @@ class Bulb:
 
     def _supervise(self) -> None:
         try:
-            cause, t0_ms = PWRON_RESET, 0
+            cause, t0_ms = self._first_cause, 0
             while True:
                 with self._lock:
                     if self._off.is_set():

@@ -10,6 +10,11 @@ its cwd the bulb's own filesystem (`<state>/fs`), and its globals kept between c
 board (mpremote's file copy relies on that). Ctrl-C stops the firmware if it runs (main.py is
 interrupted); `machine.reset()` ends the REPL process the way the shim resets a bulb, and the
 bulb boots its firmware again (a runner power-on: RTC memory is not kept, unlike a real reset).
+The watchdog keeps running at the REPL, as on the ESP32 (the task watchdog cannot be stopped):
+when main.py had started one, the REPL resets the bulb `wdt_ms` of real time after the Ctrl-C
+(the upper bound: the firmware fed it at most a quarter of that before), killing whatever the
+REPL runs, and the firmware boots again with WDT_RESET. docs/firmware.md says how a developer
+stops main.py safely.
 
 It must never run a command in the host's Python, and never leave a `micropython` process behind
 when it is closed. See docs/installing.md (bench provisioning) and docs/simulation.md.
@@ -34,6 +39,7 @@ from sim.bulb import (
     HARD_RESET,
     SHIM_HEAP_BYTES,
     SHIMS,
+    WDT_RESET,
     Bulb,
     heap_bytes,
     micropython_bin,
@@ -151,6 +157,9 @@ class ReplServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="repl", daemon=True)
         self.resets = 0
+        self.watchdog_resets = 0
+        self._dog: threading.Timer | None = None  # the watchdog still running at the REPL
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -162,6 +171,7 @@ class ReplServer:
 
     def close(self) -> None:
         self._stop.set()
+        self._disarm()
         self._sock.close()
         self._thread.join(5)
         self._end_interp()
@@ -191,9 +201,38 @@ class ReplServer:
             self._interp = None
 
     def _interrupt(self) -> None:
-        """Ctrl-C: the running program (main.py) stops."""
+        """Ctrl-C: the running program (main.py) stops; its watchdog does not."""
         if self.bulb.is_running():
+            timeout_ms = self._watchdog_ms()
             self.bulb.power_off()
+            if timeout_ms and self._dog is None:
+                self._dog = threading.Timer(timeout_ms / 1000, self._bite)
+                self._dog.daemon = True
+                self._dog.start()
+
+    def _watchdog_ms(self) -> int:
+        """The running firmware's watchdog timeout (<state>/alive: "<t_ms> <timeout ms>")."""
+        try:
+            return int((self.bulb.state_dir / "alive").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    def _disarm(self) -> None:
+        if self._dog is not None:
+            self._dog.cancel()
+            self._dog = None
+
+    def _bite(self) -> None:
+        """The watchdog fires at the REPL: whatever runs there dies, the firmware boots again."""
+        with self._lock:
+            if self._dog is None or self._stop.is_set():
+                return
+            self._dog = None
+            if self._interp is not None:
+                self._interp.proc.kill()  # the session sees it end; its command is lost
+            self.watchdog_resets += 1
+            if not self.bulb.is_running():
+                self.bulb.power_on(wait=False, cause=WDT_RESET)
 
     def _session(self, conn: socket.socket) -> None:
         raw = False
@@ -242,10 +281,13 @@ class ReplServer:
             return
         self._end_interp()
         marker = self.bulb.state_dir / "reset"
-        if marker.exists():  # machine.reset(): the bulb boots its firmware again
-            marker.unlink()
-            self.resets += 1
-            self.bulb.power_on(wait=False)
+        with self._lock:
+            if marker.exists():  # machine.reset(): the bulb boots its firmware again
+                marker.unlink()
+                self._disarm()  # a reset stops the watchdog; the firmware starts its own
+                self.resets += 1
+                if not self.bulb.is_running():
+                    self.bulb.power_on(wait=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def mpremote(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mpremote_copies_into_the_bulbs_filesystem_runs_code_and_resets_it(tmp_path: Path) -> None:
-    b = Bulb(tmp_path / "bulb", wifi=[wifi_net("home", "pw")])
+    # the longest watchdog: the whole session fits in its timeout (the REPL would reset it)
+    b = Bulb(tmp_path / "bulb", site={"wdt_ms": 60000}, wifi=[wifi_net("home", "pw")])
     b.power_on(wait=False)  # main.py runs; mpremote interrupts it as on a board
     src = tmp_path / "hello.json"
     src.write_text('{"brightness": 0.5}')
@@ -48,6 +50,49 @@ def test_mpremote_copies_into_the_bulbs_filesystem_runs_code_and_resets_it(tmp_p
             assert mpremote(repl.url, "reset").returncode == 0
             b.wait_for(lambda tr: sum(e["ev"] == "power_on" for e in tr) > boots, 20)
             assert repl.resets == 1 and b.is_running(), "machine.reset() boots the firmware again"
+    finally:
+        b.power_off()
+
+
+def _wdt_started(trace: list[dict[str, Any]]) -> bool:
+    return any(e["ev"] == "wdt" for e in trace)
+
+
+def test_interrupted_main_leaves_the_watchdog_running_and_the_bulb_resets(tmp_path: Path) -> None:
+    # as on the ESP32: Ctrl-C stops main.py, not its watchdog; within wdt_ms the bulb resets
+    b = Bulb(tmp_path / "bulb", site={"wdt_ms": 2000}, wifi=[wifi_net("home", "pw")])
+    b.power_on(wait=False)
+    try:
+        b.wait_for(_wdt_started, 30)
+        with ReplServer(b) as repl:
+            r = mpremote(repl.url, "exec", "print('at the REPL')")
+            assert r.returncode == 0 and "at the REPL" in r.stdout, r.stderr
+            b.wait_for(lambda tr: repl.watchdog_resets == 1 and b.is_running(), 30)
+            b.wait_for(lambda tr: sum(e["ev"] == "wdt" for e in tr) == 2, 30)
+            assert b.boots[-1].cause == 3  # WDT_RESET: main.py runs again
+    finally:
+        b.power_off()
+
+
+def test_nowdt_file_gives_one_boot_without_a_watchdog_for_a_developer(tmp_path: Path) -> None:
+    # 8 s: mpremote writes the flag within the timeout even on a loaded machine
+    b = Bulb(tmp_path / "bulb", site={"wdt_ms": 8000}, wifi=[wifi_net("home", "pw")])
+    b.power_on(wait=False)
+    try:
+        b.wait_for(_wdt_started, 30)
+        with ReplServer(b) as repl:
+            r = mpremote(repl.url, "exec", "open('nowdt', 'w').close()")
+            assert r.returncode == 0, r.stderr
+            # the watchdog still resets this boot; the next one starts none
+            b.wait_for(lambda tr: repl.watchdog_resets == 1 and b.is_running(), 30)
+            b.wait_for(lambda tr: "no watchdog this boot" in b.stdout, 30)
+            assert not (b.fs / "nowdt").exists(), "the flag lasts one boot"
+            r = mpremote(repl.url, "exec", "print('working')")
+            assert "working" in r.stdout
+            time.sleep(10)  # longer than the watchdog's timeout: nothing may reset the bulb
+            assert repl.watchdog_resets == 1 and not b.is_running()
+            r = mpremote(repl.url, "exec", "print('still here')")
+            assert "still here" in r.stdout
     finally:
         b.power_off()
 
