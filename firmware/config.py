@@ -17,12 +17,17 @@ UNKNOWN = const(-1)  # F_CONFIG aux for a key the schema does not know
 
 _NUM = const(0)  # a number lo..hi
 _INT = const(1)  # a whole number lo..hi
-_PIN = const(2)  # a GPIO number lo..hi, or null when the default is null
+_PIN = const(2)  # a GPIO number lo..hi but no flash pin, or null when the default is null
 _ONE_OF = const(3)  # one of the texts in lo
 _TEXT = const(4)  # a text of lo..hi characters
 _HEX = const(5)  # hex digits, lo..hi of them (0: not provisioned yet)
 _URL = const(6)  # an http:// or https:// URL, or "" when not provisioned
 _FILE = const(7)  # a file name, or null
+_OUT = const(8)  # as _PIN, and able to drive a level (not an input-only pin)
+# ESP32 (the reference bulb's chip): GPIO 6..11 are wired to the SPI flash (using one stops the
+# chip), 34..39 are inputs only (no output driver: a lamp there never lights)
+_FLASH_PINS = (6, 11)
+_INPUT_ONLY = (34, 39)
 
 _SERVER = const(1)  # the server may set it (server.json)
 _SECRET = const(2)  # never printed
@@ -35,7 +40,7 @@ SCHEMA = (
     ("gamma",           _NUM,    1.0,    4.0,    "",        2.8,                    _SERVER),
     ("fade_ms",         _INT,    0,      10000,  " of ms",  800,                    _SERVER),
     ("pwm_freq",        _INT,    2000,   40000,  " of Hz",  20000,                  0),
-    ("lamp_pin",        _PIN,    0,      48,     "",        4,                      0),
+    ("lamp_pin",        _OUT,    0,      48,     "",        4,                      0),
     ("mains_sense_pin", _PIN,    0,      48,     "",        None,                   0),
     ("wdt_ms",          _INT,    2000,   60000,  " of ms",  10000,                  0),
     ("safe_mode_after", _INT,    1,      20,     " of boots", 3,                    0),
@@ -50,7 +55,7 @@ SCHEMA = (
     ("wifi_password",   _TEXT,   0,      64,     "",        "",                     _SECRET),
     ("apn",             _TEXT,   0,      64,     "",        "",                     0),
     ("ca_cert",         _FILE,   1,      64,     "",        None,                   0),
-    ("uart_tx",         _PIN,    0,      48,     "",        17,                     0),
+    ("uart_tx",         _OUT,    0,      48,     "",        17,                     0),
     ("uart_rx",         _PIN,    0,      48,     "",        16,                     0),
     ("uart_baud",       _INT,    9600,   921600, " of bits/s", 115200,              0),
     # ALIVE marks while lit (alive.py, docs/journal.md): every alive_step_s up to
@@ -83,10 +88,16 @@ def _ok(row, v):
     _, kind, lo, hi, _, default, _ = row
     if kind == _NUM:
         return _number(v) and lo <= v <= hi
-    if kind == _INT or kind == _PIN:
+    if kind == _INT or kind == _PIN or kind == _OUT:
         if v is None:
-            return kind == _PIN and default is None
-        return _number(v) and v == int(v) and lo <= v <= hi
+            return kind != _INT and default is None
+        if not (_number(v) and v == int(v) and lo <= v <= hi):
+            return False
+        if kind == _INT:
+            return True
+        if _FLASH_PINS[0] <= v <= _FLASH_PINS[1]:
+            return False
+        return kind == _PIN or not _INPUT_ONLY[0] <= v <= _INPUT_ONLY[1]
     if kind == _ONE_OF:
         return v in lo
     if v is None:
@@ -106,8 +117,9 @@ def _wanted(row):
         return f"a number{unit} {lo}..{hi}"
     if kind == _INT:
         return f"a whole number{unit} {lo}..{hi}"
-    if kind == _PIN:
-        return f"a GPIO number {lo}..{hi}" + (" or null" if default is None else "")
+    if kind == _PIN or kind == _OUT:
+        no = "6..11 (the flash)" + (" or 34..39 (input only)" if kind == _OUT else "")
+        return f"a GPIO number {lo}..{hi}, not {no}" + (" or null" if default is None else "")
     if kind == _ONE_OF:
         return "one of " + ", ".join([json.dumps(c) for c in lo])
     if kind == _HEX:
@@ -138,7 +150,7 @@ def check(key, value):
         )
     if row[1] == _NUM:
         return float(value)
-    if row[1] == _INT or (row[1] == _PIN and value is not None):
+    if row[1] == _INT or (row[1] in (_PIN, _OUT) and value is not None):
         return int(value)
     return value
 

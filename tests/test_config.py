@@ -243,3 +243,27 @@ def test_server_settings_replace_a_corrupt_server_file(fs: Path) -> None:
     applied, faults = save_server(fs, {"heartbeat_s": 3600})
     assert (applied, faults) == ({"heartbeat_s": 3600}, [])
     assert json.loads((fs / "server.json").read_text()) == {"heartbeat_s": 3600}
+
+
+@pytest.mark.parametrize("pin", [6, 7, 11, 34, 36, 39])
+def test_lamp_pin_on_a_flash_or_input_only_pin_is_refused(fs: Path, pin: int) -> None:
+    # GPIO 6..11 are the ESP32's SPI flash, 34..39 have no output driver: a dark bulb
+    write(fs / "site.json", {"lamp_pin": pin, "mains_sense_pin": 36})
+    cfg, faults, out = load(fs)
+    assert cfg["lamp_pin"] == 4 and cfg["mains_sense_pin"] == 36  # an input may be 34..39
+    assert faults == [(F_CONFIG, schema_index(fs, "lamp_pin"))]
+    assert out == (
+        f"config: 'lamp_pin' must be a GPIO number 0..48, not 6..11 (the flash) or 34..39 "
+        f"(input only) (got {pin}); using the default 4"
+    )
+
+
+def test_the_server_side_refuses_the_same_pins_with_the_bulbs_own_check() -> None:
+    from sim.server.settings import site_errors
+
+    assert site_errors({"lamp_pin": 5, "mains_sense_pin": 34, "uart_rx": 35}) == []
+    assert site_errors({"lamp_pin": 9}) == [
+        ("'lamp_pin' must be a GPIO number 0..48, not 6..11 (the flash) or 34..39 (input only) "
+         "(got 9)")
+    ]
+    assert len(site_errors({"mains_sense_pin": 8, "uart_tx": 35})) == 2

@@ -191,6 +191,12 @@ def first_report(db: Path, device: str, since_ms: int, timeout: float) -> tuple[
 def provision(req: Request, db: Path | None, timeout: float, out: Any = sys.stdout) -> int:
     check(req)
     uid, old = read_bulb(req.port)
+    from sim.server.settings import site_errors
+
+    bad = site_errors(old)
+    if bad:  # the bulb would fall back to defaults (lamp_pin on a flash pin: a dark bulb)
+        raise ProvisionError("the bulb's site.json has settings it would refuse: "
+                             + "; ".join(bad) + ". Fix them on the bulb (mpremote) first")
     if req.key is not None:
         device, key = str(req.device), req.key
     elif db is None or not db.exists():

@@ -96,3 +96,15 @@ def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     out = {k: check(k, v) for k, v in current.items()}
     out.update({k: check(k, v) for k, v in changes.items()})
     return out
+
+
+def site_errors(site: dict[str, Any]) -> list[str]:
+    """What the bulb would refuse in a site config (firmware/config.py's checks, the same code
+    the bulb runs): one message per bad or unknown key; [] when all is well."""
+    out = []
+    for key, value in site.items():
+        try:
+            config.check(key, value)
+        except ValueError as e:
+            out.append(str(e).split("; using the default")[0].replace("config: ", ""))
+    return out
