@@ -138,8 +138,10 @@ def figures() -> list[dict]:
             takeover,
             "ms",
             import_ms,
-            "power-on to the firmware's first lamp write (light first: before the settings "
-            "and the rest are imported); baseline: importing every firmware module",
+            "interpreter start to the firmware's first lamp write (light first: before the "
+            "settings and the rest are imported); a real ESP32 adds its cold boot (ROM, "
+            "bootloader, MicroPython: about 0.4-0.8 s) before; baseline: importing every "
+            "firmware module",
         ),
         figure(
             "lamp_min_level_during_boot",

@@ -159,11 +159,36 @@ def defaults():
     return {row[0]: row[5] for row in SCHEMA}
 
 
+def loads(text):
+    """json.loads that refuses a truncated document on every MicroPython: up to v1.24 `json`
+    returns what it read of an object cut short ('{"a": 1, "b": 2' is {'a': 1, 'b': 2}), so a
+    file torn by a power cut would pass. ValueError unless every { and [ is closed."""
+    depth = 0
+    quoted = escaped = False
+    for c in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == "{" or c == "[":
+            depth += 1
+        elif c == "}" or c == "]":
+            depth -= 1
+    if depth or quoted:
+        raise ValueError("cut short")
+    return json.loads(text)
+
+
 def _read(n, faults):
     """The settings in FILES[n] as a dict; None (+ a fault) when unreadable; {} when absent."""
     try:
         with open(FILES[n]) as f:
-            got = json.load(f)
+            got = loads(f.read())
         if isinstance(got, dict):
             return got
         print(f"config: {FILES[n]} is not a JSON object; its settings are ignored")

@@ -326,9 +326,9 @@ class Uplink:
             raise OSError("answer cut short")
         resp = None
         try:
-            import json
+            from config import loads  # refuses a truncated body on every MicroPython
 
-            resp = json.loads(bytes(mv[hend + 4 : end]))
+            resp = loads(bytes(mv[hend + 4 : end]).decode())
         except ValueError:
             pass
         return status, resp, closed

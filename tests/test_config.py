@@ -267,3 +267,39 @@ def test_the_server_side_refuses_the_same_pins_with_the_bulbs_own_check() -> Non
          "(got 9)")
     ]
     assert len(site_errors({"mains_sense_pin": 8, "uart_tx": 35})) == 2
+
+
+def _old_micropython() -> str:
+    """The oldest MicroPython the firmware supports (v1.24.1, 32-bit unix port) from the shared
+    tools: env MIMAMORI_SHARED, else <repo>/../shared, else /work/shared."""
+    for base in (os.environ.get("MIMAMORI_SHARED"), str(FIRMWARE.parent.parent / "shared"),
+                 "/work/shared"):
+        if base:
+            exe = Path(base) / "tools" / "micropython32" / "micropython-1.24.1"
+            if exe.exists():
+                ran = subprocess.run([str(exe), "-c", "print(1)"], capture_output=True,
+                                     text=True, check=False)
+                if ran.stdout.strip() == "1":
+                    return str(exe)
+                pytest.skip(f"{exe} does not run here (it needs Debian's libc6-i386)")
+    pytest.skip("no shared tools/micropython32/micropython-1.24.1 (set MIMAMORI_SHARED)")
+
+
+@pytest.mark.parametrize(
+    "torn", ['{"brightness": 0.5, "lamp_pin": 5', '{"brightness": 0.5,', '{"fade_ms": {"a": 1}']
+)
+def test_truncated_site_file_is_refused_on_the_oldest_supported_micropython(
+    fs: Path, torn: str
+) -> None:
+    # v1.24's json.loads returns what it read of an object cut short: the firmware checks
+    exe = _old_micropython()
+    write(fs / "site.json", {})
+    (fs / "site.json").write_text(torn)
+    env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
+    r = subprocess.run([exe, "-c", LOAD], cwd=fs, env=env, capture_output=True, text=True,
+                       check=False, timeout=60)
+    assert r.returncode == 0, r.stderr
+    cfg, faults = json.loads(r.stdout.splitlines()[-1])
+    assert cfg == DEFAULTS
+    assert faults == [[F_CONFIG_FILE, 1]]
+    assert "site.json is not valid JSON (cut short)" in r.stdout
