@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
 from sim.server.timeline import (
+    HARD_RESET,
     PWRON_RESET,
     WDT_RESET,
     StoredRecord,
@@ -139,6 +140,17 @@ def test_watchdog_reset_while_lit_is_not_a_new_switch_on():
     (iv,) = build_timeline(b.records).intervals
     assert iv.boots == 2 and iv.on_s == 590 + 300  # known lit: up to the last mark, then 300 s
     assert iv.start_latest == T0 and iv.end_latest == T0 + 601 + 300
+
+
+def test_hourly_hard_resets_of_safe_mode_are_one_visit_and_a_power_on_is_a_new_one():
+    # machine.reset() and a panic report HARD_RESET on the ESP32: the lamp stayed lit
+    b = Bulb().visit(T0, 3600, alive=(10, 3590))
+    for h in range(1, 4):
+        b.visit(T0 + h * 3601, 3600, cause=HARD_RESET, alive=(10, 3590))
+    b.visit(T0 + 5 * 3601, 60, off=True)  # switched off and on again: PWRON_RESET
+    first, second = build_timeline(b.records).intervals
+    assert first.boots == 4 and first.start_latest == T0
+    assert second.boots == 1 and second.start_latest == T0 + 5 * 3601
 
 
 def test_anchor_error_bound_widens_the_start():
