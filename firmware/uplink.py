@@ -141,6 +141,8 @@ class Uplink:
         power_on: the attempt right after power-on, which LTE-M may defer (LATER)."""
         async with self._lock:
             got = await self._deliver(power_on)
+            if got == FAIL and any(getattr(t, "clock_moved", False) for t in self._ts):
+                got = await self._deliver(power_on)  # the clock was behind the certificate
             self._fails = 0 if got in (DONE, AGAIN, LATER) else self._fails + 1
             self.outcome = got
             return got

@@ -30,6 +30,7 @@ class Wifi:
         self.cert_failed = False  # the last attempt failed the server's certificate (or no CA)
         self._at = None  # (host, port) of the last open
         self._ip = None  # (host, ip): resolved once per boot
+        self.clock_moved = False  # the last attempt moved the clock to the server's Date
 
     def signal(self):
         return self._rssi
@@ -119,6 +120,7 @@ class Wifi:
 
     async def open(self, host, port, tls):
         self.cert_failed = False
+        self.clock_moved = False
         self._at = (host, port)
         ctx = self._context() if tls else None
         ip = self._resolve(host)  # asyncio's getaddrinfo then gets an IP: no DNS, no wait
@@ -167,6 +169,7 @@ class Wifi:
             for line in head.split(b"\r\n"):
                 if line[:5].lower() == b"date:":
                     if clock.floor(clock.http_date(line[5:])):
+                        self.clock_moved = True
                         print("wifi: clock behind the certificate; set from the server's Date")
                     break
         except Exception as e:  # noqa: BLE001 - no Date: the clock stays, the next attempt says

@@ -319,6 +319,8 @@ def test_https_from_a_power_on_with_the_clock_at_2000_sets_the_clock_and_deliver
     stored = assert_delivered_exactly_once(rig, b)
     assert len(kinds(stored, record.K_POWER_ON)) == 1
     assert "clock behind the certificate" in b.stdout
+    links = _links(b)  # the refused attempt, then (in the same flush) the verified one
+    assert [r[6] > 0 for r in links[:2]] == [False, True]
     secs = [e["secs"] for e in b.events("rtc")]
     assert secs and max(secs) + 946684800 >= time.time() - 3600  # at the certificate, or later
     assert int((b.fs / "clock").read_text()) >= time.time() - 60  # the server's time, kept
