@@ -451,7 +451,7 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
 
 
 COLD_ON_H = 8.0  # before a bulb shows its room: a lamp lit a whole evening is not unusual yet
-COLD_VISITS = 5  # ... it shows its room with this many visits
+COLD_VISITS = 3  # ... it shows its room with this many visits (a toilet: by its first noon)
 ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
