@@ -955,9 +955,10 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     report, so it holds the wait for the next switch-on after an outage too). The deadline is
     the first hour at which that sum is below alpha (or the chance the capped rhythm deadline
     accepts) plus alpha / 2: a radio that adds less than half the budget does not move it.
-    When it would move it, the radio is suspect at this hour: the deadline is the radio's, but
-    never past the cap (learned_max_h where the household fits: never slower than the fixed
-    rule; the alert is then weak and says it may be the radio)."""
+    When it would move it, the radio is suspect at this hour (the alert is then weak and says
+    it may be the radio): the deadline is the radio's, up to learned_max_h plus the longest
+    delay seen, plus a day; where the household fits, never past learned_max_h (never slower
+    than the fixed rule)."""
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
     hit = _DEADLINE_CACHE.get(id(m))
     if hit is not None and key in hit:
@@ -975,7 +976,8 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     if g is not None:
         radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock)
         if radio > rhythm:
-            out = max(rhythm, min(radio, t0 + cap_h * HOUR)), rhythm, thr, True
+            most = t0 + cap_h * HOUR if fits else math.inf
+            out = max(rhythm, min(radio, most)), rhythm, thr, True
     if hit is None or len(hit) > 4096:
         if len(_DEADLINE_CACHE) > 256:
             _DEADLINE_CACHE.clear()
