@@ -41,6 +41,7 @@ both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bul
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Container, Hashable
 from dataclasses import dataclass, field, replace
@@ -779,9 +780,11 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: f
     or more) gets the fixed rule's no_activity_h. Otherwise: how many hours of quiet are
     improbable enough from the switch-ons seen so far (a Gamma-Poisson prediction), at least
     no_activity_h and at most LEARNING_MAX x no_activity_h (with a handful of switch-ons the
-    prediction alone would wait for weeks: the first pass gave a short history 113452 h). A
-    room used once a day so waits longer than the fixed rule, which would alert on every late
-    evening of it before the placement check can speak (docs/alerts.md section 4)."""
+    prediction alone would wait for weeks: the first pass gave a short history 113452 h); or,
+    when longer, 1.25 x the longest quiet spell seen so far, as the learned rule waits in a
+    room not used every day (so never more than the history itself tells). A room used once a
+    day so waits longer than the fixed rule, which would alert on every late evening of it
+    before the placement check can speak (docs/alerts.md section 4)."""
     regs = [d.registered_at for d in tl.devices.values() if d.registered_at is not None]
     first = min([ivs[0].start_latest] + regs) if ivs else t0
     paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
@@ -793,7 +796,10 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: f
         return n_h
     alpha = 1.0 / (a / b * settings.days_per_false_alert)
     days = b * (alpha ** (-1.0 / a) - 1.0) if a * 50 > -math.log(alpha) else math.inf
-    return min(max(n_h, days * 24.0), LEARNING_MAX * n_h)
+    starts = [iv.start_latest for iv in ivs if iv.start_latest <= t0]
+    longest = max((y - x for x, y in itertools.pairwise(starts)
+                   if not any(x < p.end and p.start < y for p in settings.pauses)), default=0.0)
+    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
 
 
 def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
