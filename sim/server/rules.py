@@ -692,7 +692,6 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
 # ---------------------------------------------------------------- the learned rule
 
 
-
 def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
                   pause: Pause | None = None, hidden: float | None = None,
                   model: mdl.HouseholdModel | None = None,
