@@ -267,3 +267,19 @@ def test_nights_away_are_counted_apart_from_the_tail_of_a_well_placed_household(
     d = _quiet_from(tl, t)
     assert d.detail["threshold"] < every.threshold
     assert d.detail["limit_h"] <= 24 and d.detail["reasons"] == []
+
+
+def test_a_room_not_used_every_day_keeps_the_wait_its_radio_calls_for():
+    # no 24 h promise there (the placement check says so): the radio is not capped
+    h = pop.household("living_room", "router_20h_10d", 0)
+    w = pop.World(h)
+    radio = []
+    for k in range(40):
+        t = h.t0 + 20 * 86400 + k * 7.3 * H
+        ds = evaluate(w.timeline(t), UTC, t, key=("not-fits", 0))
+        assert next(x for x in ds if x.rule == "placement").detail["verdict"] != "good"
+        d = next(x for x in ds if x.rule == "unusual_quiet")
+        if "radio" in d.detail["reasons"]:
+            radio.append(d)
+    assert len(radio) > 20
+    assert all(d.detail["limit_h"] > max(24, d.detail["rhythm_h"]) for d in radio)
