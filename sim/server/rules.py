@@ -717,8 +717,10 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
         wait_h = learning_wait_h(ivs, tl, settings, t0)
         deadline = later + wait_h * HOUR
         reasons.append("learning")
-        note = (f" (still learning this household's rhythm: waiting {wait_h:.0f} h, the fixed "
-                f"rule's {settings.no_activity_h:g} h in a room used several times a day)")
+        note = (f" (still learning this household's rhythm: the fixed "
+                f"{settings.no_activity_h:g} h rule until then)" if wait_h <= settings.no_activity_h
+                else f" (still learning this household's rhythm: waiting {wait_h:.0f} h, as its "
+                f"rooms are not used several times a day)")
     else:
         recent = _recent_spells(ivs, m, settings, mass, clock)
         # a household watched through a room used every day keeps the promise of
