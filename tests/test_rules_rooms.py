@@ -173,3 +173,19 @@ def test_needed_help_pause_holds_alerts_until_the_next_switch_on_ends_it():
     b.visit(at(13, 15, 0), 120, off=True)  # home again
     d = one(evaluate(b.timeline(), s, at(13, 16, 0)), "unusual_quiet")
     assert d.state == CLEAR and "paused" not in d.evidence
+
+
+def test_short_visit_rooms_alert_on_a_light_left_on_in_their_first_week_a_living_room_not():
+    for day in (0, 2, 5):  # its first afternoon, before any day has settled; then learning
+        h = pop.household("toilet", "good_wifi", 0, days=20)
+        w, on = lit_world(h, day)
+        t = on + 4 * H
+        d = one(evaluate(w.timeline(t), UTC, t, key=("first-week", day)), "on_too_long", "bulb")
+        assert d.state == OPEN and d.strength == "weak", (day, d.evidence)
+        assert d.detail["limit_h"] <= 3
+        h = pop.household("living_room", "good_wifi", 0, days=20)
+        w, on = lit_world(h, day)
+        t = on + 5 * H  # a lit evening: not unusual while its room is not known
+        d = one(evaluate(w.timeline(t), UTC, t, key=("first-week-lr", day)), "on_too_long",
+                "bulb")
+        assert d.state == CLEAR, (day, d.evidence)

@@ -280,11 +280,12 @@ def _half_hour(t: float, offset: float) -> int:
     return int(((t + offset) % DAY) // 1800)
 
 
-def spell_masses(m: HouseholdModel, mass: Mass) -> list[list[float]]:
+def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list[list[float]]:
     """The household's quiet spells measured in expected switch-ons under `mass` (the current
-    rhythm), by the local hour they began: 24 histograms over MASS_EDGES."""
-    key = (m.day, m.n_spells, tuple(mass.rates))
-    hit = _MASS_CACHE.get(id(m))
+    rhythm), by the local hour they began: 24 histograms over MASS_EDGES. max_h: only spells
+    shorter than this many hours (the middle of their bin)."""
+    key = (m.day, m.n_spells, tuple(mass.rates), max_h)
+    hit = _MASS_CACHE.get((id(m), max_h))
     if hit is not None and hit[0] == key:
         return hit[1]
     out = [_bins(MASS_EDGES) for _ in range(24)]
@@ -293,16 +294,16 @@ def spell_masses(m: HouseholdModel, mass: Mass) -> list[list[float]]:
         a = ref + (s + 0.5) * 1800
         base = mass.at(a)
         for i, w in enumerate(hist):
-            if w > 0:
+            if w > 0 and _mid(SPELL_EDGES_H, i) < max_h:
                 e = mass.at(a + _mid(SPELL_EDGES_H, i) * HOUR) - base
                 out[s // 2][_bin(MASS_EDGES, e)] += w
     if len(_MASS_CACHE) > 1024:
         _MASS_CACHE.clear()
-    _MASS_CACHE[id(m)] = (key, out)
+    _MASS_CACHE[(id(m), max_h)] = (key, out)
     return out
 
 
-_MASS_CACHE: dict[int, tuple[tuple, list[list[float]]]] = {}
+_MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]]]] = {}
 
 
 def _watched(start: float, end: float, since: float | None,

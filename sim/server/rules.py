@@ -41,6 +41,7 @@ both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bul
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Container, Hashable
 from dataclasses import dataclass, field, replace
@@ -451,7 +452,7 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
 
 
 COLD_ON_H = 8.0  # before a bulb shows its room: a lamp lit a whole evening is not unusual yet
-COLD_VISITS = 5  # ... it shows its room with this many visits
+COLD_VISITS = 3  # ... it shows its room with this many visits (a toilet: by its first noon)
 ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
@@ -690,10 +691,6 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
 
 # ---------------------------------------------------------------- the learned rule
 
-GP_SHAPE = 0.5  # while learning: a weak Gamma(0.5, 0.25 day) prior on the daily switch-on rate
-GP_DAYS = 0.25
-BUCKET_SHARE = 7 / 24  # a spell is judged among spells that began within +-3 h
-
 
 def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
                   pause: Pause | None = None, hidden: float | None = None,
@@ -717,22 +714,25 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     note = ""
     thr = None
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
-        days = _learning_days(ivs, tl, settings, t0)
-        deadline = later + max(settings.no_activity_h * HOUR, days * DAY)
+        wait_h = learning_wait_h(ivs, tl, settings, t0)
+        deadline = later + wait_h * HOUR
         reasons.append("learning")
-        note = (f" (still learning this household's rhythm: waiting at least "
-                f"{settings.no_activity_h:g} h)")
+        note = (f" (still learning this household's rhythm: the fixed "
+                f"{settings.no_activity_h:g} h rule until then)" if wait_h <= settings.no_activity_h
+                else f" (still learning this household's rhythm: waiting {wait_h:.0f} h, as its "
+                f"rooms are not used several times a day)")
     else:
         recent = _recent_spells(ivs, m, settings, mass, clock)
         # a household watched through a room used every day keeps the promise of
         # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
         fits = any(p.verdict == "good" for p in checks.values())
-        deadline, rhythm, thr = _learned_deadline(m, mass, t0, settings, clock, recent, fits)
+        deadline, rhythm, thr, suspect = _learned_deadline(m, mass, t0, settings, clock,
+                                                           recent, fits)
         if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
-            d2, r2, thr2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
+            d2, r2, thr2, s2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
             if d2 > deadline:
-                deadline, rhythm, thr = d2, r2, thr2
-        if deadline > rhythm:  # the wait its radio's delays call for
+                deadline, rhythm, thr, suspect = d2, r2, thr2, s2
+        if suspect:  # its radio's delays call for a longer wait than the rhythm's
             radio = max(m.bulbs.values(), key=lambda b: b.longest_held_h())
             reasons.append("radio")
             note += (f"; bulb {radio.device}'s reports have reached the server up to "
@@ -770,18 +770,37 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
                     min(deadline, mdl.next_fold(settings.tz, now)), at=t0, detail=detail)
 
 
-def _learning_days(ivs: list[Interval], tl: Timeline, settings: Settings, t0: float) -> float:
-    """While learning: how many days of quiet are improbable enough, from the switch-ons seen
-    so far (a Gamma-Poisson prediction: few days of history, or a rarely used room, wait
-    longer; a busy toilet about a day)."""
+GP_SHAPE = 0.5  # while learning: a weak Gamma(0.5, 0.25 day) prior on the daily switch-on rate
+GP_DAYS = 0.25
+LEARNING_MAX = 3.0  # ... and never more than this many times no_activity_h
+LEARNING_BUSY = 2.5  # switch-ons a day from which a learning room gets the fixed rule
+
+
+def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: float) -> float:
+    """While learning: a room used several times a day so far (LEARNING_BUSY switch-ons a day
+    or more) gets the fixed rule's no_activity_h. Otherwise: how many hours of quiet are
+    improbable enough from the switch-ons seen so far (a Gamma-Poisson prediction), at least
+    no_activity_h and at most LEARNING_MAX x no_activity_h (with a handful of switch-ons the
+    prediction alone would wait for weeks: the first pass gave a short history 113452 h); or,
+    when longer, 1.25 x the longest quiet spell seen so far, as the learned rule waits in a
+    room not used every day (so never more than the history itself tells). A room used once a
+    day so waits longer than the fixed rule, which would alert on every late evening of it
+    before the placement check can speak (docs/alerts.md section 4)."""
     regs = [d.registered_at for d in tl.devices.values() if d.registered_at is not None]
     first = min([ivs[0].start_latest] + regs) if ivs else t0
     paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
     n = sum(1 for iv in ivs if iv.start_latest < t0)
     a = GP_SHAPE + n
     b = GP_DAYS + max(0.0, t0 - first - paused) / DAY
+    n_h = settings.no_activity_h
+    if n / b >= LEARNING_BUSY:
+        return n_h
     alpha = 1.0 / (a / b * settings.days_per_false_alert)
-    return b * (alpha ** (-1.0 / a) - 1.0)
+    days = b * (alpha ** (-1.0 / a) - 1.0) if a * 50 > -math.log(alpha) else math.inf
+    starts = [iv.start_latest for iv in ivs if iv.start_latest <= t0]
+    longest = max((y - x for x, y in itertools.pairwise(starts)
+                   if not any(x < p.end and p.start < y for p in settings.pauses)), default=0.0)
+    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
 
 
 def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
@@ -839,12 +858,18 @@ class Spells:
 
 
 def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
-                clock: _Clock, recent: list[tuple[float, float, float]]) -> Spells:
-    """The spells a quiet spell begun at t0 is judged against (see Spells). Every spell counts
-    as data, a night away too: it lengthens the fitted tail; it is never a floor."""
+                clock: _Clock, recent: list[tuple[float, float, float]],
+                max_h: float = math.inf) -> Spells:
+    """The spells a quiet spell begun at t0 is judged against (see Spells): those shorter than
+    max_h hours. A household whose deadline is capped at learned_max_h passes that cap: a
+    longer spell (a night away) alerts whatever the tail says, so it is counted apart and does
+    not stretch the tail that sets the shorter deadlines; otherwise every spell is data."""
     h = mdl._hour(t0, clock.off)
     b = int(settings.bucket_h)
-    every, pooled = _pooled(m, mass, h, b)
+    every, pooled = _pooled(m, mass, h, b, max_h)
+    if not any(every) and math.isfinite(max_h):  # no short spell at all: every spell
+        every, pooled = _pooled(m, mass, h, b, math.inf)
+    recent = [r for r in recent if r[2] < max_h]
     if recent:
         every, pooled = list(every), list(pooled)
         for s, e, _ in recent:
@@ -866,17 +891,19 @@ def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Sett
     return Spells(tuple(hist), n, u, beta if math.isfinite(beta) else 0.3, alpha)
 
 
-def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int,
-            b: int) -> tuple[list[float], list[float]]:
-    """(all spells, spells begun within +-b hours of h) of the model, in expected switch-ons
-    under `mass` (kept per model and hour: a replay asks again and again)."""
-    key = (m.day, m.n_spells, tuple(mass.rates), b)
-    hit = _POOLED_CACHE.get(id(m))
+def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int, b: int,
+            max_h: float = math.inf) -> tuple[list[float], list[float]]:
+    """(all spells, spells begun within +-b hours of h) of the model shorter than max_h hours,
+    in expected switch-ons under `mass` (kept per model and hour: a replay asks again and
+    again)."""
+    key = (m.day, m.n_spells, tuple(mass.rates), b, max_h)
+    hit = _POOLED_CACHE.get((id(m), max_h))
     if hit is None or hit[0] != key:
         if len(_POOLED_CACHE) > 256:
             _POOLED_CACHE.clear()
-        by_hour = mdl.spell_masses(m, mass)
-        hit = _POOLED_CACHE[id(m)] = (key, [sum(col) for col in zip(*by_hour)], {}, by_hour)
+        by_hour = mdl.spell_masses(m, mass, max_h)
+        hit = _POOLED_CACHE[(id(m), max_h)] = (key, [sum(col) for col in zip(*by_hour)], {},
+                                               by_hour)
     _, every, per_hour, by_hour = hit
     if h not in per_hour:
         per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
@@ -884,7 +911,7 @@ def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int,
     return every, per_hour[h]
 
 
-_POOLED_CACHE: dict[int, tuple[tuple, list[float], dict[int, list[float]],
+_POOLED_CACHE: dict[tuple[int, float], tuple[tuple, list[float], dict[int, list[float]],
                                list[list[float]]]] = {}
 
 
@@ -917,12 +944,13 @@ _HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None]] = {
 
 def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
                       clock: _Clock, recent: list[tuple[float, float, float]],
-                      fits: bool = True) -> tuple[float, float, float]:
-    """(deadline, the deadline the rhythm alone gives, threshold) of a quiet spell that began
-    at t0.
+                      fits: bool = True) -> tuple[float, float, float, bool]:
+    """(deadline, the deadline the rhythm alone gives, threshold, whether the radio is suspect)
+    of a quiet spell that began at t0.
 
     The rhythm: the instant its expected count of switch-ons reaches the threshold of the
-    spells begun near that hour (Spells), at least learned_min_h; at most learned_max_h, or
+    spells begun near that hour (Spells: a household that fits judges only against its spells
+    shorter than learned_max_h), at least learned_min_h; at most the cap: learned_max_h, or
     (fits False: no room of the household is used every day, several times) 1.25 x this
     household's longest recent spell when that is longer.
 
@@ -933,23 +961,30 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     delays its bulb's visits begun near that hour have shown: a delay runs until the next
     report, so it holds the wait for the next switch-on after an outage too). The deadline is
     the first hour at which that sum is below alpha (or the chance the capped rhythm deadline
-    accepts) plus alpha / 2: a radio that adds less than half the budget does not move it; up
-    to learned_max_h plus the longest delay seen, plus a day."""
+    accepts) plus alpha / 2: a radio that adds less than half the budget does not move it.
+    When it would move it, the radio is suspect at this hour (the alert is then weak and says
+    it may be the radio): the deadline is the radio's, up to learned_max_h plus the longest
+    delay seen, plus a day; where the household fits, never past learned_max_h (never slower
+    than the fixed rule)."""
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
     hit = _DEADLINE_CACHE.get(id(m))
     if hit is not None and key in hit:
         return hit[key]
-    sp = spells_near(m, mass, t0, settings, clock, recent)
+    sp = spells_near(m, mass, t0, settings, clock, recent,
+                     settings.learned_max_h if fits else math.inf)
     window = [x for r in m.spell_recent if m.day is not None
               and r[0] > m.day - settings.learn_days for _, x in r[1]]
     longest = max(window + [x for _, _, x in recent] + [0.0])
     cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
     thr = sp.threshold
     rhythm = max(mass.until(t0, thr, cap_h * HOUR), t0 + settings.learned_min_h * HOUR)
-    out = rhythm, rhythm, thr
+    out = rhythm, rhythm, thr, False
     g = held(m)
     if g is not None:
-        out = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock), rhythm, thr
+        radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock)
+        if radio > rhythm:
+            most = t0 + cap_h * HOUR if fits else math.inf
+            out = max(rhythm, min(radio, most)), rhythm, thr, True
     if hit is None or len(hit) > 4096:
         if len(_DEADLINE_CACHE) > 256:
             _DEADLINE_CACHE.clear()
@@ -958,7 +993,7 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     return out
 
 
-_DEADLINE_CACHE: dict[int, dict[tuple, tuple[float, float, float]]] = {}
+_DEADLINE_CACHE: dict[int, dict[tuple, tuple[float, float, float, bool]]] = {}
 
 
 def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
