@@ -28,7 +28,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sim.server import alerts, models, notify, rules, sql
+from sim.server import alerts, kept, models, notify, rules, sql
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -170,28 +170,35 @@ class _Prepared:
 
     hid: str
     inputs: tuple
-    timeline: Timeline
+    kept: kept.Kept
     decisions: list[rules.Decision]
 
 
 def _inputs(c: Cursor, hid: str) -> tuple:
     """What an evaluation is decided on, besides the alerts (read again when writing): the
-    household's settings, its bulbs and their last accepted request (every accepted batch
-    changes it), its pauses. Equal at write time means the decision is still the right one."""
+    household's settings, its bulbs and their batches (every accepted batch changes them), its
+    pauses. Equal at write time means the decision is still the right one."""
     return (c.one("SELECT settings, tz FROM households WHERE id = ?", (hid,)),
-            tuple(c.all("SELECT id, created_at, epoch, last_boot, last_req, last_heard_at, "
+            tuple(c.all("SELECT id, created_at, epoch, batches, last_heard_at, "
                         "settings_version FROM devices WHERE household = ? ORDER BY id", (hid,))),
             tuple(c.all("SELECT id, start_ms, end_ms FROM pauses WHERE household = ? "
                         "ORDER BY id", (hid,))))
 
 
+def _decide(c: Cursor, hid: str, now_ms: int) -> tuple[kept.Kept, list[rules.Decision]]:
+    """The household's kept state brought up to date (its new batches only) and the rules'
+    decisions on its bounded window."""
+    home = hh.household(c, hid)
+    rs = rule_settings(c, home)
+    k = kept.prepare(c, hid, rs, now_ms)
+    return k, rules.evaluate(k.timeline, rs, now_ms / 1000, model=k.model)
+
+
 def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
     with db.read() as c:  # one snapshot: inputs and records agree
         seen = _inputs(c, hid)
-        home = hh.household(c, hid)
-        tl = timeline_of(store, hid)
-        rs = rule_settings(c, home)
-    return _Prepared(hid, seen, tl, rules.evaluate(tl, rs, now_ms / 1000, key=hid))
+        k, decisions = _decide(c, hid, now_ms)
+    return _Prepared(hid, seen, k, decisions)
 
 
 def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Config,
@@ -200,15 +207,16 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     (a batch, new settings, a pause), decide again inside the lock."""
     hid = p.hid
     alerts.lock_household(c, hid)
-    tl, decisions = p.timeline, p.decisions
+    k, decisions = p.kept, p.decisions
     home = hh.household(c, hid)
     # a "until the next switch-on" pause ends at the first switch-on after it began (a write:
     # under the lock; it changes the inputs, so the household is decided again below)
-    hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in tl.intervals
+    hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in k.timeline.intervals
                                                  if iv.start_latest <= now_ms / 1000])
     if _inputs(c, hid) != p.inputs:
-        tl = timeline_of(store, hid)
-        decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000, key=hid)
+        k, decisions = _decide(c, hid, now_ms)
+    kept.write(c, k)
+    tl = k.timeline
     deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
                  alerts.tick(c, home, now_ms, cfg)]
     r = rules.due_at(decisions)
