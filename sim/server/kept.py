@@ -44,7 +44,8 @@ from sim.server.storage import migrate
 from sim.server.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
-WINDOW_DAYS = 35  # an evaluation reads the visits of this many days (and the tail, the model)
+WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):
+#                  the rules look back late_days (7) and the digest a week; the model the rest
 DAY = 86400.0
 
 SCHEMA: list[list[str]] = [
@@ -379,7 +380,7 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
     if not learning:
         assert model is not None and model.day is not None
         end = _day_end(model.day, rs.tz)
-        since_ms = int(min(now - WINDOW_DAYS * DAY, end - DAY) * 1000)
+        since_ms = int(min(now - max(WINDOW_DAYS, rs.late_days + 2) * DAY, end - DAY) * 1000)
     tl = _timeline(c, ups, devs, since_ms)
     under = _learned_under(rs, tl)
     valid = (model is not None and row is not None and row[1] == under and model.day is not None
@@ -387,12 +388,13 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
     if not valid and since_ms is not None:
         tl = _timeline(c, ups, devs, None)
         since_ms = None
-    m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
-    before = None if row is None else row[2]
-    text = json.dumps(m.to_json(), separators=(",", ":"))
-    model_row = None if text == before else (None if row is None else row[0], under, text)
-    if model_row is None and row is not None and row[1] != under:
-        model_row = (row[0], under, text)
+    if valid and model is not None and model.day == mdl.settled_through(rs.tz, now):
+        m = model  # no new day has settled: nothing to fold
+        model_row = None if row is None or row[1] == under else (row[0], under, row[2])
+    else:
+        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
+        text = json.dumps(m.to_json(), separators=(",", ":"))
+        model_row = (None if row is None else row[0], under, text)
     return Kept(hid, tl, m, ups, model_row, since_ms is None)
 
 
