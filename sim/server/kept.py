@@ -398,6 +398,14 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
     return Kept(hid, tl, m, ups, model_row, since_ms is None)
 
 
+def window(c: Cursor, hid: str, since_ms: int) -> Timeline:
+    """The household's visits from since_ms on (and each bulb's one before), its bulbs' new
+    batches folded in memory (a page reads; nothing is written)."""
+    devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
+                 (hid,))
+    return _timeline(c, [bulb(c, d[0]) for d in devs], devs, since_ms)
+
+
 def write(c: Cursor, k: Kept) -> None:
     """Write what prepare computed; a bulb or model another evaluation has written since is
     left as that one wrote it (it folded in at least as much)."""

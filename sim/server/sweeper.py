@@ -222,6 +222,7 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     r = rules.due_at(decisions)
     deadlines.append(None if r is None else int(r * 1000))
     deadlines.append(_digest(c, home, tl, now_ms, cfg))
+    _status(c, hid, tl, now_ms)
     nxt = min((t for t in deadlines if t is not None), default=None)
     if nxt is not None:
         nxt = max(nxt, now_ms + 1000)
@@ -230,6 +231,51 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
               "lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END "
               "WHERE id = ?", (nxt, now_ms, owner or "", owner or "", hid))
     return decisions
+
+
+STATES = ("alert", "silent", "paused", "well")  # the overview's order (most urgent first)
+
+
+def _status(c: Cursor, hid: str, tl: Timeline, now_ms: int) -> None:
+    """Keep the household's status row (the coordinator's overview pages and counts them):
+    an open family alert, a bulb not heard, a pause now, or well (views.household_card says
+    the same of one household live)."""
+    active = alerts.list_alerts(c, hid, active_only=True)
+    if any(a.audience != "coordinator" for a in active):
+        state = "alert"
+    elif any(a.rule == "bulb_silent" for a in active):
+        state = "silent"
+    elif any(p.start_ms <= now_ms < p.end_ms for p in hh.pauses(c, hid)):
+        state = "paused"
+    else:
+        state = "well"
+    seen = [iv.start_latest for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (household) DO UPDATE SET "
+              "state = excluded.state, rank = excluded.rank, last_on_ms = excluded.last_on_ms, "
+              "updated_ms = excluded.updated_ms",
+              (hid, state, STATES.index(state), int(max(seen) * 1000) if seen else None,
+               now_ms))
+
+
+def overview(c: Cursor, offset: int, limit: int) -> tuple[list[str], dict[str, int]]:
+    """One page of households for the coordinator, most urgent first (status rows; a household
+    not evaluated yet counts as well), and how many households are in each state."""
+    ids = [r[0] for r in c.all(
+        "SELECT h.id FROM households h LEFT JOIN household_status s ON s.household = h.id "
+        "ORDER BY COALESCE(s.rank, 3), h.id LIMIT ? OFFSET ?", (limit, offset))]
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in c.all("SELECT COALESCE(s.state, 'well'), COUNT(*) FROM households h "
+                          "LEFT JOIN household_status s ON s.household = h.id "
+                          "GROUP BY COALESCE(s.state, 'well')"):
+        counts[state] = n
+    return ids, counts
+
+
+def recent_timeline(c: Cursor, hid: str, now_ms: int, days: float = 14) -> Timeline:
+    """The household's timeline over its last `days` (and each bulb's visit before them), from
+    the kept state: what a page shows, without reading the whole history."""
+    return kept.window(c, hid, now_ms - int(days * hh.DAY_MS))
 
 
 def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
@@ -255,12 +301,11 @@ def mark_due(c: Cursor, device_id: str, now_ms: int) -> None:
 
 def placement_of(store: Store, c: Cursor, home: hh.Household,
                  now_ms: int) -> dict[str, models.Placement]:
-    """The placement check of each bulb of the household now (the dashboard, API and CLI)."""
-    tl = timeline_of(store, home.id)
-    st = rules.expand(rule_settings(c, home), list(tl.intervals), now_ms / 1000)
-    m = rules.learn_model(tl, st, now_ms / 1000, home.id)
-    ivs = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
-    return rules.placements(ivs, tl, m, now_ms / 1000)
+    """The placement check of each bulb of the household now (the dashboard, API and CLI),
+    from the kept state and model (nothing is written)."""
+    k = kept.prepare(c, home.id, rule_settings(c, home), now_ms)
+    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= now_ms / 1000]
+    return rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:
