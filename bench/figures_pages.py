@@ -102,8 +102,9 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
                           "VALUES (?, ?, ?, ?, ?, 0, 1, ?, ?)", journals)
             c.executemany("INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, "
                           "arg, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            c.executemany("INSERT INTO household_status (household, state, rank, last_on_ms, "
-                          "updated_ms) VALUES (?, ?, ?, ?, ?)", status)
+            c.executemany("UPDATE household_status SET state = ?, rank = ?, last_on_ms = ?, "
+                          "updated_ms = ? WHERE household = ?",
+                          [(st, rank, on, at, hid) for hid, st, rank, on, at in status])
         all_status += status
     cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
     with db.read() as c:
@@ -148,8 +149,8 @@ def _pages(path: Path, homes: int) -> tuple[float, float]:
                 t = time.perf_counter()
                 r = cl.get(where)
                 times.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{where}: {r.status_code}")
+                if r.status_code != 200 or "home-00000" not in r.text:
+                    raise RuntimeError(f"{where}: {r.status_code}, not the signed-in page")
             out.append(1000 * statistics.median(times))
     app.state.store.close()
     return out[0], out[1]

@@ -164,6 +164,8 @@ SCHEMA: list[list[str]] = [
             updated_ms BIGINT NOT NULL
         )""",
         "CREATE INDEX household_status_rank ON household_status (rank, household)",
+        ("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+         "SELECT id, 'well', 3, NULL, created_at FROM households"),
     ],
 ]
 
@@ -482,6 +484,8 @@ def add_household(c: Cursor, now_ms: int, hid: str, name: str = "", tz: str = "A
     c.execute(f"INSERT INTO households ({_H_COLS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
               (hid, name or hid, tz, json.dumps(settings_json(st)), now_ms, now_ms,
                now_ms + int(st.digest_days * DAY_MS)))
+    c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+              "VALUES (?, 'well', 3, NULL, ?)", (hid, now_ms))  # until its first evaluation
     return household(c, hid)
 
 

@@ -440,6 +440,13 @@ class Store:
                 )
         return [_device(r) for r in rows]
 
+    def unassigned_devices(self) -> list[Device]:
+        """Devices in no household yet (installers register bulbs first), by id."""
+        with self.db.read() as c:
+            rows = c.all(f"SELECT {_DEVICE_COLS} FROM devices WHERE household IS NULL "
+                         "ORDER BY id")
+        return [_device(r) for r in rows]
+
     # -- reading records ------------------------------------------------------------------------
 
     def records_for_device(

@@ -259,15 +259,13 @@ def _status(c: Cursor, hid: str, tl: Timeline, now_ms: int) -> None:
 
 
 def overview(c: Cursor, offset: int, limit: int) -> tuple[list[str], dict[str, int]]:
-    """One page of households for the coordinator, most urgent first (status rows; a household
-    not evaluated yet counts as well), and how many households are in each state."""
-    ids = [r[0] for r in c.all(
-        "SELECT h.id FROM households h LEFT JOIN household_status s ON s.household = h.id "
-        "ORDER BY COALESCE(s.rank, 3), h.id LIMIT ? OFFSET ?", (limit, offset))]
+    """One page of households for the coordinator, most urgent first (status rows, read
+    through their index; a household not evaluated yet is well), and how many households are
+    in each state."""
+    ids = [r[0] for r in c.all("SELECT household FROM household_status ORDER BY rank, household "
+                               "LIMIT ? OFFSET ?", (limit, offset))]
     counts = dict.fromkeys(STATES, 0)
-    for state, n in c.all("SELECT COALESCE(s.state, 'well'), COUNT(*) FROM households h "
-                          "LEFT JOIN household_status s ON s.household = h.id "
-                          "GROUP BY COALESCE(s.state, 'well')"):
+    for state, n in c.all("SELECT state, COUNT(*) FROM household_status GROUP BY state"):
         counts[state] = n
     return ids, counts
 

@@ -547,7 +547,7 @@ def router(web: Web) -> APIRouter:
                       for h in homes for d in web.store.devices(h.id)]
             if number == 1:  # bulbs in no household yet (installers register them first)
                 health += [views.bulb_health(web.store, _EMPTY, d.id, p.now_ms)
-                           for d in web.store.devices() if not d.household]
+                           for d in web.store.unassigned_devices()]
             total = views.report_total(rows)
             start = min((h.created_at for h in homes), default=p.now_ms)
             n = sum(counts.values())
