@@ -27,8 +27,10 @@ first tail boot whose bounds moved rebuilds that bulb's state from its records.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -359,6 +361,28 @@ def _spans(rs: rules.Settings, tl: Timeline, now: float) -> list[tuple[float, fl
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
 
+_MODELS: OrderedDict[tuple[str, bytes], mdl.HouseholdModel] = OrderedDict()
+MODELS_KEPT = 128  # parsed models kept in memory (about 250 kB each; one changes once a day)
+
+
+def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
+    """The stored model, parsed once per process while it is unchanged: the same object each
+    time, so what the rules derive from it (rules.held, models.spell_masses) is derived once
+    too. Never changed in place (models.learn folds into a copy)."""
+    k = (hid, hashlib.blake2b(text.encode(), digest_size=16).digest())
+    m = _MODELS.get(k)
+    if m is None:
+        try:
+            m = mdl.HouseholdModel.from_json(json.loads(text))
+        except ValueError:  # learned by another version of the models: learn it again
+            return None
+        _MODELS[k] = m
+        while len(_MODELS) > MODELS_KEPT:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(k)
+    return m
+
+
 def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
     """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
     now = now_ms / 1000
@@ -368,12 +392,7 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
     row = c.one("SELECT version, learned_under, model FROM household_models WHERE household = ?",
                 (hid,))
     changed = min((u.changed_from for u in ups), default=math.inf)
-    model = None
-    if row is not None:
-        try:
-            model = mdl.HouseholdModel.from_json(json.loads(row[2]))
-        except ValueError:  # learned by another version of the models: learn it again
-            model = None
+    model = None if row is None else _model(hid, row[2])
     learning = (model is None or model.day is None or model.n_days < rs.learn_min_days
                 or model.n_spells < 20)
     since_ms = None
@@ -392,7 +411,10 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
         m = model  # no new day has settled: nothing to fold
         model_row = None if row is None or row[1] == under else (row[0], under, row[2])
     else:
-        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
+        # a fresh copy to fold into: models.learn's own copy shares the lists of the model it
+        # is given, and the parsed one is kept (and read by the rules) as it is
+        base = mdl.HouseholdModel.from_json(json.loads(row[2])) if valid and row else None
+        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, base)
         text = json.dumps(m.to_json(), separators=(",", ":"))
         model_row = (None if row is None else row[0], under, text)
     return Kept(hid, tl, m, ups, model_row, since_ms is None)

@@ -1,11 +1,13 @@
 """The sweeper: evaluates the households that are due, found through the index on next_check.
 
     sweep(db, now_ms, cfg)            one pass (tests call it at chosen instants)
-    evaluate_household(db, hid, ...)  one household now (ingest calls it after a batch commits)
-    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock
+    evaluate_household(db, hid, ...)  one household now
+    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock,
+                                      and at once when a batch that stored records wakes it
 
-One evaluation reads a snapshot (read connection: no write lock), the records become a
-timeline, the rules decide; then one short write transaction takes the household's row lock,
+One evaluation reads a snapshot (read connection: no write lock): the household's kept state
+(kept.py) brought up to date from its new batches only, its timeline over a bounded window and
+its kept model; the rules decide; then one short write transaction takes the household's row lock,
 checks that what was decided on has not changed (or decides again inside the lock), and the
 alert lifecycle applies the decisions and writes its notifications to the outbox; reminders,
 escalations and the weekly digest that are due are written too, and the household's next_check
@@ -150,6 +152,9 @@ def device_records(store: Store, device_id: str) -> list[StoredRecord]:
 
 
 def timeline_of(store: Store, hid: str) -> Timeline:
+    """The household's timeline from every record it has (the pilot report's export, the
+    simulations' outcomes, and what tests compare the kept state with); evaluations and pages
+    read the kept state instead (kept.prepare, recent_timeline)."""
     devs = store.devices(hid)
     recs: list[StoredRecord] = []
     for d in devs:

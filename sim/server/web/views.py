@@ -7,9 +7,10 @@
     pilot_report(...)     per household and in total: alerts per household-month, false alerts,
                           time to claim and to resolve, delivery delay, records lost; and its CSV
 
-Everything is read through Store, households.py, alerts.py and sweeper.timeline_of (the same
-timeline the rules see). The few writes the dashboard needs that the alert side has no function
-for are here too, clearly named: set_watcher_tier (who is told in which order) and end_pause
+Everything is read through Store, households.py, alerts.py and the kept timeline the rules see
+(sweeper.recent_timeline: the days a page shows; sweeper.timeline_of for the report's export).
+The few writes the dashboard needs that the alert side has no function for are here too,
+clearly named: set_watcher_tier (who is told in which order) and end_pause
 (end an ongoing absence today, keeping the days already away).
 
 It must never compute a figure the data do not give: unknown values are None and the page says
