@@ -29,7 +29,7 @@ from bench.run import figure
 from firmware import record
 from sim.household import Household, bulb_records
 from sim.server import households as hh
-from sim.server import notify, sweeper
+from sim.server import kept, notify, sweeper
 from sim.server.process import REPO
 from sim.server.storage import Batch, Database, Store
 
@@ -113,13 +113,21 @@ def figures() -> list[dict]:
         ms0, rate0 = _run(work / "d0.db", 0, cfg)
         ms14, rate14 = _run(work / "d14.db", 14, cfg)
         ms365, rate365 = _run(work / "d365.db", 365, cfg)
+        kept_models = kept.MODELS_KEPT
+        kept.MODELS_KEPT = 0  # as with more households per instance than models kept
+        try:
+            cold, _ = _run(work / "d365cold.db", 365, cfg)
+        finally:
+            kept.MODELS_KEPT = kept_models
     finally:
         shutil.rmtree(work, ignore_errors=True)
     what = (f"{HOMES} households x 1 bulb, records by bulk insert, kept state built first; "
             f"{ROUNDS} rounds of one new visit per bulb then a sweep; SQLite, in-process")
     return [
         figure("eval_ms_365d_household", round(ms365, 2), "ms", round(ms14, 2),
-               "per household evaluation at 365 days of history; baseline: 14 days; " + what),
+               "per household evaluation at 365 days of history; baseline: 14 days; "
+               f"{cold:.1f} ms when the parsed model is not kept in memory (more households "
+               f"per instance than kept.MODELS_KEPT = {kept.MODELS_KEPT}); " + what),
         figure("ingest_batches_per_s_365d", round(rate365, 1), "batch/s", round(rate0, 1),
                "ingest + the evaluation each batch causes, 365 days of history; baseline: no "
                f"history; 14 days: {rate14:.1f} batch/s, {ms14:.1f} ms; no history: "

@@ -306,9 +306,16 @@ def placement_of(store: Store, c: Cursor, home: hh.Household,
                  now_ms: int) -> dict[str, models.Placement]:
     """The placement check of each bulb of the household now (the dashboard, API and CLI),
     from the kept state and model (nothing is written)."""
+    return placed_timeline(c, home, now_ms)[1]
+
+
+def placed_timeline(c: Cursor, home: hh.Household, now_ms: int
+                    ) -> tuple[Timeline, dict[str, models.Placement]]:
+    """The household's kept timeline (the evaluation's window: 10 days or more) and the
+    placement check of each bulb now, read together (the coordinator's overview)."""
     k = kept.prepare(c, home.id, rule_settings(c, home), now_ms)
     ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= now_ms / 1000]
-    return rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
+    return k.timeline, rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:

@@ -533,16 +533,15 @@ def router(web: Web) -> APIRouter:
             with web.db.read() as c:
                 ids, counts = sweeper.overview(c, (number - 1) * OVERVIEW_PAGE, OVERVIEW_PAGE)
                 homes = [hh.household(c, hid) for hid in ids]
-                tls = {h.id: sweeper.recent_timeline(c, h.id, p.now_ms, views.PAGE_DAYS)
-                       for h in homes}
+                both = {h.id: sweeper.placed_timeline(c, h, p.now_ms) for h in homes}
+                tls = {hid: tl for hid, (tl, _) in both.items()}
                 cards = [views.household_card(c, web.store, h, p.now_ms, tls[h.id])
                          for h in homes]
                 texts = {a.id: _what(c, a, card.home, p) for card in cards
                          for a in card.open_alerts + card.coordinator_alerts}
                 people = {h.id: hh.watchers(c, h.id, max_tier=3, min_tier=0) for h in homes}
                 rows = views.pilot_report(c, web.store, p.now_ms, tls, homes)
-                placed = {dev: pl for h in homes for dev, pl in
-                          sweeper.placement_of(web.store, c, h, p.now_ms).items()}
+                placed = {dev: pl for _, pls in both.values() for dev, pl in pls.items()}
             health = [views.bulb_health(web.store, tls[h.id], d.id, p.now_ms)
                       for h in homes for d in web.store.devices(h.id)]
             if number == 1:  # bulbs in no household yet (installers register them first)
@@ -606,7 +605,7 @@ def router(web: Web) -> APIRouter:
 
 
 _EMPTY = sweeper.Timeline(())
-OVERVIEW_PAGE = 25  # households per page of the coordinator's overview
+OVERVIEW_PAGE = 20  # households per page of the coordinator's overview
 # the numeric household settings the page offers (households.py checks each)
 NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_false_alert",
                    "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",
