@@ -377,9 +377,9 @@ def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
         except ValueError:  # learned by another version of the models: learn it again
             return None
         _MODELS[k] = m
-        while len(_MODELS) > MODELS_KEPT:
-            _MODELS.popitem(last=False)
     _MODELS.move_to_end(k)
+    while len(_MODELS) > MODELS_KEPT:
+        _MODELS.popitem(last=False)
     return m
 
 
