@@ -15,6 +15,7 @@ It must never act on a GET, and never let a watcher's link act on another alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import logging
@@ -416,9 +417,6 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     app.include_router(link_router(store, clock, cfg))
     if sweeper.mark_due not in store.in_ingest:
         store.in_ingest.append(sweeper.mark_due)
-    hooks = getattr(app.state, "after_ingest", None)
-    if hooks is not None:
-        hooks.append(lambda st, dev, now: sweeper.on_ingest(st, dev, now, cfg))
     raw = os.environ.get("MIMAMORI_SWEEP_S", "30")
     try:
         interval = float(raw)
@@ -434,24 +432,47 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
         raise ValueError(f"MIMAMORI_SWEEP_LEASE_S={raw!r}: write the seconds a sweeper holds the "
                          "households it claimed, e.g. 300")
     inner = app.router.lifespan_context
+    # a batch that stored records marked its household due (in its own transaction); the
+    # evaluation runs off the request path: the batch wakes the worker, which sweeps what is
+    # due (many batches of one household before it runs: one evaluation). With the sweeper
+    # off (MIMAMORI_SWEEP_S=0: tools and tests that step the clock) it runs after the commit.
+    wake: dict[str, Any] = {}
 
-    async def work() -> None:
+    def after_ingest(st: Store, dev: str, now_ms: int) -> None:
+        loop, event = wake.get("loop"), wake.get("event")
+        if loop is None or event is None:
+            sweeper.on_ingest(st, dev, now_ms, cfg)
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    hooks = getattr(app.state, "after_ingest", None)
+    if hooks is not None:
+        hooks.append(after_ingest)
+
+    async def work(event: asyncio.Event) -> None:
         while True:
+            event.clear()
             try:
                 await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
                                         lease_ms=lease_ms)
                 await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
             except Exception:
                 log.exception("sweep or delivery failed; trying again next round")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), interval)
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
         async with inner(a) as state:
-            task = asyncio.create_task(work()) if interval > 0 else None
+            task = None
+            if interval > 0:
+                wake["event"] = asyncio.Event()
+                wake["loop"] = asyncio.get_running_loop()
+                task = asyncio.create_task(work(wake["event"]))
             try:
                 yield state
             finally:
+                wake.clear()
                 if task:
                     task.cancel()
 

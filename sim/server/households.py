@@ -151,6 +151,22 @@ SCHEMA: list[list[str]] = [
         "ALTER TABLE households ADD COLUMN lease_owner TEXT",
         "ALTER TABLE outbox ADD COLUMN lease_owner TEXT",
     ],
+    # pages read what they show (issue 18): a person's watcher rows found by their address
+    # through an index; each household's status as its last evaluation left it, so that the
+    # coordinator's overview pages and counts without building every household's timeline
+    [
+        "CREATE INDEX watchers_email ON watchers (lower(email))",
+        """CREATE TABLE household_status (
+            household TEXT PRIMARY KEY REFERENCES households (id) ON DELETE CASCADE,
+            state TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            last_on_ms BIGINT,
+            updated_ms BIGINT NOT NULL
+        )""",
+        "CREATE INDEX household_status_rank ON household_status (rank, household)",
+        ("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+         "SELECT id, 'well', 3, NULL, created_at FROM households"),
+    ],
 ]
 
 
@@ -468,6 +484,8 @@ def add_household(c: Cursor, now_ms: int, hid: str, name: str = "", tz: str = "A
     c.execute(f"INSERT INTO households ({_H_COLS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
               (hid, name or hid, tz, json.dumps(settings_json(st)), now_ms, now_ms,
                now_ms + int(st.digest_days * DAY_MS)))
+    c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+              "VALUES (?, 'well', 3, NULL, ?)", (hid, now_ms))  # until its first evaluation
     return household(c, hid)
 
 
@@ -579,6 +597,17 @@ def watchers(c: Cursor, hid: str, max_tier: int | None = None,
         sql += " AND tier >= ? AND tier <= ?"
         params += [min_tier, max_tier]
     return [_watcher(r) for r in c.all(sql + " ORDER BY tier, created_at, name, id", params)]
+
+
+def watchers_with_email(c: Cursor, email: str) -> list[Watcher]:
+    """Every current watcher row with this e-mail address (any case), in every household, by
+    household: one index lookup (watchers_email), however many households there are."""
+    email = email.strip().lower()
+    if not email:
+        return []
+    return [_watcher(r) for r in c.all(
+        f"SELECT {_W_COLS} FROM watchers WHERE lower(email) = ? AND removed_at IS NULL "
+        "ORDER BY household, tier, created_at, name, id", (email,))]
 
 
 def remove_watcher(c: Cursor, wid: str, now_ms: int) -> None:

@@ -142,6 +142,14 @@ SCHEMA: list[Migration] = [
             FOREIGN KEY (device, epoch) REFERENCES journals (device, epoch) ON DELETE CASCADE
         )""",
     ],
+    # 4: each device's batches numbered in the order accepted (under the device's row lock), so
+    # the kept evaluation state (sim/server/kept.py) reads only the batches after the last it
+    # folded in, whatever the instances' clocks say
+    [
+        "ALTER TABLE devices ADD COLUMN batches BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE batches ADD COLUMN n BIGINT",
+        "CREATE INDEX batches_n ON batches (device, n)",
+    ],
 ]
 
 
@@ -340,9 +348,13 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         migrate(db, "ingest", SCHEMA)
-        # (cursor, device id, now_ms) -> None, run inside each accepted batch's transaction
-        # (the alert side marks the household for evaluation, so a crash right after the
-        # commit cannot lose the evaluation a switch-on needs)
+        from sim.server import kept  # the evaluation state kept per bulb (it reads this store)
+
+        migrate(db, "kept", kept.SCHEMA)
+        # (cursor, device id, now_ms) -> None, run inside the transaction of each accepted batch
+        # that stored a record (the alert side marks the household for evaluation, so a crash
+        # right after the commit cannot lose the evaluation a switch-on needs; a resend that
+        # stored nothing changes nothing the rules read, so it evaluates nothing)
         self.in_ingest: list[Callable[[Cursor, str, int], None]] = []
 
     @classmethod
@@ -426,6 +438,13 @@ class Store:
                     f"SELECT {_DEVICE_COLS} FROM devices WHERE household = ? ORDER BY id",
                     (household,),
                 )
+        return [_device(r) for r in rows]
+
+    def unassigned_devices(self) -> list[Device]:
+        """Devices in no household yet (installers register bulbs first), by id."""
+        with self.db.read() as c:
+            rows = c.all(f"SELECT {_DEVICE_COLS} FROM devices WHERE household IS NULL "
+                         "ORDER BY id")
         return [_device(r) for r in rows]
 
     # -- reading records ------------------------------------------------------------------------
@@ -548,20 +567,25 @@ class Store:
             )
             wait = max(0, now_ms - (now_ms if heard_ms is None else heard_ms))
             c.execute(
-                "INSERT INTO batches (device, epoch, boot, req, from_seq, count, stored, ack, "
-                "bytes, received_at, up_ms, up_wait_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (dev, ep, batch.boot, batch.req, batch.from_seq, len(batch.records), stored,
-                 ack, batch.size, now_ms, batch.up_ms or None, wait if batch.up_ms else None),
-            )
-            c.execute(
                 "UPDATE devices SET epoch = ?, last_boot = ?, last_req = ?, ack = ?, "
-                "first_heard_at = COALESCE(first_heard_at, ?), last_heard_at = ? WHERE id = ?",
+                "first_heard_at = COALESCE(first_heard_at, ?), last_heard_at = ?, "
+                "batches = batches + 1 WHERE id = ?",
                 (ep, batch.boot, batch.req, ack, now_ms, now_ms, dev),
             )
-            row = c.one("SELECT settings_version, settings FROM devices WHERE id = ?", (dev,))
+            row = c.one("SELECT settings_version, settings, batches FROM devices WHERE id = ?",
+                        (dev,))
             assert row is not None
-            for hook in self.in_ingest:
-                hook(c, dev, now_ms)
+            c.execute(
+                "INSERT INTO batches (device, epoch, boot, req, from_seq, count, stored, ack, "
+                "bytes, received_at, up_ms, up_wait_ms, n) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dev, ep, batch.boot, batch.req, batch.from_seq, len(batch.records), stored,
+                 ack, batch.size, now_ms, batch.up_ms or None, wait if batch.up_ms else None,
+                 row[2]),
+            )
+            if stored:
+                for hook in self.in_ingest:
+                    hook(c, dev, now_ms)
         return Accepted(ack=ack, stored=stored, settings_version=row[0],
                         settings=json.loads(row[1]), conflicts=conflicts)
 

@@ -1,11 +1,13 @@
 """The sweeper: evaluates the households that are due, found through the index on next_check.
 
     sweep(db, now_ms, cfg)            one pass (tests call it at chosen instants)
-    evaluate_household(db, hid, ...)  one household now (ingest calls it after a batch commits)
-    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock
+    evaluate_household(db, hid, ...)  one household now
+    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock,
+                                      and at once when a batch that stored records wakes it
 
-One evaluation reads a snapshot (read connection: no write lock), the records become a
-timeline, the rules decide; then one short write transaction takes the household's row lock,
+One evaluation reads a snapshot (read connection: no write lock): the household's kept state
+(kept.py) brought up to date from its new batches only, its timeline over a bounded window and
+its kept model; the rules decide; then one short write transaction takes the household's row lock,
 checks that what was decided on has not changed (or decides again inside the lock), and the
 alert lifecycle applies the decisions and writes its notifications to the outbox; reminders,
 escalations and the weekly digest that are due are written too, and the household's next_check
@@ -28,7 +30,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sim.server import alerts, models, notify, rules, sql
+from sim.server import alerts, kept, models, notify, rules, sql
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -150,6 +152,9 @@ def device_records(store: Store, device_id: str) -> list[StoredRecord]:
 
 
 def timeline_of(store: Store, hid: str) -> Timeline:
+    """The household's timeline from every record it has (the pilot report's export, the
+    simulations' outcomes, and what tests compare the kept state with); evaluations and pages
+    read the kept state instead (kept.prepare, recent_timeline)."""
     devs = store.devices(hid)
     recs: list[StoredRecord] = []
     for d in devs:
@@ -170,28 +175,35 @@ class _Prepared:
 
     hid: str
     inputs: tuple
-    timeline: Timeline
+    kept: kept.Kept
     decisions: list[rules.Decision]
 
 
 def _inputs(c: Cursor, hid: str) -> tuple:
     """What an evaluation is decided on, besides the alerts (read again when writing): the
-    household's settings, its bulbs and their last accepted request (every accepted batch
-    changes it), its pauses. Equal at write time means the decision is still the right one."""
+    household's settings, its bulbs and their batches (every accepted batch changes them), its
+    pauses. Equal at write time means the decision is still the right one."""
     return (c.one("SELECT settings, tz FROM households WHERE id = ?", (hid,)),
-            tuple(c.all("SELECT id, created_at, epoch, last_boot, last_req, last_heard_at, "
+            tuple(c.all("SELECT id, created_at, epoch, batches, last_heard_at, "
                         "settings_version FROM devices WHERE household = ? ORDER BY id", (hid,))),
             tuple(c.all("SELECT id, start_ms, end_ms FROM pauses WHERE household = ? "
                         "ORDER BY id", (hid,))))
 
 
+def _decide(c: Cursor, hid: str, now_ms: int) -> tuple[kept.Kept, list[rules.Decision]]:
+    """The household's kept state brought up to date (its new batches only) and the rules'
+    decisions on its bounded window."""
+    home = hh.household(c, hid)
+    rs = rule_settings(c, home)
+    k = kept.prepare(c, hid, rs, now_ms)
+    return k, rules.evaluate(k.timeline, rs, now_ms / 1000, model=k.model)
+
+
 def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
     with db.read() as c:  # one snapshot: inputs and records agree
         seen = _inputs(c, hid)
-        home = hh.household(c, hid)
-        tl = timeline_of(store, hid)
-        rs = rule_settings(c, home)
-    return _Prepared(hid, seen, tl, rules.evaluate(tl, rs, now_ms / 1000, key=hid))
+        k, decisions = _decide(c, hid, now_ms)
+    return _Prepared(hid, seen, k, decisions)
 
 
 def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Config,
@@ -200,20 +212,22 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     (a batch, new settings, a pause), decide again inside the lock."""
     hid = p.hid
     alerts.lock_household(c, hid)
-    tl, decisions = p.timeline, p.decisions
+    k, decisions = p.kept, p.decisions
     home = hh.household(c, hid)
     # a "until the next switch-on" pause ends at the first switch-on after it began (a write:
     # under the lock; it changes the inputs, so the household is decided again below)
-    hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in tl.intervals
+    hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in k.timeline.intervals
                                                  if iv.start_latest <= now_ms / 1000])
     if _inputs(c, hid) != p.inputs:
-        tl = timeline_of(store, hid)
-        decisions = rules.evaluate(tl, rule_settings(c, home), now_ms / 1000, key=hid)
+        k, decisions = _decide(c, hid, now_ms)
+    kept.write(c, k)
+    tl = k.timeline
     deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
                  alerts.tick(c, home, now_ms, cfg)]
     r = rules.due_at(decisions)
     deadlines.append(None if r is None else int(r * 1000))
     deadlines.append(_digest(c, home, tl, now_ms, cfg))
+    _status(c, hid, tl, now_ms)
     nxt = min((t for t in deadlines if t is not None), default=None)
     if nxt is not None:
         nxt = max(nxt, now_ms + 1000)
@@ -222,6 +236,49 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
               "lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END "
               "WHERE id = ?", (nxt, now_ms, owner or "", owner or "", hid))
     return decisions
+
+
+STATES = ("alert", "silent", "paused", "well")  # the overview's order (most urgent first)
+
+
+def _status(c: Cursor, hid: str, tl: Timeline, now_ms: int) -> None:
+    """Keep the household's status row (the coordinator's overview pages and counts them):
+    an open family alert, a bulb not heard, a pause now, or well (views.household_card says
+    the same of one household live)."""
+    active = alerts.list_alerts(c, hid, active_only=True)
+    if any(a.audience != "coordinator" for a in active):
+        state = "alert"
+    elif any(a.rule == "bulb_silent" for a in active):
+        state = "silent"
+    elif any(p.start_ms <= now_ms < p.end_ms for p in hh.pauses(c, hid)):
+        state = "paused"
+    else:
+        state = "well"
+    seen = [iv.start_latest for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
+              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (household) DO UPDATE SET "
+              "state = excluded.state, rank = excluded.rank, last_on_ms = excluded.last_on_ms, "
+              "updated_ms = excluded.updated_ms",
+              (hid, state, STATES.index(state), int(max(seen) * 1000) if seen else None,
+               now_ms))
+
+
+def overview(c: Cursor, offset: int, limit: int) -> tuple[list[str], dict[str, int]]:
+    """One page of households for the coordinator, most urgent first (status rows, read
+    through their index; a household not evaluated yet is well), and how many households are
+    in each state."""
+    ids = [r[0] for r in c.all("SELECT household FROM household_status ORDER BY rank, household "
+                               "LIMIT ? OFFSET ?", (limit, offset))]
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in c.all("SELECT state, COUNT(*) FROM household_status GROUP BY state"):
+        counts[state] = n
+    return ids, counts
+
+
+def recent_timeline(c: Cursor, hid: str, now_ms: int, days: float = 14) -> Timeline:
+    """The household's timeline over its last `days` (and each bulb's visit before them), from
+    the kept state: what a page shows, without reading the whole history."""
+    return kept.window(c, hid, now_ms - int(days * hh.DAY_MS))
 
 
 def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
@@ -247,12 +304,18 @@ def mark_due(c: Cursor, device_id: str, now_ms: int) -> None:
 
 def placement_of(store: Store, c: Cursor, home: hh.Household,
                  now_ms: int) -> dict[str, models.Placement]:
-    """The placement check of each bulb of the household now (the dashboard, API and CLI)."""
-    tl = timeline_of(store, home.id)
-    st = rules.expand(rule_settings(c, home), list(tl.intervals), now_ms / 1000)
-    m = rules.learn_model(tl, st, now_ms / 1000, home.id)
-    ivs = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
-    return rules.placements(ivs, tl, m, now_ms / 1000)
+    """The placement check of each bulb of the household now (the dashboard, API and CLI),
+    from the kept state and model (nothing is written)."""
+    return placed_timeline(c, home, now_ms)[1]
+
+
+def placed_timeline(c: Cursor, home: hh.Household, now_ms: int
+                    ) -> tuple[Timeline, dict[str, models.Placement]]:
+    """The household's kept timeline (the evaluation's window: 10 days or more) and the
+    placement check of each bulb now, read together (the coordinator's overview)."""
+    k = kept.prepare(c, home.id, rule_settings(c, home), now_ms)
+    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= now_ms / 1000]
+    return k.timeline, rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:

@@ -217,18 +217,23 @@ def _receipt_up(bt: _Boot, rc: StoredRecord) -> float:
     return up
 
 
-def _boots_of(records: list[StoredRecord]) -> list[_Boot]:
+def _boots_of(records: list[StoredRecord],
+              first_seen: Mapping[int, float] | None = None) -> list[_Boot]:
+    """The boots of one bulb in order. first_seen: when each epoch was first heard, if the
+    records given are not all of them (a kept tail: sim/server/kept.py)."""
     by_boot: dict[tuple[int, int], dict[int, StoredRecord]] = {}
     receipts: dict[tuple[int, int], list[StoredRecord]] = {}
-    first_seen: dict[int, float] = {}
+    seen: dict[int, float] = {}
     for r in records:  # a duplicate (epoch, seq) keeps the first copy
         if _is_receipt(r):  # not a journal record: no seq of its own
             receipts.setdefault((r.epoch, r.boot), []).append(r)
             continue
         by_boot.setdefault((r.epoch, r.boot), {}).setdefault(r.seq, r)
-        first_seen[r.epoch] = min(first_seen.get(r.epoch, math.inf), r.received_at)
+        seen[r.epoch] = min(seen.get(r.epoch, math.inf), r.received_at)
     # epochs are random identities: a reformatted journal's boots come after the older journal's
-    order = sorted(by_boot, key=lambda k: (first_seen[k[0]], k[0], k[1]))
+    if first_seen is not None:
+        seen = {**seen, **first_seen}
+    order = sorted(by_boot, key=lambda k: (seen[k[0]], k[0], k[1]))
     boots: list[_Boot] = []
     for key in order:
         recs = [by_boot[key][s] for s in sorted(by_boot[key])]
@@ -283,6 +288,11 @@ def device_intervals(records: list[StoredRecord]) -> list[Interval]:
     """The visits of one bulb (records of one device, any order, duplicates allowed)."""
     boots = _boots_of(records)
     _bound(boots)
+    return _visits(boots)
+
+
+def _visits(boots: list[_Boot]) -> list[Interval]:
+    """The visits of one bulb's bounded boots."""
     out: list[Interval] = []
     i = 0
     while i < len(boots):

@@ -203,12 +203,7 @@ def person_watchers(c: Cursor, wid: str) -> list[hh.Watcher]:
         return []
     if not me.email:
         return [me]
-    out = []
-    for home in hh.households(c):
-        for w in hh.watchers(c, home.id):
-            if w.id == me.id or (w.email or "").lower() == me.email.lower():
-                out.append(w)
-    return out
+    return hh.watchers_with_email(c, me.email)
 
 
 def watcher_for(c: Cursor, s: Session, hid: str) -> hh.Watcher | None:
@@ -222,9 +217,7 @@ def watcher_for(c: Cursor, s: Session, hid: str) -> hh.Watcher | None:
 
 
 def watchers_by_email(c: Cursor, email: str) -> list[hh.Watcher]:
-    email = email.strip().lower()
-    return [w for home in hh.households(c) for w in hh.watchers(c, home.id)
-            if email and (w.email or "").lower() == email]
+    return hh.watchers_with_email(c, email)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -366,7 +366,7 @@ def router(web: Web) -> APIRouter:
             p.need_signed_in()
             with web.db.read() as c:
                 home, me = p.household(c, hid)
-                tl = sweeper.timeline_of(web.store, hid)
+                tl = sweeper.recent_timeline(c, hid, p.now_ms, views.PAGE_DAYS)
                 card = views.household_card(c, web.store, home, p.now_ms, tl)
                 history = _history(c, hid, me)
                 events = {a.id: alerts.events(c, a.id) for a in history}
@@ -392,7 +392,7 @@ def router(web: Web) -> APIRouter:
             with web.db.read() as c:
                 home, me = p.household(c, hid)
                 history = _history(c, hid, me)
-            tl = sweeper.timeline_of(web.store, hid)
+                tl = sweeper.recent_timeline(c, hid, p.now_ms, views.PAGE_DAYS)
             svg = _chart(web, p, home, tl, history)
             return p.finish(Response(svg, media_type="image/svg+xml"))
         return page(go)(request)
@@ -526,25 +526,36 @@ def router(web: Web) -> APIRouter:
     def coordinator(request: Request) -> Response:
         def go(p: Page) -> Response:
             p.need_coordinator()
+            try:
+                number = max(1, int(request.query_params.get("page", "1")))
+            except ValueError:
+                number = 1
             with web.db.read() as c:
-                homes = hh.households(c)
-                tls = {h.id: sweeper.timeline_of(web.store, h.id) for h in homes}
+                ids, counts = sweeper.overview(c, (number - 1) * OVERVIEW_PAGE, OVERVIEW_PAGE)
+                homes = [hh.household(c, hid) for hid in ids]
+                both = {h.id: sweeper.placed_timeline(c, h, p.now_ms) for h in homes}
+                tls = {hid: tl for hid, (tl, _) in both.items()}
                 cards = [views.household_card(c, web.store, h, p.now_ms, tls[h.id])
                          for h in homes]
                 texts = {a.id: _what(c, a, card.home, p) for card in cards
                          for a in card.open_alerts + card.coordinator_alerts}
                 people = {h.id: hh.watchers(c, h.id, max_tier=3, min_tier=0) for h in homes}
-                rows = views.pilot_report(c, web.store, p.now_ms, tls)
-            health = [views.bulb_health(web.store, tls.get(d.household or "", _EMPTY), d.id,
-                                        p.now_ms) for d in web.store.devices()]
-            with web.db.tx() as c:
-                placed = {dev: pl for h in homes for dev, pl in
-                          sweeper.placement_of(web.store, c, h, p.now_ms).items()}
+                rows = views.pilot_report(c, web.store, p.now_ms, tls, homes)
+                placed = {dev: pl for _, pls in both.values() for dev, pl in pls.items()}
+            health = [views.bulb_health(web.store, tls[h.id], d.id, p.now_ms)
+                      for h in homes for d in web.store.devices(h.id)]
+            if number == 1:  # bulbs in no household yet (installers register them first)
+                health += [views.bulb_health(web.store, _EMPTY, d.id, p.now_ms)
+                           for d in web.store.unassigned_devices()]
             total = views.report_total(rows)
             start = min((h.created_at for h in homes), default=p.now_ms)
+            n = sum(counts.values())
+            paging = {"page": number, "first": (number - 1) * OVERVIEW_PAGE + 1,
+                      "last": (number - 1) * OVERVIEW_PAGE + len(homes), "total": n,
+                      "pages": max(1, -(-n // OVERVIEW_PAGE)), "counts": counts}
             return p.render("coordinator.html", cards=cards, texts=texts, health=health,
                             rows=rows, total=total, summary=views.summary, people=people,
-                            placed=placed,
+                            placed=placed, paging=paging,
                             period=(start, p.now_ms), invite=None)
         return page(go)(request)
 
@@ -594,6 +605,7 @@ def router(web: Web) -> APIRouter:
 
 
 _EMPTY = sweeper.Timeline(())
+OVERVIEW_PAGE = 20  # households per page of the coordinator's overview
 # the numeric household settings the page offers (households.py checks each)
 NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_false_alert",
                    "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",

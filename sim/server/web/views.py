@@ -7,9 +7,10 @@
     pilot_report(...)     per household and in total: alerts per household-month, false alerts,
                           time to claim and to resolve, delivery delay, records lost; and its CSV
 
-Everything is read through Store, households.py, alerts.py and sweeper.timeline_of (the same
-timeline the rules see). The few writes the dashboard needs that the alert side has no function
-for are here too, clearly named: set_watcher_tier (who is told in which order) and end_pause
+Everything is read through Store, households.py, alerts.py and the kept timeline the rules see
+(sweeper.recent_timeline: the days a page shows; sweeper.timeline_of for the report's export).
+The few writes the dashboard needs that the alert side has no function for are here too,
+clearly named: set_watcher_tier (who is told in which order) and end_pause
 (end an ongoing absence today, keeping the days already away).
 
 It must never compute a figure the data do not give: unknown values are None and the page says
@@ -31,6 +32,7 @@ from sim.server import households as hh
 from sim.server.storage import Cursor, Store
 from sim.server.timeline import Interval, Timeline
 
+PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
 LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
 FAMILY_STATES = ("alert", "silent", "paused", "well")
 FAULT_NAMES = {
@@ -75,7 +77,7 @@ def names(c: Cursor, hid: str) -> dict[str, str]:
 
 def household_card(c: Cursor, store: Store, home: hh.Household, now_ms: int,
                    tl: Timeline | None = None) -> Card:
-    tl = tl if tl is not None else sweeper.timeline_of(store, home.id)
+    tl = tl if tl is not None else sweeper.recent_timeline(c, home.id, now_ms, PAGE_DAYS)
     active = alerts.list_alerts(c, home.id, active_only=True)
     family = [a for a in active if a.audience != "coordinator"]
     coord = [a for a in active if a.audience == "coordinator"]
@@ -120,31 +122,44 @@ class BulbHealth:
 def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
     dev = store.device(dev_id)
     assert dev is not None
-    recs = store.records_for_device(dev_id)
-    link = next((r for r in reversed(recs) if r.kind == record.K_LINK), None)
-    power = next((r for r in reversed(recs) if r.kind == record.K_POWER_ON), None)
     since14 = now_ms - 14 * hh.DAY_MS
-    faults = [r for r in recs if r.kind == record.K_FAULT and r.received_at >= since14]
+    with store.db.read() as c:  # what the row shows, not the bulb's whole history
+        link = _last(c, dev_id, record.K_LINK)
+        power = _last(c, dev_id, record.K_POWER_ON)
+        faults = c.all("SELECT sub FROM records WHERE device = ? AND received_at >= ? AND "
+                       "kind = ? ORDER BY received_at, epoch, seq",
+                       (dev_id, since14, record.K_FAULT))
+        backlog = None
+        if dev.epoch is not None and dev.ack is not None:
+            (backlog,) = c.one("SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
+                               "AND seq > ?", (dev_id, dev.epoch, dev.ack)) or (0,)
     since7 = now_ms / 1000 - 7 * 86400
     mine = [iv for iv in tl.intervals if iv.device == dev_id and iv.start_latest >= since7
             and iv.start_latest <= now_ms / 1000]
     late = [iv for iv in mine if iv.reported_at - iv.start_mid > LATE_S]
     journals = store.journals(dev_id)
-    backlog = None
-    if journals and dev.epoch is not None:
-        cur = [r.seq for r in recs if r.epoch == dev.epoch]
-        backlog = sum(1 for s in cur if dev.ack is not None and s > dev.ack)
+    if not journals:
+        backlog = None
     return BulbHealth(
         device=dev_id, household=dev.household, last_heard_ms=dev.last_heard_at,
-        dbm=link.aux if link is not None and link.aux != 0 else None,
-        transport=TRANSPORTS.get(link.sub) if link is not None else None,
-        link_ok=(link.arg != 0) if link is not None else None,
+        dbm=link[1] if link is not None and link[1] != 0 else None,
+        transport=TRANSPORTS.get(link[0]) if link is not None else None,
+        link_ok=(link[2] != 0) if link is not None else None,
         visits_7d=len(mine), late_7d=len(late), lost=sum(j.lost for j in journals),
-        backlog=backlog, firmware=power.arg if power is not None else None,
+        backlog=backlog, firmware=power[2] if power is not None else None,
         faults_14d=len(faults),
-        last_fault=FAULT_NAMES.get(faults[-1].sub, str(faults[-1].sub)) if faults else None,
+        last_fault=FAULT_NAMES.get(faults[-1][0], str(faults[-1][0])) if faults else None,
         settings=dict(dev.settings), lost_reported=sum(j.reported_lost for j in journals),
         conflicts=sum(j.conflicts for j in journals))
+
+
+def _last(c: Cursor, dev_id: str, kind: int) -> tuple[int, int, int] | None:
+    """(sub, aux, arg) of the bulb's newest record of this kind (journal order: the journal
+    heard last, then seq), read backwards from its newest arrival."""
+    row = c.one("SELECT r.sub, r.aux, r.arg FROM records r JOIN journals j ON j.device = "
+                "r.device AND j.epoch = r.epoch WHERE r.device = ? AND r.kind = ? "
+                "ORDER BY j.ordinal DESC, r.seq DESC LIMIT 1", (dev_id, kind))
+    return None if row is None else (row[0], row[1], row[2])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +204,12 @@ def _p90(xs: list[float]) -> float | None:
 
 
 def pilot_report(c: Cursor, store: Store, now_ms: int,
-                 timelines: dict[str, Timeline] | None = None) -> list[ReportRow]:
+                 timelines: dict[str, Timeline] | None = None,
+                 homes: list[hh.Household] | None = None) -> list[ReportRow]:
+    """Per household (all, or `homes`), from its whole history (the CSV export; the overview
+    passes the households of its page)."""
     rows = []
-    for home in hh.households(c):
+    for home in hh.households(c) if homes is None else homes:
         tl = (timelines or {}).get(home.id) or sweeper.timeline_of(store, home.id)
         fam = [a for a in alerts.list_alerts(c, home.id, limit=100_000)
                if a.audience != "coordinator"]
@@ -303,7 +321,7 @@ def activity_html(store: Store, c: Cursor, home: hh.Household, now_ms: int, lang
     """The household's 14-day activity chart with its legend, as an HTML fragment."""
     from sim.server.web import chart, i18n
 
-    tl = sweeper.timeline_of(store, home.id)
+    tl = sweeper.recent_timeline(c, home.id, now_ms, PAGE_DAYS)
     ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
     opened = [a.opened_at / 1000 for a in alerts.list_alerts(c, home.id, limit=50)
               if a.audience != "coordinator"]

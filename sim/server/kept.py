@@ -1,0 +1,470 @@
+# SPDX-License-Identifier: MIT
+"""What the server keeps between evaluations, so that one reads what is new and a bounded window.
+
+    per bulb (bulb_tails)    the timeline's tail: the records of the bulb's last boots (at least
+                             TAIL_BOOTS), the receipts of their batches, the bound the boot before
+                             them gives the first of them, the bulb's summary (first and last
+                             heard, last boot, LTE-M), and which of its batches are folded in
+                             (storage numbers them); each visit before the tail is final, one
+                             `visits` row, indexed by start
+    per household            the learned model (models.HouseholdModel) through its last settled
+    (household_models)       day, and what it was learned under (time zone, pauses, bulbs)
+
+    prepare(c, hid, rs, now) the household brought up to date from its new batches: its
+                             timeline over a bounded window, its model, the rows to write
+    write(c, kept)           those rows, in the evaluation's short write transaction
+
+A bulb's tail is updated from its new batches only. A visit is final once the boot after it is
+in the tail and that boot's bounds no longer move (timeline._bound propagates bounds between
+neighbouring boots). The model folds each newly settled day; it is learned again from all
+visits when what it was learned under changed, or a visit before its last day changed.
+
+It must never give an answer a rebuild from all records would not: a record of a boot before
+the tail, an epoch heard out of order, a first LTE-M record (every receipt anchor changes), or a
+first tail boot whose bounds moved rebuilds that bulb's state from its records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sim.server import models as mdl
+from sim.server import rules
+from sim.server import settings as bulb_settings
+from sim.server import timeline as tl_mod
+from sim.server.sql import Cursor, Database
+from sim.server.storage import migrate
+from sim.server.timeline import DeviceSeen, Interval, StoredRecord, Timeline
+
+TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
+WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):
+#                  the rules look back late_days (7) and the digest a week; the model the rest
+DAY = 86400.0
+
+SCHEMA: list[list[str]] = [
+    [
+        """CREATE TABLE bulb_tails (
+            device TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            batches BIGINT NOT NULL,
+            state TEXT NOT NULL
+        )""",
+        """CREATE TABLE visits (
+            device TEXT NOT NULL,
+            epoch BIGINT NOT NULL,
+            boot BIGINT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (device, epoch, boot)
+        )""",
+        "CREATE INDEX visits_start ON visits (device, start_ms)",
+        """CREATE TABLE household_models (
+            household TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            learned_under TEXT NOT NULL,
+            model TEXT NOT NULL
+        )""",
+    ],
+]
+
+
+def open_kept(db: Database) -> None:
+    migrate(db, "kept", SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------
+# one bulb
+
+
+@dataclass
+class BulbState:
+    """The kept state of one bulb (JSON in bulb_tails.state)."""
+
+    device: str
+    batches: int = 0  # its batches folded in (devices.batches counts them)
+    first_seen: dict[str, float] = field(default_factory=dict)  # epoch -> first record heard
+    lte: bool = False
+    first_heard: float | None = None
+    last_heard: float | None = None
+    last_boot: int | None = None
+    cut: list[Any] | None = None  # order key of the first tail boot; visits before it are rows
+    ctx: list[Any] | None = None  # [order key, lo] of the boot before the cut (its records kept)
+    cut_hi: float | None = None  # the first tail boot's latest offset when the cut was made
+    records: list[list[Any]] = field(default_factory=list)  # [epoch, seq, boot, up_ms, kind,
+    #                                                          sub, aux, arg, received_at]
+    receipts: list[list[Any]] = field(default_factory=list)  # [epoch, boot, req, up_ms,
+    #                                                           received_at ms, up_wait_ms, from_seq]
+    visits: list[list[Any]] = field(default_factory=list)  # the tail's visits (Interval fields)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def from_json(s: str) -> BulbState:
+        return BulbState(**json.loads(s))
+
+    def seen(self, registered: float | None, settings: dict[str, Any]) -> DeviceSeen:
+        if self.first_heard is None:
+            return DeviceSeen(self.device, registered, None, None, None)
+        return DeviceSeen(self.device, registered, self.first_heard, self.last_heard,
+                          self.last_boot, lte=self.lte,
+                          report_gap_s=float(bulb_settings.lte_report_gap_s(settings))
+                          if self.lte else 0.0,
+                          heartbeat_s=float(bulb_settings.heartbeat_s(settings)))
+
+
+@dataclass
+class BulbUpdate:
+    """What an evaluation would write for one bulb."""
+
+    state: BulbState
+    version: int | None  # the version it was computed from (None: no row yet)
+    rebuilt: bool
+    frozen: list[tuple[int, int, Interval]]  # new visits rows: epoch, boot, visit
+    changed_from: float  # the earliest start of a visit that changed (inf: none)
+
+
+def _interval(v: Sequence[Any]) -> Interval:
+    return Interval(*v)
+
+
+def _row(iv: Interval) -> list[Any]:
+    return list(dataclasses.astuple(iv))
+
+
+def _stored(device: str, r: Sequence[Any]) -> StoredRecord:
+    ep, seq, boot, up, kind, sub, aux, arg, rec = r
+    return StoredRecord(device, seq, boot, up, kind, sub, aux, arg, rec, epoch=ep)
+
+
+def _receipt(device: str, b: Sequence[Any], lte: bool) -> StoredRecord:
+    ep, boot, _req, up, rec_ms, wait_ms, from_seq = b
+    return tl_mod.receipt_anchor(device, ep, boot, up, rec_ms / 1000, (wait_ms or 0) / 1000, lte,
+                                 seq=from_seq)
+
+
+def _key(st: BulbState, epoch: int, boot: int) -> tuple[float, int, int]:
+    return (st.first_seen.get(str(epoch), math.inf), epoch, boot)
+
+
+def _heard(st: BulbState, at: float, boot: int) -> None:
+    st.first_heard = at if st.first_heard is None else min(st.first_heard, at)
+    st.last_heard = at if st.last_heard is None else max(st.last_heard, at)
+    st.last_boot = boot if st.last_boot is None else max(st.last_boot, boot)
+
+
+_REC_COLS = "epoch, seq, boot, up_ms, kind, sub, aux, arg, received_at"
+_BATCH_COLS = "epoch, boot, req, up_ms, received_at, up_wait_ms, from_seq"
+
+
+def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
+    """The bulb's state from all its records (the first evaluation, or a late record)."""
+    st = BulbState(device, batches)
+    recs = [[*r[:8], r[8] / 1000] for r in c.all(
+        f"SELECT {_REC_COLS} FROM records WHERE device = ?", (device,))]
+    st.lte = tl_mod.uses_lte(_stored(device, r) for r in recs)
+    for r in recs:
+        st.first_seen[str(r[0])] = min(st.first_seen.get(str(r[0]), math.inf), r[8])
+        _heard(st, r[8], r[2])
+    st.records = recs
+    st.receipts = [list(b) for b in c.all(
+        f"SELECT {_BATCH_COLS} FROM batches WHERE device = ? AND up_ms IS NOT NULL AND "
+        "up_ms <> 0", (device,))]
+    for b in st.receipts:
+        _heard(st, b[4] / 1000, b[1])
+    frozen = _settle(st)
+    assert frozen is not None  # nothing kept to disagree with
+    return BulbUpdate(st, None, True, frozen, -math.inf)
+
+
+def _advance(st: BulbState, recs: list[list[Any]], receipts: list[list[Any]]
+             ) -> list[tuple[int, int, Interval]] | None:
+    """Fold new records and receipts into the tail; the visits that became final, or None when
+    only a rebuild gives the right answer."""
+    have = {(r[0], r[1]) for r in st.records}
+    recs = [r for r in recs if (r[0], r[1]) not in have]
+    newest = max(st.first_seen.values(), default=-math.inf)
+    for r in recs:
+        ep = str(r[0])
+        if ep in st.first_seen and r[8] < st.first_seen[ep]:
+            return None  # an epoch heard earlier than it was: the boots' order may change
+        if ep not in st.first_seen and r[8] < newest:
+            return None
+    if not st.lte and tl_mod.uses_lte(_stored(st.device, r) for r in recs):
+        return None  # every receipt anchor of the bulb widens
+    for r in recs:
+        ep = str(r[0])
+        st.first_seen[ep] = min(st.first_seen.get(ep, math.inf), r[8])
+    got = {(b[0], b[1], b[2]) for b in st.receipts}
+    receipts = [b for b in receipts if (b[0], b[1], b[2]) not in got]
+    if st.ctx is not None:
+        ctx = tuple(st.ctx[0])
+        if any(_key(st, r[0], r[2]) <= ctx for r in recs):
+            return None  # a late record of a final visit (or of the boot bounding the tail)
+        if any(_key(st, b[0], b[1]) <= ctx for b in receipts):
+            return None
+    st.records += recs
+    st.receipts += receipts
+    for r in recs:
+        _heard(st, r[8], r[2])
+    for b in receipts:
+        _heard(st, b[4] / 1000, b[1])
+    return _settle(st)
+
+
+def _settle(st: BulbState) -> list[tuple[int, int, Interval]] | None:
+    """Compute the tail's visits; cut the tail when it has grown. The visits that became
+    final, or None when the first tail boot's bounds moved (the final visits would change)."""
+    dev = st.device
+    recs = [_stored(dev, r) for r in st.records]
+    recs += [_receipt(dev, b, st.lte) for b in st.receipts]
+    seen = {int(k): v for k, v in st.first_seen.items()}
+    boots = tl_mod._boots_of(recs, first_seen=seen)
+    keys = [_key(st, b.records[0].epoch, b.boot) for b in boots]
+    start = 0
+    if st.ctx is not None:
+        if len(boots) < 2 or keys[0] != tuple(st.ctx[0]) or keys[1] != tuple(st.cut or ()):
+            return None
+        boots[0].lo = st.ctx[1]
+        start = 1
+    tl_mod._bound(boots)
+    if st.ctx is not None and (boots[1].hi != st.cut_hi or boots[1].continues):
+        return None
+    firsts = [i for i in range(len(boots)) if i == 0 or not boots[i].continues]
+    visits = tl_mod._visits(boots)
+    mine = [(i, v) for i, v in zip(firsts, visits) if i >= start]
+    frozen: list[tuple[int, int, Interval]] = []
+    if len(boots) - start > 2 * TAIL_BOOTS:
+        k = len(boots) - TAIL_BOOTS
+        while k > start + 1 and boots[k].continues:
+            k -= 1
+        if not boots[k].continues and k > start:
+            frozen = [(boots[i].records[0].epoch, boots[i].boot, v) for i, v in mine if i < k]
+            mine = [(i, v) for i, v in mine if i >= k]
+            st.ctx = [list(keys[k - 1]), boots[k - 1].lo]
+            st.cut = list(keys[k])
+            st.cut_hi = boots[k].hi
+            keep = keys[k - 1]
+            st.records = [r for r in st.records if _key(st, r[0], r[2]) >= keep]
+            st.receipts = [b for b in st.receipts if _key(st, b[0], b[1]) >= keep]
+    st.visits = [_row(v) for _, v in mine]
+    return frozen
+
+
+def bulb(c: Cursor, device: str) -> BulbUpdate:
+    """The bulb's kept state brought up to date with its batches not folded in yet."""
+    (batches,) = c.one("SELECT batches FROM devices WHERE id = ?", (device,)) or (0,)
+    row = c.one("SELECT version, batches, state FROM bulb_tails WHERE device = ?", (device,))
+    if row is None:
+        up = _rebuild(c, device, batches)
+        return up
+    version, done, raw = row
+    st = BulbState.from_json(raw)
+    if batches <= done:
+        return BulbUpdate(st, version, False, [], math.inf)
+    new = c.all(f"SELECT {_BATCH_COLS}, stored FROM batches WHERE device = ? AND n > ? "
+                "ORDER BY n", (device, done))
+    if len(new) != batches - done:  # batches from before they were numbered
+        up = _rebuild(c, device, batches)
+        up.version = version
+        return up
+    recs: list[list[Any]] = []
+    for b in new:
+        if b[7]:
+            recs += [[*r[:8], r[8] / 1000] for r in c.all(
+                f"SELECT {_REC_COLS} FROM records WHERE device = ? AND epoch = ? AND "
+                "received_at = ? AND seq >= ?", (device, b[0], b[4], b[6]))]
+    old = list(st.visits)
+    st.batches = batches
+    frozen = _advance(st, recs, [list(b[:7]) for b in new if b[3]])
+    if frozen is None:
+        up = _rebuild(c, device, batches)
+        up.version = version
+        return up
+    before = {json.dumps(v) for v in old}
+    after = {json.dumps(_row(v)) for _, _, v in frozen} | {json.dumps(v) for v in st.visits}
+    changed = [json.loads(v)[3] for v in before ^ after]
+    return BulbUpdate(st, version, False, frozen, min(changed, default=math.inf))
+
+
+# ---------------------------------------------------------------------------------------------
+# one household
+
+
+@dataclass
+class Kept:
+    """A household brought up to date: its timeline over a window, its model, what to write."""
+
+    hid: str
+    timeline: Timeline
+    model: mdl.HouseholdModel
+    bulbs: list[BulbUpdate]
+    model_row: tuple[int | None, str, str] | None  # (version read, learned_under, model JSON)
+    full: bool  # the timeline holds every visit (not a window)
+
+
+def _day_end(day: int, tz: str) -> float:
+    return datetime.fromordinal(day + 1).replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+def _visit_rows(c: Cursor, devices: list[str], since_ms: int | None) -> list[Interval]:
+    out: list[Interval] = []
+    for d in devices:
+        if since_ms is None:
+            rows = c.all("SELECT data FROM visits WHERE device = ?", (d,))
+        else:
+            rows = c.all("SELECT data FROM visits WHERE device = ? AND start_ms >= ?",
+                         (d, since_ms))
+            rows += c.all("SELECT data FROM visits WHERE device = ? AND start_ms < ? "
+                          "ORDER BY start_ms DESC LIMIT 1", (d, since_ms))
+        out += [_interval(json.loads(r[0])) for r in rows]
+    return out
+
+
+def _timeline(c: Cursor, ups: list[BulbUpdate], devs: list[tuple], since_ms: int | None
+              ) -> Timeline:
+    ivs: list[Interval] = []
+    seen: dict[str, DeviceSeen] = {}
+    for up, (dev, created, settings) in zip(ups, devs):
+        st = up.state
+        ivs += [_interval(v) for v in st.visits] + [v for _, _, v in up.frozen]
+        seen[dev] = st.seen(created / 1000, json.loads(settings))
+    # the rows already written (a rebuilt bulb's are all in up.frozen)
+    ivs += [v for v in _visit_rows(c, [d[0] for d in devs if not _rebuilt(ups, d[0])],
+                                   since_ms)]
+    ivs.sort(key=lambda iv: (iv.start_latest, iv.device, iv.boot))
+    return Timeline(tuple(ivs), seen)
+
+
+def _rebuilt(ups: list[BulbUpdate], device: str) -> bool:
+    return any(u.rebuilt and u.state.device == device for u in ups)
+
+
+def _learned_under(rs: rules.Settings, tl: Timeline) -> str:
+    return json.dumps([rs.tz, [[p.start, p.end, p.until_on] for p in rs.pauses],
+                       [repr(a) for a in rs.absences],
+                       sorted([d, s.registered_at, s.report_gap_s]
+                              for d, s in tl.devices.items())])
+
+
+def _spans(rs: rules.Settings, tl: Timeline, now: float) -> list[tuple[float, float]]:
+    ivs = rules._visible(tl, now)
+    return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
+
+
+_MODELS: OrderedDict[tuple[str, bytes], mdl.HouseholdModel] = OrderedDict()
+MODELS_KEPT = 128  # parsed models kept in memory (about 250 kB each; one changes once a day)
+
+
+def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
+    """The stored model, parsed once per process while it is unchanged: the same object each
+    time, so what the rules derive from it (rules.held, models.spell_masses) is derived once
+    too. Never changed in place (models.learn folds into a copy)."""
+    k = (hid, hashlib.blake2b(text.encode(), digest_size=16).digest())
+    m = _MODELS.get(k)
+    if m is None:
+        try:
+            m = mdl.HouseholdModel.from_json(json.loads(text))
+        except ValueError:  # learned by another version of the models: learn it again
+            return None
+        _MODELS[k] = m
+    _MODELS.move_to_end(k)
+    while len(_MODELS) > MODELS_KEPT:
+        _MODELS.popitem(last=False)
+    return m
+
+
+def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
+    """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
+    now = now_ms / 1000
+    devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
+                 (hid,))
+    ups = [bulb(c, d[0]) for d in devs]
+    row = c.one("SELECT version, learned_under, model FROM household_models WHERE household = ?",
+                (hid,))
+    changed = min((u.changed_from for u in ups), default=math.inf)
+    model = None if row is None else _model(hid, row[2])
+    learning = (model is None or model.day is None or model.n_days < rs.learn_min_days
+                or model.n_spells < 20)
+    since_ms = None
+    if not learning:
+        assert model is not None and model.day is not None
+        end = _day_end(model.day, rs.tz)
+        since_ms = int(min(now - max(WINDOW_DAYS, rs.late_days + 2) * DAY, end - DAY) * 1000)
+    tl = _timeline(c, ups, devs, since_ms)
+    under = _learned_under(rs, tl)
+    valid = (model is not None and row is not None and row[1] == under and model.day is not None
+             and changed >= _day_end(model.day, rs.tz))
+    if not valid and since_ms is not None:
+        tl = _timeline(c, ups, devs, None)
+        since_ms = None
+    if valid and model is not None and model.day == mdl.settled_through(rs.tz, now):
+        m = model  # no new day has settled: nothing to fold
+        model_row = None if row is None or row[1] == under else (row[0], under, row[2])
+    else:
+        # a fresh copy to fold into: models.learn's own copy shares the lists of the model it
+        # is given, and the parsed one is kept (and read by the rules) as it is
+        base = mdl.HouseholdModel.from_json(json.loads(row[2])) if valid and row else None
+        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, base)
+        text = json.dumps(m.to_json(), separators=(",", ":"))
+        model_row = (None if row is None else row[0], under, text)
+    return Kept(hid, tl, m, ups, model_row, since_ms is None)
+
+
+def window(c: Cursor, hid: str, since_ms: int) -> Timeline:
+    """The household's visits from since_ms on (and each bulb's one before), its bulbs' new
+    batches folded in memory (a page reads; nothing is written)."""
+    devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
+                 (hid,))
+    return _timeline(c, [bulb(c, d[0]) for d in devs], devs, since_ms)
+
+
+def write(c: Cursor, k: Kept) -> None:
+    """Write what prepare computed; a bulb or model another evaluation has written since is
+    left as that one wrote it (it folded in at least as much)."""
+    for up in k.bulbs:
+        row = c.one("SELECT version, batches FROM bulb_tails WHERE device = ?",
+                    (up.state.device,))
+        if row is not None and (row[0] != up.version or row[1] > up.state.batches):
+            continue
+        if row is None and up.version is not None:
+            continue
+        if not up.frozen and not up.rebuilt and row is not None and row[1] == up.state.batches:
+            continue  # nothing new
+        if up.rebuilt:
+            c.execute("DELETE FROM visits WHERE device = ?", (up.state.device,))
+        c.executemany(
+            "INSERT INTO visits (device, epoch, boot, start_ms, data) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (device, epoch, boot) DO UPDATE SET start_ms = excluded.start_ms, "
+            "data = excluded.data",
+            [(up.state.device, ep, boot, math.floor(v.start_latest * 1000),
+              json.dumps(_row(v))) for ep, boot, v in up.frozen])
+        c.execute(
+            "INSERT INTO bulb_tails (device, version, batches, state) VALUES (?, 1, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET version = bulb_tails.version + 1, "
+            "batches = excluded.batches, state = excluded.state",
+            (up.state.device, up.state.batches, up.state.to_json()))
+    if k.model_row is not None:
+        version, under, text = k.model_row
+        row = c.one("SELECT version FROM household_models WHERE household = ?", (k.hid,))
+        if (row[0] if row else None) == version:
+            c.execute(
+                "INSERT INTO household_models (household, version, learned_under, model) "
+                "VALUES (?, 1, ?, ?) ON CONFLICT (household) DO UPDATE SET "
+                "version = household_models.version + 1, learned_under = excluded.learned_under,"
+                " model = excluded.model", (k.hid, under, text))
+
+
+def forget(c: Cursor, device: str) -> None:
+    """Drop a bulb's kept state (it is rebuilt from its records at the next evaluation)."""
+    c.execute("DELETE FROM bulb_tails WHERE device = ?", (device,))
+    c.execute("DELETE FROM visits WHERE device = ?", (device,))
