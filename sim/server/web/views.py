@@ -34,7 +34,6 @@ from sim.server.timeline import Interval, Timeline
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
 LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
-FAMILY_STATES = ("alert", "silent", "paused", "well")
 FAULT_NAMES = {
     record.F_CONFIG: "config", record.F_CONFIG_FILE: "config_file", record.F_CRASH: "crash",
     record.F_SAFE_MODE: "safe_mode", record.F_WATCHDOG: "watchdog", record.F_JOURNAL: "journal",
