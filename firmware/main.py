@@ -69,6 +69,15 @@ def _settings(b):
     return c
 
 
+def _need(*names):
+    """Import modules one at a time, feeding the watchdog between them: reading a module from
+    flash takes seconds on an emulated ESP32 (docs/firmware.md), and the watchdog is running."""
+    for name in names:
+        feed()
+        __import__(name)
+    feed()
+
+
 async def _guard(at, coro):
     """Run a task; an exception in it is a crash of step `at`."""
     global step
@@ -100,11 +109,12 @@ async def _run(b, c, dog):
     tasks = [asyncio.create_task(_guard(S_RUN, light.fade_to()))]
     await asyncio.sleep_ms(0)  # the fade starts before the journal scans flash
     step = S_JOURNAL
+    _need("crcfix", "journal", "alive")
     import alive
     from journal import open as open_journal
     from record import F_JOURNAL, K_FAULT, K_POWER_ON
 
-    journal = j = open_journal()  # docs/journal.md: headers, then one sector
+    journal = j = open_journal(feed=feed)  # docs/journal.md: headers, then one sector
     j.append(K_POWER_ON, b.cause)
     if j.skipped:
         j.append(K_FAULT, F_JOURNAL, j.skipped)
@@ -113,15 +123,18 @@ async def _run(b, c, dog):
     tasks.append(asyncio.create_task(_guard(S_RUN, alive.start(j, c))))
     if not b.safe:
         step = S_UPLINK
+        _need("taps")
         import taps
 
         t = taps.Taps()  # the setup gesture (docs/setup_mode.md)
         why = t.setup_reason(c)
         if why:
+            _need("setupmode")
             import setupmode
 
             tasks.append(asyncio.create_task(_guard(S_RUN, setupmode.run(c, j, light, why))))
         else:
+            _need("protocol", "uplink")
             import uplink
 
             link = uplink.Uplink(c, journal, light)

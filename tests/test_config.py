@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from sim.bulb import micropython_bin
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MICROPYTHON = Path(micropython_bin())
 F_CONFIG, F_CONFIG_FILE = 1, 2  # record.py
 DEFAULTS = json.loads((FIRMWARE / "config.json").read_text())
 

@@ -97,8 +97,9 @@ class _Poll(io.IOBase):
 class SSLSocket:
     """The port's SSLSocket: read/readinto/readline/write/setblocking/close/cipher/getpeercert."""
 
-    def __init__(self, t, wire):
+    def __init__(self, t, wire, kept=0):
         self._t = t
+        self._kept = kept  # heap probe: bytes the engine holds for this socket and its context
         self._w = wire
         self._real = wire.sock._s
         self._need = 0  # direction the engine waits for (0: none)
@@ -112,11 +113,15 @@ class SSLSocket:
         w.want = 0
         w.err = 0
         try:
-            r = fn(*args)
+            r, kept = _sim.held(fn, *args)
         except OSError:
             if w.err:  # the socket shim said why (ECONNABORTED: no link, ...)
                 raise OSError(w.err) from None
             raise
+        if kept:  # the handshake's state, the peer's certificate: not what a read returns
+            kept -= len(r) if isinstance(r, bytes) else 0
+            self._kept += kept
+            _sim.tls_bytes += kept
         self._need = w.want if r is None else 0
         return r
 
@@ -149,6 +154,8 @@ class SSLSocket:
 
     def close(self):
         t, self._t = self._t, None
+        _sim.tls_bytes -= self._kept
+        self._kept = 0
         if t is not None:
             t.close()  # the engine closes the wire, which closes the shim socket (traced)
 
@@ -163,7 +170,8 @@ class SSLContext:
     """micropython-lib's SSLContext: verify_mode CERT_NONE until set (as on the port)."""
 
     def __init__(self, *args):
-        self._context = tls.SSLContext(*args)
+        self._context, self._kept = _sim.held(tls.SSLContext, *args)
+        _sim.tls_bytes += self._kept
         self._context.verify_mode = CERT_NONE
 
     @property
@@ -187,14 +195,17 @@ class SSLContext:
         if cafile:
             with open(cafile, "rb") as f:
                 cadata = f.read()
-        self._context.load_verify_locations(cadata)
+        _, kept = _sim.held(self._context.load_verify_locations, cadata)
+        self._kept += kept  # the parsed CA chain: mbedTLS's, in the IDF heap on the ESP32
+        _sim.tls_bytes += kept
 
     def wrap_socket(
         self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None
     ):
         wire = _Wire(sock)
         try:
-            t = self._context.wrap_socket(
+            t, kept = _sim.held(
+                self._context.wrap_socket,
                 wire,
                 server_side=server_side,
                 do_handshake_on_connect=do_handshake_on_connect,
@@ -204,7 +215,10 @@ class SSLContext:
             if wire.err:
                 raise OSError(wire.err) from None
             raise
-        return SSLSocket(t, wire)
+        # the socket answers for its engine and for the context, which goes with it
+        _sim.tls_bytes += kept
+        self._kept, kept = 0, kept + self._kept
+        return SSLSocket(t, wire, kept)
 
 
 def wrap_socket(
