@@ -60,6 +60,7 @@ def _settings(b):
     import config
 
     c, got = config.load()
+    del sys.modules["config"]  # about 6 KB of heap: only setup mode needs it again, and imports it
     faults.extend(got)
     light.configure(c)
     b.after = c["safe_mode_after"]

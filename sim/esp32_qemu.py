@@ -143,6 +143,11 @@ class Esp32:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.power_ons: list[PowerOn] = []
+        # The timer groups' hardware watchdogs off: on a loaded host QEMU's timers, which follow
+        # the host's clock, fire the ROM's boot watchdog and the interrupt watchdog at random.
+        # The task watchdog behind machine.WDT still fires (its interrupt and the IDF's panic:
+        # "task_wdt: Task watchdog got triggered", then SW_CPU_RESET).
+        self.qemu_args: list[str] = ["-global", "timer.esp32.timg.wdt_disable=true"]
 
     def power_on(self, until: Callable[[PowerOn], bool], timeout: float = 600.0) -> PowerOn:
         """Switch on; cut the power once until(on) holds (checked as output arrives) or after
@@ -155,7 +160,7 @@ class Esp32:
         proc = subprocess.Popen(
             [str(d / "qemu-system-xtensa"), "-nographic", "-machine", "esp32", "-L",
              str(d / "pc-bios"), "-drive", f"file={self.flash},if=mtd,format=raw", "-nic", "none",
-             "-d", "trace:led_set_intensity"],
+             "-d", "trace:led_set_intensity", *self.qemu_args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         reader = threading.Thread(target=self._read, args=(proc, on.lines,
                                                            self.workdir / f"serial{n}.log"),
