@@ -3,24 +3,31 @@ PY      := .venv/bin/python
 VENV    := .venv/.setup-done
 STUBS   := .venv/stubs/.done
 PORT    ?=
+DEBS_MPY := libc6-i386 libglib2.0-0 libpixman-1-0 libgcrypt20 libslirp0 libfdt1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-fast demo bench server image flash provision lint clean
+.PHONY: setup test test-esp32 test-fast demo bench server image flash provision lint clean
 
 setup: $(VENV) $(STUBS)
 	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
 	@# and Japanese fonts, so its screenshots of the Japanese pages show text rather than boxes
 	@# the storage tests run against a real PostgreSQL too, and the multi-instance test puts
 	@# nginx in front of three servers: both from Debian (tests start their own, on loopback)
+	@# the firmware tests run again on a 32-bit MicroPython (../shared/tools/micropython32, it
+	@# needs libc6-i386) and on an emulated ESP32 (../shared/tools/esp32-qemu, QEMU's libraries)
 	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/opentype/noto ] \
-	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/nginx ]; then \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ ! -x /usr/sbin/nginx ] \
+	    || [ ! -e /lib/ld-linux.so.2 ] || ! ls /usr/lib/*/libslirp.so.0 >/dev/null 2>&1 \
+	    || ! ls /usr/lib/*/libpixman-1.so.0 >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's chromium, fonts-noto-cjk, postgresql and nginx for the tests (about 1 min)"; \
+	    echo "installing Debian's chromium, fonts-noto-cjk, postgresql, nginx, libc6-i386 and" \
+	      "QEMU's libraries for the tests (about 1 min)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      chromium fonts-noto-cjk postgresql nginx-light >/dev/null; \
+	      chromium fonts-noto-cjk postgresql nginx-light $(DEBS_MPY) >/dev/null; \
 	  else \
 	    echo "some tests need Debian packages: run 'sudo apt-get update && sudo apt-get install" \
-	      "-y chromium fonts-noto-cjk postgresql nginx-light' (those tests are skipped until then)"; \
+	      "-y chromium fonts-noto-cjk postgresql nginx-light $(DEBS_MPY)'" \
+	      "(those tests are skipped until then)"; \
 	  fi; \
 	fi
 
@@ -35,8 +42,15 @@ $(STUBS): $(VENV)
 	$(PY) -m pip install --quiet --target .venv/stubs 'micropython-esp32-stubs>=1.24,<2'
 	touch $@
 
+# the firmware's tests run twice: on the venv's 64-bit MicroPython, then on the 32-bit v1.27
+# build (an ESP32's word size; they skip, saying why, where it cannot run)
 test: setup
 	$(PY) -m pytest -q $(ARGS)
+	MIMAMORI_MPY=32 $(PY) -m pytest -q -m firmware $(ARGS)
+
+# the firmware on an emulated ESP32 (../shared/tools/esp32-qemu): about 5 to 15 minutes
+test-esp32: setup
+	$(PY) -m pytest -q -m esp32 tests/test_esp32_qemu.py $(ARGS)
 
 demo: setup
 	$(PY) -m sim.demo $(if $(KEEP),--keep) $(if $(DAYS),--days $(DAYS)) $(if $(HOMES),--homes $(HOMES))

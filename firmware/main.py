@@ -60,6 +60,7 @@ def _settings(b):
     import config
 
     c, got = config.load()
+    del sys.modules["config"]  # about 6 KB of heap: only setup mode needs it again, and imports it
     faults.extend(got)
     light.configure(c)
     b.after = c["safe_mode_after"]
@@ -67,6 +68,15 @@ def _settings(b):
         print(f"main: {b.failed} failed boots in a row: safe mode (light and journal only)")
         faults.append((F_SAFE_MODE, b.failed))
     return c
+
+
+def _need(*names):
+    """Import modules one at a time, feeding the watchdog between them: reading a module from
+    flash takes seconds on an emulated ESP32 (docs/firmware.md), and the watchdog is running."""
+    for name in names:
+        feed()
+        __import__(name)
+    feed()
 
 
 async def _guard(at, coro):
@@ -100,11 +110,12 @@ async def _run(b, c, dog):
     tasks = [asyncio.create_task(_guard(S_RUN, light.fade_to()))]
     await asyncio.sleep_ms(0)  # the fade starts before the journal scans flash
     step = S_JOURNAL
+    _need("crcfix", "journal", "alive")
     import alive
     from journal import open as open_journal
     from record import F_JOURNAL, K_FAULT, K_POWER_ON
 
-    journal = j = open_journal()  # docs/journal.md: headers, then one sector
+    journal = j = open_journal(feed=feed)  # docs/journal.md: headers, then one sector
     j.append(K_POWER_ON, b.cause, b.why)
     if j.skipped:
         j.append(K_FAULT, F_JOURNAL, j.skipped)
@@ -113,15 +124,18 @@ async def _run(b, c, dog):
     tasks.append(asyncio.create_task(_guard(S_RUN, alive.start(j, c))))
     if not b.safe:
         step = S_UPLINK
+        _need("taps")
         import taps
 
         t = taps.Taps()  # the setup gesture (docs/setup_mode.md)
         why = t.setup_reason(c)
         if why:
+            _need("setupmode")
             import setupmode
 
             tasks.append(asyncio.create_task(_guard(S_RUN, setupmode.run(c, j, light, why))))
         else:
+            _need("protocol", "uplink")
             import uplink
 
             link = uplink.Uplink(c, journal, light)

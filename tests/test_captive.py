@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sim.bulb import micropython_bin
 from tests.test_portal import Page, settle
 
 REPO = Path(__file__).resolve().parent.parent
-MICROPYTHON = str(REPO / ".venv" / "bin" / "micropython")
+MICROPYTHON = micropython_bin()
 ARTIFACTS = REPO / "tests" / "artifacts"
 AP_IP = "192.168.4.1"
 SERVER = "https://mimamori.example.jp"

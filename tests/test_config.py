@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from sim.bulb import MPY32, micropython_bin, mpy32_missing, shared_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
-MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
+MICROPYTHON = Path(micropython_bin())
 F_CONFIG, F_CONFIG_FILE = 1, 2  # record.py
 DEFAULTS = json.loads((FIRMWARE / "config.json").read_text())
 
@@ -271,18 +273,11 @@ def test_the_server_side_refuses_the_same_pins_with_the_bulbs_own_check() -> Non
 
 def _old_micropython() -> str:
     """The oldest MicroPython the firmware supports (v1.24.1, 32-bit unix port) from the shared
-    tools: env MIMAMORI_SHARED, else <repo>/../shared, else /work/shared."""
-    for base in (os.environ.get("MIMAMORI_SHARED"), str(FIRMWARE.parent.parent / "shared"),
-                 "/work/shared"):
-        if base:
-            exe = Path(base) / "tools" / "micropython32" / "micropython-1.24.1"
-            if exe.exists():
-                ran = subprocess.run([str(exe), "-c", "print(1)"], capture_output=True,
-                                     text=True, check=False)
-                if ran.stdout.strip() == "1":
-                    return str(exe)
-                pytest.skip(f"{exe} does not run here (it needs Debian's libc6-i386)")
-    pytest.skip("no shared tools/micropython32/micropython-1.24.1 (set MIMAMORI_SHARED)")
+    tools (sim.bulb.shared_dir); skipped, saying why, where it cannot run."""
+    why = mpy32_missing("32-1.24")
+    if why:
+        pytest.skip(why)
+    return str(shared_dir() / "tools" / "micropython32" / MPY32["32-1.24"])
 
 
 @pytest.mark.parametrize(

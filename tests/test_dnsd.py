@@ -19,8 +19,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from sim.bulb import micropython_bin
+
 REPO = Path(__file__).resolve().parent.parent
-MICROPYTHON = str(REPO / ".venv" / "bin" / "micropython")
+MICROPYTHON = micropython_bin()
 AP_IP = "192.168.4.1"
 
 HANDLE = f"""

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from sim.bulb import micropython_bin
 from tools import image
 from tools import partition_table as pt
 
 REPO = Path(__file__).resolve().parent.parent
-MICROPYTHON = REPO / ".venv" / "bin" / "micropython"
+MICROPYTHON = Path(micropython_bin())
 CSV_TEXT = (REPO / "tools" / "partitions.csv").read_text()
 _PARTS = pt.parse_csv(CSV_TEXT)
 J = next(p for p in _PARTS if p.name == "journal")  # H3 may resize it: derive, never assume

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from sim.bulb import micropython_bin
+
 REPO = Path(__file__).resolve().parent.parent
-MPY = REPO / ".venv" / "bin" / "micropython"
+MPY = Path(micropython_bin())
 
 PRELUDE = """
 import sys, json

@@ -13,8 +13,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from sim.bulb import micropython_bin
+
 REPO = Path(__file__).resolve().parent.parent
-MICROPYTHON = str(REPO / ".venv" / "bin" / "micropython")
+MICROPYTHON = micropython_bin()
 
 RUN = f"""
 import sys, json, binascii

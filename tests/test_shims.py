@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 
-from sim.bulb import HARD_RESET, PWRON_RESET, WDT_RESET, Bulb, MpyError, read_trace, wifi_net
+from sim.bulb import (
+    HARD_RESET,
+    PWRON_RESET,
+    WDT_RESET,
+    Bulb,
+    MpyError,
+    heap_bytes,
+    read_trace,
+    run_snippet,
+    wifi_net,
+)
 
 
 def firmware(tmp_path: Path, main: str, name: str = "fw") -> Path:
@@ -555,3 +565,15 @@ def test_seed_makes_urandom_repeat_across_runs_but_not_across_boots(mpy_run: Any
     assert mpy_run(code, extra={"seed": 8}) != first
     assert mpy_run(code) != mpy_run(code)  # no seed: the host's randomness
     assert first.split()[1] == "True"  # the rest of os is the built-in one
+
+
+def test_a_long_state_path_leaves_the_firmware_its_whole_heap(tmp_path: Path) -> None:
+    """The shims have their own heap budget, grown with the state directory's path: with every
+    shim imported, the firmware still has the whole `heap` free, from any temporary folder."""
+    deep = tmp_path / ("d" * max(1, 150 - len(str(tmp_path))))
+    code = ("import gc\n"
+            "for m in ('esp32', 'machine', 'network', 'os', 'select', 'socket', 'ssl', 'time'):\n"
+            "    __import__(m)\n"
+            "gc.collect()\nprint('FREE', gc.mem_free())\n")
+    out = run_snippet(code, deep, heap="96wK")
+    assert int(out.split("FREE")[-1]) >= heap_bytes("96wK")

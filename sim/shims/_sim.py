@@ -58,6 +58,29 @@ def ticks_ms():
     return now_us() // 1000 & (_PERIOD - 1)
 
 
+# --- heap accounting (sim.json "heap_probe": bench/figures_heap32.py) -------------------------
+# What the shims hold is not the firmware's: on the ESP32 they are C code in flash, and mbedTLS
+# allocates its sessions from the IDF heap, not MicroPython's. With the probe on, _boot.py notes
+# the live heap once every shim is imported (shim_base), and the ssl shim counts what the TLS
+# engine keeps (tls_bytes), so firmware bytes = gc.mem_alloc() - shim_base - tls_bytes.
+heap_probe = bool(cfg.get("heap_probe"))
+shim_base = 0
+tls_bytes = 0
+
+
+def held(fn, *args, **kw):
+    """(fn(*args, **kw), live bytes it left allocated); the count only with the probe on."""
+    if not heap_probe:
+        return fn(*args, **kw), 0
+    import gc
+
+    gc.collect()
+    a = gc.mem_alloc()
+    r = fn(*args, **kw)
+    gc.collect()
+    return r, gc.mem_alloc() - a
+
+
 # --- trace -----------------------------------------------------------------------------------
 _tf = open(state_dir + "/trace.jsonl", "a")  # noqa: SIM115 - open for the whole run
 

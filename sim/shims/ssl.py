@@ -190,8 +190,9 @@ class _Poll(io.IOBase):
 class SSLSocket:
     """The port's SSLSocket: read/readinto/readline/write/setblocking/close/cipher/getpeercert."""
 
-    def __init__(self, t, wire, ca_dates=None):
+    def __init__(self, t, wire, ca_dates=None, kept=0):
         self._t = t
+        self._kept = kept  # heap probe: bytes the engine holds for this socket and its context
         self._w = wire
         self._ca_dates = ca_dates  # None: no date check (not CERT_REQUIRED, or done)
         self._real = wire.sock._s
@@ -206,11 +207,15 @@ class SSLSocket:
         w.want = 0
         w.err = 0
         try:
-            r = fn(*args)
+            r, kept = _sim.held(fn, *args)
         except OSError:
             if w.err:  # the socket shim said why (ECONNABORTED: no link, ...)
                 raise OSError(w.err) from None
             raise
+        if kept:  # the handshake's state, the peer's certificate: not what a read returns
+            kept -= len(r) if isinstance(r, bytes) else 0
+            self._kept += kept
+            _sim.tls_bytes += kept
         self._need = w.want if r is None else 0
         if self._ca_dates is not None:
             self._dates()
@@ -259,6 +264,8 @@ class SSLSocket:
 
     def close(self):
         t, self._t = self._t, None
+        _sim.tls_bytes -= self._kept
+        self._kept = 0
         if t is not None:
             t.close()  # the engine closes the wire, which closes the shim socket (traced)
 
@@ -273,7 +280,8 @@ class SSLContext:
     """micropython-lib's SSLContext: verify_mode CERT_NONE until set (as on the port)."""
 
     def __init__(self, *args):
-        self._context = tls.SSLContext(*args)
+        self._context, self._kept = _sim.held(tls.SSLContext, *args)
+        _sim.tls_bytes += self._kept
         self._context.verify_mode = CERT_NONE
         self._ca_dates = []  # (notBefore, notAfter) of each CA loaded
 
@@ -298,18 +306,22 @@ class SSLContext:
         if cafile:
             with open(cafile, "rb") as f:
                 cadata = f.read()
-        self._context.load_verify_locations(cadata)
+        _, kept = _sim.held(self._context.load_verify_locations, cadata)
+        self._kept += kept  # the parsed CA chain: mbedTLS's, in the IDF heap on the ESP32
+        _sim.tls_bytes += kept
         try:
             self._ca_dates.append(validity(memoryview(cadata)))
         except (IndexError, ValueError):
             pass  # not one DER certificate: the engine judges it
+
     def wrap_socket(
         self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None
     ):
         check = self.verify_mode == CERT_REQUIRED and not server_side
         wire = _Wire(sock, check)
         try:
-            t = self._context.wrap_socket(
+            t, kept = _sim.held(
+                self._context.wrap_socket,
                 wire,
                 server_side=server_side,
                 do_handshake_on_connect=do_handshake_on_connect,
@@ -319,7 +331,10 @@ class SSLContext:
             if wire.err:
                 raise OSError(wire.err) from None
             raise
-        ss = SSLSocket(t, wire, list(self._ca_dates) if check else None)
+        # the socket answers for its engine and for the context, which goes with it
+        _sim.tls_bytes += kept
+        self._kept, kept = 0, kept + self._kept
+        ss = SSLSocket(t, wire, list(self._ca_dates) if check else None, kept)
         if check:
             ss._dates()  # a blocking handshake is over: check now, as the port's would have
         return ss
