@@ -31,7 +31,7 @@ from tools import release
 
 REPO = Path(__file__).resolve().parents[1]
 MPY = REPO / ".venv" / "bin" / "micropython"
-SWEEP_STEP = 20  # the download's flash ops one in 20; the first 64, the verification and the
+SWEEP_STEP = 40  # the download's flash ops one in 40; the first 64, the verification and the
 # switch every one (`make bench` runs every op: ota_powerloss_cuts)
 
 
@@ -62,6 +62,19 @@ def _running(rig: Rig) -> int | None:
         return ota.bulbs(st)[rig.device]["running"]
     finally:
         st.close()
+
+
+def _ota_state(flash: Path) -> dict:
+    """ota.json as the bulb's LittleFS holds it in its flash."""
+    from tools import image
+    from tools import partition_table as pt
+
+    data = flash.read_bytes()
+    v = pt.find(image.table_of(data), pt.VFS_LABEL)
+    assert v is not None
+    fs = image._mount(data[v.offset : v.end])
+    with fs.open("ota.json", "r") as f:
+        return json.loads(f.read())
 
 
 def _never_dark(b) -> None:
@@ -288,3 +301,38 @@ def test_rollout_spreads_bulbs_and_the_api_reports_progress_and_rollbacks(
         assert {"device": second, "event": "rollback", "version": 9, "reason": "crash"} in [
             {k: e[k] for k in ("device", "event", "version", "reason") if k in e}
             for e in over["events"]]
+
+
+def test_whole_bulbs_cut_during_an_update_boot_old_or_new_and_lit(rig: Rig) -> None:
+    """From `make image`'s flash (LittleFS on the flash shim): the power cut at chosen flash
+    operations of the update visit (spread over the download, and the last ones: the switch),
+    then power-ons: each lit, each running the old or the new version, the new one at the end."""
+    from sim.bulb import Bulb
+    from tests.uplink_rig import WIFI
+    from tools import image
+
+    built = image.build(out=rig.tmp / "build")
+    _roll(rig, _release(rig.tmp, 7), 7)
+    extra = {"io_wait_ms": 3000}
+    ref = Bulb(rig.tmp / "ref", site=rig.site(), image=built.flash, wifi=WIFI, extra=extra)
+    ref.power_on(stop_at_s=40)
+    assert "release 7 verified" in ref.stdout
+    ops = [e for e in ref.trace() if e["ev"] == "flash"]
+    vfs = [i + 1 for i, e in enumerate(ops) if e["part"] == "vfs"]
+    assert len(vfs) > 100
+    cuts = sorted(set(vfs[:: len(vfs) // 5] + vfs[-3:]))
+    for n in cuts:
+        b = Bulb(rig.tmp / f"cut{n}", site=rig.site(), image=built.flash, wifi=WIFI,
+                 extra={**extra, "flash": {"cut_at": n, "half": n % 2 == 0}})
+        b.power_on(stop_at_s=40)
+        assert b.boots[-1].ended_by == "power_cut", n
+        b.extra = extra
+        for _ in range(3):
+            b.power_on(stop_at_s=40)
+            boot = max(e["boot"] for e in b.trace())
+            duties = [d for _, d in b.lamp_duties(boot)]
+            assert duties and min(duties) > 0, f"cut at {n}: dark"
+            assert "Traceback" not in b.boots[-1].stdout, (n, b.boots[-1].stdout[-800:])
+            assert _running(rig) in (0, 7), n  # what this boot's upload said it runs
+        assert _ota_state(b.state_dir / "flash.bin")["v"] == 7, n
+    assert _running(rig) == 7
