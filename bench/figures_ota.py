@@ -65,8 +65,8 @@ def _sweep(tmp: Path) -> dict:
         [n, len(t), hashlib.sha256(t.encode()).hexdigest()] for n, t in old.items()]}
     (rel / "v5.json").write_text(json.dumps({"manifest": man, "files": old}))
     out = subprocess.run(
-        [str(REPO / ".venv/bin/micropython"), "-X", "heapsize=4M", str(REPO / "tests/ota_sweep.py"),
-         str(REPO), str(tmp / "flash.bin"), str(rel), "ab" * 32, "1"],
+        [str(REPO / ".venv/bin/micropython"), "-X", "heapsize=4M",
+         str(REPO / "tests/ota_sweep.py"), str(REPO), str(tmp / "flash.bin"), str(rel), "ab" * 32, "1"],
         capture_output=True, text=True, timeout=3600, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

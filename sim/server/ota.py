@@ -187,10 +187,10 @@ def on_upload(store: Store, device: str, fw: int | None, now_ms: int) -> dict[st
     """Note the version a bulb runs; the offer for its answer, when one is due."""
     open_ota(store)
     with store.db.tx() as c:
-        if fw is not None:
-            if c.execute("UPDATE ota_bulbs SET running = ?, seen_at = ? WHERE device = ?",
-                         (fw, now_ms, device)) == 0:
-                c.execute("INSERT INTO ota_bulbs (device, running, seen_at) VALUES (?, ?, ?)",
+        if fw is not None and c.execute(
+                "UPDATE ota_bulbs SET running = ?, seen_at = ? WHERE device = ?",
+                (fw, now_ms, device)) == 0:
+            c.execute("INSERT INTO ota_bulbs (device, running, seen_at) VALUES (?, ?, ?)",
                           (device, fw, now_ms))
         t = c.one("SELECT t.version, t.not_before, r.size FROM ota_targets t "
                   "JOIN releases r ON r.version = t.version WHERE t.device = ?", (device,))
@@ -262,6 +262,23 @@ def events(store: Store, device: str | None = None) -> list[dict[str, Any]]:
             e["from"] = aux
         out.append(e)
     return out
+
+
+def running(store: Store, device: str) -> int | None:
+    """The version the bulb's last upload said it runs (None: it never said)."""
+    open_ota(store)
+    with store.db.read() as c:
+        row = c.one("SELECT running, seen_at FROM ota_bulbs WHERE device = ?", (device,))
+    return int(row[0]) if row and row[1] else None
+
+
+def last_problem(store: Store, device: str) -> str | None:
+    """The bulb's last rollback or refusal, e.g. "rollback r8: crash" (the coordinator page)."""
+    bad = [e for e in events(store, device) if e["event"] in ("rollback", "refused")]
+    if not bad:
+        return None
+    e = bad[-1]
+    return f"{e['event']} r{e['version']}: {e['reason']}"
 
 
 def bulbs(store: Store) -> dict[str, dict[str, Any]]:

@@ -19,9 +19,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from firmware import protocol
-from sim.server import api
+from sim.server import api, ota
 from sim.server import clock as clocks
-from sim.server import ota
 from sim.server.ingest import Reject, parse_authorization, signature_ok
 from sim.server.storage import Store
 
@@ -63,7 +62,7 @@ def bulb_router(store: Store) -> APIRouter:
         return Response(body, media_type=_BYTES)
 
     @r.get("/{version}/bundle")
-    async def bundle(version: int, off: int, len: int, request: Request) -> Response:  # noqa: A002
+    async def bundle(version: int, off: int, len: int, request: Request) -> Response:
         try:
             device, _ = _device(store, request)
         except Reject as e:
