@@ -73,10 +73,12 @@ def back(st, why):
 
 def choose():
     """The version this boot runs (0: the root), after counting a trial boot or going back."""
+    st = load()
+    if not st["v"]:
+        return 0  # as flashed: nothing more to read or import
     from record import R_BROKEN, R_CRASH, R_NO_SERVER
 
-    st = load()
-    if st["v"] and st.get("trial", -1) >= 0:
+    if st.get("trial", -1) >= 0:
         import safemode
 
         if safemode.failed_before() >= st.get("after", 3):

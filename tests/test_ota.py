@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import protocol, record
-from sim.bulb import run_snippet
+from sim.bulb import run_snippet, wifi_net
 from sim.modem import Modem
 from sim.server import api, ota
 from sim.server.app import create_app
@@ -30,6 +30,7 @@ from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
 from tools import release
 
 REPO = Path(__file__).resolve().parents[1]
+WIFI_BACK = [wifi_net("home", "pw", rssi=-61)]
 MPY = REPO / ".venv" / "bin" / "micropython"
 SWEEP_STEP = 40  # the download's flash ops one in 40; the first 64, the verification and the
 # switch every one (`make bench` runs every op: ota_powerloss_cuts)
@@ -336,3 +337,24 @@ def test_whole_bulbs_cut_during_an_update_boot_old_or_new_and_lit(rig: Rig) -> N
             assert _running(rig) in (0, 7), n  # what this boot's upload said it runs
         assert _ota_state(b.state_dir / "flash.bin")["v"] == 7, n
     assert _running(rig) == 7
+
+
+def test_a_new_version_that_never_reaches_the_server_goes_back_and_says_why(rig: Rig) -> None:
+    _roll(rig, _release(rig.tmp, 7), 7)
+    b = rig.bulb(site=rig.site())
+    b.power_on(stop_at_s=40)
+    assert "release 7 verified" in b.stdout
+    b.world([])  # the Wi-Fi is gone: the new version cannot reach the server
+    trial = int(re.search(r"TRIAL_BOOTS = const\((\d+)\)",
+                          (REPO / "firmware/otaboot.py").read_text())[1])
+    for _ in range(trial):
+        b.power_on(stop_at_s=20)
+        assert json.loads((b.fs / "ota.json").read_text())["v"] == 7
+    b.world(WIFI_BACK)
+    b.power_on(stop_at_s=40)  # the loader goes back; the flashed version reports why
+    st = json.loads((b.fs / "ota.json").read_text())
+    assert st["v"] == 0 and st["bad"] == 7
+    assert ("rollback", 7, "no_server") in [
+        (e["event"], e["version"], e.get("reason")) for e in _events(rig)]
+    assert _running(rig) == 0
+    _never_dark(b)
