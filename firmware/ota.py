@@ -16,7 +16,7 @@ import record
 from micropython import const
 
 _RX = const(512)  # receive buffer: the answer's head, then the body in chunks to flash
-_MANIFEST_MAX = const(4096)
+_MANIFEST_MAX = const(8192)  # about 90 bytes per file
 _MARGIN = const(16384)  # free space kept on the filesystem beyond the download
 
 
