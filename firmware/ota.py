@@ -24,18 +24,6 @@ class Refused(Exception):
     """A release this bulb will not install; args[0] is the reason (record.R_*)."""
 
 
-def running():
-    """The version this boot runs: v/<n> on sys.path (otaboot put it there), else 0."""
-    pre = otaboot.VDIR + "/"
-    for p in sys.path:
-        if p.startswith(pre):
-            try:
-                return int(p[len(pre) :])
-            except ValueError:
-                pass
-    return 0
-
-
 def _size(path):
     try:
         return os.stat(path)[6]
@@ -132,7 +120,7 @@ class Ota:
         self._dev = device
         self.offer = None  # (version, size) from the last answer
         self.fetched = 0  # bundle bytes received this boot
-        self.version = running()
+        self.version = otaboot.running()
         self._rx = bytearray(_RX)
         self._req = None  # the request head (bytes) being sent
 

@@ -26,6 +26,18 @@ def vdir(v):
     return VDIR + "/" + str(v)
 
 
+def running():
+    """The version this boot runs: v/<n> on sys.path (run() put it there), else 0."""
+    pre = VDIR + "/"
+    for p in sys.path:
+        if p.startswith(pre):
+            try:
+                return int(p[len(pre) :])
+            except ValueError:
+                pass
+    return 0
+
+
 def load():
     """The state; a missing or unreadable file is version 0 (the root, as flashed)."""
     try:

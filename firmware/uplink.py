@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+import otaboot
 import protocol
 import record
 from micropython import const
@@ -100,7 +101,12 @@ class Uplink:
         self._answered = False
         self._retry_ms = 0
         self._via = None  # the transport of the last delivery that got everything acknowledged
-        self._ota = self._updates()  # firmware updates (docs/ota.md)
+        self._ota = None  # firmware updates (docs/ota.md): ota.Ota once there is one
+        try:
+            os.stat("ota.json")  # an update was installed: report, and end a trial
+            self._ota = self._updates()
+        except OSError:
+            pass
 
     def ready(self):
         return bool(self._j and self._host and self._dev and self._key and self._ts)
@@ -243,7 +249,7 @@ class Uplink:
         """Write the HTTP head right-aligned before the body; the request's start offset."""
         if self._target is None:  # path and query as sent: the signature covers both
             self._target = (protocol.PATH + "?sv=" + str(self._sv) + "&fw="
-                            + str(self._ota.version if self._ota else 0)).encode()
+                            + str(otaboot.running())).encode()
         body = self._mv[_HEAD : _HEAD + n_body]
         # the uptime now, on the journal's up_ms clock (ticks_ms since boot): the server anchors
         # this boot from when it receives the request (0 means "not given": send at least 1)
@@ -366,6 +372,8 @@ class Uplink:
             mid = time.ticks_add(t_send, rtt // 2)
             j.append(record.K_ANCHOR, record.A_SERVER, rtt // 2000 + 1,
                      (wall + time.ticks_diff(now, mid)) // 1000)
+        if self._ota is None and protocol.ota_offer_of(resp):
+            self._ota = self._updates()
         if self._ota:
             self._ota.answered(resp)
         settings = resp.get("settings")

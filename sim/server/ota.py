@@ -184,19 +184,21 @@ def _bad(c: Any, device: str) -> set[int]:
 
 
 def on_upload(store: Store, device: str, fw: int | None, now_ms: int) -> dict[str, int] | None:
-    """Note the version a bulb runs; the offer for its answer, when one is due."""
+    """Note the version a bulb runs; the offer for its answer, when one is due. Reads only,
+    unless the bulb reports another version than before (no extra commit per upload)."""
     open_ota(store)
-    with store.db.tx() as c:
-        if fw is not None and c.execute(
-                "UPDATE ota_bulbs SET running = ?, seen_at = ? WHERE device = ?",
-                (fw, now_ms, device)) == 0:
-            c.execute("INSERT INTO ota_bulbs (device, running, seen_at) VALUES (?, ?, ?)",
-                          (device, fw, now_ms))
+    with store.db.read() as c:
+        row = c.one("SELECT running, seen_at FROM ota_bulbs WHERE device = ?", (device,))
         t = c.one("SELECT t.version, t.not_before, r.size FROM ota_targets t "
                   "JOIN releases r ON r.version = t.version WHERE t.device = ?", (device,))
-        if t is None or t[1] > now_ms or t[0] == fw or t[0] in _bad(c, device):
-            return None
-    return protocol.ota_offer(t[0], t[2])
+        due = t is not None and t[1] <= now_ms and t[0] != fw and t[0] not in _bad(c, device)
+    if fw is not None and (row is None or row[0] != fw or not row[1]):
+        with store.db.tx() as c:  # seen_at: since when it runs this version
+            if c.execute("UPDATE ota_bulbs SET running = ?, seen_at = ? WHERE device = ?",
+                         (fw, now_ms, device)) == 0:
+                c.execute("INSERT INTO ota_bulbs (device, running, seen_at) VALUES (?, ?, ?)",
+                          (device, fw, now_ms))
+    return protocol.ota_offer(t[0], t[2]) if due and t is not None else None
 
 
 def _target_ok(c: Any, device: str, version: int) -> bool:
