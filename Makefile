@@ -6,7 +6,7 @@ PORT    ?=
 DEBS_MPY := libc6-i386 libglib2.0-0 libpixman-1-0 libgcrypt20 libslirp0 libfdt1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-esp32 test-fast demo bench server image flash provision lint clean
+.PHONY: setup test test-esp32 test-fast demo bench server image release flash provision lint clean
 
 setup: $(VENV) $(STUBS)
 	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
@@ -64,6 +64,11 @@ server: setup
 # build/partitions.bin, build/vfs.bin, build/flash.bin from tools/partitions.csv and firmware/
 image: setup
 	$(PY) -m tools.image
+
+# build/release/<version>/: manifest.json + bundle.bin for `mimamori release add` (docs/ota.md)
+# make release [VERSION=n] (default: the number of commits)
+release: setup
+	$(PY) -m tools.release $(if $(VERSION),--version $(VERSION))
 
 # make flash PORT=/dev/ttyUSB0 [FIRMWARE=ESP32_GENERIC-....bin] [BAUD=460800] [DRY_RUN=1]
 flash: image

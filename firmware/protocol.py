@@ -81,3 +81,43 @@ def _hex(b):
 
 def authorization(device, signature):
     return "Mimamori " + device + ":" + signature
+
+
+# ---- firmware updates (docs/ota.md): the one definition both sides use
+# The answer to a batch may carry OTA_KEY: {"v": version, "size": bundle bytes} when a release
+# waits for this bulb. The bulb then GETs, signed like a batch with an empty body:
+#   ota_target(v)          the manifest: 64 hex digits of HMAC-SHA256, "\n", the manifest JSON
+#   ota_target(v, off, n)  bytes [off, off + n) of the bundle (the manifest's files, concatenated)
+OTA_KEY = "ota"
+OTA_PATH = "/v1/ota/"
+PIECE = const(4096)  # bytes per GET of the bundle: what a bulb asks for at most
+
+
+def ota_offer(version, size):
+    """The answer's OTA_KEY value (server side)."""
+    return {"v": version, "size": size}
+
+
+def ota_offer_of(resp):
+    """(version, size) from an answer, or None (bulb side)."""
+    o = resp.get(OTA_KEY) if isinstance(resp, dict) else None
+    if not isinstance(o, dict):
+        return None
+    v, n = o.get("v"), o.get("size")
+    if isinstance(v, int) and isinstance(n, int) and 0 < v < 1 << 31 and 0 < n:
+        return v, n
+    return None
+
+
+def ota_target(version, off=-1, n=0):
+    """The GET target of a release's manifest (off < 0) or of one piece of its bundle."""
+    base = OTA_PATH + str(version)
+    if off < 0:
+        return base + "/manifest"
+    return base + "/bundle?off=" + str(off) + "&len=" + str(n)
+
+
+def sign_manifest(key, device, version, manifest):
+    """The manifest's signature for one bulb: HMAC-SHA256 with its device key, over a message
+    no batch can have (method "OTA")."""
+    return sign(key, b"OTA", ota_target(version), device, manifest)

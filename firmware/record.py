@@ -46,6 +46,7 @@ K_LINK = const(8)  # sub: transport (T_*); aux: signal dBm; arg: connect time in
 K_ACK = const(9)  # the server acknowledged up to seq arg (kept in flash; never sent); it takes
 # no seq of its own (its seq is the record's before it), so the seqs a server sees have no gaps
 # but lost records
+K_OTA = const(10)  # a firmware update step (docs/ota.md): sub O_*; aux: reason U_*; arg: version
 
 KIND_NAMES = {
     1: "power_on",
@@ -57,6 +58,7 @@ KIND_NAMES = {
     7: "setup",
     8: "link",
     9: "ack",
+    10: "ota",
 }
 
 # why a boot that was not a power-on happened (aux of K_POWER_ON; safemode.py keeps the reason
@@ -132,3 +134,21 @@ def unpack(buf, off=0):
 
 def seq_of(buf, off=0):
     return struct.unpack_from("<I", buf, off)[0]
+
+
+# firmware updates (sub of K_OTA; docs/ota.md). arg: the version concerned; aux: U_* or 0
+O_INSTALLED = const(1)  # verified and switched to: the next boot runs it; aux: version left
+O_CONFIRMED = const(2)  # the new version reached the server: its trial is over
+O_ROLLBACK = const(3)  # back to the previous version by itself; aux: U_CRASH, U_NO_SERVER, U_BROKEN
+O_REFUSED = const(4)  # a release not installed; aux: U_SIGNATURE, U_DIGEST, U_RUNTIME, U_SPACE...
+U_CRASH = const(1)  # safe_mode_after failed boots in a row on the new version
+U_NO_SERVER = const(2)  # the new version never reached the server within its trial boots
+U_BROKEN = const(3)  # its main.py is missing or let an exception out
+U_SIGNATURE = const(4)  # the manifest's HMAC is not this bulb's server's
+U_DIGEST = const(5)  # a downloaded file's SHA-256 or size differs from the manifest
+U_RUNTIME = const(6)  # the release needs a newer MicroPython than the bulb runs
+U_SPACE = const(7)  # not enough room on the filesystem beside the running version
+U_MANIFEST = const(8)  # the manifest is not a valid one (JSON, fields, names)
+OTA_NAMES = {1: "installed", 2: "confirmed", 3: "rollback", 4: "refused"}
+REASON_NAMES = {1: "crash", 2: "no_server", 3: "broken", 4: "signature", 5: "digest",
+                6: "runtime", 7: "space", 8: "manifest"}

@@ -72,13 +72,28 @@ class Boots:
         machine.reset()
 
 
-def restart():
-    """A deliberate reset (new settings, provisioning done): not a failure. Any module may call
-    it; a bare machine.reset() before stable_s would count as a failed boot."""
+def failed_before():
+    """Boots in a row that failed before this one (the count Boots() will read), without
+    writing anything: the OTA loader (otaboot.py) reads it before main.py runs."""
+    if machine.reset_cause() == machine.PWRON_RESET:
+        return 0
+    mem = machine.RTC().memory()
+    return mem[3] if len(mem) >= 8 and mem[0:3] == b"MB\x01" else 0
+
+
+def clear():
+    """End a failure streak without a reset (the loader, after going back to the previous
+    version: that one gets a fresh count)."""
     rtc = machine.RTC()
     mem = bytearray(rtc.memory())
     if len(mem) < 8:
         mem = bytearray(8)
     mem[0:6] = b"MB\x01\x00\xff\x03"  # _R_RESTART
     rtc.memory(mem)
+
+
+def restart():
+    """A deliberate reset (new settings, provisioning done): not a failure. Any module may call
+    it; a bare machine.reset() before stable_s would count as a failed boot."""
+    clear()
     machine.reset()

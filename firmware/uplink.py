@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+import otaboot
 import protocol
 import record
 from micropython import const
@@ -99,6 +100,13 @@ class Uplink:
         self.outcome = None
         self._answered = False
         self._retry_ms = 0
+        self._via = None  # the transport of the last delivery that got everything acknowledged
+        self._ota = None  # firmware updates (docs/ota.md): ota.Ota once there is one
+        try:
+            os.stat("ota.json")  # an update was installed: report, and end a trial
+            self._ota = self._updates()
+        except OSError:
+            pass
 
     def ready(self):
         return bool(self._j and self._host and self._dev and self._key and self._ts)
@@ -144,6 +152,11 @@ class Uplink:
             if got == FAIL and any(getattr(t, "clock_moved", False) for t in self._ts):
                 got = await self._deliver(power_on)  # the clock was behind the certificate
             self._fails = 0 if got in (DONE, AGAIN, LATER) else self._fails + 1
+            if got == DONE and self._ota and self._ota.offer and self._via:
+                try:  # a release waits: fetch what this visit allows (resumes next time)
+                    await self._ota.visit(self._via, self._host, self._port, self._tls)
+                except Exception as e:  # noqa: BLE001 - an update never stops the uplink
+                    print("uplink: update:", e)
             self.outcome = got
             return got
 
@@ -182,6 +195,7 @@ class Uplink:
             # batch): connect time when the server answered, 0 when it could not be reached
             self._j.append(record.K_LINK, t.code, t.signal(), ms if self._answered else 0)
             if ok and got != FAIL:
+                self._via = t
                 if got == DONE and t.code == record.T_LTE and t.clock:
                     self._lte_reported(t.clock)
                 break
@@ -237,7 +251,8 @@ class Uplink:
     def _head(self, n_body, keep):
         """Write the HTTP head right-aligned before the body; the request's start offset."""
         if self._target is None:  # path and query as sent: the signature covers both
-            self._target = (protocol.PATH + "?sv=" + str(self._sv)).encode()
+            self._target = (protocol.PATH + "?sv=" + str(self._sv) + "&fw="
+                            + str(otaboot.running())).encode()
         body = self._mv[_HEAD : _HEAD + n_body]
         # the uptime now, on the journal's up_ms clock (ticks_ms since boot): the server anchors
         # this boot from when it receives the request (0 means "not given": send at least 1)
@@ -361,6 +376,10 @@ class Uplink:
             wall = (wall + time.ticks_diff(now, mid)) // 1000
             j.append(record.K_ANCHOR, record.A_SERVER, rtt // 2000 + 1, wall)
             _learn(wall)
+        if self._ota is None and protocol.ota_offer_of(resp):
+            self._ota = self._updates()
+        if self._ota:
+            self._ota.answered(resp)
         settings = resp.get("settings")
         if isinstance(settings, dict) and settings:
             self._apply(settings)
@@ -370,6 +389,18 @@ class Uplink:
             self._target = None
             self._write_sv(sv)
         return ack
+
+    def _updates(self):
+        try:
+            import ota
+
+            u = ota.Ota(self._cfg, self._j, self._key, self._dev)
+            if self._j:
+                u.report()  # what the loader did (a rollback) goes to the journal first
+            return u
+        except Exception as e:  # noqa: BLE001 - no updates this boot, the uplink still runs
+            sys.print_exception(e)
+            return None
 
     def _apply(self, settings):
         import config

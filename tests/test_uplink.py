@@ -116,7 +116,7 @@ def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> Non
     canned.close()
     head, _, body = canned.raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    assert lines[0] == "POST /v1/batches?sv=0 HTTP/1.1"
+    assert lines[0] == "POST /v1/batches?sv=0&fw=0 HTTP/1.1"
     fields = dict(line.split(": ", 1) for line in lines[1:])
     assert fields["Host"] == f"127.0.0.1:{canned.port}"
     assert fields["Content-Type"] == "application/octet-stream"
@@ -124,7 +124,8 @@ def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> Non
     assert fields["Connection"] == "close"
     device, sig = fields["Authorization"].removeprefix("Mimamori ").split(":")
     assert device == rig.device
-    assert sig == protocol.sign(bytes.fromhex(rig.key), "POST", "/v1/batches?sv=0", device, body)
+    assert sig == protocol.sign(bytes.fromhex(rig.key), "POST", "/v1/batches?sv=0&fw=0", device,
+                                body)
     version, flags, count, _epoch, from_seq, boot, req, up_ms = protocol.unpack_header(body)
     assert (version, flags, from_seq, boot, req) == (1, 0, 1, 1, 1)
     assert len(body) == protocol.HEADER_SIZE + count * record.SIZE

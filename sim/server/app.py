@@ -180,6 +180,9 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server.web import routes as web  # the dashboard pages (issue 6)
 
     web.install(app)
+    from sim.server import ota_api  # firmware releases and rollouts (issue 16)
+
+    ota_api.install(app)
     return app
 
 
@@ -251,4 +254,9 @@ def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
     if got.settings_version > sv:
         out["sv"] = got.settings_version
         out["settings"] = got.settings
+    from sim.server import ota  # firmware updates (docs/ota.md): note fw, offer when due
+
+    offer = ota.on_upload(store, device_id, ota.parse_fw(query), now_ms)
+    if offer:
+        out[protocol.OTA_KEY] = offer
     return out

@@ -31,7 +31,8 @@ from sim.server.storage import Device, Store, UnknownDevice
 DEFAULT_DB = "var/mimamori.db"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Modules that add command groups (`add_commands(subparsers)`); others append theirs here.
-COMMANDS: list[str] = ["sim.server.cli_people", "sim.server.web.cli", "sim.server.dbcopy"]
+COMMANDS: list[str] = ["sim.server.cli_people", "sim.server.web.cli", "sim.server.dbcopy",
+                      "sim.server.cli_ota"]
 
 
 def _db_path(args: argparse.Namespace) -> str:

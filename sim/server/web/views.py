@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from firmware import record
-from sim.server import alerts, sweeper
+from sim.server import alerts, ota, sweeper
 from sim.server import households as hh
 from sim.server.storage import Cursor, Store
 from sim.server.timeline import Interval, Timeline
@@ -110,6 +110,7 @@ class BulbHealth:
     settings: dict[str, Any]
     lost_reported: int = 0  # what the bulb's own LOSS records count (it may know of more)
     conflicts: int = 0  # records that came with a stored seq but other content: a fault
+    update: str | None = None  # the last rollback or refusal of an update, with its reason
 
     @property
     def signal_word(self) -> str:
@@ -145,11 +146,19 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         transport=TRANSPORTS.get(link[0]) if link is not None else None,
         link_ok=(link[2] != 0) if link is not None else None,
         visits_7d=len(mine), late_7d=len(late), lost=sum(j.lost for j in journals),
-        backlog=backlog, firmware=power[2] if power is not None else None,
+        backlog=backlog, firmware=_firmware(store, dev_id, power),
         faults_14d=len(faults),
         last_fault=FAULT_NAMES.get(faults[-1][0], str(faults[-1][0])) if faults else None,
         settings=dict(dev.settings), lost_reported=sum(j.reported_lost for j in journals),
-        conflicts=sum(j.conflicts for j in journals))
+        conflicts=sum(j.conflicts for j in journals), update=ota.last_problem(store, dev_id))
+
+
+def _firmware(store: Store, dev_id: str, power: Any) -> int | None:
+    """The version the bulb's uploads say it runs (docs/ota.md), else its power-on's arg."""
+    running = ota.running(store, dev_id)
+    if running is not None:
+        return running
+    return power[2] if power is not None else None
 
 
 def _last(c: Cursor, dev_id: str, kind: int) -> tuple[int, int, int] | None:
