@@ -49,7 +49,7 @@ from email.message import EmailMessage
 from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
-from sim.server import messages, sql
+from sim.server import messages, sql, texts
 from sim.server.households import Household, Watcher
 from sim.server.storage import Cursor, Database
 
@@ -259,6 +259,34 @@ class SendError(Exception):
     pass
 
 
+# failures worth another try later; any other (a header the mail library refuses, a payload
+# that cannot be encoded) fails the same way every time: the row is given up at once
+TRANSIENT = (SendError, OSError, smtplib.SMTPException, http.client.HTTPException)
+
+
+def tell_coordinators(c: Cursor, now_ms: int, o: Outgoing, error: str) -> list[str]:
+    """A message was given up: tell the household's coordinators (tier 0 watchers) on their own
+    channels, in the caller's transaction, and log it. Never about a notice itself."""
+    from sim.server import households as hh
+
+    log.warning("outbox %s (%s to watcher %s by %s) given up: %s", o.id, o.kind, o.watcher,
+                o.channel, error)
+    if o.kind == "undeliverable":
+        return []
+    try:
+        home = hh.household(c, o.household)
+        whom = hh.watcher(c, o.watcher).name
+    except hh.NotFound:
+        return []
+    ids: list[str] = []
+    for w in hh.watchers(c, home.id, max_tier=0, min_tier=0):
+        if w.id != o.watcher:
+            ids += enqueue(c, now_ms, "undeliverable", home, w,
+                           {"whom": whom, "channel": o.channel, "error": error[:200],
+                            "failed_kind": o.kind})
+    return ids
+
+
 def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int
                ) -> tuple[Outgoing, str | None, int] | None:
     """Take the next due row no other worker holds, with a lease until (real-time ms); on
@@ -302,14 +330,17 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
             send(o, cfg, now_ms, secret, budget)
         except Exception as e:  # noqa: BLE001 - any failure of a channel is retried
             n = o.attempts + 1
-            dead = n >= cfg.max_attempts
+            # a message that cannot be sent as it stands (not a network fault) is given up now
+            dead = n >= cfg.max_attempts or not isinstance(e, TRANSIENT)
             delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
+            error = f"{type(e).__name__}: {e}"[:500]
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
                           "lease_until = NULL, lease_owner = NULL, last_error = ? "
                           "WHERE id = ? AND state = 'pending'",
-                          (n, "dead" if dead else "pending", now_ms + delay,
-                           f"{type(e).__name__}: {e}"[:500], o.id))
+                          (n, "dead" if dead else "pending", now_ms + delay, error, o.id))
+                if dead:
+                    tell_coordinators(c, now_ms, o, error)
             out["dead" if dead else "failed"] += 1
             continue
         with db.tx() as c:
@@ -429,7 +460,7 @@ def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     msg = EmailMessage()
     msg["From"] = cfg.mail_from
     msg["To"] = o.payload["to"]
-    msg["Subject"] = o.subject
+    msg["Subject"] = texts.header(o.subject)  # names kept before the input rules: one line
     msg["Message-ID"] = f"<{o.id}@mimamori>"
     msg["X-Mimamori-Kind"] = o.kind
     if o.alert:

@@ -575,8 +575,8 @@ def router(web: Web) -> APIRouter:
                     w = hh.watcher(c, form.get("watcher", ""))
                     token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms,
                                            auth.INVITE_DAYS * 86_400_000)
-                    url = auth.link_url(web.cfg().public_url if send
-                                        else str(request.base_url), token)
+                    # MIMAMORI_PUBLIC_URL, never the request's Host header
+                    url = auth.link_url(web.cfg().public_url, token)
                     if send:  # through the outbox, on the watcher's own channels
                         notify.enqueue(c, p.now_ms, "signin", hh.household(c, w.household), w,
                                        {"signin_url": url, "valid_ja": f"{auth.INVITE_DAYS}日間",

@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: MIT
+"""The server on the open internet (issue 14): input rules, one answer for unknown devices and
+bad signatures, links from MIMAMORI_PUBLIC_URL, clients that leave mid-body, messages that
+cannot be sent. In-process (TestClient) and against a real server process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from firmware import protocol, record
+from sim.server import api, notify
+from sim.server import households as hh
+from sim.server.app import create_app
+from sim.server.cli import main as cli_main
+from sim.server.client import BatchSender
+from sim.server.ingest import signed_headers
+from sim.server.process import ServerProcess
+from sim.server.web import auth
+from tests.alerts_rig import Inboxes
+
+NOW = 1_772_000_000.0
+NOW_MS = int(NOW * 1000)
+
+
+class Site:
+    """An app on a SQLite file with one household, a coordinator watcher on the console and a
+    family watcher by e-mail, an API token and a registered bulb."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.now = NOW
+        self.app = create_app(path, clock=lambda: self.now)
+        self.db = self.app.state.store.db
+        with self.db.tx() as c:
+            hh.add_household(c, NOW_MS, "home-1", "Sato")
+            self.boss = hh.add_watcher(c, NOW_MS, "home-1", "Office", role="coordinator",
+                                       console=True)
+            self.aiko = hh.add_watcher(c, NOW_MS, "home-1", "Aiko", email="aiko@example.org")
+        self.token = api.create_token(self.db, "test", NOW_MS)
+        dev = self.app.state.store.register_device(NOW_MS, "bulb-1", "home-1")
+        self.bulb = BatchSender(dev.id, dev.key_bytes)
+
+    def client(self, base_url: str = "http://testserver") -> TestClient:
+        return TestClient(self.app, base_url=base_url, raise_server_exceptions=False)
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    monkeypatch.setenv("MIMAMORI_SWEEP_S", "0")
+    monkeypatch.setenv("MIMAMORI_PUBLIC_URL", "https://mimamori.example.jp")
+    s = Site(tmp_path / "m.db")
+    yield s
+    s.app.state.store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# input rules
+
+
+@pytest.mark.parametrize("name", ["Sato\r\nBcc: all@example.org", "Sato\x00", "Sato\u2028x",
+                                  "S" * 81])
+def test_a_household_name_with_a_line_break_or_too_long_is_refused_at_the_api(site, name):
+    cl = site.client()
+    r = cl.post("/api/v1/households", json={"id": "home-2", "name": name}, headers=site.bearer)
+    assert r.status_code == 400, r.text
+    assert "name" in r.json()["detail"]
+    r = cl.post("/api/v1/households/home-1/watchers",
+                json={"name": name, "email": "x@example.org"}, headers=site.bearer)
+    assert r.status_code == 400, r.text
+    r = cl.get("/api/v1/households/home-2", headers=site.bearer)
+    assert r.status_code == 404
+
+
+def test_the_cli_refuses_a_name_with_a_line_break_in_one_line(site, capsys):
+    rc = cli_main(["--db", str(site.path), "household", "add", "home-3", "--name", "A\nB"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "control character U+000A" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_note_may_have_line_breaks_but_no_other_control_characters(site):
+    from sim.server import texts
+
+    assert texts.check("the note", "line 1\nline 2", 100, lines=True) == "line 1\nline 2"
+    with pytest.raises(ValueError, match=r"U\+001B"):
+        texts.check("the note", "red \x1b[31m", 100, lines=True)
+
+
+def test_a_name_kept_with_a_line_break_still_gets_its_e_mail(site, tmp_path):
+    """A household named before the rules existed: its e-mails go out, the header one line."""
+    inboxes = Inboxes().start()
+    try:
+        with site.db.tx() as c:
+            c.execute("UPDATE households SET name = ? WHERE id = 'home-1'", ("Sato\nBcc: x",))
+            home = hh.household(c, "home-1")
+            notify.enqueue(c, NOW_MS, "invite", home, site.aiko, {})
+        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+        got = notify.deliver_due(site.db, NOW_MS, cfg)
+        assert got["sent"] == 1 and got["dead"] == 0, notify.outbox(site.db)
+        mail = inboxes.wait(lambda: inboxes.mails)[0]
+        assert "Sato Bcc: x" in mail.subject and mail.to == ["aiko@example.org"]
+    finally:
+        inboxes.stop()
+
+
+def test_a_message_that_cannot_be_sent_is_given_up_and_the_coordinator_told(site):
+    with site.db.tx() as c:  # an address kept before the rules: the mail library refuses it
+        c.execute("UPDATE watchers SET email = ? WHERE id = ?",
+                  ("aiko@example.org\nBcc: all@example.org", site.aiko.id))
+        notify.enqueue(c, NOW_MS, "invite", hh.household(c, "home-1"),
+                       hh.watcher(c, site.aiko.id), {})
+    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=1)
+    got = notify.deliver_due(site.db, NOW_MS, cfg)
+    assert got["dead"] == 1, notify.outbox(site.db)  # at once: a retry fails the same way
+    told = [o for o in notify.outbox(site.db) if o.kind == "undeliverable"]
+    assert [o.watcher for o in told] == [site.boss.id] and "Aiko" in told[0].subject
+    assert told[0].state == "sent" and "Aiko" in cfg.console_lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest: the small items
+
+
+def test_a_superscript_digit_in_sv_is_a_400_not_a_503(site):
+    body = site.bulb.request([site.bulb.new_boot()]).body
+    r = site.client().post(protocol.PATH, params={"sv": "\u00b2"}, content=body,
+                           headers=signed_headers(site.bulb.device, site.bulb.key,
+                                                  protocol.PATH + "?sv=%C2%B2", body))
+    assert r.status_code == 400 and r.json()["error"] == "bad_query", r.text
+
+
+def test_an_unknown_device_and_a_bad_signature_get_the_same_answer(site):
+    cl = site.client()
+    stranger = BatchSender("bulb-x", b"k" * 32)
+    a = stranger.request([stranger.new_boot()])
+    wrong = BatchSender("bulb-1", b"\x00" * 32)
+    b = wrong.request([wrong.new_boot()])
+    ra = cl.post(a.path, content=a.body, headers=a.headers)
+    rb = cl.post(b.path, content=b.body, headers=b.headers)
+    assert ra.status_code == rb.status_code == 401
+    assert ra.json() == rb.json() and ra.json()["error"] == "bad_signature"
+
+
+def test_invitation_links_use_the_public_url_not_the_host_header(site):
+    cl = site.client(base_url="http://evil.example")
+    with site.db.tx() as c:
+        token = auth.make_link(c, auth.COORDINATOR, "office", NOW_MS, 3_600_000)
+    page = cl.get(f"/in/{token}")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = cl.post(f"/in/{token}", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    page = cl.get("/coordinator")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = cl.post("/coordinator/invite", data={"csrf": csrf, "watcher": site.aiko.id},
+                headers={"Host": "evil.example"})
+    assert r.status_code == 200, r.text
+    assert "https://mimamori.example.jp/in/in_" in r.text and "evil.example" not in r.text
+
+
+def _trickle(port: int, head: bytes, body_part: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + body_part)
+        time.sleep(0.2)  # the server has the head and part of the body
+
+
+def test_a_client_leaving_mid_body_logs_no_traceback(tmp_path):
+    with ServerProcess(tmp_path / "m.db", env={"MIMAMORI_SWEEP_S": "0"}) as srv:
+        for path, ctype in ((protocol.PATH, "application/octet-stream"),
+                            ("/signin", "application/x-www-form-urlencoded")):
+            head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                    "Content-Length: 1000\r\n\r\n").encode()
+            for _ in range(3):
+                _trickle(srv.port, head, b"x" * 10)
+        # the server is still there and answers
+        assert httpx.get(srv.url + "/signin", timeout=10).status_code == 200
+        proc = srv.proc
+        srv.stop()
+        err = proc.stderr.read().decode() if proc and proc.stderr else ""
+    assert "Traceback" not in err, err[-3000:]
