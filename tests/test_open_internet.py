@@ -6,19 +6,17 @@ cannot be sent. In-process (TestClient) and against a real server process.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
+from firmware import protocol
 from sim.server import api, notify
 from sim.server import households as hh
 from sim.server.app import create_app

@@ -32,9 +32,9 @@ from sim.server.ingest import (
     CONTENT_TYPE,
     MAX_BODY,
     Reject,
+    check_signature,
     parse_authorization,
     parse_batch,
-    check_signature,
     parse_sv,
 )
 from sim.server.storage import Replayed, Store

@@ -29,7 +29,7 @@ def check(field: str, value: object, max_len: int, lines: bool = False) -> str:
     """The text, stripped of surrounding spaces; ValueError when it is not text, holds a
     control character (line breaks and tabs allowed when lines=True) or is too long."""
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be text (got {value!r})")
+        raise ValueError(f"{field} must be text (got {value!r})")  # noqa: TRY004
     text = value.strip()
     bad = (_CONTROL_BUT_LINES if lines else _CONTROL).search(text)
     if bad:
