@@ -561,7 +561,7 @@ def test_the_coordinator_makes_an_invitation_link_that_signs_the_watcher_in(site
     r = coord.post("/coordinator/invite", data={"csrf": token,
                                                 "watcher": site.w[("sato", "Nao")]})
     assert r.status_code == 200 and "Nao" in r.text
-    m = re.search(r"http://testserver/in/(in_[\w-]+)", r.text)
+    m = re.search(r"http://127.0.0.1:8000/in/(in_[\w-]+)", r.text)  # MIMAMORI_PUBLIC_URL
     assert m
     nao = site.client()
     r = nao.post(f"/in/{m.group(1)}", data={"csrf": csrf(nao)}, follow_redirects=False)

@@ -59,6 +59,19 @@ def _token_ok(db: Database, token: str) -> bool:
                      (hashlib.sha256(token.encode()).hexdigest(),)) is not None
 
 
+_NO_TOKEN = ("send 'Authorization: Bearer <token>'; make a token with "
+             "`mimamori token create NAME`")
+
+
+def _gate(db: Database, scope: dict[str, Any]) -> tuple[int, str, str, dict[str, str]] | None:
+    """Before the body is read: a 401 unless the request carries a valid token."""
+    h = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+              if k == b"authorization"), "")
+    if h.startswith("Bearer ") and _token_ok(db, h[7:].strip()):
+        return None
+    return 401, "unauthenticated", _NO_TOKEN, {"WWW-Authenticate": "Bearer"}
+
+
 # ---------------------------------------------------------------------------------------------
 # bodies
 
@@ -413,6 +426,9 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     hh.open_people(store.db)
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
+    gates = getattr(app.state, "gates", None)
+    if gates is not None:  # the token is checked before the body is read (guard.Guard)
+        gates.append(("/api/v1/", lambda scope: run_in_threadpool(_gate, store.db, scope)))
     app.include_router(link_router(store, clock, cfg))
     if sweeper.mark_due not in store.in_ingest:
         store.in_ingest.append(sweeper.mark_due)

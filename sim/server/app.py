@@ -12,6 +12,7 @@ server is a 503 (the transaction was rolled back: retry later), never a stack tr
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -28,6 +29,7 @@ from starlette.requests import ClientDisconnect
 
 from firmware import protocol, record
 from sim.server import clock as clocks
+from sim.server import guard
 from sim.server.ingest import (
     CONTENT_TYPE,
     MAX_BODY,
@@ -111,12 +113,16 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
                routers: Iterable[APIRouter] = ()) -> FastAPI:
     store = Store.open(db_path)
     clock = clock or time.time
+    docs = os.environ.get("MIMAMORI_DOCS", "") not in ("", "0")  # /docs loads a CDN's scripts
     app = FastAPI(title="Mimamori reference server", version="1",
-                  description="Ingest of journal records from Mimamori bulbs.")
+                  description="Ingest of journal records from Mimamori bulbs.",
+                  docs_url="/docs" if docs else None, redoc_url=None)
     app.state.store = store
     app.state.clock = clock
     # (store, device_id, now_ms) -> None, run after a batch commits (sweeper.on_ingest)
     app.state.after_ingest = []
+    # (path prefix, gate) checked before any body is read (guard.Guard): the API's token
+    app.state.gates = []
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -181,6 +187,10 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server.web import routes as web  # the dashboard pages (issue 6)
 
     web.install(app)
+    # byte limits, gates and the body deadline before any route reads a byte (issue 14)
+    app.add_middleware(guard.Guard, limits=[(protocol.PATH, MAX_BODY),
+                                            ("/api/v1/", guard.API_LIMIT)],
+                       gates=app.state.gates)
     return app
 
 
