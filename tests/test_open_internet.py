@@ -24,6 +24,7 @@ from sim.server.cli import main as cli_main
 from sim.server.client import BatchSender
 from sim.server.ingest import signed_headers
 from sim.server.process import ServerProcess
+from sim.server.storage import Database
 from sim.server.web import auth
 from tests.alerts_rig import Inboxes
 
@@ -411,3 +412,143 @@ def test_behind_nginx_big_bodies_and_trickles_stop_at_the_proxy_and_bulbs_get_th
         finally:
             for s in idle:
                 s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# delivery apart from deciding
+
+
+class Trickle:
+    """A receiver that takes connections and answers one byte a second, for ever (a webhook
+    receiver that trickles), or never says a word (silent=True: a dead SMTP relay)."""
+
+    def __init__(self, silent: bool = False):
+        import threading
+
+        self.silent = silent
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.open_now = 0
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.open_now += 1
+                self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(1.0)
+            for b in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" * 1000:
+                if self._stop.is_set():
+                    break
+                try:
+                    if not conn.recv(65536) and not self.silent:
+                        pass
+                except TimeoutError:
+                    pass
+                if not self.silent:
+                    conn.sendall(bytes([b]))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self._lock:
+                self.open_now -= 1
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def _queue(site: Site, hid: str, watcher: hh.Watcher, n: int, at: int) -> None:
+    with site.db.tx() as c:
+        for _ in range(n):
+            notify.enqueue(c, at, "invite", hh.household(c, hid), watcher, {})
+
+
+@pytest.mark.parametrize("dead", ["webhook", "smtp"])
+def test_a_trickling_receiver_or_dead_relay_does_not_hold_up_another_households_message(
+        tmp_path, dead):
+    from tests.alerts_rig import Receiver
+
+    slow = Trickle(silent=dead == "smtp")
+    good = Receiver().start()
+    site = Site(tmp_path / "m.db")
+    try:
+        with site.db.tx() as c:
+            hh.add_household(c, NOW_MS, "home-2", "Tanaka")
+            if dead == "webhook":
+                a = hh.add_watcher(c, NOW_MS, "home-1", "Ken", webhook_url=slow.url)
+                b = hh.add_watcher(c, NOW_MS, "home-2", "Jiro", email="jiro@example.org")
+            else:
+                a = hh.add_watcher(c, NOW_MS, "home-1", "Ken", email="ken@example.org")
+                b = hh.add_watcher(c, NOW_MS, "home-2", "Jiro", webhook_url=good.url)
+        _queue(site, "home-1", a, 6, NOW_MS - 60_000)  # first in line
+        _queue(site, "home-2", b, 1, NOW_MS)
+        site.app.state.store.close()
+        inboxes = Inboxes().start()
+        relay = f"127.0.0.1:{slow.port}" if dead == "smtp" else inboxes.address
+        env = {"MIMAMORI_SWEEP_S": "0.3", "MIMAMORI_SMTP": relay,
+               "MIMAMORI_SEND_DEADLINE_S": "30", "MIMAMORI_DELIVERY_LEASE_S": "60"}
+        try:
+            with ServerProcess(site.path, env=env, clock=f"fixed:{NOW}"):
+                if dead == "webhook":
+                    inboxes.wait(lambda: [m for m in inboxes.mails if "jiro" in m.to[0]], 60)
+                else:
+                    deadline = time.monotonic() + 60
+                    while not good.hits and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert good.hits, "the other household's webhook was not called"
+                # it went out before any send of the first household ended (each runs until
+                # its 30 s deadline): nothing waited for the slow receiver
+                first = [o for o in notify.outbox(Database(site.path)) if o.household == "home-1"]
+                assert first and all(o.attempts == 0 for o in first), first
+        finally:
+            inboxes.stop()
+    finally:
+        slow.stop()
+        good.stop()
+
+
+def test_a_destination_that_keeps_failing_waits_and_the_coordinator_is_told(site):
+    dead = Trickle(silent=True)
+    try:
+        _queue(site, "home-1", site.aiko, 3, NOW_MS)
+        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=dead.port, send_deadline_s=0.5)
+        circuits = notify.Circuits()
+        t = NOW_MS
+        got = notify.deliver_due(site.db, t, cfg, circuits=circuits)
+        # two failures open the circuit: the third message waits instead of another try
+        assert got["failed"] == 2 and got["sent"] == 0, got
+        assert sorted(o.attempts for o in notify.outbox(site.db)
+                      if o.kind == "invite" and o.watcher == site.aiko.id) == [0, 1, 1]
+        dest = f"smtp://127.0.0.1:{dead.port}"
+        assert 0 < circuits.open(t)[dest] <= notify.CIRCUIT_S[0]
+        t += 3_600_000  # later than any backoff: each message has failed once or waited
+        for _ in range(3):
+            notify.deliver_due(site.db, t, cfg, circuits=circuits)
+            t += 3_600_000
+        told = [o for o in notify.outbox(site.db) if o.kind == "undeliverable"]
+        assert told and all(o.watcher == site.boss.id for o in told)
+        assert "still retrying" in told[0].body or "再送" in told[0].body
+    finally:
+        dead.stop()

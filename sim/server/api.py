@@ -418,8 +418,11 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 
 def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
-    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30); a sweeper
-    holds the households it claimed for MIMAMORI_SWEEP_LEASE_S (default 300)."""
+    sweeper every MIMAMORI_SWEEP_S real seconds (default 30; a sweeper holds the households it
+    claimed for MIMAMORI_SWEEP_LEASE_S, default 300) and, apart from it,
+    MIMAMORI_DELIVERY_WORKERS (default 4) delivery workers that wake after each sweep: a slow
+    receiver holds one worker at most until its send deadline, never the sweeper, and its
+    circuit (notify.Circuits) then keeps its messages out of the others' way."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.Config.from_env()
@@ -449,26 +452,51 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     if lease_ms <= 0:
         raise ValueError(f"MIMAMORI_SWEEP_LEASE_S={raw!r}: write the seconds a sweeper holds the "
                          "households it claimed, e.g. 300")
+    raw = os.environ.get("MIMAMORI_DELIVERY_WORKERS", "4")
+    workers = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if workers < 1:
+        raise ValueError(f"MIMAMORI_DELIVERY_WORKERS={raw!r}: write how many messages may be "
+                         "sent at once, e.g. 4")
     inner = app.router.lifespan_context
+    wakes = [asyncio.Event() for _ in range(workers)]  # a sweep ran: messages may be due
 
-    async def work() -> None:
+    async def sweeping() -> None:  # deciding: never waits on a channel
         while True:
             try:
                 await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
                                         lease_ms=lease_ms)
-                await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
             except Exception:
-                log.exception("sweep or delivery failed; trying again next round")
+                log.exception("sweep failed; trying again next round")
+            for w in wakes:
+                w.set()
             await asyncio.sleep(interval)
+
+    async def delivering(n: int) -> None:  # telling: `workers` of these, each its own sends
+        while True:
+            wakes[n].clear()  # a sweep from now on wakes this worker again
+            try:
+                got = await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock),
+                                              cfg, 20)
+            except Exception:
+                log.exception("delivery failed; trying again next round")
+                got = {}
+            if got.get("sent") or got.get("failed") or got.get("dead"):
+                continue  # there may be more due right now
+            try:
+                await asyncio.wait_for(wakes[n].wait(), interval)
+            except TimeoutError:
+                pass
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
         async with inner(a) as state:
-            task = asyncio.create_task(work()) if interval > 0 else None
+            tasks = ([asyncio.create_task(sweeping())]
+                     + [asyncio.create_task(delivering(i)) for i in range(workers)]
+                     if interval > 0 else [])
             try:
                 yield state
             finally:
-                if task:
+                for task in tasks:
                     task.cancel()
 
     app.router.lifespan_context = lifespan

@@ -231,16 +231,20 @@ def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
 
 def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     """To the household's coordinators: a message to a watcher could not be sent (given up, or
-    a channel that keeps failing); ctx: whom (the watcher), channel, error, failed_kind."""
+    failing again and again); ctx: whom (the watcher), channel, error, failed_kind, attempts,
+    given_up."""
+    n, up = c.get("attempts", 1), c.get("given_up", True)
     if lang == "ja":
+        state = "送信をあきらめました" if up else "再送を続けています"
         return (f"【みまもり電球】{c['home']}：{c['whom']} さんへのお知らせが届けられません",
                 (f"{c['watcher']} さん\n\n{c['whom']} さん宛て（{c['channel']}）の"
-                 f"「{c['failed_kind']}」のお知らせを送れませんでした。\n"
-                 f"原因：{c['error']}\n連絡先の確認をお願いします（mimamori outbox --state dead）。"))
+                 f"「{c['failed_kind']}」のお知らせが{n}回送れませんでした（{state}）。\n"
+                 f"原因：{c['error']}\n連絡先の確認をお願いします（mimamori outbox）。"))
+    state = "given up" if up else "still retrying"
     return (f"[Mimamori] {c['home']}: a message to {c['whom']} cannot be delivered",
             (f"Dear {c['watcher']},\n\nthe {c['failed_kind']} message to {c['whom']} "
-             f"({c['channel']}) could not be sent.\nWhy: {c['error']}\nPlease check their "
-             "address (mimamori outbox --state dead)."))
+             f"({c['channel']}) failed {n} times ({state}).\nWhy: {c['error']}\nPlease check "
+             "their address (mimamori outbox)."))
 
 
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
