@@ -6,11 +6,13 @@ cannot be sent. In-process (TestClient) and against a real server process.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -552,3 +554,106 @@ def test_a_destination_that_keeps_failing_waits_and_the_coordinator_is_told(site
         assert "still retrying" in told[0].body or "再送" in told[0].body
     finally:
         dead.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# revocation
+
+
+def _sign_in(site: Site, role: str, subject: str) -> TestClient:
+    cl = site.client()
+    with site.db.tx() as c:
+        token = auth.make_link(c, role, subject, NOW_MS, 3_600_000)
+    page = cl.get(f"/in/{token}")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = cl.post(f"/in/{token}", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return cl
+
+
+def _signed_in(cl: TestClient, path: str = "/home") -> bool:
+    return cl.get(path, follow_redirects=False).status_code == 200
+
+
+def test_a_cookie_saved_before_sign_out_no_longer_works(site):
+    cl = _sign_in(site, auth.WATCHER, site.aiko.id)
+    assert _signed_in(cl)
+    saved = cl.cookies.get(auth.COOKIE)
+    page = cl.get("/home")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert cl.post("/signout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    thief = site.client()
+    thief.cookies.set(auth.COOKIE, saved)
+    assert not _signed_in(thief)
+
+
+def test_a_new_address_ends_the_watchers_sessions(site):
+    cl = _sign_in(site, auth.WATCHER, site.aiko.id)
+    assert _signed_in(cl)
+    r = site.client().patch(f"/api/v1/watchers/{site.aiko.id}",
+                            json={"email": "aiko.new@example.org"}, headers=site.bearer)
+    assert r.status_code == 200, r.text
+    assert not _signed_in(cl)
+
+
+def test_a_removed_watchers_message_links_are_dead(site):
+    from sim.server import alerts
+
+    with site.db.tx() as c:
+        c.execute("INSERT INTO alerts (id, household, rule, subject, audience, episode, state, "
+                  "opened_at, since, evidence, tier) VALUES ('a-1', 'home-1', 'no_activity', "
+                  "'home-1', 'family', 1, 'open', ?, ?, 'strong', 1)", (NOW_MS, NOW_MS))
+        urls = notify.links(c, notify.Config(public_url=""), "a-1", site.aiko.id, NOW_MS)
+    cl = site.client()
+    assert cl.get(urls["claim_url"]).status_code == 200
+    r = site.client().delete(f"/api/v1/watchers/{site.aiko.id}", headers=site.bearer)
+    assert r.status_code == 204
+    page = cl.get(urls["claim_url"])
+    assert page.status_code == 404 and "Sato" not in page.text
+    assert cl.post(urls["claim_url"]).status_code == 404
+    with site.db.read() as c:
+        assert alerts.get(c, "a-1").state == "open"
+
+
+def test_tokens_are_listed_revoked_expire_and_keep_to_their_scope(site, capsys):
+    from sim.server import tokens
+
+    db = str(site.path)
+    with site.db.tx() as c:
+        hh.add_household(c, NOW_MS, "home-2", "Tanaka")
+
+    def make(*args: str) -> str:
+        assert cli_main(["--db", db, "token", "create", "t", "--quiet", *args]) == 0
+        return capsys.readouterr().out.strip()
+
+    def call(tok: str, method: str, path: str, **kw: Any) -> int:
+        return site.client().request(method, path, headers={"Authorization": f"Bearer {tok}"},
+                                     **kw).status_code
+
+    reader = make("--scope", "read")
+    assert call(reader, "GET", "/api/v1/households") == 200
+    assert call(reader, "POST", "/api/v1/households", json={"id": "x"}) == 403
+    writer = make()  # the default: changes, but no bulb keys
+    assert call(writer, "POST", "/api/v1/households/home-1/pauses",
+                json={"first": "2026-03-01", "last": "2026-03-02"}) == 201
+    assert call(writer, "POST", "/api/v1/households/home-1/bulbs", json={}) == 403
+    assert call(site.token, "POST", "/api/v1/households/home-1/bulbs", json={}) == 201
+    one = make("--household", "home-1", "--scope", "all")
+    assert call(one, "GET", "/api/v1/households/home-1") == 200
+    assert call(one, "GET", "/api/v1/households/home-2") == 403
+    assert call(one, "GET", "/api/v1/households") == 403
+    assert call(one, "PATCH", f"/api/v1/watchers/{site.aiko.id}", json={"name": "Aiko S"}) == 200
+
+    assert cli_main(["--db", db, "token", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 4 and {t["scope"] for t in listed} == {"read", "write", "all"}
+    rid = next(t["id"] for t in listed if t["scope"] == "read")
+    assert cli_main(["--db", db, "token", "revoke", rid]) == 0
+    assert call(reader, "GET", "/api/v1/households") == 401
+    with site.db.tx() as c:  # a token past its expiry
+        c.execute("UPDATE api_tokens SET expires_at = 1 WHERE digest = ?",
+                  (tokens._digest(writer),))
+    assert call(writer, "GET", "/api/v1/households") == 401
+    assert cli_main(["--db", db, "token", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "revoked" in out and "expired" in out

@@ -15,11 +15,10 @@ It must never act on a GET, and never let a watcher's link act on another alert.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import logging
 import os
-import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,7 +29,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, notify, sweeper
+from sim.server import alerts, notify, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.cli import site_snippet
@@ -43,20 +42,18 @@ log = logging.getLogger("mimamori.alerts")
 # coordinator tokens
 
 
-def create_token(db: Database, name: str, now_ms: int) -> str:
-    """A new API token (shown once; only its digest is kept)."""
-    hh.open_people(db)
-    token = "mmr_" + secrets.token_urlsafe(24)
-    with db.tx() as c:
-        c.execute("INSERT INTO api_tokens (digest, name, created_at) VALUES (?, ?, ?)",
-                  (hashlib.sha256(token.encode()).hexdigest(), name, now_ms))
-    return token
+def create_token(db: Database, name: str, now_ms: int, scope: str = "all",
+                 households: list[str] | None = None, days: float | None = None) -> str:
+    """A new API token (shown once; only its digest is kept): sim/server/tokens.py."""
+    return tokens.create(db, name, now_ms, scope, households, days)
 
 
-def _token_ok(db: Database, token: str) -> bool:
-    with db.read() as c:
-        return c.one("SELECT 1 FROM api_tokens WHERE digest = ?",
-                     (hashlib.sha256(token.encode()).hexdigest(),)) is not None
+def _token(db: Database, h: str) -> tokens.Token | None:
+    """The valid token in an Authorization header (expiry and revocation on real time, as
+    they were given)."""
+    if not h.startswith("Bearer "):
+        return None
+    return tokens.find(db, h[7:].strip(), int(time.time() * 1000))
 
 
 _NO_TOKEN = ("send 'Authorization: Bearer <token>'; make a token with "
@@ -67,9 +64,12 @@ def _gate(db: Database, scope: dict[str, Any]) -> tuple[int, str, str, dict[str,
     """Before the body is read: a 401 unless the request carries a valid token."""
     h = next((v.decode("latin-1") for k, v in scope.get("headers", [])
               if k == b"authorization"), "")
-    if h.startswith("Bearer ") and _token_ok(db, h[7:].strip()):
-        return None
-    return 401, "unauthenticated", _NO_TOKEN, {"WWW-Authenticate": "Bearer"}
+    t = _token(db, h)
+    if t is None:
+        return 401, "unauthenticated", _NO_TOKEN, {"WWW-Authenticate": "Bearer"}
+    why = tokens.refusal(db, t, scope.get("method", "GET"), scope.get("path", ""),
+                         scope.get("query_string", b"").decode("latin-1"))
+    return None if why is None else (403, "forbidden", why, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,8 +144,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
-        h = request.headers.get("authorization", "")
-        if not h.startswith("Bearer ") or not _token_ok(db, h[7:].strip()):
+        if _token(db, request.headers.get("authorization", "")) is None:
             raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
                                 "`mimamori token create NAME`",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -318,6 +317,15 @@ _T = {
 }
 
 
+def _current(c: Any, wid: str) -> hh.Watcher:
+    """The watcher a link was made for, while they still watch: a removed watcher's links are
+    dead (NotFound, a 404 page)."""
+    w = hh.watcher(c, wid)
+    if w.removed_at is not None:
+        raise hh.NotFound("this link is no longer valid: ask the coordinator")
+    return w
+
+
 def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
     r = APIRouter(tags=["watcher links"])
@@ -325,7 +333,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
     def _open(token: str, now: int) -> tuple[str, alerts.Alert, hh.Watcher]:
         with db.read() as c:
             action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-            return action, alerts.get(c, aid), hh.watcher(c, wid)
+            return action, alerts.get(c, aid), _current(c, wid)
 
     def page(lang: str, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(_PAGE.format(lang=lang, body=body), status_code=status)
@@ -378,7 +386,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                     action, aid, wid = notify.read_token(notify.link_key(c), token, now)
                 except ValueError as e:
                     raise hh.NotFound(str(e)) from None
-                w = hh.watcher(c, wid)
+                w = _current(c, wid)
                 t = _T[w.lang]
                 if action == "claim":
                     alerts.claim(c, aid, wid, now, cfg)
@@ -426,7 +434,7 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.Config.from_env()
-    hh.open_people(store.db)
+    tokens.open_tokens(store.db)
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
     gates = getattr(app.state, "gates", None)

@@ -84,6 +84,8 @@ class Page:
         self.now_ms = clocks.ms(web.clock)
         raw = request.cookies.get(auth.COOKIE)
         s = auth.load_session(web.key, raw, self.now_ms)
+        if s is not None and not auth.session_live(web.db, s, self.now_ms):
+            s = None  # signed out, removed, or the address changed: a new anonymous session
         self.new_cookie = s is None
         self.session = s or auth.new_session(self.now_ms)
         self.me: dict[str, Any] | None = None
@@ -307,7 +309,8 @@ def router(web: Web) -> APIRouter:
                 except auth.BadLink as e:
                     return p.render("message.html", status=404, title=p.t(f"link_{e}"),
                                     text="", back=False, signin=True)
-            s = auth.new_session(p.now_ms, role, subject)  # a fresh session and CSRF token
+                # a fresh session (its row checked on every request) and CSRF token
+                s = auth.start_session(c, p.now_ms, role, subject)
             resp = RedirectResponse("/home" if role == auth.WATCHER else "/coordinator", 303)
             p.new_cookie = False
             p.set_session(resp, s)
@@ -321,6 +324,7 @@ def router(web: Web) -> APIRouter:
         def go(p: Page) -> Response:
             if not auth.csrf_ok(p.session, form.get("csrf")):
                 raise Refused(403, "bad_csrf")
+            auth.end_session(web.db, p.session, p.now_ms)  # the old cookie no longer works
             resp = RedirectResponse("/signin", 303)
             p.new_cookie = False
             p.set_session(resp, auth.new_session(p.now_ms))
