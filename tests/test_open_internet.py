@@ -657,3 +657,38 @@ def test_tokens_are_listed_revoked_expire_and_keep_to_their_scope(site, capsys):
     assert cli_main(["--db", db, "token", "list"]) == 0
     out = capsys.readouterr().out
     assert "revoked" in out and "expired" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# limits
+
+
+def test_a_genuine_invitation_is_never_refused_for_others_failed_attempts(site):
+    """Behind one proxy address: strangers' guesses use up the address's attempts, and a real
+    invitation link still opens."""
+    cl = site.client()
+    for i in range(25):
+        r = cl.get(f"/in/in_guess{i}")
+    assert r.status_code == 429  # the guesses are limited
+    with site.db.tx() as c:
+        token = auth.make_link(c, auth.WATCHER, site.aiko.id, NOW_MS, 3_600_000)
+    page = cl.get(f"/in/{token}")
+    assert page.status_code == 200, page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = cl.post(f"/in/{token}", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/home"
+
+
+def test_the_limiter_evicts_old_keys_and_keeps_recent_ones(site):
+    limit = auth.RateLimit(site.db, "test", 2, 60)
+    t = 1_000.0
+    assert limit.allow("busy", t) and limit.allow("busy", t)
+    assert not limit.allow("busy", t + 1)
+    for i in range(200):  # many other keys: the busy one is not forgotten
+        limit.allow(f"other{i}", t + 2)
+    assert not limit.allow("busy", t + 3)
+    with site.db.read() as c:
+        assert c.one("SELECT COUNT(*) FROM rate_limits")[0] == 201
+    assert limit.allow("fresh", t + 200)  # a window later the old keys are gone
+    with site.db.read() as c:
+        assert c.one("SELECT COUNT(*) FROM rate_limits")[0] == 1

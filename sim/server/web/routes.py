@@ -275,18 +275,23 @@ def router(web: Web) -> APIRouter:
             return p.render("signin.html", sent=True)  # the same answer for any address
         return await run_in_threadpool(page(go), request)
 
+    def bad_link(p: Page, request: Request, e: auth.BadLink) -> Response:
+        """Only failed link attempts count against an address: a genuine invitation is never
+        refused because others share the address (a proxy, a care home's network)."""
+        if not web.link_ip.allow(_client(request)):
+            return p.render("message.html", status=429, title=p.t("too_many"), text="",
+                            back=False)
+        return p.render("message.html", status=404, title=p.t(f"link_{e}"), text="",
+                        back=False, signin=True)
+
     @r.get("/in/{token}")
     def link_page(request: Request, token: str) -> Response:
         def go(p: Page) -> Response:
-            if not web.link_ip.allow(_client(request)):
-                return p.render("message.html", status=429, title=p.t("too_many"), text="",
-                                back=False)
             with web.db.read() as c:
                 try:
                     role, subject = auth.peek_link(c, token[:200], p.now_ms)
                 except auth.BadLink as e:
-                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
-                                    text="", back=False, signin=True)
+                    return bad_link(p, request, e)
                 who = auth.describe(c, role, subject)
             if "lang" in who and not request.cookies.get(LANG_COOKIE):
                 p.lang, p.t = who["lang"], i18n.t(who["lang"])
@@ -298,19 +303,19 @@ def router(web: Web) -> APIRouter:
         form = await _form(request)
 
         def go(p: Page) -> Response:
-            if not web.link_ip.allow(_client(request)):
-                return p.render("message.html", status=429, title=p.t("too_many"), text="",
-                                back=False)
             if not auth.csrf_ok(p.session, form.get("csrf")):
                 raise Refused(403, "bad_csrf")
             with web.db.tx() as c:
                 try:
                     role, subject = auth.use_link(c, token[:200], p.now_ms)
                 except auth.BadLink as e:
-                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
-                                    text="", back=False, signin=True)
-                # a fresh session (its row checked on every request) and CSRF token
-                s = auth.start_session(c, p.now_ms, role, subject)
+                    bad = e
+                else:
+                    bad = None
+                    # a fresh session (its row checked on every request) and CSRF token
+                    s = auth.start_session(c, p.now_ms, role, subject)
+            if bad is not None:
+                return bad_link(p, request, bad)
             resp = RedirectResponse("/home" if role == auth.WATCHER else "/coordinator", 303)
             p.new_cookie = False
             p.set_session(resp, s)
