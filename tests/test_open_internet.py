@@ -692,3 +692,12 @@ def test_the_limiter_evicts_old_keys_and_keeps_recent_ones(site):
     assert limit.allow("fresh", t + 200)  # a window later the old keys are gone
     with site.db.read() as c:
         assert c.one("SELECT COUNT(*) FROM rate_limits")[0] == 1
+
+
+def test_a_405_names_every_method_the_path_takes(site):
+    cl = site.client()
+    r = cl.delete("/a/sometoken")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}, r.headers["allow"]
+    r = cl.get(protocol.PATH)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"

@@ -131,8 +131,13 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
         generic = detail == HTTPStatus(exc.status_code).phrase  # the router's, not a route's
         if exc.status_code == 404 and generic:
             detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
-        elif exc.status_code == 405 and generic:
-            detail = f"{request.method} is not allowed here; bulbs POST to {protocol.PATH}"
+        elif exc.status_code == 405:
+            allow = _allowed(app, request)
+            headers = {**(getattr(exc, "headers", None) or {}), "Allow": ", ".join(allow)}
+            if generic:
+                detail = (f"{request.method} is not allowed here (only {', '.join(allow)}); "
+                          f"bulbs POST to {protocol.PATH}")
+            return _error(405, code, detail, headers=headers)
         return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -187,11 +192,56 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server.web import routes as web  # the dashboard pages (issue 6)
 
     web.install(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # byte limits, gates and the body deadline before any route reads a byte (issue 14)
     app.add_middleware(guard.Guard, limits=[(protocol.PATH, MAX_BODY),
                                             ("/api/v1/", guard.API_LIMIT)],
                        gates=app.state.gates)
     return app
+
+
+_WHY = {400: "bad input: what was wrong and what to do", 401: "no valid token",
+        403: "outside the token's scope", 404: "no such household, watcher, alert or pause",
+        409: "conflicts with the current state (e.g. the alert is closed)",
+        413: "the body is over the route's byte limit"}
+
+
+def _openapi(app: FastAPI) -> dict[str, object]:
+    """FastAPI's document, with the answers the server really gives: 400 (never 422) for bad
+    input, and on the JSON API 401, 403, 404, 409 and 413 in the {"error", "detail"} shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = \
+        Error.model_json_schema()
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            rs = op.setdefault("responses", {})
+            rs.pop("422", None)
+            api = path.startswith("/api/v1/")
+            for code in (400, 401, 403, 404, 409, 413) if api else (400, 413):
+                rs.setdefault(str(code), {"description": _WHY[code], "content": err})
+            if path.startswith("/a/"):  # pages: the same statuses, as HTML
+                for code in (400, 404, 409, 413):
+                    rs[str(code)] = {"description": _WHY[code],
+                                     "content": {"text/html": {"schema": {"type": "string"}}}}
+    doc.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    doc.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    app.openapi_schema = doc
+    return doc
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names one route's only)."""
+    from starlette.routing import Match
+
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**request.scope, "method": m})[0] == Match.FULL
+                   for route in app.routes)]
 
 
 def _ingest_time(out: dict[str, object]) -> int:
