@@ -157,7 +157,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                 return fn(c, clocks.ms(clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
-        except alerts.Conflict as e:
+        except (alerts.Conflict, hh.Exists) as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None

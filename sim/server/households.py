@@ -433,6 +433,10 @@ class NotFound(KeyError):
         return str(self.args[0])
 
 
+class Exists(ValueError):
+    """Something with this id exists already (a 409 at the API)."""
+
+
 _H_COLS = "id, name, tz, settings, created_at, evaluated_at, next_check, digest_due"
 _W_COLS = ("id, household, name, role, tier, lang, email, webhook_url, webhook_secret, console, "
            "created_at, removed_at, quiet_hours")
@@ -465,7 +469,7 @@ def add_household(c: Cursor, now_ms: int, hid: str, name: str = "", tz: str = "A
     check_tz(tz)
     st = parse_settings(settings or {})
     if c.one("SELECT 1 FROM households WHERE id = ?", (hid,)):
-        raise ValueError(f"household {hid!r} exists already: pick another id, or change its "
+        raise Exists(f"household {hid!r} exists already: pick another id, or change its "
                          "settings with `mimamori household settings`")
     c.execute(f"INSERT INTO households ({_H_COLS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
               (hid, name or hid, tz, json.dumps(settings_json(st)), now_ms, now_ms,
