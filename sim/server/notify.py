@@ -430,11 +430,11 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
         dest = destination(o, cfg)
         circuits.note(dest, o.watcher)
         wait = circuits.take(dest, now_ms)
-        if wait > 0:  # its receiver is failing or busy: it waits, this worker goes on
+        if wait > 0:  # its receiver is failing or busy: the row is given back as it was (the
+            # next claims pass its destination over while so), this worker goes on
             with db.tx() as c:
-                c.execute("UPDATE outbox SET next_attempt_at = ?, lease_until = NULL, "
-                          "lease_owner = NULL WHERE id = ? AND state = 'pending'",
-                          (now_ms + int(wait * 1000), o.id))
+                c.execute("UPDATE outbox SET lease_until = NULL, lease_owner = NULL "
+                          "WHERE id = ? AND state = 'pending'", (o.id,))
             out["waiting"] += 1
             continue
         # the whole send, connection to last byte, ends a margin before the lease does
