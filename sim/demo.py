@@ -72,7 +72,7 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
             n.text("The server keeps running (now at real speed from the week's end): "
                    + stage.url)
             n.text(f"  coordinator sign-in link (once, 24 h): {link}")
-            n.text(f"  API: {stage.url}/docs   token: {stage.token}")
+            n.text(f"  API: {stage.url}/openapi.json   token: {stage.token}")
             n.text("  Ctrl-C to stop.")
             signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
             signal.signal(signal.SIGINT, _interrupt)  # even where the shell started it ignoring

@@ -6,10 +6,14 @@ is down skipped.
     with Nginx([8001, 8002, 8003]) as proxy:     # listens on a free loopback port
         httpx.post(proxy.url + "/v1/batches", ...)
 
+`Nginx(ports, server_extra=...)` adds directives to the server block (the limits of
+docs/operations.md: timeouts, body size, connections per address).
+
 A request is passed on to the next instance only when it could not be sent to the first
 (connection refused: the instance is down); one that reached an instance which then died gets
 502, and the client tries again. The instances see the client's address in X-Forwarded-For
-(uvicorn trusts it from 127.0.0.1), so per-address sign-in limits still count per client.
+(the instances trust it when started with MIMAMORI_TRUSTED_PROXIES=127.0.0.1), so per-address
+sign-in limits count per client.
 
 It must never keep running after `stop()`, and never listen beyond loopback.
 """
@@ -35,6 +39,7 @@ pid {dir}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+{http_extra}
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -48,6 +53,7 @@ http {{
         listen 127.0.0.1:{port};
         client_max_body_size 64k;
         client_body_buffer_size 64k;
+{server_extra}
         location / {{
             proxy_pass http://mimamori;
             proxy_http_version 1.1;
@@ -70,8 +76,10 @@ def binary() -> str | None:
 
 
 class Nginx:
-    def __init__(self, upstreams: list[int], port: int | None = None):
+    def __init__(self, upstreams: list[int], port: int | None = None, server_extra: str = "",
+                 http_extra: str = ""):
         self.upstreams = upstreams
+        self.server_extra, self.http_extra = server_extra, http_extra
         self.port = port or free_port()
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,6 +97,7 @@ class Nginx:
                             for p in self.upstreams)
         conf = self.dir / "nginx.conf"
         conf.write_text(CONF.format(dir=self.dir, servers=servers, port=self.port,
+                                    server_extra=self.server_extra, http_extra=self.http_extra,
                                     user="user root;\n" if os.geteuid() == 0 else ""))
         self.proc = subprocess.Popen([exe, "-p", str(self.dir), "-c", str(conf),
                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL,

@@ -222,7 +222,7 @@ class Stage:
         self.server.start(timeout=60)
         self._drain_stderr()
         self.clock = SimClock(self.factor, t0.timestamp() - self.factor * time.time())
-        self.token = self.cli("token", "create", "demo", "--quiet").strip()
+        self.token = self.cli("token", "create", "demo", "--scope", "all", "--quiet").strip()
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.token}"})
         for home in s.homes:

@@ -220,7 +220,7 @@ def test_a_relay_that_trickles_for_ever_is_cut_off_before_the_rows_lease_ends(db
         with db.tx() as c:
             notify.enqueue(c, LATER, "invite", home, w, {})
         got = notify.deliver_due(db, LATER, cfg)
-        assert got == {"sent": 0, "failed": 1, "dead": 0}
+        assert got == {"sent": 0, "failed": 1, "dead": 0, "waiting": 0}
         (row,) = notify.outbox(db, state="pending")
         assert "cut off" in (row.last_error or "") and row.attempts == 1
         with db.read() as c:  # the lease is given back with the failure

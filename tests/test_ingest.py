@@ -126,7 +126,7 @@ def test_unknown_device_and_bad_signature_are_refused_and_change_nothing(client,
     before = store.dump()
     stranger = BatchSender("bulb-x", b"k" * 32)
     r = post(client, stranger.request(stranger_recs := some(stranger, 1)))
-    assert r.status_code == 401 and r.json()["error"] == "unknown_device"
+    assert r.status_code == 401 and r.json()["error"] == "bad_signature"
     assert stranger_recs
     wrong_key = BatchSender("bulb-1", b"\x00" * 32)
     r = post(client, wrong_key.request(some(wrong_key, 1)))

@@ -251,7 +251,6 @@ def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_docu
     w.household()
     for path, body, want in [
         ("/households", {"id": "bad id!"}, "letters"),
-        ("/households", {"id": "home-1"}, "exists already"),
         ("/households", {"id": "h2", "tz": "Mars/Olympus"}, "IANA"),
         ("/households", {"id": "h3", "settings": {"no_activity_h": "ten"}}, "number"),
         ("/households/home-1/watchers", {"name": "X", "lang": "fr", "console": True}, "ja or en"),
@@ -261,6 +260,8 @@ def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_docu
     ]:
         r = w.http.post("/api/v1" + path, headers=w.auth, json=body)
         assert r.status_code == 400 and want in r.json()["detail"], (path, r.text)
+    r = w.http.post("/api/v1/households", headers=w.auth, json={"id": "home-1"})
+    assert r.status_code == 409 and "exists already" in r.json()["detail"]  # a conflict
     assert w.http.get("/api/v1/households/nope", headers=w.auth).status_code == 404
     assert w.http.post("/api/v1/alerts/a-x/claim", headers=w.auth,
                        json={"watcher": "w"}).status_code == 404

@@ -59,7 +59,8 @@ def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(db_ur
     cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
     with db.tx() as c:
         (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
-    assert notify.deliver_due(db, NOW, cfg) == {"sent": 1, "failed": 0, "dead": 0}
+    assert notify.deliver_due(db, NOW, cfg) == {"sent": 1, "failed": 0, "dead": 0,
+                                                "waiting": 0}
     (m,) = inboxes.of("aiko@example.org")
     assert m.subject == "【みまもり電球】Sato の見守りに登録されました（テスト送信）"
     assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@mimamori>"
@@ -98,7 +99,8 @@ def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(db
         (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
     t = NOW
     assert notify.deliver_due(db, t, cfg)["failed"] == 1
-    assert notify.deliver_due(db, t + 29_000, cfg) == {"sent": 0, "failed": 0, "dead": 0}
+    assert notify.deliver_due(db, t + 29_000, cfg) == {"sent": 0, "failed": 0, "dead": 0,
+                                                       "waiting": 0}
     assert notify.deliver_due(db, t + 30_000, cfg)["failed"] == 1
     assert notify.deliver_due(db, t + 30_000 + 59_000, cfg)["sent"] == 0  # then 60 s
     assert notify.deliver_due(db, t + 30_000 + 60_000, cfg)["sent"] == 1

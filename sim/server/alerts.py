@@ -38,7 +38,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sim.server import households as hh
-from sim.server import notify
+from sim.server import notify, texts
 from sim.server.rules import CLEAR, OPEN, Decision
 from sim.server.storage import Cursor
 
@@ -415,6 +415,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
     w = _watcher_of(c, a, wid)
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome {outcome!r}: use fine, needed_help or false_alarm")
+    texts.check("the note", note, texts.NOTE_MAX, lines=True)
     if outcome == "false_alarm" and not note.strip():
         raise ValueError("a false alarm needs a note saying why (e.g. 'bulb in a room not used "
                          "daily'): it is how the settings get fixed")

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import html
 import logging
 import os
-import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +30,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, notify, sweeper
+from sim.server import alerts, notify, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.cli import site_snippet
@@ -44,20 +43,34 @@ log = logging.getLogger("mimamori.alerts")
 # coordinator tokens
 
 
-def create_token(db: Database, name: str, now_ms: int) -> str:
-    """A new API token (shown once; only its digest is kept)."""
-    hh.open_people(db)
-    token = "mmr_" + secrets.token_urlsafe(24)
-    with db.tx() as c:
-        c.execute("INSERT INTO api_tokens (digest, name, created_at) VALUES (?, ?, ?)",
-                  (hashlib.sha256(token.encode()).hexdigest(), name, now_ms))
-    return token
+def create_token(db: Database, name: str, now_ms: int, scope: str = "all",
+                 households: list[str] | None = None, days: float | None = None) -> str:
+    """A new API token (shown once; only its digest is kept): sim/server/tokens.py."""
+    return tokens.create(db, name, now_ms, scope, households, days)
 
 
-def _token_ok(db: Database, token: str) -> bool:
-    with db.read() as c:
-        return c.one("SELECT 1 FROM api_tokens WHERE digest = ?",
-                     (hashlib.sha256(token.encode()).hexdigest(),)) is not None
+def _token(db: Database, h: str) -> tokens.Token | None:
+    """The valid token in an Authorization header (expiry and revocation on real time, as
+    they were given)."""
+    if not h.startswith("Bearer "):
+        return None
+    return tokens.find(db, h[7:].strip(), int(time.time() * 1000))
+
+
+_NO_TOKEN = ("send 'Authorization: Bearer <token>'; make a token with "
+             "`mimamori token create NAME`")
+
+
+def _gate(db: Database, scope: dict[str, Any]) -> tuple[int, str, str, dict[str, str]] | None:
+    """Before the body is read: a 401 unless the request carries a valid token."""
+    h = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+              if k == b"authorization"), "")
+    t = _token(db, h)
+    if t is None:
+        return 401, "unauthenticated", _NO_TOKEN, {"WWW-Authenticate": "Bearer"}
+    why = tokens.refusal(db, t, scope.get("method", "GET"), scope.get("path", ""),
+                         scope.get("query_string", b"").decode("latin-1"))
+    return None if why is None else (403, "forbidden", why, {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +145,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
-        h = request.headers.get("authorization", "")
-        if not h.startswith("Bearer ") or not _token_ok(db, h[7:].strip()):
+        if _token(db, request.headers.get("authorization", "")) is None:
             raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
                                 "`mimamori token create NAME`",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -146,7 +158,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                 return fn(c, clocks.ms(clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
-        except alerts.Conflict as e:
+        except (alerts.Conflict, hh.Exists) as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
@@ -306,6 +318,15 @@ _T = {
 }
 
 
+def _current(c: Any, wid: str) -> hh.Watcher:
+    """The watcher a link was made for, while they still watch: a removed watcher's links are
+    dead (NotFound, a 404 page)."""
+    w = hh.watcher(c, wid)
+    if w.removed_at is not None:
+        raise hh.NotFound("this link is no longer valid: ask the coordinator")
+    return w
+
+
 def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
     r = APIRouter(tags=["watcher links"])
@@ -313,7 +334,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
     def _open(token: str, now: int) -> tuple[str, alerts.Alert, hh.Watcher]:
         with db.read() as c:
             action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-            return action, alerts.get(c, aid), hh.watcher(c, wid)
+            return action, alerts.get(c, aid), _current(c, wid)
 
     def page(lang: str, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(_PAGE.format(lang=lang, body=body), status_code=status)
@@ -366,7 +387,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                     action, aid, wid = notify.read_token(notify.link_key(c), token, now)
                 except ValueError as e:
                     raise hh.NotFound(str(e)) from None
-                w = hh.watcher(c, wid)
+                w = _current(c, wid)
                 t = _T[w.lang]
                 if action == "claim":
                     alerts.claim(c, aid, wid, now, cfg)
@@ -406,14 +427,20 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 
 def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
-    sweeper and the delivery worker every MIMAMORI_SWEEP_S real seconds (default 30); a sweeper
-    holds the households it claimed for MIMAMORI_SWEEP_LEASE_S (default 300)."""
+    sweeper every MIMAMORI_SWEEP_S real seconds (default 30; a sweeper holds the households it
+    claimed for MIMAMORI_SWEEP_LEASE_S, default 300) and, apart from it,
+    MIMAMORI_DELIVERY_WORKERS (default 4) delivery workers that wake after each sweep: a slow
+    receiver holds one worker at most until its send deadline, never the sweeper, and its
+    circuit (notify.Circuits) then keeps its messages out of the others' way."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.Config.from_env()
-    hh.open_people(store.db)
+    tokens.open_tokens(store.db)
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
+    gates = getattr(app.state, "gates", None)
+    if gates is not None:  # the token is checked before the body is read (guard.Guard)
+        gates.append(("/api/v1/", lambda scope: run_in_threadpool(_gate, store.db, scope)))
     app.include_router(link_router(store, clock, cfg))
     if sweeper.mark_due not in store.in_ingest:
         store.in_ingest.append(sweeper.mark_due)
@@ -431,6 +458,11 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     if lease_ms <= 0:
         raise ValueError(f"MIMAMORI_SWEEP_LEASE_S={raw!r}: write the seconds a sweeper holds the "
                          "households it claimed, e.g. 300")
+    raw = os.environ.get("MIMAMORI_DELIVERY_WORKERS", "4")
+    workers = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if workers < 1:
+        raise ValueError(f"MIMAMORI_DELIVERY_WORKERS={raw!r}: write how many messages may be "
+                         "sent at once, e.g. 4")
     inner = app.router.lifespan_context
     # a batch that stored records marked its household due (in its own transaction); the
     # evaluation runs off the request path: the batch wakes the worker, which sweeps what is
@@ -449,31 +481,51 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     if hooks is not None:
         hooks.append(after_ingest)
 
-    async def work(event: asyncio.Event) -> None:
+    wakes = [asyncio.Event() for _ in range(workers)]  # a sweep ran: messages may be due
+
+    async def sweeping(event: asyncio.Event) -> None:  # deciding: never waits on a channel
         while True:
             event.clear()
             try:
                 await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
                                         lease_ms=lease_ms)
-                await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock), cfg)
             except Exception:
-                log.exception("sweep or delivery failed; trying again next round")
+                log.exception("sweep failed; trying again next round")
+            for w in wakes:
+                w.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), interval)
+
+    async def delivering(n: int) -> None:  # telling: `workers` of these, each its own sends
+        while True:
+            wakes[n].clear()  # a sweep from now on wakes this worker again
+            try:
+                got = await run_in_threadpool(notify.deliver_due, store.db, clocks.ms(clock),
+                                              cfg, 20)
+            except Exception:
+                log.exception("delivery failed; trying again next round")
+                got = {}
+            if got.get("sent") or got.get("failed") or got.get("dead"):
+                continue  # there may be more due right now
+            try:
+                await asyncio.wait_for(wakes[n].wait(), interval)
+            except TimeoutError:
+                pass
 
     @asynccontextmanager
     async def lifespan(a: Any) -> AsyncIterator[Any]:
         async with inner(a) as state:
-            task = None
+            tasks: list[asyncio.Task[None]] = []
             if interval > 0:
                 wake["event"] = asyncio.Event()
                 wake["loop"] = asyncio.get_running_loop()
-                task = asyncio.create_task(work(wake["event"]))
+                tasks = ([asyncio.create_task(sweeping(wake["event"]))]
+                         + [asyncio.create_task(delivering(i)) for i in range(workers)])
             try:
                 yield state
             finally:
                 wake.clear()
-                if task:
+                for task in tasks:
                     task.cancel()
 
     app.router.lifespan_context = lifespan

@@ -12,6 +12,7 @@ server is a 503 (the transaction was rolled back: retry later), never a stack tr
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -25,17 +26,19 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from firmware import protocol, record
 from sim.server import clock as clocks
+from sim.server import guard
 from sim.server.ingest import (
     CONTENT_TYPE,
     MAX_BODY,
     Reject,
+    check_signature,
     parse_authorization,
     parse_batch,
     parse_sv,
-    signature_ok,
 )
 from sim.server.storage import Replayed, Store
 
@@ -111,12 +114,16 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
                routers: Iterable[APIRouter] = ()) -> FastAPI:
     store = Store.open(db_path)
     clock = clock or time.time
+    docs = os.environ.get("MIMAMORI_DOCS", "") not in ("", "0")  # /docs loads a CDN's scripts
     app = FastAPI(title="Mimamori reference server", version="1",
-                  description="Ingest of journal records from Mimamori bulbs.")
+                  description="Ingest of journal records from Mimamori bulbs.",
+                  docs_url="/docs" if docs else None, redoc_url=None)
     app.state.store = store
     app.state.clock = clock
     # (store, device_id, now_ms) -> None, run after a batch commits (sweeper.on_ingest)
     app.state.after_ingest = []
+    # (path prefix, gate) checked before any body is read (guard.Guard): the API's token
+    app.state.gates = []
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -125,8 +132,13 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
         generic = detail == HTTPStatus(exc.status_code).phrase  # the router's, not a route's
         if exc.status_code == 404 and generic:
             detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
-        elif exc.status_code == 405 and generic:
-            detail = f"{request.method} is not allowed here; bulbs POST to {protocol.PATH}"
+        elif exc.status_code == 405:
+            allow = _allowed(app, request)
+            headers = {**(getattr(exc, "headers", None) or {}), "Allow": ", ".join(allow)}
+            if generic:
+                detail = (f"{request.method} is not allowed here (only {', '.join(allow)}); "
+                          f"bulbs POST to {protocol.PATH}")
+            return _error(405, code, detail, headers=headers)
         return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -134,6 +146,11 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
         return _error(400, "bad_request", "; ".join(
             ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg"))
             for e in exc.errors()))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client left mid-body: nobody reads the answer, nothing to log
+        return _error(400, "bad_request", "the client disconnected before the body ended")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -159,6 +176,8 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
             await _after_ingest(app, store, parse_authorization(auth)[0], _ingest_time(out))
         except Reject as r:
             return _reject(r)
+        except ClientDisconnect:
+            return _error(400, "bad_request", "the client disconnected before the body ended")
         except Exception:
             log.exception("ingest failed")
             return _error(503, "server_error",
@@ -183,7 +202,56 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server import ota_api  # firmware releases and rollouts (issue 16)
 
     ota_api.install(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # byte limits, gates and the body deadline before any route reads a byte (issue 14)
+    app.add_middleware(guard.Guard, limits=[(protocol.PATH, MAX_BODY),
+                                            ("/api/v1/", guard.API_LIMIT)],
+                       gates=app.state.gates, bare=(protocol.PATH, protocol.OTA_PATH))
     return app
+
+
+_WHY = {400: "bad input: what was wrong and what to do", 401: "no valid token",
+        403: "outside the token's scope", 404: "no such household, watcher, alert or pause",
+        409: "conflicts with the current state (e.g. the alert is closed)",
+        413: "the body is over the route's byte limit"}
+
+
+def _openapi(app: FastAPI) -> dict[str, object]:
+    """FastAPI's document, with the answers the server really gives: 400 (never 422) for bad
+    input, and on the JSON API 401, 403, 404, 409 and 413 in the {"error", "detail"} shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = \
+        Error.model_json_schema()
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            rs = op.setdefault("responses", {})
+            rs.pop("422", None)
+            api = path.startswith("/api/v1/")
+            for code in (400, 401, 403, 404, 409, 413) if api else (400, 413):
+                rs.setdefault(str(code), {"description": _WHY[code], "content": err})
+            if path.startswith("/a/"):  # pages: the same statuses, as HTML
+                for code in (400, 404, 409, 413):
+                    rs[str(code)] = {"description": _WHY[code],
+                                     "content": {"text/html": {"schema": {"type": "string"}}}}
+    doc.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
+    doc.get("components", {}).get("schemas", {}).pop("ValidationError", None)
+    app.openapi_schema = doc
+    return doc
+
+
+def _allowed(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names one route's only)."""
+    from starlette.routing import Match
+
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+            if any(route.matches({**request.scope, "method": m})[0] == Match.FULL
+                   for route in app.routes)]
 
 
 def _ingest_time(out: dict[str, object]) -> int:
@@ -229,13 +297,7 @@ def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
             heard_ms: int | None = None) -> dict[str, object]:
     device_id, sig = parse_authorization(auth)
     dev = store.device(device_id)
-    if dev is None:
-        raise Reject(401, "unknown_device", f"device {device_id!r} is not registered: run "
-                     "`mimamori device register` and provision the bulb with its key")
-    if not signature_ok(dev.key_bytes, "POST", path_qs, device_id, body, sig):
-        raise Reject(401, "bad_signature", "the signature does not match this request: sign "
-                     "METHOD SP PATH?QUERY LF device LF body with the device key "
-                     "(protocol.sign)")
+    check_signature(dev.key_bytes if dev else None, "POST", path_qs, device_id, body, sig)
     sv = parse_sv(query)
     batch = parse_batch(device_id, body)
     now_ms = clocks.ms(clock)

@@ -167,6 +167,7 @@ def cmd_settings(args: argparse.Namespace, store: Store) -> int:
 def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
     import uvicorn
 
+    from sim.server import guard
     from sim.server.app import create_app
 
     if bool(args.cert) != bool(args.key):
@@ -175,10 +176,19 @@ def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
     scheme = "https" if args.cert else "http"
     print(f"mimamori server on {scheme}://{args.host}:{args.port} db={_db_path(args)}",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.cert,
-                ssl_keyfile=args.key, log_level=args.log_level, access_log=False,
-                # every byte counts on LTE-M: no Server or Date header in answers
-                server_header=False, date_header=False)
+    proxies = os.environ.get("MIMAMORI_TRUSTED_PROXIES", "").strip()
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, ssl_certfile=args.cert, ssl_keyfile=args.key,
+        log_level=args.log_level, access_log=False,
+        # every byte counts on LTE-M: no Server or Date header in answers
+        server_header=False, date_header=False,
+        # head deadline and a connection cap that keeps room for bulbs (sim/server/guard.py)
+        http=guard.protocol(), timeout_keep_alive=5,
+        # X-Forwarded-For only from the proxies named in MIMAMORI_TRUSTED_PROXIES
+        proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
+    guard.raise_open_file_limit()
+    guard.install_log_filter()
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -18,7 +18,8 @@
     mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
     mimamori sweep | deliver            (one pass now; the server does both periodically)
     mimamori outbox [--state pending|sent|dead]
-    mimamori token create NAME          (a coordinator token for the JSON API)
+    mimamori token create NAME [--scope read|write|all] [--household H ...] [--days N]
+    mimamori token list | revoke ID|NAME   (API tokens for the JSON API: sim/server/tokens.py)
 
 Bulbs: `mimamori device register --household ID` (sim/server/cli.py).
 Messages are written to the outbox; a running server delivers them (or `mimamori deliver`),
@@ -32,7 +33,7 @@ import json
 import time
 from typing import Any
 
-from sim.server import alerts, api, notify, sweeper
+from sim.server import alerts, api, notify, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.storage import Store
@@ -268,9 +269,38 @@ def cmd_outbox(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_token(args: argparse.Namespace, store: Store) -> int:
-    tok = api.create_token(store.db, args.name, int(time.time() * 1000))
-    print(tok if args.quiet else f"API token for {args.name} (shown once; send it as "
+    tok = api.create_token(store.db, args.name, int(time.time() * 1000), args.scope,
+                           args.household, args.days)
+    limits = f"scope {args.scope}" + (f", households {', '.join(args.household)}"
+                                      if args.household else "") + (
+        f", {args.days:g} days" if args.days else ", no expiry")
+    print(tok if args.quiet else f"API token for {args.name} ({limits}; shown once; send it as "
           f"'Authorization: Bearer <token>'):\n{tok}")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace, store: Store) -> int:
+    now = int(time.time() * 1000)
+    rows = tokens.tokens(store.db)
+    if args.json:
+        print(json.dumps([{"id": t.id, "name": t.name, "state": t.state(now), "scope": t.scope,
+                           "households": t.households, "created_at": t.created_at,
+                           "expires_at": t.expires_at, "revoked_at": t.revoked_at}
+                          for t in rows]))
+        return 0
+    if not rows:
+        print("no API tokens: make one with `mimamori token create NAME`")
+    for t in rows:
+        exp = "never" if t.expires_at is None else time.strftime(
+            "%Y-%m-%d", time.gmtime(t.expires_at / 1000))
+        print(f"{t.id}  {t.state(now):<7} {t.scope:<5} expires {exp:<10}  {t.name}"
+              + (f"  (households {', '.join(t.households)})" if t.households else ""))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, store: Store) -> int:
+    t = tokens.revoke(store.db, args.token, int(time.time() * 1000))
+    print(f"token {t.id} ({t.name}) revoked: it no longer works")
     return 0
 
 
@@ -378,7 +408,19 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_outbox)
     t = sub.add_parser("token", help="API tokens for the JSON API")
     ts = t.add_subparsers(dest="token_command", required=True)
-    p = ts.add_parser("create")
+    p = ts.add_parser("create", help="a new token (shown once)")
     p.add_argument("name")
+    p.add_argument("--scope", choices=tokens.SCOPES, default="write",
+                   help="read: GET only; write: also changes (default); all: also registers "
+                        "bulbs (mints their keys)")
+    p.add_argument("--household", action="append", metavar="H",
+                   help="only this household (repeatable; default: all)")
+    p.add_argument("--days", type=float, help="expires after this many days (default: never)")
     p.add_argument("--quiet", action="store_true", help="print only the token")
     p.set_defaults(func=cmd_token)
+    p = ts.add_parser("list", help="tokens: id, state, scope, expiry, name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_token_list)
+    p = ts.add_parser("revoke", help="stop a token from working (by id or name)")
+    p.add_argument("token", metavar="ID|NAME")
+    p.set_defaults(func=cmd_token_revoke)

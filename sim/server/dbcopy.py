@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sim.server import tokens
 from sim.server.storage import Database, Store
 from sim.server.web import auth
 
@@ -33,6 +34,7 @@ def _open(url: str) -> Database:
     db = Database(url)
     Store(db)
     auth.open_web(db)  # and the people tables
+    tokens.open_tokens(db)
     return db
 
 

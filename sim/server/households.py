@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim.server import rules
+from sim.server import rules, texts
 from sim.server.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
@@ -303,6 +303,7 @@ def check_absence(a: Any) -> dict[str, Any]:
     reason = a.get("reason", "")
     if not isinstance(reason, str) or len(reason) > 100:
         raise ValueError(f"an absence's reason is text of at most 100 characters (got {reason!r})")
+    texts.check("an absence's reason", reason, 100)
     order = sorted({_DAYS[d.strip().lower()[:3]] for d in days})
     return {"days": [rules.WEEKDAYS[i] for i in order], "from": start, "to": end,
             "reason": reason.strip()}
@@ -448,6 +449,10 @@ class NotFound(KeyError):
         return str(self.args[0])
 
 
+class Exists(ValueError):
+    """Something with this id exists already (a 409 at the API)."""
+
+
 _H_COLS = "id, name, tz, settings, created_at, evaluated_at, next_check, digest_due"
 _W_COLS = ("id, household, name, role, tier, lang, email, webhook_url, webhook_secret, console, "
            "created_at, removed_at, quiet_hours")
@@ -476,10 +481,11 @@ def add_household(c: Cursor, now_ms: int, hid: str, name: str = "", tz: str = "A
                   settings: dict[str, Any] | None = None) -> Household:
     if not ID_RE.match(hid):
         raise ValueError(f"household id {hid!r}: use 1-40 letters, digits, '.', '_' or '-'")
+    name = texts.name("a household's name", name)
     check_tz(tz)
     st = parse_settings(settings or {})
     if c.one("SELECT 1 FROM households WHERE id = ?", (hid,)):
-        raise ValueError(f"household {hid!r} exists already: pick another id, or change its "
+        raise Exists(f"household {hid!r} exists already: pick another id, or change its "
                          "settings with `mimamori household settings`")
     c.execute(f"INSERT INTO households ({_H_COLS}) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
               (hid, name or hid, tz, json.dumps(settings_json(st)), now_ms, now_ms,
@@ -529,6 +535,7 @@ def _check_watcher(name: str, role: str, lang: str, email: str | None, webhook_u
     """The watcher's tier; ValueError saying what to write instead otherwise."""
     if not name.strip():
         raise ValueError("a watcher needs a name (shown to the others: 'Aiko is going to check')")
+    texts.name("a watcher's name", name)
     if role not in ROLES:
         raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
     if lang not in LANGS:
@@ -618,6 +625,7 @@ def remove_watcher(c: Cursor, wid: str, now_ms: int) -> None:
 def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
               reason: str = "") -> PauseRow:
     h = household(c, hid)
+    reason = texts.check("a pause's reason", reason, texts.REASON_MAX)
     if last < first:
         raise ValueError(f"the pause ends ({last}) before it starts ({first}): swap the dates")
     if (last - first).days > 366:

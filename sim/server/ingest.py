@@ -44,6 +44,21 @@ def parse_authorization(value: str | None) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+# the one answer for an unknown device and a wrong signature: nobody learns which ids exist
+BAD_SIGNATURE = ("the signature does not match a key this server holds: register the device "
+                 "(`mimamori device register`) and sign METHOD SP PATH?QUERY LF device LF body "
+                 "with its key (protocol.sign)")
+_NO_KEY = bytes(32)  # checked against for an unknown device, so both take the same time
+
+
+def check_signature(key: bytes | None, method: str, path: bytes | str, device: str,
+                    body: bytes, sig: str) -> None:
+    """Reject 401 bad_signature, the same for an unknown device (key None) and a wrong key."""
+    ok = signature_ok(key or _NO_KEY, method, path, device, body, sig)
+    if key is None or not ok:
+        raise Reject(401, "bad_signature", BAD_SIGNATURE)
+
+
 def signature_ok(key: bytes, method: str, path: bytes | str, device: str, body: bytes,
                  sig: str) -> bool:
     """Constant-time comparison with protocol.sign over METHOD SP PATH LF device LF body."""
@@ -56,7 +71,8 @@ def parse_sv(query: list[tuple[str, str]]) -> int:
     values = [v for k, v in query if k == "sv"]
     if not values:
         return 0
-    if len(values) > 1 or not values[0].isdigit() or len(values[0]) > 10:
+    v = values[0]  # str.isdigit() also takes '²' and other digits int() refuses: ASCII only
+    if len(values) > 1 or not (v.isascii() and v.isdigit()) or len(v) > 10:
         raise Reject(400, "bad_query", "sv must appear once, a whole number 0..4294967295 "
                      "(the settings version the bulb applied, 0 if none)")
     return int(values[0])

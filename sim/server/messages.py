@@ -3,7 +3,8 @@
 `render(kind, lang, ctx)` -> (subject, body). Kinds: invite (the test message sent when a watcher
 is added), alert, reminder, escalated, claimed ("Aiko is going to check"), overdue (a claim
 with no outcome yet), resolved, cleared ("light switched on at 10:42"), digest (the weekly
-"all is well" with one line about the week), signin (a dashboard sign-in link).
+"all is well" with one line about the week), signin (a dashboard sign-in link), undeliverable
+(to the coordinators: a message to a watcher could not be sent).
 ctx carries plain values (names, local HH:MM times, hours, links); nothing here reads the
 database or the clock.
 
@@ -228,7 +229,25 @@ def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
              "this message."))
 
 
+def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    """To the household's coordinators: a message to a watcher could not be sent (given up, or
+    failing again and again); ctx: whom (the watcher), channel, error, failed_kind, attempts,
+    given_up."""
+    n, up = c.get("attempts", 1), c.get("given_up", True)
+    if lang == "ja":
+        state = "送信をあきらめました" if up else "再送を続けています"
+        return (f"【みまもり電球】{c['home']}：{c['whom']} さんへのお知らせが届けられません",
+                (f"{c['watcher']} さん\n\n{c['whom']} さん宛て（{c['channel']}）の"
+                 f"「{c['failed_kind']}」のお知らせが{n}回送れませんでした（{state}）。\n"
+                 f"原因：{c['error']}\n連絡先の確認をお願いします（mimamori outbox）。"))
+    state = "given up" if up else "still retrying"
+    return (f"[Mimamori] {c['home']}: a message to {c['whom']} cannot be delivered",
+            (f"Dear {c['watcher']},\n\nthe {c['failed_kind']} message to {c['whom']} "
+             f"({c['channel']}) failed {n} times ({state}).\nWhy: {c['error']}\nPlease check "
+             "their address (mimamori outbox)."))
+
+
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
           "claimed": _claimed, "overdue": _overdue, "resolved": _resolved, "cleared": _cleared,
-          "digest": _digest, "signin": _signin}
+          "digest": _digest, "signin": _signin, "undeliverable": _undeliverable}
 KINDS = tuple(_KINDS)

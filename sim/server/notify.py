@@ -49,7 +49,7 @@ from email.message import EmailMessage
 from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
-from sim.server import messages, sql
+from sim.server import messages, sql, texts
 from sim.server.households import Household, Watcher
 from sim.server.storage import Cursor, Database
 
@@ -259,16 +259,147 @@ class SendError(Exception):
     pass
 
 
-def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int
+# failures worth another try later; any other (a header the mail library refuses, a payload
+# that cannot be encoded) fails the same way every time: the row is given up at once
+TRANSIENT = (SendError, OSError, smtplib.SMTPException, http.client.HTTPException)
+
+
+KEEPS_FAILING = 3  # failed tries of one message after which the coordinators are told
+CIRCUIT_FAILURES = 2  # failures in a row that open a destination's circuit
+CIRCUIT_S = (30.0, 60.0, 120.0, 300.0, 600.0)  # how long it stays open, each time longer
+PER_DESTINATION = 2  # sends at once to one destination (per process)
+
+
+def destination(o: Outgoing, cfg: Config) -> str | None:
+    """Where a send goes: the SMTP relay, the webhook's host, None for the console."""
+    if o.channel == "email":
+        return f"smtp://{cfg.smtp_host}:{cfg.smtp_port}"
+    if o.channel == "webhook":
+        u = urlsplit(str(o.payload.get("to", "")))
+        return f"{u.scheme}://{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+    return None
+
+
+class Circuits:
+    """A circuit per destination, in this process: after CIRCUIT_FAILURES failures in a row
+    its messages wait (30 s, then longer each time) instead of tying up a worker on a receiver
+    that trickles or a relay that is down; at most PER_DESTINATION sends to it at once. The
+    first send after the wait tries again; a success closes the circuit. A failure that is
+    the message's own (not TRANSIENT) says nothing about the destination. Times are the
+    outbox's (now_ms), like its backoff."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fails: dict[str, int] = {}
+        self._opened: dict[str, int] = {}  # times opened since the last success
+        self._until: dict[str, int] = {}
+        self._busy: dict[str, int] = {}
+        self._watchers: dict[str, set[str]] = {}  # the watchers whose webhooks go there
+
+    def blocked(self, now_ms: int) -> tuple[bool, set[str]]:
+        """What the next claim should pass over: (e-mail, watchers' webhooks) whose destination
+        is open or has PER_DESTINATION sends going, so no worker picks up a row it must put
+        back."""
+        with self._lock:
+            shut = {d for d, t in self._until.items() if t > now_ms}
+            shut |= {d for d, n in self._busy.items() if n >= PER_DESTINATION}
+            email = any(d.startswith("smtp://") for d in shut)
+            hooks = set().union(*(self._watchers.get(d, set()) for d in shut))
+        return email, hooks
+
+    def note(self, dest: str | None, watcher: str) -> None:
+        if dest is not None and not dest.startswith("smtp://"):
+            with self._lock:
+                self._watchers.setdefault(dest, set()).add(watcher)
+
+    def take(self, dest: str | None, now_ms: int) -> float:
+        """0 when a send may start now (it is counted busy until `done`); else the seconds
+        to wait."""
+        if dest is None:
+            return 0.0
+        with self._lock:
+            wait = (self._until.get(dest, 0) - now_ms) / 1000
+            if wait > 0:
+                return wait
+            if self._busy.get(dest, 0) >= PER_DESTINATION:
+                return 5.0
+            self._busy[dest] = self._busy.get(dest, 0) + 1
+            return 0.0
+
+    def done(self, dest: str | None, ok: bool, now_ms: int) -> bool:
+        """Record a send's end; True when this failure opened the circuit."""
+        if dest is None:
+            return False
+        with self._lock:
+            self._busy[dest] = max(0, self._busy.get(dest, 0) - 1)
+            if ok:
+                for d in (self._fails, self._opened, self._until):
+                    d.pop(dest, None)
+                return False
+            n = self._fails[dest] = self._fails.get(dest, 0) + 1
+            if n < CIRCUIT_FAILURES:
+                return False
+            k = self._opened[dest] = self._opened.get(dest, 0) + 1
+            self._until[dest] = now_ms + int(CIRCUIT_S[min(k - 1, len(CIRCUIT_S) - 1)] * 1000)
+            self._fails[dest] = 0
+            return True
+
+    def open(self, now_ms: int) -> dict[str, float]:
+        """Destinations whose circuit is open, with the seconds left."""
+        with self._lock:
+            return {d: (t - now_ms) / 1000 for d, t in self._until.items() if t > now_ms}
+
+
+CIRCUITS = Circuits()
+
+
+def tell_coordinators(c: Cursor, now_ms: int, o: Outgoing, error: str, attempts: int = 1,
+                      given_up: bool = True) -> list[str]:
+    """A message was given up, or keeps failing: tell the household's coordinators (tier 0
+    watchers) on their own channels, in the caller's transaction, and log it. Never about a
+    notice itself."""
+    from sim.server import households as hh
+
+    log.warning("outbox %s (%s to watcher %s by %s) %s after %d tries: %s", o.id, o.kind,
+                o.watcher, o.channel, "given up" if given_up else "keeps failing", attempts,
+                error)
+    if o.kind == "undeliverable":
+        return []
+    try:
+        home = hh.household(c, o.household)
+        whom = hh.watcher(c, o.watcher).name
+    except hh.NotFound:
+        return []
+    ids: list[str] = []
+    for w in hh.watchers(c, home.id, max_tier=0, min_tier=0):
+        if w.id != o.watcher:
+            ids += enqueue(c, now_ms, "undeliverable", home, w,
+                           {"whom": whom, "channel": o.channel, "error": error[:200],
+                            "failed_kind": o.kind, "attempts": attempts,
+                            "given_up": given_up})
+    return ids
+
+
+def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int,
+               skip: tuple[bool, set[str]] = (False, set())
                ) -> tuple[Outgoing, str | None, int] | None:
     """Take the next due row no other worker holds, with a lease until (real-time ms); on
     PostgreSQL FOR UPDATE SKIP LOCKED, so workers claiming at the same instant take different
-    rows. (the row, its watcher's webhook secret, lease end), or None when nothing is due."""
+    rows. (the row, its watcher's webhook secret, lease end), or None when nothing is due.
+    skip: (pass over e-mail, pass over these watchers' webhooks): Circuits.blocked."""
     lease = sql.lease_now_ms()
+    no_email, hooks = skip
+    where, params = "", [now_ms, lease]
+    if no_email:
+        where += " AND channel <> 'email'"
+    if hooks:
+        where += (" AND NOT (channel = 'webhook' AND watcher IN ("
+                  + ", ".join("?" * len(hooks)) + "))")
+        params += sorted(hooks)
     with db.tx() as c:
         row = c.one(f"SELECT {_O_COLS} FROM outbox WHERE state = 'pending' AND "
-                    "next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
-                    "ORDER BY next_attempt_at, id LIMIT 1" + c.skip_locked, (now_ms, lease))
+                    "next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+                    + where + " ORDER BY next_attempt_at, id LIMIT 1" + c.skip_locked, params)
         if row is None:
             return None
         o = _out(row)
@@ -279,8 +410,9 @@ def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int
 
 
 def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
-                owner: str | None = None) -> dict[str, int]:
-    """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead'}.
+                owner: str | None = None, circuits: Circuits | None = None) -> dict[str, int]:
+    """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead',
+    'waiting'} (waiting: put back because its destination's circuit is open or busy).
 
     Exactly once under any number of workers (this loop in every server instance, `mimamori
     deliver` beside them): a row is claimed with a lease of cfg.lease_s just before it is
@@ -288,12 +420,23 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
     worker can take the row while it is being sent. Marking it sent ends the lease."""
     owner = owner or f"{os.getpid()}:{secrets.token_hex(4)}"
     lease_ms = int(cfg.lease_s * 1000)
-    out = {"sent": 0, "failed": 0, "dead": 0}
+    out = {"sent": 0, "failed": 0, "dead": 0, "waiting": 0}
+    circuits = CIRCUITS if circuits is None else circuits
     for _ in range(limit):
-        got = claim_next(db, now_ms, owner, lease_ms)
+        got = claim_next(db, now_ms, owner, lease_ms, circuits.blocked(now_ms))
         if got is None:
             break
         o, secret, until = got
+        dest = destination(o, cfg)
+        circuits.note(dest, o.watcher)
+        wait = circuits.take(dest, now_ms)
+        if wait > 0:  # its receiver is failing or busy: the row is given back as it was (the
+            # next claims pass its destination over while so), this worker goes on
+            with db.tx() as c:
+                c.execute("UPDATE outbox SET lease_until = NULL, lease_owner = NULL "
+                          "WHERE id = ? AND state = 'pending'", (o.id,))
+            out["waiting"] += 1
+            continue
         # the whole send, connection to last byte, ends a margin before the lease does
         budget = min(cfg.send_deadline_s, (until - sql.lease_now_ms()) / 1000 - LEASE_MARGIN_S)
         try:
@@ -301,17 +444,25 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
                 raise SendError("no time left in the lease to send (the claim took too long)")
             send(o, cfg, now_ms, secret, budget)
         except Exception as e:  # noqa: BLE001 - any failure of a channel is retried
+            if circuits.done(dest, ok=not isinstance(e, TRANSIENT), now_ms=now_ms):
+                log.warning("%s keeps failing: its messages wait %.0f s (%s)", dest,
+                            circuits.open(now_ms).get(dest or "", 0.0),
+                            f"{type(e).__name__}: {e}")
             n = o.attempts + 1
-            dead = n >= cfg.max_attempts
+            # a message that cannot be sent as it stands (not a network fault) is given up now
+            dead = n >= cfg.max_attempts or not isinstance(e, TRANSIENT)
             delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
+            error = f"{type(e).__name__}: {e}"[:500]
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
                           "lease_until = NULL, lease_owner = NULL, last_error = ? "
                           "WHERE id = ? AND state = 'pending'",
-                          (n, "dead" if dead else "pending", now_ms + delay,
-                           f"{type(e).__name__}: {e}"[:500], o.id))
+                          (n, "dead" if dead else "pending", now_ms + delay, error, o.id))
+                if dead or n == KEEPS_FAILING:
+                    tell_coordinators(c, now_ms, o, error, n, given_up=dead)
             out["dead" if dead else "failed"] += 1
             continue
+        circuits.done(dest, ok=True, now_ms=now_ms)
         with db.tx() as c:
             held = c.one("SELECT lease_owner FROM outbox WHERE id = ?" + c.for_update, (o.id,))
             c.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, "
@@ -429,7 +580,7 @@ def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     msg = EmailMessage()
     msg["From"] = cfg.mail_from
     msg["To"] = o.payload["to"]
-    msg["Subject"] = o.subject
+    msg["Subject"] = texts.header(o.subject)  # names kept before the input rules: one line
     msg["Message-ID"] = f"<{o.id}@mimamori>"
     msg["X-Mimamori-Kind"] = o.kind
     if o.alert:

@@ -78,8 +78,7 @@ def bulb_router(store: Store) -> APIRouter:
 
 def people_router(store: Store, clock: clocks.Clock) -> APIRouter:
     def auth(request: Request) -> None:
-        h = request.headers.get("authorization", "")
-        if not h.startswith("Bearer ") or not api._token_ok(store.db, h[7:].strip()):
+        if api._token(store.db, request.headers.get("authorization", "")) is None:
             raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
                                 "`mimamori token create NAME`",
                                 headers={"WWW-Authenticate": "Bearer"})

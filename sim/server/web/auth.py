@@ -9,7 +9,10 @@
     session        cookie `mimamori_session` = base64(JSON) "." base64(HMAC-SHA256), HttpOnly,
                    SameSite=Lax, Secure when the request came over https, 30 days. It holds the
                    role ("watcher" with the watcher id, "coordinator" with a name, or "" for
-                   an anonymous visitor) and the CSRF token every form must send back.
+                   an anonymous visitor) and the CSRF token every form must send back. A
+                   signed-in cookie also names a row of web_sessions, checked on every request
+                   (`session_live`): sign-out ends it, and so do removing the watcher and
+                   changing their e-mail address.
     people         a watcher is one row per household (households.py); the person behind it is
                    the e-mail address, so a person who watches two households sees both.
 
@@ -59,6 +62,21 @@ SCHEMA: list[list[str]] = [
             until_ms BIGINT NOT NULL
         )""",
         "CREATE INDEX rate_limits_until ON rate_limits (until_ms)",
+    ],
+    # 3: server-side sessions (issue 14): a signed-in cookie names one of these rows, checked
+    # on every request; sign-out ends it, and a watcher's session also ends when the watcher is
+    # removed or their e-mail address changes (the address at sign-in is kept to compare)
+    [
+        """CREATE TABLE web_sessions (
+            digest TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            email TEXT,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            ended_at BIGINT
+        )""",
+        "CREATE INDEX web_sessions_subject ON web_sessions (role, subject)",
     ],
 ]
 
@@ -141,6 +159,7 @@ class Session:
     csrf: str
     expires_ms: int
     lang: str = ""  # the language chosen with the toggle ("" = not chosen)
+    sid: str = ""  # a signed-in session's id (its row in web_sessions), "" when anonymous
 
     @property
     def signed_in(self) -> bool:
@@ -162,7 +181,7 @@ def new_session(now_ms: int, role: str = "", subject: str = "", lang: str = "") 
 
 def dump_session(key: bytes, s: Session) -> str:
     body = json.dumps({"r": s.role, "s": s.subject, "c": s.csrf, "e": s.expires_ms,
-                       "l": s.lang}, separators=(",", ":")).encode()
+                       "l": s.lang, "i": s.sid}, separators=(",", ":")).encode()
     return _b64(body) + "." + _b64(hmac.new(key, body, hashlib.sha256).digest())
 
 
@@ -176,12 +195,62 @@ def load_session(key: bytes, value: str | None, now_ms: int) -> Session | None:
         if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), mac):
             return None
         d = json.loads(body)
-        s = Session(str(d["r"]), str(d["s"]), str(d["c"]), int(d["e"]), str(d.get("l", "")))
+        s = Session(str(d["r"]), str(d["s"]), str(d["c"]), int(d["e"]), str(d.get("l", "")),
+                    str(d.get("i", "")))
     except (ValueError, KeyError, TypeError):
         return None
     if s.expires_ms < now_ms or s.role not in ("", WATCHER, COORDINATOR) or not s.csrf:
         return None
     return s
+
+
+def start_session(c: Cursor, now_ms: int, role: str, subject: str, lang: str = "") -> Session:
+    """A signed-in session: its row (in the caller's transaction) and the cookie's content."""
+    email = hh.watcher(c, subject).email if role == WATCHER else None
+    sid = secrets.token_urlsafe(18)
+    s = Session(role, subject, secrets.token_urlsafe(18), now_ms + SESSION_DAYS * 86_400_000,
+                lang, sid)
+    c.execute("INSERT INTO web_sessions (digest, role, subject, email, created_at, expires_at, "
+              "ended_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+              (_digest(sid), role, subject, (email or "").lower(), now_ms, s.expires_ms))
+    c.execute("DELETE FROM web_sessions WHERE expires_at < ?", (now_ms,))  # long gone
+    return s
+
+
+def session_live(db: Database, s: Session, now_ms: int) -> bool:
+    """Whether a signed-in session still stands: its row exists and was not ended, and for a
+    watcher the watcher is not removed and still has the address they signed in with."""
+    if not s.signed_in:
+        return True
+    if not s.sid:
+        return False  # a cookie from before server-side sessions: sign in again
+    with db.read() as c:
+        row = c.one("SELECT role, subject, email, expires_at, ended_at FROM web_sessions "
+                    "WHERE digest = ?", (_digest(s.sid),))
+        if row is None or row[4] is not None or row[3] < now_ms or (row[0], row[1]) != (
+                s.role, s.subject):
+            return False
+        if s.role == WATCHER:
+            try:
+                w = hh.watcher(c, s.subject)
+            except hh.NotFound:
+                return False
+            if w.removed_at is not None or (w.email or "").lower() != (row[2] or ""):
+                return False
+    return True
+
+
+def end_session(db: Database, s: Session, now_ms: int) -> None:
+    if s.sid:
+        with db.tx() as c:
+            c.execute("UPDATE web_sessions SET ended_at = ? WHERE digest = ? AND ended_at IS NULL",
+                      (now_ms, _digest(s.sid)))
+
+
+def end_sessions(c: Cursor, role: str, subject: str, now_ms: int) -> int:
+    """End every session of one person (a watcher removed, a coordinator leaving)."""
+    return c.execute("UPDATE web_sessions SET ended_at = ? WHERE role = ? AND subject = ? "
+                     "AND ended_at IS NULL", (now_ms, role, subject))
 
 
 def csrf_ok(s: Session | None, sent: str | None) -> bool:

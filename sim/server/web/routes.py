@@ -84,6 +84,8 @@ class Page:
         self.now_ms = clocks.ms(web.clock)
         raw = request.cookies.get(auth.COOKIE)
         s = auth.load_session(web.key, raw, self.now_ms)
+        if s is not None and not auth.session_live(web.db, s, self.now_ms):
+            s = None  # signed out, removed, or the address changed: a new anonymous session
         self.new_cookie = s is None
         self.session = s or auth.new_session(self.now_ms)
         self.me: dict[str, Any] | None = None
@@ -273,18 +275,23 @@ def router(web: Web) -> APIRouter:
             return p.render("signin.html", sent=True)  # the same answer for any address
         return await run_in_threadpool(page(go), request)
 
+    def bad_link(p: Page, request: Request, e: auth.BadLink) -> Response:
+        """Only failed link attempts count against an address: a genuine invitation is never
+        refused because others share the address (a proxy, a care home's network)."""
+        if not web.link_ip.allow(_client(request)):
+            return p.render("message.html", status=429, title=p.t("too_many"), text="",
+                            back=False)
+        return p.render("message.html", status=404, title=p.t(f"link_{e}"), text="",
+                        back=False, signin=True)
+
     @r.get("/in/{token}")
     def link_page(request: Request, token: str) -> Response:
         def go(p: Page) -> Response:
-            if not web.link_ip.allow(_client(request)):
-                return p.render("message.html", status=429, title=p.t("too_many"), text="",
-                                back=False)
             with web.db.read() as c:
                 try:
                     role, subject = auth.peek_link(c, token[:200], p.now_ms)
                 except auth.BadLink as e:
-                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
-                                    text="", back=False, signin=True)
+                    return bad_link(p, request, e)
                 who = auth.describe(c, role, subject)
             if "lang" in who and not request.cookies.get(LANG_COOKIE):
                 p.lang, p.t = who["lang"], i18n.t(who["lang"])
@@ -296,18 +303,19 @@ def router(web: Web) -> APIRouter:
         form = await _form(request)
 
         def go(p: Page) -> Response:
-            if not web.link_ip.allow(_client(request)):
-                return p.render("message.html", status=429, title=p.t("too_many"), text="",
-                                back=False)
             if not auth.csrf_ok(p.session, form.get("csrf")):
                 raise Refused(403, "bad_csrf")
             with web.db.tx() as c:
                 try:
                     role, subject = auth.use_link(c, token[:200], p.now_ms)
                 except auth.BadLink as e:
-                    return p.render("message.html", status=404, title=p.t(f"link_{e}"),
-                                    text="", back=False, signin=True)
-            s = auth.new_session(p.now_ms, role, subject)  # a fresh session and CSRF token
+                    bad = e
+                else:
+                    bad = None
+                    # a fresh session (its row checked on every request) and CSRF token
+                    s = auth.start_session(c, p.now_ms, role, subject)
+            if bad is not None:
+                return bad_link(p, request, bad)
             resp = RedirectResponse("/home" if role == auth.WATCHER else "/coordinator", 303)
             p.new_cookie = False
             p.set_session(resp, s)
@@ -321,6 +329,7 @@ def router(web: Web) -> APIRouter:
         def go(p: Page) -> Response:
             if not auth.csrf_ok(p.session, form.get("csrf")):
                 raise Refused(403, "bad_csrf")
+            auth.end_session(web.db, p.session, p.now_ms)  # the old cookie no longer works
             resp = RedirectResponse("/signin", 303)
             p.new_cookie = False
             p.set_session(resp, auth.new_session(p.now_ms))
@@ -586,8 +595,8 @@ def router(web: Web) -> APIRouter:
                     w = hh.watcher(c, form.get("watcher", ""))
                     token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms,
                                            auth.INVITE_DAYS * 86_400_000)
-                    url = auth.link_url(web.cfg().public_url if send
-                                        else str(request.base_url), token)
+                    # MIMAMORI_PUBLIC_URL, never the request's Host header
+                    url = auth.link_url(web.cfg().public_url, token)
                     if send:  # through the outbox, on the watcher's own channels
                         notify.enqueue(c, p.now_ms, "signin", hh.household(c, w.household), w,
                                        {"signin_url": url, "valid_ja": f"{auth.INVITE_DAYS}日間",
