@@ -38,6 +38,11 @@ $(STUBS): $(VENV)
 test: setup
 	$(PY) -m pytest -q $(ARGS)
 
+# the unit tests that are not slow: no MicroPython, no browser, no server process (each test's
+# kinds come from tests/conftest.py); for the edit-test loop, `make test` before a commit
+test-fast: setup
+	$(PY) -m pytest -q -m "unit and not slow" $(ARGS)
+
 demo: setup
 	$(PY) -m sim.demo $(if $(KEEP),--keep) $(if $(DAYS),--days $(DAYS)) $(if $(HOMES),--homes $(HOMES))
 

@@ -211,6 +211,7 @@ def test_pages_and_the_api_answer_while_an_upload_holds_the_write_lock(db_url, m
         assert answered == [True]  # the page answered while the write was still open
 
 
+@pytest.mark.slow
 def test_a_relay_that_trickles_for_ever_is_cut_off_before_the_rows_lease_ends(db_url):
     sink = SmtpSink(trickle_s=0.2, stall=True).start()
     try:
