@@ -11,8 +11,6 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 MPY = REPO / ".venv" / "bin" / "micropython"
 
@@ -359,12 +357,6 @@ def record_kind(name: str) -> int:
     import firmware.record as r
 
     return {v: k for k, v in r.KIND_NAMES.items()}[name]
-
-
-@pytest.fixture(autouse=True)
-def _need_micropython():
-    if not MPY.exists():
-        pytest.skip("micropython not installed: run make setup")
 
 
 def test_worked_example_in_the_journal_doc_is_valid_flash_content(tmp_path):
