@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Mimamori bulb: the user's entry points. Every target sets itself up from the package registries.
 PY      := .venv/bin/python
 VENV    := .venv/.setup-done

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Journal figures (issues 3 and 15), each against a baseline measured in the same run.
 
 The event stream is a typical household's day (TYPICAL_DAY: visit lengths in seconds), turned

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The journal: every event the bulb records, kept in a log-structured ring on a raw flash partition
 # (esp32.Partition), 24-byte records (record.py) behind a 32-byte header in each 4 KiB sector.
 # It must never erase on the append path when the sector ahead is ready (an append is one

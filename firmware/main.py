@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # main.py: the wiring, in this order: light, boot history, settings, watchdog, journal, talk.
 # The lamp is taken over before anything that can fail or wait is even imported. It must never
 # leave the room dark: an exception in any later step puts the lamp at its level and then

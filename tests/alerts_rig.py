@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Test rig of the alert tests: a real SMTP server (aiosmtpd) with inboxes, a real HTTP webhook
 receiver that can fail on purpose, and helpers that put a household with records in a database.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared fixtures: simulated bulbs (sim/bulb.py) and MicroPython snippets with the shims.
 
     def test_light_is_full_at_power_on(bulb):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Boot: the firmware in MicroPython (96wK heap, virtual time) with the hardware shims, judged
 by what the lamp did (the trace): no dip at power-on, a fade to the configured level, light
 kept through failures, the watchdog, safe mode in and out, and bad settings.

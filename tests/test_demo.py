@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make demo`, shortened to three days (the incidents compressed into them): the real firmware in
 MicroPython, the real server with a scaled clock, the SMTP sink. Every incident's outcome is read
 back from the server's database (alerts, their events, the outbox, the timeline) and from the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Static checks of the firmware: it compiles for the ESP32 and uses only ESP32 port APIs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make flash`: the esptool commands that put a bulb together, checked without hardware.
 
 The printed commands are parsed back by esptool's own command-line parser (its click

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make image`: the partition table and the vfs LittleFS image a real bulb gets.
 
 The table is checked byte by byte against the ESP-IDF format (rows unpacked here with their

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The journal (firmware/journal.py) on the flash shim, run in the real MicroPython interpreter.
 
 The power-loss sweep cuts at every flash program and erase of a workload that wraps a small ring

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The alert lifecycle through the JSON API and the message links, at chosen server instants.
 
 The server app runs in-process with a clock the test moves; bulbs are BatchSenders posting

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The LTE-M modem emulator on its own (CPython): the AT dialogue a SIM7080G-class modem has,
 binary data through AT+CASEND/AT+CARECV, each injectable failure, and the byte accounting."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Delivery: e-mail to a real SMTP server, webhooks to a real HTTP receiver that fails, the
 console; retries with backoff; a crash between deciding and sending, and between sending and
 marking sent."""

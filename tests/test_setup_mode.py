@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Field setup mode end to end in the simulation: the unmodified firmware in MicroPython with
 the shims, a real server process, a real DNS client (dnspython), a real HTTP client (httpx) and
 Chromium on the bulb's portal. The wall switch is the only input: the gesture is made of

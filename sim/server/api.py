@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The JSON API for households, bulbs, watchers, settings, pauses and alerts, and the watchers'
 link pages; `install(app)` mounts it on the server and starts the sweeper and the delivery worker.
 

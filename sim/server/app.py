@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The reference server's HTTP application: the ingest endpoint and the JSON error shape.
 
 create_app(db_path, clock=...) builds a FastAPI app around one Store. Other parts of the server

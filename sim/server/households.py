@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Households and the people who watch over them: watchers, tiers, channels, pauses, settings.
 
 The tables of the alert side of the server live here (one migration list, component "people",

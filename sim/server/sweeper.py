@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The sweeper: evaluates the households that are due, found through the index on next_check.
 
     sweep(db, now_ms, cfg)            one pass (tests call it at chosen instants)

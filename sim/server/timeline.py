@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A household's timeline: the bulbs' journal records turned into on-intervals in wall-clock time.
 
 Pure: `build_timeline(records, ...)` is a function of all the records the server holds for a

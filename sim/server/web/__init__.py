@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard: server-rendered pages for watchers and the coordinator (issue 6).
 
     routes.py  pages and form actions; install(app) mounts them on the server
