@@ -338,7 +338,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
         if a.state != "open" or action == "resolve":
             head += f"<p>{html.escape(a.state)}" + (
                 f": {html.escape(claimer)}" if claimer else "") + "</p>"
-        from sim.server.web.views import activity_html  # the dashboard's chart (issue 6)
+        from sim.server.web.views import activity_html  # the dashboard's chart
 
         with db.read() as c:
             chart = activity_html(store, c, home, now, w.lang)

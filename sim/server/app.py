@@ -168,10 +168,10 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
 
     for r in routers:
         app.include_router(r)
-    from sim.server import api  # households, watchers, alerts; the sweeper (issue 5)
+    from sim.server import api  # households, watchers, alerts; the sweeper
 
     api.install(app)
-    from sim.server.web import routes as web  # the dashboard pages (issue 6)
+    from sim.server.web import routes as web  # the dashboard pages
 
     web.install(app)
     return app

@@ -3,7 +3,8 @@
 
     sweep(db, now_ms, cfg)            one pass (tests call it at chosen instants)
     evaluate_household(db, hid, ...)  one household now (ingest calls it after a batch commits)
-    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock
+    api.install(app)                  runs sweep() and the delivery worker in the server's
+                                      lifespan every MIMAMORI_SWEEP_S real seconds, app clock
 
 One evaluation reads a snapshot (read connection: no write lock), the records become a
 timeline, the rules decide; then one short write transaction takes the household's row lock,
@@ -26,7 +27,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sim.server import alerts, models, notify, rules, sql
@@ -304,8 +304,3 @@ def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
             due_at += period
         c.execute("UPDATE households SET digest_due = ? WHERE id = ?", (due_at, home.id))
     return due_at
-
-
-def households_due(db: Database, now_ms: int) -> Iterable[str]:
-    with db.read() as c:
-        return due(c, now_ms, 1_000_000)

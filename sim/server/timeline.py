@@ -46,8 +46,8 @@ HARD_RESET = 2
 WDT_RESET = 3
 SOFT_RESET = 5
 _CONTINUES_VISIT = (WDT_RESET, SOFT_RESET)
-# The ALIVE schedule (issue 3): the off time is known within 10 s up to 2 minutes, then within
-# 10 % of the visit's length.
+# The ALIVE schedule (firmware/alive.py, docs/alerts.md): the off time is known within 10 s up
+# to 2 minutes, then within 10 % of the visit's length.
 ALIVE_STEP_S = 10.0
 ALIVE_FRACTION = 0.10
 # The bulb's default lte_report_gap_s (firmware/config.py SCHEMA; tests/test_lte_gap.py checks
