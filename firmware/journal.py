@@ -56,7 +56,7 @@ def _nothing():
 
 class Journal:
     def __init__(self, partition, feed=None):
-        """feed: called at least once per sector read or erased (main feeds the watchdog)."""
+        """feed: called at least once per sector read or erased (a watchdog feed, for one)."""
         self._p = partition
         self._feed = feed or _nothing
         self._n = min(MAX_SECTORS, partition.ioctl(4, 0) * partition.ioctl(5, 0) // _SECTOR)

@@ -40,9 +40,8 @@ journal = None  # set by the journal step
 
 
 def feed():
-    """Feed the watchdog, once it runs. Long synchronous work gets this as a callback (main runs
-    as __main__ and cannot be imported): the journal's scan and erases at boot call it once per
-    sector; _idle calls it while the bulb waits, lit, for the power to go."""
+    """Feed the watchdog, once it runs: _idle calls it while the bulb waits, lit, for the power
+    to go. (The event loop's _watch task feeds it otherwise.)"""
     if wdt:
         wdt.feed()
 
@@ -106,7 +105,7 @@ async def _run(b, c, dog):
     from journal import open as open_journal
     from record import F_JOURNAL, K_FAULT, K_POWER_ON
 
-    journal = j = open_journal(feed=feed)  # docs/journal.md: headers, then one sector
+    journal = j = open_journal()  # docs/journal.md: headers, then one sector
     j.append(K_POWER_ON, b.cause)
     if j.skipped:
         j.append(K_FAULT, F_JOURNAL, j.skipped)
