@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Mimamori bulb: the user's entry points. Every target sets itself up from the package registries.
 PY      := .venv/bin/python
 VENV    := .venv/.setup-done
@@ -51,6 +52,11 @@ test: setup
 # the firmware on an emulated ESP32 (../shared/tools/esp32-qemu): about 5 to 15 minutes
 test-esp32: setup
 	$(PY) -m pytest -q -m esp32 tests/test_esp32_qemu.py $(ARGS)
+
+# the unit tests that are not slow: no MicroPython, no browser, no server process (each test's
+# kinds come from tests/conftest.py); for the edit-test loop, `make test` before a commit
+test-fast: setup
+	$(PY) -m pytest -q -m "unit and not slow" $(ARGS)
 
 demo: setup
 	$(PY) -m sim.demo $(if $(KEEP),--keep) $(if $(DAYS),--days $(DAYS)) $(if $(HOMES),--homes $(HOMES))

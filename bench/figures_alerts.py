@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Alert rule figures: the learned rhythm rule against the fixed 24 h rule.
 
 `python -m bench.figures_alerts` prints the tables of docs/alerts.md. Real-log results come from

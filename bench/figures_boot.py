@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Boot figures: how soon the lamp is at its level, that it never dips on the way, and how much
 of the ESP32-sized heap the booted firmware uses. Every run is the unmodified firmware in
 `micropython -X heapsize=96wK` with the shims, on the real clock (time_mode "real"), so import

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Figures of `make image`: what compiling the firmware to .mpy buys on the bulb.
 
 Baseline, measured in the same run: the same firmware modules copied as .py source (what a

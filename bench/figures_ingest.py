@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Ingest throughput of the reference server, over loopback, in one run.
 
 ingest_records_per_s: 1,000 simulated bulbs each post a day's batch of journal records as

@@ -1,4 +1,5 @@
-"""Journal figures (issues 3 and 15), each against a baseline measured in the same run.
+# SPDX-License-Identifier: MIT
+"""Journal figures (docs/journal.md), each against a baseline measured in the same run.
 
 The event stream is a typical household's day (TYPICAL_DAY: visit lengths in seconds), turned
 into records with the firmware's own ALIVE schedule (firmware/alive.py). The baseline store is
@@ -238,7 +239,7 @@ def figures() -> list[dict]:
 
 
 def fault_figures(m: dict) -> list[dict]:
-    """Faults beyond power cuts (issue 15): bits flipped at rest, erases cut so they read done."""
+    """Faults beyond power cuts: bits flipped at rest, erases cut so they read done."""
     fl, weak, trusting = m["flips"], m["weak"], m["trusting"]
     one, more = fl["flips1"], [fl["flips2"], fl["flips3"]]
     trials = one["trials"] + sum(x["trials"] for x in more)

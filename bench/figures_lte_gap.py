@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """LTE-M report gap figures: what the gap costs and what counting it in the rules buys.
 
 An LTE-M bulb reports a power-on only when its last report is `lte_report_gap_s` old (6 h by

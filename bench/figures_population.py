@@ -239,8 +239,8 @@ def emails(ep: Episode, end: float, st: Settings) -> int:
 
 
 def emails_before(ep: Episode, end: float) -> int:
-    """The reminder schedule shipped before issue 11: every 2 h until cleared, escalation to
-    the neighbour after 1 h, no quiet hours."""
+    """The baseline: the reminder schedule the server had before quiet hours and "needed help"
+    pauses: every 2 h until cleared, escalation to the neighbour after 1 h, no quiet hours."""
     stop = ep.cleared if ep.cleared is not None else end
     n = 2 + (1 if ep.opened + H < stop else 0)
     t = ep.opened + 2 * H

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Storage for many instances (issue 18 part A): ingest on PostgreSQL with three instances, and
+"""Storage for many instances (docs/scaling.md): ingest on PostgreSQL with three instances, and
 the bytes a household-year takes in each store.
 
 ingest_records_per_s_pg_3x: 1,000 bulbs each post a day's 24-record batch through nginx to three

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Setup-gesture figures: what the brown-out protection of the gesture costs (firmware/taps.py).
 
 After a quick visit (a possible gesture under way) the radio waits until the visit is long

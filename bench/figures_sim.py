@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Figures of the simulation itself (docs/simulation.md): how fast virtual time runs the real
 firmware, what a simulated power-on costs, and how much heap the shims take from the firmware.
 """

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Sweeper figures: one sweep over 100,000 households with 1 % due, through the next_check index,
 against a full scan that reads every household's next_check (same database, same run).
 

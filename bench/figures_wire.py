@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Uplink figures: bytes on the wire per event over a month of a household (Wi-Fi and LTE-M),
 LTE-M bytes per month, and how soon the server acknowledges a switch-on.
 

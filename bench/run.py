@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make bench`: every figure, each with a baseline measured in the same run.
 
 Each `bench/figures_*.py` module has `figures() -> list[dict]`; every dict has the keys of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # alive.py: what the journal learns about a visit while the lamp is lit. ALIVE marks on a schedule
 # that bounds the error on the OFF time (one every alive_step_s up to alive_until_s, then each
 # alive_growth times the last, at most alive_max_s apart: within 10 s for visits up to 2 min and

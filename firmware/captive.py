@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # captive.py: the setup-mode web server. Serves portal.py's page to the phone that joined the
 # bulb's access point, redirects captive-portal probes to it, takes the submitted network,
 # password and server, and runs the connection test in the background while the page refreshes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Settings: one schema table, three layers, all files at the filesystem root (the cwd): the
 # defaults in config.json (flashed with the firmware), overlaid by site.json (written at
 # provisioning), overlaid by server.json (settings the server pushed, written through

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # dnsd.py: the setup-mode DNS responder. While the bulb is a Wi-Fi access point, every name a
 # phone asks for resolves to the bulb's own address, so the phone's captive-portal check (and
 # any page the installer types) lands on the bulb's setup page.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The journal: every event the bulb records, kept in a log-structured ring on a raw flash partition
 # (esp32.Partition), 24-byte records (record.py) behind a 32-byte header in each 4 KiB sector.
 # It must never erase on the append path when the sector ahead is ready (an append is one
@@ -55,7 +56,7 @@ def _nothing():
 
 class Journal:
     def __init__(self, partition, feed=None):
-        """feed: called at least once per sector read or erased (main feeds the watchdog)."""
+        """feed: called at least once per sector read or erased (a watchdog feed, for one)."""
         self._p = partition
         self._feed = feed or _nothing
         self._n = min(MAX_SECTORS, partition.ioctl(4, 0) * partition.ioctl(5, 0) // _SECTOR)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The lamp: PWM on the LED driver's dimming input, gamma-corrected levels, fades and the status
 # patterns an installer reads (setup mode, provisioning result, identify, signal quality).
 # It must never leave the room dark: the driver's input is pulled up, so the lamp is at full

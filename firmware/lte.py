@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # LTE-M transport: a SIMCom SIM7080G-class modem on machine.UART, driven by AT commands.
 # It carries the uplink's bytes over one TCP connection (AT+CAOPEN/CASEND/CARECV/CACLOSE) and
 # nothing else: no HTTP, no retry policy. The modem is powered with the bulb, so up() wakes it,

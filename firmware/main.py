@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # main.py: the wiring, in this order: light, boot history, settings, watchdog, journal, talk.
 # The lamp is taken over before anything that can fail or wait is even imported. It must never
 # leave the room dark: an exception in any later step puts the lamp at its level and then
@@ -39,8 +40,8 @@ journal = None  # set by the journal step
 
 
 def feed():
-    """Feed the watchdog. Long synchronous work (a flash scan) gets this as a callback: main
-    runs as __main__ and cannot be imported."""
+    """Feed the watchdog, once it runs: _idle calls it while the bulb waits, lit, for the power
+    to go. (The event loop's _watch task feeds it otherwise.)"""
     if wdt:
         wdt.feed()
 

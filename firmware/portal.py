@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # portal.py: the setup-mode captive portal's pages, in Japanese and English on the same page
 # (the installer may read either). It lists the networks the bulb sees with their signal, takes
 # the password and the server, and shows the result of the connection test.

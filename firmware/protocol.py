@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The upload protocol: one definition, used by the bulb (MicroPython) and the server (CPython).
 # A batch is a 24-byte header followed by journal records exactly as they are in flash.
 # It must never accept a request it cannot authenticate; see docs/protocol.md.

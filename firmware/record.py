@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The journal record: one definition, used by the bulb (MicroPython) and the server (CPython).
 # A record is 24 bytes, stored in flash and sent on the wire exactly as they are.
 # It must never change shape without a new VERSION: bulbs in the field keep the old one.

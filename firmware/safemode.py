@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Boot history in RTC memory: how many boots in a row failed, so a crash loop ends in safe mode
 # (light and journal only, no radio). RTC memory survives machine.reset() and watchdog resets
 # and is lost when the power goes, so the wall switch, which cuts power on every visit, never

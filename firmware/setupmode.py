@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # setupmode.py: field setup with a phone. The bulb becomes a Wi-Fi access point (Mimamori-XXXX,
 # the password on its label), answers every DNS name with its own address (dnsd), serves the
 # captive portal (captive + portal), and tests what the installer typed: joins the network,

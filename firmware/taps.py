@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # taps.py: the setup gesture. A bulb in a ceiling socket has one input, the wall switch, and
 # every switch-on is a boot. TAPS quick visits in a row (each lit at least ARM_MS and less than
 # CLOSE_MS of this firmware's uptime), then a switch-on: that boot runs setup mode instead of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Uplink: sends the journal's unacknowledged records to the server in batches, one HTTP/1.1
 # request format built here into one preallocated buffer and carried by interchangeable
 # transports (wifi.Wifi, lte.Lte: up/open/send/recv_into/close/signal). When: right after

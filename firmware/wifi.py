@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Wi-Fi transport: network.WLAN station, one TCP (or TLS) connection through asyncio streams.
 # It carries the uplink's bytes and nothing else: no HTTP, no retry policy.
 # It must never wait without a deadline, and never talk TLS without checking the server's

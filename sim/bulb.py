@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The host-side runner of simulated bulbs (docs/simulation.md).
 
 A `Bulb` is one state directory and, while powered, one `micropython` process running the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make demo`: a week in three homes in about two minutes, with the real firmware and server.
 
     python -m sim.demo [--days N] [--homes N] [--keep] [--sec-per-day S]

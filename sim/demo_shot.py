@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Screenshots of the dashboard after the demo (`python -m sim.demo --screenshot DIR`): Chromium
 (/usr/bin/chromium) driven by Playwright signs in with the coordinator's one-time link, then
 photographs the coordinator overview and the household where the resident fell.

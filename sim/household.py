@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A household's rhythm: when the person switches the bathroom light on and off, day after day.
 
 What it is for: driving simulated bulbs (demo, uplink bench) and measuring the alert rules.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Read a bulb's journal on the host, from its flash image, with the firmware's own code.
 
 firmware/journal.py runs under CPython too; this gives it esp32.Partition's read side over a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """LTE-M modem emulator: a SIM7080G-class modem on the bulb's UART, for tests, bench and demo.
 
 The UART shim (sim/shims/machine.py) connects to a unix socket; this emulator listens there and

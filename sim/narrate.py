@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The demo's voice in the terminal: one line per thing a person would care about, stamped with
 the simulated date and time, a header when a new day starts, and a progress bar for the week on
 the bottom line (redrawn in place on a terminal; on a pipe or in a test, a plain line per day).

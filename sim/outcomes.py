@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What the demo's incidents led to, read back from the server (its JSON API and its database)
 and from the watchers' inboxes: one Outcome per incident, family alerts no incident explains,
 the coordinator's notices, and how many of the bulbs' switch-ons reached the server. The demo's

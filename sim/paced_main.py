@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Runs the unmodified firmware/main.py in MicroPython with the bulb clock paced to a server
 # clock that runs `pace` times real time (sim.json "pace", set by the demo). It is a simulation
 # aid, not firmware: the bulb's time is virtual (booting, computing and waiting on a socket or

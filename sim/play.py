@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Plays a Scenario (sim/scenario.py) for real: the reference server as its own process with a
 scaled clock, an SMTP sink as the watchers' inboxes, and every bulb running the unmodified
 firmware in MicroPython, one process per switch-on (power on at the visit's start, power cut at

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The MicroPython REPL of a simulated bulb on a TCP socket: what the USB cable of a bulb on the
 bench offers, so the real `mpremote` works against the simulation:
 

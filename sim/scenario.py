@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The demo's scripted week: who lives where, which bulbs they have, when they switch the light
 on and off, and the incidents the system exists for. Pure: `plan(days, homes, start)` returns a
 Scenario; the demo (sim/demo.py) plays it against the real server and the real firmware, and

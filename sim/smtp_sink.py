@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A local SMTP server (aiosmtpd) that keeps every e-mail it accepts: the demo's watchers'
 inboxes. Each message is kept in memory (`mails`) and written to `<dir>/NNN-<kind>.eml`, so
 the e-mails of a demo can be read afterwards with any mail reader.

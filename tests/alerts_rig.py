@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Test rig of the alert tests: a real SMTP server (aiosmtpd) with inboxes, a real HTTP webhook
 receiver that can fail on purpose, and helpers that put a household with records in a database.
 
@@ -10,7 +11,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +21,7 @@ from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.smtp_sink import SmtpSink
+from tests.waiting import wait_for
 
 
 class Inboxes(SmtpSink):
@@ -28,14 +29,11 @@ class Inboxes(SmtpSink):
     wait that fails the test when a mail does not come."""
 
     def wait(self, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = pred()
-            if got:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"not delivered within {timeout} s; inbox: "
-                             + "; ".join(f"{m.to} {m.subject}" for m in self.mails))
+        try:
+            return wait_for(pred, "the mail", timeout)
+        except AssertionError:
+            raise AssertionError(f"not delivered within {timeout} s; inbox: "
+                                 + "; ".join(f"{m.to} {m.subject}" for m in self.mails)) from None
 
 
 @dataclass

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared fixtures: simulated bulbs (sim/bulb.py) and MicroPython snippets with the shims.
 
     def test_light_is_full_at_power_on(bulb):
@@ -15,50 +16,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import secrets
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sim import bulb as bulb_mod
-from sim import pgserver
+from sim import bulb as sim_bulb
+from sim import nginx, pgserver
 from sim.bulb import Bulb, run_snippet
-
-# Tests that run the firmware in MicroPython: marked "firmware", so `make test` runs them again
-# on the 32-bit interpreter (MIMAMORI_MPY=32, sim/bulb.py); there they skip, saying why, when it
-# cannot run.
-FIRMWARE_FIXTURES = {"bulb", "mpy_run", "rig", "tls_rig", "modem"}
-FIRMWARE_NAMES = ("run_snippet", "journal_of", "MICROPYTHON", "MPY")  # module-level names
-
-
-def _runs_firmware(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    for name in FIRMWARE_FIXTURES & set(getattr(item, "fixturenames", ())):
-        defs = info.name2fixturedefs.get(name) if info else None
-        where = defs[-1].func.__module__ if defs else ""  # not a test module's own "bulb"
-        if where.endswith(("conftest", "uplink_rig", "test_tls")):
-            return True
-    mod = getattr(item, "module", None)
-    return mod is not None and (getattr(mod, "Bulb", None) is bulb_mod.Bulb
-                                or any(hasattr(mod, n) for n in FIRMWARE_NAMES))
+from sim.server.process import ServerProcess
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    which = bulb_mod.mpy_choice()
-    return f"firmware interpreter: {bulb_mod.MPY32.get(which, 'the venv micropython (64-bit)')}"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    which = bulb_mod.mpy_choice()
-    why = bulb_mod.mpy32_missing(which) if which else ""
-    for item in items:
-        if _runs_firmware(item):
-            item.add_marker(pytest.mark.firmware)
-            if why:
-                item.add_marker(pytest.mark.skip(reason=f"{bulb_mod.MPY_ENV}={which}: {why}"))
+    which = sim_bulb.mpy_choice()
+    return f"firmware interpreter: {sim_bulb.MPY32.get(which, 'the venv micropython (64-bit)')}"
 
 
 @pytest.fixture
@@ -117,3 +94,117 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "mimamori.db")
     return request.getfixturevalue("pg_url")
+
+
+# --- kinds ------------------------------------------------------------------------------------
+# Every test gets its kinds here, from what it uses, so nobody has to remember a decorator
+# (the markers are described in pyproject.toml): `pytest -m unit`, `pytest -m "not browser"`.
+# What a test uses is read from its code, its fixtures' code and the code of this repository
+# they call (helpers, rigs, the harness in sim/), following global names. A test that uses
+# several things has several kinds; `unit` means none of them. `slow` is marked on the test.
+_FIRMWARE = {sim_bulb.Bulb, sim_bulb.run_snippet, sim_bulb.micropython_bin}
+_E2E = {ServerProcess, pgserver.PgServer, nginx.Nginx}
+_BROWSER_NAMES = {"sync_playwright", "async_playwright"}
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _ours(obj: Any) -> bool:
+    """A function or class of this repository (its code is read too), not of a library."""
+    try:
+        path = Path(inspect.getfile(obj)).resolve()
+    except (TypeError, OSError):
+        return False
+    return path.is_relative_to(_REPO) and not path.is_relative_to(_REPO / ".venv")
+
+
+@functools.cache
+def _reached(root: Any) -> tuple[frozenset[str], tuple[Any, ...]]:
+    """The global names the root's code uses and the objects they name, following functions and
+    classes of this repository (a test's helpers, fixtures and rigs, and the harness in sim/)."""
+    names: set[str] = set()
+    objects: list[Any] = []
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, type):
+            todo += [v for v in vars(obj).values() if inspect.isfunction(v)]
+            continue
+        fn = inspect.unwrap(obj) if callable(obj) else obj
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            continue
+        scope = getattr(fn, "__globals__", {})
+        codes = [code]
+        while codes:
+            co = codes.pop()
+            codes += [c for c in co.co_consts if isinstance(c, types.CodeType)]
+            names.update(co.co_names)
+            for name in co.co_names:
+                value = scope.get(name)
+                if value is None:
+                    continue
+                objects.append(value)
+                if isinstance(value, types.ModuleType):
+                    objects += [getattr(value, n) for n in co.co_names if hasattr(value, n)]
+                elif (inspect.isfunction(value) or isinstance(value, type)) and _ours(value):
+                    todo.append(value)
+    return frozenset(names), tuple(objects)
+
+
+def _micropython_path(obj: Any) -> bool:
+    """The interpreter's path: the venv's `micropython`, or the 32-bit build chosen."""
+    return isinstance(obj, str | Path) and (Path(obj).name == "micropython"
+                                            or Path(obj).name in sim_bulb.MPY32.values())
+
+
+def _kinds(item: pytest.Item) -> set[str]:
+    roots: list[Any] = [getattr(item, "obj", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for name, defs in (info.name2fixturedefs.items() if info else []):
+        # the closest definition wins; it reaches the one it overrides only by asking for it
+        i = len(defs) - 1
+        roots.append(defs[i].func)
+        while i > 0 and name in defs[i].argnames:
+            i -= 1
+            roots.append(defs[i].func)
+    names: set[str] = set()
+    objects: list[Any] = []
+    for root in roots:
+        if root is not None:
+            n, o = _reached(root)
+            names |= n
+            objects += o
+    kinds = set()
+    if any(_hashable_in(o, _FIRMWARE) or _micropython_path(o) for o in objects):
+        kinds.add("firmware")
+    if names & _BROWSER_NAMES:
+        kinds.add("browser")
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(_hashable_in(o, _E2E) for o in objects) or "postgresql" in params.values():
+        kinds.add("e2e")  # the database fixtures ask for PostgreSQL at run time, by parameter
+    return kinds or {"unit"}
+
+
+def _hashable_in(obj: Any, group: set[Any]) -> bool:
+    try:
+        return obj in group
+    except TypeError:
+        return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test` runs the firmware tests again on the 32-bit interpreter (MIMAMORI_MPY=32,
+    # sim/bulb.py); there they skip, saying why, where it cannot run
+    which = sim_bulb.mpy_choice()
+    why = sim_bulb.mpy32_missing(which) if which else ""
+    for item in items:
+        # the emulated ESP32's tests are their own kind (`make test-esp32`), never `unit`
+        kinds = set() if item.get_closest_marker("esp32") else _kinds(item)
+        for kind in sorted(kinds):
+            item.add_marker(kind)
+        if why and "firmware" in kinds:
+            item.add_marker(pytest.mark.skip(reason=f"{sim_bulb.MPY_ENV}={which}: {why}"))

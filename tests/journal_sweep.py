@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Runs inside MicroPython (not CPython): the journal's fault sweep, LittleFS style.
 # A workload of appends, uploads (read_unsent, then ack), erase-ahead and boots wraps a small ring
 # several times; a simulated server keeps what each upload delivered. Modes:

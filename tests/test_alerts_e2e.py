@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """End to end: the real firmware in MicroPython talks to a real server process (clock scaled so
 half an hour passes in a second); the switch-ons stop, the alert reaches both watchers' inboxes on
 a real SMTP server, one claims from the link in her e-mail, the other is told who goes, the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard in a real browser: Chromium (Debian's, /usr/bin/chromium) driven by Playwright,
 against the real server process on loopback serving a sample pilot (sim/server/web/sample.py)
 at a fixed instant.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Setup mode's web server (firmware/captive.py) in the real MicroPython interpreter, driven
 by a real HTTP client (httpx) and, where Chromium is installed, by Chromium (screenshots in
 tests/artifacts/). The Wi-Fi connection test is a stand-in coroutine here: wiring the real one

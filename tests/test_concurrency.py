@@ -31,6 +31,7 @@ from sim.server.process import REPO, ServerProcess
 from sim.server.storage import Database, Replayed, Store
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit
+from tests.waiting import wait_for
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
@@ -211,6 +212,7 @@ def test_pages_and_the_api_answer_while_an_upload_holds_the_write_lock(db_url, m
         assert answered == [True]  # the page answered while the write was still open
 
 
+@pytest.mark.slow
 def test_a_relay_that_trickles_for_ever_is_cut_off_before_the_rows_lease_ends(db_url):
     sink = SmtpSink(trickle_s=0.2, stall=True).start()
     try:
@@ -268,27 +270,18 @@ def test_two_workers_and_a_slow_relay_send_every_message_exactly_once(db_url):
     cli_sent = 0
     try:
         with ServerProcess(db_url, env=env):
-            wait_for(lambda: relay.all(), what="the server's first message")
+            wait_for(lambda: relay.all(), "the server's first message", timeout=120)
             while notify.outbox(db, state="pending"):  # the second worker, beside the server
                 p = subprocess.run([sys.executable, "-m", "sim.server.cli", "--db", db_url,
                                     "deliver"], cwd=REPO, env={**os.environ, **env,
                                                                "PYTHONPATH": str(REPO)},
                                    capture_output=True, text=True, timeout=300, check=True)
                 cli_sent += int(re.search(r"sent (\d+)", p.stdout).group(1))
-            wait_for(lambda: all(o.state == "sent" for o in notify.outbox(db)), what="all sent")
+            wait_for(lambda: all(o.state == "sent" for o in notify.outbox(db)), "all sent",
+                     timeout=120)
     finally:
         relay.stop()
     ids = [m.message_id for m in relay.all()]
     assert len(ids) == n and len(set(ids)) == n, [(i, ids.count(i)) for i in set(ids)]
     assert {f"<{o.id}@mimamori>" for o in notify.outbox(db)} == set(ids)
     assert 0 < cli_sent < n  # both workers took part
-
-
-def wait_for(pred: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Settings: firmware/config.py run in MicroPython, layer by layer, each kind of bad input.
 
 The module is pure (files in, dict out), so these tests run it in the real interpreter without

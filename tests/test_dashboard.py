@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard over HTTP (in-process app, fixed clock): who may see and do what, sign-in links,
 CSRF, the rate limit, the actions going through the alert lifecycle, the chart and the report.
 

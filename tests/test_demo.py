@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make demo`, shortened to three days (the incidents compressed into them): the real firmware in
 MicroPython, the real server with a scaled clock, the SMTP sink. Every incident's outcome is read
 back from the server's database (alerts, their events, the outbox, the timeline) and from the
@@ -81,7 +82,7 @@ def test_resident_who_stops_switching_on_alerts_both_watchers_aiko_claims_and_re
     assert a.state == "resolved" and a.claimed_by == aiko.id and a.resolved_by == aiko.id
     assert a.outcome == "needed_help" and "hallway" in (a.note or "")
     assert _events(store, a.id)[:1] == ["opened"]
-    # "needed help" pauses the household until her next switch-on (issue 11)
+    # "needed help" pauses the household until her next switch-on
     assert "claimed" in _events(store, a.id) and _events(store, a.id)[-2:] == ["resolved",
                                                                                "paused"]
     sink = stage.sink
@@ -150,7 +151,7 @@ def test_lte_m_bulb_and_wifi_bulb_of_one_home_both_report(demo):
 def test_every_e_mail_decided_was_delivered_once(demo):
     stage, _, _, store = demo
     rows = notify.outbox(store.db)
-    # held for quiet hours and dropped when the alert cleared first: never sent (issue 11)
+    # held for quiet hours and dropped when the alert cleared first: never sent
     emails = [o for o in rows if o.channel == "email" and o.state != "cancelled"]
     assert emails and all(o.state == "sent" for o in emails)
     ids = [m.message_id for m in stage.sink.all()]

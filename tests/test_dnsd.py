@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Setup mode's DNS responder (firmware/dnsd.py), run in the real MicroPython interpreter.
 
 A real DNS client (dnspython) builds the queries and parses the answers: over a real UDP

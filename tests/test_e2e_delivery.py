@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Delivery end to end when things go wrong: the firmware in MicroPython (virtual time), the
 reference server as a real process on loopback, real sockets, and a TCP proxy that cuts.
 Every test checks the server's store against the bulb's own journal: every record exactly

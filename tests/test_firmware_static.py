@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Static checks of the firmware: it compiles for the ESP32 and uses only ESP32 port APIs."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def test_firmware_module_compiles_for_the_esp32(src: Path, tmp_path: Path) -> No
     assert out.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_firmware_uses_only_esp32_port_apis(tmp_path: Path) -> None:
     if not (STUBS / "machine.pyi").exists():
         pytest.fail("ESP32 stubs missing: run `make setup` (installs them into .venv/stubs)")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make flash`: the esptool commands that put a bulb together, checked without hardware.
 
 The printed commands are parsed back by esptool's own command-line parser (its click
@@ -131,6 +132,7 @@ def test_one_write_flash_with_everything_would_be_refused_by_esptool(build_dir, 
         esptool_accepts(one)
 
 
+@pytest.mark.slow
 def test_make_flash_dry_run_without_firmware_names_the_release_it_uses(build_dir, tmp_path):
     r = subprocess.run(
         # -o: take the venv as set up (the suite runs inside it), only image and flash run

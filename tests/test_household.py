@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The household simulator: a real rhythm, reproducible days, and the incidents it can inject."""
 
 import itertools

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Ingest rules, in-process (FastAPI TestClient over the real app), on a real SQLite file and on a
 real PostgreSQL database (the db_url fixture).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The journal (firmware/journal.py) on the flash shim, run in the real MicroPython interpreter.
 
 The power-loss sweep cuts at every flash program and erase of a workload that wraps a small ring
@@ -10,8 +11,6 @@ import json
 import subprocess
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from sim.bulb import micropython_bin
 
@@ -361,12 +360,6 @@ def record_kind(name: str) -> int:
     import firmware.record as r
 
     return {v: k for k, v in r.KIND_NAMES.items()}[name]
-
-
-@pytest.fixture(autouse=True)
-def _need_micropython():
-    if not MPY.exists():
-        pytest.skip("micropython not installed: run make setup")
 
 
 def test_worked_example_in_the_journal_doc_is_valid_flash_content(tmp_path):

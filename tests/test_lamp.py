@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The lamp (firmware/lamp.py) in MicroPython with the machine shim, judged by the PWM duty the
 hardware saw: take-over at full, gamma-corrected fades, and status patterns that always end
 with the lamp back at its level, never dark."""

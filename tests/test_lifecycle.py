@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The alert lifecycle through the JSON API and the message links, at chosen server instants.
 
 The server app runs in-process with a clock the test moves; bulbs are BatchSenders posting
@@ -346,6 +347,7 @@ FIELDS = st.sampled_from(["id", "name", "tz", "settings", "role", "lang", "email
                           "note", "no_activity_h", "escalate_h", "window_start"])
 
 
+@pytest.mark.slow
 def test_api_answers_any_json_with_a_2xx_or_a_4xx_never_a_server_error(db_url, monkeypatch):
     world = World(db_url, monkeypatch)
     wid = world.household()["Aiko"]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The LTE-M report gap, end to end: the bulb holds power-ons for up to lte_report_gap_s (a
 setting the server may push), and the server's gap rules count a quiet spell from the latest
 instant such an unreported switch-on could be, so a person who did switch the light on is not

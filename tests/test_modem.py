@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The LTE-M modem emulator on its own (CPython): the AT dialogue a SIM7080G-class modem has,
 binary data through AT+CASEND/AT+CARECV, each injectable failure, and the byte accounting."""
 
@@ -6,12 +7,12 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from sim.modem import AIR_MODEL, Modem
+from tests.waiting import wait_for
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -82,8 +83,8 @@ def test_at_dialogue_carries_binary_data_both_ways(modem: Modem, echo: int) -> N
     u.until(b"> ")
     u.s.sendall(data)
     u.until(b"OK\r\n")
-    u.until(b"+CADATAIND: 0\r\n")
-    time.sleep(0.1)
+    u.until(b"+CADATAIND: 0\r\n")  # the first bytes are in; the echo may come in parts
+    wait_for(lambda: modem.air.payload_rx >= len(data), "the whole echo in the modem")
     u.s.sendall(f"AT+CARECV=0,{len(data)}\r".encode())
     head = u.until(b",")
     assert head.endswith(f"+CARECV: {len(data)},".encode())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -33,6 +32,7 @@ from sim.server.storage import Database, Store
 from sim.server.web import auth
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit
+from tests.waiting import wait_for
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
@@ -179,8 +179,8 @@ def test_three_instances_behind_nginx_one_killed_at_random_lose_and_double_nothi
             for srv in servers:  # all three up again: whatever the dead held comes back
                 if srv.proc is None:
                     srv.start(timeout=60)
-            _wait(lambda: _settled(db, int(NOW * 1000)), "every household evaluated and "
-                  "every message sent")
+            wait_for(lambda: _settled(db, int(NOW * 1000)), "every household evaluated and "
+                     "every message sent", timeout=180)
             assert reads[200] > 0
     finally:
         stop.set()
@@ -229,12 +229,3 @@ def _settled(db: Database, now_ms: int) -> bool:
     with db.read() as c:
         (due,) = c.one("SELECT COUNT(*) FROM households WHERE next_check <= ?", (now_ms,)) or (0,)
     return due == 0 and not notify.outbox(db, state="pending")
-
-
-def _wait(pred, what: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")

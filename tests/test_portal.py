@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Setup mode's captive-portal pages (firmware/portal.py), rendered by the real MicroPython
 interpreter and read back with CPython's HTML parser, as a browser would see them."""
 

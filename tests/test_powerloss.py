@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Whole bulbs (sim/bulb.py runner, the real firmware in MicroPython): switched on and off with no
 network, cut by the wall switch and in the middle of flash writes; the journal in their flash is
 then read on the host with the same firmware/journal.py, as a service tool would."""

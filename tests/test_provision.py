@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Bench provisioning (tools/provision.py, `make provision`) with the real `mpremote` against a
 simulated bulb: its raw REPL is served on a socket by sim/repl.py over the bulb's own
 filesystem, the firmware runs in MicroPython with the shims, and a real server process stores

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The receipt anchor: a batch header's up_ms and the server's receive time place a boot in
 wall-clock time, so the last visit before a fall (no later batch brings the bulb's own anchor)
 is shown at its minute, not as a range "reported late"."""

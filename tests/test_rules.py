@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Alert rules at chosen instants: pure (timeline, settings, now) -> decisions."""
 
 from dataclasses import replace

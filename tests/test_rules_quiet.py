@@ -62,6 +62,7 @@ def test_one_night_away_is_part_of_the_fitted_tail_not_a_floor_for_weeks():
     assert d.detail["reasons"] == []  # a rhythm the rule knows, a radio that never failed
 
 
+@pytest.mark.slow
 def test_falls_in_a_busy_toilet_alert_no_later_than_the_fixed_rule_and_sooner_on_median():
     h = pop.household("toilet", "good_wifi", 0)
     learned, fixed = [], []
@@ -167,6 +168,7 @@ def _sweep_through(w: World, t0: float, t1: float) -> list[dict]:
     return family(w.api("GET", "/alerts"))
 
 
+@pytest.mark.slow
 def test_the_first_outage_alerts_the_third_is_waited_out_and_the_coordinator_knows(w):
     w.household(watchers=("Aiko", "Ken"), activity_rule="learned")
     held: list = []

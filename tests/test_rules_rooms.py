@@ -8,6 +8,8 @@ import math
 from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
 
+import pytest
+
 from bench import figures_population as fp
 from sim import population as pop
 from sim.household import Visit, exact_timeline, unix
@@ -99,6 +101,7 @@ def test_dusk_bulb_following_the_season_does_not_cross_an_alert_line_every_few_d
     assert len(fixed) >= 10  # what the fixed 24 h rule does to it
 
 
+@pytest.mark.slow
 def test_a_bulb_with_late_reports_waits_as_long_as_its_delays_reach_and_says_why():
     # second pass: no blanket 24 h floor for every bulb that was ever late; the wait covers
     # the delays this bulb has shown (tests/test_rules_quiet.py: weak Wi-Fi, outages)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The `mimamori` command as an operator uses it (in-process: cli.main with a real db file)."""
 
 from __future__ import annotations

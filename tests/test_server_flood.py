@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A flood of malformed, truncated, oversized, mutated, forged and replayed requests (Hypothesis)
 against the live server process: every one gets a 4xx, the store stays exactly as it was, and
 the server keeps accepting the real bulb afterwards."""

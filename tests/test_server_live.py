@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The server as a real uvicorn process on loopback, over real sockets: what a bulb meets."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """docs/protocol.md's worked example is what the real code produces, byte for byte."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Field setup mode end to end in the simulation: the unmodified firmware in MicroPython with
 the shims, a real server process, a real DNS client (dnspython), a real HTTP client (httpx) and
 Chromium on the bulb's portal. The wall switch is the only input: the gesture is made of
@@ -38,7 +39,7 @@ def ap_events(b: Bulb, boot: int | None = None) -> list[dict[str, Any]]:
 def real_port(b: Bulb, port: int, boot: int = -1) -> int:
     """The host port behind the bulb's listening socket `port` (the shim binds a free one)."""
     got = b.wait_for(lambda tr: [e["real"] for e in tr if e["ev"] == "net" and e.get("op") == "bind"
-                                 and e.get("port") == port and e["boot"] == boots(tr)], 20)
+                                 and e.get("port") == port and e["boot"] == boots(tr)], 60)
     return int(got[-1])
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The simulation itself: the hardware shims running in MicroPython, and the bulb runner.
 
 Each test writes a tiny firmware (main.py) and asserts on what the simulated hardware saw

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The sweeper: only due households are evaluated, found through the next_check index; late
 records slot in; the weekly digest; one broken household does not stop the others."""
 

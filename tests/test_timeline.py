@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The timeline: bulbs' records -> on-intervals in wall-clock time, with bounds, never guesses."""
 
 import random

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """HTTPS from the bulb: the firmware in MicroPython with the ssl shim (sim/shims/ssl.py: the
 built-in mbedTLS engine, its records carried and counted by the socket shim) against the
 reference server serving TLS, with a CA and a server certificate made at test time."""

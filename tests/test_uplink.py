@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The uplink over Wi-Fi, end to end: the firmware in MicroPython (virtual time), the reference
 server as a real process on loopback, real sockets. Every test checks the server's store against
 the bulb's own journal: every record exactly once, in order, unaltered (tests/uplink_rig.py)."""

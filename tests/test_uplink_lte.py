@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The uplink over LTE-M, end to end: the firmware in MicroPython drives the modem emulator
 (sim/modem.py) over the UART shim; the emulator opens real TCP connections to the reference
 server. Each failure the modem can show, and the fallback between transports."""

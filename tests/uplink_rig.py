@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Test rig of the uplink tests: a real server process on loopback with one registered bulb,
 simulated bulbs running the firmware in MicroPython, a cutting TCP proxy, and the oracle that
 compares what the server stored with what the bulb's journal holds.

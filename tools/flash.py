@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make flash PORT=...`: put stock MicroPython, the partition table and the vfs image on a bulb.
 
 Three esptool runs, in this order (offsets from tools/partitions.csv):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`make image`: the bytes a bulb's flash holds next to stock MicroPython, built on the host.
 
 Outputs (in build/ unless --out says otherwise):

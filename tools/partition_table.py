@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The bulb's partition table: read tools/partitions.csv, check it, write the ESP-IDF binary.
 
 The binary is what the ESP32 bootloader and `esp32.Partition.find()` read at flash offset

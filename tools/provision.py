@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Bench provisioning: put a flashed bulb on the network and see it report.
 
     make provision PORT=/dev/ttyUSB0 WIFI_SSID=home WIFI_PASSWORD=... SERVER=https://...

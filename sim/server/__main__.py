@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`python -m sim.server [--db F] [--clock C] [--host H] [--port P] [--cert F --key F]`: serve.
 
 `make server ARGS="..."` runs this. Any other `mimamori` command works too

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The alert lifecycle: open -> claimed (by whom) -> resolved (outcome), or cleared by itself.
 
     open      a rule said OPEN; the watchers of tier 1 (family) are told, with claim links.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The JSON API for households, bulbs, watchers, settings, pauses and alerts, and the watchers'
 link pages; `install(app)` mounts it on the server and starts the sweeper and the delivery worker.
 
@@ -359,7 +360,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
         if a.state != "open" or action == "resolve":
             head += f"<p>{html.escape(a.state)}" + (
                 f": {html.escape(claimer)}" if claimer else "") + "</p>"
-        from sim.server.web.views import activity_html  # the dashboard's chart (issue 6)
+        from sim.server.web.views import activity_html  # the dashboard's chart
 
         with db.read() as c:
             chart = activity_html(store, c, home, now, w.lang)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The reference server's HTTP application: the ingest endpoint and the JSON error shape.
 
 create_app(db_path, clock=...) builds a FastAPI app around one Store. Other parts of the server
@@ -193,10 +194,10 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
 
     for r in routers:
         app.include_router(r)
-    from sim.server import api  # households, watchers, alerts; the sweeper (issue 5)
+    from sim.server import api  # households, watchers, alerts; the sweeper
 
     api.install(app)
-    from sim.server.web import routes as web  # the dashboard pages (issue 6)
+    from sim.server.web import routes as web  # the dashboard pages
 
     web.install(app)
     from sim.server import ota_api  # firmware releases and rollouts (issue 16)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The `mimamori` command: the tasks people do with the reference server.
 
     mimamori [--db var/mimamori.db] serve [--host H] [--port P] [--cert F --key F] [--clock C]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`mimamori` commands for households, watchers, pauses, alerts, the outbox and API tokens.
 
     mimamori household add ID [--name N] [--tz Asia/Tokyo] [--rule learned|fixed|daily_window]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A host-side stand-in for a bulb's uplink, for tests, the bench and the protocol doc.
 
 It builds and signs requests exactly as docs/protocol.md says (the real bulb does the same in

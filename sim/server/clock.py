@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The server's wall clock, injectable: real, scaled (the demo runs days in minutes) or fixed.
 
 MIMAMORI_CLOCK (or --clock): "real" (default), "scaled:F" (F times real time, starting from

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Households and the people who watch over them: watchers, tiers, channels, pauses, settings.
 
 The tables of the alert side of the server live here (one migration list, component "people",
@@ -140,7 +141,7 @@ SCHEMA: list[list[str]] = [
             created_at BIGINT NOT NULL
         )""",
     ],
-    [  # issue 11: each watcher's quiet hours; "needed help" pauses that end at the next switch-on
+    [  # each watcher's quiet hours; "needed help" pauses that end at the next switch-on
         "ALTER TABLE watchers ADD COLUMN quiet_hours TEXT NOT NULL DEFAULT '22:00-07:00'",
         "ALTER TABLE pauses ADD COLUMN until_switch_on INTEGER NOT NULL DEFAULT 0",
     ],

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Ingest, the pure part: read the Authorization header, check the signature, parse a batch.
 
 No I/O here: the endpoint (sim.server.app) feeds bytes in and the store (sim.server.storage)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What the watchers read, in Japanese and English: one subject line and a short plain-text body.
 
 `render(kind, lang, ctx)` -> (subject, body). Kinds: invite (the test message sent when a watcher

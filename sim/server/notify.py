@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The outbox and its delivery worker: e-mail (SMTP), signed webhooks, the console.
 
 Deciding and telling are split by a table. Whoever decides that people must be told (an alert

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The reference server as a real process on loopback, for tests, the bench and the demo.
 
     with ServerProcess(db_path) as srv:      # starts `python -m sim.server` on a free port

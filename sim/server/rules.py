@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The alert rules: (timeline, settings, now) in, decisions out. Pure: no clock, no I/O.
 
 Every rule returns one Decision per subject (the household, or a bulb) with its state now and

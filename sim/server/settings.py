@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Settings the server pushes to a bulb, validated against the bulb's own schema.
 
 The schema is firmware/config.py's SCHEMA, imported (not copied): the module is MicroPython

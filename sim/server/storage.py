@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The record store: devices, their journals, the records they sent, and the ingest transaction.
 
 One SQLite file (WAL, foreign keys, synchronous=FULL so an acknowledged record survives a power

@@ -1,9 +1,12 @@
+# SPDX-License-Identifier: MIT
 """The sweeper: evaluates the households that are due, found through the index on next_check.
 
     sweep(db, now_ms, cfg)            one pass (tests call it at chosen instants)
     evaluate_household(db, hid, ...)  one household now
-    run(app) / the server lifespan    every MIMAMORI_SWEEP_S real seconds, with the app's clock,
-                                      and at once when a batch that stored records wakes it
+    api.install(app)                  runs sweep() in the server's lifespan every
+                                      MIMAMORI_SWEEP_S real seconds (app clock), and at once
+                                      when a batch that stored records wakes it; delivery
+                                      workers send what the sweeps wrote to the outbox
 
 One evaluation reads a snapshot (read connection: no write lock): the household's kept state
 (kept.py) brought up to date from its new batches only, its timeline over a bounded window and
@@ -27,7 +30,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sim.server import alerts, kept, models, notify, rules, sql
@@ -366,8 +368,3 @@ def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
             due_at += period
         c.execute("UPDATE households SET digest_due = ? WHERE id = ?", (due_at, home.id))
     return due_at
-
-
-def households_due(db: Database, now_ms: int) -> Iterable[str]:
-    with db.read() as c:
-        return due(c, now_ms, 1_000_000)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A household's timeline: the bulbs' journal records turned into on-intervals in wall-clock time.
 
 Pure: `build_timeline(records, ...)` is a function of all the records the server holds for a
@@ -58,8 +59,8 @@ HARD_RESET = 2
 WDT_RESET = 3
 SOFT_RESET = 5
 _CONTINUES_VISIT = (HARD_RESET, WDT_RESET, SOFT_RESET)
-# The ALIVE schedule (issue 3): the off time is known within 10 s up to 2 minutes, then within
-# 10 % of the visit's length.
+# The ALIVE schedule (firmware/alive.py, docs/alerts.md): the off time is known within 10 s up
+# to 2 minutes, then within 10 % of the visit's length.
 ALIVE_STEP_S = 10.0
 ALIVE_FRACTION = 0.10
 # The bulb's default lte_report_gap_s (firmware/config.py SCHEMA; tests/test_lte_gap.py checks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # A Python stand-in for the C `_asyncio` module (TaskQueue, Task), installed by _boot.py when
 # the bulb clock is not the real one. The C TaskQueue stamps tasks with the host's own tick
 # counter, which disagrees with the shimmed time.ticks_ms; this one asks asyncio.core.ticks(),

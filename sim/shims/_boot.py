@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The simulated bulb's power-on (docs/simulation.md): what the ESP32 does before and around
 # main.py. Traces the power-on and the lamp at full (the LED driver's pull-up), then runs the
 # firmware's boot.py and main.py as __main__. When main.py ends, the bulb sits at the REPL

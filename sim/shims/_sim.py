@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shared core of the hardware shims (runs inside MicroPython): sim.json, the one bulb clock,
 # the trace, waits, the host control channel, pins, the watchdog and power/reset.
 # See docs/simulation.md. It must never keep big buffers (it shares the 96wK heap with the

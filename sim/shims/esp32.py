@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Shim of the ESP32 port's `esp32` module for the MicroPython unix port: the SPI flash behind
 # esp32.Partition, with NOR semantics (erase sets a 4 KiB sector to 0xFF, programming only
 # clears bits), kept in <state>/flash.bin outside the MicroPython heap, plus mcu_temperature().

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # machine shim: the ESP32 port's Pin, PWM, UART, WDT, RTC and reset functions, over _sim
 # (docs/simulation.md). Every output the hardware would show is traced; inputs and interrupts
 # come from the host. It must never pretend a reset or power cut was softer than on a bulb.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # network shim: WLAN (STA_IF, AP_IF) of the ESP32 port over the networks the test defines
 # (sim.json "wifi", overridden by <state>/world.json while the bulb runs). Connecting takes bulb
 # time; the outcome follows the world at that moment, and a lost network drops the link.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # os shim: the built-in os, unchanged, except urandom() when sim.json has a "seed": then it is a
 # seeded xorshift stream (different on every boot of the power-on, the same on every run), so a
 # virtual-time run with random jitter can be repeated exactly. It must never change anything

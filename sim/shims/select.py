@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # select shim: poll() whose waits follow the bulb clock (docs/simulation.md), so asyncio timers,
 # time.ticks_ms and socket waits agree. Real fds (sockets, the UART's unix socket) are polled
 # for real; shim objects with only an ioctl (asyncio.ThreadSafeFlag) are asked via ioctl(3).

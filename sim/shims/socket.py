@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # socket shim: real sockets over the host's loopback, with the ESP32 port's address format
 # (("1.2.3.4", port) tuples), connections refused while no interface is up (the network shim
 # decides), waits on the bulb clock, and every byte counted in the trace ("net" events).

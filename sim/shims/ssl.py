@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # ssl shim: the ESP32 port's ssl (micropython-lib's ssl.py over the built-in mbedTLS module
 # `tls`) for sockets of the socket shim. The built-in TLS engine does the real handshake and
 # certificate check; its records travel through the socket shim, so the trace counts what goes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # time shim: the bulb clock of docs/simulation.md (real, scaled or virtual), over _sim.
 # ticks_* count bulb time since power-on; time() is the RTC: seconds since 2000-01-01, which a
 # bulb without a battery starts at on every power-on. It must never read the host's wall clock.

@@ -1,4 +1,5 @@
-"""The dashboard: server-rendered pages for watchers and the coordinator (issue 6).
+# SPDX-License-Identifier: MIT
+"""The dashboard: server-rendered pages for watchers and the coordinator (docs/dashboard.md).
 
     routes.py  pages and form actions; install(app) mounts them on the server
     auth.py    sign-in links, signed session cookies, CSRF, the sign-in rate limit

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Who is asking: sign-in links, signed session cookies, CSRF tokens and the sign-in rate limit.
 
     sign-in link   /in/<token>: made by `mimamori dashboard invite WATCHER` (an invitation, 14

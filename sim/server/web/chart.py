@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The activity chart: a household's on-intervals over the last days as an SVG, drawn on the server.
 
 One row per local day (today at the top), midnight to midnight left to right. A visit whose

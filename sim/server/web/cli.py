@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """`mimamori` commands for the dashboard's sign-in links.
 
     mimamori dashboard invite WATCHER_ID [--url URL]   an invitation link (14 days, works once)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard's words in Japanese (the default) and English, and how dates and times read.
 
 `t(lang)` returns a lookup: t("claim") -> "確認に行きます". A key missing in one language falls

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The dashboard's pages and form actions (server-rendered HTML, Jinja2 templates).
 
     GET  /                          -> /home (watcher), /coordinator, or /signin

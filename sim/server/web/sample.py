@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A small pilot in a database: four households, their watchers and two weeks of bulb records.
 
 For the dashboard's tests, its screenshots and anyone who wants to look at the pages:

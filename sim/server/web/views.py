@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """What the dashboard pages show, assembled from the store and the alert side's own functions.
 
     household_card(...)   status now (well / alert / paused / silent), last switch-on, open alerts
