@@ -91,8 +91,8 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
             devices.append((dev, key.hex(), f"home-{h:05d}", t0, EPOCH, boot, 1, seq - 1))
             journals.append((dev, EPOCH, boot, 1, seq - 1, t0, now))
             r = rng.random()
-            state = ("alert" if r < 0.02 else "silent" if r < 0.03 else "paused" if r < 0.06
-                     else "well")
+            state = ("unanswered" if r < 0.02 else "checking" if r < 0.03 else "late"
+                     if r < 0.05 else "paused" if r < 0.08 else "well")
             status.append((f"home-{h:05d}", state, sweeper.STATES.index(state), now, now))
         with db.tx() as c:
             c.executemany("INSERT INTO devices (id, key, household, created_at, epoch, "

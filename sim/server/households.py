@@ -25,7 +25,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim.server import rules, texts
+from sim.server import rules, status, texts
 from sim.server.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
@@ -174,6 +174,7 @@ SCHEMA: list[list[str]] = [
 def open_people(db: Database) -> Database:
     """Apply the people/alerts migrations (idempotent); returns db."""
     migrate(db, "people", SCHEMA)
+    migrate(db, "status", status.SCHEMA)  # the overview's columns of household_status
     return db
 
 
@@ -492,7 +493,8 @@ def add_household(c: Cursor, now_ms: int, hid: str, name: str = "", tz: str = "A
               (hid, name or hid, tz, json.dumps(settings_json(st)), now_ms, now_ms,
                now_ms + int(st.digest_days * DAY_MS)))
     c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
-              "VALUES (?, 'well', 3, NULL, ?)", (hid, now_ms))  # until its first evaluation
+              "VALUES (?, 'well', ?, NULL, ?)",
+              (hid, status.STATES.index("well"), now_ms))  # until its first evaluation
     return household(c, hid)
 
 

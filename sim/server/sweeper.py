@@ -32,7 +32,7 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
-from sim.server import alerts, kept, models, notify, rules, sql
+from sim.server import alerts, kept, models, notify, rules, sql, status
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
 from sim.server.storage import Cursor, Database, Store
@@ -229,7 +229,7 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     r = rules.due_at(decisions)
     deadlines.append(None if r is None else int(r * 1000))
     deadlines.append(_digest(c, home, tl, now_ms, cfg))
-    _status(c, hid, tl, now_ms)
+    status.keep(c, hid, k, now_ms)
     nxt = min((t for t in deadlines if t is not None), default=None)
     if nxt is not None:
         nxt = max(nxt, now_ms + 1000)
@@ -240,41 +240,16 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     return decisions
 
 
-STATES = ("alert", "silent", "paused", "well")  # the overview's order (most urgent first)
+STATES = status.STATES  # the overview's order (most urgent first; sim/server/status.py)
 
 
-def _status(c: Cursor, hid: str, tl: Timeline, now_ms: int) -> None:
-    """Keep the household's status row (the coordinator's overview pages and counts them):
-    an open family alert, a bulb not heard, a pause now, or well (views.household_card says
-    the same of one household live)."""
-    active = alerts.list_alerts(c, hid, active_only=True)
-    if any(a.audience != "coordinator" for a in active):
-        state = "alert"
-    elif any(a.rule == "bulb_silent" for a in active):
-        state = "silent"
-    elif any(p.start_ms <= now_ms < p.end_ms for p in hh.pauses(c, hid)):
-        state = "paused"
-    else:
-        state = "well"
-    seen = [iv.start_latest for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
-    c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms) "
-              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (household) DO UPDATE SET "
-              "state = excluded.state, rank = excluded.rank, last_on_ms = excluded.last_on_ms, "
-              "updated_ms = excluded.updated_ms",
-              (hid, state, STATES.index(state), int(max(seen) * 1000) if seen else None,
-               now_ms))
-
-
-def overview(c: Cursor, offset: int, limit: int) -> tuple[list[str], dict[str, int]]:
-    """One page of households for the coordinator, most urgent first (status rows, read
+def overview(c: Cursor, offset: int, limit: int, state: str | None = None, q: str = ""
+             ) -> tuple[list[str], dict[str, int]]:
+    """One page of household ids for the coordinator, most urgent first (status rows, read
     through their index; a household not evaluated yet is well), and how many households are
-    in each state."""
-    ids = [r[0] for r in c.all("SELECT household FROM household_status ORDER BY rank, household "
-                               "LIMIT ? OFFSET ?", (limit, offset))]
-    counts = dict.fromkeys(STATES, 0)
-    for state, n in c.all("SELECT state, COUNT(*) FROM household_status GROUP BY state"):
-        counts[state] = n
-    return ids, counts
+    in each state (status.page has the rows themselves)."""
+    rows, counts = status.page(c, offset, limit, state, q)
+    return [r.household for r in rows], counts
 
 
 def recent_timeline(c: Cursor, hid: str, now_ms: int, days: float = 14) -> Timeline:

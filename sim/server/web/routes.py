@@ -15,8 +15,11 @@
     POST /h/{hid}/absences   POST /h/{hid}/absences/{n}/remove   (recurring part-day absences)
     POST /h/{hid}/watchers/{wid}/quiet                          (a watcher's quiet hours)
     POST /h/{hid}/watchers/{wid}/order
-    GET  /coordinator               all households, open alerts, bulb health, pilot report
-    GET  /coordinator/report.csv
+    GET  /coordinator               households, most urgent first: counts by state (filters),
+                                    a search, pages (?state=&q=&page=)
+    GET  /coordinator/bulbs         the same page's bulb health, placement and pilot report
+    GET  /coordinator/watchers      watchers who never signed in or never confirmed their mail
+    GET  /coordinator/report.csv    every household: outcomes, status, signal (reader's language)
     POST /coordinator/invite        an invitation link for a watcher
     GET  /static/style.css
 
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -45,7 +48,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, messages, notify, rules, sweeper
+from sim.server import alerts, messages, notify, rules, status, sweeper
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
@@ -231,6 +234,9 @@ def router(web: Web) -> APIRouter:
                 try:
                     with web.db.tx() as c:
                         to = fn(p, c, form, *a)
+                        if request.url.path.startswith("/h/") and a:
+                            # a claim, resolve or pause shows on the overview at once
+                            status.refresh(c, a[0], p.now_ms)
                 except hh.NotFound as e:
                     raise Refused(404, "not_found", str(e)) from None
                 except alerts.Conflict as e:
@@ -534,39 +540,69 @@ def router(web: Web) -> APIRouter:
 
     @r.get("/coordinator")
     def coordinator(request: Request) -> Response:
+        """What needs action first: counts by state (each a filter), a search, one page of
+        households from their status rows (nothing here builds a household's timeline)."""
         def go(p: Page) -> Response:
             p.need_coordinator()
-            try:
-                number = max(1, int(request.query_params.get("page", "1")))
-            except ValueError:
-                number = 1
+            f = _overview_query(request)
             with web.db.read() as c:
-                ids, counts = sweeper.overview(c, (number - 1) * OVERVIEW_PAGE, OVERVIEW_PAGE)
-                homes = [hh.household(c, hid) for hid in ids]
+                found, counts = status.page(c, (f["page"] - 1) * OVERVIEW_PAGE, OVERVIEW_PAGE,
+                                            f["state"], f["q"])
+                homes = {r.household: hh.household(c, r.household) for r in found}
+                lines = [views.overview_line(c, r, homes[r.household], p.now_ms)
+                         for r in found]
+                texts = {a.id: _what(c, a, line.home, p) for line in lines
+                         for a in line.alerts}
+                people = {hid: hh.watchers(c, hid, max_tier=3, min_tier=0) for hid in homes}
+            return p.render("coordinator.html", lines=lines, texts=texts, people=people,
+                            paging=_paging(f, counts, len(found)), f=f,
+                            signal_word=views.signal_word)
+        return page(go)(request)
+
+    @r.get("/coordinator/bulbs")
+    def coordinator_bulbs(request: Request) -> Response:
+        """The same page of households (same filter, search and page number): each bulb's
+        health and placement, and the pilot report's figures for them."""
+        def go(p: Page) -> Response:
+            p.need_coordinator()
+            f = _overview_query(request)
+            with web.db.read() as c:
+                found, counts = status.page(c, (f["page"] - 1) * OVERVIEW_PAGE, OVERVIEW_PAGE,
+                                            f["state"], f["q"])
+                homes = [hh.household(c, r.household) for r in found]
                 both = {h.id: sweeper.placed_timeline(c, h, p.now_ms) for h in homes}
                 tls = {hid: tl for hid, (tl, _) in both.items()}
-                cards = [views.household_card(c, web.store, h, p.now_ms, tls[h.id])
-                         for h in homes]
-                texts = {a.id: _what(c, a, card.home, p) for card in cards
-                         for a in card.open_alerts + card.coordinator_alerts}
-                people = {h.id: hh.watchers(c, h.id, max_tier=3, min_tier=0) for h in homes}
                 rows = views.pilot_report(c, web.store, p.now_ms, tls, homes)
                 placed = {dev: pl for _, pls in both.values() for dev, pl in pls.items()}
             health = [views.bulb_health(web.store, tls[h.id], d.id, p.now_ms)
                       for h in homes for d in web.store.devices(h.id)]
-            if number == 1:  # bulbs in no household yet (installers register them first)
+            if f["page"] == 1:  # bulbs in no household yet (installers register them first)
                 health += [views.bulb_health(web.store, _EMPTY, d.id, p.now_ms)
                            for d in web.store.unassigned_devices()]
             total = views.report_total(rows)
             start = min((h.created_at for h in homes), default=p.now_ms)
-            n = sum(counts.values())
-            paging = {"page": number, "first": (number - 1) * OVERVIEW_PAGE + 1,
-                      "last": (number - 1) * OVERVIEW_PAGE + len(homes), "total": n,
-                      "pages": max(1, -(-n // OVERVIEW_PAGE)), "counts": counts}
-            return p.render("coordinator.html", cards=cards, texts=texts, health=health,
-                            rows=rows, total=total, summary=views.summary, people=people,
-                            placed=placed, paging=paging,
-                            period=(start, p.now_ms), invite=None)
+            return p.render("coordinator_bulbs.html", health=health, rows=rows, total=total,
+                            summary=views.summary, placed=placed,
+                            paging=_paging(f, counts, len(homes)), f=f,
+                            period=(start, p.now_ms))
+        return page(go)(request)
+
+    @r.get("/coordinator/watchers")
+    def coordinator_watchers(request: Request) -> Response:
+        """The weekly check (docs/operations.md): watchers who never signed in, or never
+        confirmed that our e-mail reaches them."""
+        def go(p: Page) -> Response:
+            p.need_coordinator()
+            f = _overview_query(request)
+            with web.db.read() as c:
+                checks, n = views.watchers_to_check(c, (f["page"] - 1) * WATCHERS_PAGE,
+                                                    WATCHERS_PAGE, f["q"])
+            pages = max(1, -(-n // WATCHERS_PAGE))
+            paging = {"page": f["page"], "pages": pages, "total": n,
+                      "first": (f["page"] - 1) * WATCHERS_PAGE + 1,
+                      "last": (f["page"] - 1) * WATCHERS_PAGE + len(checks)}
+            return p.render("coordinator_watchers.html", checks=checks, paging=paging, f=f,
+                            link=lambda **kw: _overview_url("/coordinator/watchers", f, **kw))
         return page(go)(request)
 
     @r.get("/coordinator/report.csv")
@@ -575,9 +611,11 @@ def router(web: Web) -> APIRouter:
             p.need_coordinator()
             with web.db.read() as c:
                 rows = views.pilot_report(c, web.store, p.now_ms)
+                now = status.page(c, 0, 1_000_000)[0]  # every household's status row
             day = datetime.fromtimestamp(p.now_ms / 1000, ZoneInfo("Asia/Tokyo")).date()
             return p.finish(Response(
-                "\ufeff" + views.report_csv(rows), media_type="text/csv; charset=utf-8",
+                "\ufeff" + views.report_csv(rows, p.lang, {r.household: r for r in now}),
+                media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition":
                          f'attachment; filename="mimamori-pilot-report-{day}.csv"'}))
         return page(go)(request)
@@ -616,6 +654,39 @@ def router(web: Web) -> APIRouter:
 
 _EMPTY = sweeper.Timeline(())
 OVERVIEW_PAGE = 20  # households per page of the coordinator's overview
+WATCHERS_PAGE = 50  # watchers per page of the weekly check
+SEARCH_MAX = 100  # characters of a search kept
+
+
+def _overview_query(request: Request) -> dict[str, Any]:
+    """The overview's filter (a state), search and page number from the query string; anything
+    else is ignored (an unknown state shows all, a bad page number the first page)."""
+    qp = request.query_params
+    state = qp.get("state", "")
+    try:
+        number = max(1, min(1_000_000, int(qp.get("page", "1"))))
+    except ValueError:
+        number = 1
+    return {"state": state if state in status.STATES else None,
+            "q": qp.get("q", "").strip()[:SEARCH_MAX], "page": number}
+
+
+def _overview_url(path: str, f: dict[str, Any], **change: Any) -> str:
+    """The link to the same view with `change` applied (page 1 unless a page is given)."""
+    merged = {**f, "page": 1, **change}
+    query = [(k, str(merged[k])) for k in ("state", "q", "page")
+             if merged.get(k) and not (k == "page" and merged[k] == 1)]
+    return path + ("?" + urlencode(query) if query else "")
+
+
+def _paging(f: dict[str, Any], counts: dict[str, int], shown: int) -> dict[str, Any]:
+    matching = sum(counts.values())
+    n = counts.get(f["state"], 0) if f["state"] else matching
+    first = (f["page"] - 1) * OVERVIEW_PAGE
+    return {"page": f["page"], "first": first + 1 if shown else 0, "last": first + shown,
+            "total": n, "matching": matching, "pages": max(1, -(-n // OVERVIEW_PAGE)),
+            "counts": counts,
+            "link": lambda path="/coordinator", **kw: _overview_url(path, f, **kw)}
 # the numeric household settings the page offers (households.py checks each)
 NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_false_alert",
                    "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",

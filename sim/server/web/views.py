@@ -21,20 +21,22 @@ It must never compute a figure the data do not give: unknown values are None and
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from firmware import record
-from sim.server import alerts, ota, sweeper
+from sim.server import alerts, ota, status, sweeper
 from sim.server import households as hh
 from sim.server.storage import Cursor, Store
 from sim.server.timeline import Interval, Timeline
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
-LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
+LATE_S = status.LATE_S  # a visit reported later than this counts as late
 FAULT_NAMES = {
     record.F_CONFIG: "config", record.F_CONFIG_FILE: "config_file", record.F_CRASH: "crash",
     record.F_SAFE_MODE: "safe_mode", record.F_WATCHDOG: "watchdog", record.F_JOURNAL: "journal",
@@ -89,6 +91,113 @@ def household_card(c: Cursor, store: Store, home: hh.Household, now_ms: int,
                 names(c, home.id))
 
 
+@dataclass
+class Line:
+    """One household on the coordinator's overview: its one status, and what the row shows."""
+
+    home: hh.Household
+    row: status.Row  # its kept status row: order, last switch-on, the week's lateness, signal
+    state: str  # status.STATES: the row's state as the alerts and pauses are now
+    alerts: list[alerts.Alert]  # active: the family's (newest first), then coordinator notices
+    names: dict[str, str]  # claimer id -> name
+
+
+def overview_line(c: Cursor, row: status.Row, home: hh.Household, now_ms: int) -> Line:
+    """The row of one household, read from its status row and its active alerts (a few
+    indexed reads; never its records or timeline)."""
+    active = alerts.list_alerts(c, home.id, active_only=True)
+    family = [a for a in active if a.audience != "coordinator"]
+    coord = [a for a in active if a.audience == "coordinator"]
+    state = status.state_of([a.state for a in family],
+                            any(a.rule in status.TROUBLE_RULES for a in coord),
+                            row.often_late, current_pause(c, home.id, now_ms) is not None)
+    names = {}
+    for a in family:
+        if a.claimed_by and a.claimed_by not in names:
+            try:
+                names[a.claimed_by] = hh.watcher(c, a.claimed_by).name
+            except hh.NotFound:
+                names[a.claimed_by] = "?"
+    return Line(home, row, state, family + coord, names)
+
+
+# ---------------------------------------------------------------------------------------------
+# the weekly check: watchers who never signed in or never confirmed their mail
+
+
+@dataclass
+class WatcherCheck:
+    watcher: hh.Watcher
+    household_name: str
+    signed_in_ms: int | None  # their last sign-in (any household of the same address)
+    mail_confirmed_ms: int | None  # when they showed that our e-mail reaches them
+
+    @property
+    def has_email(self) -> bool:
+        return bool(self.watcher.email)
+
+
+def mail_confirmed_at(c: Cursor, watchers: list[hh.Watcher]) -> dict[str, int]:
+    """When each watcher showed that our e-mail reaches them (watcher id -> ms; absent: never).
+
+    The one accessor for "confirmed they receive mail". Today's evidence in the store: they
+    used a sign-in link that was only ever sent to them by e-mail (an invitation sent as a
+    message, or a link asked for on the sign-in page). When the "I received this" link of the
+    invitation's test message is stored, read its time here too (the earlier of the two)."""
+    ids = {w.id for w in watchers}
+    sent: dict[str, str] = {}  # link digest -> watcher
+    for wid, payload in c.all("SELECT watcher, payload FROM outbox WHERE kind = 'signin' AND "
+                              "channel = 'email'"):
+        if wid not in ids:
+            continue
+        url = json.loads(payload).get("links", {}).get("signin_url", "")
+        token = url.rsplit("/", 1)[-1]
+        if token:
+            sent[hashlib.sha256(token.encode()).hexdigest()] = wid
+    out: dict[str, int] = {}
+    if sent:
+        used = c.all("SELECT digest, used_at FROM web_links WHERE role = 'watcher' AND "
+                     "used_at IS NOT NULL")
+        for digest, at in used:
+            wid = sent.get(digest)
+            if wid is not None:
+                out[wid] = min(at, out.get(wid, at))
+    return out
+
+
+def watchers_to_check(c: Cursor, offset: int, limit: int, q: str = ""
+                      ) -> tuple[list[WatcherCheck], int]:
+    """Current watchers (not the coordinator's notice rows) who never signed in, or who have an
+    e-mail address and never confirmed that it reaches them; by household, then name. One
+    page of them and how many in all. q: a fragment of the watcher's or household's name or
+    id, or of the e-mail address."""
+    rows = c.all("SELECT w.id, h.name FROM watchers w JOIN households h ON h.id = w.household "
+                 "WHERE w.removed_at IS NULL AND w.tier > 0 ORDER BY w.household, w.name, w.id")
+    homes = dict(rows)
+    ws = [hh.watcher(c, wid) for wid, _ in rows]
+    signed: dict[str, int] = {}
+    by_email: dict[str, int] = {}
+    for subject, email, at in c.all("SELECT subject, email, MAX(created_at) FROM web_sessions "
+                                    "WHERE role = 'watcher' GROUP BY subject, email"):
+        signed[subject] = max(at, signed.get(subject, at))
+        if email:
+            by_email[email.lower()] = max(at, by_email.get(email.lower(), at))
+    confirmed = mail_confirmed_at(c, ws)
+    needle = q.strip().lower()
+    out = []
+    for w in ws:
+        s_at = max([x for x in (signed.get(w.id), by_email.get((w.email or "").lower()))
+                    if x is not None], default=None)
+        m_at = confirmed.get(w.id)
+        if s_at is not None and (m_at is not None or not w.email):
+            continue
+        if needle and not any(needle in (x or "").lower() for x in
+                              (w.name, w.email, w.household, homes[w.id])):
+            continue
+        out.append(WatcherCheck(w, homes[w.id], s_at, m_at))
+    return out[offset:offset + limit], len(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # bulb health
 
@@ -115,9 +224,14 @@ class BulbHealth:
 
     @property
     def signal_word(self) -> str:
-        if self.dbm is None:
-            return "unknown"
-        return "dbm_good" if self.dbm >= -85 else "dbm_fair" if self.dbm >= -100 else "dbm_poor"
+        return signal_word(self.dbm)
+
+
+def signal_word(dbm: int | None) -> str:
+    """The translation key of a signal reading in words."""
+    if dbm is None:
+        return "unknown"
+    return "dbm_good" if dbm >= -85 else "dbm_fair" if dbm >= -100 else "dbm_poor"
 
 
 def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
@@ -189,6 +303,8 @@ class ReportRow:
     lost: int = 0  # records of the household's bulbs the server will never get
     lost_reported: int = 0  # ...as the bulbs' own LOSS records count them
     conflicts: int = 0  # records that came with a stored seq but other content
+    needed_help: int = 0  # alerts resolved as "needed help" (the pilot's key figure)
+    fine: int = 0  # ...as "fine" (someone checked; all was well)
 
     @property
     def per_month(self) -> float | None:
@@ -229,6 +345,8 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
         rows.append(ReportRow(
             household=home.id, name=home.name, months=months, alerts=len(fam),
             false_alerts=sum(1 for a in fam if a.outcome == "false_alarm"),
+            needed_help=sum(1 for a in fam if a.outcome == "needed_help"),
+            fine=sum(1 for a in fam if a.outcome == "fine"),
             cleared=sum(1 for a in fam if a.state == "cleared"),
             claim_s=[(a.claimed_at - a.opened_at) / 1000 for a in fam
                      if a.claimed_at is not None],  # resolving unclaimed also answers
@@ -246,7 +364,8 @@ def report_total(rows: list[ReportRow]) -> ReportRow:
                      [x for r in rows for x in r.claim_s],
                      [x for r in rows for x in r.resolve_s],
                      [x for r in rows for x in r.delays_s], sum(r.lost for r in rows),
-                     sum(r.lost_reported for r in rows), sum(r.conflicts for r in rows))
+                     sum(r.lost_reported for r in rows), sum(r.conflicts for r in rows),
+                     sum(r.needed_help for r in rows), sum(r.fine for r in rows))
 
 
 def summary(r: ReportRow) -> dict[str, float | None]:
@@ -261,26 +380,53 @@ def summary(r: ReportRow) -> dict[str, float | None]:
             "late_share": None if r.late_share is None else round(r.late_share, 3)}
 
 
-CSV_COLUMNS = ("household", "name", "household_months", "alerts", "alerts_per_household_month",
-               "false_alerts", "cleared_by_themselves", "claims", "claim_median_min",
+# the CSV's columns: each header is the translation of "csv_" + the key, in the reader's
+# language (web/i18n.py)
+CSV_COLUMNS = ("household", "name", "status", "last_on", "signal_dbm", "signal", "late_7d",
+               "visits_7d", "household_months", "alerts", "alerts_per_household_month", "needed_help",
+               "fine", "false_alerts", "cleared_by_themselves", "claims", "claim_median_min",
                "resolves", "resolve_median_min", "switch_ons", "delay_median_min",
                "delay_p90_min", "late_share", "records_lost", "records_lost_bulb_count",
                "seq_conflicts")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads such a cell as a formula
 
 
-def report_csv(rows: list[ReportRow]) -> str:
+def safe_cell(x: Any) -> Any:
+    """A text cell a spreadsheet shows as text: one that starts like a formula gets a leading
+    apostrophe (OWASP's CSV injection advice); numbers are left as they are."""
+    if isinstance(x, str) and x.startswith(FORMULA_START):
+        return "'" + x
+    return x
+
+
+def report_csv(rows: list[ReportRow], lang: str = "en",
+               statuses: dict[str, status.Row] | None = None) -> str:
+    """The pilot report as CSV: headers in the reader's language, every household's outcomes
+    (needed help / fine / false alarm), its status now and its weakest bulb's signal."""
+    from sim.server.web import i18n
+
+    tr = i18n.t(lang)
+    statuses = statuses or {}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
+    w.writerow([tr("csv_" + k) for k in CSV_COLUMNS])
     for r in [*rows, report_total(rows)]:
         s = summary(r)
-        w.writerow([r.household, r.name, s["months"], r.alerts,
-                    "" if s["alerts_per_household_month"] is None
-                    else s["alerts_per_household_month"], r.false_alerts, r.cleared,
-                    len(r.claim_s), _blank(s["claim_median_min"]), len(r.resolve_s),
-                    _blank(s["resolve_median_min"]), len(r.delays_s),
-                    _blank(s["delay_median_min"]), _blank(s["delay_p90_min"]),
-                    _blank(s["late_share"]), r.lost, r.lost_reported, r.conflicts])
+        st = statuses.get(r.household)
+        now_cols: list[Any] = ["", "", "", "", "", ""]
+        if st is not None:  # the local time of the household, as a spreadsheet reads a date
+            on = i18n.local(st.last_on_ms, st.tz)
+            now_cols = [tr("st_" + st.state), "" if on is None else f"{on:%Y-%m-%d %H:%M}",
+                        _blank(st.dbm), "" if st.dbm is None else tr(signal_word(st.dbm)),
+                        _blank(st.late_7d), _blank(st.visits_7d)]
+        total = r.household == "total" and not r.name
+        w.writerow([safe_cell(x) for x in [
+            tr("csv_total") if total else r.household, r.name, *now_cols, s["months"],
+            r.alerts, _blank(s["alerts_per_household_month"]), r.needed_help, r.fine,
+            r.false_alerts, r.cleared, len(r.claim_s), _blank(s["claim_median_min"]),
+            len(r.resolve_s), _blank(s["resolve_median_min"]), len(r.delays_s),
+            _blank(s["delay_median_min"]), _blank(s["delay_p90_min"]),
+            _blank(s["late_share"]), r.lost, r.lost_reported, r.conflicts]])
     return buf.getvalue()
 
 
