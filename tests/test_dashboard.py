@@ -81,6 +81,13 @@ class Site:
             return alerts.get(c, aid)
 
 
+def report_rows(content: bytes) -> dict[str, dict[str, str]]:
+    """The CSV's rows by household, each keyed by views.CSV_COLUMNS (headers are localized)."""
+    table = list(csv.reader(io.StringIO(content.decode("utf-8-sig"))))
+    assert len(table[0]) == len(views.CSV_COLUMNS)
+    return {x[0]: dict(zip(views.CSV_COLUMNS, x)) for x in table[1:]}
+
+
 def csrf(cl: TestClient, path: str = "/signin") -> str:
     r = cl.get(path)
     m = re.search(r'name="csrf" value="([^"]+)"', r.text)
@@ -435,7 +442,7 @@ def test_home_shows_status_last_switch_on_and_the_open_alert_with_its_buttons(si
 
 def test_coordinator_overview_shows_bulb_health_from_the_records(site: Site) -> None:
     coord = site.sign_in(None)
-    page = coord.get("/coordinator").text
+    page = coord.get("/coordinator/bulbs").text
     row = page[page.index('data-bulb="suzuki-toilet"'):]
     row = row[:row.index("</tr>")]
     assert re.search(r"-1\d\d dBm", row)  # the K_LINK records' signal (about -103)
@@ -446,11 +453,11 @@ def test_coordinator_overview_shows_bulb_health_from_the_records(site: Site) -> 
 
 def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
     coord = site.sign_in(None)
+    coord.get("/lang", params={"to": "en", "next": "/coordinator"})  # English headers
     r = coord.get("/coordinator/report.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert "attachment" in r.headers["content-disposition"]
-    rows = {x["household"]: x for x in csv.DictReader(io.StringIO(r.content.decode(
-        "utf-8-sig")))}
+    rows = report_rows(r.content)
     assert set(rows) == {"sato", "suzuki", "tanaka", "yamada", "total"}
     assert (rows["suzuki"]["alerts"], rows["suzuki"]["false_alerts"],
             rows["suzuki"]["cleared_by_themselves"]) == ("2", "1", "1")
@@ -480,15 +487,14 @@ def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_repor
     again = bulb.new_boot()
     store.ingest(parse_batch(dev.id, bulb.request([again]).body), t + 2000)
     coord = site.sign_in(None)
-    page = coord.get("/coordinator").text
+    page = coord.get("/coordinator/bulbs").text
     row = page[page.index('data-bulb="yamada-toilet"'):]
     row = row[: row.index("</tr>")]
     assert "<td>4" in row and "番号の重複 1 件" in row
     coord.get("/lang", params={"to": "en", "next": "/coordinator"})
-    assert "1 reused seqs" in coord.get("/coordinator").text
+    assert "1 reused seqs" in coord.get("/coordinator/bulbs").text
     r = coord.get("/coordinator/report.csv")
-    rows = {x["household"]: x for x in csv.DictReader(io.StringIO(r.content.decode(
-        "utf-8-sig")))}
+    rows = report_rows(r.content)
     assert (rows["yamada"]["records_lost"], rows["yamada"]["records_lost_bulb_count"],
             rows["yamada"]["seq_conflicts"]) == ("4", "4", "1")
     assert int(rows["total"]["records_lost"]) >= 4

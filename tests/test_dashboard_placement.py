@@ -14,7 +14,7 @@ def test_household_page_shows_each_bulbs_placement_check_and_the_coordinator_see
     page = aiko.get("/h/sato").text
     assert 'class="placement v-' in page and 'data-bulb="sato-toilet"' in page
     assert "used on" in page  # in words: days used, switch-ons a day, longest gap
-    coord = site.sign_in(None).get("/coordinator").text
+    coord = site.sign_in(None).get("/coordinator/bulbs").text
     assert '<td class="placement">' in coord
 
 

