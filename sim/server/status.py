@@ -157,9 +157,14 @@ def page(c: Cursor, offset: int, limit: int, state: str | None = None, q: str = 
                  "lower(coalesce(w.email, '')) LIKE ? ESCAPE '\\')))")
         args = [like] * 4
     counts = dict.fromkeys(STATES, 0)
-    for st, n in c.all("SELECT s.state, COUNT(*) FROM household_status s JOIN households h "
-                       f"ON h.id = s.household WHERE 1 = 1{where} GROUP BY s.state", args):
-        counts[st] = counts.get(st, 0) + n
+    if q:
+        found = c.all("SELECT s.rank, COUNT(*) FROM household_status s JOIN households h "
+                      f"ON h.id = s.household WHERE 1 = 1{where} GROUP BY s.rank", args)
+    else:  # the rank index alone covers it (every status row has its household)
+        found = c.all("SELECT rank, COUNT(*) FROM household_status GROUP BY rank")
+    for rank, n in found:
+        if 0 <= rank < len(STATES):
+            counts[STATES[rank]] += n
     if state in STATES:
         where += " AND s.rank = ?"
         args.append(STATES.index(state))
