@@ -10,7 +10,8 @@ home_page_ms_10k: a watcher's /home at 10,000 households; baseline: the same pag
 coordinator_page_ms_10k: the coordinator's /coordinator (first page) at 10,000 households;
 baseline: the same page at 10.
 coordinator_page_ms_1000: the same page at 1,000 households (issue 13); baseline: the same page
-at 4 (the sample pilot's size). Both in-process (TestClient), the median of REPEAT renders.
+at 4 (the sample pilot's size). All in-process (TestClient), the median of REPEAT renders, each
+right after the baseline's (the load of the shared cores weighs on both sides alike).
 upload_wait_ms_during_coordinator_1000: one server process (SQLite, its sweeper on) with 1,000
 households; while a client renders /coordinator over and over, bulbs post batches one after
 another: the worst time one waited. Baseline: the median upload when nothing else runs.
@@ -20,6 +21,7 @@ another: the worst time one waited. Baseline: the median upload when nothing els
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -134,32 +136,44 @@ def _signed_in(app_or_url: object, db: Database, now_ms: int, role: str, subject
         raise RuntimeError(f"sign-in failed: {r.status_code} {r.text[:200]}")
 
 
-def _pages(path: Path, homes: int) -> tuple[float, float]:
-    """(ms for /home, ms for /coordinator), medians."""
-    now, _ = _build(path, homes)
+def _pages(paths: dict[str, Path], pairs: list[tuple[str, str, str]]
+           ) -> dict[tuple[str, str], float]:
+    """Median ms of each page of each pair (baseline database, measured database, path),
+    rendered alternately (baseline, measured, baseline, ...): the shared cores' load, which
+    moves by a factor of two within a run here, weighs on both sides of a ratio alike."""
     os.environ["MIMAMORI_SWEEP_S"] = "0"
-    app = create_app(path, clock=lambda: now / 1000)
-    db = app.state.store.db
-    with db.read() as c:
-        wid = hh.watchers(c, "home-00000")[0].id
-    out = []
-    for role, subject, where in ((auth.WATCHER, wid, "/home"),
-                                 (auth.COORDINATOR, "office", "/coordinator")):
-        with TestClient(app, raise_server_exceptions=True) as cl:
-            _signed_in(app, db, now, role, subject, cl)
-            times = []
-            for _ in range(WARM):
-                cl.get(where)
-            for _ in range(REPEAT):
-                t = time.perf_counter()
-                r = cl.get(where)
-                times.append(time.perf_counter() - t)
-                mark = "home-00000" if where == "/home" else "data-household="
-                if r.status_code != 200 or mark not in r.text:
-                    raise RuntimeError(f"{where}: {r.status_code}, not the signed-in page")
-            out.append(1000 * statistics.median(times))
-    app.state.store.close()
-    return out[0], out[1]
+    with contextlib.ExitStack() as stack:
+        clients: dict[tuple[str, str], TestClient] = {}
+        for name, path in paths.items():
+            now, _ = _build(path, int(name))
+            app = create_app(path, clock=lambda now=now: now / 1000)
+            stack.callback(app.state.store.close)
+            db = app.state.store.db
+            with db.read() as c:
+                wid = hh.watchers(c, "home-00000")[0].id
+            for role, subject, where in ((auth.WATCHER, wid, "/home"),
+                                         (auth.COORDINATOR, "office", "/coordinator")):
+                if not any(where == w and name in (x, y) for x, y, w in pairs):
+                    continue
+                cl = stack.enter_context(TestClient(app, raise_server_exceptions=True))
+                _signed_in(app, db, now, role, subject, cl)
+                clients[(name, where)] = cl
+        out: dict[tuple[str, str], float] = {}
+        for base, measured, where in pairs:
+            times: dict[str, list[float]] = {base: [], measured: []}
+            for i in range(WARM + REPEAT):
+                for name in (base, measured):
+                    t = time.perf_counter()
+                    r = clients[(name, where)].get(where)
+                    took = time.perf_counter() - t
+                    mark = "home-00000" if where == "/home" else "data-household="
+                    if r.status_code != 200 or mark not in r.text:
+                        raise RuntimeError(f"{where}: {r.status_code}, not the signed-in page")
+                    if i >= WARM:
+                        times[name].append(took)
+            for name in (base, measured):
+                out[(name, where)] = 1000 * statistics.median(times[name])
+    return out
 
 
 def _upload(cl: httpx.Client, b: BatchSender, at_s: float) -> float:
@@ -228,10 +242,12 @@ def figures() -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="bench-pages-", dir=REPO / "var"))
     keep = os.environ.get("MIMAMORI_SWEEP_S")
     try:
-        home10, coord10 = _pages(work / "p10.db", 10)
-        _, coord4 = _pages(work / "p4.db", 4)
-        _, coord1000 = _pages(work / "p1000.db", 1000)
-        home10k, coord10k = _pages(work / "p10k.db", 10_000)
+        ms = _pages({n: work / f"p{n}.db" for n in ("4", "10", "1000", "10000")},
+                    [("10", "10000", "/home"), ("10", "10000", "/coordinator"),
+                     ("4", "1000", "/coordinator")])
+        home10, home10k = ms[("10", "/home")], ms[("10000", "/home")]
+        coord10, coord10k = ms[("10", "/coordinator")], ms[("10000", "/coordinator")]
+        coord4, coord1000 = ms[("4", "/coordinator")], ms[("1000", "/coordinator")]
         worst, idle, renders = _upload_wait(work / "u1000.db", 1000)
     finally:
         if keep is None:
@@ -240,7 +256,8 @@ def figures() -> list[dict]:
             os.environ["MIMAMORI_SWEEP_S"] = keep
         shutil.rmtree(work, ignore_errors=True)
     what = (f"households with {DAYS} days of visits ({len(HOURS)} a day) by bulk insert and "
-            f"a status row each; median of {REPEAT} renders, in-process, SQLite")
+            f"a status row each; median of {REPEAT} renders, each alternating with the "
+            "baseline's, in-process, SQLite")
     return [
         figure("home_page_ms_10k", round(home10k, 1), "ms", round(home10, 1),
                "a watcher's /home at 10,000 households; baseline: 10 households; " + what),

@@ -25,7 +25,7 @@ import pytest
 
 from sim.server import cli
 from sim.server.process import ServerProcess
-from sim.server.web import sample
+from sim.server.web import sample, views
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -108,22 +108,24 @@ def test_coordinator_sees_every_household_and_downloads_the_report(pilot: dict,
         page.wait_for_selector("#households")
         rows = page.locator("#households [data-household]")
         assert rows.count() == 4
-        assert page.locator('#households [data-household="yamada"] [data-status="silent"]'
+        assert page.locator('#households [data-household="yamada"] [data-status="late"]'
                             ).is_visible()
         assert page.locator('#households [data-household="tanaka"] [data-status="paused"]'
                             ).is_visible()
-        bulb = page.locator('#bulbs [data-bulb="suzuki-toilet"]').inner_text()
-        assert "dBm" in bulb
-        _shot(page, "coordinator_desktop", full=False)  # the README's picture
+        _shot(page, "coordinator_desktop", full=False)
         _shot(page, "coordinator_desktop_full")
         with page.expect_download() as dl:
             page.click("#csv")
         text = Path(dl.value.path()).read_text(encoding="utf-8-sig")
-        table = list(csv.DictReader(io.StringIO(text)))
+        table = [dict(zip(views.CSV_COLUMNS, r)) for r in csv.reader(io.StringIO(text))][1:]
         assert [r["household"] for r in table] == ["sato", "suzuki", "tanaka", "yamada",
-                                                   "total"]
+                                                   "合計"]  # the reader's language: Japanese
         suzuki = next(r for r in table if r["household"] == "suzuki")
         assert int(suzuki["false_alerts"]) == 1
+        page.click("#to-bulbs")
+        bulb = page.locator('#bulbs [data-bulb="suzuki-toilet"]').inner_text()
+        assert "dBm" in bulb
+        page.goto(pilot["url"] + "/coordinator")
         assert dl.value.suggested_filename.endswith(".csv")
         page.set_viewport_size(PHONE)
         page.reload()
