@@ -201,9 +201,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "late_flag": "遅れがち",
         "unknown": "不明",
         # the coordinator's overview for many homes, its weekly check and its CSV
-        "st_unanswered": "お知らせ・まだ誰も対応していません",
+        "st_unanswered": "お知らせ・未対応",
         "st_checking": "お知らせ・確認に向かっています",
-        "st_late": "電球の報告が遅れています・届きません",
+        "st_late": "電球の報告が遅れ・途絶え",
         "all_states": "すべて",
         "by_state": "状態で絞り込み",
         "search": "検索",
