@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -136,6 +137,11 @@ def _signed_in(app_or_url: object, db: Database, now_ms: int, role: str, subject
         raise RuntimeError(f"sign-in failed: {r.status_code} {r.text[:200]}")
 
 
+def _fixed(now_ms: int) -> Callable[[], float]:
+    """A clock stopped at now_ms (Unix seconds, as create_app reads it)."""
+    return lambda: now_ms / 1000
+
+
 def _pages(paths: dict[str, Path], pairs: list[tuple[str, str, str]]
            ) -> dict[tuple[str, str], float]:
     """Median ms of each page of each pair (baseline database, measured database, path),
@@ -146,7 +152,7 @@ def _pages(paths: dict[str, Path], pairs: list[tuple[str, str, str]]
         clients: dict[tuple[str, str], TestClient] = {}
         for name, path in paths.items():
             now, _ = _build(path, int(name))
-            app = create_app(path, clock=lambda now=now: now / 1000)
+            app = create_app(path, clock=_fixed(now))
             stack.callback(app.state.store.close)
             db = app.state.store.db
             with db.read() as c:

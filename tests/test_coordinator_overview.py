@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 from sim.server import households as hh
 from sim.server import status
@@ -182,3 +183,24 @@ def test_weekly_check_lists_watchers_until_they_sign_in_by_mail(
     assert after == before - aiko
     with site.db.read() as c:
         assert set(views.mail_confirmed_at(c, [hh.watcher(c, w) for w in aiko])) == aiko
+
+
+def test_status_rows_of_an_older_database_take_the_five_states(tmp_path: Path) -> None:
+    from sim.server.storage import Database, migrate
+
+    db = Database(tmp_path / "old.db")
+    migrate(db, "people", hh.SCHEMA)  # as before the overview's own columns existed
+    with db.tx() as c:
+        for hid, state, rank in (("a", "alert", 0), ("s", "silent", 1), ("p", "paused", 2),
+                                 ("w", "well", 3)):
+            c.execute("INSERT INTO households (id, name, tz, settings, created_at) "
+                      "VALUES (?, ?, 'Asia/Tokyo', '{}', 0)", (hid, hid))
+            c.execute("INSERT INTO household_status (household, state, rank, updated_ms) "
+                      "VALUES (?, ?, ?, 0)", (hid, state, rank))
+    hh.open_people(db)
+    with db.read() as c:
+        rows, counts = status.page(c, 0, 10)
+    assert [(r.household, r.state) for r in rows] == [
+        ("a", "unanswered"), ("s", "late"), ("p", "paused"), ("w", "well")]
+    assert counts == {"unanswered": 1, "checking": 0, "late": 1, "paused": 1, "well": 1}
+    db.close()

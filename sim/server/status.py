@@ -147,7 +147,7 @@ def page(c: Cursor, offset: int, limit: int, state: str | None = None, q: str = 
     """One page of households, most urgent first (then by id), in `state` if given, matching
     the search q if given (a fragment of the household's id or name, which holds its address,
     or of a current watcher's name or e-mail address); and how many match in each state."""
-    where, args = "", []
+    where, args = "", list[Any]()
     q = q.strip()
     if q:
         like = _like(q)
