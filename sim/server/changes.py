@@ -69,7 +69,8 @@ def settings(c: Cursor, now_ms: int, actor: Actor, hid: str,
     """Change the household's alert settings (the rules)."""
     roles.need(actor.role, "rules")
     if not isinstance(changes, dict):
-        raise ValueError("settings are an object of key: value, e.g. {\"no_activity_h\": 12}")
+        raise ValueError(  # noqa: TRY004 - a bad setting is a ValueError everywhere here
+            "settings are an object of key: value, e.g. {\"no_activity_h\": 12}")
     before = hh.settings_json(hh.household(c, hid).settings)
     home = hh.update_settings(c, hid, changes, now_ms)
     after = hh.settings_json(home.settings)
@@ -154,7 +155,8 @@ def set_role(c: Cursor, now_ms: int, actor: Actor, hid: str, wid: str,
     """Give a watcher another role (and that role's tier)."""
     old = _member(c, hid, wid)
     if not isinstance(role, str):
-        raise ValueError(f"role must be one of {', '.join(roles.ROLES)} (got {role!r})")
+        raise ValueError(  # noqa: TRY004 - a bad setting is a ValueError everywhere here
+            f"role must be one of {', '.join(roles.ROLES)} (got {role!r})")
     roles.check_role_change(actor.role, old.role, role)
     if role == old.role:
         return old
@@ -211,10 +213,12 @@ def record(c: Cursor, now_ms: int, home: hh.Household, actor: Actor, kind: str,
         raise ValueError(f"unknown change {kind!r}")
     ev = Event("e-" + secrets.token_hex(8), home.id, now_ms, kind, actor.id, actor.name,
                actor.role, detail)
-    c.execute("INSERT INTO household_events (id, household, at, kind, actor, actor_name, "
-              "actor_role, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              (ev.id, ev.household, ev.at, ev.kind, ev.actor, ev.actor_name, ev.actor_role,
-               json.dumps(detail, ensure_ascii=False)))
+    c.one("SELECT 1 FROM households WHERE id = ?" + c.for_update, (home.id,))  # n in order
+    row = c.one("SELECT MAX(n) FROM household_events WHERE household = ?", (home.id,))
+    c.execute("INSERT INTO household_events (id, household, n, at, kind, actor, actor_name, "
+              "actor_role, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              (ev.id, ev.household, (row[0] or 0) + 1 if row else 1, ev.at, ev.kind, ev.actor,
+               ev.actor_name, ev.actor_role, json.dumps(detail, ensure_ascii=False)))
     ctx: dict[str, Any] = {"by": actor.name}
     for lang in hh.LANGS:
         ctx[f"by_role_{lang}"] = role_word(actor.role, lang)
@@ -230,7 +234,7 @@ def record(c: Cursor, now_ms: int, home: hh.Household, actor: Actor, kind: str,
 def events(c: Cursor, hid: str, limit: int = 20) -> list[Event]:
     """The household's changes, newest first."""
     rows = c.all("SELECT id, household, at, kind, actor, actor_name, actor_role, detail "
-                 "FROM household_events WHERE household = ? ORDER BY at DESC, id LIMIT ?",
+                 "FROM household_events WHERE household = ? ORDER BY n DESC LIMIT ?",
                  (hid, limit))
     return [Event(*r[:7], json.loads(r[7])) for r in rows]
 

@@ -135,13 +135,14 @@ def markdown() -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in TABLE.values():
         cells = [f"`{r.name}`", str(r.tier), *("yes" if a in r.may else "-" for a in ACTIONS),
-                 f"{r.pause_days} days" if r.pause_days else "-"]
+                 f"{r.pause_days} day{'s' if r.pause_days != 1 else ''}" if r.pause_days
+                 else "-"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
 
-# household_events: every change to a household's rules, pauses, tiers and roles, with who made
-# it (actor: a watcher id, or a coordinator's / token's name; actor_role from TABLE). Migration
+# household_events: every change to a household's rules, pauses, tiers and roles, numbered per
+# household (n, from 1), with who made it (actor: a watcher id, or a coordinator's / token's name; actor_role from TABLE). Migration
 # 2 gives a stored role this table does not know (a row written by an older tool) the role
 # with the least power that still claims: MIGRATION_ROLE. Every known role is kept as it was
 # invited (the CLI's and the API's default was, and is, family).
@@ -150,6 +151,7 @@ SCHEMA: list[list[str]] = [
         """CREATE TABLE household_events (
             id TEXT PRIMARY KEY,
             household TEXT NOT NULL REFERENCES households (id) ON DELETE CASCADE,
+            n INTEGER NOT NULL,
             at BIGINT NOT NULL,
             kind TEXT NOT NULL,
             actor TEXT NOT NULL,
@@ -157,10 +159,10 @@ SCHEMA: list[list[str]] = [
             actor_role TEXT NOT NULL,
             detail TEXT NOT NULL DEFAULT '{}'
         )""",
-        "CREATE INDEX household_events_at ON household_events (household, at)",
+        "CREATE UNIQUE INDEX household_events_n ON household_events (household, n)",
     ],
     [
-        f"UPDATE watchers SET role = '{MIGRATION_ROLE}', tier = {TABLE[MIGRATION_ROLE].tier} "
-        f"WHERE role NOT IN ({', '.join(repr(r) for r in ROLES)})",
+        (f"UPDATE watchers SET role = '{MIGRATION_ROLE}', tier = {TABLE[MIGRATION_ROLE].tier} "
+         f"WHERE role NOT IN ({', '.join(repr(r) for r in ROLES)})"),
     ],
 ]

@@ -664,9 +664,10 @@ NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_
 
 def _history(c: Any, hid: str, me: hh.Watcher | None) -> list[alerts.Alert]:
     """The household's last 50 alerts as this reader may see them: a watcher (me) sees the
-    family's alerts, not device health; the coordinator (me None) sees all."""
+    family's alerts, not device health; the coordinator (me None, or a watcher whose role may
+    see device health) sees all."""
     history = alerts.list_alerts(c, hid, limit=50)
-    if me is None:
+    if me is None or roles.may(me.role, "device_health"):  # a coordinator watcher too
         return history
     return [a for a in history if a.audience != "coordinator"]
 
