@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,30 +48,33 @@ ALLOWED = {
 }
 
 
-def _people(site: Site) -> None:
+@pytest.fixture
+def pilot(site: Site) -> Site:  # noqa: F811 - the fixture
+    """The sample pilot with a watcher of every role in household sato."""
     with site.db.tx() as c:
         for name, role, lang, email in EXTRA:
             site.w[("sato", name)] = hh.add_watcher(c, NOW_MS, "sato", name, role, lang,
                                                     email).id
+    return site
 
 
-def _events(site: Site) -> int:
-    with site.db.read() as c:
+def _events(s: Site) -> int:
+    with s.db.read() as c:
         return len(changes.events(c, "sato", limit=1000))
 
 
-def _setup_pause(site: Site, first: str, last: str) -> str:
-    with site.db.tx() as c:
+def _setup_pause(s: Site, first: str, last: str) -> str:
+    with s.db.tx() as c:
         return hh.add_pause(c, NOW_MS, "sato", hh.parse_day(first), hh.parse_day(last)).id
 
 
-def _attempts(site: Site, i: int) -> dict[str, tuple[str, dict[str, str]]]:
+def _attempts(s: Site, i: int) -> dict[str, tuple[str, dict[str, str]]]:
     """One form POST per action; i makes each actor's values differ from the last one's."""
-    target = site.w[("sato", "Target")]
-    with site.db.read() as c:
+    target = s.w[("sato", "Target")]
+    with s.db.read() as c:
         other = "commissioner" if hh.watcher(c, target).role == "neighbour" else "neighbour"
-    short, long_ = _setup_pause(site, "2026-04-01", "2026-04-01"), _setup_pause(
-        site, "2026-04-01", "2026-04-05")
+    short, long_ = _setup_pause(s, "2026-04-01", "2026-04-01"), _setup_pause(
+        s, "2026-04-01", "2026-04-05")
     return {
         "pause_1_day": ("/h/sato/pauses", {"first": "2026-03-20", "last": "2026-03-20"}),
         "pause_7_days": ("/h/sato/pauses", {"first": "2026-03-20", "last": "2026-03-26"}),
@@ -88,33 +90,31 @@ def _attempts(site: Site, i: int) -> dict[str, tuple[str, dict[str, str]]]:
     }
 
 
-def test_each_role_may_change_what_the_table_says_and_nothing_else(site: Site) -> None:
-    _people(site)
+def test_each_role_may_change_what_the_table_says_and_nothing_else(pilot: Site) -> None:
     for i, (who, name) in enumerate(ACTORS.items()):
-        cl = site.sign_in(name)
+        cl = pilot.sign_in(name)
         token = csrf(cl, "/h/sato")
-        for action, (path, form) in _attempts(site, i).items():
-            before = _events(site)
+        for action, (path, form) in _attempts(pilot, i).items():
+            before = _events(pilot)
             r = cl.post(path, data={**form, "csrf": token}, follow_redirects=False)
             if who in ALLOWED[action]:
                 assert r.status_code == 303, (who, action, r.status_code, r.text[:300])
                 if action != "brightness":  # a bulb setting, not a rule: not in the record
-                    assert _events(site) == before + 1, (who, action)
+                    assert _events(pilot) == before + 1, (who, action)
             else:
                 assert r.status_code == 403, (who, action, r.status_code)
-                assert _events(site) == before, (who, action)  # nothing changed, nobody told
+                assert _events(pilot) == before, (who, action)  # nothing changed, nobody told
         # the code's table says the same as the policy above
         role = "coordinator" if who == "dashboard" else who
         assert roles.may(role, "rules") == (who in ALLOWED["settings"])
         assert roles.may(role, "tiers") == (who in ALLOWED["tier"])
 
 
-def test_every_watcher_role_may_claim_but_the_dashboards_coordinator_reads(site: Site) -> None:
-    _people(site)
+def test_every_watcher_role_may_claim_but_the_dashboards_coordinator_reads(pilot: Site) -> None:
     claimed = 0
     for who, name in ACTORS.items():
-        cl = site.sign_in(name)
-        r = cl.post(f"/h/sato/alerts/{site.alert}/claim",
+        cl = pilot.sign_in(name)
+        r = cl.post(f"/h/sato/alerts/{pilot.alert}/claim",
                     data={"csrf": csrf(cl, "/h/sato")}, follow_redirects=False)
         if who == "dashboard":
             assert r.status_code == 403
@@ -124,53 +124,50 @@ def test_every_watcher_role_may_claim_but_the_dashboards_coordinator_reads(site:
     assert claimed == 1
 
 
-def test_a_neighbour_pauses_a_day_at_most_and_is_told_why_in_their_language(site: Site) -> None:
-    nao = site.sign_in("Nao")  # reads Japanese
+def test_a_neighbour_pauses_a_day_at_most_and_is_told_why_in_their_language(pilot: Site) -> None:
+    nao = pilot.sign_in("Nao")  # reads Japanese
     r = nao.post("/h/sato/pauses", data={"csrf": csrf(nao, "/h/sato"), "first": "2026-03-16",
                                          "last": "2026-03-17"})
     assert r.status_code == 403 and "1日まで" in r.text
-    aiko = site.sign_in("Aiko")  # reads English
+    aiko = pilot.sign_in("Aiko")  # reads English
     r = aiko.post("/h/sato/pauses", data={"csrf": csrf(aiko, "/h/sato"),
                                           "first": "2026-03-16", "last": "2027-03-16"})
     assert r.status_code == 403 and "30 day(s) at most" in r.text
-    with site.db.read() as c:
+    with pilot.db.read() as c:
         assert [p.id for p in hh.pauses(c, "sato")] == []
 
 
-def test_the_page_shows_a_neighbour_no_rule_tier_or_role_controls(site: Site) -> None:
-    _people(site)
-    nao = site.sign_in("Nao").get("/h/sato").text
+def test_the_page_shows_a_neighbour_no_rule_tier_or_role_controls(pilot: Site) -> None:
+    nao = pilot.sign_in("Nao").get("/h/sato").text
     assert 'action="/h/sato/settings"' not in nao and 'name="tier"' not in nao
     assert "/role\"" not in nao and 'action="/h/sato/absences"' not in nao
     assert 'action="/h/sato/pauses"' in nao  # a short pause is theirs to set
     assert "近所の方" in nao and "民生委員" in nao  # everyone's role, in words
-    aiko = site.sign_in("Aiko").get("/h/sato").text
+    aiko = pilot.sign_in("Aiko").get("/h/sato").text
     assert 'action="/h/sato/settings"' in aiko and 'name="tier"' in aiko
     choices = re.findall(r'<option value="(\w+)"', aiko.split('name="role"')[1].split("</select>")[0])
     assert choices == list(roles.WATCHER_ROLES)  # the family never makes a coordinator
-    office = site.sign_in("Office").get("/h/sato").text
+    office = pilot.sign_in("Office").get("/h/sato").text
     assert '<option value="coordinator"' in office
 
 
-def test_a_family_cannot_make_or_unmake_a_coordinator(site: Site) -> None:
-    _people(site)
-    aiko = site.sign_in("Aiko")
+def test_a_family_cannot_make_or_unmake_a_coordinator(pilot: Site) -> None:
+    aiko = pilot.sign_in("Aiko")
     token = csrf(aiko, "/h/sato")
-    target, office = site.w[("sato", "Target")], site.w[("sato", "Office")]
+    target, office = pilot.w[("sato", "Target")], pilot.w[("sato", "Office")]
     r = aiko.post(f"/h/sato/watchers/{target}/role", data={"csrf": token, "role": "coordinator"})
     assert r.status_code == 403
     r = aiko.post(f"/h/sato/watchers/{office}/role", data={"csrf": token, "role": "family"})
     assert r.status_code == 403
-    with site.db.read() as c:
+    with pilot.db.read() as c:
         assert (hh.watcher(c, target).role, hh.watcher(c, office).role) == (
             "neighbour", "coordinator")
 
 
-def test_nonsense_values_get_a_clear_error_and_never_a_server_error(site: Site) -> None:
-    _people(site)
-    aiko = site.sign_in("Aiko")
+def test_nonsense_values_get_a_clear_error_and_never_a_server_error(pilot: Site) -> None:
+    aiko = pilot.sign_in("Aiko")
     token = csrf(aiko, "/h/sato")
-    target = site.w[("sato", "Target")]
+    target = pilot.w[("sato", "Target")]
     for path, form in [(f"/h/sato/watchers/{target}/role", {"role": "boss"}),
                        (f"/h/sato/watchers/{target}/role", {}),
                        (f"/h/sato/watchers/{target}/order", {"tier": "inf"}),
@@ -184,17 +181,16 @@ def test_nonsense_values_get_a_clear_error_and_never_a_server_error(site: Site) 
         assert r.status_code == 400, (path, form, r.status_code)
     r = aiko.post("/h/sato/watchers/w-nobody/role", data={"csrf": token, "role": "neighbour"})
     assert r.status_code == 404
-    assert _events(site) == 0
+    assert _events(pilot) == 0
 
 
-def test_a_change_is_recorded_and_told_to_the_others_in_their_language(site: Site) -> None:
-    _people(site)
-    aiko = site.sign_in("Aiko")
+def test_a_change_is_recorded_and_told_to_the_others_in_their_language(pilot: Site) -> None:
+    aiko = pilot.sign_in("Aiko")
     r = aiko.post("/h/sato/settings", data={"csrf": csrf(aiko, "/h/sato"),
                                             "no_activity_h": "12"}, follow_redirects=False)
     assert r.status_code == 303
-    got = {o.watcher: o for o in notify.outbox(site.db) if o.kind == "changed"}
-    ids = {n: site.w[("sato", n)] for n in ("Aiko", "Ken", "Nao", "Sachi", "Care Co",
+    got = {o.watcher: o for o in notify.outbox(pilot.db) if o.kind == "changed"}
+    ids = {n: pilot.w[("sato", n)] for n in ("Aiko", "Ken", "Nao", "Sachi", "Care Co",
                                             "Office", "Target")}
     assert ids["Aiko"] not in got  # not the one who made it
     assert set(got) == set(ids.values()) - {ids["Aiko"]}
@@ -206,32 +202,32 @@ def test_a_change_is_recorded_and_told_to_the_others_in_their_language(site: Sit
     page = aiko.get("/h/sato").text
     assert 'data-kind="settings"' in page and "24 → 12" in page
     # the same values again change nothing: no record, no mail
-    n = len(notify.outbox(site.db))
+    n = len(notify.outbox(pilot.db))
     aiko.post("/h/sato/settings", data={"csrf": csrf(aiko, "/h/sato"), "no_activity_h": "12"})
-    assert len(notify.outbox(site.db)) == n and _events(site) == 1
+    assert len(notify.outbox(pilot.db)) == n and _events(pilot) == 1
 
 
-def test_a_change_waits_for_the_end_of_a_watchers_quiet_hours(site: Site) -> None:
-    with site.db.tx() as c:
-        hh.update_watcher(c, site.w[("sato", "Ken")], {"quiet_hours": "10:00-12:00"})
-    aiko = site.sign_in("Aiko")  # the sample's now is 10:30 in Tokyo
+def test_a_change_waits_for_the_end_of_a_watchers_quiet_hours(pilot: Site) -> None:
+    with pilot.db.tx() as c:
+        hh.update_watcher(c, pilot.w[("sato", "Ken")], {"quiet_hours": "10:00-12:00"})
+    aiko = pilot.sign_in("Aiko")  # the sample's now is 10:30 in Tokyo
     aiko.post("/h/sato/settings", data={"csrf": csrf(aiko, "/h/sato"), "no_activity_h": "12"})
-    with site.db.read() as c:
+    with pilot.db.read() as c:
         due = dict(c.all("SELECT watcher, next_attempt_at FROM outbox WHERE kind = 'changed'"))
     noon = NOW_MS + 90 * 60_000
-    assert due == {site.w[("sato", "Ken")]: noon, site.w[("sato", "Nao")]: NOW_MS}
+    assert (due[pilot.w[("sato", "Ken")]], due[pilot.w[("sato", "Nao")]]) == (noon, NOW_MS)
 
 
-def test_a_change_reaches_the_others_at_a_real_smtp_server(site: Site) -> None:
+def test_a_change_reaches_the_others_at_a_real_smtp_server(pilot: Site) -> None:
     sink = SmtpSink().start()
     try:
-        nao = site.sign_in("Nao")
+        nao = pilot.sign_in("Nao")
         r = nao.post("/h/sato/pauses", data={"csrf": csrf(nao, "/h/sato"),
                                              "first": "2026-03-17", "last": "2026-03-17",
                                              "reason": "通院に付き添い"}, follow_redirects=False)
         assert r.status_code == 303
         cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=sink.port)
-        got = notify.deliver_due(site.db, NOW_MS, cfg, 100)
+        got = notify.deliver_due(pilot.db, NOW_MS, cfg, 100)
         assert got.get("sent", 0) >= 2, got
         (ken,) = sink.of("ken@example.org", kind="changed")
         (aiko,) = sink.of("aiko@example.org", kind="changed")
@@ -248,15 +244,14 @@ def test_a_change_reaches_the_others_at_a_real_smtp_server(site: Site) -> None:
 # the API
 
 
-def _api(site: Site) -> tuple[TestClient, dict[str, str]]:
-    token = create_token(site.db, "family-app", NOW_MS)
-    return site.client(), {"Authorization": f"Bearer {token}"}
+def _api(s: Site) -> tuple[TestClient, dict[str, str]]:
+    token = create_token(s.db, "family-app", NOW_MS)
+    return s.client(), {"Authorization": f"Bearer {token}"}
 
 
-def test_the_api_checks_the_role_of_the_watcher_it_acts_for(site: Site) -> None:
-    _people(site)
-    cl, auth = _api(site)
-    w = site.w
+def test_the_api_checks_the_role_of_the_watcher_it_acts_for(pilot: Site) -> None:
+    cl, auth = _api(pilot)
+    w = pilot.w
     body = {"no_activity_h": 30}
     r = cl.patch("/api/v1/households/sato/settings", params={"watcher": w[("sato", "Nao")]},
                  json=body, headers=auth)
@@ -288,7 +283,7 @@ def test_the_api_checks_the_role_of_the_watcher_it_acts_for(site: Site) -> None:
         params = {"watcher": w[("sato", who)]} if who else {}
         r = cl.patch(f"/api/v1/watchers/{target}", params=params, headers=auth, json=change)
         assert r.status_code == status, (who, change, r.text)
-    with site.db.read() as c:
+    with pilot.db.read() as c:
         evs = changes.events(c, "sato", limit=100)
     assert [(e.kind, e.actor_name, e.actor_role) for e in evs][:2] == [
         ("role", "family-app", "coordinator"), ("role", "Aiko", "family")]
@@ -298,12 +293,11 @@ def test_the_api_checks_the_role_of_the_watcher_it_acts_for(site: Site) -> None:
         "coordinator": 366}
 
 
-def test_the_api_lets_every_watcher_role_claim(site: Site) -> None:
-    _people(site)
-    cl, auth = _api(site)
-    r = cl.post(f"/api/v1/alerts/{site.alert}/claim", headers=auth,
-                json={"watcher": site.w[("sato", "Care Co")]})
-    assert r.status_code == 200 and r.json()["claimed_by"] == site.w[("sato", "Care Co")]
+def test_the_api_lets_every_watcher_role_claim(pilot: Site) -> None:
+    cl, auth = _api(pilot)
+    r = cl.post(f"/api/v1/alerts/{pilot.alert}/claim", headers=auth,
+                json={"watcher": pilot.w[("sato", "Care Co")]})
+    assert r.status_code == 200 and r.json()["claimed_by"] == pilot.w[("sato", "Care Co")]
 
 
 # ---------------------------------------------------------------------------------------------
