@@ -332,3 +332,41 @@ def test_the_roles_migration_keeps_known_roles_and_gives_unknown_ones_the_least(
                        "w-3": ("neighbour", 2), "w-4": ("coordinator", 0)}
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def test_the_command_line_prints_the_table_and_tells_its_changes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim.server import cli
+    from sim.server.web import sample
+
+    db = str(tmp_path / "pilot.db")
+    s = sample.build(db)
+    base = ["--db", db, "--clock", f"fixed:{s.now:.0f}"]
+    capsys.readouterr()
+    assert cli.main(["watcher", "roles"]) == 0
+    out = capsys.readouterr().out
+    assert [ln.split()[0] for ln in out.splitlines() if not ln.startswith(" ")] == list(
+        roles.ROLES)
+    assert "pauses up to 30 days" in out and "rules" in out.splitlines()[0]
+    assert cli.main([*base, "household", "settings", "sato", "no_activity_h=12", "--by",
+                     "Oshu office"]) == 0
+    nao = s.watchers["Nao"]
+    assert cli.main([*base, "watcher", "set", nao, "role=commissioner"]) == 0
+    assert cli.main([*base, "watcher", "set", nao, "role=boss"]) == 2
+    assert "role 'boss'" in capsys.readouterr().err
+    assert cli.main([*base, "household", "pause", "sato", "2026-03-20", "2027-03-25"]) == 2
+    assert "366 days at most" in capsys.readouterr().err
+    store = sql.connect(db)
+    try:
+        with store.read() as c:
+            evs = changes.events(c, "sato")
+            told = {r[0] for r in c.all("SELECT watcher FROM outbox WHERE kind = 'changed'")}
+        assert [(e.kind, e.actor_name, e.actor_role) for e in evs] == [
+            ("role", "coordinator", "coordinator"), ("settings", "Oshu office", "coordinator")]
+        assert told == {s.watchers[n] for n in ("Aiko", "Ken", "Nao")}
+    finally:
+        store.close()
