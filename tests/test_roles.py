@@ -370,3 +370,17 @@ def test_the_command_line_prints_the_table_and_tells_its_changes(
         assert told == {s.watchers[n] for n in ("Aiko", "Ken", "Nao")}
     finally:
         store.close()
+
+
+def test_a_neighbour_ends_a_pause_until_the_next_switch_on(pilot: Site) -> None:
+    with pilot.db.tx() as c:
+        p = hh.pause_until_switch_on(c, NOW_MS - 3_600_000, "sato", "needed help")
+    nao = pilot.sign_in("Nao")
+    r = nao.post(f"/h/sato/pauses/{p.id}/end", data={"csrf": csrf(nao, "/h/sato")},
+                 follow_redirects=False)
+    assert r.status_code == 303
+    with pilot.db.read() as c:
+        (q,) = hh.pauses(c, "sato")
+        (ev,) = changes.events(c, "sato")
+    assert (q.end_ms, q.last_day) == (NOW_MS, "2026-03-16")
+    assert ev.kind == "pause_ended" and ev.actor_name == "Nao"

@@ -104,7 +104,12 @@ def end_pause(c: Cursor, now_ms: int, actor: Actor, hid: str, pid: str, today: d
                               f"{roles.TABLE[actor.role].pause_days} day(s) at most; this one "
                               f"is {days} days: ask the family or the coordinator",
                               actor.role, "pause", roles.TABLE[actor.role].pause_days)
-    views.end_pause(c, hid, pid, today, now_ms)
+    if p.until_switch_on and not p.last_day:  # "until the next switch-on", still open: now
+        c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
+                  (max(now_ms, p.start_ms), today.isoformat(), pid))
+        c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    else:
+        views.end_pause(c, hid, pid, today, now_ms)
     record(c, now_ms, hh.household(c, hid), actor, "pause_ended",
            {"pause": pid, "first": p.first_day, "last": p.last_day, "reason": p.reason,
             "ended": today.isoformat()})
