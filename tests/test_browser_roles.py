@@ -61,6 +61,9 @@ def test_a_neighbour_on_a_phone_sees_no_rule_or_tier_controls(pilot: dict,  # no
         a.wait_for_selector('#changes [data-kind="settings"]')
         assert a.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         _shot(a, "roles_family_phone")
+        a.locator("#changes").scroll_into_view_if_needed()
+        a.locator("ol.order").screenshot(path=str(_shot(a, "roles_family_phone").with_name(
+            "dashboard_roles_family_order.png")))
 
         n.reload()
         n.wait_for_selector('#changes [data-kind="settings"]')
