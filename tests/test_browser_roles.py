@@ -34,7 +34,7 @@ def test_a_neighbour_on_a_phone_sees_no_rule_or_tier_controls(pilot: dict,  # no
                          "input[name=escalate_1], select[name=tier]").count() == 0
         assert n.locator("select[name=brightness]:enabled").count() == 0
         assert n.locator("select[name=role]").count() == 0
-        assert n.locator('form[action="/h/sato/absences"]').count() == 0
+        assert n.locator('form[action="/h/sato/absences"], #add-watcher').count() == 0
         assert "ご家族とコーディネーター" in n.locator("#settings").inner_text()
         order = n.locator("ol.order").inner_text()
         assert "近所の方" in order and "家族" in order  # everyone's role, in words

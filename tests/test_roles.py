@@ -45,6 +45,7 @@ ALLOWED = {
     "tier": FAMILY_AND_UP,
     "role": FAMILY_AND_UP,
     "brightness": FAMILY_AND_UP,
+    "invite": FAMILY_AND_UP,
 }
 
 
@@ -87,6 +88,8 @@ def _attempts(s: Site, i: int) -> dict[str, tuple[str, dict[str, str]]]:
         "tier": (f"/h/sato/watchers/{target}/order", {"tier": str((1, 3)[i % 2])}),
         "role": (f"/h/sato/watchers/{target}/role", {"role": other}),
         "brightness": ("/h/sato/bulbs/sato-toilet/brightness", {"brightness": str(40 + 10 * i)}),
+        "invite": ("/h/sato/watchers", {"name": f"New {i}", "email": f"new{i}@example.org",
+                                        "role": "neighbour", "lang": "ja"}),
     }
 
 
@@ -149,6 +152,29 @@ def test_the_page_shows_a_neighbour_no_rule_tier_or_role_controls(pilot: Site) -
     assert choices == list(roles.WATCHER_ROLES)  # the family never makes a coordinator
     office = pilot.sign_in("Office").get("/h/sato").text
     assert '<option value="coordinator"' in office
+
+
+def test_the_family_adds_a_watcher_who_gets_the_test_message(pilot: Site) -> None:
+    aiko = pilot.sign_in("Aiko")
+    token = csrf(aiko, "/h/sato")
+    r = aiko.post("/h/sato/watchers", data={"csrf": token, "name": "Yuki", "role": "neighbour",
+                                             "email": "yuki@example.org", "lang": "en"},
+                  follow_redirects=False)
+    assert r.status_code == 303
+    with pilot.db.read() as c:
+        (yuki,) = [w for w in hh.watchers(c, "sato") if w.name == "Yuki"]
+        (ev,) = changes.events(c, "sato")
+    assert (yuki.role, yuki.tier, yuki.lang) == ("neighbour", 2, "en")
+    assert [o.kind for o in notify.outbox(pilot.db) if o.watcher == yuki.id] == ["invite"]
+    assert (ev.kind, ev.actor_name) == ("watcher_added", "Aiko")
+    assert "Yuki now watches over (neighbour)" in aiko.get("/h/sato").text
+    for bad, status in (({"role": "coordinator"}, 403), ({"role": "boss"}, 400),
+                        ({"email": ""}, 400), ({"email": "not-an-address"}, 400),
+                        ({"name": ""}, 400), ({"lang": "fr"}, 400)):
+        form = {"csrf": token, "name": "Z", "role": "neighbour", "email": "z@example.org",
+                "lang": "ja", **bad}
+        assert aiko.post("/h/sato/watchers", data=form).status_code == status, bad
+    assert 'id="add-watcher"' not in pilot.sign_in("Nao").get("/h/sato").text
 
 
 def test_a_family_cannot_make_or_unmake_a_coordinator(pilot: Site) -> None:

@@ -223,13 +223,10 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def invite(hid: str, body: WatcherIn, request: Request,
                      watcher: str | None = None) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
-            who = actor(c, request, hid)
-            roles.need(who.role, "invite")
-            if body.role not in roles.WATCHER_ROLES:
-                roles.check_role_change(who.role, "coordinator", body.role)
-            w = hh.add_watcher(c, now, hid, body.name, body.role, body.lang, body.email,
-                               body.webhook_url, body.console, body.tier, body.quiet_hours)
-            notify.enqueue(c, now, "invite", hh.household(c, hid), w, {})
+            w = changes.add_watcher(c, now, actor(c, request, hid), hid, body.name, body.role,
+                                    lang=body.lang, email=body.email,
+                                    webhook_url=body.webhook_url, console=body.console,
+                                    tier=body.tier, quiet_hours=body.quiet_hours)
             return {**w.public(), "webhook_secret": w.webhook_secret}
         return await call(do)
 

@@ -26,7 +26,7 @@ from sim.server import notify, roles
 from sim.server.storage import Cursor
 
 KINDS = ("settings", "pause_added", "pause_ended", "absence_added", "absence_removed", "tier",
-         "role")
+         "role", "watcher_added")
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,27 @@ def update_watcher(c: Cursor, now_ms: int, actor: Actor, wid: str,
     return w, moved
 
 
+def add_watcher(c: Cursor, now_ms: int, actor: Actor, hid: str, name: str, role: str,
+                **kw: Any) -> hh.Watcher:
+    """Invite a watcher (households.add_watcher's keywords): they get the test message, and
+    the change log says who joined and as what; the others are not mailed (setting up a
+    household would mail each watcher once per other watcher). Only a coordinator adds a
+    coordinator."""
+    roles.need(actor.role, "invite")
+    if not isinstance(role, str):
+        raise ValueError(  # noqa: TRY004 - a bad setting is a ValueError everywhere here
+            f"role must be one of {', '.join(roles.ROLES)} (got {role!r})")
+    roles.role(role)
+    if role not in roles.WATCHER_ROLES:
+        roles.check_role_change(actor.role, "coordinator", role)
+    w = hh.add_watcher(c, now_ms, hid, name, role, **kw)
+    home = hh.household(c, hid)
+    notify.enqueue(c, now_ms, "invite", home, w, {})
+    record(c, now_ms, home, actor, "watcher_added",
+           {"watcher": w.id, "name": w.name, "new": w.role}, tell=False)
+    return w
+
+
 def _member(c: Cursor, hid: str, wid: str) -> hh.Watcher:
     w = hh.watcher(c, wid)
     if w.household != hid or w.removed_at is not None:
@@ -211,9 +232,9 @@ def _member(c: Cursor, hid: str, wid: str) -> hh.Watcher:
 
 
 def record(c: Cursor, now_ms: int, home: hh.Household, actor: Actor, kind: str,
-           detail: dict[str, Any]) -> Event:
-    """Write the event and tell every other current watcher of the household (the coordinator
-    watchers too; never the actor)."""
+           detail: dict[str, Any], tell: bool = True) -> Event:
+    """Write the event and, unless tell is False, tell every other current watcher of the
+    household (the coordinator watchers too; never the actor)."""
     if kind not in KINDS:
         raise ValueError(f"unknown change {kind!r}")
     ev = Event("e-" + secrets.token_hex(8), home.id, now_ms, kind, actor.id, actor.name,
@@ -224,6 +245,8 @@ def record(c: Cursor, now_ms: int, home: hh.Household, actor: Actor, kind: str,
               "actor_role, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
               (ev.id, ev.household, (row[0] or 0) + 1 if row else 1, ev.at, ev.kind, ev.actor,
                ev.actor_name, ev.actor_role, json.dumps(detail, ensure_ascii=False)))
+    if not tell:
+        return ev
     ctx: dict[str, Any] = {"by": actor.name}
     for lang in hh.LANGS:
         ctx[f"by_role_{lang}"] = role_word(actor.role, lang)
@@ -271,6 +294,8 @@ def describe(ev: Event, lang: str, tz: str = "Asia/Tokyo") -> list[str]:
     if ev.kind == "tier":
         return [t("ch_tier", name=d["name"], old=t(f"tier_{d['old']}"),
                   new=t(f"tier_{d['new']}"))]
+    if ev.kind == "watcher_added":
+        return [t("ch_watcher_added", name=d["name"], new=t(f"role_{d['new']}"))]
     if ev.kind == "role":
         return [t("ch_role", name=d["name"], old=t(f"role_{d['old']}"),
                   new=t(f"role_{d['new']}"))]

@@ -15,6 +15,7 @@
     POST /h/{hid}/absences   POST /h/{hid}/absences/{n}/remove   (recurring part-day absences)
     POST /h/{hid}/watchers/{wid}/quiet                          (a watcher's quiet hours)
     POST /h/{hid}/watchers/{wid}/order   POST /h/{hid}/watchers/{wid}/role
+    POST /h/{hid}/watchers                                      (invite: the test message)
     GET  /coordinator               all households, open alerts, bulb health, pilot report
     GET  /coordinator/report.csv
     POST /coordinator/invite        an invitation link for a watcher
@@ -561,6 +562,19 @@ def router(web: Web) -> APIRouter:
             changes.set_tier(c, p.now_ms, who, hid, wid, int(tier))
             return f"/h/{hid}?done=saved#settings"
         return await action(do)(request, hid, wid)
+
+    @r.post("/h/{hid}/watchers")
+    async def add_watcher(request: Request, hid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
+            _, who = p.actor(c, hid, "invite")
+            email = form.get("email", "").strip()
+            if not email:
+                raise ValueError("a watcher needs an e-mail address (alerts go there)")
+            changes.add_watcher(c, p.now_ms, who, hid, form.get("name", "")[:200],
+                                form.get("role", ""), lang=form.get("lang", "ja"),
+                                email=email[:200])
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid)
 
     @r.post("/h/{hid}/watchers/{wid}/role")
     async def set_role(request: Request, hid: str, wid: str) -> Response:
