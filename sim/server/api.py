@@ -8,7 +8,13 @@ link pages; `install(app)` mounts it on the server and starts the sweeper and th
                   resolve with an outcome). The token is signed and good for one alert, one
                   watcher and one action (notify.make_token).
 
-Errors use the server's shape {"error", "detail"} with 400/401/404/409; never a 500.
+Roles (sim/server/roles.py): a token acts as the coordinator. Changes to settings, pauses,
+absences and watchers may name the watcher they are made for (`?watcher=ID`, e.g. a family's
+own app): that watcher's role is checked (403 otherwise), they are named in the household's
+change record and the other watchers are told (sim/server/changes.py). Claim and resolve check
+the claiming watcher's role. GET /api/v1/roles gives the table.
+
+Errors use the server's shape {"error", "detail"} with 400/401/403/404/409; never a 500.
 
 It must never act on a GET, and never let a watcher's link act on another alert.
 """
@@ -23,15 +29,17 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, notify, sweeper, tokens
+from sim.server import alerts, changes, notify, roles, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.cli import site_snippet
@@ -146,10 +154,24 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
-        if _token(db, request.headers.get("authorization", "")) is None:
+        t = _token(db, request.headers.get("authorization", ""))
+        if t is None:
             raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
                                 "`mimamori token create NAME`",
                                 headers={"WWW-Authenticate": "Bearer"})
+        request.state.token = t
+
+    def actor(c: Any, request: Request, hid: str | None) -> changes.Actor:
+        """Who makes a change: the watcher named by ?watcher= (in this household), else the
+        token, as the coordinator."""
+        wid = request.query_params.get("watcher")
+        if wid is None:
+            t = request.state.token
+            return changes.Actor.coordinator(f"token:{t.name}", t.name)
+        w = hh.watcher(c, wid)
+        if w.removed_at is not None or (hid is not None and w.household != hid):
+            raise hh.NotFound(f"watcher {wid!r} does not watch household {hid!r}")
+        return changes.Actor.of(w)
 
     r = APIRouter(prefix="/api/v1", tags=["households and alerts"], dependencies=[Depends(auth)])
 
@@ -159,6 +181,8 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                 return fn(c, clocks.ms(clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
+        except roles.Forbidden as e:
+            raise HTTPException(403, str(e)) from None
         except (alerts.Conflict, hh.Exists) as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:
@@ -183,18 +207,26 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def get_household(hid: str) -> dict[str, Any]:
         return await call(lambda c, now: _status(hh.household(c, hid), c, store), write=False)
 
-    @r.patch("/households/{hid}/settings", summary="Change alert settings")
-    async def set_settings(hid: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return await call(lambda c, now: hh.settings_json(
-            hh.update_settings(c, hid, changes, now).settings))
+    @r.get("/roles", summary="What each watcher role may see and change (sim/server/roles.py)")
+    async def list_roles() -> list[dict[str, Any]]:
+        return [{"role": x.name, "tier": x.tier, "may": [a for a in roles.ACTIONS if a in x.may],
+                 "pause_days": x.pause_days, "why": x.why} for x in roles.TABLE.values()]
+
+    @r.patch("/households/{hid}/settings", summary="Change alert settings (the others are told)")
+    async def set_settings(hid: str, body: dict[str, Any], request: Request,
+                           watcher: str | None = None) -> dict[str, Any]:
+        return await call(lambda c, now: hh.settings_json(changes.settings(
+            c, now, actor(c, request, hid), hid, body).settings))
 
     @r.post("/households/{hid}/watchers", status_code=201,
             summary="Invite a watcher (sends a test message)")
-    async def invite(hid: str, body: WatcherIn) -> dict[str, Any]:
+    async def invite(hid: str, body: WatcherIn, request: Request,
+                     watcher: str | None = None) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
-            w = hh.add_watcher(c, now, hid, body.name, body.role, body.lang, body.email,
-                               body.webhook_url, body.console, body.tier, body.quiet_hours)
-            notify.enqueue(c, now, "invite", hh.household(c, hid), w, {})
+            w = changes.add_watcher(c, now, actor(c, request, hid), hid, body.name, body.role,
+                                    lang=body.lang, email=body.email,
+                                    webhook_url=body.webhook_url, console=body.console,
+                                    tier=body.tier, quiet_hours=body.quiet_hours)
             return {**w.public(), "webhook_secret": w.webhook_secret}
         return await call(do)
 
@@ -203,10 +235,16 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: (hh.household(c, hid),
                                           [w.public() for w in hh.watchers(c, hid)])[1], write=False)
 
-    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message)")
-    async def update_watcher(wid: str, changes: dict[str, Any]) -> dict[str, Any]:
+    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message; "
+             "a new role or tier is told to the others)")
+    async def update_watcher(wid: str, body: dict[str, Any], request: Request,
+                             watcher: str | None = None) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
-            w, moved = hh.update_watcher(c, wid, changes)
+            who = actor(c, request, hh.watcher(c, wid).household)
+            if who.watcher is not None and set(body) - {"role", "tier"} and who.watcher != wid:
+                raise roles.Forbidden("a watcher changes another watcher's role and tier only",
+                                      who.role, "roles")
+            w, moved = changes.update_watcher(c, now, who, wid, body)
             if moved:
                 notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
             return {**w.public(), "test_message": moved}
@@ -232,33 +270,45 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: (hh.household(c, hid), [
             {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1], write=False)
 
-    @r.post("/households/{hid}/pauses", status_code=201, summary="Pause (planned absence)")
-    async def add_pause(hid: str, body: PauseIn) -> dict[str, Any]:
-        return await call(lambda c, now: hh.add_pause(
-            c, now, hid, hh.parse_day(body.first), hh.parse_day(body.last), body.reason).__dict__)
+    @r.post("/households/{hid}/pauses", status_code=201,
+            summary="Pause (planned absence; the others are told)")
+    async def add_pause(hid: str, body: PauseIn, request: Request,
+                        watcher: str | None = None) -> dict[str, Any]:
+        return await call(lambda c, now: changes.add_pause(
+            c, now, actor(c, request, hid), hid, hh.parse_day(body.first),
+            hh.parse_day(body.last), body.reason).__dict__)
 
     @r.get("/households/{hid}/pauses", summary="Pauses of a household")
     async def list_pauses(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)], write=False)
 
-    @r.delete("/households/{hid}/pauses/{pid}", status_code=204, summary="End a pause early")
-    async def remove_pause(hid: str, pid: str) -> None:
-        await call(lambda c, now: hh.remove_pause(c, hid, pid, now))
+    @r.delete("/households/{hid}/pauses/{pid}", status_code=204,
+              summary="End a pause early (the days already away stay paused)")
+    async def remove_pause(hid: str, pid: str, request: Request,
+                           watcher: str | None = None) -> None:
+        def do(c: Any, now: int) -> None:
+            home = hh.household(c, hid)
+            today = datetime.fromtimestamp(now / 1000, ZoneInfo(home.tz)).date()
+            changes.end_pause(c, now, actor(c, request, hid), hid, pid, today)
+        await call(do)
 
     @r.post("/households/{hid}/absences", status_code=201,
             summary="Add a recurring part-day absence (e.g. day service Tue and Fri 09-17)")
-    async def add_absence(hid: str, body: AbsenceIn) -> list[dict[str, Any]]:
-        return await call(lambda c, now: hh.add_absence(
-            c, hid, {"days": body.days, "from": body.from_, "to": body.to,
-                     "reason": body.reason}, now))
+    async def add_absence(hid: str, body: AbsenceIn, request: Request,
+                          watcher: str | None = None) -> list[dict[str, Any]]:
+        return await call(lambda c, now: changes.add_absence(
+            c, now, actor(c, request, hid), hid,
+            {"days": body.days, "from": body.from_, "to": body.to, "reason": body.reason}))
 
     @r.get("/households/{hid}/absences", summary="Recurring absences (numbered from 1)")
     async def list_absences(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: list(hh.household(c, hid).settings.absences))
 
     @r.delete("/households/{hid}/absences/{number}", summary="Remove a recurring absence")
-    async def remove_absence(hid: str, number: int) -> list[dict[str, Any]]:
-        return await call(lambda c, now: hh.remove_absence(c, hid, number, now))
+    async def remove_absence(hid: str, number: int, request: Request,
+                             watcher: str | None = None) -> list[dict[str, Any]]:
+        return await call(lambda c, now: changes.remove_absence(
+            c, now, actor(c, request, hid), hid, number))
 
     @r.get("/households/{hid}/placement",
            summary="The placement check of each bulb: does its room give enough signal")
@@ -279,14 +329,18 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
 
     @r.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
     async def claim(aid: str, body: ClaimIn) -> dict[str, Any]:
-        return await call(lambda c, now: alerts.public(
-            c, alerts.claim(c, aid, body.watcher, now, cfg)))
+        def do(c: Any, now: int) -> dict[str, Any]:
+            roles.need(hh.watcher(c, body.watcher).role, "claim")
+            return alerts.public(c, alerts.claim(c, aid, body.watcher, now, cfg))
+        return await call(do)
 
     @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
     async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
-        return await call(lambda c, now: alerts.public(
-            c, alerts.resolve(c, aid, body.watcher, body.outcome, body.note, now, cfg,
-                              pause=body.pause)))
+        def do(c: Any, now: int) -> dict[str, Any]:
+            roles.need(hh.watcher(c, body.watcher).role, "claim")
+            return alerts.public(c, alerts.resolve(c, aid, body.watcher, body.outcome,
+                                                   body.note, now, cfg, pause=body.pause))
+        return await call(do)
 
     @r.post("/sweep", summary="Evaluate the due households now (normally periodic)")
     async def sweep_now() -> dict[str, Any]:

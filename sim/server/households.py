@@ -25,13 +25,13 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim.server import rules, texts
+from sim.server import roles, rules, texts
 from sim.server.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 LANGS = ("ja", "en")
-ROLES = {"coordinator": 0, "family": 1, "neighbour": 2, "commissioner": 2, "visit_service": 3}
+ROLES = {r.name: r.tier for r in roles.TABLE.values()}  # role -> its tier (sim/server/roles.py)
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
@@ -174,6 +174,7 @@ SCHEMA: list[list[str]] = [
 def open_people(db: Database) -> Database:
     """Apply the people/alerts migrations (idempotent); returns db."""
     migrate(db, "people", SCHEMA)
+    migrate(db, "roles", roles.SCHEMA)  # who changed what (household_events), role defaults
     return db
 
 

@@ -5,7 +5,8 @@
 is added), alert, reminder, escalated, claimed ("Aiko is going to check"), overdue (a claim
 with no outcome yet), resolved, cleared ("light switched on at 10:42"), digest (the weekly
 "all is well" with one line about the week), signin (a dashboard sign-in link), undeliverable
-(to the coordinators: a message to a watcher could not be sent).
+(to the coordinators: a message to a watcher could not be sent), changed (to the other
+watchers: someone changed the household's rules, pauses, tiers or roles).
 ctx carries plain values (names, local HH:MM times, hours, links); nothing here reads the
 database or the clock.
 
@@ -248,7 +249,24 @@ def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
              "their address (mimamori outbox)."))
 
 
+def _changed(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    """To the other watchers: someone changed the household's rules, pauses, tiers or roles
+    (sim/server/changes.py); ctx: by, by_role_<lang>, lines_<lang> (one "- " line each)."""
+    role, lines = c.get(f"by_role_{lang}", ""), c.get(f"lines_{lang}", "")
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{c['by']} さんが見守りの設定を変えました",
+                (f"{c['watcher']} さん\n\n{c['home']} の見守りについて、{c['by']} さん（{role}）"
+                 f"が次のように変えました。\n\n{lines}\n\n"
+                 "心当たりのない変更は、ご本人かコーディネーターに確かめてください。"
+                 "変更の記録は見守りの画面でいつでも見られます。"))
+    return (f"[Mimamori] {c['home']}: {c['by']} changed how it is watched",
+            (f"Dear {c['watcher']},\n\n{c['by']} ({role}) changed how {c['home']} is watched:"
+             f"\n\n{lines}\n\nIf this looks wrong, ask {c['by']} or the coordinator. The "
+             "household's page on the dashboard lists every change."))
+
+
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
           "claimed": _claimed, "overdue": _overdue, "resolved": _resolved, "cleared": _cleared,
-          "digest": _digest, "signin": _signin, "undeliverable": _undeliverable}
+          "digest": _digest, "signin": _signin, "undeliverable": _undeliverable,
+          "changed": _changed}
 KINDS = tuple(_KINDS)
