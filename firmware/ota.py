@@ -265,15 +265,18 @@ class Ota:
         if clen > most:
             raise OSError("ota: answer longer than asked")
         body = mv[hend + 4 : n]
-        if path is None:
-            out = bytearray(body)
-            while len(out) < clen:
-                got = await t.recv_into(mv)
+        if path is None:  # the manifest: one buffer of its size, filled in place
+            out = bytearray(clen)
+            k = min(len(body), clen)
+            out[:k] = body[:k]
+            om = memoryview(out)
+            while k < clen:
+                got = await t.recv_into(om[k:])
                 if not got:
                     raise OSError("ota: answer cut short")
-                out.extend(mv[:got])
-            self.fetched += len(out)
-            return bytes(out[:clen])
+                k += got
+            self.fetched += clen
+            return bytes(out)  # parsed with bytes methods (a bytearray has no find here)
         left = clen
         with open(path, "ab") as f:  # noqa: ASYNC230 - committed at close: a cut keeps the size
             while True:
