@@ -82,13 +82,14 @@ flash: image
 		$(if $(BAUD),--baud $(BAUD)) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
 # make provision PORT=/dev/ttyUSB0 SERVER=https://... WIFI_SSID=... WIFI_PASSWORD=... | APN=...
-#   [DEVICE=bulb-x] [KEY=hex] [DB=var/mimamori.db] [TIMEOUT=180]   (docs/installing.md)
-#   not echoed: the command line holds the Wi-Fi password
+#   TOKEN=mmr_... [HOUSEHOLD=sato] [DEVICE=bulb-x] [KEY=hex] [API=url] [TIMEOUT=180]
+#   (docs/installing.md) not echoed: the command line holds the Wi-Fi password and the token
 provision: setup
 	@$(PY) -m tools.provision --port "$(PORT)" --server "$(SERVER)" \
 		--wifi-ssid "$(WIFI_SSID)" --wifi-password "$(WIFI_PASSWORD)" --apn "$(APN)" \
 		$(if $(DEVICE),--device "$(DEVICE)") $(if $(KEY),--key "$(KEY)") \
-		$(if $(DB),--db "$(DB)") $(if $(TIMEOUT),--timeout $(TIMEOUT))
+		$(if $(HOUSEHOLD),--household "$(HOUSEHOLD)") $(if $(TOKEN),--token "$(TOKEN)") \
+		$(if $(API),--api "$(API)") $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 lint: setup
 	$(PY) -m ruff check firmware sim tests bench tools

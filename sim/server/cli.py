@@ -5,6 +5,7 @@
     mimamori device register [--id ID] [--household H] [--server URL] [--json] [--out FILE]
     mimamori device list [--household H] [--json]
     mimamori device show ID [--last N] [--json]
+    mimamori device assign ID HOUSEHOLD
     mimamori device settings ID [key=value ...]
     mimamori device rekey ID [--server URL]
 
@@ -88,6 +89,21 @@ def _ms_text(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+NO_HOUSEHOLD = "NO HOUSEHOLD"  # a bulb that can raise no alert: `mimamori device assign`
+
+
+def signal_text(store: Store, dev_id: str, now_ms: int) -> str:
+    """The bulb's signal on the one scale (firmware/quality.py), with its figures."""
+    from firmware import quality
+    from sim.server.web.views import device_health
+
+    h = device_health(store, dev_id, now_ms)
+    row = quality.level(h.dbm, h.late_7d, h.visits_7d)
+    figures = ([] if h.dbm is None else [f"{h.dbm} dBm"]) + (
+        [f"{h.late_7d} of {h.visits_7d} reports late"] if h.visits_7d else [])
+    return (row[5] if row else "unknown") + (f" ({', '.join(figures)})" if figures else "")
+
+
 def cmd_list(args: argparse.Namespace, store: Store) -> int:
     devs = store.devices(args.household)
     if args.json:
@@ -96,12 +112,18 @@ def cmd_list(args: argparse.Namespace, store: Store) -> int:
     if not devs:
         print("no devices: register one with `mimamori device register`")
         return 0
-    print(f"{'id':<20} {'household':<14} {'ack':>8} {'epoch':>10} {'sv':>3}  last heard")
+    now = clocks.ms(args.clock_fn)
+    print(f"{'id':<20} {'household':<14} {'ack':>8} {'epoch':>10} {'sv':>3}  "
+          f"{'last heard':<20}  signal")
     for d in devs:
         ack = "-" if d.ack is None else str(d.ack)
         epoch = "-" if d.epoch is None else f"{d.epoch:08x}"
-        print(f"{d.id:<20} {d.household or '-':<14} {ack:>8} {epoch:>10} "
-              f"{d.settings_version:>3}  {_ms_text(d.last_heard_at)}")
+        print(f"{d.id:<20} {d.household or NO_HOUSEHOLD:<14} {ack:>8} {epoch:>10} "
+              f"{d.settings_version:>3}  {_ms_text(d.last_heard_at):<20}  "
+              f"{signal_text(store, d.id, now)}")
+    if any(d.household is None for d in devs):
+        print(f"{NO_HOUSEHOLD}: the bulb raises no alert until `mimamori device assign DEVICE "
+              "HOUSEHOLD`")
     return 0
 
 
@@ -122,10 +144,24 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
             "deliveries": [x.__dict__ for x in deliveries],
         }))
         return 0
-    print(f"device {dev.id}  household {dev.household or '-'}  registered "
+    print(f"device {dev.id}  household {dev.household or NO_HOUSEHOLD}  registered "
           f"{_ms_text(dev.created_at)}  settings v{dev.settings_version} "
           f"{json.dumps(dev.settings, sort_keys=True)}")
     print(f"first heard {_ms_text(dev.first_heard_at)}, last heard {_ms_text(dev.last_heard_at)}")
+    if dev.household is None:
+        print(f"{NO_HOUSEHOLD}: it raises no alert until `mimamori device assign {dev.id} "
+              "HOUSEHOLD`")
+    now = clocks.ms(args.clock_fn)
+    print(f"signal: {signal_text(store, dev.id, now)}")
+    from sim.server.web.views import FAULT_WHAT, fault_name, fault_records
+
+    with store.db.read() as c:
+        faults = fault_records(c, dev.id, now - 14 * 86_400_000)
+    print(f"faults in 14 days: {len(faults)}" + (":" if faults else ""))
+
+    for at, sub, aux in faults:
+        name = fault_name(sub)
+        print(f"  {_ms_text(at)}  {name}: {FAULT_WHAT.get(name, 'unknown fault')} (detail {aux})")
     for j in journals:
         print(f"journal {j.ordinal} epoch {j.epoch:08x}: ack {j.ack}, last boot {j.last_boot} "
               f"req {j.last_req}, {j.lost} records lost (the bulb counts {j.reported_lost}), "
@@ -145,6 +181,20 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     for d in deliveries:
         print(f"  {_ms_text(d.received_at)}  {d.boot}/{d.req}  {d.stored}/{d.count}  "
               f"ack {d.ack}  {d.bytes} B")
+    return 0
+
+
+def cmd_assign(args: argparse.Namespace, store: Store) -> int:
+    from sim.server import households as hh
+
+    hh.open_people(store.db)
+    try:
+        with store.db.tx() as c:
+            before = hh.assign_bulb(c, args.id, args.household, clocks.ms(args.clock_fn))
+    except hh.NotFound as e:
+        raise ValueError(str(e)) from None
+    print(f"device {args.id} now watches over household {args.household}"
+          + (f" (it was in {before})" if before and before != args.household else ""))
     return 0
 
 
@@ -241,6 +291,11 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--last", type=int, default=10, help="deliveries to show (default 10)")
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_show)
+
+    asg = dsub.add_parser("assign", help="attach a bulb to a household (or move it)")
+    asg.add_argument("id")
+    asg.add_argument("household")
+    asg.set_defaults(func=cmd_assign)
 
     st = dsub.add_parser("settings", help="show or change what the server pushes to a bulb")
     st.add_argument("id")
