@@ -41,6 +41,50 @@ def _db_path(args: argparse.Namespace) -> str:
     return args.db or os.environ.get("MIMAMORI_DB") or DEFAULT_DB
 
 
+def db_problem(path: str, make_dirs: bool) -> str | None:
+    """Why the SQLite database at `path` cannot be used, in one line naming it, or None. The
+    server (make_dirs) creates missing directories, as `make server` does for var/; the other
+    commands never create a directory (a mistyped --db would leave an empty database behind)."""
+    from sim.server.sql import is_postgres
+
+    if path == ":memory:" or is_postgres(path):
+        return None
+    p = Path(path)
+    fix = "check --db (or MIMAMORI_DB)"
+    if p.is_dir():
+        return f"the database {path} is a directory: --db names a file, e.g. {p / 'mimamori.db'}"
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        return f"the database {path} cannot be made: {parent} is not a directory; {fix}"
+    if not parent.exists():
+        if not make_dirs:
+            return (f"no database at {path}: the directory {parent} does not exist; {fix}, "
+                    "or start the server with it first (`make server`)")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return (f"the database {path} cannot be made: cannot create {parent} "
+                    f"({e.strerror}); {fix}")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK):
+        return f"the database {path} is not writable: {target} is read-only for this user; {fix}"
+    return None
+
+
+def open_store(path: str, make_dirs: bool = False) -> Store:
+    """The store at path, or ValueError with one line naming the path and what to do."""
+    import sqlite3
+
+    problem = db_problem(path, make_dirs)
+    if problem:
+        raise ValueError(problem)
+    try:
+        return Store.open(path)
+    except sqlite3.Error as e:
+        raise ValueError(f"the database {path} cannot be opened ({e}): check --db (or "
+                         "MIMAMORI_DB)") from None
+
+
 def site_snippet(dev: Device, server: str) -> dict[str, str]:
     """The site-config keys (fs/site.json) that let a bulb talk to this server."""
     return {"server": server, "device_id": dev.id, "device_key": dev.key}
@@ -223,8 +267,16 @@ def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
 
     if bool(args.cert) != bool(args.key):
         raise ValueError("--cert and --key go together (the server's certificate and its key)")
-    app = create_app(_db_path(args), clock=args.clock_fn)
+    from sim.server.web.cli import record_served_url
+
     scheme = "https" if args.cert else "http"
+    store = open_store(_db_path(args), make_dirs=True)  # a bad --db: one line, no traceback
+    try:  # the links `mimamori dashboard invite` prints point here (or MIMAMORI_PUBLIC_URL)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        record_served_url(store.db, f"{scheme}://{host}:{args.port}")
+    finally:
+        store.close()
+    app = create_app(_db_path(args), clock=args.clock_fn)
     print(f"mimamori server on {scheme}://{args.host}:{args.port} db={_db_path(args)}",
           flush=True)
     proxies = os.environ.get("MIMAMORI_TRUSTED_PROXIES", "").strip()
@@ -313,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         args.clock_fn = clocks.parse(args.clock)
         if not getattr(args, "needs_store", True):
             return args.func(args, None)
-        store = Store.open(_db_path(args))
+        store = open_store(_db_path(args))
         try:
             return args.func(args, store)
         finally:
