@@ -551,10 +551,11 @@ class Stage:
         self.clock = SimClock(1.0, end - time.time())
 
     def watcher_link(self, hid: str) -> tuple[str, str]:
-        """(name, a one-time sign-in link) of the household's first watcher, as the operator
-        makes it: `mimamori dashboard invite` without --url, which finds the server's port."""
+        """(name, a one-time sign-in link) of the household's first family watcher, as the
+        operator makes it: `mimamori dashboard invite` without --url finds the server's port."""
         assert self.clock
-        w = self.api("GET", f"/api/v1/households/{hid}/watchers")[0]
+        ws = self.api("GET", f"/api/v1/households/{hid}/watchers")
+        w = next((w for w in ws if w["role"] == "family"), ws[0])
         out = self.cli("--clock", f"fixed:{self.clock.sim():.0f}", "dashboard", "invite",
                        w["id"])
         return w["name"], out.strip().splitlines()[-1]
