@@ -202,7 +202,6 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     with store.db.read() as c:
         faults = fault_records(c, dev.id, now - 14 * 86_400_000)
     print(f"faults in 14 days: {len(faults)}" + (":" if faults else ""))
-
     for at, sub, aux in faults:
         name = fault_name(sub)
         print(f"  {_ms_text(at)}  {name}: {FAULT_WHAT.get(name, 'unknown fault')} (detail {aux})")
