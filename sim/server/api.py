@@ -110,6 +110,15 @@ class BulbIn(BaseModel):
     server: str | None = None
 
 
+class NewBulbIn(BulbIn):
+    household: str | None = Field(None, description="the household it watches over (none: "
+                                  "attach it later with PUT /bulbs/{id}/household)")
+
+
+class AssignIn(BaseModel):
+    household: str
+
+
 class PauseIn(BaseModel):
     first: str = Field(description="first paused day, YYYY-MM-DD (household time)")
     last: str = Field(description="last paused day, YYYY-MM-DD; it resumes by itself after")
@@ -148,6 +157,35 @@ def _status(home: hh.Household, c: Any, store: Store) -> dict[str, Any]:
             "pauses": [p.__dict__ for p in hh.pauses(c, home.id)],
             "alerts": [alerts.public(c, a) for a in alerts.list_alerts(c, home.id,
                                                                          active_only=True)]}
+
+
+def _bulb_status(store: Store, did: str, since: int | None, now: int) -> dict[str, Any]:
+    """GET /bulbs/{id}: the bulb without its key, its signal on the one scale
+    (firmware/quality.py), and with `since` the records stored from then on: how many, whether
+    a power-on is among them, and the newest link record that connected."""
+    from firmware import quality, record
+    from sim.server.web.views import device_health
+
+    dev = store.device(did)
+    if dev is None:
+        raise HTTPException(404, f"no bulb {did!r}: see `mimamori device list`")
+    h = device_health(store, did, now)
+    row = quality.level(h.dbm, h.late_7d, h.visits_7d)
+    out: dict[str, Any] = {
+        **{k: v for k, v in dev.__dict__.items() if k != "key"}, "now_ms": now,
+        "signal": {"dbm": h.dbm, "late": h.late_7d, "reports": h.visits_7d,
+                   "level": row and row[3], "bars": row and row[2],
+                   "words": row and {"ja": row[4], "en": row[5]}},
+        "faults": h.faults}
+    if since is not None:
+        recs = store.records_for_device(did, since_received_ms=since)
+        links = [r for r in recs if r.kind == record.K_LINK and r.arg > 0]
+        out["since"] = {"records": len(recs),
+                        "power_on": any(r.kind == record.K_POWER_ON for r in recs),
+                        "link": None if not links else {
+                            "transport": links[-1].sub, "dbm": links[-1].aux,
+                            "connect_ms": links[-1].arg}}
+    return out
 
 
 def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
@@ -269,6 +307,32 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def list_bulbs(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: (hh.household(c, hid), [
             {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1], write=False)
+
+    @r.post("/bulbs", status_code=201,
+            summary="Register a bulb, in a household or none yet (its key, shown once)")
+    async def register_bulb(body: NewBulbIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            if body.household is not None:
+                hh.household(c, body.household)  # a clear 404 before any key is minted
+            dev = store.register_device(now, body.id, body.household)
+            if body.household is not None:
+                c.execute("UPDATE households SET next_check = ? WHERE id = ?",
+                          (now, body.household))
+            return {"id": dev.id, "household": dev.household,
+                    "site": site_snippet(dev, body.server or cfg.public_url)}
+        return await call(do)
+
+    @r.get("/bulbs/{did}", summary="A bulb: its household, when it was heard, its signal, and "
+           "what it sent since a time (`since`, server ms: the provisioning's first upload)")
+    async def get_bulb(did: str, since: int | None = None) -> dict[str, Any]:
+        return await run_in_threadpool(_bulb_status, store, did, since, clocks.ms(clock))
+
+    @r.put("/bulbs/{did}/household", summary="Attach a bulb to a household (or move it)")
+    async def assign_bulb(did: str, body: AssignIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            before = hh.assign_bulb(c, did, body.household, now)
+            return {"id": did, "household": body.household, "was": before}
+        return await call(do)
 
     @r.post("/households/{hid}/pauses", status_code=201,
             summary="Pause (planned absence; the others are told)")

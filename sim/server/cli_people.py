@@ -50,13 +50,15 @@ def _now(args: argparse.Namespace) -> int:
     return clocks.ms(args.clock_fn)
 
 
-def _t(ms: int | None, tz: str = "UTC") -> str:
+def _t(ms: int | None, tz: str) -> str:
+    """A time in the household's own time zone, labelled (2026-03-16 10:30 JST): every list
+    (households, alerts) reads the same way."""
     if ms is None:
         return "-"
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
@@ -245,6 +247,7 @@ def watcher_remove(args: argparse.Namespace, store: Store) -> int:
 def alert_list(args: argparse.Namespace, store: Store) -> int:
     rows = _run(args, store, lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
         c, args.household, active_only=args.active)])
+    tz = _run(args, store, lambda c, now: {h.id: h.tz for h in hh.households(c)})
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -253,7 +256,7 @@ def alert_list(args: argparse.Namespace, store: Store) -> int:
     for a in rows:
         who = a.get("claimed_by_name") or ""
         print(f"{a['id']:<15} {a['household']:<12} {a['rule']:<14} {a['state']:<8} "
-              f"{_t(a['opened_at'])}  {who + ' is going to check  ' if who else ''}"
+              f"{_t(a['opened_at'], tz.get(a['household'], 'UTC'))}  {who + ' is going to check  ' if who else ''}"
               f"{a['outcome'] or ''} {a['evidence']}")
     return 0
 

@@ -730,3 +730,23 @@ def remove_absence(c: Cursor, hid: str, number: int, now_ms: int) -> list[dict[s
                        f"see `mimamori household absence list {hid}`")
     del absences[number - 1]
     return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)
+
+
+# ---------------------------------------------------------------------------------------------
+# bulbs in households
+
+
+def assign_bulb(c: Cursor, device_id: str, hid: str, now_ms: int) -> str | None:
+    """Attach a registered bulb to a household (or move it from another): the one way the API,
+    the CLI (`mimamori device assign`) and the coordinator's page do it. Both households are
+    looked at again at the next sweep. Returns the household it was in (None: none);
+    NotFound for an unknown bulb or household."""
+    household(c, hid)
+    row = c.one("SELECT household FROM devices WHERE id = ?" + c.for_update, (device_id,))
+    if row is None:
+        raise NotFound(f"no bulb {device_id!r}: register it first (`make provision` or "
+                       "`mimamori device register`); `mimamori device list` shows the bulbs")
+    c.execute("UPDATE devices SET household = ? WHERE id = ?", (hid, device_id))
+    c.execute("UPDATE households SET next_check = ? WHERE id = ? OR id = ?",
+              (now_ms, hid, row[0] or hid))
+    return row[0]

@@ -636,6 +636,14 @@ def router(web: Web) -> APIRouter:
                          f'attachment; filename="mimamori-pilot-report-{day}.csv"'}))
         return page(go)(request)
 
+    @r.post("/coordinator/bulbs/{dev}/household")
+    async def assign_bulb(request: Request, dev: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], dev: str) -> str:
+            p.need_coordinator(post=True)
+            hh.assign_bulb(c, dev, form.get("household", "").strip(), p.now_ms)
+            return "/coordinator?done=saved#bulbs"
+        return await action(do)(request, dev)
+
     @r.post("/coordinator/invite")
     async def invite(request: Request) -> Response:
         form = await _form(request)

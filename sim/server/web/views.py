@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from firmware import record
+from firmware import quality, record
 from sim.server import alerts, ota, sweeper
 from sim.server import households as hh
 from sim.server.storage import Cursor, Store
@@ -35,11 +35,28 @@ from sim.server.timeline import Interval, Timeline
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
 LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
+# a firmware fault (K_FAULT sub, firmware/record.py) -> its name; the dashboard's words are
+# i18n "fault_<name>", the CLI's are FAULT_WHAT
 FAULT_NAMES = {
     record.F_CONFIG: "config", record.F_CONFIG_FILE: "config_file", record.F_CRASH: "crash",
     record.F_SAFE_MODE: "safe_mode", record.F_WATCHDOG: "watchdog", record.F_JOURNAL: "journal",
     record.F_UPLINK: "uplink",
 }
+FAULT_WHAT = {
+    "config": "a setting was missing, corrupt or out of range (the default was used)",
+    "config_file": "a config file could not be read (the defaults were used)",
+    "crash": "the firmware stopped on an error and restarted",
+    "safe_mode": "it started in safe mode after failed starts (light and journal only)",
+    "watchdog": "it hung and the watchdog restarted it",
+    "journal": "unreadable journal slots were found (skipped, never sent as data)",
+    "uplink": "the server refused a batch",
+}
+
+
+def fault_name(sub: int) -> str:
+    return FAULT_NAMES.get(sub, f"fault_{sub}")
+
+
 TRANSPORTS = {record.T_WIFI: "Wi-Fi", record.T_LTE: "LTE-M"}
 
 
@@ -108,16 +125,23 @@ class BulbHealth:
     firmware: int | None
     faults_14d: int
     last_fault: str | None
+    faults: dict[str, int]  # fault name -> how many in 14 days, the newest last
     settings: dict[str, Any]
     lost_reported: int = 0  # what the bulb's own LOSS records count (it may know of more)
     conflicts: int = 0  # records that came with a stored seq but other content: a fault
     update: str | None = None  # the last rollback or refusal of an update, with its reason
 
     @property
-    def signal_word(self) -> str:
-        if self.dbm is None:
-            return "unknown"
-        return "dbm_good" if self.dbm >= -85 else "dbm_fair" if self.dbm >= -100 else "dbm_poor"
+    def signal(self) -> str | None:
+        """The level's key on the one scale (firmware/quality.py): the signal and this week's
+        late reports together; None when neither gives a figure."""
+        row = quality.level(self.dbm, self.late_7d, self.visits_7d)
+        return None if row is None else row[3]
+
+    def signal_text(self, lang: str) -> str | None:
+        """The level in words, in the reader's language (the table's own words)."""
+        row = quality.level(self.dbm, self.late_7d, self.visits_7d)
+        return None if row is None else row[4 if lang == "ja" else 5]
 
 
 def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
@@ -127,9 +151,7 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
     with store.db.read() as c:  # what the row shows, not the bulb's whole history
         link = _last(c, dev_id, record.K_LINK)
         power = _last(c, dev_id, record.K_POWER_ON)
-        faults = c.all("SELECT sub FROM records WHERE device = ? AND received_at >= ? AND "
-                       "kind = ? ORDER BY received_at, epoch, seq",
-                       (dev_id, since14, record.K_FAULT))
+        faults = fault_records(c, dev_id, since14)
         backlog = None
         if dev.epoch is not None and dev.ack is not None:
             (backlog,) = c.one("SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
@@ -149,9 +171,36 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         visits_7d=len(mine), late_7d=len(late), lost=sum(j.lost for j in journals),
         backlog=backlog, firmware=_firmware(store, dev_id, power),
         faults_14d=len(faults),
-        last_fault=FAULT_NAMES.get(faults[-1][0], str(faults[-1][0])) if faults else None,
+        last_fault=fault_name(faults[-1][1]) if faults else None,
+        faults=_fault_counts([f[1] for f in faults]),
         settings=dict(dev.settings), lost_reported=sum(j.reported_lost for j in journals),
         conflicts=sum(j.conflicts for j in journals), update=ota.last_problem(store, dev_id))
+
+
+def device_health(store: Store, dev_id: str, now_ms: int) -> BulbHealth:
+    """bulb_health for one bulb on its own (the CLI): its household's recent timeline, or none
+    for a bulb in no household yet."""
+    dev = store.device(dev_id)
+    tl = Timeline(())
+    if dev is not None and dev.household:
+        with store.db.read() as c:
+            tl = sweeper.recent_timeline(c, dev.household, now_ms, 8)
+    return bulb_health(store, tl, dev_id, now_ms)
+
+
+def fault_records(c: Cursor, dev_id: str, since_ms: int) -> list[tuple[int, int, int]]:
+    """(received_at, sub, aux) of the bulb's fault records that arrived since since_ms."""
+    return [(r[0], r[1], r[2]) for r in c.all(
+        "SELECT received_at, sub, aux FROM records WHERE device = ? AND received_at >= ? AND "
+        "kind = ? ORDER BY received_at, epoch, seq", (dev_id, since_ms, record.K_FAULT))]
+
+
+def _fault_counts(subs: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for sub in subs:
+        name = fault_name(sub)
+        counts[name] = counts.pop(name, 0) + 1  # re-inserted: the newest comes last
+    return counts
 
 
 def _firmware(store: Store, dev_id: str, power: Any) -> int | None:
