@@ -714,6 +714,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     reasons: list[str] = []
     note = ""
     thr = None
+    fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
         deadline = later + wait_h * HOUR
@@ -750,7 +751,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
               "expected": expected, "threshold": thr, "history_days": m.days,
-              "reasons": reasons}
+              "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if "radio" in reasons:
