@@ -812,7 +812,7 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
-    ts = [iv.start_mid for iv in ivs if iv.start_latest >= end]
+    ts = sorted(iv.start_mid for iv in ivs if iv.start_mid >= end)  # as models.days_of
     prev, out = m.last_on, []
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
