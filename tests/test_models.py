@@ -115,3 +115,21 @@ def test_switch_ons_held_by_a_day_long_outage_count_on_the_days_they_happened():
     assert max(r[4] for r in bm.recent) > 5  # its reports were held for hours
     assert all(r[1] > 0 for r in bm.recent)  # yet every day has her switch-ons
     assert models.placement(bm).verdict == "good"
+
+
+def test_one_long_absence_leaves_a_toilet_good_and_long_gaps_that_come_back_do_not():
+    visits = Household(4, Profile()).events(START, 30)
+
+    def away(vs, day):  # out from 08:00 to the next day's 22:00: 40 h or more unlit
+        a, b = (unix(START + timedelta(days=day, hours=8)),
+                unix(START + timedelta(days=day + 1, hours=22)))
+        return [v for v in vs if not a <= unix(v.on) < b]
+
+    now = unix(START + timedelta(days=30)) + models.SETTLE_S
+    once = away(visits, 24)
+    p = models.placement(models.learn(exact_timeline(once), "UTC", [], now).bulbs["bulb"])
+    assert p.longest_gap_h >= 36 and p.verdict == "good"
+    # the placement check would otherwise take the 24 h cap away for two weeks
+    twice = away(once, 20)
+    p = models.placement(models.learn(exact_timeline(twice), "UTC", [], now).bulbs["bulb"])
+    assert p.verdict == "poor"

@@ -665,7 +665,10 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
     fixed = 100.0 * (n - len(used)) / n if n else 0.0
     if bm.n_days < PLACEMENT_DAYS or n < PLACEMENT_DAYS // 2:
         verdict = "learning"
-    elif len(used) < 0.9 * n or gap >= 36:
+    elif len(used) < 0.9 * n or sum(1 for g in [r[3] for r in days] + [open_gap_h]
+                                      if g >= 36) >= 2:
+        # one gap of a day and a half is an absence (a night or two away), not the room:
+        # it must come back to tell
         verdict = "poor"
     elif per_day < 2.5 or sum(1 for r in days if r[3] >= 24) >= 2:
         verdict = "limited"
