@@ -79,6 +79,7 @@ class Result:
     base_emails: int = 0
     off_delays: list[float] = field(default_factory=list)
     off_base: list[float] = field(default_factory=list)
+    off_told: list[float] = field(default_factory=list)  # ... until the family is e-mailed
     on_delays: list[float] = field(default_factory=list)
     on_base: list[float] = field(default_factory=list)
     flagged_day: float | None = None  # the placement notice opened (days after install)
@@ -271,10 +272,12 @@ def emails_before(ep: Episode, end: float) -> int:
 
 
 def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdModel,
-                device: str = pop.DEVICE) -> tuple[float, float]:
-    """(hours to the first family alert, hours to the fixed 24 h rule's) after a fall at `at`:
-    light off (no switch-on after it, in any room), or the light left on (a switch-on of
-    `device` at `at` that never ends)."""
+                device: str = pop.DEVICE) -> tuple[float, float, float]:
+    """(hours to the first family alert, hours to the fixed 24 h rule's, hours until the
+    family is e-mailed about it) after a fall at `at`: light off (no switch-on after it, in any
+    room), or the light left on (a switch-on of `device` at `at` that never ends). An alert on
+    weak evidence waits for the end of the watchers' quiet hours (QUIET) before it is sent,
+    even when it firms up meanwhile (sim/server/alerts.py); the fixed rule's is strong."""
     st = _settings(h)
     pauses = _pauses(st, h)
     fall = pop_dt(h, at)
@@ -288,7 +291,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         w = pop.World(h, vs)
     fold_at = mdl.next_fold("UTC", at)
     t, end = at, at + 72 * H
-    found = base = None
+    found = base = told = None
     while t < end and (found is None or base is None):
         if t >= fold_at:
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model)
@@ -296,15 +299,19 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         tl = w.timeline(t)
         ds = evaluate(tl, st, t, model=model, only=FAMILY)
         # an alert about what began at the fall or after (not one still open from before it)
-        if found is None and any(d.state == OPEN and (not lit or (d.since or t) >= at - 1)
-                                 for d in ds):
-            found = t
+        hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - 1)]
+        if found is None and hits:
+            found = told = t
+            if all(d.strength == "weak" for d in hits):
+                q = hh.quiet_until(QUIET, "UTC", int(t * 1000))
+                told = q / 1000 if q else t
         (b,) = evaluate_rule(tl, st, t, "no_activity")
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - 1):
             base = t
         t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at])
     return ((found if found is not None else end) - at) / H, \
-        ((base if base is not None else end) - at) / H
+        ((base if base is not None else end) - at) / H, \
+        ((min(told, end) if told is not None else end) - at) / H
 
 
 def pop_dt(h: pop.PopHousehold, t: float):
@@ -335,11 +342,12 @@ def run_one(kind: str, delivery: str, seed: int, held_out: bool = False) -> Resu
     off, on = fall_instants(h)
     res, snaps = replay_life(h, off + [t for t, _ in on])
     for t in off:
-        v, b = replay_fall(h, t, False, snaps.get(t, mdl.HouseholdModel()))
+        v, b, told = replay_fall(h, t, False, snaps.get(t, mdl.HouseholdModel()))
         res.off_delays.append(v)
         res.off_base.append(b)
+        res.off_told.append(told)
     for t, dev in on:
-        v, b = replay_fall(h, t, True, snaps.get(t, mdl.HouseholdModel()), dev)
+        v, b, _ = replay_fall(h, t, True, snaps.get(t, mdl.HouseholdModel()), dev)
         res.on_delays.append(v)
         res.on_base.append(b)
     return res
@@ -365,6 +373,7 @@ def summary(rs: list[Result]) -> dict[str, float]:
     days = sum(r.days for r in rs)
     off = [x for r in rs for x in r.off_delays]
     offb = [x for r in rs for x in r.off_base]
+    told = [x for r in rs for x in r.off_told]
     on = [x for r in rs for x in r.on_delays]
     onb = [x for r in rs for x in r.on_base]
     flagged = [r for r in rs if r.flagged_day is not None]
@@ -383,6 +392,8 @@ def summary(rs: list[Result]) -> dict[str, float]:
         "on_med": _p(on, 0.5), "on_p90": _p(on, 0.9),
         "on_base_med": _p(onb, 0.5), "on_base_p90": _p(onb, 0.9),
         "off_24h": sum(1 for x in off if x <= 24) / len(off) if off else float("nan"),
+        "told_med": _p(told, 0.5),
+        "told_24h": sum(1 for x in told if x <= 24) / len(told) if told else float("nan"),
         "off_base_24h": sum(1 for x in offb if x <= 24) / len(offb) if offb else float("nan"),
         "flagged": len(flagged) / len(rs),
         "flag_day": statistics.median([r.flagged_day for r in flagged]) if flagged else float(
@@ -422,6 +433,12 @@ def _core(s: dict[str, float], sfx: str, what: str) -> list[dict]:
                round(s["on_base_p90"], 2), "light left on; baseline: fixed 24 h rule"),
         figure("falls_detected_24h_share" + sfx, round(s["off_24h"], 3), "share",
                round(s["off_base_24h"], 3), "falls with the light off; baseline: fixed 24 h"),
+        figure("fall_family_told_h_median.light_off" + sfx, round(s["told_med"], 2), "h",
+               round(s["off_base_med"], 2), "until the family is e-mailed: an alert on weak "
+               "evidence waits for quiet hours (22:00-07:00); baseline: fixed 24 h rule"),
+        figure("falls_family_told_24h_share" + sfx, round(s["told_24h"], 3), "share",
+               round(s["off_base_24h"], 3), "family e-mailed within 24 h of a fall with the "
+               "light off; baseline: fixed 24 h rule"),
     ]
 
 
@@ -481,10 +498,11 @@ def figures(seeds: int = SEEDS, held_out_seeds: int = HELD_OUT_SEEDS) -> list[di
 def table(rs: list[Result]) -> str:
     head = ("| population | household-days | family alerts /100 d (daily window) | e-mails /100 d "
             "(daily window) | false alerts the fixed 24 h rule raises too (all its alerts) | "
-            "light off: median / p90 h (fixed 24 h) | within 24 h (fixed) | "
+            "light off: median / p90 h (fixed 24 h) | within 24 h (fixed) | light off, family "
+            "e-mailed: median h, within 24 h | "
             "light on: median / p90 h (fixed 24 h) | nights away: alerts /100 d | placement "
             "flagged (median day; false alerts before) | poor_delivery fired |")
-    lines = [head, "| --- " + "| ---: " * 10 + "|"]
+    lines = [head, "| --- " + "| ---: " * 11 + "|"]
     for name, group in _groups(rs):
         s = summary(group)
         lines.append(
@@ -492,7 +510,8 @@ def table(rs: list[Result]) -> str:
             f" | {s['emails']:.1f} ({s['base_emails']:.0f}) | {s['also_fixed']:.2f} "
             f"({s['fixed_alerts']:.2f}) | {s['off_med']:.1f} / "
             f"{s['off_p90']:.1f} ({s['off_base_med']:.1f} / {s['off_base_p90']:.1f}) | "
-            f"{100 * s['off_24h']:.0f} % ({100 * s['off_base_24h']:.0f} %) | {s['on_med']:.1f} / "
+            f"{100 * s['off_24h']:.0f} % ({100 * s['off_base_24h']:.0f} %) | "
+            f"{s['told_med']:.1f}, {100 * s['told_24h']:.0f} % | {s['on_med']:.1f} / "
             f"{s['on_p90']:.1f} ({s['on_base_med']:.1f} / {s['on_base_p90']:.1f}) | "
             f"{s['stay_alerts']:.2f} | {100 * s['flagged']:.0f} % ({s['flag_day']:.0f}; "
             f"{s['false_before_flag']}) | {100 * s['poor_delivery']:.0f} % |")
