@@ -60,6 +60,7 @@ class Episode:
     cleared: float | None = None
     about: float | None = None  # the instant the evidence is about (last switch-on, lit since)
     reasons: tuple[str, ...] = ()
+    tell_now: bool = False  # weak, but sent at once (the fixed rule would alert now)
 
 
 @dataclass
@@ -178,7 +179,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
                                                            < st.learn_min_days else ())
                 if d.rule == "on_too_long" and "still learning" in d.evidence:
                     why += ("learning",)
-                ep = open_[key] = Episode(d.rule, t, d.strength, about=d.at, reasons=why)
+                ep = open_[key] = Episode(d.rule, t, d.strength, about=d.at, reasons=why,
+                                          tell_now=bool(d.detail.get("tell_now")))
                 eps.append(ep)
             elif d.state == OPEN and ep is not None and ep.strength == "weak" \
                     and ep.firmed is None and d.strength == "strong":
@@ -229,7 +231,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
 
 def emails(ep: Episode, end: float, st: Settings) -> int:
     """E-mails the lifecycle (sim/server/alerts.py) sends for one unclaimed alert: two family
-    watchers, a neighbour; reminders and weak alerts wait for quiet hours; held messages of an
+    watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the fixed rule's
+    deadline, `tell_now`, does not); held messages of an
     alert that cleared meanwhile are dropped."""
     s = hh.HouseholdSettings()
     stop = ep.cleared if ep.cleared is not None else end
@@ -239,7 +242,7 @@ def emails(ep: Episode, end: float, st: Settings) -> int:
         return n if (q / 1000 if q else at) < stop else 0
 
     strong_from = ep.opened if ep.strength == "strong" else ep.firmed
-    out = sent(ep.opened, 2) if ep.strength == "weak" else 2
+    out = sent(ep.opened, 2) if ep.strength == "weak" and not ep.tell_now else 2
     escalated = strong_from + s.escalate_h[0] * H if strong_from is not None else math.inf
     if escalated < stop:
         out += 1
@@ -302,7 +305,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - 1)]
         if found is None and hits:
             found = told = t
-            if all(d.strength == "weak" for d in hits):
+            if all(d.strength == "weak" and not d.detail.get("tell_now") for d in hits):
                 q = hh.quiet_until(QUIET, "UTC", int(t * 1000))
                 told = q / 1000 if q else t
         (b,) = evaluate_rule(tl, st, t, "no_activity")

@@ -115,9 +115,9 @@ def test_a_router_off_for_a_day_again_and_again_is_waited_out_and_said_to_be_the
     # seen later than the fixed rule would see it), and the rhythm alone would alert sooner
     assert all("may be its radio" in d.evidence and d.detail["limit_h"] == pytest.approx(24)
                and d.detail["rhythm_h"] < 24 for d in radio)
-    # at the fixed rule's deadline the evidence is strong: the fixed rule would tell the
-    # family at once, and an alert on weak evidence waits for their quiet hours
-    assert all(d.strength == ("strong" if d.detail["gap_h"] >= 24 else "weak")
+    # weak evidence (no escalation, no reminders at night), yet told at once from the fixed
+    # rule's deadline: an alert on weak evidence otherwise waits for the quiet hours
+    assert all(d.strength == "weak" and d.detail.get("tell_now") == (d.detail["gap_h"] >= 24)
                for d in out if d.state == OPEN)
 
 
@@ -248,8 +248,8 @@ def test_a_well_placed_bulb_never_waits_longer_than_the_fixed_rule_whatever_its_
             radio += 1
             assert "may be its radio" in d.evidence
             assert d.detail["rhythm_h"] <= d.detail["limit_h"]
-            assert d.state != OPEN or d.strength == ("strong" if d.detail["gap_h"] >= 24
-                                                     else "weak")
+            assert d.state != OPEN or d.strength == "weak"
+            assert d.state != OPEN or d.detail.get("tell_now") == (d.detail["gap_h"] >= 24)
     if delivery != "weak_wifi":  # outages the bulb's history has shown: suspect hours
         assert radio > 5
 
@@ -317,9 +317,10 @@ def test_a_toilet_whose_router_is_off_for_a_day_keeps_the_promise_of_the_fixed_r
 
 @pytest.mark.slow
 def test_a_fall_when_the_router_goes_off_is_told_at_the_fixed_rules_hour_not_held(w):
-    # a household whose router has been off for a day before: from the fixed rule's 24 h on,
-    # the silence is strong evidence; an alert on weak evidence would wait for the family's
-    # quiet hours (22:00-07:00) and tell them eight hours after the fixed rule would have
+    # a household whose router has been off for a day before: the silence may be the radio
+    # (weak evidence: no escalation), yet from the fixed rule's 24 h on the family is told at
+    # once; held for their quiet hours (22:00-07:00) they would hear eight hours after the
+    # fixed rule would have told them
     w.household(watchers=("Aiko", "Ken"), activity_rule="learned")
     held: list = []
     _live(w, 1, 17, held)  # her last switch-on: day 17 at 22:45; the router goes off at 23:30
@@ -328,7 +329,8 @@ def test_a_fall_when_the_router_goes_off_is_told_at_the_fixed_rules_hour_not_hel
     assert [a["rule"] for a in got] == ["unusual_quiet"]
     (a,) = got
     assert a["opened_at"] / 1000 <= jst(17, 22, 45) + 24 * H + 1800
-    assert a["detail"]["strength"] == "strong" and "may be its radio" in a["evidence"]
+    assert a["detail"]["strength"] == "weak" and "may be its radio" in a["evidence"]
+    assert a["detail"]["tell_now"] and a["next_escalation_at"] is None
     with w.db.tx() as c:
         held_until = c.all("SELECT next_attempt_at FROM outbox WHERE kind = 'alert'")
     assert held_until and all(n <= a["opened_at"] for (n,) in held_until)  # sent at once

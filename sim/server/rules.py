@@ -759,10 +759,11 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
         detail["rhythm_h"] = rhythm_h  # the wait the rhythm alone would give
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
-        if fits:  # ... or where the fixed rule would alert: never told later than by it (an
-            # alert on weak evidence waits for the watchers' quiet hours)
-            firm = min(firm, later + settings.no_activity_h * HOUR)
         strength = "weak" if reasons and now < firm else "strong"
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR:
+            # the fixed rule would tell the family now: an alert on weak evidence is not held
+            # for their quiet hours then (it still neither reminds at night nor escalates)
+            detail["tell_now"] = True
         usual = ("" if thr is None else
                  f"; on a usual day about {expected:.0f} switch-ons happen in that time "
                  f"(learned over {m.days:.0f} days)")
