@@ -231,9 +231,9 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
 
 def emails(ep: Episode, end: float, st: Settings) -> int:
     """E-mails the lifecycle (sim/server/alerts.py) sends for one unclaimed alert: two family
-    watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the fixed rule's
-    deadline, `tell_now`, does not); held messages of an
-    alert that cleared meanwhile are dropped."""
+    watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the
+    fixed rule's deadline, `tell_now`, does not); held messages of an alert that cleared
+    meanwhile are dropped."""
     s = hh.HouseholdSettings()
     stop = ep.cleared if ep.cleared is not None else end
 
