@@ -31,7 +31,8 @@ from bench import figures_population as fp
 from sim import population as pop
 from sim.household import Visit, unix
 from sim.server import models as mdl
-from sim.server.rules import OPEN, Decision, evaluate, evaluate_rule
+from sim.server.rules import OPEN, Decision, _visible, evaluate, evaluate_rule, placements
+from sim.server.timeline import Timeline
 
 H = 3600.0
 DAY = 86400.0
@@ -105,14 +106,14 @@ def replay(h: pop.PopHousehold, at: float, model: mdl.HouseholdModel) -> Inciden
         if base is None and b.state == OPEN:
             base, seen, fixed_d = t, d, b
         t = fp._step(w, t, end, [x.next_check for x in ds] + [b.next_check, fold_at])
-    starts = sorted(unix(v.on) for v in vs_all(vs))
+    starts = sorted(unix(v.on) for visits in vs.values() for v in visits)
     k = bisect.bisect_right(starts, at) - 1
     learned_h = ((found if found is not None else end) - at) / H
     fixed_h = ((base if base is not None else end) - at) / H
     d = seen or last
     det = d.detail if d is not None else {}
     tl_end = w.timeline(t)
-    checks = fp_placements(tl_end, model, t)
+    checks = _verdicts(tl_end, model, t)
     return Incident(
         h.kind, h.delivery, h.seed, at, starts[k] if k >= 0 else None, learned_h, fixed_h,
         det.get("unreported_until", det.get("last_on")),
@@ -122,18 +123,14 @@ def replay(h: pop.PopHousehold, at: float, model: mdl.HouseholdModel) -> Inciden
         checks, _cause(d, fixed_d, learned_h > fixed_h + 1 / 60))
 
 
-def vs_all(vs: dict[str, list[Visit]]) -> list[Visit]:
-    return [v for visits in vs.values() for v in visits]
-
-
-def fp_placements(tl, model: mdl.HouseholdModel, now: float) -> str:
-    from sim.server.rules import _visible, placements
+def _verdicts(tl: Timeline, model: mdl.HouseholdModel, now: float) -> str:
+    """The placement check's verdict of each bulb (as the learned rule read it at `now`)."""
     ps = placements(_visible(tl, now), tl, model, now)
     return ",".join(p.verdict for p in ps.values())
 
 
 def incidents(h: pop.PopHousehold) -> list[Incident]:
-    off, on = fp.fall_instants(h)
+    off, _ = fp.fall_instants(h)
     _, snaps = fp.replay_life(h, off)
     return [replay(h, t, snaps.get(t, mdl.HouseholdModel())) for t in off]
 
