@@ -77,4 +77,5 @@ def test_falls_why_names_the_placement_when_a_living_room_waits_past_the_fixed_r
     # a toilet keeps the 24 h cap: never later, from the same anchor
     assert all(i.cause == "no_later" and i.learned_h <= i.fixed_h + 1 / 60 for i in tt)
     assert all(i.anchor == i.fixed_anchor for i in tt)
-    assert "fall d" in falls_why.line(toilet, tt[0]) and "no_later" in falls_why.line(toilet, tt[0])
+    text = falls_why.line(toilet, tt[0])
+    assert "fall d" in text and "no_later" in text
