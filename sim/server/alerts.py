@@ -185,7 +185,9 @@ def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
             if kind in ("claimed", "overdue"):
                 ctx.pop("claim_url", None)
-        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak")
+        # a weak alert waits for quiet hours, unless the fixed rule would have told them now
+        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak"
+                and not a.detail.get("tell_now"))
         notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id,
                        not_before=hh.quiet_until(w.quiet_hours, home.tz, now_ms)
                        if held else None)

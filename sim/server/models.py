@@ -60,8 +60,9 @@ PRIOR_ON = 1.0
 RECENT_WEIGHT = 0.2
 TAIL_Q = 0.2  # tails are fitted to the share of values above the 80th percentile
 # the meaning of a stored model: a model of another version is learned again from the records
-# (2: delays kept as a histogram by hour, `held`)
-VERSION = 2
+# (2: delays kept as a histogram by hour, `held`; 3: a visit folded on the day of the middle
+# of its start bounds, not of their end)
+VERSION = 3
 
 
 def _bins(edges: Sequence[float]) -> list[float]:
@@ -477,14 +478,19 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: f
     first = _start(tl)
     if first is None:
         return
-    starts = [iv.start_latest for iv in tl.intervals]
+    # a visit belongs to the day of the middle of its start bounds: a switch-on reported only
+    # after an outage is bounded by the report, and counting it on that day would leave the
+    # days of the outage looking unused (the placement check then calls a toilet "poor")
+    mids = sorted((iv.start_mid, k) for k, iv in enumerate(tl.intervals))
+    keys = [x for x, _ in mids]
     installed = {d: s.registered_at for d, s in tl.devices.items()}
     heard = {d: s.last_heard for d, s in tl.devices.items()}
     for ordinal, s, e, off in local_days(tz, first, now):
         if after is not None and ordinal <= after:
             continue
-        lo, hi = bisect.bisect_left(starts, s), bisect.bisect_left(starts, e)
-        vis = tuple(iv for iv in tl.intervals[lo:hi] if iv.reported_at <= e + SETTLE_S)
+        lo, hi = bisect.bisect_left(keys, s), bisect.bisect_left(keys, e)
+        vis = tuple(tl.intervals[k] for k in sorted(k for _, k in mids[lo:hi])
+                    if tl.intervals[k].reported_at <= e + SETTLE_S)
         paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
         # a visit still open whose bulb is heard close to (or after) the fold: still lit
         lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
@@ -507,9 +513,9 @@ _CACHE: OrderedDict[tuple, tuple[int, int, HouseholdModel]] = OrderedDict()
 
 
 def _fingerprint(tl: Timeline, before: float) -> int:
-    n = bisect.bisect_left([iv.start_latest for iv in tl.intervals], before)
+    """The visits of the days before `before` (by the middle of their start, as days_of)."""
     return hash(tuple((iv.device, iv.boot, iv.start_latest, iv.reported_at, iv.on_s)
-                      for iv in tl.intervals[:n]))
+                      for iv in tl.intervals if iv.start_mid < before))
 
 
 def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]],
@@ -659,7 +665,10 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
     fixed = 100.0 * (n - len(used)) / n if n else 0.0
     if bm.n_days < PLACEMENT_DAYS or n < PLACEMENT_DAYS // 2:
         verdict = "learning"
-    elif len(used) < 0.9 * n or gap >= 36:
+    elif len(used) < 0.9 * n or sum(1 for g in [r[3] for r in days] + [open_gap_h]
+                                      if g >= 36) >= 2:
+        # one gap of a day and a half is an absence (a night or two away), not the room:
+        # it must come back to tell
         verdict = "poor"
     elif per_day < 2.5 or sum(1 for r in days if r[3] >= 24) >= 2:
         verdict = "limited"

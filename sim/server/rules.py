@@ -714,6 +714,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     reasons: list[str] = []
     note = ""
     thr = None
+    fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
         deadline = later + wait_h * HOUR
@@ -750,7 +751,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
               "expected": expected, "threshold": thr, "history_days": m.days,
-              "reasons": reasons}
+              "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if "radio" in reasons:
@@ -759,6 +760,10 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR:
+            # the fixed rule would tell the family now: an alert on weak evidence is not held
+            # for their quiet hours then (it still neither reminds at night nor escalates)
+            detail["tell_now"] = True
         usual = ("" if thr is None else
                  f"; on a usual day about {expected:.0f} switch-ons happen in that time "
                  f"(learned over {m.days:.0f} days)")
@@ -811,7 +816,7 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
-    ts = [iv.start_mid for iv in ivs if iv.start_latest >= end]
+    ts = sorted(iv.start_mid for iv in ivs if iv.start_mid >= end)  # as models.days_of
     prev, out = m.last_on, []
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
