@@ -294,9 +294,9 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
         up = _rebuild(c, device, batches)
         up.version = version
         return up
-    before = {json.dumps(v) for v in old}
-    after = {json.dumps(_row(v)) for _, _, v in frozen} | {json.dumps(v) for v in st.visits}
-    changed = [json.loads(v)[3] for v in before ^ after]
+    before = {tuple(v) for v in old}  # (a visit's fields are plain values)
+    after = {tuple(_row(v)) for _, _, v in frozen} | {tuple(v) for v in st.visits}
+    changed = [v[3] for v in before ^ after]
     return BulbUpdate(st, version, False, frozen, min(changed, default=math.inf))
 
 
