@@ -135,3 +135,22 @@ def test_an_update_offer_reads_the_bulbs_update_records_not_its_history(tmp_path
         assert got == [{"v": 7, "size": 1000}]  # offered: it never rolled 7 back
     none, year = counts
     assert year <= 1.2 * none + 5, f"{year} against {none} hundred steps"
+
+
+def test_a_database_opened_where_a_freed_one_lived_still_gets_its_update_tables(tmp_path,
+                                                                               monkeypatch):
+    """ota.open_ota remembered migrated databases by id(): a database opened after another was
+    freed often takes its address (and so its id), and its uploads then failed on missing
+    tables. Here every object has one id, as when the address is taken over each time."""
+    monkeypatch.setattr(ota, "id", lambda obj: 1, raising=False)
+    first = Store(Database(tmp_path / "first.db"))
+    ota.open_ota(first)
+    first.close()
+    second = Store(Database(tmp_path / "second.db"))
+    try:
+        dev = second.register_device(T0, "bulb")
+        assert ota.on_upload(second, dev.id, 3, T0) is None  # no update for it; and no error
+        with second.db.read() as c:
+            assert "ota_bulbs" in c.tables()
+    finally:
+        second.close()

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware import protocol, record
+from sim.server.sql import Database
 from sim.server.storage import Store, migrate
 
 SCHEMA = [
@@ -68,13 +70,15 @@ class Release:
     added_at: int
 
 
-_MIGRATED: set[int] = set()  # id() of databases this process migrated already
+# databases this process migrated already (weakly: an id() would be taken over by a database
+# opened after this one is freed, which would then never get its tables)
+_MIGRATED: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 def open_ota(store: Store) -> None:
-    if id(store.db) not in _MIGRATED:
+    if store.db not in _MIGRATED:
         migrate(store.db, "ota", SCHEMA)
-        _MIGRATED.add(id(store.db))
+        _MIGRATED.add(store.db)
 
 
 def _check_manifest(manifest: bytes, bundle: bytes) -> dict[str, Any]:
