@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -216,6 +217,10 @@ class HouseholdModel:
         d["version"] = VERSION
         return d
 
+    def copy(self) -> HouseholdModel:
+        """An equal model that shares no list with this one (fold changes lists in place)."""
+        return HouseholdModel.from_json(_copy(self.to_json()))
+
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> HouseholdModel:
         if d.get("version") != VERSION:
@@ -224,6 +229,15 @@ class HouseholdModel:
         kw = {k: d[k] for k in HouseholdModel.__dataclass_fields__ if k in d and k != "bulbs"}
         return HouseholdModel(bulbs={k: BulbModel.from_json(b) for k, b in d["bulbs"].items()},
                               **kw)
+
+
+def _copy(x: Any) -> Any:
+    """A JSON-like value copied down to its numbers (no list or dict shared with x)."""
+    if isinstance(x, dict):
+        return {k: _copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_copy(v) if isinstance(v, (list, dict)) else v for v in x]
+    return x
 
 
 @dataclass(frozen=True)
@@ -287,7 +301,7 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
     shorter than this many hours (the middle of their bin)."""
     key = (m.day, m.n_spells, tuple(mass.rates), max_h)
     hit = _MASS_CACHE.get((id(m), max_h))
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == key and hit[2]() is m:  # (a freed model's id is reused)
         return hit[1]
     out = [_bins(MASS_EDGES) for _ in range(24)]
     ref = -mass.off  # local midnight of the epoch's day
@@ -300,11 +314,13 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
                 out[s // 2][_bin(MASS_EDGES, e)] += w
     if len(_MASS_CACHE) > 1024:
         _MASS_CACHE.clear()
-    _MASS_CACHE[(id(m), max_h)] = (key, out)
+    _MASS_CACHE[(id(m), max_h)] = (key, out, weakref.ref(m))
     return out
 
 
-_MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]]]] = {}
+# per model object (id and a weak reference: the entry is its model's while that lives)
+_MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]],
+                                           weakref.ref[HouseholdModel]]] = {}
 
 
 def _watched(start: float, end: float, since: float | None,
@@ -397,7 +413,7 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
     """The model with one more local day (the next one after model.day). gaps: each LTE-M
     bulb's report gap (its visits may wait that long by design). Returns a new model unless
     copy is False."""
-    m = HouseholdModel.from_json(model.to_json()) if copy else model
+    m = model.copy() if copy else model
     for dev, at in day.installed.items():
         if dev not in m.bulbs and at is not None and at < day.end:
             m.bulbs[dev] = BulbModel(dev, installed=at)
@@ -502,7 +518,7 @@ def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: flo
           model: HouseholdModel | None = None) -> HouseholdModel:
     """The household's model at `now`: every settled day of the timeline folded into `model`
     (the days after model.day), or into an empty model."""
-    m = HouseholdModel.from_json(model.to_json()) if model is not None else HouseholdModel()
+    m = model.copy() if model is not None else HouseholdModel()
     gaps = {d: s.report_gap_s for d, s in tl.devices.items()}
     for day in days_of(tl, tz, pauses, now, after=m.day):
         fold(m, day, gaps, copy=False)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import weakref
 from collections.abc import Container, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -904,21 +905,22 @@ def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int, b: int,
     again)."""
     key = (m.day, m.n_spells, tuple(mass.rates), b, max_h)
     hit = _POOLED_CACHE.get((id(m), max_h))
-    if hit is None or hit[0] != key:
+    if hit is None or hit[0] != key or hit[4]() is not m:  # (a freed model's id is reused)
         if len(_POOLED_CACHE) > 256:
             _POOLED_CACHE.clear()
         by_hour = mdl.spell_masses(m, mass, max_h)
         hit = _POOLED_CACHE[(id(m), max_h)] = (key, [sum(col) for col in zip(*by_hour)], {},
-                                               by_hour)
-    _, every, per_hour, by_hour = hit
+                                               by_hour, weakref.ref(m))
+    _, every, per_hour, by_hour, _ = hit
     if h not in per_hour:
         per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
                                                  for k in range(-b, b + 1)))]
     return every, per_hour[h]
 
 
+# these caches hold values per model object: id(m) and a weak reference to m
 _POOLED_CACHE: dict[tuple[int, float], tuple[tuple, list[float], dict[int, list[float]],
-                               list[list[float]]]] = {}
+                               list[list[float]], weakref.ref[mdl.HouseholdModel]]] = {}
 
 
 def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
@@ -927,7 +929,7 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
     use at that hour). None when no bulb has reported late."""
     key = (m.day, m.n_spells)
     hit = _HELD_CACHE.get(id(m))
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == key and hit[2]() is m:
         return hit[1]
     out: list[list[tuple[float, float]]] | None = None
     rates = {dev: bm.rates() for dev, bm in m.bulbs.items()}
@@ -941,11 +943,12 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
             out[k].extend((e, w * p) for e, p in pairs)
     if len(_HELD_CACHE) > 1024:
         _HELD_CACHE.clear()
-    _HELD_CACHE[id(m)] = (key, out)
+    _HELD_CACHE[id(m)] = (key, out, weakref.ref(m))
     return out
 
 
-_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None]] = {}
+_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None,
+                             weakref.ref[mdl.HouseholdModel]]] = {}
 
 
 def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
@@ -973,7 +976,8 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     delay seen, plus a day; where the household fits, never past learned_max_h (never slower
     than the fixed rule)."""
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
-    hit = _DEADLINE_CACHE.get(id(m))
+    entry = _DEADLINE_CACHE.get(id(m))
+    hit = entry[1] if entry is not None and entry[0]() is m else None
     if hit is not None and key in hit:
         return hit[key]
     sp = spells_near(m, mass, t0, settings, clock, recent,
@@ -994,12 +998,14 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     if hit is None or len(hit) > 4096:
         if len(_DEADLINE_CACHE) > 256:
             _DEADLINE_CACHE.clear()
-        hit = _DEADLINE_CACHE[id(m)] = {}
+        hit = {}
+        _DEADLINE_CACHE[id(m)] = (weakref.ref(m), hit)
     hit[key] = out
     return out
 
 
-_DEADLINE_CACHE: dict[int, dict[tuple, tuple[float, float, float, bool]]] = {}
+_DEADLINE_CACHE: dict[int, tuple[weakref.ref[mdl.HouseholdModel],
+                                 dict[tuple, tuple[float, float, float, bool]]]] = {}
 
 
 def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
