@@ -63,7 +63,7 @@ def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(db_ur
                                                 "waiting": 0}
     (m,) = inboxes.of("aiko@example.org")
     assert m.subject == "【みまもり電球】Sato の見守りに登録されました（テスト送信）"
-    assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@mimamori>"
+    assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@{notify.mail_domain(cfg)}>"
     assert notify.deliver_due(db, NOW + 60_000, cfg)["sent"] == 0  # sent once only
     (row,) = notify.outbox(db)
     assert row.state == "sent" and row.attempts == 1

@@ -174,7 +174,7 @@ def watcher_set(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> tuple[hh.Watcher, bool]:
         w, moved = hh.update_watcher(c, args.id, changes)
         if moved:
-            notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+            notify.invite(c, now, hh.household(c, w.household), w)
         return w, moved
 
     w, moved = _run(args, store, do)
@@ -186,7 +186,7 @@ def watcher_invite(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> hh.Watcher:
         w = hh.add_watcher(c, now, args.household, args.name, args.role, args.lang, args.email,
                            args.webhook, args.console, quiet_hours=args.quiet_hours)
-        notify.enqueue(c, now, "invite", hh.household(c, args.household), w, {})
+        notify.invite(c, now, hh.household(c, args.household), w)
         return w
 
     w = _run(args, store, do)
