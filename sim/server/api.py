@@ -362,6 +362,14 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
     def error(request: Request, lang: str, key: str, status: int) -> HTMLResponse:
         return render(request, lang, status, notice=i18n.t(lang)(key), warn=True)
 
+    def bad_link(request: Request, e: notify.BadLink) -> HTMLResponse:
+        """An expired link is still authentic: its watcher's language; else the browser's."""
+        w = None
+        if e.watcher:
+            with db.read() as c, contextlib.suppress(hh.NotFound):
+                w = hh.watcher(c, e.watcher)
+        return error(request, reader_lang(request, w), f"a_link_{e.why}", 404)
+
     def show(request: Request, token: str, status: int = 200, notice: str = "",
              warn: bool = False, form: dict[str, str] | None = None) -> HTMLResponse:
         now = clocks.ms(clock)
@@ -384,7 +392,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                 opened = [x.opened_at / 1000 for x in alerts.list_alerts(c, home.id, limit=50)
                           if x.audience != "coordinator"]
         except notify.BadLink as e:
-            return error(request, reader_lang(request, None), f"a_link_{e.why}", 404)
+            return bad_link(request, e)
         except hh.NotFound:
             return error(request, reader_lang(request, None), "a_link_removed", 404)
         at = a.closed_at if a.closed_at is not None else now
@@ -418,7 +426,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                 else:
                     msg = _do(c, do, aid, w, form, now, lang)
         except notify.BadLink as e:
-            return error(request, lang, f"a_link_{e.why}", 404)
+            return bad_link(request, e)
         except hh.NotFound:
             return error(request, lang, "a_link_removed", 404)
         except _Answer as e:  # nothing was changed: the page as it stands, and why

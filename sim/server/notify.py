@@ -167,9 +167,10 @@ class BadLink(ValueError):
     """A message link that cannot be used; `why` (damaged, invalid, expired) names the page's
     words for it (i18n "a_link_<why>")."""
 
-    def __init__(self, why: str, text: str):
+    def __init__(self, why: str, text: str, watcher: str | None = None):
         super().__init__(text)
         self.why = why
+        self.watcher = watcher  # of an authentic but expired link: whose language to speak
 
 
 def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
@@ -187,7 +188,7 @@ def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
         raise BadLink("invalid", "this link is not valid: open it from the message again")
     if now_ms > expires:
         raise BadLink("expired", "this link has expired: use the dashboard or ask the "
-                      "coordinator")
+                      "coordinator", watcher)
     return action, alert, watcher
 
 
