@@ -14,20 +14,24 @@ import re
 
 from sim.server import alerts, messages, notify, sweeper
 from sim.server import households as hh
-from tests.test_dashboard import NOW_MS, Site, site, template_db  # noqa: F401 (fixtures)
+from tests import test_dashboard
+from tests.test_dashboard import NOW_MS, Site
+
+template_db = test_dashboard.template_db  # the sample pilot, per store, and a copy per test
+site = test_dashboard.site
 
 # English words a Japanese reader must never see in a page or message of these flows
 ENGLISH = re.compile(
     r"\b(open|claimed|resolved|cleared|email|e-mail|needed help|false alarm|all fine|"
     r"alert\(s\)|alerts?|between|on (Mon|Tue|Wed|Thu|Fri|Sat|Sun)|Details|I will go|"
     r"Record the outcome|no switch-on|switched on|family|neighbour|commissioner|"
-    r"going to check|hand it back|expired|damaged)\b", re.I)
+    r"going to check|hand it back|expired|damaged)\b", re.IGNORECASE)
 
 
 def _text(page: str) -> str:
     """What a reader sees: the body without tags, the language toggle's own name and links."""
     body = page.split("<body>", 1)[-1]
-    body = re.sub(r"<(svg|style|script)\b.*?</\1>", " ", body, flags=re.S)
+    body = re.sub(r"<(svg|style|script)\b.*?</\1>", " ", body, flags=re.DOTALL)
     body = re.sub(r"<[^>]+>", " ", body)
     body = html.unescape(body).replace("English", " ")
     return re.sub(r"https?://\S+", " ", body)
