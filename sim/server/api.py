@@ -283,6 +283,12 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: alerts.public(
             c, alerts.claim(c, aid, body.watcher, now, cfg)))
 
+    @r.post("/alerts/{aid}/release",
+            summary="The watcher who claimed cannot go: the alert is open again (others told)")
+    async def release(aid: str, body: ClaimIn) -> dict[str, Any]:
+        return await call(lambda c, now: alerts.public(
+            c, alerts.release(c, aid, body.watcher, now, cfg)))
+
     @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
     async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
         return await call(lambda c, now: alerts.public(
