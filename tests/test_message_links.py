@@ -148,6 +148,10 @@ def test_a_japanese_watcher_reads_no_english_in_the_pages_and_messages_of_the_fl
         hit = ENGLISH.search(_text(p.text))
         assert not hit, (p.url, hit, _text(p.text)[max(0, hit.start() - 80):hit.end() + 80])
     assert "最後に点灯" in pages[-1].text  # history details, from the event's numbers
+    for p in pages[-2:]:  # the household pages: no English word at all, names and ids aside
+        words = set(re.findall(r"[A-Za-z][A-Za-z'-]{2,}", _text(p.text)))
+        assert words <= {"Aiko", "Ken", "Nao", "Mika", "none", "sato-toilet",
+                         "suzuki-toilet"}, words
     with site.db.tx() as c:  # the test message and the week's summary too
         for who in ("Ken", "Nao"):
             w = hh.watcher(c, site.w[("sato", who)])

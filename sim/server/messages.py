@@ -68,6 +68,28 @@ def details(rule: str, lang: str, ctx: dict[str, Any]) -> str:
     return "、".join(parts)
 
 
+def placement_words(p: Any, lang: str) -> str:
+    """A bulb's placement check (models.Placement) in the reader's language: its own English
+    words, or in Japanese the same from its numbers."""
+    if lang != "ja":
+        return str(p.words)
+    if p.verdict == "learning":
+        return f"電球 {p.device}：部屋の使われ方を確認中です（{p.days}日目）"
+    gap = (f"{p.longest_gap_h / 24:.1f}日" if p.longest_gap_h >= 36
+           else f"{p.longest_gap_h:.0f}時間")
+    head = (f"電球 {p.device}：{p.days}日のうち{p.used_days}日で点灯、1日におよそ"
+            f"{p.per_day:.0f}回、点灯のない最長の時間 {gap}")
+    if p.verdict == "poor":
+        return (head + "。毎日は使われない部屋なので、静かな日があっても異変とはわかりません。"
+                "電球をトイレなど毎日使う部屋に移すか、そこにもう1つ付けてください"
+                f"（決まった24時間の方式では100日におよそ{p.fixed_alerts_per_100_days:.0f}回"
+                "お知らせが出る見込みです）。")
+    if p.verdict == "limited":
+        return (head + "。いつもの点灯がないと分かってからのお知らせになるため、"
+                "1日ほど遅れることがあります。早く知るにはトイレに電球を付けてください。")
+    return head + "：問題ありません。"
+
+
 def event_detail(kind: str, params: dict[str, Any] | None, text: str, lang: str,
                  ctx: dict[str, Any]) -> str:
     """The line under an alert history entry, in the reader's language: from the event's

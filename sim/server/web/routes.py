@@ -390,6 +390,8 @@ def router(web: Web) -> APIRouter:
             return p.render("household.html", home=home, me_w=me, card=card, history=history,
                             events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
                             svg=svg, rows=rows, settings=home.settings, placed=placed,
+                            placed_words={d: messages.placement_words(pl, p.lang)
+                                          for d, pl in placed.items()},
                             numbers=NUMBER_SETTINGS,
                             today=_today(home.tz, p.now_ms), done=request.query_params.get(
                                 "done", ""))
