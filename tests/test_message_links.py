@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 
-from sim.server import alerts, messages, notify, sweeper
+from sim.server import alerts, api, messages, notify, sweeper
 from sim.server import households as hh
 from tests import test_dashboard
 from tests.test_dashboard import NOW_MS, Site
@@ -199,6 +199,10 @@ def test_the_invitations_i_received_this_link_is_kept_for_the_coordinator(site: 
         assert notify.confirmed_at(c, hh.watcher(c, wid)) == NOW_MS
         assert notify.confirmations(c, "sato") == {wid: NOW_MS}
     assert 'id="received"' not in cl.get(url).text
+    bearer = {"Authorization": "Bearer " + api.create_token(site.db, "t", 0)}
+    got = {w["name"]: w["confirmed_at"] for w in
+           cl.get("/api/v1/households/sato/watchers", headers=bearer).json()}
+    assert got == {"Aiko": None, "Ken": None, "Nao": NOW_MS}
     with site.db.tx() as c:  # a new address has not been confirmed yet
         hh.update_watcher(c, wid, {"email": "nao2@example.org"})
         assert notify.confirmed_at(c, hh.watcher(c, wid)) is None

@@ -135,12 +135,19 @@ class ResolveIn(BaseModel):
 def _status(home: hh.Household, c: Any, store: Store) -> dict[str, Any]:
     return {**{k: v for k, v in home.__dict__.items() if k != "settings"},
             "settings": hh.settings_json(home.settings),
-            "watchers": [w.public() for w in hh.watchers(c, home.id)],
+            "watchers": _watchers(c, home.id),
             "bulbs": [{k: v for k, v in d.__dict__.items() if k != "key"}
                       for d in store.devices(home.id)],
             "pauses": [p.__dict__ for p in hh.pauses(c, home.id)],
             "alerts": [alerts.public(c, a) for a in alerts.list_alerts(c, home.id,
                                                                          active_only=True)]}
+
+
+def _watchers(c: Any, hid: str) -> list[dict[str, Any]]:
+    """The household's watchers, each with confirmed_at: when they pressed "I received this"
+    in the test message to their current address (None: never)."""
+    seen = notify.confirmations(c, hid)
+    return [{**w.public(), "confirmed_at": seen.get(w.id)} for w in hh.watchers(c, hid)]
 
 
 def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
@@ -199,10 +206,11 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
             return {**w.public(), "webhook_secret": w.webhook_secret}
         return await call(do)
 
-    @r.get("/households/{hid}/watchers", summary="Watchers of a household")
+    @r.get("/households/{hid}/watchers",
+           summary="Watchers of a household (confirmed_at: when they confirmed receiving mail)")
     async def list_watchers(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: (hh.household(c, hid),
-                                          [w.public() for w in hh.watchers(c, hid)])[1], write=False)
+        return await call(lambda c, now: (hh.household(c, hid), _watchers(c, hid))[1],
+                          write=False)
 
     @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message)")
     async def update_watcher(wid: str, changes: dict[str, Any]) -> dict[str, Any]:
