@@ -228,3 +228,16 @@ def test_the_digest_does_not_worry_about_a_paused_home_nor_guess_for_a_silent_bu
     _, body = messages.render("digest", "en", {**silent, "home": "Y", "watcher": "E",
                                                 "alerts": 1})
     assert "alert(s)" not in body and "1 alert," not in body and "1 alert" in body
+
+
+def test_the_cli_hands_a_claimed_alert_back_too(site: Site, capsys) -> None:
+    from sim.server import cli
+
+    ken = site.w[("sato", "Ken")]
+    base = ["--db", site.db.url, "--clock", f"fixed:{NOW_MS / 1000:.0f}", "alert"]
+    assert cli.main([*base, "claim", site.alert, ken]) == 0
+    assert cli.main([*base, "release", site.alert, site.w[("sato", "Nao")]]) == 2  # not hers
+    assert "only they can hand it back" in capsys.readouterr().err
+    assert cli.main([*base, "release", site.alert, ken]) == 0
+    assert "handed back" in capsys.readouterr().out
+    assert site.get_alert(site.alert).state == "open"

@@ -16,7 +16,8 @@
     mimamori watcher list HOUSEHOLD | remove WATCHER_ID
     mimamori watcher set WATCHER_ID key=value ...   (quiet_hours=21:00-08:00, lang=en, ...)
     mimamori alert list [--household H] [--active] [--json]
-    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
+    mimamori alert claim ALERT WATCHER | release ALERT WATCHER
+                 | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
     mimamori sweep | deliver            (one pass now; the server does both periodically)
     mimamori outbox [--state pending|sent|dead]
     mimamori token create NAME [--scope read|write|all] [--household H ...] [--days N]
@@ -235,6 +236,13 @@ def alert_claim(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def alert_release(args: argparse.Namespace, store: Store) -> int:
+    a = _run(args, store, lambda c, now: alerts.public(c, alerts.release(
+        c, args.alert, args.watcher, now, notify.Config.from_env())))
+    print(f"alert {a['id']}: handed back, nobody is going to check now; the others are told")
+    return 0
+
+
 def alert_resolve(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.resolve(
         c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env(),
@@ -391,6 +399,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("alert")
     p.add_argument("watcher")
     p.set_defaults(func=alert_claim)
+    p = asub.add_parser("release", help="WATCHER claimed it but cannot go: open it again "
+                        "(the others are told)")
+    p.add_argument("alert")
+    p.add_argument("watcher")
+    p.set_defaults(func=alert_release)
     p = asub.add_parser("resolve", help="record the outcome (everyone is told)")
     p.add_argument("alert")
     p.add_argument("watcher")
