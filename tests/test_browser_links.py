@@ -94,6 +94,21 @@ def _thumb_sized(page: Any, selector: str) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
 
+def test_the_link_page_stays_usable_with_twice_the_text_size(pilot: dict, browser: Any) -> None:
+    ctx = browser.new_context(viewport=PHONE, locale="ja-JP", bypass_csp=True)  # to enlarge
+    ctx.set_default_timeout(15_000)
+    try:
+        page = ctx.new_page()
+        page.goto(pilot["links"]("Ken")["resolve_url"])
+        page.add_style_tag(content="html { font-size: 225% !important; }")
+        page.wait_for_selector("#resolve")  # before the race test below resolves it
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the link page is {width} px wide: it scrolls sideways"
+        _shot(page, "resolve_phone_ja_large_text")
+    finally:
+        ctx.close()
+
+
 def test_the_claim_race_and_the_hand_back_on_phones_in_japanese_and_english(
         pilot: dict, browser: Any) -> None:
     ken_links, nao_links = pilot["links"]("Ken"), pilot["links"]("Nao")
@@ -184,3 +199,4 @@ def test_a_broken_link_is_a_styled_page_in_the_readers_language(pilot: dict,
             assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         finally:
             ctx.close()
+
