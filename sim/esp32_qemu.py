@@ -149,8 +149,9 @@ class Esp32:
         self.qemu_args: list[str] = []
         # A real chip has its cores to itself; the emulated one shares the host's with whatever
         # else runs, while its timers (and so its watchdogs) follow the host's clock. The QEMU
-        # process asks for the host's highest priority (nice -20, allowed to root or with
-        # CAP_SYS_NICE) so that a loaded host delays it little; `priority` says what it got.
+        # process asks for the host's highest priority (`nice -n -20`, allowed to root or with
+        # CAP_SYS_NICE; elsewhere nice says so and QEMU runs at the caller's), so that a loaded
+        # host delays it little; `priority` says what it got.
         self.nice = -20
         self.priority: int | None = None
 
@@ -163,11 +164,11 @@ class Esp32:
         self.power_ons.append(on)
         d = qemu_dir()
         proc = subprocess.Popen(
-            [str(d / "qemu-system-xtensa"), "-nographic", "-machine", "esp32", "-L",
+            ["nice", "-n", str(self.nice), str(d / "qemu-system-xtensa"), "-nographic",
+             "-machine", "esp32", "-L",
              str(d / "pc-bios"), "-drive", f"file={self.flash},if=mtd,format=raw", "-nic", "none",
              "-d", "trace:led_set_intensity", *self.qemu_args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            preexec_fn=self._raise_priority)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.priority = os.getpriority(os.PRIO_PROCESS, proc.pid)
         reader = threading.Thread(target=self._read, args=(proc, on.lines,
                                                            self.workdir / f"serial{n}.log"),
@@ -191,13 +192,6 @@ class Esp32:
             proc.wait()
             reader.join(10)
         return on
-
-    def _raise_priority(self) -> None:
-        """In the child, before QEMU starts: the highest priority the host allows us."""
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
-        except OSError:
-            pass  # not root: QEMU runs at the caller's priority (`priority` shows it)
 
     @staticmethod
     def _read(proc: subprocess.Popen[bytes], lines: list[str], log: Path) -> None:

@@ -214,7 +214,7 @@ def add_watcher(c: Cursor, now_ms: int, actor: Actor, hid: str, name: str, role:
         roles.check_role_change(actor.role, "coordinator", role)
     w = hh.add_watcher(c, now_ms, hid, name, role, **kw)
     home = hh.household(c, hid)
-    notify.enqueue(c, now_ms, "invite", home, w, {})
+    notify.invite(c, now_ms, home, w)  # the test message, with its "I received this" link
     record(c, now_ms, home, actor, "watcher_added",
            {"watcher": w.id, "name": w.name, "new": w.role}, tell=False)
     return w

@@ -18,7 +18,8 @@
                                                      role=neighbour, tier=2, ...)
     mimamori watcher roles              (what each role may see and change: sim/server/roles.py)
     mimamori alert list [--household H] [--active] [--json]
-    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
+    mimamori alert claim ALERT WATCHER | release ALERT WATCHER
+                 | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
     mimamori sweep | deliver            (one pass now; the server does both periodically)
     mimamori outbox [--state pending|sent|dead]
     mimamori token create NAME [--scope read|write|all] [--household H ...] [--days N]
@@ -197,7 +198,7 @@ def watcher_set(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> tuple[hh.Watcher, bool]:
         w, moved = changes_.update_watcher(c, now, _by(args), args.id, changes)
         if moved:
-            notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+            notify.invite(c, now, hh.household(c, w.household), w)
         return w, moved
 
     w, moved = _run(args, store, do)
@@ -209,7 +210,7 @@ def watcher_invite(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> hh.Watcher:
         w = hh.add_watcher(c, now, args.household, args.name, args.role, args.lang, args.email,
                            args.webhook, args.console, quiet_hours=args.quiet_hours)
-        notify.enqueue(c, now, "invite", hh.household(c, args.household), w, {})
+        notify.invite(c, now, hh.household(c, args.household), w)
         return w
 
     w = _run(args, store, do)
@@ -265,6 +266,13 @@ def alert_claim(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.claim(
         c, args.alert, args.watcher, now, notify.Config.from_env())))
     print(f"alert {a['id']}: {a['claimed_by_name']} is going to check; the others are told")
+    return 0
+
+
+def alert_release(args: argparse.Namespace, store: Store) -> int:
+    a = _run(args, store, lambda c, now: alerts.public(c, alerts.release(
+        c, args.alert, args.watcher, now, notify.Config.from_env())))
+    print(f"alert {a['id']}: handed back, nobody is going to check now; the others are told")
     return 0
 
 
@@ -415,7 +423,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--by", help="who makes the change (told to the household's watchers)")
     p.set_defaults(func=watcher_set)
     p = ws.add_parser("roles", help="what each role may see and change")
-    p.set_defaults(func=watcher_roles)
+    p.set_defaults(func=watcher_roles, needs_store=False)  # a table: no database
     p = ws.add_parser("list")
     p.add_argument("household")
     p.set_defaults(func=watcher_list)
@@ -434,6 +442,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("alert")
     p.add_argument("watcher")
     p.set_defaults(func=alert_claim)
+    p = asub.add_parser("release", help="WATCHER claimed it but cannot go: open it again "
+                        "(the others are told)")
+    p.add_argument("alert")
+    p.add_argument("watcher")
+    p.set_defaults(func=alert_release)
     p = asub.add_parser("resolve", help="record the outcome (everyone is told)")
     p.add_argument("alert")
     p.add_argument("watcher")

@@ -171,10 +171,28 @@ SCHEMA: list[list[str]] = [
 ]
 
 
+# what the messages and their link pages need (issue 13), a component of its own so it
+# never collides with the steps above: an alert event as a code and parameters (rendered in
+# the reader's language when shown; rows before it keep their English text), and the
+# watchers' "I received this" answers to the invitation's test message (notify.confirmed_at)
+NOTICES: list[list[str]] = [
+    [
+        "ALTER TABLE alert_events ADD COLUMN code TEXT",
+        "ALTER TABLE alert_events ADD COLUMN params TEXT",
+        """CREATE TABLE watcher_receipts (
+            watcher TEXT PRIMARY KEY REFERENCES watchers (id) ON DELETE CASCADE,
+            address TEXT,
+            at BIGINT NOT NULL
+        )""",
+    ],
+]
+
+
 def open_people(db: Database) -> Database:
     """Apply the people/alerts migrations (idempotent); returns db."""
     migrate(db, "people", SCHEMA)
     migrate(db, "roles", roles.SCHEMA)  # who changed what (household_events), role defaults
+    migrate(db, "notices", NOTICES)
     return db
 
 

@@ -9,7 +9,7 @@
     GET  /home                      a watcher's households: status, last switch-on, open alerts
     GET  /h/{hid}                   a household: chart, alerts and history, absences, settings
     GET  /h/{hid}/chart.svg         the chart alone
-    POST /h/{hid}/alerts/{aid}/claim | /resolve
+    POST /h/{hid}/alerts/{aid}/claim | /release (hand it back) | /resolve
     POST /h/{hid}/pauses   POST /h/{hid}/pauses/{pid}/end
     POST /h/{hid}/settings   POST /h/{hid}/bulbs/{dev}/brightness
     POST /h/{hid}/absences   POST /h/{hid}/absences/{n}/remove   (recurring part-day absences)
@@ -399,7 +399,7 @@ def router(web: Web) -> APIRouter:
                 tl = sweeper.recent_timeline(c, hid, p.now_ms, views.PAGE_DAYS)
                 card = views.household_card(c, web.store, home, p.now_ms, tl)
                 history = _history(c, hid, me)
-                events = {a.id: alerts.events(c, a.id) for a in history}
+                events = {a.id: _events(c, a, home, p) for a in history}
                 texts = {a.id: _what(c, a, home, p) for a in history}
                 ps = [x for x in hh.pauses(c, hid) if x.end_ms > p.now_ms]
                 ws = hh.watchers(c, hid, max_tier=3, min_tier=1)
@@ -414,7 +414,9 @@ def router(web: Web) -> APIRouter:
             return p.render("household.html", home=home, me_w=me, card=card, history=history,
                             events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
                             svg=svg, rows=rows, settings=home.settings, placed=placed,
-                            numbers=NUMBER_SETTINGS, may=may, my_role=my_role,
+                            numbers=NUMBER_SETTINGS, may=may,
+                            placed_words={d: messages.placement_words(pl, p.lang)
+                                          for d, pl in placed.items()}, my_role=my_role,
                             pause_days=roles.TABLE[my_role].pause_days, changed=changed,
                             endable={x.id for x in ps if may["end_pause"] and changes.pause_days(
                                 x) <= roles.TABLE[my_role].pause_days},
@@ -455,6 +457,15 @@ def router(web: Web) -> APIRouter:
             roles.need(me.role, "claim")
             _alert_of(c, hid, aid)
             alerts.claim(c, aid, me.id, p.now_ms, web.cfg())
+            return _back(form, f"/h/{hid}") + "#alert-" + aid
+        return await action(do)(request, hid, aid)
+
+    @r.post("/h/{hid}/alerts/{aid}/release")
+    async def release(request: Request, hid: str, aid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
+            _, me = _mine(p, c, hid)
+            _alert_of(c, hid, aid)
+            alerts.release(c, aid, me.id, p.now_ms, web.cfg())
             return _back(form, f"/h/{hid}") + "#alert-" + aid
         return await action(do)(request, hid, aid)
 
@@ -668,7 +679,8 @@ def router(web: Web) -> APIRouter:
                 raise Refused(404, "not_found", str(e)) from None
             if send:
                 return p.render("message.html", title=p.t("invite_sent", name=w.name),
-                                text=", ".join(w.channels()), back=True)
+                                text=", ".join(p.t("ch_" + ch) for ch in w.channels()),
+                                back=True)
             return p.render("message.html", title=p.t("invite_made", name=w.name), text=url,
                             back=True, copy=True)
         return await run_in_threadpool(page(go), request)
@@ -698,6 +710,19 @@ def _what(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> str:
     """The alert's reason in the reader's language, as it stood when it closed (or now)."""
     at = a.closed_at if a.closed_at is not None else p.now_ms
     return messages.what(a.rule, p.lang, alerts.context(a, home, at))
+
+
+def _events(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> list[dict[str, Any]]:
+    """The alert's history with each entry's detail line in the reader's language."""
+    out = []
+    for e in alerts.events(c, a.id):
+        ctx = alerts.context(a, home, e["at"])
+        if e["params"] and e["params"].get("switched_on") is not None:
+            ctx["cleared_on"] = alerts.when_text(e["params"]["switched_on"] * 1000, home.tz,
+                                                 e["at"])
+        out.append({**e, "detail": messages.event_detail(e["kind"], e["params"], e["text"],
+                                                         p.lang, ctx)})
+    return out
 
 
 def _chart(web: Web, p: Page, home: hh.Household, tl: Any, history: list[alerts.Alert]) -> str:

@@ -369,24 +369,3 @@ def end_pause(c: Cursor, hid: str, pid: str, today: date, now_ms: int) -> None:
     if first < today and p.start_ms <= now_ms:
         hh.add_pause(c, now_ms, hid, first, min(date.fromisoformat(p.last_day),
                                                 today - timedelta(days=1)), p.reason)
-
-
-# ---------------------------------------------------------------------------------------------
-# the chart for other pages (the message links' confirm page, sim/server/api.py)
-
-
-def activity_html(store: Store, c: Cursor, home: hh.Household, now_ms: int, lang: str) -> str:
-    """The household's 14-day activity chart with its legend, as an HTML fragment."""
-    from sim.server.web import chart, i18n
-
-    tl = sweeper.recent_timeline(c, home.id, now_ms, PAGE_DAYS)
-    ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
-    opened = [a.opened_at / 1000 for a in alerts.list_alerts(c, home.id, limit=50)
-              if a.audience != "coordinator"]
-    tr = i18n.t(lang)
-    svg = chart.activity_svg(tl.intervals, home.tz, now_ms / 1000, lang, pauses=ps,
-                             alerts_at=opened)
-    legend = "".join(f"<li>{chart.legend_svg(k)} {tr('lg_' + k)}</li>"
-                     for k in ("on", "uncertain", "paused", "alert"))
-    return (f'<section class="activity"><h2>{tr("activity")}</h2>{svg}'
-            f'<ul style="list-style:none;padding:0">{legend}</ul></section>')
