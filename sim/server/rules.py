@@ -221,12 +221,17 @@ def _when(iv: Interval, clock: _Clock, now: float) -> str:
             and clock.hhmm(iv.start_earliest, now) == clock.hhmm(iv.start_latest, now)):
         return _at(iv.start_latest, clock, now)  # known to the minute shown
     if iv.start_earliest is None:
-        return f"some time before {clock.hhmm(iv.start_latest, now)} (reported late)"
+        return f"some time before {_bare(clock.hhmm(iv.start_latest, now))} (reported late)"
     # a visit that learned the time itself (an anchor, at least its batch's receipt) was not
     # reported late: its range is the anchor's error
     late = "" if iv.anchored else " (reported late)"
-    return (f"between {clock.hhmm(iv.start_earliest, now)} and "
-            f"{clock.hhmm(iv.start_latest, now)}{late}")
+    return (f"between {_bare(clock.hhmm(iv.start_earliest, now))} and "
+            f"{_bare(clock.hhmm(iv.start_latest, now))}{late}")
+
+
+def _bare(when: str) -> str:
+    """ "on Sun 15 Mar 10:00" as "Sun 15 Mar 10:00", after "between" or "before"."""
+    return when.removeprefix("on ")
 
 
 def _hidden_until(tl: Timeline, now: float) -> float | None:
