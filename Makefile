@@ -7,7 +7,8 @@ PORT    ?=
 DEBS_MPY := libc6-i386 libglib2.0-0 libpixman-1-0 libgcrypt20 libslirp0 libfdt1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-esp32 test-fast demo bench server image release flash provision lint clean
+.PHONY: setup test test-esp32 test-fast demo bench server image release flash provision lint clean \
+	need-port
 
 setup: $(VENV) $(STUBS)
 	@# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads one)
@@ -77,18 +78,24 @@ release: setup
 	$(PY) -m tools.release $(if $(VERSION),--version $(VERSION))
 
 # make flash PORT=/dev/ttyUSB0 [FIRMWARE=ESP32_GENERIC-....bin] [BAUD=460800] [DRY_RUN=1]
-flash: image
+# without PORT= it says so before anything is built or downloaded
+flash: $(if $(PORT),,need-port) image
 	$(PY) -m tools.flash --port "$(PORT)" $(if $(FIRMWARE),--firmware "$(FIRMWARE)") \
 		$(if $(BAUD),--baud $(BAUD)) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
 # make provision PORT=/dev/ttyUSB0 SERVER=https://... WIFI_SSID=... WIFI_PASSWORD=... | APN=...
-#   [DEVICE=bulb-x] [KEY=hex] [DB=var/mimamori.db] [TIMEOUT=180]   (docs/installing.md)
-#   not echoed: the command line holds the Wi-Fi password
+#   TOKEN=mmr_... [HOUSEHOLD=sato] [DEVICE=bulb-x] [KEY=hex] [API=url] [TIMEOUT=180]
+#   (docs/installing.md) not echoed: the command line holds the Wi-Fi password and the token
 provision: setup
 	@$(PY) -m tools.provision --port "$(PORT)" --server "$(SERVER)" \
 		--wifi-ssid "$(WIFI_SSID)" --wifi-password "$(WIFI_PASSWORD)" --apn "$(APN)" \
 		$(if $(DEVICE),--device "$(DEVICE)") $(if $(KEY),--key "$(KEY)") \
-		$(if $(DB),--db "$(DB)") $(if $(TIMEOUT),--timeout $(TIMEOUT))
+		$(if $(HOUSEHOLD),--household "$(HOUSEHOLD)") $(if $(TOKEN),--token "$(TOKEN)") \
+		$(if $(API),--api "$(API)") $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+need-port:
+	@echo "make flash: PORT= is required, e.g. make flash PORT=/dev/ttyUSB0 (list ports with:" \
+	  ".venv/bin/pyserial-ports)" >&2; exit 2
 
 lint: setup
 	$(PY) -m ruff check firmware sim tests bench tools

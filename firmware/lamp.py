@@ -32,15 +32,6 @@ def ledc_bits(freq):
     return min(bits, 16)
 
 
-def bars(dbm):
-    """Signal quality shown to an installer, 0..5, from an RSSI in dBm (Wi-Fi or LTE)."""
-    n = 0
-    for edge in (-95, -85, -75, -67, -60):
-        if dbm >= edge:
-            n += 1
-    return n
-
-
 class Lamp:
     def __init__(self, pin=PIN, freq=FREQ):
         # Take over at full: the level the pulled-up driver already shows. Passing duty_u16 to
@@ -150,9 +141,12 @@ class Lamp:
         await self.blink(10, 150, 150)
 
     async def signal(self, dbm):
-        """Signal quality as 0..5 dips after a pause; no signal at all is one long dip."""
+        """Signal quality as 1..4 dips after a pause (quality.LEVELS, the scale every screen
+        uses); no signal figure at all is one long dip."""
+        import quality
+
         await asyncio.sleep_ms(1000)
-        n = bars(dbm)
+        n = quality.dips(dbm)
         if n:
             await self.blink(n, 400, 400)
         else:

@@ -56,16 +56,33 @@ def _mkdir(d):
 
 def parse_manifest(body, key, device, v, size):
     """The manifest from the server's answer (signature line + JSON); Refused if not valid."""
+    import io
+
+    return check_manifest(io.BytesIO(body), key, device, v, size, bytearray(_RX))
+
+
+def check_manifest(f, key, device, v, size, buf):
+    """The manifest in stream f (signature line + JSON, as the server sends it), checked in
+    chunks of buf: never the whole in RAM, so a fragmented heap cannot refuse an update.
+    Refused if not valid; else the manifest, with f left at the JSON's start."""
     import json
 
-    nl = body.find(b"\n")
-    if nl != 64:
+    mv = memoryview(buf)
+    if f.readinto(mv[:65]) != 65 or buf[64] != 0x0A:
         raise Refused(record.U_MANIFEST)
-    man = body[nl + 1 :]
-    if protocol.sign_manifest(key, device, v, man).encode() != body[:64]:
+    want = bytes(mv[:64])
+    s = protocol.manifest_signer(key, device, v)
+    while True:
+        got = f.readinto(buf)
+        if not got:
+            break
+        s.update(mv[:got])
+    if s.hexdigest().encode() != want:
         raise Refused(record.U_SIGNATURE)
+    f.seek(65)
     try:
-        m = json.loads(man)
+        m = json.load(f)
+        f.seek(65)
         files = m["files"]
         total = 0
         for name, n, digest in files:
@@ -73,7 +90,7 @@ def parse_manifest(body, key, device, v, size):
                     or len(digest) != 64:
                 raise ValueError
             total += n
-        ok = m["version"] == v and total == size and any(f[0] == "main.py" for f in files)
+        ok = m["version"] == v and total == size and any(x[0] == "main.py" for x in files)
         need = tuple(m.get("micropython") or (0,))
     except (ValueError, KeyError, TypeError):
         raise Refused(record.U_MANIFEST) from None
@@ -197,10 +214,21 @@ class Ota:
         st = os.statvfs(".")
         if st[0] * st[3] < size + _MARGIN:
             raise Refused(record.U_SPACE)
-        body = await self._get(t, protocol.ota_target(v), None, _MANIFEST_MAX)
-        m = parse_manifest(body, self._key, self._dev, v, size)
-        with open(path + ".tmp", "wb") as f:  # noqa: ASYNC230 - small, synchronous
-            f.write(body[65:])
+        got = path + ".dl"  # the answer as it came, signature line first
+        try:
+            os.remove(got)
+        except OSError:
+            pass
+        await self._get(t, protocol.ota_target(v), got, _MANIFEST_MAX)
+        rx = self._rx
+        with open(got, "rb") as f, open(path + ".tmp", "wb") as out:  # noqa: ASYNC230
+            m = check_manifest(f, self._key, self._dev, v, size, rx)
+            while True:  # the JSON alone, as `make release` wrote it
+                n = f.readinto(rx)
+                if not n:
+                    break
+                out.write(memoryview(rx)[:n])
+        os.remove(got)  # a cut from here on: manifest.json absent, fetched again next visit
         os.rename(path + ".tmp", path)
         return m
 
@@ -234,7 +262,7 @@ class Ota:
         print(f"ota: release {v} verified; the next power-on runs it")
         self.offer = None
 
-    # ---- one signed GET over the open transport, the body streamed to a file or returned
+    # ---- one signed GET over the open transport, the body streamed to a file
     async def _get(self, t, target, path, most):
         sig = protocol.sign(self._key, b"GET", target, self._dev, b"")
         req = ("GET " + target + " HTTP/1.1\r\nHost: " + self._host_line() +
@@ -265,15 +293,6 @@ class Ota:
         if clen > most:
             raise OSError("ota: answer longer than asked")
         body = mv[hend + 4 : n]
-        if path is None:
-            out = bytearray(body)
-            while len(out) < clen:
-                got = await t.recv_into(mv)
-                if not got:
-                    raise OSError("ota: answer cut short")
-                out.extend(mv[:got])
-            self.fetched += len(out)
-            return bytes(out[:clen])
         left = clen
         with open(path, "ab") as f:  # noqa: ASYNC230 - committed at close: a cut keeps the size
             while True:
@@ -287,7 +306,6 @@ class Ota:
                 if not got:
                     raise OSError("ota: answer cut short")
                 body = mv[:got]
-        return None
 
     def _host_line(self):
         url = self._cfg["server"]

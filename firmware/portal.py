@@ -5,6 +5,7 @@
 # It must never put anything a network or a phone sent into a page unescaped (an SSID is
 # chosen by whoever runs the access point), never echo a password back, and never build the
 # whole page in one string: page() yields small chunks the server writes one by one.
+import quality
 from micropython import const
 
 _MAX_NETS = const(12)
@@ -20,14 +21,6 @@ PROBES = (
     "/redirect",
     "/canonical.html",  # Firefox
     "/success.txt",
-)
-
-# (rssi floor in dBm, key, Japanese, English)
-SIGNAL = (
-    (-60, "strong", "強い", "strong"),
-    (-70, "good", "普通", "good"),
-    (-80, "weak", "弱い", "weak"),
-    (-200, "poor", "とても弱い", "very weak"),
 )
 
 # result shown at the top of the page: key -> (Japanese, English)
@@ -85,11 +78,9 @@ def ssid_text(raw):
 
 
 def signal(rssi):
-    """(key, Japanese, English) for a signal level in dBm."""
-    for floor, key, ja, en in SIGNAL:
-        if rssi >= floor:
-            return key, ja, en
-    return SIGNAL[-1][1:]
+    """(key, Japanese, English) for a signal level in dBm, from quality.LEVELS (the scale the
+    lamp and the server use)."""
+    return (quality.level(rssi) or quality.LEVELS[-1])[3:]
 
 
 def networks(scan):

@@ -58,20 +58,35 @@ def _hmac_key(key):
     return key + bytes(_BLOCK - len(key))
 
 
+class Signer:
+    """HMAC-SHA256 (RFC 2104) of a request whose body comes in pieces: update(piece) for each,
+    then hexdigest(). sign() is the one-piece case; a bulb checks a manifest read from flash in
+    chunks this way, never holding it whole."""
+
+    def __init__(self, key, method, path, device):
+        self._k = k = _hmac_key(key)
+        self._in = inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
+        inner.update(method.encode() if isinstance(method, str) else method)
+        inner.update(b" ")
+        inner.update(path.encode() if isinstance(path, str) else path)
+        inner.update(b"\n")
+        inner.update(device.encode() if isinstance(device, str) else device)
+        inner.update(b"\n")
+
+    def update(self, piece):
+        self._in.update(piece)
+
+    def hexdigest(self):
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in self._k))
+        outer.update(self._in.digest())
+        return _hex(outer.digest())
+
+
 def sign(key, method, path, device, body):
     """HMAC-SHA256 (RFC 2104) of the request, as lowercase hex. key: bytes."""
-    k = _hmac_key(key)
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-    inner.update(method.encode() if isinstance(method, str) else method)
-    inner.update(b" ")
-    inner.update(path.encode() if isinstance(path, str) else path)
-    inner.update(b"\n")
-    inner.update(device.encode() if isinstance(device, str) else device)
-    inner.update(b"\n")
-    inner.update(body)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
-    outer.update(inner.digest())
-    return _hex(outer.digest())
+    s = Signer(key, method, path, device)
+    s.update(body)
+    return s.hexdigest()
 
 
 def _hex(b):
@@ -118,7 +133,13 @@ def ota_target(version, off=-1, n=0):
     return base + "/bundle?off=" + str(off) + "&len=" + str(n)
 
 
-def sign_manifest(key, device, version, manifest):
-    """The manifest's signature for one bulb: HMAC-SHA256 with its device key, over a message
+def manifest_signer(key, device, version):
+    """The Signer of a manifest for one bulb: HMAC-SHA256 with its device key, over a message
     no batch can have (method "OTA")."""
-    return sign(key, b"OTA", ota_target(version), device, manifest)
+    return Signer(key, b"OTA", ota_target(version), device)
+
+
+def sign_manifest(key, device, version, manifest):
+    s = manifest_signer(key, device, version)
+    s.update(manifest)
+    return s.hexdigest()

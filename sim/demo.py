@@ -73,6 +73,10 @@ def run(days: int = 7, homes: int = 3, sec_per_day: float = 15.0, keep: bool = F
             n.text("The server keeps running (now at real speed from the week's end): "
                    + stage.url)
             n.text(f"  coordinator sign-in link (once, 24 h): {link}")
+            homes = stage.scenario.homes
+            home = next((h for h in homes if sc.FALL in h.incidents), homes[0])
+            name, wlink = stage.watcher_link(home.id)
+            n.text(f"  {name}'s sign-in link, a watcher of {home.name} (once, 14 days): {wlink}")
             n.text(f"  API: {stage.url}/openapi.json   token: {stage.token}")
             n.text("  Ctrl-C to stop.")
             signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C

@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_OFF, K_POWER_ON
+from sim.bulb import shared_dir
 from sim.server.timeline import (
     ALIVE_FRACTION,
     ALIVE_STEP_S,
@@ -36,7 +37,7 @@ from sim.server.timeline import (
     Timeline,
 )
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "activity"
+DATA = shared_dir() / "data" / "activity"  # MIMAMORI_SHARED, ../shared or /work/shared
 CITATION = (
     "F. J. Ordonez, P. de Toledo, A. Sanchis, \"Activity Recognition Using Hybrid "
     "Generative/Discriminative Models on Home Environments Using Binary Sensors\", "

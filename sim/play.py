@@ -550,6 +550,16 @@ class Stage:
         self._drain_stderr()
         self.clock = SimClock(1.0, end - time.time())
 
+    def watcher_link(self, hid: str) -> tuple[str, str]:
+        """(name, a one-time sign-in link) of the household's first family watcher, as the
+        operator makes it: `mimamori dashboard invite` without --url finds the server's port."""
+        assert self.clock
+        ws = self.api("GET", f"/api/v1/households/{hid}/watchers")
+        w = next((w for w in ws if w["role"] == "family"), ws[0])
+        out = self.cli("--clock", f"fixed:{self.clock.sim():.0f}", "dashboard", "invite",
+                       w["id"])
+        return w["name"], out.strip().splitlines()[-1]
+
     def coordinator_link(self) -> str:
         """A one-time sign-in link to the coordinator's pages (24 h of server time)."""
         assert self.clock

@@ -134,7 +134,7 @@ def test_csv_headers_follow_the_reader_and_a_formula_name_stays_text(
         assert not any(v.startswith(views.FORMULA_START) for k, v in row.items()
                        if k not in ("signal_dbm",))
     assert rows["suzuki"]["status"] == "Bulb reports late or not at all"
-    assert (rows["suzuki"]["signal_dbm"], rows["suzuki"]["signal"]) == ("-100", "fair")
+    assert (rows["suzuki"]["signal_dbm"], rows["suzuki"]["signal"]) == ("-100", "very weak")
     assert (rows["suzuki"]["late_7d"], rows["suzuki"]["visits_7d"]) == ("16", "50")
     # outcomes: suzuki's past alert was a false alarm; the split adds up over households
     assert (rows["suzuki"]["needed_help"], rows["suzuki"]["fine"],

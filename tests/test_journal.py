@@ -12,6 +12,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from sim.bulb import micropython_bin
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +46,10 @@ def run_mpy(tmp_path: Path, code: str, sectors: int = 8, heap: str = "96wK") -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# the power-cut sweeps run many MicroPython boots: minutes on a loaded 2-core host
+SWEEP = pytest.mark.timeout(1200)
+
+
 def sweep(tmp_path: Path, mode: str, *args: str) -> dict:
     out = subprocess.run([str(MPY), "-X", "heapsize=4M", str(REPO / "tests/journal_sweep.py"),
                           str(REPO), str(tmp_path / "flash.bin"), mode, *args],
@@ -52,6 +58,7 @@ def sweep(tmp_path: Path, mode: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@SWEEP
 def test_power_cut_at_every_flash_operation_keeps_every_returned_record(tmp_path):
     got = sweep(tmp_path, "sweep", "4")
     print(f"\npower-loss sweep: {got['cuts']} cut points tried ({got['programs']} programs, "
@@ -70,6 +77,7 @@ def test_power_cut_at_every_flash_operation_keeps_every_returned_record(tmp_path
     assert got["unreported"] == 0 and got["overcounted"] == 0 and got["gone"] > 0
 
 
+@SWEEP
 def test_power_cut_raised_in_process_remounts_and_every_loss_is_counted_later(tmp_path):
     got = sweep(tmp_path, "raise", "4", "29")
     print(f"\nreplayed with esp32.PowerCut raised: {got['cuts']} cut points, each run on to the "
@@ -79,6 +87,7 @@ def test_power_cut_raised_in_process_remounts_and_every_loss_is_counted_later(tm
     assert got["unreported"] == 0 and got["overcounted"] == 0 and got["gone"] > 0
 
 
+@SWEEP
 def test_bits_flipped_at_rest_are_corrected_or_counted_and_never_roll_the_journal_back(tmp_path):
     got = sweep(tmp_path, "flips", "4", "60")
     one, two, three = got["flips1"], got["flips2"], got["flips3"]
@@ -94,6 +103,7 @@ def test_bits_flipped_at_rest_are_corrected_or_counted_and_never_roll_the_journa
         assert many["unit_lost"] > 10  # the trials did hit records
 
 
+@SWEEP
 def test_erase_cut_so_it_reads_finished_is_erased_again_before_use(tmp_path):
     got = sweep(tmp_path, "weak", "4", "20")
     weak = got["weak"]

@@ -86,8 +86,10 @@ LOW = duty(0.5 * 0.15)
         ("l.result(False)", 6),
         ("l.identify()", 10),
         ("l.signal(-70)", 3),
-        ("l.signal(-55)", 5),
+        ("l.signal(-55)", 4),
+        ("l.signal(-82)", 2),
         ("l.signal(-120)", 1),
+        ("l.signal(-200)", 1),  # no figure: one long dip
         ("l.blink(4)", 4),
     ],
 )
@@ -137,13 +139,14 @@ await asyncio.gather(l.blink(2), l.blink(3))
     assert seen == [LOW, duty(0.5)] * 5
 
 
-def test_signal_bars_from_rssi(tmp_path: Path) -> None:
+def test_signal_dips_come_from_the_one_scale(tmp_path: Path) -> None:
     state = tmp_path / "bars"
     out = run_snippet(
-        "import lamp\nprint([lamp.bars(d) for d in (-120, -95, -86, -80, -70, -62, -40)])",
+        "import quality\nprint([quality.dips(d) for d in (-200, 0, -120, -86, -85, -82, -76,"
+        " -75, -70, -67, -40)])",
         state,
     )
-    assert out.strip() == "[0, 1, 1, 2, 3, 4, 5]"
+    assert out.strip() == "[0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]"
 
 
 def test_new_pwm_frequency_keeps_the_duty(tmp_path: Path) -> None:

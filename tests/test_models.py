@@ -92,7 +92,7 @@ def test_a_model_of_the_first_pass_is_learned_again_and_the_new_one_keeps_its_de
     h = pop.household("toilet", "router_20h_10d", 0, days=30)
     m = models.learn(pop.World(h).timeline(h.t1), "UTC", [], h.t1)
     d = json.loads(json.dumps(m.to_json()))
-    assert d["version"] == models.VERSION == 2
+    assert d["version"] == models.VERSION == 3
     bm = models.HouseholdModel.from_json(d).bulbs["bulb"]
     assert bm.held == m.bulbs["bulb"].held and bm.longest_held_h() > 10  # a day-long outage
     d["version"] = 1  # delays were not kept by hour: its meaning changed
@@ -102,3 +102,34 @@ def test_a_model_of_the_first_pass_is_learned_again_and_the_new_one_keeps_its_de
         assert "learn it again" in str(e)
     else:
         raise AssertionError("a first-pass model must be learned again")
+
+
+def test_switch_ons_held_by_a_day_long_outage_count_on_the_days_they_happened():
+    # a router off 27 h: the toilet's switch-ons of that day reach the server the next
+    # morning, bounded by that report; counted on the report's day, the outage day looked
+    # unused and the placement check called a toilet used every day "poor" (no 24 h cap)
+    h = pop.household("toilet", "router_20h_10d", 0, held_out=True)
+    now = h.t0 + 44.5 * 86400
+    m = models.learn(pop.World(h).timeline(now), "UTC", [], now)
+    bm = m.bulbs["bulb"]
+    assert max(r[4] for r in bm.recent) > 5  # its reports were held for hours
+    assert all(r[1] > 0 for r in bm.recent)  # yet every day has her switch-ons
+    assert models.placement(bm).verdict == "good"
+
+
+def test_one_long_absence_leaves_a_toilet_good_and_long_gaps_that_come_back_do_not():
+    visits = Household(4, Profile()).events(START, 30)
+
+    def away(vs, day):  # out from 08:00 to the next day's 22:00: 40 h or more unlit
+        a, b = (unix(START + timedelta(days=day, hours=8)),
+                unix(START + timedelta(days=day + 1, hours=22)))
+        return [v for v in vs if not a <= unix(v.on) < b]
+
+    now = unix(START + timedelta(days=30)) + models.SETTLE_S
+    once = away(visits, 24)
+    p = models.placement(models.learn(exact_timeline(once), "UTC", [], now).bulbs["bulb"])
+    assert p.longest_gap_h >= 36 and p.verdict == "good"
+    # the placement check would otherwise take the 24 h cap away for two weeks
+    twice = away(once, 20)
+    p = models.placement(models.learn(exact_timeline(twice), "UTC", [], now).bulbs["bulb"])
+    assert p.verdict == "poor"

@@ -63,7 +63,7 @@ def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(db_ur
                                                 "waiting": 0}
     (m,) = inboxes.of("aiko@example.org")
     assert m.subject == "【みまもり電球】Sato の見守りに登録されました（テスト送信）"
-    assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@mimamori>"
+    assert "テストメッセージ" in m.body and m.message_id == f"<{oid}@{notify.mail_domain(cfg)}>"
     assert notify.deliver_due(db, NOW + 60_000, cfg)["sent"] == 0  # sent once only
     (row,) = notify.outbox(db)
     assert row.state == "sent" and row.attempts == 1
@@ -249,3 +249,55 @@ def test_e_mail_through_a_relay_that_wants_starttls_and_a_password(tmp_path, db_
         assert m.kind == "invite"
     finally:
         ib.stop()
+
+
+def test_e_mails_carry_date_a_message_id_in_the_public_domain_a_sender_name_and_links(
+        db_url, inboxes):
+    """What spam filters and mail programs look at, as the SMTP server received it: a Date, a
+    Message-ID in the public URL's domain, a From with a display name in the reader's
+    language; an alert mail links the dashboard; the invitation asks 'I received this'."""
+    from email.utils import parseaddr, parsedate_to_datetime
+
+    from sim.server import alerts
+    from sim.server.rules import OPEN, Decision
+
+    db, _, home, (ja, en), _ = setup_db(db_url, [
+        {"name": "Ken", "email": "ken@example.org", "lang": "ja"},
+        {"name": "Aiko", "email": "aiko@example.org", "lang": "en"}])
+    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port,
+                        public_url="https://mimamori.example.city",
+                        mail_from="alerts@example.city")
+    with db.tx() as c:
+        for w in (ja, en):
+            notify.invite(c, NOW, home, w, cfg.public_url)
+        alerts.apply(c, home, [Decision("no_activity", OPEN, T0 - 25 * H,
+                                        "no switch-on for 25 h: last at 09:42", None,
+                                        at=T0 - 25 * H, detail={"last_on": T0 - 25 * H,
+                                                                "gap_h": 25.0,
+                                                                "limit_h": 24.0})], NOW, cfg)
+    assert notify.deliver_due(db, NOW, cfg)["sent"] == 4
+    mails = inboxes.of("ken@example.org") + inboxes.of("aiko@example.org")
+    for m in mails:
+        assert parsedate_to_datetime(str(m.msg["Date"])).tzinfo is not None
+        assert m.message_id.endswith("@mimamori.example.city>"), m.message_id
+        name, addr = parseaddr(str(m.msg["From"]))
+        assert addr == "alerts@example.city"
+        assert name == ("みまもり電球" if "ken" in m.to[0] else "Mimamori bulb")
+    (ken_alert,) = [m for m in inboxes.of("ken@example.org") if m.kind == "alert"]
+    assert "https://mimamori.example.city/h/home-1" in ken_alert.body
+    assert "詳細：" in ken_alert.body and "最後に点灯" in ken_alert.body
+    assert "no switch-on" not in ken_alert.body  # the rules' English evidence stays out
+    (aiko_alert,) = [m for m in inboxes.of("aiko@example.org") if m.kind == "alert"]
+    assert "Details: no switch-on for 25 h" in aiko_alert.body
+    (ken_invite,) = [m for m in inboxes.of("ken@example.org") if m.kind == "invite"]
+    got = re.search(r"(https://mimamori\.example\.city/a/\S+)", ken_invite.body)
+    assert got and "メールを受け取りました" in ken_invite.body
+    with db.read() as c:
+        action, _, wid = notify.read_token(notify.link_key(c), got.group(1).split("/a/")[1], NOW)
+    assert (action, wid) == ("received", ja.id)
+
+
+def test_a_sender_name_given_in_mail_from_is_kept():
+    cfg = notify.Config(mail_from="Oshu City <watch@oshu.example>")
+    assert notify.sender(cfg, "ja") == "Oshu City <watch@oshu.example>"
+    assert notify.mail_domain(notify.Config(public_url="https://a.example:8443/x")) == "a.example"

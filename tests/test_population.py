@@ -62,3 +62,20 @@ def test_the_main_population_is_drawn_as_before():
     assert len(h.visits) == 711 and len(h.stays) == 1
     k = pop.household("day_service", "good_wifi", 1)
     assert k.absences[0]["from"] == "09:00" and k.absences[0]["to"] == "17:00"
+
+
+def test_falls_why_names_the_placement_when_a_living_room_waits_past_the_fixed_rule():
+    from bench import falls_why
+
+    room = pop.household("living_room", "good_wifi", 0)
+    toilet = pop.household("toilet", "good_wifi", 0)
+    lr, tt = falls_why.incidents(room), falls_why.incidents(toilet)
+    assert len(lr) == len(tt) == 3
+    # a room lit once a day waits for its own quiet days: later than the fixed rule, and why
+    assert all(i.cause == "no_cap" and not i.fits and i.learned_h > i.fixed_h for i in lr)
+    assert all("poor" in i.verdicts or "limited" in i.verdicts for i in lr)
+    # a toilet keeps the 24 h cap: never later, from the same anchor
+    assert all(i.cause == "no_later" and i.learned_h <= i.fixed_h + 1 / 60 for i in tt)
+    assert all(i.anchor == i.fixed_anchor for i in tt)
+    text = falls_why.line(toilet, tt[0])
+    assert "fall d" in text and "no_later" in text

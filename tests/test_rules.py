@@ -282,3 +282,11 @@ def test_real_household_rhythm_gives_no_false_alert_and_earlier_detection(house)
 def test_visit_list_api_is_usable_for_driving_bulbs():
     visits, _ = _history(days=2)
     assert all(isinstance(v, Visit) and v.on < v.off for v in visits)
+
+
+def test_a_late_visit_days_ago_reads_between_two_dated_times():
+    b = Bulb().visit(at(1, 8, 0), 60, off=True)
+    b.visit(at(2, 9, 0), 60, anchor=False, off=True, received_at=at(4, 12, 0))
+    d = rule(evaluate(b.timeline(), FIXED, at(4, 12, 1)), "no_activity")
+    assert "between Sun 01 Mar 08:01 and " in d.evidence, d.evidence
+    assert "between on" not in d.evidence and " and on " not in d.evidence, d.evidence

@@ -174,6 +174,8 @@ def main(
     ap.add_argument("--firmware-dir", type=Path, default=FIRMWARE_DIR)
     a = ap.parse_args(argv)
     try:
+        if not a.port:  # before anything is read or downloaded
+            plan(a.port, "", [])
         parts = pt.load(a.csv)
         table, vfs = a.build / "partitions.bin", a.build / "vfs.bin"
         for f in (table, vfs):

@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: MIT
 """Bench provisioning: put a flashed bulb on the network and see it report.
 
-    make provision PORT=/dev/ttyUSB0 WIFI_SSID=home WIFI_PASSWORD=... SERVER=https://...
-    make provision PORT=/dev/ttyUSB0 APN=iot.example SERVER=https://...          # LTE-M
+    make provision PORT=/dev/ttyUSB0 WIFI_SSID=home WIFI_PASSWORD=... SERVER=https://... \
+         TOKEN=mmr_... HOUSEHOLD=sato
+    make provision PORT=/dev/ttyUSB0 APN=iot.example SERVER=https://... TOKEN=...  # LTE-M
     python -m tools.provision --port socket://127.0.0.1:7000 ...                  # a simulated bulb
 
-Steps: read the bulb's chip id and current site config over the REPL (`mpremote`); register the
-bulb with the server (in the server's database, `--db`, as `mimamori device register` does) or
-take `--key`/`--device`; write site.json (server, device id and key, network, and a random
-access-point password for setup mode) and a `commission` request with `mpremote cp`; reset the
-bulb; wait until the server has acknowledged its first upload and the link record carrying the
-signal; print the result and the text of the bulb's label.
+Steps: check the household on the server; read the bulb's chip id and current site config over
+the REPL (`mpremote`); register the bulb through the server's API (`TOKEN=`, a token made with
+`mimamori token create NAME --scope all`), in `HOUSEHOLD=`, or take `--key`/`--device` of a
+bulb registered already (and attach it to `HOUSEHOLD=`); write site.json (server, device id and
+key, network, and a random access-point password for setup mode) and a `commission` request
+with `mpremote cp`; reset the bulb; wait until the server has acknowledged its first upload and
+the link record carrying the signal; print the result and the text of the bulb's label.
+Everything it asks of the server goes through the API (HTTP): never the server's database file.
 
-It must never print the device key or the Wi-Fi password, never write a site config the firmware
+It must never print the device key, the token or the Wi-Fi password, never write a site config the firmware
 would refuse (every value is checked here first), and never report success before the server
 has stored the bulb's records.
 """
@@ -33,7 +36,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 AP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # as firmware/setupmode.py: no 0/o, 1/l/i
-K_POWER_ON, K_LINK = 1, 8  # firmware/record.py
 T_NAMES = {1: "Wi-Fi", 2: "LTE-M"}
 READ_BULB = (
     "import machine, binascii, json\n"
@@ -48,17 +50,15 @@ class ProvisionError(Exception):
 
 
 # ---- pure parts ----------------------------------------------------------------------------
-def bars(dbm: int) -> int:
-    """Signal bars 0..5, as the lamp shows them (firmware/lamp.py)."""
-    return sum(1 for edge in (-95, -85, -75, -67, -60) if dbm >= edge)
+def signal_line(dbm: int) -> tuple[str, str]:
+    """(the line printed, the level's key) for the signal, on the scale the lamp and every
+    screen use (firmware/quality.py)."""
+    from firmware import quality
 
-
-def signal_words(dbm: int) -> str:
-    """As the setup page says it (firmware/portal.py)."""
-    for floor, words in ((-60, "strong"), (-70, "good"), (-80, "weak")):
-        if dbm >= floor:
-            return words
-    return "very weak"
+    row = quality.level(dbm)
+    if row is None:
+        return f"signal: no figure ({dbm} dBm)", "poor"
+    return f"signal: {dbm} dBm, {row[5]} ({row[2]} of {quality.LEVELS[0][2]} dips)", row[3]
 
 
 def ap_name(uid_hex: str) -> str:
@@ -78,6 +78,8 @@ class Request:
     apn: str = ""
     device: str | None = None
     key: str | None = None
+    household: str | None = None
+    token: str | None = None
 
 
 def check(req: Request) -> None:
@@ -97,6 +99,13 @@ def check(req: Request) -> None:
                                  "register` printed it")
         if not req.device:
             raise ProvisionError("KEY= needs DEVICE=, the id the key was registered for")
+    elif not req.token:
+        raise ProvisionError("TOKEN= is required to register the bulb: a token of the server's "
+                             "API made with `mimamori token create installer --scope all`, or "
+                             "give DEVICE= and KEY= of a bulb registered there")
+    if req.household is not None and not req.token:
+        raise ProvisionError("HOUSEHOLD= needs TOKEN= (the bulb is attached through the "
+                             "server's API)")
 
 
 def site_config(req: Request, device: str, key: str, old: dict[str, Any]) -> dict[str, Any]:
@@ -150,38 +159,66 @@ def write_bulb(port: str, site: dict[str, Any]) -> None:
                  "cp", str(Path(d) / "commission"), ":commission", "+", "reset")
 
 
-# ---- the server ------------------------------------------------------------------------------
-def register(db: Path, device: str | None) -> tuple[str, str]:
-    from sim.server.storage import Store
+# ---- the server (its API, with a token) -------------------------------------------------------
+class Api:
+    """The server's JSON API (sim/server/api.py) as provisioning needs it."""
 
-    store = Store.open(db)
-    try:
-        dev = store.register_device(int(time.time() * 1000), device)
-    except ValueError as e:
-        raise ProvisionError(f"{e}: choose another DEVICE=, or pass its KEY= to provision it "
-                             "again") from e
-    finally:
-        store.close()
-    return dev.id, dev.key
+    def __init__(self, url: str, token: str):
+        self.url, self.token = url.rstrip("/"), token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            r = httpx.request(method, self.url + "/api/v1" + path, json=body, timeout=20,
+                              headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as e:
+            raise ProvisionError(f"the server at {self.url} cannot be reached ({e}): check "
+                                 "SERVER= and that the server runs") from e
+        if r.status_code == 401:
+            raise ProvisionError(f"the server at {self.url} refused TOKEN=: make one there "
+                                 "with `mimamori token create installer --scope all`")
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail") or r.text
+            except ValueError:
+                detail = r.text.strip()[:200]
+            raise ProvisionError(f"the server said {r.status_code}: {detail}")
+        return r.json()
+
+    def household(self, hid: str) -> None:
+        self.call("GET", f"/households/{hid}")
+
+    def register(self, device: str, household: str | None, server: str) -> tuple[str, str]:
+        try:
+            got = self.call("POST", "/bulbs", {"id": device, "household": household,
+                                               "server": server})
+        except ProvisionError as e:
+            if "already registered" in str(e):
+                raise ProvisionError(f"{e}. Choose another DEVICE=, or pass its KEY= to "
+                                     "provision it again") from None
+            raise
+        return got["id"], got["site"]["device_key"]
+
+    def assign(self, device: str, household: str) -> None:
+        self.call("PUT", f"/bulbs/{device}/household", {"household": household})
+
+    def bulb(self, device: str, since: int | None = None) -> dict[str, Any]:
+        return self.call("GET", f"/bulbs/{device}" + ("" if since is None else f"?since={since}"))
 
 
-def first_report(db: Path, device: str, since_ms: int, timeout: float) -> tuple[int, Any]:
-    """(records stored since since_ms, the newest link record) once the server has the bulb's
-    power-on and a link record with the signal; ProvisionError after timeout seconds."""
-    from sim.server.storage import Store
-
+def first_report(api: Api, device: str, since_ms: int, timeout: float
+                 ) -> tuple[int, dict[str, Any]]:
+    """(records stored since since_ms (server time), the newest link record that connected)
+    once the server has the bulb's power-on and a link record with the signal; ProvisionError
+    after timeout seconds."""
     end = time.monotonic() + timeout
     while True:
-        store = Store.open(db)
-        try:
-            recs = store.records_for_device(device, since_received_ms=since_ms)
-        finally:
-            store.close()
-        links = [r for r in recs if r.kind == K_LINK and r.arg > 0]
-        if links and any(r.kind == K_POWER_ON for r in recs):
-            return len(recs), links[-1]
+        got = api.bulb(device, since_ms)["since"]
+        if got["link"] and got["power_on"]:
+            return got["records"], got["link"]
         if time.monotonic() > end:
-            what = "records but no signal report yet" if recs else "nothing"
+            what = "records but no signal report yet" if got["records"] else "nothing"
             raise ProvisionError(
                 f"the server got {what} from {device} in {timeout:.0f} s: check the network "
                 "name and password (or APN), that the server address is reachable from the "
@@ -189,8 +226,11 @@ def first_report(db: Path, device: str, since_ms: int, timeout: float) -> tuple[
         time.sleep(0.5)
 
 
-def provision(req: Request, db: Path | None, timeout: float, out: Any = sys.stdout) -> int:
+def provision(req: Request, api_url: str | None, timeout: float, out: Any = sys.stdout) -> int:
     check(req)
+    api = Api(api_url or req.server, req.token) if req.token else None
+    if api and req.household is not None:
+        api.household(req.household)  # a clear error before the bulb is touched
     uid, old = read_bulb(req.port)
     from sim.server.settings import site_errors
 
@@ -200,30 +240,37 @@ def provision(req: Request, db: Path | None, timeout: float, out: Any = sys.stdo
                              + "; ".join(bad) + ". Fix them on the bulb (mpremote) first")
     if req.key is not None:
         device, key = str(req.device), req.key
-    elif db is None or not db.exists():
-        raise ProvisionError(f"no server database at {db}: give DB= (the server's "
-                             "var/mimamori.db), or register on the server with `mimamori device "
-                             "register` and pass DEVICE= and KEY=")
+        if api and req.household is not None:
+            api.assign(device, req.household)
     else:
-        device, key = register(db, req.device or f"bulb-{uid[-6:]}")
+        assert api is not None  # check(): no key without a token
+        device, key = api.register(req.device or f"bulb-{uid[-6:]}", req.household, req.server)
         print(f"registered {device} with the server", file=out)
+    if req.household is not None:
+        print(f"household: {req.household} (its watchers are told when the light stops)",
+              file=out)
     site = site_config(req, device, key, old)
-    since = int(time.time() * 1000)
+    since = api.bulb(device)["now_ms"] if api else 0
     write_bulb(req.port, site)
     net = req.apn and f"LTE-M (APN {req.apn})" or f"Wi-Fi {req.wifi_ssid!r}"
     print(f"site config written to the bulb ({net}, server {req.server}); restarted", file=out)
-    if db is None or not db.exists():
-        print(f"not waiting for the first upload (no server database here): "
-              f"`mimamori device show {device}` on the server tells", file=out)
+    if api is None:
+        print(f"not waiting for the first upload (no TOKEN=): `mimamori device show {device}` "
+              "on the server tells", file=out)
     else:
-        n, link = first_report(db, device, since, timeout)
-        dbm = link.aux
-        print(f"first upload acknowledged: {n} records over {T_NAMES.get(link.sub, '?')}, "
-              f"connected in {link.arg} ms", file=out)
-        print(f"signal: {dbm} dBm, {signal_words(dbm)} ({bars(dbm)} of 5 bars)", file=out)
-        if signal_words(dbm) in ("weak", "very weak"):
+        n, link = first_report(api, device, since, timeout)
+        print(f"first upload acknowledged: {n} records over "
+              f"{T_NAMES.get(link['transport'], '?')}, connected in {link['connect_ms']} ms",
+              file=out)
+        line, level = signal_line(link["dbm"])
+        print(line, file=out)
+        if level in ("weak", "poor"):
             print("the signal is weak: try a socket closer to the router (or a window for "
                   "LTE-M) before installing; see docs/installing.md", file=out)
+        if api.bulb(device)["household"] is None:
+            print(f"NO HOUSEHOLD: the bulb raises no alert until it is attached: "
+                  f"`mimamori device assign {device} HOUSEHOLD` on the server, or the "
+                  "coordinator's page", file=out)
     print("label:\n" + label(uid, device, site), file=out)
     return 0
 
@@ -238,18 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--apn", default="", help="LTE-M access point name (instead of Wi-Fi)")
     ap.add_argument("--device", default=None, help="device id (default bulb-<chip id>)")
     ap.add_argument("--key", default=None, help="device key registered already (with --device)")
-    ap.add_argument("--db", type=Path, default=None,
-                    help="the server's database, to register and to watch the first upload "
-                         "(default $MIMAMORI_DB or var/mimamori.db)")
+    ap.add_argument("--household", default=None,
+                    help="the household the bulb watches over (attached through the API)")
+    ap.add_argument("--token", default=None,
+                    help="the server's API token, --scope all (default $MIMAMORI_TOKEN)")
+    ap.add_argument("--api", default=None,
+                    help="the server's URL as this machine reaches it (default --server)")
     ap.add_argument("--timeout", type=float, default=180.0)
     args = ap.parse_args(argv)
     import os
 
-    db = args.db or Path(os.environ.get("MIMAMORI_DB", "var/mimamori.db"))
     req = Request(args.port, args.server, args.wifi_ssid, args.wifi_password, args.apn,
-                  args.device, args.key)
+                  args.device, args.key, args.household or None,
+                  args.token or os.environ.get("MIMAMORI_TOKEN") or None)
     try:
-        return provision(req, db, args.timeout)
+        return provision(req, args.api, args.timeout)
     except ProvisionError as e:
         print(f"provision: {e}", file=sys.stderr)
         return 2

@@ -39,13 +39,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sim.server import households as hh
-from sim.server import notify, texts
+from sim.server import messages, notify, texts
 from sim.server.rules import CLEAR, OPEN, Decision
 from sim.server.storage import Cursor
 
 ACTIVE = ("open", "claimed")
-OUTCOMES = ("fine", "needed_help", "false_alarm")
-OUTCOME_WORDS = {"fine": "all fine", "needed_help": "needed help", "false_alarm": "false alarm"}
+OUTCOMES = ("fine", "needed_help", "false_alarm")  # their words: web/i18n.py, the one table
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 
 
@@ -123,14 +122,24 @@ def list_alerts(c: Cursor, household: str | None = None, active_only: bool = Fal
 
 
 def events(c: Cursor, aid: str) -> list[dict[str, Any]]:
-    return [{"at": at, "kind": k, "actor": a, "text": t} for at, k, a, t in c.all(
-        "SELECT at, kind, actor, text FROM alert_events WHERE alert = ? ORDER BY n", (aid,))]
+    """The alert's history, oldest first: at, kind, actor, text (English, for logs and the
+    CLI) and params (what a page renders in its reader's language: messages.event_detail;
+    None on rows written before events kept them)."""
+    return [{"at": at, "kind": k, "actor": a, "text": t,
+             "params": json.loads(p) if p else None} for at, k, a, t, p in c.all(
+        "SELECT at, kind, actor, text, params FROM alert_events WHERE alert = ? ORDER BY n",
+        (aid,))]
 
 
-def _event(c: Cursor, aid: str, now_ms: int, kind: str, text: str, actor: str | None = None):
+def _event(c: Cursor, aid: str, now_ms: int, kind: str, text: str, actor: str | None = None,
+           **params: Any) -> None:
+    """One history row: the kind is its code, params what a page needs to say it in any
+    language; text is the English line for logs and the CLI."""
     (n,) = c.one("SELECT COUNT(*) FROM alert_events WHERE alert = ?", (aid,)) or (0,)
-    c.execute("INSERT INTO alert_events (alert, n, at, kind, actor, text) VALUES (?, ?, ?, ?, ?, ?)",
-              (aid, n + 1, now_ms, kind, actor, text))
+    c.execute("INSERT INTO alert_events (alert, n, at, kind, actor, text, code, params) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+              (aid, n + 1, now_ms, kind, actor, text, kind,
+               json.dumps(params, ensure_ascii=False)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,6 +169,13 @@ def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
         ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / 3_600_000)
     if d.get("radio_h"):
         ctx["radio_h"] = d["radio_h"]
+    if d.get("unreported_until"):
+        ctx["unreported_until"] = when_text(d["unreported_until"] * 1000, home.tz, now_ms)
+    for k in ("limit_h", "usual_h", "visits", "late", "days", "used_days"):  # for details
+        if isinstance(d.get(k), (int, float)):
+            ctx[k] = d[k]
+    if "strength" in d:
+        ctx["strength"] = d["strength"]
     return ctx
 
 
@@ -181,11 +197,13 @@ def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
             names = [x.name for x in everyone if x.id != w.id]
             ctx["others"] = ("、".join(f"{n} さん" for n in names) if w.lang == "ja"
                              else ", ".join(names))
-        if kind in ("alert", "reminder", "escalated") or kind in ("claimed", "overdue"):
+        if kind in ("alert", "reminder", "escalated", "released", "claimed", "overdue"):
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
             if kind in ("claimed", "overdue"):
                 ctx.pop("claim_url", None)
-        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak")
+        # a weak alert waits for quiet hours, unless the fixed rule would have told them now
+        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak"
+                and not a.detail.get("tell_now"))
         notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id,
                        not_before=hh.quiet_until(w.quiet_hours, home.tz, now_ms)
                        if held else None)
@@ -274,7 +292,8 @@ def _firm_up(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int) 
                now_ms + int(home.settings.escalate_h[0] * hh.HOUR_MS) if nxt else None,
                (reminder_due(home.settings, "strong", a.reminders, now_ms) if a.state == "open"
                 else a.next_reminder_at), a.id))
-    _event(c, a.id, now_ms, "firmed", f"evidence now strong: {d.evidence}")
+    _event(c, a.id, now_ms, "firmed", f"evidence now strong: {d.evidence}",
+           evidence=d.evidence)
 
 
 def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
@@ -298,7 +317,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
     if not n:  # this episode already had its alert (resolved by someone): not again
         return None
     a = get(c, aid)
-    _event(c, aid, now_ms, "opened", d.evidence)
+    _event(c, aid, now_ms, "opened", d.evidence, evidence=d.evidence)
     _tell(c, now_ms, "alert", a, home, recipients(c, a), cfg)
     return a
 
@@ -309,7 +328,6 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
               "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
               (now_ms, d.evidence, now_ms, a.id))
-    _event(c, a.id, now_ms, "cleared", d.evidence)
     a = get(c, a.id)
     extra: dict[str, Any] = {"evidence": d.evidence}
     if "paused_until" in d.detail:
@@ -323,6 +341,8 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     else:
         extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard",
                         "placement": "placement"}.get(a.rule, "other")
+    _event(c, a.id, now_ms, "cleared", d.evidence, evidence=d.evidence, why=extra.get("why"),
+           switched_on=d.at if "cleared_on" in extra else None)
     _tell(c, now_ms, "cleared", a, home, [w for w in recipients(c, a) if w.id not in unheard],
           cfg, extra)
 
@@ -336,7 +356,8 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
                 # the claimer has not recorded an outcome: everyone told hears it, once
                 c.execute("UPDATE alerts SET next_reminder_at = NULL WHERE id = ?", (a.id,))
                 claimer = hh.watcher(c, a.claimed_by or "")
-                _event(c, a.id, now_ms, "overdue", f"no outcome from {claimer.name} yet")
+                _event(c, a.id, now_ms, "overdue", f"no outcome from {claimer.name} yet",
+                       claimer=claimer.id)
                 _tell(c, now_ms, "overdue", get(c, a.id), home, recipients(c, a), cfg,
                       {"claimer": claimer.name,
                        "claimed_on": when_text(a.claimed_at, home.tz, now_ms)})
@@ -350,7 +371,7 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
                 delay = home.settings.escalate_h[min(new - 1, 1)]
                 c.execute("UPDATE alerts SET tier = ?, next_escalation_at = ? WHERE id = ?",
                           (new, now_ms + int(delay * hh.HOUR_MS) if after else None, a.id))
-                _event(c, a.id, now_ms, "escalated", f"told tier {new}")
+                _event(c, a.id, now_ms, "escalated", f"told tier {new}", tier=new)
                 a = get(c, a.id)
                 _tell(c, now_ms, "escalated", a, home, recipients(c, a, min_tier=a.tier), cfg)
             else:
@@ -361,7 +382,8 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
                       "WHERE id = ?",
                       (reminder_due(home.settings, strength(a), a.reminders + 1, a.opened_at),
                        a.id))
-            _event(c, a.id, now_ms, "reminded", f"reminder {a.reminders + 1}")
+            _event(c, a.id, now_ms, "reminded", f"reminder {a.reminders + 1}",
+                   number=a.reminders + 1)
             a = get(c, a.id)
             _tell(c, now_ms, "reminder", a, home, recipients(c, a, tier=a.tier), cfg)
         nxt += [t for t in (a.next_reminder_at, a.next_escalation_at) if t is not None]
@@ -429,18 +451,48 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
               "claimed_at = COALESCE(claimed_at, ?) WHERE id = ?",
               (wid, now_ms, outcome, note.strip(), now_ms, wid, now_ms, aid))
     _event(c, aid, now_ms, "resolved", f"{w.name}: {outcome}" + (f" ({note})" if note else ""),
-           wid)
+           wid, outcome=outcome)
     paused = pause if pause is not None else outcome == "needed_help"
     if paused:
-        why = OUTCOME_WORDS.get(outcome, outcome) + (f": {note.strip()}" if note.strip() else "")
+        # the pause's reason is kept as text: in the words of the watcher who paused
+        why = messages.outcome(outcome, w.lang) + (f": {note.strip()}" if note.strip() else "")
         hh.pause_until_switch_on(c, now_ms, a.household, why)
         _event(c, aid, now_ms, "paused", f"household paused until the next switch-on ({why})",
-               wid)
+               wid, outcome=outcome)
     c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, a.household))
     a = get(c, aid)
     home = hh.household(c, a.household)
     _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,
           {"resolver": w.name, "outcome": outcome, "note": note.strip(), "paused": paused})
+    return a
+
+
+def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+    """The watcher who claimed cannot go after all: the alert is open again, its reminders and
+    escalation start over from now, and everyone told hears that nobody is going yet (with the
+    claim link again). Only the claimer can hand it back."""
+    lock_household(c, get(c, aid).household)
+    a = get(c, aid)
+    w = _watcher_of(c, a, wid)
+    if a.state != "claimed":
+        raise Conflict(f"this alert is {a.state}: nothing to hand back")
+    if a.claimed_by != wid:
+        other = hh.watcher(c, a.claimed_by or "")
+        raise Conflict(f"{other.name} claimed it, not {w.name}: only they can hand it back")
+    home = hh.household(c, a.household)
+    s = home.settings
+    nxt = _next_tier(c, home.id, a.tier) if a.audience != "coordinator" else None
+    due = reminder_due(s, strength(a), 0, now_ms) if a.audience != "coordinator" else None
+    c.execute("UPDATE alerts SET state = 'open', claimed_by = NULL, claimed_at = NULL, "
+              "next_reminder_at = ?, next_escalation_at = ? WHERE id = ?",
+              (due, now_ms + int(s.escalate_h[min(a.tier - 1, 1)] * hh.HOUR_MS)
+               if nxt and strength(a) == "strong" else None, aid))
+    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
+              "next_check > ?)", (now_ms, a.household, now_ms))
+    _event(c, aid, now_ms, "released", f"{w.name} handed it back (cannot go)", wid)
+    a = get(c, aid)
+    others = [x for x in recipients(c, a) if x.id != wid]
+    _tell(c, now_ms, "released", a, home, others, cfg, {"releaser": w.name})
     return a
 
 

@@ -3,12 +3,20 @@
 link pages; `install(app)` mounts it on the server and starts the sweeper and the delivery worker.
 
     /api/v1/...   coordinator API: `Authorization: Bearer <token>` (`mimamori token create`)
-    /a/{token}    what the links in messages open: GET shows a confirm page with a button
-                  (a mail scanner fetching the link changes nothing), POST acts (claim, or
-                  resolve with an outcome). The token is signed and good for one alert, one
-                  watcher and one action (notify.make_token).
+    /a/{token}    what the links in messages open: GET shows the alert's page (templates/
+                  link.html) with the actions that can be taken now (a mail scanner fetching
+                  the link changes nothing), POST acts: claim, or resolve with an outcome;
+                  the watcher who claimed can hand it back from either link; the invitation's
+                  link confirms that mail arrives. The token is signed and good for one
+                  alert, one watcher and one action (notify.make_token).
 
-Errors use the server's shape {"error", "detail"} with 400/401/404/409; never a 500.
+Roles (sim/server/roles.py): a token acts as the coordinator. Changes to settings, pauses,
+absences and watchers may name the watcher they are made for (`?watcher=ID`, e.g. a family's
+own app): that watcher's role is checked (403 otherwise), they are named in the household's
+change record and the other watchers are told (sim/server/changes.py). Claim and resolve check
+the claiming watcher's role. GET /api/v1/roles gives the table.
+
+Errors use the server's shape {"error", "detail"} with 400/401/403/404/409; never a 500.
 
 It must never act on a GET, and never let a watcher's link act on another alert.
 """
@@ -17,21 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, notify, sweeper, tokens
+from sim.server import alerts, changes, messages, notify, roles, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.cli import site_snippet
@@ -102,6 +111,15 @@ class BulbIn(BaseModel):
     server: str | None = None
 
 
+class NewBulbIn(BulbIn):
+    household: str | None = Field(None, description="the household it watches over (none: "
+                                  "attach it later with PUT /bulbs/{id}/household)")
+
+
+class AssignIn(BaseModel):
+    household: str
+
+
 class PauseIn(BaseModel):
     first: str = Field(description="first paused day, YYYY-MM-DD (household time)")
     last: str = Field(description="last paused day, YYYY-MM-DD; it resumes by itself after")
@@ -134,7 +152,7 @@ class ResolveIn(BaseModel):
 def _status(home: hh.Household, c: Any, store: Store) -> dict[str, Any]:
     return {**{k: v for k, v in home.__dict__.items() if k != "settings"},
             "settings": hh.settings_json(home.settings),
-            "watchers": [w.public() for w in hh.watchers(c, home.id)],
+            "watchers": _watchers(c, home.id),
             "bulbs": [{k: v for k, v in d.__dict__.items() if k != "key"}
                       for d in store.devices(home.id)],
             "pauses": [p.__dict__ for p in hh.pauses(c, home.id)],
@@ -142,14 +160,64 @@ def _status(home: hh.Household, c: Any, store: Store) -> dict[str, Any]:
                                                                          active_only=True)]}
 
 
+def _bulb_status(store: Store, did: str, since: int | None, now: int) -> dict[str, Any]:
+    """GET /bulbs/{id}: the bulb without its key, its signal on the one scale
+    (firmware/quality.py), and with `since` the records stored from then on: how many, whether
+    a power-on is among them, and the newest link record that connected."""
+    from firmware import quality, record
+    from sim.server.web.views import device_health
+
+    dev = store.device(did)
+    if dev is None:
+        raise HTTPException(404, f"no bulb {did!r}: see `mimamori device list`")
+    h = device_health(store, did, now)
+    row = quality.level(h.dbm, h.late_7d, h.visits_7d)
+    out: dict[str, Any] = {
+        **{k: v for k, v in dev.__dict__.items() if k != "key"}, "now_ms": now,
+        "signal": {"dbm": h.dbm, "late": h.late_7d, "reports": h.visits_7d,
+                   "level": row and row[3], "bars": row and row[2],
+                   "words": row and {"ja": row[4], "en": row[5]}},
+        "faults": h.faults}
+    if since is not None:
+        recs = store.records_for_device(did, since_received_ms=since)
+        links = [r for r in recs if r.kind == record.K_LINK and r.arg > 0]
+        out["since"] = {"records": len(recs),
+                        "power_on": any(r.kind == record.K_POWER_ON for r in recs),
+                        "link": None if not links else {
+                            "transport": links[-1].sub, "dbm": links[-1].aux,
+                            "connect_ms": links[-1].arg}}
+    return out
+
+
+def _watchers(c: Any, hid: str) -> list[dict[str, Any]]:
+    """The household's watchers, each with confirmed_at: when they pressed "I received this"
+    in the test message to their current address (None: never)."""
+    seen = notify.confirmations(c, hid)
+    return [{**w.public(), "confirmed_at": seen.get(w.id)} for w in hh.watchers(c, hid)]
+
+
 def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
-        if _token(db, request.headers.get("authorization", "")) is None:
+        t = _token(db, request.headers.get("authorization", ""))
+        if t is None:
             raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
                                 "`mimamori token create NAME`",
                                 headers={"WWW-Authenticate": "Bearer"})
+        request.state.token = t
+
+    def actor(c: Any, request: Request, hid: str | None) -> changes.Actor:
+        """Who makes a change: the watcher named by ?watcher= (in this household), else the
+        token, as the coordinator."""
+        wid = request.query_params.get("watcher")
+        if wid is None:
+            t = request.state.token
+            return changes.Actor.coordinator(f"token:{t.name}", t.name)
+        w = hh.watcher(c, wid)
+        if w.removed_at is not None or (hid is not None and w.household != hid):
+            raise hh.NotFound(f"watcher {wid!r} does not watch household {hid!r}")
+        return changes.Actor.of(w)
 
     r = APIRouter(prefix="/api/v1", tags=["households and alerts"], dependencies=[Depends(auth)])
 
@@ -159,6 +227,8 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                 return fn(c, clocks.ms(clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
+        except roles.Forbidden as e:
+            raise HTTPException(403, str(e)) from None
         except (alerts.Conflict, hh.Exists) as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:
@@ -183,32 +253,47 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
     async def get_household(hid: str) -> dict[str, Any]:
         return await call(lambda c, now: _status(hh.household(c, hid), c, store), write=False)
 
-    @r.patch("/households/{hid}/settings", summary="Change alert settings")
-    async def set_settings(hid: str, changes: dict[str, Any]) -> dict[str, Any]:
-        return await call(lambda c, now: hh.settings_json(
-            hh.update_settings(c, hid, changes, now).settings))
+    @r.get("/roles", summary="What each watcher role may see and change (sim/server/roles.py)")
+    async def list_roles() -> list[dict[str, Any]]:
+        return [{"role": x.name, "tier": x.tier, "may": [a for a in roles.ACTIONS if a in x.may],
+                 "pause_days": x.pause_days, "why": x.why} for x in roles.TABLE.values()]
+
+    @r.patch("/households/{hid}/settings", summary="Change alert settings (the others are told)")
+    async def set_settings(hid: str, body: dict[str, Any], request: Request,
+                           watcher: str | None = None) -> dict[str, Any]:
+        return await call(lambda c, now: hh.settings_json(changes.settings(
+            c, now, actor(c, request, hid), hid, body).settings))
 
     @r.post("/households/{hid}/watchers", status_code=201,
             summary="Invite a watcher (sends a test message)")
-    async def invite(hid: str, body: WatcherIn) -> dict[str, Any]:
+    async def invite(hid: str, body: WatcherIn, request: Request,
+                     watcher: str | None = None) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
-            w = hh.add_watcher(c, now, hid, body.name, body.role, body.lang, body.email,
-                               body.webhook_url, body.console, body.tier, body.quiet_hours)
-            notify.enqueue(c, now, "invite", hh.household(c, hid), w, {})
+            w = changes.add_watcher(c, now, actor(c, request, hid), hid, body.name, body.role,
+                                    lang=body.lang, email=body.email,
+                                    webhook_url=body.webhook_url, console=body.console,
+                                    tier=body.tier, quiet_hours=body.quiet_hours)
             return {**w.public(), "webhook_secret": w.webhook_secret}
         return await call(do)
 
-    @r.get("/households/{hid}/watchers", summary="Watchers of a household")
+    @r.get("/households/{hid}/watchers",
+           summary="Watchers of a household (confirmed_at: when they confirmed receiving mail)")
     async def list_watchers(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: (hh.household(c, hid),
-                                          [w.public() for w in hh.watchers(c, hid)])[1], write=False)
+        return await call(lambda c, now: (hh.household(c, hid), _watchers(c, hid))[1],
+                          write=False)
 
-    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message)")
-    async def update_watcher(wid: str, changes: dict[str, Any]) -> dict[str, Any]:
+    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message; "
+             "a new role or tier is told to the others)")
+    async def update_watcher(wid: str, body: dict[str, Any], request: Request,
+                             watcher: str | None = None) -> dict[str, Any]:
         def do(c: Any, now: int) -> dict[str, Any]:
-            w, moved = hh.update_watcher(c, wid, changes)
+            who = actor(c, request, hh.watcher(c, wid).household)
+            if who.watcher is not None and set(body) - {"role", "tier"} and who.watcher != wid:
+                raise roles.Forbidden("a watcher changes another watcher's role and tier only",
+                                      who.role, "roles")
+            w, moved = changes.update_watcher(c, now, who, wid, body)
             if moved:
-                notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+                notify.invite(c, now, hh.household(c, w.household), w, cfg.public_url)
             return {**w.public(), "test_message": moved}
         return await call(do)
 
@@ -232,33 +317,71 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         return await call(lambda c, now: (hh.household(c, hid), [
             {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1], write=False)
 
-    @r.post("/households/{hid}/pauses", status_code=201, summary="Pause (planned absence)")
-    async def add_pause(hid: str, body: PauseIn) -> dict[str, Any]:
-        return await call(lambda c, now: hh.add_pause(
-            c, now, hid, hh.parse_day(body.first), hh.parse_day(body.last), body.reason).__dict__)
+    @r.post("/bulbs", status_code=201,
+            summary="Register a bulb, in a household or none yet (its key, shown once)")
+    async def register_bulb(body: NewBulbIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            if body.household is not None:
+                hh.household(c, body.household)  # a clear 404 before any key is minted
+            dev = store.register_device(now, body.id, body.household)
+            if body.household is not None:
+                c.execute("UPDATE households SET next_check = ? WHERE id = ?",
+                          (now, body.household))
+            return {"id": dev.id, "household": dev.household,
+                    "site": site_snippet(dev, body.server or cfg.public_url)}
+        return await call(do)
+
+    @r.get("/bulbs/{did}", summary="A bulb: its household, when it was heard, its signal, and "
+           "what it sent since a time (`since`, server ms: the provisioning's first upload)")
+    async def get_bulb(did: str, since: int | None = None) -> dict[str, Any]:
+        return await run_in_threadpool(_bulb_status, store, did, since, clocks.ms(clock))
+
+    @r.put("/bulbs/{did}/household", summary="Attach a bulb to a household (or move it)")
+    async def assign_bulb(did: str, body: AssignIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            before = hh.assign_bulb(c, did, body.household, now)
+            return {"id": did, "household": body.household, "was": before}
+        return await call(do)
+
+    @r.post("/households/{hid}/pauses", status_code=201,
+            summary="Pause (planned absence; the others are told)")
+    async def add_pause(hid: str, body: PauseIn, request: Request,
+                        watcher: str | None = None) -> dict[str, Any]:
+        return await call(lambda c, now: changes.add_pause(
+            c, now, actor(c, request, hid), hid, hh.parse_day(body.first),
+            hh.parse_day(body.last), body.reason).__dict__)
 
     @r.get("/households/{hid}/pauses", summary="Pauses of a household")
     async def list_pauses(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)], write=False)
 
-    @r.delete("/households/{hid}/pauses/{pid}", status_code=204, summary="End a pause early")
-    async def remove_pause(hid: str, pid: str) -> None:
-        await call(lambda c, now: hh.remove_pause(c, hid, pid, now))
+    @r.delete("/households/{hid}/pauses/{pid}", status_code=204,
+              summary="End a pause early (the days already away stay paused)")
+    async def remove_pause(hid: str, pid: str, request: Request,
+                           watcher: str | None = None) -> None:
+        def do(c: Any, now: int) -> None:
+            home = hh.household(c, hid)
+            today = datetime.fromtimestamp(now / 1000, ZoneInfo(home.tz)).date()
+            changes.end_pause(c, now, actor(c, request, hid), hid, pid, today)
+        await call(do)
 
     @r.post("/households/{hid}/absences", status_code=201,
             summary="Add a recurring part-day absence (e.g. day service Tue and Fri 09-17)")
-    async def add_absence(hid: str, body: AbsenceIn) -> list[dict[str, Any]]:
-        return await call(lambda c, now: hh.add_absence(
-            c, hid, {"days": body.days, "from": body.from_, "to": body.to,
-                     "reason": body.reason}, now))
+    async def add_absence(hid: str, body: AbsenceIn, request: Request,
+                          watcher: str | None = None) -> list[dict[str, Any]]:
+        return await call(lambda c, now: changes.add_absence(
+            c, now, actor(c, request, hid), hid,
+            {"days": body.days, "from": body.from_, "to": body.to, "reason": body.reason}))
 
     @r.get("/households/{hid}/absences", summary="Recurring absences (numbered from 1)")
     async def list_absences(hid: str) -> list[dict[str, Any]]:
         return await call(lambda c, now: list(hh.household(c, hid).settings.absences))
 
     @r.delete("/households/{hid}/absences/{number}", summary="Remove a recurring absence")
-    async def remove_absence(hid: str, number: int) -> list[dict[str, Any]]:
-        return await call(lambda c, now: hh.remove_absence(c, hid, number, now))
+    async def remove_absence(hid: str, number: int, request: Request,
+                             watcher: str | None = None) -> list[dict[str, Any]]:
+        return await call(lambda c, now: changes.remove_absence(
+            c, now, actor(c, request, hid), hid, number))
 
     @r.get("/households/{hid}/placement",
            summary="The placement check of each bulb: does its room give enough signal")
@@ -279,14 +402,24 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
 
     @r.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
     async def claim(aid: str, body: ClaimIn) -> dict[str, Any]:
+        def do(c: Any, now: int) -> dict[str, Any]:
+            roles.need(hh.watcher(c, body.watcher).role, "claim")
+            return alerts.public(c, alerts.claim(c, aid, body.watcher, now, cfg))
+        return await call(do)
+
+    @r.post("/alerts/{aid}/release",
+            summary="The watcher who claimed cannot go: the alert is open again (others told)")
+    async def release(aid: str, body: ClaimIn) -> dict[str, Any]:
         return await call(lambda c, now: alerts.public(
-            c, alerts.claim(c, aid, body.watcher, now, cfg)))
+            c, alerts.release(c, aid, body.watcher, now, cfg)))
 
     @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
     async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
-        return await call(lambda c, now: alerts.public(
-            c, alerts.resolve(c, aid, body.watcher, body.outcome, body.note, now, cfg,
-                              pause=body.pause)))
+        def do(c: Any, now: int) -> dict[str, Any]:
+            roles.need(hh.watcher(c, body.watcher).role, "claim")
+            return alerts.public(c, alerts.resolve(c, aid, body.watcher, body.outcome,
+                                                   body.note, now, cfg, pause=body.pause))
+        return await call(do)
 
     @r.post("/sweep", summary="Evaluate the due households now (normally periodic)")
     async def sweep_now() -> dict[str, Any]:
@@ -300,25 +433,6 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
 # the watchers' link pages
 
 
-_PAGE = """<!doctype html><html lang="{lang}"><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Mimamori</title><body style="font-family:sans-serif;max-width:32em;margin:2em auto">
-{body}</body></html>"""
-
-_T = {
-    "ja": {"claim": "確認に行きます", "resolve": "結果を記録する", "done_claim":
-           "ありがとうございます。他の見守り役に「{name} さんが確認に行きます」と伝えました。",
-           "done_resolve": "記録しました。皆さんにお知らせします。", "note": "メモ（誤報の理由など）",
-           "fine": "無事でした", "needed_help": "助けが必要でした", "false_alarm": "誤報でした",
-           "pause": "「助けが必要でした」のときは、次に電気がつくまでお知らせを止める"},
-    "en": {"claim": "I will go and check", "resolve": "Record the outcome", "done_claim":
-           "Thank you. The other watchers now see: {name} is going to check.",
-           "done_resolve": "Recorded; everyone is told.", "note": "Note (why, for a false alarm)",
-           "fine": "All fine", "needed_help": "Needed help", "false_alarm": "False alarm",
-           "pause": "For 'needed help': no alerts until the light is next switched on"},
-}
-
-
 def _current(c: Any, wid: str) -> hh.Watcher:
     """The watcher a link was made for, while they still watch: a removed watcher's links are
     dead (NotFound, a 404 page)."""
@@ -328,96 +442,191 @@ def _current(c: Any, wid: str) -> hh.Watcher:
     return w
 
 
+# what each link's POST may do: a claim link claims, a resolve link records the outcome, and
+# either hands the alert back for the watcher who claimed it; the invitation's link confirms
+LINK_ACTS = {"claim": ("claim", "release"), "resolve": ("resolve", "release"),
+             "received": ("received",)}
+LINK_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; style-src 'self'; "
+                "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+                "base-uri 'none'"}
+
+
+class _Answer(Exception):
+    """Show the link page with this notice and status instead of going on."""
+
+    def __init__(self, status: int, key: str, **kw: Any):
+        super().__init__(key)
+        self.status, self.key, self.kw = status, key, kw
+
+
 def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+    """The pages the links in messages open, rendered from the dashboard's templates
+    (templates/link.html) in the watcher's language (the dashboard's language cookie, when
+    set, wins): what the alert says, its state in words, and only the actions that can be taken
+    now. A claim that lost the race gets a 409 page saying who claimed it; errors are pages in
+    the reader's language."""
+    from sim.server.web import chart, i18n, routes, views
+
     db = store.db
     r = APIRouter(tags=["watcher links"])
+    env = routes._env()
 
-    def _open(token: str, now: int) -> tuple[str, alerts.Alert, hh.Watcher]:
-        with db.read() as c:
-            action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-            return action, alerts.get(c, aid), _current(c, wid)
+    def reader_lang(request: Request, w: hh.Watcher | None) -> str:
+        chosen = request.cookies.get(routes.LANG_COOKIE)
+        if chosen in i18n.LANGS:
+            return chosen
+        if w is not None:
+            return i18n.pick(w.lang)
+        accept = request.headers.get("accept-language", "").lower()
+        return "en" if accept.startswith("en") else "ja"
 
-    def page(lang: str, body: str, status: int = 200) -> HTMLResponse:
-        return HTMLResponse(_PAGE.format(lang=lang, body=body), status_code=status)
+    def render(request: Request, lang: str, status: int = 200, **kw: Any) -> HTMLResponse:
+        now = clocks.ms(clock)
+        ctx = {"t": i18n.t(lang), "lang": lang, "me": None, "csrf": "",
+               "path": request.url.path, "home": None, "a": None, "notice": "",
+               "warn": False, "svg": "", "action": "",
+               "when": lambda ms, tz: i18n.when(ms, tz, now, lang), **kw}
+        page = env.get_template("link.html").render(**ctx)
+        return HTMLResponse(page, status_code=status, headers=LINK_HEADERS)
 
-    def error(msg: str, status: int) -> HTMLResponse:
-        return page("en", f"<p>{html.escape(msg)}</p>", status)
+    def error(request: Request, lang: str, key: str, status: int) -> HTMLResponse:
+        return render(request, lang, status, notice=i18n.t(lang)(key), warn=True)
 
-    def show(token: str) -> HTMLResponse:
+    def bad_link(request: Request, e: notify.BadLink) -> HTMLResponse:
+        """An expired link is still authentic: its watcher's language; else the browser's."""
+        w = None
+        if e.watcher:
+            with db.read() as c, contextlib.suppress(hh.NotFound):
+                w = hh.watcher(c, e.watcher)
+        return error(request, reader_lang(request, w), f"a_link_{e.why}", 404)
+
+    def show(request: Request, token: str, status: int = 200, notice: str = "",
+             warn: bool = False, form: dict[str, str] | None = None) -> HTMLResponse:
         now = clocks.ms(clock)
         try:
-            action, a, w = _open(token, now)
             with db.read() as c:
+                action, aid, wid = notify.read_token(notify.link_key(c), token, now)
+                w = _current(c, wid)
+                lang = reader_lang(request, w)
+                if action == "received":
+                    at = notify.confirmed_at(c, w)
+                    home = hh.household(c, w.household)
+                    return render(request, lang, status, action=action, token=token,
+                                  notice=notice, warn=warn, confirmed=None if at is None
+                                  else i18n.when(at, home.tz, now, lang))
+                a = alerts.get(c, aid)
                 home = hh.household(c, a.household)
-                claimer = (hh.watcher(c, a.claimed_by).name if a.claimed_by else None)
-        except (ValueError, hh.NotFound) as e:
-            return error(str(e), 404)
-        t = _T[w.lang]
-        from sim.server import messages
+                names = views.names(c, home.id)
+                tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
+                ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
+                opened = [x.opened_at / 1000 for x in alerts.list_alerts(c, home.id, limit=50)
+                          if x.audience != "coordinator"]
+        except notify.BadLink as e:
+            return bad_link(request, e)
+        except hh.NotFound:
+            return error(request, reader_lang(request, None), "a_link_removed", 404)
+        at = a.closed_at if a.closed_at is not None else now
+        ctx = alerts.context(a, home, at)
+        svg = chart.activity_svg(tl.intervals, home.tz, now / 1000, lang, pauses=ps,
+                                 alerts_at=opened)
+        form = form or {}
+        return render(request, lang, status, action=action, token=token, a=a, home=home,
+                      line=messages.what(a.rule, lang, ctx),
+                      details=messages.details(a.rule, lang, ctx), mine=a.claimed_by == wid,
+                      claimer=names.get(a.claimed_by or "", "?"),
+                      resolver=names.get(a.resolved_by or "", "?"), notice=notice, warn=warn,
+                      outcomes=alerts.OUTCOMES, chosen=form.get("outcome") or "fine",
+                      note=form.get("note", ""), svg=svg)
 
-        line = messages.what(a.rule, w.lang, alerts.context(a, home, now))
-        head = f"<h1>{html.escape(home.name)}</h1><p>{html.escape(line)}</p>"
-        if a.state != "open" or action == "resolve":
-            head += f"<p>{html.escape(a.state)}" + (
-                f": {html.escape(claimer)}" if claimer else "") + "</p>"
-        from sim.server.web.views import activity_html  # the dashboard's chart
-
-        with db.read() as c:
-            chart = activity_html(store, c, home, now, w.lang)
-        if not a.active:
-            return page(w.lang, head + chart)
-        form = f'<form method="post" action="/a/{html.escape(token)}">'
-        if action == "claim":
-            form += f'<button type="submit">{t["claim"]}</button></form>'
-        else:
-            form += "".join(f'<p><label><input type="radio" name="outcome" value="{o}"'
-                            f'{" checked" if o == "fine" else ""}> {t[o]}</label></p>'
-                            for o in alerts.OUTCOMES)
-            form += (f'<p><label>{t["note"]}<br><input name="note" size="40"></label></p>'
-                     '<p><input type="hidden" name="pause" value="no"><label>'
-                     '<input type="checkbox" name="pause" value="yes" checked> '
-                     f'{t["pause"]}</label></p>'
-                     f'<button type="submit">{t["resolve"]}</button></form>')
-        return page(w.lang, head + form + chart)
-
-    def act(token: str, form: dict[str, str]) -> HTMLResponse:
+    def act(request: Request, token: str, form: dict[str, str]) -> HTMLResponse:
         now = clocks.ms(clock)
+        lang = reader_lang(request, None)
         try:
             with db.tx() as c:
-                try:
-                    action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-                except ValueError as e:
-                    raise hh.NotFound(str(e)) from None
+                action, aid, wid = notify.read_token(notify.link_key(c), token, now)
                 w = _current(c, wid)
-                t = _T[w.lang]
-                if action == "claim":
-                    alerts.claim(c, aid, wid, now, cfg)
-                    msg = t["done_claim"].format(name=w.name)
-                elif action == "resolve":
-                    outcome = form.get("outcome", "")
-                    alerts.resolve(c, aid, wid, outcome, form.get("note", ""), now, cfg,
-                                   pause=None if "pause" not in form  # the default
-                                   else form["pause"] == "yes" and outcome == "needed_help")
-                    msg = t["done_resolve"]
+                lang = reader_lang(request, w)
+                tr = i18n.t(lang)
+                do = form.get("do") or action  # a form from before "do" acted as its link
+                if do not in LINK_ACTS.get(action, ()):
+                    raise _Answer(400, "a_not_allowed")
+                if do == "received":
+                    notify.confirm_receipt(c, wid, w.email, now)
+                    msg = tr("a_received_done")
                 else:
-                    raise ValueError(f"this link does not allow {action!r}")
-        except hh.NotFound as e:
-            return error(str(e), 404)
-        except alerts.Conflict as e:
-            return error(str(e), 409)
-        except ValueError as e:
-            return error(str(e), 400)
-        return page(w.lang, f"<p>{html.escape(msg)}</p>")
+                    msg = _do(c, do, aid, w, form, now, lang)
+        except notify.BadLink as e:
+            return bad_link(request, e)
+        except hh.NotFound:
+            return error(request, lang, "a_link_removed", 404)
+        except _Answer as e:  # nothing was changed: the page as it stands, and why
+            return show(request, token, e.status, i18n.t(lang)(e.key, **e.kw), warn=True,
+                        form=form)
+        except alerts.Conflict:  # lost a race the checks did not see: say how it stands
+            return show(request, token, 409, _taken(token, lang), warn=True)
+        except ValueError:  # the note did not pass the input rules (texts.py)
+            return show(request, token, 400, i18n.t(lang)("a_bad_input"), warn=True,
+                        form=form)
+        return show(request, token, notice=msg)
+
+    def _taken(token: str, lang: str) -> str:
+        now = clocks.ms(clock)
+        with db.read() as c:
+            _, aid, wid = notify.read_token(notify.link_key(c), token, now)
+            a = alerts.get(c, aid)
+            if a.state == "claimed" and a.claimed_by != wid:
+                home = hh.household(c, a.household)
+                return i18n.t(lang)("a_taken", name=hh.watcher(c, a.claimed_by or "").name,
+                                    when=i18n.when(a.claimed_at, home.tz, now, lang))
+        return i18n.t(lang)("a_closed")
+
+    def _do(c: Any, do: str, aid: str, w: hh.Watcher, form: dict[str, str], now: int,
+            lang: str) -> str:
+        """Claim, hand back or resolve, in the caller's transaction; the page's notice."""
+        tr = i18n.t(lang)
+        wid = w.id
+        a = alerts.get(c, aid)
+        home = hh.household(c, a.household)
+        if do == "claim":
+            if a.state == "claimed" and a.claimed_by != wid:
+                raise _Answer(409, "a_taken", name=hh.watcher(c, a.claimed_by or "").name,
+                              when=i18n.when(a.claimed_at, home.tz, now, lang))
+            if not a.active:
+                raise _Answer(409, "a_closed")
+            alerts.claim(c, aid, wid, now, cfg)
+            msg = tr("a_done_claim", name=w.name)
+        elif do == "release":
+            if not a.active:
+                raise _Answer(409, "a_closed")
+            if a.state != "claimed" or a.claimed_by != wid:
+                raise _Answer(409, "a_not_allowed")
+            alerts.release(c, aid, wid, now, cfg)
+            msg = tr("a_released")
+        else:
+            outcome, note = form.get("outcome", ""), form.get("note", "")
+            if not a.active:
+                raise _Answer(409, "a_closed")
+            if outcome not in alerts.OUTCOMES:
+                raise _Answer(400, "a_bad_outcome")
+            if outcome == "false_alarm" and not note.strip():
+                raise _Answer(400, "a_note_needed")
+            alerts.resolve(c, aid, wid, outcome, note, now, cfg,
+                           pause=None if "pause" not in form  # the default
+                           else form["pause"] == "yes" and outcome == "needed_help")
+            msg = tr("a_done_resolve")
+        return msg
 
     @r.get("/a/{token}", response_class=HTMLResponse, summary="Confirm page of a message link")
-    async def link_get(token: str) -> HTMLResponse:
-        return await run_in_threadpool(show, token)
+    async def link_get(token: str, request: Request) -> HTMLResponse:
+        return await run_in_threadpool(show, request, token[:400])
 
     @r.post("/a/{token}", response_class=HTMLResponse, summary="Act on a message link")
     async def link_post(token: str, request: Request) -> HTMLResponse:
         raw = (await request.body())[:4096].decode("utf-8", "replace")
         form = dict(parse_qsl(raw, keep_blank_values=True))
-        return await run_in_threadpool(act, token, form)
+        return await run_in_threadpool(act, request, token[:400], form)
 
     return r
 

@@ -215,6 +215,7 @@ _WHY = {400: "bad input: what was wrong and what to do", 401: "no valid token",
         403: "outside the token's scope", 404: "no such household, watcher, alert or pause",
         409: "conflicts with the current state (e.g. the alert is closed)",
         413: "the body is over the route's byte limit"}
+_WHY_OTA = {401: "no valid device signature", 404: "no such release rolled out to this bulb"}
 
 
 def _openapi(app: FastAPI) -> dict[str, object]:
@@ -234,8 +235,12 @@ def _openapi(app: FastAPI) -> dict[str, object]:
             rs = op.setdefault("responses", {})
             rs.pop("422", None)
             api = path.startswith("/api/v1/")
-            for code in (400, 401, 403, 404, 409, 413) if api else (400, 413):
-                rs.setdefault(str(code), {"description": _WHY[code], "content": err})
+            ota = path.startswith(protocol.OTA_PATH)  # a bulb's signed GETs of its update
+            codes = ((400, 401, 403, 404, 409, 413) if api else (400, 401, 404, 413) if ota
+                     else (400, 413))
+            for code in codes:
+                why = _WHY_OTA.get(code, _WHY[code]) if ota else _WHY[code]
+                rs.setdefault(str(code), {"description": why, "content": err})
             if path.startswith("/a/"):  # pages: the same statuses, as HTML
                 for code in (400, 404, 409, 413):
                     rs[str(code)] = {"description": _WHY[code],

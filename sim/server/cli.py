@@ -5,6 +5,7 @@
     mimamori device register [--id ID] [--household H] [--server URL] [--json] [--out FILE]
     mimamori device list [--household H] [--json]
     mimamori device show ID [--last N] [--json]
+    mimamori device assign ID HOUSEHOLD
     mimamori device settings ID [key=value ...]
     mimamori device rekey ID [--server URL]
 
@@ -38,6 +39,50 @@ COMMANDS: list[str] = ["sim.server.cli_people", "sim.server.web.cli", "sim.serve
 
 def _db_path(args: argparse.Namespace) -> str:
     return args.db or os.environ.get("MIMAMORI_DB") or DEFAULT_DB
+
+
+def db_problem(path: str, make_dirs: bool) -> str | None:
+    """Why the SQLite database at `path` cannot be used, in one line naming it, or None. The
+    server (make_dirs) creates missing directories, as `make server` does for var/; the other
+    commands never create a directory (a mistyped --db would leave an empty database behind)."""
+    from sim.server.sql import is_postgres
+
+    if path == ":memory:" or is_postgres(path):
+        return None
+    p = Path(path)
+    fix = "check --db (or MIMAMORI_DB)"
+    if p.is_dir():
+        return f"the database {path} is a directory: --db names a file, e.g. {p / 'mimamori.db'}"
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        return f"the database {path} cannot be made: {parent} is not a directory; {fix}"
+    if not parent.exists():
+        if not make_dirs:
+            return (f"no database at {path}: the directory {parent} does not exist; {fix}, "
+                    "or start the server with it first (`make server`)")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return (f"the database {path} cannot be made: cannot create {parent} "
+                    f"({e.strerror}); {fix}")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK):
+        return f"the database {path} is not writable: {target} is read-only for this user; {fix}"
+    return None
+
+
+def open_store(path: str, make_dirs: bool = False) -> Store:
+    """The store at path, or ValueError with one line naming the path and what to do."""
+    import sqlite3
+
+    problem = db_problem(path, make_dirs)
+    if problem:
+        raise ValueError(problem)
+    try:
+        return Store.open(path)
+    except sqlite3.Error as e:
+        raise ValueError(f"the database {path} cannot be opened ({e}): check --db (or "
+                         "MIMAMORI_DB)") from None
 
 
 def site_snippet(dev: Device, server: str) -> dict[str, str]:
@@ -88,6 +133,21 @@ def _ms_text(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+NO_HOUSEHOLD = "NO HOUSEHOLD"  # a bulb that can raise no alert: `mimamori device assign`
+
+
+def signal_text(store: Store, dev_id: str, now_ms: int) -> str:
+    """The bulb's signal on the one scale (firmware/quality.py), with its figures."""
+    from firmware import quality
+    from sim.server.web.views import device_health
+
+    h = device_health(store, dev_id, now_ms)
+    row = quality.level(h.dbm, h.late_7d, h.visits_7d)
+    figures = ([] if h.dbm is None else [f"{h.dbm} dBm"]) + (
+        [f"{h.late_7d} of {h.visits_7d} reports late"] if h.visits_7d else [])
+    return (row[5] if row else "unknown") + (f" ({', '.join(figures)})" if figures else "")
+
+
 def cmd_list(args: argparse.Namespace, store: Store) -> int:
     devs = store.devices(args.household)
     if args.json:
@@ -96,12 +156,18 @@ def cmd_list(args: argparse.Namespace, store: Store) -> int:
     if not devs:
         print("no devices: register one with `mimamori device register`")
         return 0
-    print(f"{'id':<20} {'household':<14} {'ack':>8} {'epoch':>10} {'sv':>3}  last heard")
+    now = clocks.ms(args.clock_fn)
+    print(f"{'id':<20} {'household':<14} {'ack':>8} {'epoch':>10} {'sv':>3}  "
+          f"{'last heard':<20}  signal")
     for d in devs:
         ack = "-" if d.ack is None else str(d.ack)
         epoch = "-" if d.epoch is None else f"{d.epoch:08x}"
-        print(f"{d.id:<20} {d.household or '-':<14} {ack:>8} {epoch:>10} "
-              f"{d.settings_version:>3}  {_ms_text(d.last_heard_at)}")
+        print(f"{d.id:<20} {d.household or NO_HOUSEHOLD:<14} {ack:>8} {epoch:>10} "
+              f"{d.settings_version:>3}  {_ms_text(d.last_heard_at):<20}  "
+              f"{signal_text(store, d.id, now)}")
+    if any(d.household is None for d in devs):
+        print(f"{NO_HOUSEHOLD}: the bulb raises no alert until `mimamori device assign DEVICE "
+              "HOUSEHOLD`")
     return 0
 
 
@@ -122,10 +188,23 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
             "deliveries": [x.__dict__ for x in deliveries],
         }))
         return 0
-    print(f"device {dev.id}  household {dev.household or '-'}  registered "
+    print(f"device {dev.id}  household {dev.household or NO_HOUSEHOLD}  registered "
           f"{_ms_text(dev.created_at)}  settings v{dev.settings_version} "
           f"{json.dumps(dev.settings, sort_keys=True)}")
     print(f"first heard {_ms_text(dev.first_heard_at)}, last heard {_ms_text(dev.last_heard_at)}")
+    if dev.household is None:
+        print(f"{NO_HOUSEHOLD}: it raises no alert until `mimamori device assign {dev.id} "
+              "HOUSEHOLD`")
+    now = clocks.ms(args.clock_fn)
+    print(f"signal: {signal_text(store, dev.id, now)}")
+    from sim.server.web.views import FAULT_WHAT, fault_name, fault_records
+
+    with store.db.read() as c:
+        faults = fault_records(c, dev.id, now - 14 * 86_400_000)
+    print(f"faults in 14 days: {len(faults)}" + (":" if faults else ""))
+    for at, sub, aux in faults:
+        name = fault_name(sub)
+        print(f"  {_ms_text(at)}  {name}: {FAULT_WHAT.get(name, 'unknown fault')} (detail {aux})")
     for j in journals:
         print(f"journal {j.ordinal} epoch {j.epoch:08x}: ack {j.ack}, last boot {j.last_boot} "
               f"req {j.last_req}, {j.lost} records lost (the bulb counts {j.reported_lost}), "
@@ -145,6 +224,20 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     for d in deliveries:
         print(f"  {_ms_text(d.received_at)}  {d.boot}/{d.req}  {d.stored}/{d.count}  "
               f"ack {d.ack}  {d.bytes} B")
+    return 0
+
+
+def cmd_assign(args: argparse.Namespace, store: Store) -> int:
+    from sim.server import households as hh
+
+    hh.open_people(store.db)
+    try:
+        with store.db.tx() as c:
+            before = hh.assign_bulb(c, args.id, args.household, clocks.ms(args.clock_fn))
+    except hh.NotFound as e:
+        raise ValueError(str(e)) from None
+    print(f"device {args.id} now watches over household {args.household}"
+          + (f" (it was in {before})" if before and before != args.household else ""))
     return 0
 
 
@@ -173,8 +266,16 @@ def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
 
     if bool(args.cert) != bool(args.key):
         raise ValueError("--cert and --key go together (the server's certificate and its key)")
-    app = create_app(_db_path(args), clock=args.clock_fn)
+    from sim.server.web.cli import record_served_url
+
     scheme = "https" if args.cert else "http"
+    store = open_store(_db_path(args), make_dirs=True)  # a bad --db: one line, no traceback
+    try:  # the links `mimamori dashboard invite` prints point here (or MIMAMORI_PUBLIC_URL)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        record_served_url(store.db, f"{scheme}://{host}:{args.port}")
+    finally:
+        store.close()
+    app = create_app(_db_path(args), clock=args.clock_fn)
     print(f"mimamori server on {scheme}://{args.host}:{args.port} db={_db_path(args)}",
           flush=True)
     proxies = os.environ.get("MIMAMORI_TRUSTED_PROXIES", "").strip()
@@ -242,6 +343,11 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_show)
 
+    asg = dsub.add_parser("assign", help="attach a bulb to a household (or move it)")
+    asg.add_argument("id")
+    asg.add_argument("household")
+    asg.set_defaults(func=cmd_assign)
+
     st = dsub.add_parser("settings", help="show or change what the server pushes to a bulb")
     st.add_argument("id")
     st.add_argument("assignments", nargs="*", metavar="key=value")
@@ -258,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         args.clock_fn = clocks.parse(args.clock)
         if not getattr(args, "needs_store", True):
             return args.func(args, None)
-        store = Store.open(_db_path(args))
+        store = open_store(_db_path(args))
         try:
             return args.func(args, store)
         finally:

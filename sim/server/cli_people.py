@@ -14,15 +14,21 @@
                                            coordinator] [--lang ja|en]
                                           [--quiet-hours 22:00-07:00|none]
     mimamori watcher list HOUSEHOLD | remove WATCHER_ID
-    mimamori watcher set WATCHER_ID key=value ...   (quiet_hours=21:00-08:00, lang=en, ...)
+    mimamori watcher set WATCHER_ID key=value ...   (quiet_hours=21:00-08:00, lang=en,
+                                                     role=neighbour, tier=2, ...)
+    mimamori watcher roles              (what each role may see and change: sim/server/roles.py)
     mimamori alert list [--household H] [--active] [--json]
-    mimamori alert claim ALERT WATCHER | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
+    mimamori alert claim ALERT WATCHER | release ALERT WATCHER
+                 | resolve ALERT WATCHER OUTCOME [--note N] [--no-pause]
     mimamori sweep | deliver            (one pass now; the server does both periodically)
     mimamori outbox [--state pending|sent|dead]
     mimamori token create NAME [--scope read|write|all] [--household H ...] [--days N]
     mimamori token list | revoke ID|NAME   (API tokens for the JSON API: sim/server/tokens.py)
 
 Bulbs: `mimamori device register --household ID` (sim/server/cli.py).
+The command line acts as the coordinator (`--by NAME` names who, default "coordinator"): its
+changes to settings, pauses, absences, roles and tiers are recorded and told to the household's
+watchers like the dashboard's (sim/server/changes.py).
 Messages are written to the outbox; a running server delivers them (or `mimamori deliver`),
 with MIMAMORI_SMTP / MIMAMORI_PUBLIC_URL / MIMAMORI_MAIL_FROM from the environment.
 """
@@ -34,7 +40,8 @@ import json
 import time
 from typing import Any
 
-from sim.server import alerts, api, notify, sweeper, tokens
+from sim.server import alerts, api, notify, roles, sweeper, tokens
+from sim.server import changes as changes_
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server.storage import Store
@@ -44,13 +51,15 @@ def _now(args: argparse.Namespace) -> int:
     return clocks.ms(args.clock_fn)
 
 
-def _t(ms: int | None, tz: str = "UTC") -> str:
+def _t(ms: int | None, tz: str) -> str:
+    """A time in the household's own time zone, labelled (2026-03-16 10:30 JST): every list
+    (households, alerts) reads the same way."""
     if ms is None:
         return "-"
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
@@ -60,8 +69,13 @@ def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
             return fn(c, _now(args))
     except hh.NotFound as e:
         raise ValueError(str(e)) from None
-    except alerts.Conflict as e:
+    except (alerts.Conflict, roles.Forbidden) as e:
         raise ValueError(str(e)) from None
+
+
+def _by(args: argparse.Namespace) -> changes_.Actor:
+    name = getattr(args, "by", None) or "coordinator"
+    return changes_.Actor.coordinator(f"cli:{name}", name)
 
 
 def _value(text: str) -> tuple[str, Any]:
@@ -111,7 +125,8 @@ def household_show(args: argparse.Namespace, store: Store) -> int:
 def household_settings(args: argparse.Namespace, store: Store) -> int:
     if args.assignments:
         changes = dict(_value(a) for a in args.assignments)
-        h = _run(args, store, lambda c, now: hh.update_settings(c, args.id, changes, now))
+        h = _run(args, store, lambda c, now: changes_.settings(c, now, _by(args), args.id,
+                                                                changes))
     else:
         h = _run(args, store, lambda c, now: hh.household(c, args.id))
     print(json.dumps(hh.settings_json(h.settings), sort_keys=True))
@@ -119,28 +134,37 @@ def household_settings(args: argparse.Namespace, store: Store) -> int:
 
 
 def household_pause(args: argparse.Namespace, store: Store) -> int:
-    p = _run(args, store, lambda c, now: hh.add_pause(
-        c, now, args.id, hh.parse_day(args.first), hh.parse_day(args.last), args.reason))
+    p = _run(args, store, lambda c, now: changes_.add_pause(
+        c, now, _by(args), args.id, hh.parse_day(args.first), hh.parse_day(args.last),
+        args.reason))
     print(f"household {args.id} paused from {p.first_day} to {p.last_day} inclusive "
           f"(pause {p.id}); alerts resume by themselves after that")
     return 0
 
 
 def household_resume(args: argparse.Namespace, store: Store) -> int:
-    _run(args, store, lambda c, now: hh.remove_pause(c, args.id, args.pause, now))
-    print(f"pause {args.pause} removed: household {args.id} is watched again")
+    def do(c: Any, now: int) -> None:
+        home = hh.household(c, args.id)
+        changes_.end_pause(c, now, _by(args), args.id, args.pause, hh.parse_day(
+            hh.local_day(now, home.tz)))
+
+    _run(args, store, do)
+    print(f"pause {args.pause} ended: household {args.id} is watched again (days already away "
+          "stay paused)")
     return 0
 
 
 def household_absence(args: argparse.Namespace, store: Store) -> int:
     if args.absence_command == "add":
         raw = {"days": args.days, "from": args.start, "to": args.end, "reason": args.reason}
-        got = _run(args, store, lambda c, now: hh.add_absence(c, args.id, raw, now))
+        got = _run(args, store, lambda c, now: changes_.add_absence(c, now, _by(args), args.id,
+                                                                     raw))
         print(f"household {args.id}: absence {len(got)} added ({_absence(got[-1])}); no alert "
               "while away, quiet spells count from the return")
         return 0
     if args.absence_command == "remove":
-        got = _run(args, store, lambda c, now: hh.remove_absence(c, args.id, args.number, now))
+        got = _run(args, store, lambda c, now: changes_.remove_absence(
+            c, now, _by(args), args.id, args.number))
     else:
         got = _run(args, store, lambda c, now: list(hh.household(c, args.id).settings.absences))
     if not got:
@@ -172,9 +196,9 @@ def watcher_set(args: argparse.Namespace, store: Store) -> int:
         changes["quiet_hours"] = str(changes["quiet_hours"])
 
     def do(c: Any, now: int) -> tuple[hh.Watcher, bool]:
-        w, moved = hh.update_watcher(c, args.id, changes)
+        w, moved = changes_.update_watcher(c, now, _by(args), args.id, changes)
         if moved:
-            notify.enqueue(c, now, "invite", hh.household(c, w.household), w, {})
+            notify.invite(c, now, hh.household(c, w.household), w)
         return w, moved
 
     w, moved = _run(args, store, do)
@@ -186,7 +210,7 @@ def watcher_invite(args: argparse.Namespace, store: Store) -> int:
     def do(c: Any, now: int) -> hh.Watcher:
         w = hh.add_watcher(c, now, args.household, args.name, args.role, args.lang, args.email,
                            args.webhook, args.console, quiet_hours=args.quiet_hours)
-        notify.enqueue(c, now, "invite", hh.household(c, args.household), w, {})
+        notify.invite(c, now, hh.household(c, args.household), w)
         return w
 
     w = _run(args, store, do)
@@ -206,6 +230,15 @@ def watcher_list(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def watcher_roles(args: argparse.Namespace, store: Store) -> int:
+    """The role table: who may see and change what (the same table as docs/roles.md)."""
+    for r in roles.TABLE.values():
+        may = ", ".join(a for a in roles.ACTIONS if a in r.may)
+        pause = f"; pauses up to {r.pause_days} days" if r.pause_days else ""
+        print(f"{r.name:<14} tier {r.tier}  {may}{pause}\n{'':<22}{r.why}")
+    return 0
+
+
 def watcher_remove(args: argparse.Namespace, store: Store) -> int:
     _run(args, store, lambda c, now: hh.remove_watcher(c, args.id, now))
     print(f"watcher {args.id} removed")
@@ -215,6 +248,7 @@ def watcher_remove(args: argparse.Namespace, store: Store) -> int:
 def alert_list(args: argparse.Namespace, store: Store) -> int:
     rows = _run(args, store, lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
         c, args.household, active_only=args.active)])
+    tz = _run(args, store, lambda c, now: {h.id: h.tz for h in hh.households(c)})
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -223,7 +257,7 @@ def alert_list(args: argparse.Namespace, store: Store) -> int:
     for a in rows:
         who = a.get("claimed_by_name") or ""
         print(f"{a['id']:<15} {a['household']:<12} {a['rule']:<14} {a['state']:<8} "
-              f"{_t(a['opened_at'])}  {who + ' is going to check  ' if who else ''}"
+              f"{_t(a['opened_at'], tz.get(a['household'], 'UTC'))}  {who + ' is going to check  ' if who else ''}"
               f"{a['outcome'] or ''} {a['evidence']}")
     return 0
 
@@ -232,6 +266,13 @@ def alert_claim(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.claim(
         c, args.alert, args.watcher, now, notify.Config.from_env())))
     print(f"alert {a['id']}: {a['claimed_by_name']} is going to check; the others are told")
+    return 0
+
+
+def alert_release(args: argparse.Namespace, store: Store) -> int:
+    a = _run(args, store, lambda c, now: alerts.public(c, alerts.release(
+        c, args.alert, args.watcher, now, notify.Config.from_env())))
+    print(f"alert {a['id']}: handed back, nobody is going to check now; the others are told")
     return 0
 
 
@@ -322,16 +363,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id")
     p.set_defaults(func=household_show)
     p = hs.add_parser("settings", help="show or change alert settings")
+    p.add_argument("--by", help="who makes the change (told to the household's watchers)")
     p.add_argument("id")
     p.add_argument("assignments", nargs="*", metavar="key=value")
     p.set_defaults(func=household_settings)
     p = hs.add_parser("pause", help="planned absence from FIRST to LAST (YYYY-MM-DD)")
+    p.add_argument("--by", help="who makes the change (told to the household's watchers)")
     p.add_argument("id")
     p.add_argument("first")
     p.add_argument("last")
     p.add_argument("--reason", default="")
     p.set_defaults(func=household_pause)
     p = hs.add_parser("resume", help="end a pause early")
+    p.add_argument("--by", help="who makes the change (told to the household's watchers)")
     p.add_argument("id")
     p.add_argument("pause")
     p.set_defaults(func=household_resume)
@@ -339,6 +383,7 @@ def add_commands(sub: Any) -> None:
                       "remove")
     ab = p.add_subparsers(dest="absence_command", required=True)
     q = ab.add_parser("add", help="e.g. --days tue,fri --from 09:00 --to 17:00")
+    q.add_argument("--by", help="who makes the change (told to the household's watchers)")
     q.add_argument("id")
     q.add_argument("--days", required=True, help="weekdays, e.g. tue,fri")
     q.add_argument("--from", dest="start", required=True, help="HH:MM (household time)")
@@ -349,6 +394,7 @@ def add_commands(sub: Any) -> None:
     q.add_argument("id")
     q.set_defaults(func=household_absence)
     q = ab.add_parser("remove")
+    q.add_argument("--by", help="who makes the change (told to the household's watchers)")
     q.add_argument("id")
     q.add_argument("number", type=int, help="as numbered by `absence list`")
     q.set_defaults(func=household_absence)
@@ -364,15 +410,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--email")
     p.add_argument("--webhook")
     p.add_argument("--console", action="store_true")
-    p.add_argument("--role", default="family", choices=tuple(hh.ROLES))
+    p.add_argument("--role", default=roles.DEFAULT_ROLE, choices=roles.ROLES,
+                   help="what they may change (`mimamori watcher roles`)")
     p.add_argument("--lang", default="ja", choices=hh.LANGS)
     p.add_argument("--quiet-hours", default="22:00-07:00",
                    help="HH:MM-HH:MM, or none: reminders and weak alerts wait until they end")
     p.set_defaults(func=watcher_invite)
-    p = ws.add_parser("set", help="change a watcher: key=value (quiet_hours, lang, email, ...)")
+    p = ws.add_parser("set", help="change a watcher: key=value (quiet_hours, lang, email, role, "
+                      "tier, ...)")
     p.add_argument("id")
     p.add_argument("assignments", nargs="+", metavar="key=value")
+    p.add_argument("--by", help="who makes the change (told to the household's watchers)")
     p.set_defaults(func=watcher_set)
+    p = ws.add_parser("roles", help="what each role may see and change")
+    p.set_defaults(func=watcher_roles, needs_store=False)  # a table: no database
     p = ws.add_parser("list")
     p.add_argument("household")
     p.set_defaults(func=watcher_list)
@@ -391,6 +442,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("alert")
     p.add_argument("watcher")
     p.set_defaults(func=alert_claim)
+    p = asub.add_parser("release", help="WATCHER claimed it but cannot go: open it again "
+                        "(the others are told)")
+    p.add_argument("alert")
+    p.add_argument("watcher")
+    p.set_defaults(func=alert_release)
     p = asub.add_parser("resolve", help="record the outcome (everyone is told)")
     p.add_argument("alert")
     p.add_argument("watcher")

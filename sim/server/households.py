@@ -25,13 +25,13 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim.server import rules, status, texts
+from sim.server import roles, rules, status, texts
 from sim.server.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 LANGS = ("ja", "en")
-ROLES = {"coordinator": 0, "family": 1, "neighbour": 2, "commissioner": 2, "visit_service": 3}
+ROLES = {r.name: r.tier for r in roles.TABLE.values()}  # role -> its tier (sim/server/roles.py)
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
@@ -171,9 +171,28 @@ SCHEMA: list[list[str]] = [
 ]
 
 
+# what the messages and their link pages need (issue 13), a component of its own so it
+# never collides with the steps above: an alert event as a code and parameters (rendered in
+# the reader's language when shown; rows before it keep their English text), and the
+# watchers' "I received this" answers to the invitation's test message (notify.confirmed_at)
+NOTICES: list[list[str]] = [
+    [
+        "ALTER TABLE alert_events ADD COLUMN code TEXT",
+        "ALTER TABLE alert_events ADD COLUMN params TEXT",
+        """CREATE TABLE watcher_receipts (
+            watcher TEXT PRIMARY KEY REFERENCES watchers (id) ON DELETE CASCADE,
+            address TEXT,
+            at BIGINT NOT NULL
+        )""",
+    ],
+]
+
+
 def open_people(db: Database) -> Database:
     """Apply the people/alerts migrations (idempotent); returns db."""
     migrate(db, "people", SCHEMA)
+    migrate(db, "roles", roles.SCHEMA)  # who changed what (household_events), role defaults
+    migrate(db, "notices", NOTICES)
     migrate(db, "status", status.SCHEMA)  # the overview's columns of household_status
     return db
 
@@ -731,3 +750,23 @@ def remove_absence(c: Cursor, hid: str, number: int, now_ms: int) -> list[dict[s
                        f"see `mimamori household absence list {hid}`")
     del absences[number - 1]
     return list(update_settings(c, hid, {"absences": absences}, now_ms).settings.absences)
+
+
+# ---------------------------------------------------------------------------------------------
+# bulbs in households
+
+
+def assign_bulb(c: Cursor, device_id: str, hid: str, now_ms: int) -> str | None:
+    """Attach a registered bulb to a household (or move it from another): the one way the API,
+    the CLI (`mimamori device assign`) and the coordinator's page do it. Both households are
+    looked at again at the next sweep. Returns the household it was in (None: none);
+    NotFound for an unknown bulb or household."""
+    household(c, hid)
+    row = c.one("SELECT household FROM devices WHERE id = ?" + c.for_update, (device_id,))
+    if row is None:
+        raise NotFound(f"no bulb {device_id!r}: register it first (`make provision` or "
+                       "`mimamori device register`); `mimamori device list` shows the bulbs")
+    c.execute("UPDATE devices SET household = ? WHERE id = ?", (hid, device_id))
+    c.execute("UPDATE households SET next_check = ? WHERE id = ? OR id = ?",
+              (now_ms, hid, row[0] or hid))
+    return row[0]

@@ -27,7 +27,6 @@ first tail boot whose bounds moved rebuilds that bulb's state from its records.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections import OrderedDict
@@ -106,7 +105,8 @@ class BulbState:
     visits: list[list[Any]] = field(default_factory=list)  # the tail's visits (Interval fields)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+        # the fields as they are (plain values and lists): asdict would deep-copy the tail first
+        return json.dumps({f: getattr(self, f) for f in _STATE_FIELDS}, separators=(",", ":"))
 
     @staticmethod
     def from_json(s: str) -> BulbState:
@@ -133,12 +133,16 @@ class BulbUpdate:
     changed_from: float  # the earliest start of a visit that changed (inf: none)
 
 
+_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(BulbState))
+_INTERVAL_FIELDS = tuple(f.name for f in dataclasses.fields(Interval))
+
+
 def _interval(v: Sequence[Any]) -> Interval:
     return Interval(*v)
 
 
 def _row(iv: Interval) -> list[Any]:
-    return list(dataclasses.astuple(iv))
+    return [getattr(iv, f) for f in _INTERVAL_FIELDS]  # (its fields are plain values)
 
 
 def _stored(device: str, r: Sequence[Any]) -> StoredRecord:
@@ -290,9 +294,9 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
         up = _rebuild(c, device, batches)
         up.version = version
         return up
-    before = {json.dumps(v) for v in old}
-    after = {json.dumps(_row(v)) for _, _, v in frozen} | {json.dumps(v) for v in st.visits}
-    changed = [json.loads(v)[3] for v in before ^ after]
+    before = {tuple(v) for v in old}  # (a visit's fields are plain values)
+    after = {tuple(_row(v)) for _, _, v in frozen} | {tuple(v) for v in st.visits}
+    changed = [v[3] for v in before ^ after]
     return BulbUpdate(st, version, False, frozen, min(changed, default=math.inf))
 
 
@@ -326,8 +330,24 @@ def _visit_rows(c: Cursor, devices: list[str], since_ms: int | None) -> list[Int
                          (d, since_ms))
             rows += c.all("SELECT data FROM visits WHERE device = ? AND start_ms < ? "
                           "ORDER BY start_ms DESC LIMIT 1", (d, since_ms))
-        out += [_interval(json.loads(r[0])) for r in rows]
+        out += [_visit(r[0]) for r in rows]
     return out
+
+
+_VISITS: dict[str, Interval] = {}
+VISITS_KEPT = 32_768  # visits rows kept parsed, by their text (a row's visit is final; about
+#                       0.4 kB each: the windows of a few hundred households)
+
+
+def _visit(text: str) -> Interval:
+    """The visit of a visits row's data (parsed once while kept: evaluations of a household
+    read the same window again and again; an Interval is immutable)."""
+    iv = _VISITS.get(text)
+    if iv is None:
+        while len(_VISITS) >= VISITS_KEPT:
+            del _VISITS[next(iter(_VISITS))]  # the oldest first
+        iv = _VISITS[text] = _interval(json.loads(text))
+    return iv
 
 
 def _timeline(c: Cursor, ups: list[BulbUpdate], devs: list[tuple], since_ms: int | None
@@ -361,7 +381,7 @@ def _spans(rs: rules.Settings, tl: Timeline, now: float) -> list[tuple[float, fl
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
 
-_MODELS: OrderedDict[tuple[str, bytes], mdl.HouseholdModel] = OrderedDict()
+_MODELS: OrderedDict[tuple[str, str], mdl.HouseholdModel] = OrderedDict()
 MODELS_KEPT = 128  # parsed models kept in memory (about 250 kB each; one changes once a day)
 
 
@@ -369,18 +389,24 @@ def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
     """The stored model, parsed once per process while it is unchanged: the same object each
     time, so what the rules derive from it (rules.held, models.spell_masses) is derived once
     too. Never changed in place (models.learn folds into a copy)."""
-    k = (hid, hashlib.blake2b(text.encode(), digest_size=16).digest())
-    m = _MODELS.get(k)
+    m = _MODELS.get((hid, text))
     if m is None:
         try:
             m = mdl.HouseholdModel.from_json(json.loads(text))
         except ValueError:  # learned by another version of the models: learn it again
             return None
-        _MODELS[k] = m
+    _keep(hid, text, m)
+    return m
+
+
+def _keep(hid: str, text: str, m: mdl.HouseholdModel) -> None:
+    """Keep m as the parsed value of the model `text` of household hid (it equals it: a model
+    is a JSON value). Keyed by the text itself: a dict compares it only on a hash match."""
+    k = (hid, text)
+    _MODELS[k] = m
     _MODELS.move_to_end(k)
     while len(_MODELS) > MODELS_KEPT:
         _MODELS.popitem(last=False)
-    return m
 
 
 def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
@@ -411,12 +437,11 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
         m = model  # no new day has settled: nothing to fold
         model_row = None if row is None or row[1] == under else (row[0], under, row[2])
     else:
-        # a fresh copy to fold into: models.learn's own copy shares the lists of the model it
-        # is given, and the parsed one is kept (and read by the rules) as it is
-        base = mdl.HouseholdModel.from_json(json.loads(row[2])) if valid and row else None
-        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, base)
+        # models.learn folds into a copy: the kept model stays as the rules read it
+        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
         text = json.dumps(m.to_json(), separators=(",", ":"))
         model_row = (None if row is None else row[0], under, text)
+        _keep(hid, text, m)  # the next evaluation reads this text: no parse, no new derivations
     return Kept(hid, tl, m, ups, model_row, since_ms is None)
 
 

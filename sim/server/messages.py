@@ -2,12 +2,16 @@
 """What the watchers read, in Japanese and English: one subject line and a short plain-text body.
 
 `render(kind, lang, ctx)` -> (subject, body). Kinds: invite (the test message sent when a watcher
-is added), alert, reminder, escalated, claimed ("Aiko is going to check"), overdue (a claim
-with no outcome yet), resolved, cleared ("light switched on at 10:42"), digest (the weekly
-"all is well" with one line about the week), signin (a dashboard sign-in link), undeliverable
-(to the coordinators: a message to a watcher could not be sent).
+is added, with an "I received this" link), alert, reminder, escalated, claimed ("Aiko is going
+to check"), released (the claimer cannot go after all: open again), overdue (a claim with no
+outcome yet), resolved, cleared ("light switched on at 10:42"), digest (the weekly "all is well"
+with one line about the week), signin (a dashboard sign-in link), undeliverable (to the
+coordinators: a message to a watcher could not be sent), changed (to the other watchers:
+someone changed the household's rules, pauses, tiers or roles).
 ctx carries plain values (names, local HH:MM times, hours, links); nothing here reads the
-database or the clock.
+database or the clock. Words that pages show too (outcomes) come from the one table,
+sim/server/web/i18n.py; a Japanese message never carries an English line (the rules' evidence
+is English: Japanese messages say the same from its numbers, `details`).
 
 It must never say more than the data tell: times are the ones the rules give, and a message
 about a bulb problem never reads like the person is in danger.
@@ -17,13 +21,91 @@ from __future__ import annotations
 
 from typing import Any
 
+from sim.server.web import i18n
+
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 
-OUTCOMES = {
-    "fine": {"ja": "無事でした", "en": "all fine"},
-    "needed_help": {"ja": "助けが必要でした", "en": "needed help"},
-    "false_alarm": {"ja": "誤報でした", "en": "false alarm"},
-}
+
+def outcome(key: str, lang: str) -> str:
+    """An outcome's words from the one table (i18n), lower case inside an English sentence."""
+    word = i18n.t(lang)(key)
+    return word[:1].lower() + word[1:] if lang == "en" else word
+
+
+def _n(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def details(rule: str, lang: str, ctx: dict[str, Any]) -> str:
+    """The Details line of an alert: the rules' English evidence, or in Japanese the same from
+    its numbers (ctx from alerts.context)."""
+    if lang != "ja":
+        return str(ctx.get("evidence") or "")
+    parts = []
+    if rule in GAP_RULES:
+        if ctx.get("last_on"):
+            parts.append(f"最後に点灯：{ctx['last_on']}")
+        if ctx.get("gap_h") is not None:
+            parts.append(f"点灯のない時間：{ctx['gap_h']:.0f}時間")
+        if ctx.get("limit_h"):
+            parts.append(f"お知らせの目安：{ctx['limit_h']:.0f}時間")
+        if ctx.get("unreported_until"):
+            parts.append(f"{ctx['unreported_until']}までの点灯はまだ報告されていないかもしれません")
+        if ctx.get("radio_h"):
+            parts.append(f"電球の報告は以前{ctx['radio_h']:.0f}時間遅れたことがあります")
+    elif rule == "on_too_long":
+        if ctx.get("on_h"):
+            parts.append(f"点灯している時間：{ctx['on_h']:.1f}時間")
+        if ctx.get("usual_h"):
+            parts.append(f"いつもは{ctx['usual_h']:.1f}時間ほど")
+        if ctx.get("limit_h"):
+            parts.append(f"お知らせの目安：{ctx['limit_h']:.1f}時間")
+    elif rule == "poor_delivery" and ctx.get("visits"):
+        parts.append(f"最近の点灯{ctx['visits']}回のうち{ctx.get('late', 0)}回の報告が遅れました")
+    elif rule == "placement" and ctx.get("days"):
+        parts.append(f"{ctx['days']:.0f}日のうち点灯のあった日：{ctx.get('used_days', 0):.0f}日")
+    if ctx.get("strength") == "weak":
+        parts.append("まだ確かではありません（生活リズムを学習中、または電波の影響）")
+    return "、".join(parts)
+
+
+def placement_words(p: Any, lang: str) -> str:
+    """A bulb's placement check (models.Placement) in the reader's language: its own English
+    words, or in Japanese the same from its numbers."""
+    if lang != "ja":
+        return str(p.words)
+    if p.verdict == "learning":
+        return f"電球 {p.device}：部屋の使われ方を確認中です（{p.days}日目）"
+    gap = (f"{p.longest_gap_h / 24:.1f}日" if p.longest_gap_h >= 36
+           else f"{p.longest_gap_h:.0f}時間")
+    head = (f"電球 {p.device}：{p.days}日のうち{p.used_days}日で点灯、1日におよそ"
+            f"{p.per_day:.0f}回、点灯のない最長の時間 {gap}")
+    if p.verdict == "poor":
+        return (head + "。毎日は使われない部屋なので、静かな日があっても異変とはわかりません。"
+                "電球をトイレなど毎日使う部屋に移すか、そこにもう1つ付けてください"
+                f"（決まった24時間の方式では100日におよそ{p.fixed_alerts_per_100_days:.0f}回"
+                "お知らせが出る見込みです）。")
+    if p.verdict == "limited":
+        return (head + "。いつもの点灯がないと分かってからのお知らせになるため、"
+                "1日ほど遅れることがあります。早く知るにはトイレに電球を付けてください。")
+    return head + "：問題ありません。"
+
+
+def event_detail(kind: str, params: dict[str, Any] | None, text: str, lang: str,
+                 ctx: dict[str, Any]) -> str:
+    """The line under an alert history entry, in the reader's language: from the event's
+    params (ctx: alerts.context at the event); a row without params (older than them) keeps
+    its English text."""
+    if params is None:
+        return text if kind in ("opened", "cleared", "firmed") else ""
+    if kind in ("opened", "firmed"):
+        return details(ctx.get("rule", ""), lang, {**ctx, "evidence": params.get("evidence")})
+    if kind == "cleared":
+        line = _cleared_line(lang, {**ctx, "evidence": params.get("evidence"),
+                                    "why": params.get("why")})
+        ev = params.get("evidence") or ""
+        return line if lang == "ja" or ev == line else f"{line} ({ev})"
+    return ""
 
 
 def what(rule: str, lang: str, ctx: dict[str, Any]) -> str:
@@ -63,13 +145,11 @@ def what(rule: str, lang: str, ctx: dict[str, Any]) -> str:
 
 
 def _links(lang: str, ctx: dict[str, Any]) -> str:
-    lines = []
-    if ctx.get("claim_url"):
-        lines.append(("確認に行きます： " if lang == "ja" else "I will go and check: ")
-                     + ctx["claim_url"])
-    if ctx.get("resolve_url"):
-        lines.append(("結果を記録する： " if lang == "ja" else "Record the outcome: ")
-                     + ctx["resolve_url"])
+    tr = i18n.t(lang)
+    sep = "：" if lang == "ja" else ": "
+    lines = [f"{tr(key)}{sep}{ctx[url]}" for key, url in
+             (("claim", "claim_url"), ("resolve", "resolve_url"),
+              ("a_dashboard", "dashboard_url")) if ctx.get(url)]
     return "\n".join(lines)
 
 
@@ -91,29 +171,36 @@ def _invite(lang: str, c: dict[str, Any]) -> tuple[str, str]:
                 "これはテストメッセージです。何もする必要はありません。\n"
                 "電気がいつものようにつかないときは、このアドレスにお知らせが届きます。"
                 "お知らせには「確認に行きます」のリンクがあり、押すと他の見守り役にも伝わります。\n"
-                "毎週、「変わりありません」のまとめもお送りします。"))
+                "毎週、「変わりありません」のまとめもお送りします。"
+                + (f"\n\nこのメールを受け取ったら、下のリンクから「メールを受け取りました」を"
+                   f"押してください（コーディネーターに伝わります）：\n{c['received_url']}"
+                   if c.get("received_url") else "")))
     return (f"[Mimamori] You now watch over {c['home']} (test message)",
             (f"Dear {c['watcher']},\n\nyou have been added as a watcher of {c['home']}. This is a "
             "test message: nothing to do.\nWhen the light is not used as usual, an alert comes to "
             "this address. It has an 'I will go and check' link; the other watchers see who "
-            "claimed it.\nEvery week you also get a short 'all is well' summary."))
+            "claimed it.\nEvery week you also get a short 'all is well' summary."
+            + (f"\n\nPlease confirm that this message reached you (the coordinator sees "
+               f"it): open the link and press 'I received this':\n{c['received_url']}"
+               if c.get("received_url") else "")))
 
 
 def _alert(lang: str, c: dict[str, Any], prefix: str = "") -> tuple[str, str]:
     line = what(c["rule"], lang, c)
     others = c.get("others") or ""
+    more = details(c["rule"], lang, c)
     if lang == "ja":
         return (f"【みまもり電球】{prefix}{c['home']}：{line}",
                 f"{c['watcher']} さん\n\n{c['home']}：{line}。\n"
                 "様子を見に行ける方は下のリンクから「確認に行きます」を押してください。"
                 "他の見守り役にも伝わります。\n"
                 + (f"このお知らせは {others}にも届いています。\n" if others else "")
-                + "\n" + _links(lang, c))
+                + "\n" + _links(lang, c) + (f"\n\n詳細：{more}" if more else ""))
     return (f"[Mimamori] {prefix}{c['home']}: {line}",
             f"Dear {c['watcher']},\n\n{c['home']}: {line}.\nIf you can look in, press "
             "'I will go and check' below; the other watchers will see it.\n"
             + (f"Also sent to: {others}.\n" if others else "") + "\n" + _links(lang, c)
-            + (f"\n\nDetails: {c['evidence']}" if c.get("evidence") else ""))
+            + (f"\n\nDetails: {more}" if more else ""))
 
 
 def _reminder(lang: str, c: dict[str, Any]) -> tuple[str, str]:
@@ -138,6 +225,20 @@ def _claimed(lang: str, c: dict[str, Any]) -> tuple[str, str]:
             + _links(lang, {"resolve_url": c.get("resolve_url")}))
 
 
+def _released(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{c['releaser']} さんが行けなくなりました",
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせ（{what(c['rule'], lang, c)}）に"
+                f"ついて、{c['releaser']} さんが確認に行けなくなりました。"
+                "いま、誰も確認に向かっていません。行ける方は「確認に行きます」を押してください。\n\n"
+                + _links(lang, c))
+    return (f"[Mimamori] {c['home']}: {c['releaser']} cannot go after all",
+            f"Dear {c['watcher']},\n\nabout the alert for {c['home']} "
+            f"({what(c['rule'], lang, c)}): {c['releaser']} cannot go after all, so nobody is "
+            "going to check now. If you can, press 'I will go and check'.\n\n"
+            + _links(lang, c))
+
+
 def _overdue(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     if lang == "ja":
         return (f"【みまもり電球】{c['home']}：{c['claimer']} さんからまだ結果の連絡がありません",
@@ -153,7 +254,7 @@ def _overdue(lang: str, c: dict[str, Any]) -> tuple[str, str]:
 
 
 def _resolved(lang: str, c: dict[str, Any]) -> tuple[str, str]:
-    out = OUTCOMES.get(c["outcome"], {}).get(lang, c["outcome"])
+    out = outcome(c["outcome"], lang)
     note = c.get("note") or ""
     paused = c.get("paused")
     if lang == "ja":
@@ -182,35 +283,57 @@ _WHY = {  # why an alert cleared by itself, when it was not a switch-on
 }
 
 
+def _cleared_line(lang: str, c: dict[str, Any]) -> str:
+    when = c.get("cleared_on")
+    if when:
+        return f"{when}に電気がつきました" if lang == "ja" else f"light switched on at {when}"
+    ev = c.get("evidence") or ""
+    if lang == "ja":  # the evidence is English: Japanese says it without
+        return _WHY[c.get("why") or "other"]["ja"].replace("（{evidence}）", "")
+    return _WHY[c.get("why") or "other"]["en"].format(evidence=ev)
+
+
 def _cleared(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     """ctx: cleared_on (HH:MM of the switch-on that cleared it) or why (a _WHY key)."""
-    when = c.get("cleared_on")
+    line = _cleared_line(lang, c)
     ev = c.get("evidence") or ""
-    if when:
-        line = f"{when}に電気がつきました" if lang == "ja" else f"light switched on at {when}"
-    else:
-        line = _WHY[c.get("why") or "other"][lang].format(evidence=ev)
+    was = what(c["rule"], lang, c) if c.get("rule") else ""
     if lang == "ja":
         return (f"【みまもり電球】{c['home']}：{line}（解除）",
-                f"{c['watcher']} さん\n\n{c['home']} のお知らせは自動で解除されました：{line}。")
+                f"{c['watcher']} さん\n\n{c['home']} のお知らせは自動で解除されました：{line}。"
+                + (f"\n\n詳細：解除されたお知らせ「{was}」" if was else ""))
     return (f"[Mimamori] {c['home']}: {line} (cleared)",
             f"Dear {c['watcher']},\n\nthe alert for {c['home']} cleared by itself: {line}."
             + (f"\nDetails: {ev}" if ev and ev != line else ""))
 
 
 def _digest(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    """ctx (sweeper.week_summary): switch_ons, days, active_days, paused_days (days away on
+    the family's own pause, not a reason to look), usual_first (None: no switch-on heard),
+    alerts, open, heard (any bulb ever heard from)."""
     n, days, active, alerts = c["switch_ons"], c["days"], c["active_days"], c["alerts"]
-    first = c.get("usual_first") or "-"
+    paused = c.get("paused_days") or 0
+    first = c.get("usual_first")
+    well = active + paused >= days and not c.get("open")
     if lang == "ja":
-        line = (f"この{days}日間：点灯 {n} 回、{active}/{days} 日で利用、"
-                f"朝の最初の点灯はだいたい {first}、お知らせ {alerts} 件")
-        well = "変わりありません" if active == days and not c.get("open") else "ご確認ください"
-        return (f"【みまもり電球】{c['home']}：今週のまとめ（{well}）",
+        line = (f"この{days}日間：点灯 {n} 回、{active}/{days} 日で利用"
+                + (f"、お休み（不在）{paused} 日" if paused else "")
+                + (f"、朝の最初の点灯はだいたい {first}" if first else "")
+                + f"、お知らせ {alerts} 件")
+        if c.get("heard") is False:
+            line += "。電球からまだ一度も連絡がありません（コーディネーターが確認します）"
+        word = "変わりありません" if well else "ご確認ください"
+        return (f"【みまもり電球】{c['home']}：今週のまとめ（{word}）",
                 f"{c['watcher']} さん\n\n{line}。")
-    line = (f"last {days} days: {n} switch-ons, light used on {active} of {days} days, "
-            f"first light usually around {first}, {alerts} alert(s)")
-    well = "all is well" if active == days and not c.get("open") else "please have a look"
-    return (f"[Mimamori] {c['home']}: weekly summary ({well})",
+    line = (f"last {days} days: {_n(n, 'switch-on', 'switch-ons')}, light used on {active} of "
+            f"{days} days"
+            + (f", away (paused) on {_n(paused, 'day', 'days')}" if paused else "")
+            + (f", first light usually around {first}" if first else "")
+            + f", {_n(alerts, 'alert', 'alerts')}")
+    if c.get("heard") is False:
+        line += ". The bulb has not been heard from yet (the coordinator is looking into it)"
+    word = "all is well" if well else "please have a look"
+    return (f"[Mimamori] {c['home']}: weekly summary ({word})",
             f"Dear {c['watcher']},\n\n{line}.")
 
 
@@ -230,6 +353,12 @@ def _signin(lang: str, c: dict[str, Any]) -> tuple[str, str]:
              "this message."))
 
 
+_KIND_JA = {"invite": "登録のテスト", "alert": "お知らせ", "reminder": "再通知",
+            "escalated": "次の順番へのお知らせ", "claimed": "確認に行きます",
+            "released": "確認のお返し", "overdue": "結果の催促", "resolved": "結果",
+            "cleared": "自動解除", "digest": "週のまとめ", "signin": "ログイン用リンク"}
+
+
 def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     """To the household's coordinators: a message to a watcher could not be sent (given up, or
     failing again and again); ctx: whom (the watcher), channel, error, failed_kind, attempts,
@@ -238,8 +367,8 @@ def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
     if lang == "ja":
         state = "送信をあきらめました" if up else "再送を続けています"
         return (f"【みまもり電球】{c['home']}：{c['whom']} さんへのお知らせが届けられません",
-                (f"{c['watcher']} さん\n\n{c['whom']} さん宛て（{c['channel']}）の"
-                 f"「{c['failed_kind']}」のお知らせが{n}回送れませんでした（{state}）。\n"
+                (f"{c['watcher']} さん\n\n{c['whom']} さん宛て（{i18n.t(lang)('ch_' + c['channel'])}）の"
+                 f"「{_KIND_JA.get(c['failed_kind'], c['failed_kind'])}」のお知らせが{n}回送れませんでした（{state}）。\n"
                  f"原因：{c['error']}\n連絡先の確認をお願いします（mimamori outbox）。"))
     state = "given up" if up else "still retrying"
     return (f"[Mimamori] {c['home']}: a message to {c['whom']} cannot be delivered",
@@ -248,7 +377,24 @@ def _undeliverable(lang: str, c: dict[str, Any]) -> tuple[str, str]:
              "their address (mimamori outbox)."))
 
 
+def _changed(lang: str, c: dict[str, Any]) -> tuple[str, str]:
+    """To the other watchers: someone changed the household's rules, pauses, tiers or roles
+    (sim/server/changes.py); ctx: by, by_role_<lang>, lines_<lang> (one "- " line each)."""
+    role, lines = c.get(f"by_role_{lang}", ""), c.get(f"lines_{lang}", "")
+    if lang == "ja":
+        return (f"【みまもり電球】{c['home']}：{c['by']} さんが見守りの設定を変えました",
+                (f"{c['watcher']} さん\n\n{c['home']} の見守りについて、{c['by']} さん（{role}）"
+                 f"が次のように変えました。\n\n{lines}\n\n"
+                 "心当たりのない変更は、ご本人かコーディネーターに確かめてください。"
+                 "変更の記録は見守りの画面でいつでも見られます。"))
+    return (f"[Mimamori] {c['home']}: {c['by']} changed how it is watched",
+            (f"Dear {c['watcher']},\n\n{c['by']} ({role}) changed how {c['home']} is watched:"
+             f"\n\n{lines}\n\nIf this looks wrong, ask {c['by']} or the coordinator. The "
+             "household's page on the dashboard lists every change."))
+
+
 _KINDS = {"invite": _invite, "alert": _alert, "reminder": _reminder, "escalated": _escalated,
-          "claimed": _claimed, "overdue": _overdue, "resolved": _resolved, "cleared": _cleared,
-          "digest": _digest, "signin": _signin, "undeliverable": _undeliverable}
+          "claimed": _claimed, "released": _released, "overdue": _overdue,
+          "resolved": _resolved, "cleared": _cleared, "digest": _digest, "signin": _signin,
+          "undeliverable": _undeliverable, "changed": _changed}
 KINDS = tuple(_KINDS)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ PRIOR_ON = 1.0
 RECENT_WEIGHT = 0.2
 TAIL_Q = 0.2  # tails are fitted to the share of values above the 80th percentile
 # the meaning of a stored model: a model of another version is learned again from the records
-# (2: delays kept as a histogram by hour, `held`)
-VERSION = 2
+# (2: delays kept as a histogram by hour, `held`; 3: a visit folded on the day of the middle
+# of its start bounds, not of their end)
+VERSION = 3
 
 
 def _bins(edges: Sequence[float]) -> list[float]:
@@ -215,6 +217,10 @@ class HouseholdModel:
         d["version"] = VERSION
         return d
 
+    def copy(self) -> HouseholdModel:
+        """An equal model that shares no list with this one (fold changes lists in place)."""
+        return HouseholdModel.from_json(_copy(self.to_json()))
+
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> HouseholdModel:
         if d.get("version") != VERSION:
@@ -223,6 +229,15 @@ class HouseholdModel:
         kw = {k: d[k] for k in HouseholdModel.__dataclass_fields__ if k in d and k != "bulbs"}
         return HouseholdModel(bulbs={k: BulbModel.from_json(b) for k, b in d["bulbs"].items()},
                               **kw)
+
+
+def _copy(x: Any) -> Any:
+    """A JSON-like value copied down to its numbers (no list or dict shared with x)."""
+    if isinstance(x, dict):
+        return {k: _copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_copy(v) if isinstance(v, (list, dict)) else v for v in x]
+    return x
 
 
 @dataclass(frozen=True)
@@ -286,7 +301,7 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
     shorter than this many hours (the middle of their bin)."""
     key = (m.day, m.n_spells, tuple(mass.rates), max_h)
     hit = _MASS_CACHE.get((id(m), max_h))
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == key and hit[2]() is m:  # (a freed model's id is reused)
         return hit[1]
     out = [_bins(MASS_EDGES) for _ in range(24)]
     ref = -mass.off  # local midnight of the epoch's day
@@ -299,11 +314,13 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
                 out[s // 2][_bin(MASS_EDGES, e)] += w
     if len(_MASS_CACHE) > 1024:
         _MASS_CACHE.clear()
-    _MASS_CACHE[(id(m), max_h)] = (key, out)
+    _MASS_CACHE[(id(m), max_h)] = (key, out, weakref.ref(m))
     return out
 
 
-_MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]]]] = {}
+# per model object (id and a weak reference: the entry is its model's while that lives)
+_MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]],
+                                           weakref.ref[HouseholdModel]]] = {}
 
 
 def _watched(start: float, end: float, since: float | None,
@@ -396,7 +413,7 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
     """The model with one more local day (the next one after model.day). gaps: each LTE-M
     bulb's report gap (its visits may wait that long by design). Returns a new model unless
     copy is False."""
-    m = HouseholdModel.from_json(model.to_json()) if copy else model
+    m = model.copy() if copy else model
     for dev, at in day.installed.items():
         if dev not in m.bulbs and at is not None and at < day.end:
             m.bulbs[dev] = BulbModel(dev, installed=at)
@@ -477,14 +494,19 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: f
     first = _start(tl)
     if first is None:
         return
-    starts = [iv.start_latest for iv in tl.intervals]
+    # a visit belongs to the day of the middle of its start bounds: a switch-on reported only
+    # after an outage is bounded by the report, and counting it on that day would leave the
+    # days of the outage looking unused (the placement check then calls a toilet "poor")
+    mids = sorted((iv.start_mid, k) for k, iv in enumerate(tl.intervals))
+    keys = [x for x, _ in mids]
     installed = {d: s.registered_at for d, s in tl.devices.items()}
     heard = {d: s.last_heard for d, s in tl.devices.items()}
     for ordinal, s, e, off in local_days(tz, first, now):
         if after is not None and ordinal <= after:
             continue
-        lo, hi = bisect.bisect_left(starts, s), bisect.bisect_left(starts, e)
-        vis = tuple(iv for iv in tl.intervals[lo:hi] if iv.reported_at <= e + SETTLE_S)
+        lo, hi = bisect.bisect_left(keys, s), bisect.bisect_left(keys, e)
+        vis = tuple(tl.intervals[k] for k in sorted(k for _, k in mids[lo:hi])
+                    if tl.intervals[k].reported_at <= e + SETTLE_S)
         paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
         # a visit still open whose bulb is heard close to (or after) the fold: still lit
         lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
@@ -496,7 +518,7 @@ def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: flo
           model: HouseholdModel | None = None) -> HouseholdModel:
     """The household's model at `now`: every settled day of the timeline folded into `model`
     (the days after model.day), or into an empty model."""
-    m = HouseholdModel.from_json(model.to_json()) if model is not None else HouseholdModel()
+    m = model.copy() if model is not None else HouseholdModel()
     gaps = {d: s.report_gap_s for d, s in tl.devices.items()}
     for day in days_of(tl, tz, pauses, now, after=m.day):
         fold(m, day, gaps, copy=False)
@@ -507,9 +529,9 @@ _CACHE: OrderedDict[tuple, tuple[int, int, HouseholdModel]] = OrderedDict()
 
 
 def _fingerprint(tl: Timeline, before: float) -> int:
-    n = bisect.bisect_left([iv.start_latest for iv in tl.intervals], before)
+    """The visits of the days before `before` (by the middle of their start, as days_of)."""
     return hash(tuple((iv.device, iv.boot, iv.start_latest, iv.reported_at, iv.on_s)
-                      for iv in tl.intervals[:n]))
+                      for iv in tl.intervals if iv.start_mid < before))
 
 
 def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]],
@@ -659,7 +681,10 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
     fixed = 100.0 * (n - len(used)) / n if n else 0.0
     if bm.n_days < PLACEMENT_DAYS or n < PLACEMENT_DAYS // 2:
         verdict = "learning"
-    elif len(used) < 0.9 * n or gap >= 36:
+    elif len(used) < 0.9 * n or sum(1 for g in [r[3] for r in days] + [open_gap_h]
+                                      if g >= 36) >= 2:
+        # one gap of a day and a half is an absence (a night or two away), not the room:
+        # it must come back to tell
         verdict = "poor"
     elif per_day < 2.5 or sum(1 for r in days if r[3] >= 24) >= 2:
         verdict = "limited"

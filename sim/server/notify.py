@@ -23,7 +23,13 @@ Webhook requests: POST JSON, headers `Idempotency-Key`, `X-Mimamori-Timestamp` (
 `X-Mimamori-Signature: sha256=<hex HMAC-SHA256(watcher secret, timestamp "." body)>`.
 
 Links in messages carry signed single-purpose tokens (`make_token`): they open a confirm page
-and act only on its POST, so a mail scanner following links changes nothing.
+and act only on its POST, so a mail scanner following links changes nothing. The invitation's
+test message carries a "received" link: its use is kept (`confirm_receipt`) and the
+coordinator sees it (`confirmed_at`, `confirmations`).
+
+E-mails carry Date, a Message-ID in the public URL's domain (MIMAMORI_PUBLIC_URL; the host's
+name without one), and a From with a display name ("みまもり電球" or "Mimamori bulb", in the
+reader's language, unless MIMAMORI_MAIL_FROM has its own).
 
 It must never send a row that another worker holds, never let a send outlive its lease, and never
 read the alerts' clock (now is passed in; leases run on real time, sql.lease_now_ms).
@@ -46,7 +52,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
@@ -155,8 +163,18 @@ def make_token(key: bytes, action: str, alert: str, watcher: str, expires_ms: in
     return _b64(body) + "." + _b64(mac)
 
 
+class BadLink(ValueError):
+    """A message link that cannot be used; `why` (damaged, invalid, expired) names the page's
+    words for it (i18n "a_link_<why>")."""
+
+    def __init__(self, why: str, text: str, watcher: str | None = None):
+        super().__init__(text)
+        self.why = why
+        self.watcher = watcher  # of an authentic but expired link: whose language to speak
+
+
 def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
-    """(action, alert, watcher) of a valid token; ValueError saying why not otherwise."""
+    """(action, alert, watcher) of a valid token; BadLink saying why not otherwise."""
     try:
         b, m = token.split(".")
         body = base64.urlsafe_b64decode(b + "=" * (-len(b) % 4))
@@ -164,20 +182,61 @@ def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
         action, alert, watcher, exp = body.decode().split(".")
         expires = int(exp)
     except ValueError:
-        raise ValueError("this link is damaged: open it from the message again") from None
+        raise BadLink("damaged", "this link is damaged: open it from the message again") from None
     want = hmac.new(key, body, hashlib.sha256).digest()[:16]
     if not hmac.compare_digest(want, mac):
-        raise ValueError("this link is not valid: open it from the message again")
+        raise BadLink("invalid", "this link is not valid: open it from the message again")
     if now_ms > expires:
-        raise ValueError("this link has expired: use the dashboard or ask the coordinator")
+        raise BadLink("expired", "this link has expired: use the dashboard or ask the "
+                      "coordinator", watcher)
     return action, alert, watcher
 
 
 def links(c: Cursor, cfg: Config, alert: str, watcher: str, now_ms: int) -> dict[str, str]:
+    """The claim and resolve links of an alert message for one watcher, and the household's
+    dashboard page (which asks for a sign-in link when needed)."""
     key = link_key(c)
     exp = now_ms + TOKEN_DAYS * 86_400_000
-    return {f"{a}_url": f"{cfg.public_url}/a/{make_token(key, a, alert, watcher, exp)}"
-            for a in ("claim", "resolve")}
+    out = {f"{a}_url": f"{cfg.public_url}/a/{make_token(key, a, alert, watcher, exp)}"
+           for a in ("claim", "resolve")}
+    row = c.one("SELECT household FROM alerts WHERE id = ?", (alert,))
+    if row is not None:
+        out["dashboard_url"] = f"{cfg.public_url}/h/{row[0]}"
+    return out
+
+
+def invite(c: Cursor, now_ms: int, home: Household, w: Watcher,
+           public_url: str | None = None) -> list[str]:
+    """The test message to a new watcher (or a new address), with its "I received this"
+    link (links to public_url, default MIMAMORI_PUBLIC_URL)."""
+    base = (public_url or Config.from_env().public_url).rstrip("/")
+    token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * 86_400_000)
+    return enqueue(c, now_ms, "invite", home, w, {"received_url": f"{base}/a/{token}"})
+
+
+def confirm_receipt(c: Cursor, wid: str, address: str | None, now_ms: int) -> None:
+    """The watcher pressed "I received this" in the test message sent to `address`."""
+    c.execute("DELETE FROM watcher_receipts WHERE watcher = ?", (wid,))
+    c.execute("INSERT INTO watcher_receipts (watcher, address, at) VALUES (?, ?, ?)",
+              (wid, address, now_ms))
+
+
+def confirmed_at(c: Cursor, w: Watcher) -> int | None:
+    """When the watcher confirmed that messages reach them (ms), None if never, or not since
+    their address changed."""
+    row = c.one("SELECT address, at FROM watcher_receipts WHERE watcher = ?", (w.id,))
+    return row[1] if row is not None and row[0] == w.email else None
+
+
+def confirmations(c: Cursor, household: str | None = None) -> dict[str, int]:
+    """watcher id -> when they confirmed receiving mail (ms), for the current watchers of one
+    household or all; a watcher missing here never confirmed their current address."""
+    sql = ("SELECT w.id, r.at FROM watcher_receipts r JOIN watchers w ON w.id = r.watcher "
+           "WHERE w.removed_at IS NULL AND (r.address = w.email OR "
+           "(r.address IS NULL AND w.email IS NULL))")
+    rows = (c.all(sql + " AND w.household = ?", (household,)) if household
+            else c.all(sql))
+    return {wid: at for wid, at in rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,14 +634,35 @@ class _SmtpSsl(smtplib.SMTP_SSL):
         return sock
 
 
+SENDER_NAME = {"ja": "みまもり電球", "en": "Mimamori bulb"}
+
+
+def mail_domain(cfg: Config) -> str:
+    """The domain of Message-IDs: the public URL's host, else this machine's name."""
+    host = urlsplit(cfg.public_url).hostname or ""
+    if not host or host in ("localhost", "127.0.0.1", "::1"):
+        host = socket.getfqdn() or host or "localhost"
+    return host
+
+
+def sender(cfg: Config, lang: str) -> str:
+    """The From header: MIMAMORI_MAIL_FROM as given when it has a display name, else the
+    address with the project's name in the reader's language."""
+    name, addr = parseaddr(cfg.mail_from)
+    if name or not addr:
+        return cfg.mail_from
+    return str(Address(SENDER_NAME.get(lang, SENDER_NAME["ja"]), addr_spec=addr))
+
+
 def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
     msg = EmailMessage()
-    msg["From"] = cfg.mail_from
+    msg["From"] = sender(cfg, str(o.payload.get("lang", "ja")))
     msg["To"] = o.payload["to"]
     msg["Subject"] = texts.header(o.subject)  # names kept before the input rules: one line
-    msg["Message-ID"] = f"<{o.id}@mimamori>"
+    msg["Date"] = formatdate(localtime=True)  # when it is sent (a resend: its own time)
+    msg["Message-ID"] = f"<{o.id}@{mail_domain(cfg)}>"
     msg["X-Mimamori-Kind"] = o.kind
     if o.alert:
         msg["X-Mimamori-Alert"] = o.alert

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from firmware import protocol, record
+from sim.server.sql import Database
 from sim.server.storage import Store, migrate
 
 SCHEMA = [
@@ -68,13 +70,15 @@ class Release:
     added_at: int
 
 
-_MIGRATED: set[int] = set()  # id() of databases this process migrated already
+# databases this process migrated already (weakly: an id() would be taken over by a database
+# opened after this one is freed, which would then never get its tables)
+_MIGRATED: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 def open_ota(store: Store) -> None:
-    if id(store.db) not in _MIGRATED:
+    if store.db not in _MIGRATED:
         migrate(store.db, "ota", SCHEMA)
-        _MIGRATED.add(id(store.db))
+        _MIGRATED.add(store.db)
 
 
 def _check_manifest(manifest: bytes, bundle: bytes) -> dict[str, Any]:
@@ -176,10 +180,14 @@ def parse_fw(query: list[tuple[str, str]]) -> int | None:
     return int(vals[0])
 
 
+_K_OTA = int(record.K_OTA)  # written into the SQL: the partial index records_ota (storage.py)
+assert _K_OTA == 10, "records_ota indexes kind 10: a new migration must follow K_OTA"
+
+
 def _bad(c: Any, device: str) -> set[int]:
     """Versions this bulb rolled back or refused (never offered again)."""
-    rows = c.all("SELECT arg FROM records WHERE device = ? AND kind = ? AND sub IN (?, ?)",
-                 (device, record.K_OTA, record.O_ROLLBACK, record.O_REFUSED))
+    rows = c.all(f"SELECT arg FROM records WHERE device = ? AND kind = {_K_OTA} AND sub IN "
+                 "(?, ?)", (device, record.O_ROLLBACK, record.O_REFUSED))
     return {r[0] for r in rows}
 
 
@@ -247,8 +255,8 @@ def piece(store: Store, device: str, version: int, off: int, n: int) -> bytes | 
 def events(store: Store, device: str | None = None) -> list[dict[str, Any]]:
     """Every K_OTA record (installed, confirmed, rollback, refused, with its reason)."""
     open_ota(store)
-    sql = ("SELECT device, sub, aux, arg, received_at FROM records WHERE kind = ?")
-    params: list[Any] = [record.K_OTA]
+    sql = f"SELECT device, sub, aux, arg, received_at FROM records WHERE kind = {_K_OTA}"
+    params: list[Any] = []
     if device:
         sql += " AND device = ?"
         params.append(device)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import weakref
 from collections.abc import Container, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -220,12 +221,17 @@ def _when(iv: Interval, clock: _Clock, now: float) -> str:
             and clock.hhmm(iv.start_earliest, now) == clock.hhmm(iv.start_latest, now)):
         return _at(iv.start_latest, clock, now)  # known to the minute shown
     if iv.start_earliest is None:
-        return f"some time before {clock.hhmm(iv.start_latest, now)} (reported late)"
+        return f"some time before {_bare(clock.hhmm(iv.start_latest, now))} (reported late)"
     # a visit that learned the time itself (an anchor, at least its batch's receipt) was not
     # reported late: its range is the anchor's error
     late = "" if iv.anchored else " (reported late)"
-    return (f"between {clock.hhmm(iv.start_earliest, now)} and "
-            f"{clock.hhmm(iv.start_latest, now)}{late}")
+    return (f"between {_bare(clock.hhmm(iv.start_earliest, now))} and "
+            f"{_bare(clock.hhmm(iv.start_latest, now))}{late}")
+
+
+def _bare(when: str) -> str:
+    """ "on Sun 15 Mar 10:00" as "Sun 15 Mar 10:00", after "between" or "before"."""
+    return when.removeprefix("on ")
 
 
 def _hidden_until(tl: Timeline, now: float) -> float | None:
@@ -714,6 +720,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     reasons: list[str] = []
     note = ""
     thr = None
+    fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
         deadline = later + wait_h * HOUR
@@ -750,7 +757,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
               "expected": expected, "threshold": thr, "history_days": m.days,
-              "reasons": reasons}
+              "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if "radio" in reasons:
@@ -759,6 +766,10 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR:
+            # the fixed rule would tell the family now: an alert on weak evidence is not held
+            # for their quiet hours then (it still neither reminds at night nor escalates)
+            detail["tell_now"] = True
         usual = ("" if thr is None else
                  f"; on a usual day about {expected:.0f} switch-ons happen in that time "
                  f"(learned over {m.days:.0f} days)")
@@ -811,7 +822,7 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
-    ts = [iv.start_mid for iv in ivs if iv.start_latest >= end]
+    ts = sorted(iv.start_mid for iv in ivs if iv.start_mid >= end)  # as models.days_of
     prev, out = m.last_on, []
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
@@ -899,21 +910,22 @@ def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int, b: int,
     again)."""
     key = (m.day, m.n_spells, tuple(mass.rates), b, max_h)
     hit = _POOLED_CACHE.get((id(m), max_h))
-    if hit is None or hit[0] != key:
+    if hit is None or hit[0] != key or hit[4]() is not m:  # (a freed model's id is reused)
         if len(_POOLED_CACHE) > 256:
             _POOLED_CACHE.clear()
         by_hour = mdl.spell_masses(m, mass, max_h)
         hit = _POOLED_CACHE[(id(m), max_h)] = (key, [sum(col) for col in zip(*by_hour)], {},
-                                               by_hour)
-    _, every, per_hour, by_hour = hit
+                                               by_hour, weakref.ref(m))
+    _, every, per_hour, by_hour, _ = hit
     if h not in per_hour:
         per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
                                                  for k in range(-b, b + 1)))]
     return every, per_hour[h]
 
 
+# these caches hold values per model object: id(m) and a weak reference to m
 _POOLED_CACHE: dict[tuple[int, float], tuple[tuple, list[float], dict[int, list[float]],
-                               list[list[float]]]] = {}
+                               list[list[float]], weakref.ref[mdl.HouseholdModel]]] = {}
 
 
 def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
@@ -922,7 +934,7 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
     use at that hour). None when no bulb has reported late."""
     key = (m.day, m.n_spells)
     hit = _HELD_CACHE.get(id(m))
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == key and hit[2]() is m:
         return hit[1]
     out: list[list[tuple[float, float]]] | None = None
     rates = {dev: bm.rates() for dev, bm in m.bulbs.items()}
@@ -936,11 +948,12 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
             out[k].extend((e, w * p) for e, p in pairs)
     if len(_HELD_CACHE) > 1024:
         _HELD_CACHE.clear()
-    _HELD_CACHE[id(m)] = (key, out)
+    _HELD_CACHE[id(m)] = (key, out, weakref.ref(m))
     return out
 
 
-_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None]] = {}
+_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None,
+                             weakref.ref[mdl.HouseholdModel]]] = {}
 
 
 def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
@@ -968,7 +981,8 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     delay seen, plus a day; where the household fits, never past learned_max_h (never slower
     than the fixed rule)."""
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
-    hit = _DEADLINE_CACHE.get(id(m))
+    entry = _DEADLINE_CACHE.get(id(m))
+    hit = entry[1] if entry is not None and entry[0]() is m else None
     if hit is not None and key in hit:
         return hit[key]
     sp = spells_near(m, mass, t0, settings, clock, recent,
@@ -989,12 +1003,14 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     if hit is None or len(hit) > 4096:
         if len(_DEADLINE_CACHE) > 256:
             _DEADLINE_CACHE.clear()
-        hit = _DEADLINE_CACHE[id(m)] = {}
+        hit = {}
+        _DEADLINE_CACHE[id(m)] = (weakref.ref(m), hit)
     hit[key] = out
     return out
 
 
-_DEADLINE_CACHE: dict[int, dict[tuple, tuple[float, float, float, bool]]] = {}
+_DEADLINE_CACHE: dict[int, tuple[weakref.ref[mdl.HouseholdModel],
+                                 dict[tuple, tuple[float, float, float, bool]]]] = {}
 
 
 def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,

@@ -325,8 +325,16 @@ def week_summary(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
                         "AND audience = 'family'", (home.id, int(t0 * 1000))) or (0,)
     (n_open,) = c.one("SELECT COUNT(*) FROM alerts WHERE household = ? AND closed_at IS NULL "
                       "AND audience = 'family'", (home.id,)) or (0,)
+    # days without a switch-on that the family's own pauses cover: away, not a worry
+    paused = {hh.local_day(ms, home.tz)
+              for p in hh.pauses(c, home.id)
+              for ms in range(int(max(p.start_ms, t0 * 1000)), int(min(p.end_ms, now_ms)),
+                              3_600_000)}
+    (heard,) = c.one("SELECT COUNT(*) FROM devices WHERE household = ? AND last_heard_at IS "
+                     "NOT NULL", (home.id,)) or (0,)
     return {"switch_ons": len(ivs), "days": days, "active_days": min(len(per_day), days),
-            "usual_first": usual, "alerts": n_alerts, "open": n_open}
+            "paused_days": min(len(paused - set(per_day)), days - min(len(per_day), days)),
+            "usual_first": usual, "alerts": n_alerts, "open": n_open, "heard": heard > 0}
 
 
 def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,

@@ -10,7 +10,8 @@ hex digits of that digest. Scopes:
 
     read    GET only
     write   also changes households, watchers, pauses, alerts (not bulbs' keys)
-    all     also registers bulbs (which mints their keys) and runs a sweep
+    all     also registers bulbs (which mints their keys), attaches them to households and
+            runs a sweep
 
 `--household` limits a token to those households: their paths, their alerts and watchers;
 lists across households and the sweep are refused. A token past its expiry or revoked is
@@ -147,11 +148,12 @@ def refusal(db: Database, t: Token, method: str, path: str, query: str) -> str |
     writes = method not in ("GET", "HEAD", "OPTIONS")
     if writes and t.scope == "read":
         return f"token {t.id} is read-only: make one with --scope write to change things"
-    bulbs = re.match(r"^/api/v1/households/[^/]+/bulbs/?$", path)
+    # registering a bulb mints its key; attaching one moves it between households
+    bulbs = re.match(r"^/api/v1/(households/[^/]+/)?bulbs(/|$)", path)
     if writes and t.scope != "all" and (bulbs or path.startswith(("/api/v1/sweep",
                                                                   "/api/v1/releases"))):
-        return (f"token {t.id} may not register bulbs, sweep or roll out firmware: make one "
-                "with --scope all")
+        return (f"token {t.id} may not register or attach bulbs, sweep or roll out firmware: "
+                "make one with --scope all")
     if t.households is None:
         return None
     home = _home_of(db, path, query)

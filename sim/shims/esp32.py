@@ -140,14 +140,23 @@ def _raw_write(addr, data):
     f.flush()
 
 
+# The port's erase and program are C (esp_partition_erase_range/write): they take nothing from
+# the Python heap. The shim's buffers are made once, at import, in the shims' own budget, so an
+# erase or a 4 KB program in the middle of a download never asks the firmware's heap for 4 KB.
+_BLANK = b"\xff" * SECTOR
+_SCRATCH = bytearray(SECTOR)
+
+
 def _program(addr, data, n=None):
     """NOR program: new = old & data, for the first n bytes of data."""
     n = len(data) if n is None else n
-    old = bytearray(n)
-    _raw_read(addr, old)
-    for i in range(n):
-        old[i] &= data[i]
-    _raw_write(addr, old)
+    old = memoryview(_SCRATCH)
+    for off in range(0, n, SECTOR):
+        k = min(SECTOR, n - off)
+        _raw_read(addr + off, old[:k])
+        for i in range(k):
+            old[i] &= data[off + i]
+        _raw_write(addr + off, old[:k])
     _decay(addr - addr % SECTOR)
 
 
@@ -233,7 +242,7 @@ def _rand():
 
 def _erase(addr, length, part=None):
     """Erase [addr, addr+length); part: None = all, else (done_bytes, rest) for a torn erase."""
-    blank = b"\xff" * SECTOR
+    blank = memoryview(_BLANK)
     for a in range(addr, addr + length, SECTOR):
         if part is None:
             _raw_write(a, blank)

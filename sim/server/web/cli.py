@@ -4,24 +4,38 @@
     mimamori dashboard invite WATCHER_ID [--url URL]   an invitation link (14 days, works once)
     mimamori coordinator link [--name N] [--url URL]   a coordinator sign-in link (1 day, once)
 
-URL is where people reach the server (default $MIMAMORI_PUBLIC_URL or http://127.0.0.1:8000).
-It must never print a link for a removed watcher.
+URL is where people reach the server: --url, else $MIMAMORI_PUBLIC_URL, else the address the
+server last started on with this database (`mimamori serve` records it: `make demo`'s port,
+too), else http://127.0.0.1:8000. It must never print a link for a removed watcher.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server import notify
-from sim.server.storage import Store
+from sim.server.storage import Database, Store
 from sim.server.web import auth
 
 
-def _url(args: argparse.Namespace) -> str:
-    return (args.url or notify.Config.from_env().public_url).rstrip("/")
+def record_served_url(db: Database, url: str) -> None:
+    """Remember where the server listens (at `mimamori serve`), for the links printed here."""
+    hh.open_people(db)
+    with db.tx() as c:
+        c.execute("INSERT INTO server_secrets (name, value) VALUES ('served_url', ?) "
+                  "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (url,))
+
+
+def _url(args: argparse.Namespace, store: Store) -> str:
+    if args.url or os.environ.get("MIMAMORI_PUBLIC_URL"):
+        return (args.url or notify.Config.from_env().public_url).rstrip("/")
+    with store.db.read() as c:
+        row = c.one("SELECT value FROM server_secrets WHERE name = 'served_url'")
+    return (row[0] if row else notify.Config.public_url).rstrip("/")
 
 
 def dashboard_invite(args: argparse.Namespace, store: Store) -> int:
@@ -34,7 +48,7 @@ def dashboard_invite(args: argparse.Namespace, store: Store) -> int:
     except hh.NotFound as e:
         raise ValueError(str(e)) from None
     print(f"invitation for {w.name} ({w.household}); valid {auth.INVITE_DAYS} days, works once:")
-    print(auth.link_url(_url(args), token))
+    print(auth.link_url(_url(args, store), token))
     return 0
 
 
@@ -44,7 +58,7 @@ def coordinator_link(args: argparse.Namespace, store: Store) -> int:
     with store.db.tx() as c:
         token = auth.make_link(c, auth.COORDINATOR, args.name, now, auth.COORDINATOR_LINK_MS)
     print("coordinator sign-in link; valid 24 hours, works once:")
-    print(auth.link_url(_url(args), token))
+    print(auth.link_url(_url(args, store), token))
     return 0
 
 

@@ -9,12 +9,13 @@
     GET  /home                      a watcher's households: status, last switch-on, open alerts
     GET  /h/{hid}                   a household: chart, alerts and history, absences, settings
     GET  /h/{hid}/chart.svg         the chart alone
-    POST /h/{hid}/alerts/{aid}/claim | /resolve
+    POST /h/{hid}/alerts/{aid}/claim | /release (hand it back) | /resolve
     POST /h/{hid}/pauses   POST /h/{hid}/pauses/{pid}/end
     POST /h/{hid}/settings   POST /h/{hid}/bulbs/{dev}/brightness
     POST /h/{hid}/absences   POST /h/{hid}/absences/{n}/remove   (recurring part-day absences)
     POST /h/{hid}/watchers/{wid}/quiet                          (a watcher's quiet hours)
-    POST /h/{hid}/watchers/{wid}/order
+    POST /h/{hid}/watchers/{wid}/order   POST /h/{hid}/watchers/{wid}/role
+    POST /h/{hid}/watchers                                      (invite: the test message)
     GET  /coordinator               households, most urgent first: counts by state (filters),
                                     a search, pages (?state=&q=&page=)
     GET  /coordinator/bulbs         the same page's bulb health, placement and pilot report
@@ -25,9 +26,11 @@
 
 Every POST needs the session's CSRF token. Anonymous visitors are sent to /signin (GET) or get
 401 (POST); a watcher asking for a household they do not watch, or for a coordinator page, gets
-403. Claim, resolve, pauses and settings go through the alert side's own functions
-(alerts.claim/resolve, households.add_pause/update_settings), so e-mail links, the API and the
-dashboard are one flow.
+403. What a watcher may change is their role's line in sim/server/roles.py (a 403 page
+otherwise); the signed-in coordinator acts as "coordinator". Claim and resolve go through the
+alert side's own functions (alerts.claim/resolve); rules, pauses, absences, tiers and roles
+through sim/server/changes.py, which records each change and tells the other watchers, so
+e-mail links, the API, the CLI and the dashboard are one flow.
 
 It must never answer with a 500, never act on a GET (the language cookie aside), and never show
 a household to someone who does not watch it.
@@ -36,6 +39,7 @@ a household to someone who does not watch it.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +52,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, messages, notify, rules, status, sweeper
+from sim.server import alerts, changes, messages, notify, roles, rules, status, sweeper
 from sim.server import clock as clocks
 from sim.server import households as hh
 from sim.server import settings as bulb_settings
@@ -66,9 +70,9 @@ MAX_FORM = 8192
 class Refused(Exception):
     """Answer with a page (or redirect) instead of going on."""
 
-    def __init__(self, status: int, key: str, detail: str = ""):
+    def __init__(self, status: int, key: str, detail: str = "", **kw: Any):
         super().__init__(key)
-        self.status, self.key, self.detail = status, key, detail
+        self.status, self.key, self.detail, self.kw = status, key, detail, kw
 
 
 def _env() -> jinja2.Environment:
@@ -140,7 +144,7 @@ class Page:
     def refused(self, r: Refused) -> Response:
         if r.status == 303:
             return self.finish(RedirectResponse(r.detail or "/signin", status_code=303))
-        return self.render("message.html", status=r.status, title=self.t(r.key),
+        return self.render("message.html", status=r.status, title=self.t(r.key, **r.kw),
                            text=r.detail, back=True)
 
     def redirect(self, to: str) -> Response:
@@ -178,6 +182,20 @@ class Page:
         if w is None:  # also for a household that does not exist: nothing to learn here
             raise Refused(403, "forbidden")
         return hh.household(c, hid), w
+
+    def actor(self, c: Any, hid: str, action: str) -> tuple[hh.Household, changes.Actor]:
+        """The household and who acts in it, if their role may do `action` (roles.py)."""
+        home, me = self.household(c, hid)
+        who = (changes.Actor.of(me) if me is not None else changes.Actor.coordinator(
+            f"coordinator:{self.session.subject}", self.session.subject))
+        roles.need(who.role, action)
+        return home, who
+
+    def refuse(self, e: roles.Forbidden) -> Refused:
+        """A role's refusal as a page in the reader's language."""
+        if e.action == "pause" and e.limit is not None:
+            return Refused(403, "pause_limit", "", n=e.limit)
+        return Refused(403, "not_allowed", "", role=self.t(f"role_{e.role}"))
 
 
 class Web:
@@ -239,6 +257,8 @@ def router(web: Web) -> APIRouter:
                             status.refresh(c, a[0], p.now_ms)
                 except hh.NotFound as e:
                     raise Refused(404, "not_found", str(e)) from None
+                except roles.Forbidden as e:
+                    raise p.refuse(e) from None
                 except alerts.Conflict as e:
                     raise Refused(409, "error", str(e)) from None
                 except ValueError as e:
@@ -385,18 +405,29 @@ def router(web: Web) -> APIRouter:
                 tl = sweeper.recent_timeline(c, hid, p.now_ms, views.PAGE_DAYS)
                 card = views.household_card(c, web.store, home, p.now_ms, tl)
                 history = _history(c, hid, me)
-                events = {a.id: alerts.events(c, a.id) for a in history}
+                events = {a.id: _events(c, a, home, p) for a in history}
                 texts = {a.id: _what(c, a, home, p) for a in history}
                 ps = [x for x in hh.pauses(c, hid) if x.end_ms > p.now_ms]
                 ws = hh.watchers(c, hid, max_tier=3, min_tier=1)
                 bulbs = web.store.devices(hid)
                 placed = sweeper.placement_of(web.store, c, home, p.now_ms)
+                log_ = changes.events(c, hid)
+            my_role = me.role if me is not None else "coordinator"
+            may = {a: roles.may(my_role, a) for a in roles.ACTIONS}
+            changed = [(e, changes.describe(e, p.lang, home.tz)) for e in log_]
             svg = _chart(web, p, home, tl, history)
             rows = chart.day_rows(tl.intervals, home.tz, p.now_ms / 1000)
             return p.render("household.html", home=home, me_w=me, card=card, history=history,
                             events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
                             svg=svg, rows=rows, settings=home.settings, placed=placed,
-                            numbers=NUMBER_SETTINGS,
+                            numbers=NUMBER_SETTINGS, may=may,
+                            placed_words={d: messages.placement_words(pl, p.lang)
+                                          for d, pl in placed.items()}, my_role=my_role,
+                            pause_days=roles.TABLE[my_role].pause_days, changed=changed,
+                            endable={x.id for x in ps if may["end_pause"] and changes.pause_days(
+                                x) <= roles.TABLE[my_role].pause_days},
+                            role_choices=(roles.ROLES if my_role == "coordinator"
+                                          else roles.WATCHER_ROLES),
                             today=_today(home.tz, p.now_ms), done=request.query_params.get(
                                 "done", ""))
         return page(go)(request)
@@ -429,8 +460,18 @@ def router(web: Web) -> APIRouter:
     async def claim(request: Request, hid: str, aid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
             _, me = _mine(p, c, hid)
+            roles.need(me.role, "claim")
             _alert_of(c, hid, aid)
             alerts.claim(c, aid, me.id, p.now_ms, web.cfg())
+            return _back(form, f"/h/{hid}") + "#alert-" + aid
+        return await action(do)(request, hid, aid)
+
+    @r.post("/h/{hid}/alerts/{aid}/release")
+    async def release(request: Request, hid: str, aid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
+            _, me = _mine(p, c, hid)
+            _alert_of(c, hid, aid)
+            alerts.release(c, aid, me.id, p.now_ms, web.cfg())
             return _back(form, f"/h/{hid}") + "#alert-" + aid
         return await action(do)(request, hid, aid)
 
@@ -438,6 +479,7 @@ def router(web: Web) -> APIRouter:
     async def resolve(request: Request, hid: str, aid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, aid: str) -> str:
             _, me = _mine(p, c, hid)
+            roles.need(me.role, "claim")
             _alert_of(c, hid, aid)
             outcome = form.get("outcome", "")
             alerts.resolve(c, aid, me.id, outcome, form.get("note", "")[:500], p.now_ms,
@@ -449,57 +491,57 @@ def router(web: Web) -> APIRouter:
     @r.post("/h/{hid}/pauses")
     async def add_pause(request: Request, hid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
-            _mine(p, c, hid)
-            hh.add_pause(c, p.now_ms, hid, hh.parse_day(form.get("first", "")),
-                         hh.parse_day(form.get("last", "")), form.get("reason", "")[:200])
+            _, who = p.actor(c, hid, "pause")
+            changes.add_pause(c, p.now_ms, who, hid, hh.parse_day(form.get("first", "")),
+                              hh.parse_day(form.get("last", "")), form.get("reason", "")[:200])
             return f"/h/{hid}?done=saved#pauses"
         return await action(do)(request, hid)
 
     @r.post("/h/{hid}/pauses/{pid}/end")
     async def end_pause(request: Request, hid: str, pid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, pid: str) -> str:
-            home, _ = _mine(p, c, hid)
-            views.end_pause(c, hid, pid, _today(home.tz, p.now_ms), p.now_ms)
+            home, who = p.actor(c, hid, "end_pause")
+            changes.end_pause(c, p.now_ms, who, hid, pid, _today(home.tz, p.now_ms))
             return f"/h/{hid}?done=saved#pauses"
         return await action(do)(request, hid, pid)
 
     @r.post("/h/{hid}/settings")
     async def settings(request: Request, hid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
-            p.household(c, hid)  # the household's watchers and the coordinator set these
-            changes: dict[str, Any] = {}
+            _, who = p.actor(c, hid, "rules")  # the family and the coordinator set these
+            new: dict[str, Any] = {}
             if form.get("activity_rule"):
-                changes["activity_rule"] = form["activity_rule"]
+                new["activity_rule"] = form["activity_rule"]
             if form.get("window_start"):
-                changes["window_start"] = form["window_start"]
+                new["window_start"] = form["window_start"]
             for k in NUMBER_SETTINGS:
                 if form.get(k, "").strip():
-                    changes[k] = _number(k, form[k])
-                    if k in ("reminder_max", "learn_min_days") and changes[k] == int(changes[k]):
-                        changes[k] = int(changes[k])
+                    new[k] = _number(k, form[k])
+                    if k in ("reminder_max", "learn_min_days") and new[k] == int(new[k]):
+                        new[k] = int(new[k])
             if form.get("escalate_1", "").strip() or form.get("escalate_2", "").strip():
-                changes["escalate_h"] = [_number("escalate_1", form.get("escalate_1", "")),
-                                         _number("escalate_2", form.get("escalate_2", ""))]
-            hh.update_settings(c, hid, changes, p.now_ms)
+                new["escalate_h"] = [_number("escalate_1", form.get("escalate_1", "")),
+                                     _number("escalate_2", form.get("escalate_2", ""))]
+            changes.settings(c, p.now_ms, who, hid, new)
             return f"/h/{hid}?done=saved#settings"
         return await action(do)(request, hid)
 
     @r.post("/h/{hid}/absences")
     async def add_absence(request: Request, hid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
-            p.household(c, hid)
+            _, who = p.actor(c, hid, "rules")
             days = ",".join(d for d in rules.WEEKDAYS if form.get("day_" + d))
-            hh.add_absence(c, hid, {"days": days, "from": form.get("from", ""),
-                                    "to": form.get("to", ""),
-                                    "reason": form.get("reason", "")[:100]}, p.now_ms)
+            changes.add_absence(c, p.now_ms, who, hid, {
+                "days": days, "from": form.get("from", ""), "to": form.get("to", ""),
+                "reason": form.get("reason", "")[:100]})
             return f"/h/{hid}?done=saved#pauses"
         return await action(do)(request, hid)
 
     @r.post("/h/{hid}/absences/{number}/remove")
     async def remove_absence(request: Request, hid: str, number: int) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, number: int) -> str:
-            p.household(c, hid)
-            hh.remove_absence(c, hid, number, p.now_ms)
+            _, who = p.actor(c, hid, "rules")
+            changes.remove_absence(c, p.now_ms, who, hid, number)
             return f"/h/{hid}?done=saved#pauses"
         return await action(do)(request, hid, number)
 
@@ -517,7 +559,7 @@ def router(web: Web) -> APIRouter:
     @r.post("/h/{hid}/bulbs/{dev}/brightness")
     async def brightness(request: Request, hid: str, dev: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, dev: str) -> str:
-            _mine(p, c, hid)
+            p.actor(c, hid, "brightness")
             d = web.store.device(dev)
             if d is None or d.household != hid:
                 raise hh.NotFound(f"no bulb {dev!r} in this household")
@@ -530,9 +572,32 @@ def router(web: Web) -> APIRouter:
     @r.post("/h/{hid}/watchers/{wid}/order")
     async def order(request: Request, hid: str, wid: str) -> Response:
         def do(p: Page, c: Any, form: dict[str, str], hid: str, wid: str) -> str:
-            _mine(p, c, hid)
-            views.set_watcher_tier(c, hid, wid, int(_number("order", form.get("tier", ""))),
-                                   p.now_ms)
+            _, who = p.actor(c, hid, "tiers")
+            tier = _number("order", form.get("tier", ""))
+            if tier != int(tier):
+                raise ValueError(f"order {form.get('tier')!r}: 1 (first), 2 or 3 (last)")
+            changes.set_tier(c, p.now_ms, who, hid, wid, int(tier))
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid, wid)
+
+    @r.post("/h/{hid}/watchers")
+    async def add_watcher(request: Request, hid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str) -> str:
+            _, who = p.actor(c, hid, "invite")
+            email = form.get("email", "").strip()
+            if not email:
+                raise ValueError("a watcher needs an e-mail address (alerts go there)")
+            changes.add_watcher(c, p.now_ms, who, hid, form.get("name", "")[:200],
+                                form.get("role", ""), lang=form.get("lang", "ja"),
+                                email=email[:200])
+            return f"/h/{hid}?done=saved#settings"
+        return await action(do)(request, hid)
+
+    @r.post("/h/{hid}/watchers/{wid}/role")
+    async def set_role(request: Request, hid: str, wid: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], hid: str, wid: str) -> str:
+            _, who = p.actor(c, hid, "roles")
+            changes.set_role(c, p.now_ms, who, hid, wid, form.get("role", ""))
             return f"/h/{hid}?done=saved#settings"
         return await action(do)(request, hid, wid)
 
@@ -556,7 +621,7 @@ def router(web: Web) -> APIRouter:
                 people = {hid: hh.watchers(c, hid, max_tier=3, min_tier=0) for hid in homes}
             return p.render("coordinator.html", lines=lines, texts=texts, people=people,
                             paging=_paging(f, counts, len(found)), f=f,
-                            signal_word=views.signal_word)
+                            signal_words=views.signal_words)
         return page(go)(request)
 
     @r.get("/coordinator/bulbs")
@@ -620,6 +685,14 @@ def router(web: Web) -> APIRouter:
                          f'attachment; filename="mimamori-pilot-report-{day}.csv"'}))
         return page(go)(request)
 
+    @r.post("/coordinator/bulbs/{dev}/household")
+    async def assign_bulb(request: Request, dev: str) -> Response:
+        def do(p: Page, c: Any, form: dict[str, str], dev: str) -> str:
+            p.need_coordinator(post=True)
+            hh.assign_bulb(c, dev, form.get("household", "").strip(), p.now_ms)
+            return "/coordinator/bulbs?done=saved#bulbs"
+        return await action(do)(request, dev)
+
     @r.post("/coordinator/invite")
     async def invite(request: Request) -> Response:
         form = await _form(request)
@@ -644,7 +717,8 @@ def router(web: Web) -> APIRouter:
                 raise Refused(404, "not_found", str(e)) from None
             if send:
                 return p.render("message.html", title=p.t("invite_sent", name=w.name),
-                                text=", ".join(w.channels()), back=True)
+                                text=", ".join(p.t("ch_" + ch) for ch in w.channels()),
+                                back=True)
             return p.render("message.html", title=p.t("invite_made", name=w.name), text=url,
                             back=True, copy=True)
         return await run_in_threadpool(page(go), request)
@@ -695,9 +769,10 @@ NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_
 
 def _history(c: Any, hid: str, me: hh.Watcher | None) -> list[alerts.Alert]:
     """The household's last 50 alerts as this reader may see them: a watcher (me) sees the
-    family's alerts, not device health; the coordinator (me None) sees all."""
+    family's alerts, not device health; the coordinator (me None, or a watcher whose role may
+    see device health) sees all."""
     history = alerts.list_alerts(c, hid, limit=50)
-    if me is None:
+    if me is None or roles.may(me.role, "device_health"):  # a coordinator watcher too
         return history
     return [a for a in history if a.audience != "coordinator"]
 
@@ -706,6 +781,19 @@ def _what(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> str:
     """The alert's reason in the reader's language, as it stood when it closed (or now)."""
     at = a.closed_at if a.closed_at is not None else p.now_ms
     return messages.what(a.rule, p.lang, alerts.context(a, home, at))
+
+
+def _events(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> list[dict[str, Any]]:
+    """The alert's history with each entry's detail line in the reader's language."""
+    out = []
+    for e in alerts.events(c, a.id):
+        ctx = alerts.context(a, home, e["at"])
+        if e["params"] and e["params"].get("switched_on") is not None:
+            ctx["cleared_on"] = alerts.when_text(e["params"]["switched_on"] * 1000, home.tz,
+                                                 e["at"])
+        out.append({**e, "detail": messages.event_detail(e["kind"], e["params"], e["text"],
+                                                         p.lang, ctx)})
+    return out
 
 
 def _chart(web: Web, p: Page, home: hh.Household, tl: Any, history: list[alerts.Alert]) -> str:
@@ -722,9 +810,12 @@ def _today(tz: str, now_ms: int) -> Any:
 
 def _number(key: str, text: str) -> float:
     try:
-        return float(text.strip().replace(",", "."))
+        v = float(text.strip().replace(",", "."))
     except ValueError:
-        raise ValueError(f"{key}: write a number (got {text!r})") from None
+        v = math.nan
+    if not math.isfinite(v):
+        raise ValueError(f"{key}: write a number (got {text!r})")
+    return v
 
 
 def _back(form: dict[str, str], default: str) -> str:

@@ -3,7 +3,7 @@
 
 For the dashboard's tests, its screenshots and anyone who wants to look at the pages:
 
-    python -m sim.server.web.sample var/sample.db      # prints the clock to serve it with
+    .venv/bin/python -m sim.server.web.sample var/sample.db   # prints how to serve it
 
 Everything goes through the real code: households, watchers, pauses, claims and resolutions
 through households.py and alerts.py, records through Store.ingest as signed batches from a
@@ -194,7 +194,8 @@ def main(argv: list[str]) -> int:
         return 2
     s = build(path)
     print(f"sample pilot in {path}; serve it with:\n  .venv/bin/python -m sim.server --db {path} "
-          f"--clock fixed:{s.now:.0f}\nthen sign in with `mimamori --db {path} coordinator link`")
+          f"--clock fixed:{s.now:.0f}\nthen sign in with the link of\n  .venv/bin/mimamori --db {path} "
+          f"--clock fixed:{s.now:.0f} coordinator link")
     return 0
 
 

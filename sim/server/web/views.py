@@ -29,19 +29,36 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from firmware import record
+from firmware import quality, record
 from sim.server import alerts, ota, status, sweeper
 from sim.server import households as hh
 from sim.server.storage import Cursor, Store
 from sim.server.timeline import Interval, Timeline
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
-LATE_S = status.LATE_S  # a visit reported later than this counts as late
+LATE_S = status.LATE_S  # a visit reported later than this counts as late (rules' late_after_s)
+# a firmware fault (K_FAULT sub, firmware/record.py) -> its name; the dashboard's words are
+# i18n "fault_<name>", the CLI's are FAULT_WHAT
 FAULT_NAMES = {
     record.F_CONFIG: "config", record.F_CONFIG_FILE: "config_file", record.F_CRASH: "crash",
     record.F_SAFE_MODE: "safe_mode", record.F_WATCHDOG: "watchdog", record.F_JOURNAL: "journal",
     record.F_UPLINK: "uplink",
 }
+FAULT_WHAT = {
+    "config": "a setting was missing, corrupt or out of range (the default was used)",
+    "config_file": "a config file could not be read (the defaults were used)",
+    "crash": "the firmware stopped on an error and restarted",
+    "safe_mode": "it started in safe mode after failed starts (light and journal only)",
+    "watchdog": "it hung and the watchdog restarted it",
+    "journal": "unreadable journal slots were found (skipped, never sent as data)",
+    "uplink": "the server refused a batch",
+}
+
+
+def fault_name(sub: int) -> str:
+    return FAULT_NAMES.get(sub, f"fault_{sub}")
+
+
 TRANSPORTS = {record.T_WIFI: "Wi-Fi", record.T_LTE: "LTE-M"}
 
 
@@ -214,21 +231,31 @@ class BulbHealth:
     firmware: int | None
     faults_14d: int
     last_fault: str | None
+    faults: dict[str, int]  # fault name -> how many in 14 days, the newest last
     settings: dict[str, Any]
     lost_reported: int = 0  # what the bulb's own LOSS records count (it may know of more)
     conflicts: int = 0  # records that came with a stored seq but other content: a fault
     update: str | None = None  # the last rollback or refusal of an update, with its reason
 
     @property
-    def signal_word(self) -> str:
-        return signal_word(self.dbm)
+    def signal(self) -> str | None:
+        """The level's key on the one scale (firmware/quality.py): the signal and this week's
+        late reports together; None when neither gives a figure."""
+        row = quality.level(self.dbm, self.late_7d, self.visits_7d)
+        return None if row is None else row[3]
+
+    def signal_text(self, lang: str) -> str | None:
+        """The level in words, in the reader's language (the table's own words)."""
+        row = quality.level(self.dbm, self.late_7d, self.visits_7d)
+        return None if row is None else row[4 if lang == "ja" else 5]
 
 
-def signal_word(dbm: int | None) -> str:
-    """The translation key of a signal reading in words."""
-    if dbm is None:
-        return "unknown"
-    return "dbm_good" if dbm >= -85 else "dbm_fair" if dbm >= -100 else "dbm_poor"
+def signal_words(dbm: int | None, late: int | None, visits: int | None, lang: str
+                 ) -> str | None:
+    """A household's signal in words on the one scale (firmware/quality.py): its weakest bulb's
+    latest dBm and the week's late reports (a status row's); None when neither gives a figure."""
+    row = quality.level(dbm, late or 0, visits or 0)
+    return None if row is None else row[4 if lang == "ja" else 5]
 
 
 def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
@@ -238,9 +265,7 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
     with store.db.read() as c:  # what the row shows, not the bulb's whole history
         link = _last(c, dev_id, record.K_LINK)
         power = _last(c, dev_id, record.K_POWER_ON)
-        faults = c.all("SELECT sub FROM records WHERE device = ? AND received_at >= ? AND "
-                       "kind = ? ORDER BY received_at, epoch, seq",
-                       (dev_id, since14, record.K_FAULT))
+        faults = fault_records(c, dev_id, since14)
         backlog = None
         if dev.epoch is not None and dev.ack is not None:
             (backlog,) = c.one("SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
@@ -260,9 +285,36 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         visits_7d=len(mine), late_7d=len(late), lost=sum(j.lost for j in journals),
         backlog=backlog, firmware=_firmware(store, dev_id, power),
         faults_14d=len(faults),
-        last_fault=FAULT_NAMES.get(faults[-1][0], str(faults[-1][0])) if faults else None,
+        last_fault=fault_name(faults[-1][1]) if faults else None,
+        faults=_fault_counts([f[1] for f in faults]),
         settings=dict(dev.settings), lost_reported=sum(j.reported_lost for j in journals),
         conflicts=sum(j.conflicts for j in journals), update=ota.last_problem(store, dev_id))
+
+
+def device_health(store: Store, dev_id: str, now_ms: int) -> BulbHealth:
+    """bulb_health for one bulb on its own (the CLI): its household's recent timeline, or none
+    for a bulb in no household yet."""
+    dev = store.device(dev_id)
+    tl = Timeline(())
+    if dev is not None and dev.household:
+        with store.db.read() as c:
+            tl = sweeper.recent_timeline(c, dev.household, now_ms, 8)
+    return bulb_health(store, tl, dev_id, now_ms)
+
+
+def fault_records(c: Cursor, dev_id: str, since_ms: int) -> list[tuple[int, int, int]]:
+    """(received_at, sub, aux) of the bulb's fault records that arrived since since_ms."""
+    return [(r[0], r[1], r[2]) for r in c.all(
+        "SELECT received_at, sub, aux FROM records WHERE device = ? AND received_at >= ? AND "
+        "kind = ? ORDER BY received_at, epoch, seq", (dev_id, since_ms, record.K_FAULT))]
+
+
+def _fault_counts(subs: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for sub in subs:
+        name = fault_name(sub)
+        counts[name] = counts.pop(name, 0) + 1  # re-inserted: the newest comes last
+    return counts
 
 
 def _firmware(store: Store, dev_id: str, power: Any) -> int | None:
@@ -414,7 +466,8 @@ def report_csv(rows: list[ReportRow], lang: str = "en",
         if st is not None:  # the local time of the household, as a spreadsheet reads a date
             on = i18n.local(st.last_on_ms, st.tz)
             now_cols = [tr("st_" + st.state), "" if on is None else f"{on:%Y-%m-%d %H:%M}",
-                        _blank(st.dbm), "" if st.dbm is None else tr(signal_word(st.dbm)),
+                        _blank(st.dbm),
+                        signal_words(st.dbm, st.late_7d, st.visits_7d, lang) or "",
                         _blank(st.late_7d), _blank(st.visits_7d)]
         total = r.household == "total" and not r.name
         w.writerow([safe_cell(x) for x in [
@@ -463,24 +516,3 @@ def end_pause(c: Cursor, hid: str, pid: str, today: date, now_ms: int) -> None:
     if first < today and p.start_ms <= now_ms:
         hh.add_pause(c, now_ms, hid, first, min(date.fromisoformat(p.last_day),
                                                 today - timedelta(days=1)), p.reason)
-
-
-# ---------------------------------------------------------------------------------------------
-# the chart for other pages (the message links' confirm page, sim/server/api.py)
-
-
-def activity_html(store: Store, c: Cursor, home: hh.Household, now_ms: int, lang: str) -> str:
-    """The household's 14-day activity chart with its legend, as an HTML fragment."""
-    from sim.server.web import chart, i18n
-
-    tl = sweeper.recent_timeline(c, home.id, now_ms, PAGE_DAYS)
-    ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
-    opened = [a.opened_at / 1000 for a in alerts.list_alerts(c, home.id, limit=50)
-              if a.audience != "coordinator"]
-    tr = i18n.t(lang)
-    svg = chart.activity_svg(tl.intervals, home.tz, now_ms / 1000, lang, pauses=ps,
-                             alerts_at=opened)
-    legend = "".join(f"<li>{chart.legend_svg(k)} {tr('lg_' + k)}</li>"
-                     for k in ("on", "uncertain", "paused", "alert"))
-    return (f'<section class="activity"><h2>{tr("activity")}</h2>{svg}'
-            f'<ul style="list-style:none;padding:0">{legend}</ul></section>')
