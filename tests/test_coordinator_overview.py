@@ -204,3 +204,27 @@ def test_status_rows_of_an_older_database_take_the_five_states(tmp_path: Path) -
         ("a", "unanswered"), ("s", "late"), ("p", "paused"), ("w", "well")]
     assert counts == {"unanswered": 1, "checking": 0, "late": 1, "paused": 1, "well": 1}
     db.close()
+
+
+def test_weekly_check_takes_the_invitations_i_received_this_as_mail_confirmed(
+        site: Site) -> None:  # noqa: F811 - the fixture
+    from sim.server import notify
+
+    coord = site.sign_in(None)
+    nao = site.w[("sato", "Nao")]
+
+    def mail_check() -> str:
+        page = coord.get("/coordinator/watchers").text
+        row = page[page.index(f'data-watcher="{nao}"'):]
+        row = row[:row.index("</li>")]
+        return row[row.index('data-check="mail"'):]
+
+    assert "▲" in mail_check()
+    with site.db.tx() as c:
+        notify.invite(c, NOW_MS, hh.household(c, "sato"), hh.watcher(c, nao), "http://x.example")
+    msg = [o for o in notify.outbox(site.db) if o.kind == "invite" and o.watcher == nao][-1]
+    url = re.search(r"http://x\.example(/a/\S+)", msg.body).group(1)
+    assert site.client().post(url, data={"do": "received"}).status_code == 200
+    assert "▲" not in mail_check()
+    with site.db.read() as c:
+        assert views.mail_confirmed_at(c, [hh.watcher(c, nao)]) == {nao: NOW_MS}

@@ -30,7 +30,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from firmware import quality, record
-from sim.server import alerts, ota, status, sweeper
+from sim.server import alerts, notify, ota, status, sweeper
 from sim.server import households as hh
 from sim.server.storage import Cursor, Store
 from sim.server.timeline import Interval, Timeline
@@ -159,8 +159,9 @@ def mail_confirmed_at(c: Cursor, watchers: list[hh.Watcher]) -> dict[str, int]:
 
     The one accessor for "confirmed they receive mail". Today's evidence in the store: they
     used a sign-in link that was only ever sent to them by e-mail (an invitation sent as a
-    message, or a link asked for on the sign-in page). When the "I received this" link of the
-    invitation's test message is stored, read its time here too (the earlier of the two)."""
+    message, or a link asked for on the sign-in page). The "I received this" link of the
+    invitation's test message (notify.confirmations: pressed for their current address) counts
+    too: the earlier of the two."""
     sent: dict[str, str] = {}  # link digest -> the address it was sent to
     for (payload,) in c.all("SELECT payload FROM outbox WHERE kind = 'signin' AND "
                             "channel = 'email'"):
@@ -175,8 +176,13 @@ def mail_confirmed_at(c: Cursor, watchers: list[hh.Watcher]) -> dict[str, int]:
             to = sent.get(digest)
             if to is not None:
                 at_address[to] = min(at, at_address.get(to, at))
-    return {w.id: at_address[w.email.lower()] for w in watchers
-            if w.email and w.email.lower() in at_address}
+    got = {w.id: at_address[w.email.lower()] for w in watchers
+           if w.email and w.email.lower() in at_address}
+    wanted = {w.id for w in watchers}
+    for wid, at in notify.confirmations(c).items():  # "I received this" (notify.invite)
+        if wid in wanted:
+            got[wid] = min(at, got.get(wid, at))
+    return got
 
 
 def watchers_to_check(c: Cursor, offset: int, limit: int, q: str = ""
