@@ -95,7 +95,7 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
 
         assert client.post("/", data={**form, "password": "pw"}).status_code == 303
         page = settle(client, 30.0, 0.2)
-        assert "Connected." in page.visible() and "-61 dBm" in page.visible()
+        assert "Connected." in page.visible() and "-61 dBm" in page.visible(), b.stdout[-3000:]
 
     # the bulb leaves setup mode by itself and restarts into a normal boot that reports
     b.wait_for(lambda tr: any(e["ev"] == "power_on" and e["boot"] > setup_boot for e in tr), 60)
