@@ -132,10 +132,7 @@ class Setup:
         if not server or not cfg["device_key"] or not cfg["device_id"]:
             print("setup: no device key: register this bulb at the bench (make provision)")
             return "no_server", None
-        import gc
-
-        gc.collect()  # the uplink's batch buffer is one 3.5 KB block
-        got = await uplink.Uplink(cfg, self._j, None).flush()
+        got = await uplink.Uplink(cfg, self._j, None).flush()  # its buffers: run() made them
         if got != uplink.DONE and got != uplink.AGAIN:
             return "no_server", None
         config.save_site({"wifi_ssid": ssid, "wifi_password": password, "server": server,
@@ -146,10 +143,11 @@ class Setup:
 
     async def run(self, why):
         import captive
-        import config  # noqa: F401 - the connection test's modules, loaded early: the
+        import config  # noqa: F401 - loaded before a phone talks: the heap is in one piece
         import dnsd
-        import uplink  # noqa: F401 - heap is still in one piece before a phone talks
+        import uplink
 
+        uplink.buffers()  # the connection test's 3.5 KB, while the heap is still in one piece
         self._j.append(record.K_SETUP, why)
         ap = network.WLAN(network.AP_IF)
         ap.active(True)

@@ -43,6 +43,20 @@ def _rand(n):
     return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) % n
 
 
+_bufs = None  # (batch buffer, answer buffer): made once per boot, see buffers()
+
+
+def buffers():
+    """The batch and answer buffers (3.5 KB in one piece, then 1 KB), made at the first call
+    and kept for the boot: a heap that a captive portal or an update visit has cut into pieces
+    may no longer hold 3.5 KB in one block, so set-up mode claims them before it serves a
+    phone. One Uplink delivers at a time in a boot (main's, or set-up mode's test)."""
+    global _bufs
+    if _bufs is None:
+        _bufs = (bytearray(_HEAD + protocol.HEADER_SIZE + _BATCH * record.SIZE), bytearray(_RXN))
+    return _bufs
+
+
 def _transports(cfg):
     out = []  # type: list
     for name in cfg["transport"].split(","):
@@ -87,9 +101,8 @@ class Uplink:
             "\r\nContent-Length: "
         ).encode()
         self._p3 = ("\r\nAuthorization: Mimamori " + self._dev + ":").encode()
-        self._buf = bytearray(_HEAD + protocol.HEADER_SIZE + _BATCH * record.SIZE)
+        self._buf, self._rx = buffers()
         self._mv = memoryview(self._buf)
-        self._rx = bytearray(_RXN)
         self._req = 0  # request number within this boot (replay counter with the boot)
         self._fails = 0
         self._anchored = None  # ticks_ms of the last server anchor this boot
