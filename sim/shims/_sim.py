@@ -230,8 +230,9 @@ _wdt_min_real_us = cfg.get("wdt_min_real_ms", 1000 if mode == "scaled" else 0) *
 def wdt_start(timeout):
     global wdt_timeout
     wdt_timeout = timeout
-    trace("wdt", op="start", timeout=timeout)
     wdt_feed()
+    _beat(now=True)  # <state>/alive has the timeout before the trace says it started
+    trace("wdt", op="start", timeout=timeout)
 
 
 def wdt_feed():
@@ -241,15 +242,17 @@ def wdt_feed():
     _beat(True)
 
 
-def _beat(force=False):
-    """Tell the runner the bulb is alive (<state>/alive: bulb ms, watchdog timeout ms)."""
+def _beat(force=False, now=False):
+    """Tell the runner the bulb is alive (<state>/alive: bulb ms, watchdog timeout ms). The
+    file is replaced by a rename, so a reader never sees it empty or half written."""
     global _beat_real
     r = _real_us()
-    if force and r - _beat_real < 50000 or not force and r - _beat_real < 100000:
+    if not now and (force and r - _beat_real < 50000 or not force and r - _beat_real < 100000):
         return
     _beat_real = r
-    with open(state_dir + "/alive", "w") as f:
+    with open(state_dir + "/alive.tmp", "w") as f:
         f.write(f"{t0_ms + now_ms()} {wdt_timeout}\n")
+    os.rename(state_dir + "/alive.tmp", state_dir + "/alive")
 
 
 def _wdt_check():
