@@ -156,7 +156,9 @@ def test_brown_out_loop_when_the_radio_starts_never_enters_setup_mode(rig: Rig) 
         b.wait_for(lambda tr, n=n: [e for e in tr if e["ev"] == "radio" and e["boot"] == n
                                     and e.get("if") == "sta"], 20)
         b.power_off()  # brown-out: the chip resets as the radio starts
-    assert (b.fs / "taps").read_text() in ("0", "1"), "the streak never grows past one visit"
+    taps = b.fs / "taps"  # absent when every cut came before a visit counted (ARM_MS): 0
+    assert (taps.read_text() if taps.exists() else "0") in ("0", "1"), \
+        "the streak never grows past one visit"
     b.time_mode = "virtual"
     b.power_on(stop_at_s=8)
     assert not ap_events(b), "the access point never opened"
