@@ -176,8 +176,9 @@ class Wifi:
         except Exception as e:  # noqa: BLE001 - no Date: the clock stays, the next attempt says
             print("wifi: no server Date:", e)
         if w:
-            try:
+            try:  # MicroPython's Stream.close() does nothing: wait_closed() closes the socket
                 w.close()
+                await asyncio.wait_for_ms(w.wait_closed(), 1000)
             except Exception:  # noqa: BLE001, S110 - closing a dead socket may fail any way
                 pass
 
