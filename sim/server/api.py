@@ -43,8 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from sim.server import alerts, changes, messages, notify, roles, sweeper, tokens
 from sim.server import clock as clocks
 from sim.server import households as hh
-from sim.server.cli import site_snippet
-from sim.server.storage import Database, Store
+from sim.server.storage import Database, Store, site_snippet
 
 log = logging.getLogger("mimamori.alerts")
 

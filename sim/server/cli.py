@@ -28,7 +28,7 @@ from typing import Any
 
 from sim.server import clock as clocks
 from sim.server import settings as bulb_settings
-from sim.server.storage import Device, Store, UnknownDevice
+from sim.server.storage import Device, Store, UnknownDevice, site_snippet
 
 DEFAULT_DB = "var/mimamori.db"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -83,11 +83,6 @@ def open_store(path: str, make_dirs: bool = False) -> Store:
     except sqlite3.Error as e:
         raise ValueError(f"the database {path} cannot be opened ({e}): check --db (or "
                          "MIMAMORI_DB)") from None
-
-
-def site_snippet(dev: Device, server: str) -> dict[str, str]:
-    """The site-config keys (fs/site.json) that let a bulb talk to this server."""
-    return {"server": server, "device_id": dev.id, "device_key": dev.key}
 
 
 def _print_registered(dev: Device, server: str, args: argparse.Namespace, verb: str) -> None:

@@ -40,8 +40,7 @@ from sim.server import models as mdl
 from sim.server import rules
 from sim.server import settings as bulb_settings
 from sim.server import timeline as tl_mod
-from sim.server.sql import Cursor, Database
-from sim.server.storage import migrate
+from sim.server.sql import Cursor, Database, migrate
 from sim.server.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)

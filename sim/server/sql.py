@@ -361,3 +361,41 @@ class PostgresDatabase(Database):
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+# ---------------------------------------------------------------------------------------------
+# migrations: numbered steps per component (storage.SCHEMA, kept.SCHEMA, ...), one row each in
+# schema_versions
+
+Migration = Sequence[str]
+
+
+def migrate(db: Database, component: str, steps: Sequence[Migration]) -> int:
+    """Apply the steps of `component` not applied yet (step i is version i + 1)."""
+    with db.tx() as c:
+        c.lock("mimamori schema")  # instances starting together migrate one after the other
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions ("
+            "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        row = c.one("SELECT version FROM schema_versions WHERE component = ?", (component,))
+        have = row[0] if row else 0
+        if have > len(steps):
+            raise RuntimeError(
+                f"the database has {component} schema version {have} but this code knows only "
+                f"{len(steps)}: run a newer mimamori, or use another --db"
+            )
+        for i in range(have, len(steps)):
+            for sql in steps[i]:
+                c.execute(sql)
+        if row is None:
+            c.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
+                (component, len(steps)),
+            )
+        else:
+            c.execute(
+                "UPDATE schema_versions SET version = ? WHERE component = ?",
+                (len(steps), component),
+            )
+    return len(steps)

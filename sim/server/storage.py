@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from firmware import record
-from sim.server.sql import Cursor, Database
+from sim.server.sql import Cursor, Database, Migration, migrate
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
@@ -35,9 +35,8 @@ _ADVANCE_CHUNK = 512
 
 # ---------------------------------------------------------------------------------------------
 # migrations: one row per component, so other parts of the server (alerts, people) keep their
-# own numbered steps next to their code and call migrate() with them at start.
-
-Migration = Sequence[str]
+# own numbered steps next to their code and call migrate() with them at start (sql.migrate,
+# importable from here too).
 
 SCHEMA: list[Migration] = [
     # 1: devices, journals, records, batches, losses
@@ -160,37 +159,6 @@ SCHEMA: list[Migration] = [
         "CREATE INDEX records_ota ON records (device, seq) WHERE kind = 10",
     ],
 ]
-
-
-def migrate(db: Database, component: str, steps: Sequence[Migration]) -> int:
-    """Apply the steps of `component` not applied yet (step i is version i + 1)."""
-    with db.tx() as c:
-        c.lock("mimamori schema")  # instances starting together migrate one after the other
-        c.execute(
-            "CREATE TABLE IF NOT EXISTS schema_versions ("
-            "component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        row = c.one("SELECT version FROM schema_versions WHERE component = ?", (component,))
-        have = row[0] if row else 0
-        if have > len(steps):
-            raise RuntimeError(
-                f"the database has {component} schema version {have} but this code knows only "
-                f"{len(steps)}: run a newer mimamori, or use another --db"
-            )
-        for i in range(have, len(steps)):
-            for sql in steps[i]:
-                c.execute(sql)
-        if row is None:
-            c.execute(
-                "INSERT INTO schema_versions (component, version) VALUES (?, ?)",
-                (component, len(steps)),
-            )
-        else:
-            c.execute(
-                "UPDATE schema_versions SET version = ? WHERE component = ?",
-                (len(steps), component),
-            )
-    return len(steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +315,11 @@ class Replayed(Exception):
 
 class UnknownDevice(KeyError):
     pass
+
+
+def site_snippet(dev: Device, server: str) -> dict[str, str]:
+    """The site-config keys (fs/site.json) that let a bulb talk to this server."""
+    return {"server": server, "device_id": dev.id, "device_key": dev.key}
 
 
 # ---------------------------------------------------------------------------------------------

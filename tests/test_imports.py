@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: MIT
+"""The server's modules stand on their own: no import circles among them (imports inside
+functions count: they only hide a circle), and each imports in an interpreter where none of
+the project's modules were imported before it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "sim" / "server"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in sorted(SERVER.rglob("*.py")):
+        parts = p.relative_to(REPO).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the server modules it imports, anywhere in its code."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            graph[m] |= {n for n in names if n in mods and n != m}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_circle_finder_finds_a_circle_hidden_in_a_function() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _circles(graph) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_server_module_imports_itself_round_a_circle() -> None:
+    graph = _graph()
+    assert "sim.server.sql" in graph["sim.server.storage"]  # the graph sees imports at all
+    assert "sim.server.app" in graph["sim.server.cli"]  # and those inside a function
+    assert _circles(graph) == []
+
+
+def test_each_server_module_imports_with_no_other_project_module_loaded_first() -> None:
+    script = (
+        "import importlib, sys\n"
+        "bad = []\n"
+        "for m in sys.argv[1:]:\n"
+        "    for k in [k for k in sys.modules if k.split('.')[0] in ('sim', 'firmware')]:\n"
+        "        del sys.modules[k]\n"
+        "    try:\n"
+        "        importlib.import_module(m)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{m}: {e!r}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    mods = list(_modules())
+    assert len(mods) > 30
+    r = subprocess.run([sys.executable, "-c", script, *mods], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "", r.stdout
