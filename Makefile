@@ -85,7 +85,7 @@ flash: $(if $(PORT),,need-port) image
 
 # make provision PORT=/dev/ttyUSB0 SERVER=https://... WIFI_SSID=... WIFI_PASSWORD=... | APN=...
 #   TOKEN=mmr_... [HOUSEHOLD=sato] [DEVICE=bulb-x] [KEY=hex] [API=url] [TIMEOUT=180]
-#   (docs/installing.md) not echoed: the command line holds the Wi-Fi password and the token
+#   (docs/for-installers.md) not echoed: the command line holds the Wi-Fi password and the token
 provision: setup
 	@$(PY) -m tools.provision --port "$(PORT)" --server "$(SERVER)" \
 		--wifi-ssid "$(WIFI_SSID)" --wifi-password "$(WIFI_PASSWORD)" --apn "$(APN)" \

@@ -18,7 +18,7 @@ REPL runs, and the firmware boots again with WDT_RESET. docs/firmware.md says ho
 stops main.py safely.
 
 It must never run a command in the host's Python, and never leave a `micropython` process behind
-when it is closed. See docs/installing.md (bench provisioning) and docs/simulation.md.
+when it is closed. See docs/for-installers.md (bench provisioning) and docs/simulation.md.
 
     python -m sim.repl STATE_DIR [--port 0] [--wifi SSID:PASSWORD:RSSI ...]   # a bench bulb
 """

@@ -266,7 +266,7 @@ def provision(req: Request, api_url: str | None, timeout: float, out: Any = sys.
         print(line, file=out)
         if level in ("weak", "poor"):
             print("the signal is weak: try a socket closer to the router (or a window for "
-                  "LTE-M) before installing; see docs/installing.md", file=out)
+                  "LTE-M) before installing; see docs/for-installers.md", file=out)
         if api.bulb(device)["household"] is None:
             print(f"NO HOUSEHOLD: the bulb raises no alert until it is attached: "
                   f"`mimamori device assign {device} HOUSEHOLD` on the server, or the "
