@@ -35,8 +35,8 @@ from firmware import record
 from sim.household import Household, bulb_records
 from sim.server import households as hh
 from sim.server import kept, notify, sweeper
-from sim.server.process import REPO
 from sim.server.storage import Batch, Database, Store
+from sim.server_process import REPO
 
 HOMES = 8
 ROUNDS = 16

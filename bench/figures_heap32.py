@@ -30,8 +30,8 @@ import httpx
 from bench.run import figure
 from sim.bulb import MPY_ENV, Bulb, mpy32_missing, wifi_net
 from sim.modem import Modem
-from sim.server.process import ServerProcess
 from sim.server.storage import Store
+from sim.server_process import ServerProcess
 from tools import image as img
 
 ESP32_HEAP = 56 * 1024  # the ESP32 port's first GC heap area (it grows once, to about 112 KB)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from bench.run import figure
 from firmware import record
-from sim.server.client import BatchSender, Request
-from sim.server.process import REPO, ServerProcess
+from sim.batch_client import BatchSender, Request
 from sim.server.storage import Store
+from sim.server_process import REPO, ServerProcess
 
 DEVICES = 1000
 PER_BATCH = 24  # about a day of a typical household: power-ons, alive marks, links, anchors

@@ -27,12 +27,12 @@ from typing import Any
 
 from bench.run import figure
 from firmware import protocol, record
+from sim.batch_client import BatchSender
 from sim.server import api
 from sim.server import households as hh
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
-from sim.server.process import ServerProcess
 from sim.server.storage import Database, Store
+from sim.server_process import ServerProcess
 
 H = 3600.0
 NOW = 1_772_000_000.0

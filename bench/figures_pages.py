@@ -40,14 +40,14 @@ from fastapi.testclient import TestClient
 
 from bench.run import figure
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.server import households as hh
 from sim.server import notify, sweeper
 from sim.server.app import create_app
-from sim.server.client import BatchSender
-from sim.server.process import REPO, ServerProcess, free_port
 from sim.server.storage import Database, Store
 from sim.server.web import auth
 from sim.server.web.routes import OVERVIEW_PAGE
+from sim.server_process import REPO, ServerProcess, free_port
 
 DAYS = 30
 REPEAT = 21  # renders timed per page (after WARM untimed ones: templates compiled, caches warm)

@@ -33,14 +33,14 @@ from bench.figures_ingest import PER_BATCH, _day, _raw, _send_all
 from bench.run import figure
 from firmware import record
 from sim import nginx
+from sim.batch_client import BatchSender
 from sim.household import Household, bulb_records
 from sim.pgserver import PgServer
 from sim.server import households as hh
 from sim.server import notify, sweeper
-from sim.server.client import BatchSender
-from sim.server.process import REPO, ServerProcess, free_port
 from sim.server.storage import Batch, Database, Store
 from sim.server.web import auth
+from sim.server_process import REPO, ServerProcess, free_port
 
 DEVICES = 1000
 LANES = 12  # concurrent keep-alive connections (a bulb keeps to one)

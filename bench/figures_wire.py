@@ -30,8 +30,8 @@ from sim.bulb import Bulb, wifi_net
 from sim.household import Household, unix
 from sim.journal_read import of_bulb
 from sim.modem import AIR_MODEL, MODEL_NOTE, Modem
-from sim.server.process import ServerProcess
 from sim.server.storage import Store
+from sim.server_process import ServerProcess
 
 DAYS = 30
 SEED = 7

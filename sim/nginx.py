@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from sim.server.process import free_port
+from sim.server_process import free_port
 
 CONF = """\
 {user}worker_processes 1;

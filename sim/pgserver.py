@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from sim.server.process import free_port
+from sim.server_process import free_port
 
 ROLE = "mimamori"
 

@@ -39,8 +39,8 @@ from sim.modem import Faults, Modem
 from sim.narrate import Narrator
 from sim.server import sweeper
 from sim.server.cli import main as mimamori
-from sim.server.process import ServerProcess, free_port
 from sim.server.storage import Store
+from sim.server_process import ServerProcess, free_port
 from sim.smtp_sink import Mail, SmtpSink
 
 PACED_MAIN = REPO / "sim" / "paced_main.py"

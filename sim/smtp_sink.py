@@ -26,7 +26,7 @@ from typing import Any, AnyStr, Self
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from sim.server.process import free_port
+from sim.server_process import free_port
 
 
 @dataclass

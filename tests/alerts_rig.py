@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from firmware import record
-from sim.server.client import BatchSender
+from sim.batch_client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.smtp_sink import SmtpSink

@@ -30,7 +30,7 @@ import pytest
 from sim import bulb as sim_bulb
 from sim import nginx, pgserver
 from sim.bulb import Bulb, run_snippet
-from sim.server.process import ServerProcess
+from sim.server_process import ServerProcess
 
 
 def pytest_report_header(config: pytest.Config) -> str:

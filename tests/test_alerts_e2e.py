@@ -16,7 +16,7 @@ import pytest
 
 from sim.bulb import Bulb, wifi_net
 from sim.server.cli import main as mimamori
-from sim.server.process import ServerProcess, free_port
+from sim.server_process import ServerProcess, free_port
 from tests.alerts_rig import Inboxes
 
 WIFI = [wifi_net("home", "pw", rssi=-61)]

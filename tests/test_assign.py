@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.server import households as hh
 from sim.server import tokens
 from sim.server.app import create_app
 from sim.server.cli import main
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.server.web import auth

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The dashboard in a real browser: Chromium (Debian's, /usr/bin/chromium) driven by Playwright,
-against the real server process on loopback serving a sample pilot (sim/server/web/sample.py)
+against the real server process on loopback serving a sample pilot (sim/sample_pilot.py)
 at a fixed instant.
 
 Two watchers of one household sign in through their invitation links in separate browser
@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
+from sim import sample_pilot as sample
 from sim.server import cli
-from sim.server.process import ServerProcess
-from sim.server.web import sample, views
+from sim.server.web import views
+from sim.server_process import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The pages opened from the links in alert e-mails, in a real browser at phone size: Chromium
 (/usr/bin/chromium) driven by Playwright against the real server process serving the sample
-pilot (sim/server/web/sample.py) at a fixed instant.
+pilot (sim/sample_pilot.py) at a fixed instant.
 
 sato's open alert: Ken (Japanese) and Nao (Japanese) race for the claim from pages they opened
 before either pressed; Nao's press loses and her page says, in Japanese, that Ken is going.
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from sim import sample_pilot as sample
 from sim.server import alerts, notify
-from sim.server.process import ServerProcess
 from sim.server.storage import Database
-from sim.server.web import sample
+from sim.server_process import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from sim import sample_pilot as sample
 from sim.server import households as hh
-from sim.server.process import ServerProcess
 from sim.server.storage import Database
-from sim.server.web import sample
+from sim.server_process import ServerProcess
 from tests.test_browser_dashboard import (  # noqa: F401 - browser is a fixture
     CHROMIUM,
     DESKTOP,

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sim.batch_client import BatchSender
 from sim.server import alerts, api, notify, sql, sweeper
 from sim.server import households as hh
 from sim.server.app import create_app
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
-from sim.server.process import REPO, ServerProcess
 from sim.server.storage import Database, Replayed, Store
+from sim.server_process import REPO, ServerProcess
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit
 from tests.waiting import wait_for

@@ -3,7 +3,7 @@
 coordinator acts on them, counts that filter, a search, pages; the weekly list of watchers who
 never signed in or never confirmed their mail; the CSV localized and formula-safe.
 
-On the sample pilot (sim/server/web/sample.py), SQLite and PostgreSQL (tests/test_dashboard.py's
+On the sample pilot (sim/sample_pilot.py), SQLite and PostgreSQL (tests/test_dashboard.py's
 fixtures), through the real app in-process.
 """
 

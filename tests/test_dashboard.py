@@ -2,7 +2,7 @@
 """The dashboard over HTTP (in-process app, fixed clock): who may see and do what, sign-in links,
 CSRF, the rate limit, the actions going through the alert lifecycle, the chart and the report.
 
-The database is the sample pilot (sim/server/web/sample.py), built once per store (a SQLite file,
+The database is the sample pilot (sim/sample_pilot.py), built once per store (a SQLite file,
 a PostgreSQL database) and copied per test.
 """
 
@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sim import sample_pilot as sample
 from sim.server import alerts, notify
 from sim.server import households as hh
 from sim.server.app import create_app
 from sim.server.timeline import Interval
-from sim.server.web import auth, chart, sample, views
+from sim.server.web import auth, chart, views
 
 NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
@@ -471,7 +472,7 @@ def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
 def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_report(
         site: Site) -> None:
     from firmware import record
-    from sim.server.client import BatchSender
+    from sim.batch_client import BatchSender
     from sim.server.ingest import parse_batch
 
     store = site.app.state.store

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import protocol, record
+from sim.batch_client import BatchSender, Request
 from sim.server.app import create_app
-from sim.server.client import BatchSender, Request
 from sim.server.ingest import MAX_BODY, build_batch, signed_headers
 from sim.server.storage import Store
 

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.server import households as hh
 from sim.server import kept, notify, rules, sweeper
 from sim.server import models as mdl
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Database, Store
 from sim.server.timeline import WDT_RESET, Interval

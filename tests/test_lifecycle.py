@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.server import api, notify
 from sim.server.app import create_app
-from sim.server.client import BatchSender
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0

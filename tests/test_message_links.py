@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The pages the links in messages open (/a/<token>) and the words of the messages, on the
-sample pilot (sim/server/web/sample.py) in-process: the state in words, only the actions that
+sample pilot (sim/sample_pilot.py) in-process: the state in words, only the actions that
 can be taken, a lost claim race, handing an alert back, errors in the reader's language, the
 "I received this" link, and no English in what a Japanese watcher reads.
 

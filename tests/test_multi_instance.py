@@ -24,12 +24,12 @@ import pytest
 
 from firmware import record
 from sim import nginx
+from sim.batch_client import BatchSender
 from sim.server import api, notify
 from sim.server import households as hh
-from sim.server.client import BatchSender
-from sim.server.process import ServerProcess, free_port
 from sim.server.storage import Database, Store
 from sim.server.web import auth
+from sim.server_process import ServerProcess, free_port
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit
 from tests.waiting import wait_for

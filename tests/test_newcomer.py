@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sim import sample_pilot as sample
 from sim.server.cli import main
-from sim.server.process import ServerProcess, free_port
-from sim.server.web import sample
+from sim.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's console scripts: .venv/bin/mimamori
@@ -76,7 +76,7 @@ def test_the_readmes_dashboard_commands_run_as_printed(tmp_path: Path) -> None:
         assert r.returncode == 0 and not r.stderr, (cmd, r.stdout, r.stderr)
         return r.stdout
 
-    sample_cmd = next(x for x in lines if "sim.server.web.sample" in x)
+    sample_cmd = next(x for x in lines if "sim.sample_pilot" in x)
     assert sh(sample_cmd.replace("var/sample.db", str(db))).startswith(f"sample pilot in {db}")
     clock = f"fixed:{sample.NOW.timestamp():.0f}"
     env["MIMAMORI_CLOCK"] = clock

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from sim.batch_client import BatchSender
 from sim.server import households as hh
 from sim.server import notify
-from sim.server.client import BatchSender
-from sim.server.process import REPO, ServerProcess
 from sim.server.storage import Database, Store
+from sim.server_process import REPO, ServerProcess
 from tests.alerts_rig import Inboxes, Receiver, signature_ok, visit
 
 JST = timezone(timedelta(hours=9))

@@ -19,15 +19,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import protocol, record
+from sim.batch_client import BatchSender
 from sim.server import api, notify
 from sim.server import households as hh
 from sim.server.app import create_app
 from sim.server.cli import main as cli_main
-from sim.server.client import BatchSender
 from sim.server.ingest import signed_headers
-from sim.server.process import ServerProcess
 from sim.server.storage import Database
 from sim.server.web import auth
+from sim.server_process import ServerProcess
 from tests.alerts_rig import Inboxes
 
 NOW = 1_772_000_000.0

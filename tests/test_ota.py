@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import protocol, record
+from sim.batch_client import BatchSender
 from sim.bulb import run_snippet, wifi_net
 from sim.modem import Modem
 from sim.server import api, ota
 from sim.server.app import create_app
-from sim.server.client import BatchSender
 from sim.server.storage import Store
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,

@@ -12,9 +12,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from firmware import protocol, record
+from sim.batch_client import BatchSender
 from sim.server import rules, sweeper
 from sim.server.app import create_app
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.server.timeline import (

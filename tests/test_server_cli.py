@@ -113,7 +113,7 @@ def test_clock_specs():
 
 def test_show_tells_an_installer_what_arrived_and_what_was_lost(tmp_path, capsys):
     from firmware import record
-    from sim.server.client import BatchSender
+    from sim.batch_client import BatchSender
     from sim.server.ingest import parse_batch
 
     db = str(tmp_path / "m.db")

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from firmware import protocol, record
-from sim.server.client import BatchSender, Request
+from sim.batch_client import BatchSender, Request
 from sim.server.ingest import CONTENT_TYPE, MAX_BODY, build_batch, signed_headers
-from sim.server.process import ServerProcess
 from sim.server.storage import Store
+from sim.server_process import ServerProcess
 
 H = protocol.HEADER_SIZE
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from firmware import protocol, record
-from sim.server.client import BatchSender, Request
-from sim.server.process import REPO, ServerProcess
+from sim.batch_client import BatchSender, Request
 from sim.server.storage import Store
+from sim.server_process import REPO, ServerProcess
 
 
 def register(db: Path, device: str = "bulb-1") -> BatchSender:

@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.bulb import run_snippet
 from sim.server import cli, tokens
 from sim.server import households as hh
 from sim.server.app import create_app
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.server.web import auth

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+from sim.batch_client import BatchSender
 from sim.server import alerts, notify, sweeper
 from sim.server import households as hh
-from sim.server.client import BatchSender
 from sim.server.storage import Database, Store
 from tests.alerts_rig import visit
 

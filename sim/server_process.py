@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

@@ -3,7 +3,7 @@
 
 For the dashboard's tests, its screenshots and anyone who wants to look at the pages:
 
-    .venv/bin/python -m sim.server.web.sample var/sample.db   # prints how to serve it
+    .venv/bin/python -m sim.sample_pilot var/sample.db   # prints how to serve it
 
 Everything goes through the real code: households, watchers, pauses, claims and resolutions
 through households.py and alerts.py, records through Store.ingest as signed batches from a
@@ -32,10 +32,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from firmware import record
+from sim.batch_client import BatchSender
 from sim.household import Fall, HospitalStay, Household, Visit, unix
 from sim.server import alerts, notify, sweeper
 from sim.server import households as hh
-from sim.server.client import BatchSender
 from sim.server.ingest import parse_batch
 from sim.server.storage import Store
 from sim.server.web import auth
