@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Evaluation cost against history (issue 18 part B): what a batch from a bulb in a household
+"""Evaluation cost against history: what a batch from a bulb in a household
 with a year of records costs, now that an evaluation folds in only its new batches.
 
 Households are simulated (sim/household.py) for 0, 14 and 365 days and their records written

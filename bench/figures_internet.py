@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The server on the open internet (issue 14): what a slow receiver, idle sockets and large
+"""The server on the open internet: what a slow receiver, idle sockets and large
 unauthenticated bodies cost the bulbs and the families. Each figure against a baseline measured
 in the same run, on a real server process on loopback.
 

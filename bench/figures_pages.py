@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Pages that read what they show (issue 18 part B), measured with households that have history.
+"""Pages that read what they show, measured with households that have history.
 
 Households with DAYS days of visits each (5 a day, POWER_ON + ANCHOR + OFF) are written by
 direct bulk inserts, with a status row each (as their last evaluation left it: a few alerts,
@@ -9,7 +9,7 @@ state, as a running server has it).
 home_page_ms_10k: a watcher's /home at 10,000 households; baseline: the same page at 10.
 coordinator_page_ms_10k: the coordinator's /coordinator (first page) at 10,000 households;
 baseline: the same page at 10.
-coordinator_page_ms_1000: the same page at 1,000 households (issue 13); baseline: the same page
+coordinator_page_ms_1000: the same page at 1,000 households; baseline: the same page
 at 4 (the sample pilot's size). All in-process (TestClient), the median of REPEAT renders, each
 right after the baseline's (the load of the shared cores weighs on both sides alike).
 upload_wait_ms_during_coordinator_1000: one server process (SQLite, its sweeper on) with 1,000

@@ -206,11 +206,7 @@ async def confirm(link, lamp):
     while link.outcome != uplink.DONE:
         await asyncio.sleep_ms(200)
     link.kick()
-    rssi = -200
-    for t in link._ts:  # the transport that carried the delivery (Uplink has no accessor)
-        if t.signal():
-            rssi = t.signal()
-            break
+    rssi = link.signal()
     print("setup: provisioning confirmed; signal", rssi, "dBm")
     await lamp.signal(rssi)
     try:

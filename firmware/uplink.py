@@ -122,6 +122,10 @@ class Uplink:
         except OSError:
             pass
 
+    def signal(self):
+        """The signal (dBm) of the transport that carried the last delivery; -200: none yet."""
+        return self._via.signal() if self._via else -200
+
     def ready(self):
         return bool(self._j and self._host and self._dev and self._key and self._ts)
 

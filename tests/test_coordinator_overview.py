@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The coordinator's overview for many homes (issue 13): one status per home in the order a
+"""The coordinator's overview for many homes: one status per home in the order a
 coordinator acts on them, counts that filter, a search, pages; the weekly list of watchers who
 never signed in or never confirmed their mail; the CSV localized and formula-safe.
 

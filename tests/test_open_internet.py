@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""The server on the open internet (issue 14): input rules, one answer for unknown devices and
+"""The server on the open internet: input rules, one answer for unknown devices and
 bad signatures, links from MIMAMORI_PUBLIC_URL, clients that leave mid-body, messages that
 cannot be sent. In-process (TestClient) and against a real server process.
 """

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The OpenAPI document against the API it describes: schemathesis generates requests from
 /openapi.json (valid and invalid ones) and checks every answer against the document: its
-status codes, content types, response schemas, and never a 5xx (issue 14).
+status codes, content types, response schemas, and never a 5xx.
 """
 
 from __future__ import annotations

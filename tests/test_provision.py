@@ -160,6 +160,8 @@ def test_make_provision_registers_the_bulb_in_its_household_and_reports_the_sign
     assert kinds(stored, record.K_POWER_ON)
     assert [r.aux for r in kinds(stored, record.K_LINK) if r.arg > 0][:1] == [-58]
     assert not (b.fs / "commission").exists(), "the bulb confirmed the provisioning"
+    # and showed the signal of the link that carried its delivery on the lamp
+    assert "provisioning confirmed; signal -58 dBm" in b.stdout, b.stdout[-1500:]
 
 
 def _stored(rig: Rig, device: str) -> list[Any]:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""Roles (issue 13): what family, neighbour, commissioner, visit service and coordinator may
+"""Roles: what family, neighbour, commissioner, visit service and coordinator may
 change, through the dashboard's forms and the API; every change recorded and told to the other
 watchers in their language (at a real SMTP server too); the roles migration on SQLite and
 PostgreSQL; the docs' table is the code's.

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """One signal scale (firmware/quality.py) on every screen: the lamp's dips and the setup page
 run the firmware in MicroPython; the coordinator's page, the API, the CLI and `make provision`
-read the same table on the server. The two cases of issue 13 must read the same everywhere:
+read the same table on the server. Two cases the pilot found must read the same everywhere:
 -82 dBm is "weak" (2 dips), and -100 dBm with 16 of 50 reports late is "very weak" (1 dip)."""
 
 from __future__ import annotations

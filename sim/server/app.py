@@ -200,11 +200,11 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     from sim.server.web import routes as web  # the dashboard pages
 
     web.install(app)
-    from sim.server import ota_api  # firmware releases and rollouts (issue 16)
+    from sim.server import ota_api  # firmware releases and rollouts
 
     ota_api.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    # byte limits, gates and the body deadline before any route reads a byte (issue 14)
+    # byte limits, gates and the body deadline before any route reads a byte
     app.add_middleware(guard.Guard, limits=[(protocol.PATH, MAX_BODY),
                                             ("/api/v1/", guard.API_LIMIT)],
                        gates=app.state.gates, bare=(protocol.PATH, protocol.OTA_PATH))

@@ -152,7 +152,7 @@ SCHEMA: list[list[str]] = [
         "ALTER TABLE households ADD COLUMN lease_owner TEXT",
         "ALTER TABLE outbox ADD COLUMN lease_owner TEXT",
     ],
-    # pages read what they show (issue 18): a person's watcher rows found by their address
+    # pages read what they show: a person's watcher rows found by their address
     # through an index; each household's status as its last evaluation left it, so that the
     # coordinator's overview pages and counts without building every household's timeline
     [
@@ -171,7 +171,7 @@ SCHEMA: list[list[str]] = [
 ]
 
 
-# what the messages and their link pages need (issue 13), a component of its own so it
+# what the messages and their link pages need, a component of its own so it
 # never collides with the steps above: an alert event as a code and parameters (rendered in
 # the reader's language when shown; rows before it keep their English text), and the
 # watchers' "I received this" answers to the invitation's test message (notify.confirmed_at)

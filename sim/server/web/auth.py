@@ -64,7 +64,7 @@ SCHEMA: list[list[str]] = [
         )""",
         "CREATE INDEX rate_limits_until ON rate_limits (until_ms)",
     ],
-    # 3: server-side sessions (issue 14): a signed-in cookie names one of these rows, checked
+    # 3: server-side sessions: a signed-in cookie names one of these rows, checked
     # on every request; sign-out ends it, and a watcher's session also ends when the watcher is
     # removed or their e-mail address changes (the address at sign-in is kept to compare)
     [
