@@ -23,14 +23,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Self
 
-from sim.server_process import free_port
+from sim.server_process import free_port, listening
 
 CONF = """\
 {user}worker_processes 1;
@@ -102,18 +100,9 @@ class Nginx:
         self.proc = subprocess.Popen([exe, "-p", str(self.dir), "-c", str(conf),
                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"nginx exited at start: {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not listen on {self.port} within {timeout} s")
+        if not listening(self.proc, self.port, timeout, "nginx"):
+            self.stop()
+            raise RuntimeError(f"nginx did not listen on {self.port} within {timeout} s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -24,6 +24,22 @@ from typing import Self
 REPO = Path(__file__).resolve().parents[1]
 
 
+def listening(proc: subprocess.Popen[bytes], port: int, timeout: float, what: str) -> bool:
+    """Wait until `proc` accepts connections on 127.0.0.1:port: True, or False after timeout
+    seconds. A process that exits first raises RuntimeError with what it printed on stderr."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"{what} exited at start ({proc.returncode}): {err}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,18 +71,9 @@ class ServerProcess:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"the server exited at start ({self.proc.returncode}): {err}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the server did not listen on port {self.port} within {timeout} s")
+        if not listening(self.proc, self.port, timeout, "the server"):
+            self.stop()
+            raise RuntimeError(f"the server did not listen on port {self.port} within {timeout} s")
 
     def kill(self) -> None:
         """SIGKILL: the process dies at once, as on a power cut."""
