@@ -22,20 +22,21 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _imported(p: Path) -> set[str]:
+    """Every name the file imports, anywhere in its code (`from a import b` gives a and a.b)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(p.read_text(), str(p))):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
 def _graph() -> dict[str, set[str]]:
     """module -> the server modules it imports, anywhere in its code."""
     mods = _modules()
-    graph: dict[str, set[str]] = {m: set() for m in mods}
-    for m, p in mods.items():
-        for node in ast.walk(ast.parse(p.read_text(), str(p))):
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            graph[m] |= {n for n in names if n in mods and n != m}
-    return graph
+    return {m: {n for n in _imported(p) if n in mods and n != m} for m, p in mods.items()}
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -88,17 +89,10 @@ def test_no_server_module_imports_the_simulation() -> None:
     client and the sample pilot live beside it in sim/, and the server never imports them."""
     outside = {}
     for m, p in _modules().items():
-        for node in ast.walk(ast.parse(p.read_text(), str(p))):
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            bad = [n for n in names if n.split(".")[0] == "sim" and n != "sim"
-                   and not n.startswith("sim.server")]
-            if bad:
-                outside[m] = bad
+        bad = sorted(n for n in _imported(p) if n.split(".")[0] == "sim" and n != "sim"
+                     and not n.startswith("sim.server"))
+        if bad:
+            outside[m] = bad
     assert outside == {}
 
 
