@@ -76,8 +76,9 @@ class Run:
         self.records = records(self.flash)
 
     def why(self) -> str:
-        return "\n".join(f"--- power-on {i}: {on.ended_by}\n{on.text[-3000:]}"
-                         for i, on in enumerate(self.chip.power_ons, 1))
+        return f"QEMU ran at {self.chip.how}\n" + "\n".join(
+            f"--- power-on {i}: {on.ended_by}\n{on.text[-3000:]}"
+            for i, on in enumerate(self.chip.power_ons, 1))
 
 
 @pytest.fixture(scope="module")
