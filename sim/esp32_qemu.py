@@ -147,6 +147,16 @@ class PowerOn:
         return "\n".join(x for x in self.lines if "led_" not in x)
 
     @property
+    def emulator_failed(self) -> bool:
+        """QEMU itself aborted (not the chip): its multi-threaded TCG at times fails an
+        assertion while the chip reboots after a panic (`mttcg_cpu_thread_fn: assertion
+        failed: (cpu->halted)`). To the chip that is a power cut at that moment. (One host
+        thread for both cores, `-accel tcg,thread=single`, avoids it but is no use: a core
+        spinning for the other's acknowledgement of a flash operation then holds the thread
+        and the firmware's watchdog fires at every boot.)"""
+        return self.ended_by == "exit" and any(x.startswith("Bail out!") for x in self.lines)
+
+    @property
     def resets(self) -> list[str]:
         """The ROM's reset reason of every boot, e.g. ["POWERON_RESET", "SW_CPU_RESET"]."""
         return [b.reason for b in self.boots]
@@ -173,6 +183,7 @@ class Esp32:
         # at the highest ordinary priority (`nice -n -20`, else the caller's). `how` says
         # which it got; `sched()` what a process actually runs under.
         self.launcher, self.how = launcher()
+
     def power_on(self, until: Callable[[PowerOn], bool], timeout: float = 600.0) -> PowerOn:
         """Switch on; cut the power once until(on) holds (checked as output arrives) or after
         timeout real seconds (ended_by says which). The LEDC trace comes on QEMU's stderr,

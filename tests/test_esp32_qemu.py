@@ -18,6 +18,7 @@ the host's clock)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,18 +67,28 @@ class Run:
         self.flash = q.assemble(tmp / "flash.bin", build=tmp / "build",
                                 site={"brightness": BRIGHTNESS})
         self.chip = q.Esp32(self.flash, tmp)
-        self.quiet = self.chip.power_on(until=at_level, timeout=BOOT_S)
+        self.quiet = self.power_on(at_level)
         self.after_quiet = records(self.flash)
         img.put_files(self.flash, {"site.json": json.dumps(RADIO).encode()})
         for _ in range(3):  # the emulator's own watchdogs may reset a boot before the radio
-            self.radio = self.chip.power_on(until=safe_and_lit, timeout=BOOT_S)
+            self.radio = self.power_on(safe_and_lit)
             if self.radio.ended_by != "condition" or crashed(self.radio):
                 break
         self.records = records(self.flash)
 
+    def power_on(self, until: Callable[[q.PowerOn], bool]) -> q.PowerOn:
+        """A power-on; when QEMU itself aborts (PowerOn.emulator_failed: a power cut to the
+        chip), the next one, at most twice more."""
+        for _ in range(3):
+            on = self.chip.power_on(until=until, timeout=BOOT_S)
+            if not on.emulator_failed:
+                break
+        return on
+
     def why(self) -> str:
         return f"QEMU ran at {self.chip.how}\n" + "\n".join(
-            f"--- power-on {i}: {on.ended_by}\n{on.text[-3000:]}"
+            f"--- power-on {i}: {on.ended_by}{' (QEMU aborted)' if on.emulator_failed else ''}"
+            f"\n{on.text[-3000:]}"
             for i, on in enumerate(self.chip.power_ons, 1))
 
 
