@@ -50,7 +50,8 @@ test: setup
 	$(PY) -m pytest -q $(ARGS)
 	MIMAMORI_MPY=32 $(PY) -m pytest -q -m firmware $(ARGS)
 
-# the firmware on an emulated ESP32 (../shared/tools/esp32-qemu): about 5 to 15 minutes
+# the firmware on an emulated ESP32 (../shared/tools/esp32-qemu): about 2 to 3 minutes, also on a
+# loaded host (QEMU runs in the real-time class where permitted; docs/firmware.md)
 test-esp32: setup
 	$(PY) -m pytest -q -m esp32 tests/test_esp32_qemu.py $(ARGS)
 
