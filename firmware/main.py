@@ -14,6 +14,7 @@ import lamp
 light = lamp.Lamp()  # full duty, as the pulled-up driver already shows: no dip
 
 import asyncio
+import gc
 import sys
 import time
 
@@ -73,9 +74,12 @@ def _settings(b):
 
 def _need(*names):
     """Import modules one at a time, feeding the watchdog between them: reading a module from
-    flash takes seconds on an emulated ESP32 (docs/firmware.md), and the watchdog is running."""
+    flash takes seconds on an emulated ESP32 (docs/firmware.md), and the watchdog is running.
+    The garbage is collected before each: a module's code stays for the boot, so it goes
+    into the holes what came before left, not above the garbage, which would leave holes."""
     for name in names:
         feed()
+        gc.collect()
         __import__(name)
     feed()
 

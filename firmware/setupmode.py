@@ -9,6 +9,7 @@
 # It must never save a config that did not work, never keep a password that did not work,
 # never leave the lamp dark or breathing once it is over, and never run in safe mode.
 import asyncio
+import gc
 import time
 
 import network
@@ -109,19 +110,13 @@ class Setup:
         return state, rssi
 
     async def _test(self, raw, password, server):
-        import config
         import uplink
 
-        try:
-            ssid = raw.decode()
-            config.check("wifi_ssid", ssid)
-            config.check("wifi_password", password)
-        except (UnicodeError, ValueError):
-            return "failed", None  # cannot be kept in site.json as text
-        try:
-            server = config.check("server", server) if server else self._cfg["server"]
-        except ValueError:
-            return "no_server", None
+        got = _checked(raw, password, server)
+        if isinstance(got, str):
+            return got, None
+        ssid, server = got
+        server = server or self._cfg["server"]
         state = await self._join(ssid, password)
         if state != "ok":
             self._sta.disconnect()  # a password that did not work is not kept by the radio
@@ -132,21 +127,32 @@ class Setup:
         if not server or not cfg["device_key"] or not cfg["device_id"]:
             print("setup: no device key: register this bulb at the bench (make provision)")
             return "no_server", None
+        gc.collect()  # the join's garbage gone: what the delivery keeps goes low in the heap
         got = await uplink.Uplink(cfg, self._j, None).flush()  # its buffers: run() made them
+        _forget("wifi", "clock")  # the delivery's transport: made again for another test
         if got != uplink.DONE and got != uplink.AGAIN:
             return "no_server", None
+        import config
+
         config.save_site({"wifi_ssid": ssid, "wifi_password": password, "server": server,
                           "transport": "wifi"})
+        del config
+        _forget("config")  # the page stays up a while: without it
         _flag(rssi)
         print("setup: connected to", ssid, rssi, "dBm; settings saved")
         return "ok", rssi
 
     async def run(self, why):
+        # what stays for the whole of setup mode, each into the holes the garbage before it
+        # left (a phone's requests cut the heap up later): the modules, the test's buffers
+        for name in ("captive", "dnsd", "uplink"):
+            gc.collect()
+            __import__(name)
         import captive
-        import config  # noqa: F401 - loaded before a phone talks: the heap is in one piece
         import dnsd
         import uplink
 
+        gc.collect()
         uplink.buffers()  # the connection test's 3.5 KB, while the heap is still in one piece
         self._j.append(record.K_SETUP, why)
         ap = network.WLAN(network.AP_IF)
@@ -183,6 +189,35 @@ class Setup:
             import safemode
 
             safemode.restart()  # a normal boot with the (new) settings
+
+
+def _checked(raw, password, server):
+    """(ssid, server or "") when config's checks pass, else a MESSAGES key. config (6 KB) is
+    imported for the checks and dropped again, so the delivery runs without it."""
+    import config
+
+    try:
+        try:
+            ssid = raw.decode()
+            config.check("wifi_ssid", ssid)
+            config.check("wifi_password", password)
+        except (UnicodeError, ValueError):
+            return "failed"  # cannot be kept in site.json as text
+        try:
+            return ssid, config.check("server", server) if server else ""
+        except ValueError:
+            return "no_server"
+    finally:
+        _forget("config")
+
+
+def _forget(*names):
+    """Drop modules (imported again when needed) and collect what they held."""
+    import sys
+
+    for name in names:
+        sys.modules.pop(name, None)
+    gc.collect()
 
 
 def run(cfg, journal, lamp, why):
