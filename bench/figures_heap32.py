@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Heap as the ESP32 has it: the firmware's live heap on the 32-bit MicroPython v1.27 build
 (4-byte words, as on the bulb; <shared>/tools/micropython32), per mode: boot, a Wi-Fi HTTPS
-delivery, an LTE-M delivery, setup mode with its portal open.
+delivery, an LTE-M delivery, setup mode (its portal open, then the connection test: a join, a
+delivery to a real server, the settings saved).
 
 The shims are not the firmware's: on the ESP32 they are C code in flash, and mbedTLS keeps its
 sessions in the IDF heap. With sim.json "heap_probe" the shims note their own bytes (_sim.py:
@@ -22,6 +23,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,7 +123,7 @@ def _server(d: Path, name: str, tls: bool) -> tuple[ServerProcess, dict[str, obj
     if tls:
         cert, keyf = _self_signed(d / name)
     srv = ServerProcess(db, cert=str(cert) if cert else None, key=str(keyf) if keyf else None)
-    srv.start()
+    srv.start(timeout=90)  # a loaded host (make bench runs beside other work)
     site = {"server": srv.url, "device_id": "bench-heap", "device_key": key,
             "wifi_ssid": "home", "wifi_password": "pw", "heartbeat_s": 600}
     if cert:
@@ -160,19 +162,34 @@ def _lte(d: Path, name: str, heap: int) -> Bulb:
 
 
 def _setup(d: Path, name: str, heap: int) -> Bulb:
-    """A registered bulb that finds no network opens its portal; a phone loads its pages."""
-    site = {"server": "http://127.0.0.1:9", "device_id": "bench-heap", "device_key": "ab" * 32,
-            "ap_password": "kx7m2qp9rt"}
+    """A registered bulb that finds no network opens its portal; a phone loads its pages, then
+    submits a network and its password, and reloads the page (as it refreshes itself) until the
+    connection test has delivered the journal to a real server and saved the settings."""
+    srv, site = _server(d, name, tls=False)
+    for k in ("wifi_ssid", "wifi_password"):
+        site.pop(k)
+    site["ap_password"] = "kx7m2qp9rt"
     b = _bulb(d, name, heap, site=site, wifi=[wifi_net("home", "pw"), wifi_net("cafe", "")])
     b.power_on(wait=False)
     try:
         port = b.wait_for(lambda tr: [e["real"] for e in tr if e["ev"] == "net"
                                       and e.get("op") == "bind" and e.get("port") == 80], 60)
+        url = f"http://127.0.0.1:{port[-1]}"
         with httpx.Client(timeout=60) as c:
             for path in ("/", "/generate_204", "/"):
-                c.get(f"http://127.0.0.1:{port[-1]}{path}")
+                c.get(url + path)
+            c.post(url + "/", data={"ssid": b"home".hex(), "password": "pw", "server": ""})
+            for _ in range(120):  # the page refreshes itself every 3 s while the test runs
+                if "Testing the connection" not in c.get(url + "/").text:
+                    break
+                time.sleep(0.5)
+            page = c.get(url + "/").text
+        if "Connected" not in page:
+            raise RuntimeError(f"set-up mode's connection test failed:\n{page[-2000:]}"
+                               f"{b.stdout[-3000:]}")
     finally:
         b.power_off()
+        srv.stop()
     return b
 
 
