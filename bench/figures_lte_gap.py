@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 
 from bench.run import figure
 from sim.household import Household, Profile, Visit, unix
-from sim.server.rules import CLEAR, OPEN, Settings, evaluate_rule
+from sim.server.rules import CLEAR, OPEN, RuleSettings, evaluate_rule
 from sim.server.timeline import DeviceSeen, Interval, Timeline
 
-SETTINGS = Settings(tz="UTC")  # simulated times are local times, kept as UTC
+SETTINGS = RuleSettings(tz="UTC")  # simulated times are local times, kept as UTC
 START = datetime(2026, 1, 5)
 HEARTBEAT_S = 900.0
 ATTACH_S = 10.0  # power-on to the report (boot, registration, attach, one request)
@@ -79,7 +79,7 @@ class Known:
         return Timeline(tuple(self.ivs[:n]), {"bulb": seen})
 
 
-def episodes(known: Known, settings: Settings, rule: str, t0: float, t1: float) -> list[float]:
+def episodes(known: Known, settings: RuleSettings, rule: str, t0: float, t1: float) -> list[float]:
     """Opening instants of the alerts a sweeper would raise between t0 and t1."""
     out: list[float] = []
     is_open = False

@@ -112,7 +112,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
                           "updated_ms = ? WHERE household = ?",
                           [(st, rank, on, at, hid) for hid, st, rank, on, at in status])
         all_status += status
-    cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
+    cfg = notify.NotifierSettings(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
     with db.read() as c:
         shown, _ = sweeper.overview(c, 0, OVERVIEW_PAGE)
     for hid in {*shown, "home-00000"}:  # what the pages show, evaluated as a server would

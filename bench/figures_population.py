@@ -39,7 +39,7 @@ from sim.household import Visit, unix
 from sim.server import alerts as al
 from sim.server import households as hh
 from sim.server import models as mdl
-from sim.server.rules import OPEN, Settings, evaluate, evaluate_rule
+from sim.server.rules import OPEN, RuleSettings, evaluate, evaluate_rule
 
 H = 3600.0
 DAY = 86400.0
@@ -93,11 +93,11 @@ class Result:
     right_alerts: int = 0  # arguably right: nights away, a light left on overnight
 
 
-def _settings(h: pop.PopHousehold) -> Settings:
+def _settings(h: pop.PopHousehold) -> RuleSettings:
     return hh.parse_settings({"absences": h.absences}).rules("UTC")
 
 
-def _pauses(st: Settings, h: pop.PopHousehold) -> list[tuple[float, float]]:
+def _pauses(st: RuleSettings, h: pop.PopHousehold) -> list[tuple[float, float]]:
     return [(p.start, p.end) for a in st.absences for p in a.spans("UTC", h.t0, h.t1 + 4 * DAY)]
 
 
@@ -229,7 +229,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     return res, snaps
 
 
-def emails(ep: Episode, end: float, st: Settings) -> int:
+def emails(ep: Episode, end: float, st: RuleSettings) -> int:
     """E-mails the lifecycle (sim/server/alerts.py) sends for one unclaimed alert: two family
     watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the
     fixed rule's deadline, `tell_now`, does not); held messages of an alert that cleared

@@ -48,7 +48,7 @@ def pilot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         database = Database(db)
         try:
             with database.tx() as c:
-                return notify.links(c, notify.Config(public_url=srv.url), s.alert,
+                return notify.links(c, notify.NotifierSettings(public_url=srv.url), s.alert,
                                     s.watchers[who], now_ms)
         finally:
             database.close()

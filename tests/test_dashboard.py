@@ -609,7 +609,7 @@ def test_a_removed_watcher_loses_access_at_once(site: Site) -> None:
 
 def test_the_message_links_confirm_page_shows_the_activity_chart(site: Site) -> None:
     with site.db.tx() as c:
-        urls = notify.links(c, notify.Config(public_url=""), site.alert,
+        urls = notify.links(c, notify.NotifierSettings(public_url=""), site.alert,
                             site.w[("sato", "Ken")], NOW_MS)
     page = site.client().get(urls["claim_url"])
     assert page.status_code == 200

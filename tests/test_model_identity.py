@@ -97,7 +97,7 @@ def test_held_reports_are_the_new_models_own_at_a_reused_id():
 
 
 def test_learned_deadlines_are_the_new_models_own_at_a_reused_id():
-    s = rules.Settings(tz="UTC")
+    s = rules.RuleSettings(tz="UTC")
     clock = rules._Clock("UTC", 0.0)
     t0 = 20_000 * 86400.0 + 15 * 3600.0  # a quiet spell begun at 15:00 UTC
 

@@ -13,7 +13,7 @@ from sim.server.rules import (
     CLEAR,
     OPEN,
     Pause,
-    Settings,
+    RuleSettings,
     due_at,
     evaluate,
     replay,
@@ -35,7 +35,7 @@ def rule(decisions, name, subject=""):
     return d
 
 
-FIXED = Settings(tz="Asia/Tokyo", activity_rule="fixed")
+FIXED = RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
 def test_no_switch_on_for_24_hours_alerts_exactly_at_the_deadline_with_evidence():
@@ -195,7 +195,7 @@ def test_every_evaluation_says_when_to_look_next():
 # ---------------------------------------------------------------- the learned rule
 
 START = datetime(2026, 1, 5)  # a Monday; simulated times are taken as UTC
-LEARN = Settings(tz="UTC")
+LEARN = RuleSettings(tz="UTC")
 
 
 def _history(days=35, seed=3, **kw):

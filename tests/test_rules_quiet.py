@@ -18,13 +18,13 @@ from firmware import record
 from sim import population as pop
 from sim.household import Household, Profile, exact_timeline, unix
 from sim.server import households, models, rules
-from sim.server.rules import OPEN, Settings, evaluate, evaluate_rule
+from sim.server.rules import OPEN, RuleSettings, evaluate, evaluate_rule
 from sim.server.storage import Store
 from sim.server.sweeper import rule_settings, timeline_of
 from tests.test_lifecycle import JST, World, family
 
 H = 3600.0
-UTC = Settings(tz="UTC")
+UTC = RuleSettings(tz="UTC")
 START = datetime(2026, 1, 5)
 
 

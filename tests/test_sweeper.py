@@ -17,7 +17,7 @@ JST = timezone(timedelta(hours=9))
 H = 3600.0
 T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()
 MS = 1000
-CFG = notify.Config()
+CFG = notify.NotifierSettings()
 
 
 def world(where, n=1, rule="fixed"):

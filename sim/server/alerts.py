@@ -188,7 +188,7 @@ def recipients(c: Cursor, a: Alert, tier: int | None = None,
 
 
 def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
-          to: list[hh.Watcher], cfg: notify.Config, extra: dict[str, Any] | None = None) -> None:
+          to: list[hh.Watcher], cfg: notify.NotifierSettings, extra: dict[str, Any] | None = None) -> None:
     base = context(a, home, now_ms) | (extra or {})
     everyone = recipients(c, a) if kind in ("alert", "reminder", "escalated") else []
     for w in to:
@@ -241,7 +241,7 @@ def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
 
 
 def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
-          cfg: notify.Config) -> int | None:
+          cfg: notify.NotifierSettings) -> int | None:
     """Open alerts for new OPEN decisions, clear active ones whose rule is CLEAR. Returns when
     a resolved quiet spell that goes on would alert again (ms), if any."""
     now_s = now_ms / 1000
@@ -297,7 +297,7 @@ def _firm_up(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int) 
 
 
 def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
-          cfg: notify.Config, key: int | None = None) -> Alert | None:
+          cfg: notify.NotifierSettings, key: int | None = None) -> Alert | None:
     aid = "a-" + secrets.token_hex(6)
     s = home.settings
     family = d.audience != "coordinator"
@@ -323,7 +323,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
 
 
 def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
-           cfg: notify.Config) -> None:
+           cfg: notify.NotifierSettings) -> None:
     unheard = notify.cancel_held(c, a.id, now_ms)  # held for quiet hours: never told
     c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
               "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
@@ -347,7 +347,7 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
           cfg, extra)
 
 
-def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int | None:
+def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.NotifierSettings) -> int | None:
     """Reminders and escalations that are due; returns the next such deadline (ms) or None."""
     nxt: list[int] = []
     for a in list_alerts(c, home.id, active_only=True):
@@ -401,7 +401,7 @@ def _watcher_of(c: Cursor, a: Alert, wid: str) -> hh.Watcher:
     return w
 
 
-def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSettings) -> Alert:
     """The watcher is going to check; everyone told hears who. Claiming twice is a no-op."""
     lock_household(c, get(c, aid).household)
     a = get(c, aid)
@@ -429,7 +429,7 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
 
 
 def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
-            cfg: notify.Config, pause: bool | None = None) -> Alert:
+            cfg: notify.NotifierSettings, pause: bool | None = None) -> Alert:
     """Record what the watcher found; everyone told hears it. The alert is closed.
     pause: pause the household until the next switch-on (default: for "needed help", so
     nobody is alerted about the empty home while she is in hospital)."""
@@ -467,7 +467,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
     return a
 
 
-def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSettings) -> Alert:
     """The watcher who claimed cannot go after all: the alert is open again, its reminders and
     escalation start over from now, and everyone told hears that nobody is going yet (with the
     claim link again). Only the claimer can hand it back."""

@@ -195,7 +195,7 @@ def _watchers(c: Any, hid: str) -> list[dict[str, Any]]:
     return [{**w.public(), "confirmed_at": seen.get(w.id)} for w in hh.watchers(c, hid)]
 
 
-def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
@@ -460,7 +460,7 @@ class _Answer(Exception):
         self.status, self.key, self.kw = status, key, kw
 
 
-def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
     """The pages the links in messages open, rendered from the dashboard's templates
     (templates/link.html) in the watcher's language (the dashboard's language cookie, when
     set, wins): what the alert says, its state in words, and only the actions that can be taken
@@ -634,7 +634,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 # mounting and the periodic work
 
 
-def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
+def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
     sweeper every MIMAMORI_SWEEP_S real seconds (default 30; a sweeper holds the households it
     claimed for MIMAMORI_SWEEP_LEASE_S, default 300) and, apart from it,
@@ -643,7 +643,7 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     circuit (notify.Circuits) then keeps its messages out of the others' way."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
-    cfg = cfg or notify.Config.from_env()
+    cfg = cfg or notify.NotifierSettings.from_env()
     tokens.open_tokens(store.db)
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))

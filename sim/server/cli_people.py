@@ -264,21 +264,21 @@ def alert_list(args: argparse.Namespace, store: Store) -> int:
 
 def alert_claim(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.claim(
-        c, args.alert, args.watcher, now, notify.Config.from_env())))
+        c, args.alert, args.watcher, now, notify.NotifierSettings.from_env())))
     print(f"alert {a['id']}: {a['claimed_by_name']} is going to check; the others are told")
     return 0
 
 
 def alert_release(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.release(
-        c, args.alert, args.watcher, now, notify.Config.from_env())))
+        c, args.alert, args.watcher, now, notify.NotifierSettings.from_env())))
     print(f"alert {a['id']}: handed back, nobody is going to check now; the others are told")
     return 0
 
 
 def alert_resolve(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.resolve(
-        c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env(),
+        c, args.alert, args.watcher, args.outcome, args.note, now, notify.NotifierSettings.from_env(),
         pause=False if args.no_pause else None)))
     paused = args.outcome == "needed_help" and not args.no_pause
     print(f"alert {a['id']} resolved by {a['resolved_by_name']}: {a['outcome']}"
@@ -289,7 +289,7 @@ def alert_resolve(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_sweep(args: argparse.Namespace, store: Store) -> int:
     hh.open_people(store.db)
-    r = sweeper.sweep(store.db, _now(args), notify.Config.from_env())
+    r = sweeper.sweep(store.db, _now(args), notify.NotifierSettings.from_env())
     print(f"evaluated {len(r.evaluated)} household(s)"
           + "".join(f"\n  {h}: failed: {e}" for h, e in r.failed.items()))
     return 1 if r.failed else 0
@@ -297,7 +297,7 @@ def cmd_sweep(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_deliver(args: argparse.Namespace, store: Store) -> int:
     hh.open_people(store.db)
-    r = notify.deliver_due(store.db, _now(args), notify.Config.from_env())
+    r = notify.deliver_due(store.db, _now(args), notify.NotifierSettings.from_env())
     print(f"sent {r['sent']}, failed {r['failed']} (retried later), gave up {r['dead']}")
     return 0
 

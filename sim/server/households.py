@@ -221,9 +221,9 @@ class HouseholdSettings:
     silent_h: float = 72.0  # a bulb not heard this long: tell the coordinator
     absences: tuple[dict[str, Any], ...] = ()  # recurring part-day absences (check_absence)
 
-    def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.Settings:
+    def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.RuleSettings:
         hh, mm = (int(x) for x in self.window_start.split(":"))
-        return rules.Settings(
+        return rules.RuleSettings(
             tz=tz, activity_rule=self.activity_rule, no_activity_h=self.no_activity_h,
             window_start=time(hh, mm), window_h=self.window_h, on_too_long_h=self.on_too_long_h,
             learned_max_h=(self.no_activity_h if self.learned_max_h is None

@@ -111,7 +111,7 @@ class BulbState:
     def from_json(s: str) -> BulbState:
         return BulbState(**json.loads(s))
 
-    def seen(self, registered: float | None, settings: dict[str, Any]) -> DeviceSeen:
+    def seen(self, registered: float | None, settings: bulb_settings.BulbSettings) -> DeviceSeen:
         if self.first_heard is None:
             return DeviceSeen(self.device, registered, None, None, None)
         return DeviceSeen(self.device, registered, self.first_heard, self.last_heard,
@@ -368,14 +368,14 @@ def _rebuilt(ups: list[BulbUpdate], device: str) -> bool:
     return any(u.rebuilt and u.state.device == device for u in ups)
 
 
-def _learned_under(rs: rules.Settings, tl: Timeline) -> str:
+def _learned_under(rs: rules.RuleSettings, tl: Timeline) -> str:
     return json.dumps([rs.tz, [[p.start, p.end, p.until_on] for p in rs.pauses],
                        [repr(a) for a in rs.absences],
                        sorted([d, s.registered_at, s.report_gap_s]
                               for d, s in tl.devices.items())])
 
 
-def _spans(rs: rules.Settings, tl: Timeline, now: float) -> list[tuple[float, float]]:
+def _spans(rs: rules.RuleSettings, tl: Timeline, now: float) -> list[tuple[float, float]]:
     ivs = rules._visible(tl, now)
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
@@ -408,7 +408,7 @@ def _keep(hid: str, text: str, m: mdl.HouseholdModel) -> None:
         _MODELS.popitem(last=False)
 
 
-def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
+def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
     now = now_ms / 1000
     devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",

@@ -70,7 +70,7 @@ TOKEN_DAYS = 14
 
 
 @dataclass
-class Config:
+class NotifierSettings:
     """Where messages go out. From the environment with `from_env()`:
     MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM,
     MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
@@ -94,7 +94,7 @@ class Config:
     console_lines: list[str] = field(default_factory=list)  # what the console channel printed
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+    def from_env(cls, env: dict[str, str] | None = None) -> NotifierSettings:
         e = os.environ if env is None else env
         host, port = None, 25
         if e.get("MIMAMORI_SMTP"):
@@ -192,7 +192,7 @@ def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
     return action, alert, watcher
 
 
-def links(c: Cursor, cfg: Config, alert: str, watcher: str, now_ms: int) -> dict[str, str]:
+def links(c: Cursor, cfg: NotifierSettings, alert: str, watcher: str, now_ms: int) -> dict[str, str]:
     """The claim and resolve links of an alert message for one watcher, and the household's
     dashboard page (which asks for a sign-in link when needed)."""
     key = link_key(c)
@@ -209,7 +209,7 @@ def invite(c: Cursor, now_ms: int, home: Household, w: Watcher,
            public_url: str | None = None) -> list[str]:
     """The test message to a new watcher (or a new address), with its "I received this"
     link (links to public_url, default MIMAMORI_PUBLIC_URL)."""
-    base = (public_url or Config.from_env().public_url).rstrip("/")
+    base = (public_url or NotifierSettings.from_env().public_url).rstrip("/")
     token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * 86_400_000)
     return enqueue(c, now_ms, "invite", home, w, {"received_url": f"{base}/a/{token}"})
 
@@ -330,7 +330,7 @@ CIRCUIT_S = (30.0, 60.0, 120.0, 300.0, 600.0)  # how long it stays open, each ti
 PER_DESTINATION = 2  # sends at once to one destination (per process)
 
 
-def destination(o: Outgoing, cfg: Config) -> str | None:
+def destination(o: Outgoing, cfg: NotifierSettings) -> str | None:
     """Where a send goes: the SMTP relay, the webhook's host, None for the console."""
     if o.channel == "email":
         return f"smtp://{cfg.smtp_host}:{cfg.smtp_port}"
@@ -469,7 +469,7 @@ def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int,
     return o, (sec[0] if sec else None), lease + lease_ms
 
 
-def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
+def deliver_due(db: Database, now_ms: int, cfg: NotifierSettings, limit: int = 100,
                 owner: str | None = None, circuits: Circuits | None = None) -> dict[str, int]:
     """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead',
     'waiting'} (waiting: put back because its destination's circuit is open or busy).
@@ -535,7 +535,7 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
     return out
 
 
-def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None,
+def send(o: Outgoing, cfg: NotifierSettings, now_ms: int, webhook_secret: str | None,
          budget_s: float | None = None) -> None:
     """Send one message; raises on any failure. budget_s: the total time allowed, connection
     to last byte (default cfg.send_deadline_s); a slower peer is cut off."""
@@ -637,7 +637,7 @@ class _SmtpSsl(smtplib.SMTP_SSL):
 SENDER_NAME = {"ja": "みまもり電球", "en": "Mimamori bulb"}
 
 
-def mail_domain(cfg: Config) -> str:
+def mail_domain(cfg: NotifierSettings) -> str:
     """The domain of Message-IDs: the public URL's host, else this machine's name."""
     host = urlsplit(cfg.public_url).hostname or ""
     if not host or host in ("localhost", "127.0.0.1", "::1"):
@@ -645,7 +645,7 @@ def mail_domain(cfg: Config) -> str:
     return host
 
 
-def sender(cfg: Config, lang: str) -> str:
+def sender(cfg: NotifierSettings, lang: str) -> str:
     """The From header: MIMAMORI_MAIL_FROM as given when it has a display name, else the
     address with the project's name in the reader's language."""
     name, addr = parseaddr(cfg.mail_from)
@@ -654,7 +654,7 @@ def sender(cfg: Config, lang: str) -> str:
     return str(Address(SENDER_NAME.get(lang, SENDER_NAME["ja"]), addr_spec=addr))
 
 
-def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
+def send_email(o: Outgoing, cfg: NotifierSettings, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
     msg = EmailMessage()
@@ -690,7 +690,7 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str,
+def send_webhook(o: Outgoing, cfg: NotifierSettings, now_ms: int, secret: str,
                  budget_s: float | None = None) -> None:
     body = json.dumps(o.payload, ensure_ascii=False, sort_keys=True).encode()
     ts = str(now_ms // 1000)

@@ -114,7 +114,11 @@ class Absence:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class RuleSettings:
+    """What the rules read of one household: its time zone, the thresholds of its rules and
+    its absences. Made from the stored households.HouseholdSettings (`.rules(tz, pauses)`),
+    which also hold what the alert lifecycle reads (reminders, escalation, digests)."""
+
     tz: str = "Asia/Tokyo"
     activity_rule: str = "learned"  # "learned", "fixed" or "daily_window": which gap rule runs
     no_activity_h: float = 24.0
@@ -183,7 +187,7 @@ class _Clock:
         return t + self.off
 
 
-def _paused(settings: Settings, t: float) -> Pause | None:
+def _paused(settings: RuleSettings, t: float) -> Pause | None:
     for p in settings.pauses:
         if p.start <= t < p.end:
             return p
@@ -242,7 +246,7 @@ def _hidden_until(tl: Timeline, now: float) -> float | None:
     return max(ts) if ts else None
 
 
-def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[float | None, Interval | None]:
+def _gap_start(ivs: list[Interval], settings: RuleSettings, now: float) -> tuple[float | None, Interval | None]:
     """Start of the current quiet spell: last switch-on, or the end of a pause after it."""
     last = ivs[-1] if ivs else None
     t = last.start_latest if last else None
@@ -255,7 +259,7 @@ def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[flo
 # ---------------------------------------------------------------- the rules
 
 
-def evaluate(tl: Timeline, settings: Settings, now: float,
+def evaluate(tl: Timeline, settings: RuleSettings, now: float,
              model: mdl.HouseholdModel | None = None,
              key: Hashable | None = None, only: Container[str] | None = None) -> list[Decision]:
     """Every rule's decision for one household at `now` (Unix s). model: the household's model
@@ -293,7 +297,7 @@ def evaluate(tl: Timeline, settings: Settings, now: float,
     return out
 
 
-def expand(settings: Settings, ivs: list[Interval], now: float) -> Settings:
+def expand(settings: RuleSettings, ivs: list[Interval], now: float) -> RuleSettings:
     """The settings with every absence as a concrete pause: "until the next switch-on" pauses
     end at that switch-on (or never, yet), recurring absences become their occurrences from the
     first visit (or a day ago) to a week ahead."""
@@ -314,7 +318,7 @@ def expand(settings: Settings, ivs: list[Interval], now: float) -> Settings:
                    absences=())
 
 
-def learn_model(tl: Timeline, settings: Settings, now: float,
+def learn_model(tl: Timeline, settings: RuleSettings, now: float,
                 key: Hashable | None = None) -> mdl.HouseholdModel:
     """The household's model at `now` (models.learn over the settled days, pauses left out),
     through the in-process cache of models: only new days are folded when the history is
@@ -464,7 +468,7 @@ ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
 def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
-                 settings: Settings, clock: _Clock) -> tuple[float, float, bool]:
+                 settings: RuleSettings, clock: _Clock) -> tuple[float, float, bool]:
     """(seconds lit that make this visit unusually long, the longest such visit seen, learning)
     for a visit of this bulb starting when `iv` did: the tail of its visit lengths near that
     hour, never below 1.2 x the longest seen there, at most on_too_long_h unless this bulb's
@@ -531,7 +535,7 @@ def _switched_off(iv: Interval, clock: _Clock, now: float) -> str:
     return f"light switched off between {lo} and {hi} after {lit}"
 
 
-def _silence_start(settings: Settings, t: float | None, now: float) -> float | None:
+def _silence_start(settings: RuleSettings, t: float | None, now: float) -> float | None:
     """When a bulb's silence began: t (last heard, or registered), or the end of a pause that
     ended after it (a bulb in an empty home is not silent)."""
     if t is None:
@@ -699,7 +703,7 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
 # ---------------------------------------------------------------- the learned rule
 
 
-def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
+def unusual_quiet(ivs, settings: RuleSettings, now: float, clock: _Clock | None = None,
                   pause: Pause | None = None, hidden: float | None = None,
                   model: mdl.HouseholdModel | None = None,
                   tl: Timeline | None = None) -> Decision:
@@ -788,7 +792,7 @@ LEARNING_MAX = 3.0  # ... and never more than this many times no_activity_h
 LEARNING_BUSY = 2.5  # switch-ons a day from which a learning room gets the fixed rule
 
 
-def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: float) -> float:
+def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t0: float) -> float:
     """While learning: a room used several times a day so far (LEARNING_BUSY switch-ons a day
     or more) gets the fixed rule's no_activity_h. Otherwise: how many hours of quiet are
     improbable enough from the switch-ons seen so far (a Gamma-Poisson prediction), at least
@@ -815,7 +819,7 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: f
     return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
 
 
-def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
+def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: RuleSettings,
                    mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float, float]]:
     """(start, expected switch-ons, hours) of the quiet spells ended since the model's last
     day (not folded yet: they join the spells the rule is judged against)."""
@@ -869,7 +873,7 @@ class Spells:
         return self.u + self.beta * math.log(mdl.TAIL_Q / self.alpha)
 
 
-def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
+def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: RuleSettings,
                 clock: _Clock, recent: list[tuple[float, float, float]],
                 max_h: float = math.inf) -> Spells:
     """The spells a quiet spell begun at t0 is judged against (see Spells): those shorter than
@@ -956,7 +960,7 @@ _HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None,
                              weakref.ref[mdl.HouseholdModel]]] = {}
 
 
-def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
+def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: RuleSettings,
                       clock: _Clock, recent: list[tuple[float, float, float]],
                       fits: bool = True) -> tuple[float, float, float, bool]:
     """(deadline, the deadline the rhythm alone gives, threshold, whether the radio is suspect)
@@ -1056,7 +1060,7 @@ class Episode:
     cleared: float | None
 
 
-def replay(tl: Timeline, settings: Settings, start: float, end: float,
+def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
            rule: str) -> list[Episode]:
     """Alerts of one household rule between start and end, evaluating only when the sweeper
     would (at next_check) or a visit arrives (just after it starts), as the server does."""
@@ -1080,7 +1084,7 @@ def replay(tl: Timeline, settings: Settings, start: float, end: float,
     return out
 
 
-def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str,
+def evaluate_rule(tl: Timeline, settings: RuleSettings, now: float, rule: str,
                   model: mdl.HouseholdModel | None = None) -> list[Decision]:
     """Only the household-level gap rule named (replay needs no other rule)."""
     clock = _Clock(settings.tz, now)

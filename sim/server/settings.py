@@ -47,7 +47,12 @@ config = _load_config()
 SERVER_KEYS: tuple[str, ...] = tuple(r[0] for r in config.SCHEMA if r[6] & config._SERVER)
 
 
-def lte_report_gap_s(pushed: dict[str, Any]) -> float:
+BulbSettings = dict[str, Any]
+"""The settings the server pushes to one bulb: key -> value, as firmware/config.py's SCHEMA
+names and checks them (only the keys the server may set)."""
+
+
+def lte_report_gap_s(pushed: BulbSettings) -> float:
     """The LTE-M report gap a bulb uses: the value pushed to it when valid, else the bulb's
     default (the rules wait this much longer for LTE-M bulbs: docs/alerts.md)."""
     try:
@@ -56,7 +61,7 @@ def lte_report_gap_s(pushed: dict[str, Any]) -> float:
         return float(config.defaults()["lte_report_gap_s"])
 
 
-def heartbeat_s(pushed: dict[str, Any]) -> float:
+def heartbeat_s(pushed: BulbSettings) -> float:
     """How often a lit bulb reports (the pushed value when valid, else the bulb's default): the
     rules read a lit bulb whose reports stop as probably switched off (docs/alerts.md)."""
     try:
@@ -92,14 +97,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, check(key, value)
 
 
-def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def merge(current: BulbSettings, changes: BulbSettings) -> BulbSettings:
     """The full settings the bulb gets next: current ones with the changes, all checked."""
     out = {k: check(k, v) for k, v in current.items()}
     out.update({k: check(k, v) for k, v in changes.items()})
     return out
 
 
-def site_errors(site: dict[str, Any]) -> list[str]:
+def site_errors(site: BulbSettings) -> list[str]:
     """What the bulb would refuse in a site config (firmware/config.py's checks, the same code
     the bulb runs): one message per bad or unknown key; [] when all is well."""
     out = []

@@ -100,7 +100,7 @@ def claim_due(db: Database, now_ms: int, limit: int, owner: str,
     return ids
 
 
-def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
+def sweep(db: Database, now_ms: int, cfg: notify.NotifierSettings, limit: int = 1000,
           full_scan: bool = False, chunk: int = 50, lease_ms: int = LEASE_MS) -> SweepResult:
     """Evaluate the due households (at most `limit` per call; the next call takes the rest),
     claimed `chunk` at a time with a lease so that sweepers of several instances share them.
@@ -117,7 +117,7 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
     return out
 
 
-def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.Config,
+def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.NotifierSettings,
            owner: str, out: SweepResult) -> None:
     try:  # the reads and the rules outside the write lock, then one commit for the chunk
         ready = [_prepare(db, store, hid, now_ms) for hid in ids]
@@ -167,7 +167,7 @@ def timeline_of(store: Store, hid: str) -> Timeline:
                           heartbeats={d.id: bulb_settings.heartbeat_s(d.settings) for d in devs})
 
 
-def rule_settings(c: Cursor, home: hh.Household) -> rules.Settings:
+def rule_settings(c: Cursor, home: hh.Household) -> rules.RuleSettings:
     return home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
 
 
@@ -208,7 +208,7 @@ def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
     return _Prepared(hid, seen, k, decisions)
 
 
-def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Config,
+def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.NotifierSettings,
             owner: str | None) -> list[rules.Decision]:
     """Apply a prepared evaluation under the household's row lock; if its inputs changed since
     (a batch, new settings, a pause), decide again inside the lock."""
@@ -258,7 +258,7 @@ def recent_timeline(c: Cursor, hid: str, now_ms: int, days: float = 14) -> Timel
     return kept.window(c, hid, now_ms - int(days * hh.DAY_MS))
 
 
-def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
+def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.NotifierSettings,
                        store: Store | None = None, owner: str | None = None
                        ) -> list[rules.Decision]:
     """Evaluate one household now: read and decide outside the write lock, then write the
@@ -295,7 +295,7 @@ def placed_timeline(c: Cursor, home: hh.Household, now_ms: int
     return k.timeline, rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
 
 
-def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:
+def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.NotifierSettings) -> None:
     """After a batch is committed: re-evaluate the bulb's household (late records slot in, a
     switch-on clears an alert at once)."""
     dev = store.device(device_id)
@@ -338,7 +338,7 @@ def week_summary(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
 
 
 def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
-            cfg: notify.Config) -> int | None:
+            cfg: notify.NotifierSettings) -> int | None:
     due_at = home.digest_due
     if due_at is None:
         return None

@@ -199,7 +199,7 @@ class Page:
 
 
 class Web:
-    def __init__(self, store: Store, clock: clocks.Clock, cfg: Callable[[], notify.Config]):
+    def __init__(self, store: Store, clock: clocks.Clock, cfg: Callable[[], notify.NotifierSettings]):
         self.store, self.db, self.clock, self.cfg = store, store.db, clock, cfg
         auth.open_web(self.db)
         self.key = auth.session_key(self.db)
@@ -827,7 +827,7 @@ def install(app: FastAPI) -> None:
     """Mount the dashboard on the server (after api.install, which sets app.state.notify)."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
-    web = Web(store, clock, lambda: getattr(app.state, "notify", None) or notify.Config())
+    web = Web(store, clock, lambda: getattr(app.state, "notify", None) or notify.NotifierSettings())
     app.state.web = web
     app.include_router(router(web))
 
