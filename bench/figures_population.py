@@ -39,7 +39,7 @@ from sim.household import Visit, unix
 from sim.server import alerts as al
 from sim.server import households as hh
 from sim.server import models as mdl
-from sim.server.rules import OPEN, RuleSettings, evaluate, evaluate_rule
+from sim.server.rules import OPEN, Memo, RuleSettings, evaluate, evaluate_rule
 
 H = 3600.0
 DAY = 86400.0
@@ -144,6 +144,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     res = Result(h.kind, h.delivery, h.days)
     model = mdl.HouseholdModel()
     fold_at = mdl.next_fold("UTC", h.t0)
+    memo = Memo()  # what the rules derive from the model, while it is the same
     snaps: dict[float, mdl.HouseholdModel] = {}
     pending = sorted(fall_times)
     open_: dict[tuple[str, str], Episode] = {}
@@ -160,7 +161,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
             tl = w.timeline(t)
             model = mdl.learn(tl, "UTC", pauses, t, model)
             fold_at = mdl.next_fold("UTC", t)
-            daily = evaluate(tl, st, t, model=model, only=("placement", "poor_delivery"))
+            daily = evaluate(tl, st, t, model=model, memo=memo, only=("placement", "poor_delivery"))
             if any(d.rule == "poor_delivery" and d.state == OPEN for d in daily):
                 if not res.poor_delivery:
                     res.poor_delivery_day = (t - h.t0) / DAY
@@ -169,7 +170,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
                                                for d in daily):
                 res.flagged_day = (t - h.t0) / DAY
         tl = w.timeline(t)
-        ds = evaluate(tl, st, t, model=model, only=FAMILY)
+        ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         res.evaluations += 1
         for d in ds:
             key = (d.rule, d.subject)
@@ -188,14 +189,14 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
             elif d.state != OPEN and ep is not None:
                 ep.cleared = t
                 del open_[key]
-        (b,) = evaluate_rule(tl, st, t, "daily_window")
+        (b,) = evaluate_rule(tl, st, t, "daily_window", memo=memo)
         if b.state == OPEN and base_open is None:
             base_open = Episode("daily_window", t, "strong")
             base_eps.append(base_open)
         elif b.state != OPEN and base_open is not None:
             base_open.cleared = t
             base_open = None
-        (f,) = evaluate_rule(tl, st, t, "no_activity")
+        (f,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if f.state == OPEN and fixed_open is None:
             fixed_open = Episode("no_activity", t, "strong")
             fixed_eps.append(fixed_open)
@@ -293,6 +294,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     else:
         w = pop.World(h, vs)
     fold_at = mdl.next_fold("UTC", at)
+    memo = Memo()  # what the rules derive from the model, while it is the same
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
@@ -300,7 +302,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model)
             fold_at = mdl.next_fold("UTC", t)
         tl = w.timeline(t)
-        ds = evaluate(tl, st, t, model=model, only=FAMILY)
+        ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         # an alert about what began at the fall or after (not one still open from before it)
         hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - 1)]
         if found is None and hits:
@@ -308,7 +310,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
             if all(d.strength == "weak" and not d.detail.get("tell_now") for d in hits):
                 q = hh.quiet_until(QUIET, "UTC", int(t * 1000))
                 told = q / 1000 if q else t
-        (b,) = evaluate_rule(tl, st, t, "no_activity")
+        (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - 1):
             base = t
         t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at])

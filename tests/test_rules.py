@@ -16,8 +16,8 @@ from sim.server.rules import (
     RuleSettings,
     due_at,
     evaluate,
+    evaluate_rule,
     replay,
-    unusual_quiet,
 )
 from tests.test_timeline import Bulb
 
@@ -206,7 +206,7 @@ def _history(days=35, seed=3, **kw):
 def test_learned_rule_falls_back_to_the_fixed_24h_while_history_is_short():
     visits, tl = _history(days=4)
     last = unix(visits[-1].on)
-    d = unusual_quiet(list(tl.intervals), LEARN, last + 3600)
+    (d,) = evaluate_rule(tl, LEARN, last + 3600, "unusual_quiet")
     assert d.state == CLEAR and "still learning" in d.evidence
     assert d.detail["limit_h"] == 24 and d.detail["reasons"] == ["learning"]
 

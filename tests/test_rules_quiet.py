@@ -264,10 +264,10 @@ def test_nights_away_are_counted_apart_from_the_tail_of_a_well_placed_household(
     tl = exact_timeline([v for v in visits if unix(v.on) < t])
     m = models.learn(tl, "UTC", [], t)
     mass = models.Mass(m.rates(), 0.0)
-    clock = rules._Clock("UTC", t)
+    cx = rules.context(tl, UTC, t, model=m)
     t0 = max(unix(v.on) for v in visits if unix(v.on) < t)
-    short = rules.spells_near(m, mass, t0, UTC, clock, [], max_h=24)
-    every = rules.spells_near(m, mass, t0, UTC, clock, [])
+    short = rules.spells_near(cx, mass, t0, [], max_h=24)
+    every = rules.spells_near(cx, mass, t0, [])
     # the nights away no longer stretch the fitted tail: a lower threshold, a sooner deadline
     assert short.beta < every.beta and short.threshold < every.threshold
     d = _quiet_from(tl, t)

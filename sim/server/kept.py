@@ -313,6 +313,7 @@ class Kept:
     bulbs: list[BulbUpdate]
     model_row: tuple[int | None, str, str] | None  # (version read, learned_under, model JSON)
     full: bool  # the timeline holds every visit (not a window)
+    memo: rules.Memo  # what the rules derived from this model in earlier evaluations
 
 
 def _day_end(day: int, tz: str) -> float:
@@ -380,29 +381,30 @@ def _spans(rs: rules.RuleSettings, tl: Timeline, now: float) -> list[tuple[float
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
 
-_MODELS: OrderedDict[tuple[str, str], mdl.HouseholdModel] = OrderedDict()
+_MODELS: OrderedDict[tuple[str, str], tuple[mdl.HouseholdModel, rules.Memo]] = OrderedDict()
 MODELS_KEPT = 128  # parsed models kept in memory (about 250 kB each; one changes once a day)
 
 
-def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
+def _model(hid: str, text: str) -> tuple[mdl.HouseholdModel, rules.Memo] | None:
     """The stored model, parsed once per process while it is unchanged: the same object each
-    time, so what the rules derive from it (rules.held, models.spell_masses) is derived once
-    too. Never changed in place (models.learn folds into a copy)."""
-    m = _MODELS.get((hid, text))
-    if m is None:
+    time, with the memo of what the rules derived from it (rules.Memo; models.spell_masses),
+    so that is derived once too. Never changed in place (models.learn folds into a copy)."""
+    hit = _MODELS.get((hid, text))
+    if hit is None:
         try:
-            m = mdl.HouseholdModel.from_json(json.loads(text))
+            hit = mdl.HouseholdModel.from_json(json.loads(text)), rules.Memo()
         except ValueError:  # learned by another version of the models: learn it again
             return None
-    _keep(hid, text, m)
-    return m
+    _keep(hid, text, *hit)
+    return hit
 
 
-def _keep(hid: str, text: str, m: mdl.HouseholdModel) -> None:
+def _keep(hid: str, text: str, m: mdl.HouseholdModel, memo: rules.Memo) -> None:
     """Keep m as the parsed value of the model `text` of household hid (it equals it: a model
-    is a JSON value). Keyed by the text itself: a dict compares it only on a hash match."""
+    is a JSON value), with its memo. Keyed by the text itself: a dict compares it only on a
+    hash match."""
     k = (hid, text)
-    _MODELS[k] = m
+    _MODELS[k] = m, memo
     _MODELS.move_to_end(k)
     while len(_MODELS) > MODELS_KEPT:
         _MODELS.popitem(last=False)
@@ -417,7 +419,8 @@ def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     row = c.one("SELECT version, learned_under, model FROM household_models WHERE household = ?",
                 (hid,))
     changed = min((u.changed_from for u in ups), default=math.inf)
-    model = None if row is None else _model(hid, row[2])
+    hit = None if row is None else _model(hid, row[2])
+    model, memo = hit if hit is not None else (None, rules.Memo())
     learning = (model is None or model.day is None or model.n_days < rs.learn_min_days
                 or model.n_spells < 20)
     since_ms = None
@@ -440,8 +443,10 @@ def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
         m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
         text = json.dumps(m.to_json(), separators=(",", ":"))
         model_row = (None if row is None else row[0], under, text)
-        _keep(hid, text, m)  # the next evaluation reads this text: no parse, no new derivations
-    return Kept(hid, tl, m, ups, model_row, since_ms is None)
+        # the next evaluation reads this text: no parse, and what it derives is kept
+        memo = rules.Memo()
+        _keep(hid, text, m, memo)
+    return Kept(hid, tl, m, ups, model_row, since_ms is None, memo)
 
 
 def window(c: Cursor, hid: str, since_ms: int) -> Timeline:

@@ -44,8 +44,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import weakref
-from collections.abc import Container, Hashable
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -194,23 +193,71 @@ def _paused(settings: RuleSettings, t: float) -> Pause | None:
     return None
 
 
-def _visible(tl: Timeline, now: float) -> list[Interval]:
+def _visible(tl: Timeline, now: float, memo: Memo | None = None) -> list[Interval]:
     """Visits the server could know of at `now` (replays pass a timeline with later visits)."""
-    keys = _starts(tl)
+    keys = (memo or Memo()).starts(tl)
     return list(tl.intervals[: bisect.bisect_right(keys, now)])
 
 
-_START_CACHE: dict[int, tuple[Timeline, list[float]]] = {}
+class Memo:
+    """What the rules derive from one household's model and timeline, kept between evaluations
+    by the caller that owns them (the server beside its parsed model, a replay for its run), so
+    that a replay asking again and again derives it once. It holds the objects it was derived
+    from and starts afresh when asked about another one: never stale, never another's."""
+
+    def __init__(self) -> None:
+        self._tl: Timeline | None = None
+        self._starts: list[float] = []
+        self._model: mdl.HouseholdModel | None = None
+        self._held: list[list[tuple[float, float]]] | None = None
+        self._held_known = False
+        # (max_h) -> (key, all spells, {hour: spells near it}, spells per hour)
+        self._pooled: dict[float, tuple[tuple, list[float], dict[int, list[float]],
+                                        list[list[float]]]] = {}
+        self._deadlines: dict[tuple, tuple[float, float, float, bool]] = {}
+
+    def starts(self, tl: Timeline) -> list[float]:
+        """The latest possible start of each visit of tl, in its order."""
+        if self._tl is not tl:
+            self._tl, self._starts = tl, [iv.start_latest for iv in tl.intervals]
+        return self._starts
+
+    def of(self, m: mdl.HouseholdModel) -> Memo:
+        """This memo, about model m (what it kept of another model is dropped)."""
+        if self._model is not m:
+            self._model, self._held, self._held_known = m, None, False
+            self._pooled, self._deadlines = {}, {}
+        return self
 
 
-def _starts(tl: Timeline) -> list[float]:
-    hit = _START_CACHE.get(id(tl))
-    if hit is None or hit[0] is not tl:
-        if len(_START_CACHE) > 64:
-            _START_CACHE.clear()
-        hit = (tl, [iv.start_latest for iv in tl.intervals])
-        _START_CACHE[id(tl)] = hit
-    return hit[1]
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One evaluation of one household: what every rule reads."""
+
+    tl: Timeline
+    settings: RuleSettings  # expanded: every absence a concrete pause (see expand)
+    now: float
+    clock: _Clock
+    ivs: list[Interval]  # the visits the server could know of at now
+    pause: Pause | None  # the pause covering now, if any
+    hidden: float | None  # the latest instant of a switch-on not reported yet (_hidden_until)
+    model: mdl.HouseholdModel | None  # None when no rule evaluated needs it
+    memo: Memo
+
+
+def context(tl: Timeline, settings: RuleSettings, now: float,
+            model: mdl.HouseholdModel | None = None, memo: Memo | None = None,
+            key: Hashable | None = None, learn: bool = True) -> Context:
+    """The context of an evaluation at `now` (Unix s): settings expanded, the visible visits,
+    the pause and the report gap at now, and the model (learned from `tl` when not given and
+    `learn`; key names the household for models' cache of learned models)."""
+    memo = memo or Memo()
+    ivs = _visible(tl, now, memo)
+    settings = expand(settings, ivs, now)
+    if model is None and learn:
+        model = learn_model(tl, settings, now, key)
+    return Context(tl, settings, now, _Clock(settings.tz, now), ivs, _paused(settings, now),
+                   _hidden_until(tl, now), model, memo)
 
 
 def _at(t: float, clock: _Clock, now: float) -> str:
@@ -261,39 +308,28 @@ def _gap_start(ivs: list[Interval], settings: RuleSettings, now: float) -> tuple
 
 def evaluate(tl: Timeline, settings: RuleSettings, now: float,
              model: mdl.HouseholdModel | None = None,
-             key: Hashable | None = None, only: Container[str] | None = None) -> list[Decision]:
+             key: Hashable | None = None, only: Container[str] | None = None,
+             memo: Memo | None = None) -> list[Decision]:
     """Every rule's decision for one household at `now` (Unix s). model: the household's model
     learned through the last settled day (learned here from `tl` when not given; key names the
-    household for the in-process cache of models). only: just these rules (measurement)."""
-    clock = _Clock(settings.tz, now)
-    ivs = _visible(tl, now)
-    settings = expand(settings, ivs, now)
+    household for the in-process cache of models). only: just these rules (measurement).
+    memo: what earlier evaluations derived from this model and timeline (see Memo)."""
     needs = {"unusual_quiet", "on_too_long", "placement"}
-    m = (model if model is not None or (only is not None and not needs & set(only))
-         else learn_model(tl, settings, now, key))
+    cx = context(tl, settings, now, model, memo, key,
+                 learn=only is None or any(r in only for r in needs))
     out: list[Decision] = []
-    pause = _paused(settings, now)
-    hidden = _hidden_until(tl, now)
     gap = {"fixed": "no_activity", "daily_window": "daily_window"}.get(settings.activity_rule,
                                                                       "unusual_quiet")
     if only is None or gap in only:
-        if gap == "no_activity":
-            out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
-        elif gap == "daily_window":
-            out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
-        else:
-            assert m is not None
-            out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl))
+        out.append(_GAP_RULES[gap](cx))
     if only is None or "on_too_long" in only:
-        assert m is not None
-        out.extend(_on_too_long(ivs, tl, settings, now, clock, pause, m))
+        out.extend(_on_too_long(cx))
     if only is None or "bulb_silent" in only:
-        out.extend(_bulb_silent(tl, settings, now, clock))
+        out.extend(_bulb_silent(cx))
     if only is None or "poor_delivery" in only:
-        out.extend(_poor_delivery(ivs, tl, settings, now, clock))
+        out.extend(_poor_delivery(cx))
     if only is None or "placement" in only:
-        assert m is not None
-        out.extend(_placement(ivs, tl, settings, now, m))
+        out.extend(_placement(cx))
     return out
 
 
@@ -327,7 +363,8 @@ def learn_model(tl: Timeline, settings: RuleSettings, now: float,
     return mdl.learn_cached(key if key is not None else id(tl), tl, settings.tz, spans, now)
 
 
-def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Decision:
+def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
+    clock, now = cx.clock, cx.now
     why = f" ({pause.reason})" if pause.reason else ""
     if math.isinf(pause.end):
         return Decision(rule, CLEAR, pause.start, f"paused until the next switch-on{why}", None,
@@ -336,19 +373,22 @@ def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Deci
                     pause.end, detail={"paused_until": pause.end})
 
 
-def _unreported(hidden: float | None, t0: float, clock: _Clock, now: float) -> str:
+def _unreported(t0: float, cx: Context) -> str:
     """The evidence's note when the spell is counted from an LTE-M bulb's report gap."""
+    hidden, clock, now = cx.hidden, cx.clock, cx.now
     if hidden is None or hidden <= t0:
         return ""
     return (f"; counted from {clock.hhmm(hidden, now)}: an LTE-M bulb may not have reported "
             f"switch-ons until then")
 
 
-def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=None,
-                 note="", hidden: float | None = None) -> Decision:
+def _no_activity(cx: Context) -> Decision:
+    ivs, settings, now, clock, pause, hidden = (cx.ivs, cx.settings, cx.now, cx.clock, cx.pause,
+                                                cx.hidden)
+    rule, note = "no_activity", ""
     if pause:
-        return _paused_decision(rule, pause, clock, now)
-    limit = (limit_h if limit_h is not None else settings.no_activity_h) * HOUR
+        return _paused_decision(rule, pause, cx)
+    limit = settings.no_activity_h * HOUR
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
@@ -356,7 +396,7 @@ def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=N
     deadline = max(t0, hidden if hidden is not None else t0) + limit
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    note += _unreported(hidden, t0, clock, now)
+    note += _unreported(t0, cx)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
@@ -367,10 +407,12 @@ def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=N
     return Decision(rule, CLEAR, t0, what + note, deadline, at=t0, detail=detail)
 
 
-def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None) -> Decision:
+def _daily_window(cx: Context) -> Decision:
+    ivs, settings, now, clock, pause, hidden = (cx.ivs, cx.settings, cx.now, cx.clock, cx.pause,
+                                                cx.hidden)
     rule = "daily_window"
     if pause:
-        return _paused_decision(rule, pause, clock, now)
+        return _paused_decision(rule, pause, cx)
     w = settings.window_start
     ws = w.hour * HOUR + w.minute * 60
     loc = clock.local_s(now)
@@ -390,7 +432,7 @@ def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None)
             or unreported):
         ev = (f"light switched on {_when(last, clock, now)}" if last else "no switch-on yet")
         if unreported and not in_window and t0 is not None and t0 < e_u:
-            ev += _unreported(hidden, t0, clock, now)
+            ev += _unreported(t0, cx)
         return Decision(rule, CLEAR, t0, ev, nxt_end - clock.off, at=t0,
                         detail={"window": label})
     last_what = (f"last light switched on {_when(last, clock, now)}" if last
@@ -401,11 +443,12 @@ def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None)
                     None, at=t0, detail={"window": label})
 
 
-def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
-                 m: mdl.HouseholdModel) -> list[Decision]:
+def _on_too_long(cx: Context) -> list[Decision]:
     """Per bulb: its open visit known lit (uptime, delivered heartbeats) for longer than that
     bulb's visits starting at that hour usually last. When the heartbeats stop, the lamp is
     probably off (or the radio is down): said so, and the alert is not kept open."""
+    ivs, tl, now, clock, pause, m = cx.ivs, cx.tl, cx.now, cx.clock, cx.pause, cx.model
+    assert m is not None
     out = []
     latest: dict[str, Interval] = {}
     before: dict[str, Interval] = {}  # each bulb's visit before its latest
@@ -415,11 +458,11 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
         latest[iv.device] = iv
     for dev, iv in sorted(latest.items()):
         if pause:
-            out.append(replace(_paused_decision("on_too_long", pause, clock, now), subject=dev))
+            out.append(replace(_paused_decision("on_too_long", pause, cx), subject=dev))
             continue
         bm = m.bulbs.get(dev)
         mine = [x for x in ivs if x.device == dev]
-        limit, usual, learning = on_threshold(bm, mine, iv, settings, clock)
+        limit, usual, learning = on_threshold(cx, bm, mine, iv)
         seen = tl.devices.get(dev)
         if iv.ended_by == "open" and iv.on_s >= limit:
             lit_until = (iv.end_earliest if iv.end_earliest is not None
@@ -467,12 +510,13 @@ COLD_VISITS = 3  # ... it shows its room with this many visits (a toilet: by its
 ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
-def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
-                 settings: RuleSettings, clock: _Clock) -> tuple[float, float, bool]:
+def on_threshold(cx: Context, bm: mdl.BulbModel | None, mine: list[Interval],
+                 iv: Interval) -> tuple[float, float, bool]:
     """(seconds lit that make this visit unusually long, the longest such visit seen, learning)
     for a visit of this bulb starting when `iv` did: the tail of its visit lengths near that
     hour, never below 1.2 x the longest seen there, at most on_too_long_h unless this bulb's
     visits are that long already (then 1.5 x the longest)."""
+    settings, clock = cx.settings, cx.clock
     h = mdl._hour(iv.start_latest, clock.off)
     folded_to = 0.0  # visits not folded into the model yet count toward the longest seen
     if bm is not None and bm.recent:
@@ -546,7 +590,8 @@ def _silence_start(settings: RuleSettings, t: float | None, now: float) -> float
     return t
 
 
-def _bulb_silent(tl: Timeline, settings, now, clock) -> list[Decision]:
+def _bulb_silent(cx: Context) -> list[Decision]:
+    tl, settings, now, clock = cx.tl, cx.settings, cx.now, cx.clock
     out = []
     for dev, seen in sorted(tl.devices.items()):
         if seen.last_heard is None:
@@ -597,12 +642,13 @@ def _delays(mine: list[Interval], gap: float) -> list[float]:
 LATE_IN_A_ROW = 3  # so many visits in a row reaching the server late: an outage
 
 
-def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
+def _poor_delivery(cx: Context) -> list[Decision]:
     """Per bulb, over the last late_days: visits that reached the server late (beyond what an
     LTE-M bulb's report gap explains), or connection attempts that failed (K_LINK records): a
     router switched off at night or for a day, weak signal. One outage is enough (LATE_IN_A_ROW
     visits held one after another): the coordinator hears of it when its reports arrive,
     before the next one can raise a family alert. For the coordinator only."""
+    ivs, tl, settings, now, clock = cx.ivs, cx.tl, cx.settings, cx.now, cx.clock
     out = []
     since = now - settings.late_days * DAY
     for dev in sorted(tl.devices):
@@ -665,9 +711,11 @@ def _when_failing(failing: list[Interval], clock: _Clock) -> str:
     return f" (mostly between {h0:02d}:00 and {(h0 + n) % 24:02d}:00)"
 
 
-def _placement(ivs, tl: Timeline, settings, now, m: mdl.HouseholdModel) -> list[Decision]:
+def _placement(cx: Context) -> list[Decision]:
     """Per bulb, the placement check (models.placement); a coordinator notice opens when no bulb
     of the household gives enough signal (one good bulb is enough to watch over it)."""
+    ivs, tl, settings, now, m = cx.ivs, cx.tl, cx.settings, cx.now, cx.model
+    assert m is not None
     checks = placements(ivs, tl, m, now)
     best = min((mdl.RANK[p.verdict] for p in checks.values()), default=mdl.RANK["learning"])
     out = []
@@ -703,21 +751,18 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
 # ---------------------------------------------------------------- the learned rule
 
 
-def unusual_quiet(ivs, settings: RuleSettings, now: float, clock: _Clock | None = None,
-                  pause: Pause | None = None, hidden: float | None = None,
-                  model: mdl.HouseholdModel | None = None,
-                  tl: Timeline | None = None) -> Decision:
+def _unusual_quiet(cx: Context) -> Decision:
     """The learned rule: alert when the current quiet spell is improbable for this household.
-    hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
+    cx.hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
     rule = "unusual_quiet"
-    clock = clock or _Clock(settings.tz, now)
+    ivs, tl, settings, now, clock, pause, hidden, m = (
+        cx.ivs, cx.tl, cx.settings, cx.now, cx.clock, cx.pause, cx.hidden, cx.model)
+    assert m is not None
     if pause:
-        return _paused_decision(rule, pause, clock, now)
+        return _paused_decision(rule, pause, cx)
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
-    tl = tl if tl is not None else Timeline(tuple(ivs))
-    m = model if model is not None else learn_model(tl, settings, now)
     checks = placements(ivs, tl, m, now)
     mass = mdl.Mass(m.rates(), clock.off)
     later = hidden if hidden is not None and hidden > t0 else t0
@@ -734,14 +779,13 @@ def unusual_quiet(ivs, settings: RuleSettings, now: float, clock: _Clock | None 
                 else f" (still learning this household's rhythm: waiting {wait_h:.0f} h, as its "
                 f"rooms are not used several times a day)")
     else:
-        recent = _recent_spells(ivs, m, settings, mass, clock)
+        recent = _recent_spells(cx, mass)
         # a household watched through a room used every day keeps the promise of
         # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
         fits = any(p.verdict == "good" for p in checks.values())
-        deadline, rhythm, thr, suspect = _learned_deadline(m, mass, t0, settings, clock,
-                                                           recent, fits)
+        deadline, rhythm, thr, suspect = _learned_deadline(cx, mass, t0, recent, fits)
         if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
-            d2, r2, thr2, s2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
+            d2, r2, thr2, s2 = _learned_deadline(cx, mass, later, recent, fits)
             if d2 > deadline:
                 deadline, rhythm, thr, suspect = d2, r2, thr2, s2
         if suspect:  # its radio's delays call for a longer wait than the rhythm's
@@ -757,7 +801,7 @@ def unusual_quiet(ivs, settings: RuleSettings, now: float, clock: _Clock | None 
         note += "; the bulb's room is not used every day (see its placement check)"
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    what += _unreported(hidden, t0, clock, now)
+    what += _unreported(t0, cx)
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
               "expected": expected, "threshold": thr, "history_days": m.days,
@@ -819,10 +863,11 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t
     return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
 
 
-def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: RuleSettings,
-                   mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float, float]]:
+def _recent_spells(cx: Context, mass: mdl.Mass) -> list[tuple[float, float, float]]:
     """(start, expected switch-ons, hours) of the quiet spells ended since the model's last
     day (not folded yet: they join the spells the rule is judged against)."""
+    ivs, m, settings, clock = cx.ivs, cx.model, cx.settings, cx.clock
+    assert m is not None
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
@@ -873,18 +918,19 @@ class Spells:
         return self.u + self.beta * math.log(mdl.TAIL_Q / self.alpha)
 
 
-def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: RuleSettings,
-                clock: _Clock, recent: list[tuple[float, float, float]],
-                max_h: float = math.inf) -> Spells:
+def spells_near(cx: Context, mass: mdl.Mass, t0: float,
+                recent: list[tuple[float, float, float]], max_h: float = math.inf) -> Spells:
     """The spells a quiet spell begun at t0 is judged against (see Spells): those shorter than
     max_h hours. A household whose deadline is capped at learned_max_h passes that cap: a
     longer spell (a night away) alerts whatever the tail says, so it is counted apart and does
     not stretch the tail that sets the shorter deadlines; otherwise every spell is data."""
+    m, settings, clock = cx.model, cx.settings, cx.clock
+    assert m is not None
     h = mdl._hour(t0, clock.off)
     b = int(settings.bucket_h)
-    every, pooled = _pooled(m, mass, h, b, max_h)
+    every, pooled = _pooled(m, mass, h, b, max_h, cx.memo)
     if not any(every) and math.isfinite(max_h):  # no short spell at all: every spell
-        every, pooled = _pooled(m, mass, h, b, math.inf)
+        every, pooled = _pooled(m, mass, h, b, math.inf, cx.memo)
     recent = [r for r in recent if r[2] < max_h]
     if recent:
         every, pooled = list(every), list(pooled)
@@ -908,38 +954,32 @@ def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Rule
 
 
 def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int, b: int,
-            max_h: float = math.inf) -> tuple[list[float], list[float]]:
+            max_h: float = math.inf, memo: Memo | None = None
+            ) -> tuple[list[float], list[float]]:
     """(all spells, spells begun within +-b hours of h) of the model shorter than max_h hours,
-    in expected switch-ons under `mass` (kept per model and hour: a replay asks again and
+    in expected switch-ons under `mass` (kept in the memo per hour: a replay asks again and
     again)."""
+    kept = (memo or Memo()).of(m)._pooled
     key = (m.day, m.n_spells, tuple(mass.rates), b, max_h)
-    hit = _POOLED_CACHE.get((id(m), max_h))
-    if hit is None or hit[0] != key or hit[4]() is not m:  # (a freed model's id is reused)
-        if len(_POOLED_CACHE) > 256:
-            _POOLED_CACHE.clear()
+    hit = kept.get(max_h)
+    if hit is None or hit[0] != key:
         by_hour = mdl.spell_masses(m, mass, max_h)
-        hit = _POOLED_CACHE[(id(m), max_h)] = (key, [sum(col) for col in zip(*by_hour)], {},
-                                               by_hour, weakref.ref(m))
-    _, every, per_hour, by_hour, _ = hit
+        hit = kept[max_h] = (key, [sum(col) for col in zip(*by_hour)], {}, by_hour)
+    _, every, per_hour, by_hour = hit
     if h not in per_hour:
         per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
                                                  for k in range(-b, b + 1)))]
     return every, per_hour[h]
 
 
-# these caches hold values per model object: id(m) and a weak reference to m
-_POOLED_CACHE: dict[tuple[int, float], tuple[tuple, list[float], dict[int, list[float]],
-                               list[list[float]], weakref.ref[mdl.HouseholdModel]]] = {}
-
-
-def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
+def held(m: mdl.HouseholdModel, memo: Memo | None = None
+         ) -> list[list[tuple[float, float]]] | None:
     """Per local hour k: [(hours, share)]: the chance that the household's next switch-on, at
     hour k, has its report held that many hours (its bulbs' delay histories, weighted by their
     use at that hour). None when no bulb has reported late."""
-    key = (m.day, m.n_spells)
-    hit = _HELD_CACHE.get(id(m))
-    if hit is not None and hit[0] == key and hit[2]() is m:
-        return hit[1]
+    memo = (memo or Memo()).of(m)
+    if memo._held_known:
+        return memo._held
     out: list[list[tuple[float, float]]] | None = None
     rates = {dev: bm.rates() for dev, bm in m.bulbs.items()}
     tot = [sum(r[k] for r in rates.values()) for k in range(24)]
@@ -950,18 +990,12 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
         for k, pairs in enumerate(bm.held_shares()):
             w = rates[dev][k] / tot[k] if tot[k] > 0 else 0.0
             out[k].extend((e, w * p) for e, p in pairs)
-    if len(_HELD_CACHE) > 1024:
-        _HELD_CACHE.clear()
-    _HELD_CACHE[id(m)] = (key, out, weakref.ref(m))
+    memo._held, memo._held_known = out, True
     return out
 
 
-_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None,
-                             weakref.ref[mdl.HouseholdModel]]] = {}
-
-
-def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: RuleSettings,
-                      clock: _Clock, recent: list[tuple[float, float, float]],
+def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
+                      recent: list[tuple[float, float, float]],
                       fits: bool = True) -> tuple[float, float, float, bool]:
     """(deadline, the deadline the rhythm alone gives, threshold, whether the radio is suspect)
     of a quiet spell that began at t0.
@@ -984,12 +1018,13 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     it may be the radio): the deadline is the radio's, up to learned_max_h plus the longest
     delay seen, plus a day; where the household fits, never past learned_max_h (never slower
     than the fixed rule)."""
+    m, settings = cx.model, cx.settings
+    assert m is not None
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
-    entry = _DEADLINE_CACHE.get(id(m))
-    hit = entry[1] if entry is not None and entry[0]() is m else None
-    if hit is not None and key in hit:
+    hit = cx.memo.of(m)._deadlines
+    if key in hit:
         return hit[key]
-    sp = spells_near(m, mass, t0, settings, clock, recent,
+    sp = spells_near(cx, mass, t0, recent,
                      settings.learned_max_h if fits else math.inf)
     window = [x for r in m.spell_recent if m.day is not None
               and r[0] > m.day - settings.learn_days for _, x in r[1]]
@@ -998,23 +1033,16 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     thr = sp.threshold
     rhythm = max(mass.until(t0, thr, cap_h * HOUR), t0 + settings.learned_min_h * HOUR)
     out = rhythm, rhythm, thr, False
-    g = held(m)
+    g = held(m, cx.memo)
     if g is not None:
-        radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock)
+        radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, cx.clock)
         if radio > rhythm:
             most = t0 + cap_h * HOUR if fits else math.inf
             out = max(rhythm, min(radio, most)), rhythm, thr, True
-    if hit is None or len(hit) > 4096:
-        if len(_DEADLINE_CACHE) > 256:
-            _DEADLINE_CACHE.clear()
-        hit = {}
-        _DEADLINE_CACHE[id(m)] = (weakref.ref(m), hit)
+    if len(hit) > 4096:
+        hit.clear()
     hit[key] = out
     return out
-
-
-_DEADLINE_CACHE: dict[int, tuple[weakref.ref[mdl.HouseholdModel],
-                                 dict[tuple, tuple[float, float, float, bool]]]] = {}
 
 
 def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
@@ -1061,15 +1089,16 @@ class Episode:
 
 
 def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
-           rule: str) -> list[Episode]:
+           rule: str, memo: Memo | None = None) -> list[Episode]:
     """Alerts of one household rule between start and end, evaluating only when the sweeper
     would (at next_check) or a visit arrives (just after it starts), as the server does."""
-    starts = _starts(tl)
+    memo = memo or Memo()
+    starts = memo.starts(tl)
     out: list[Episode] = []
     cur: Episode | None = None
     t = start
     while t < end:
-        d = next(x for x in evaluate_rule(tl, settings, t, rule))
+        d = next(x for x in evaluate_rule(tl, settings, t, rule, memo=memo))
         if d.state == OPEN and cur is None:
             cur = Episode(rule, d.since if d.since is not None else t, t, None)
         elif d.state == CLEAR and cur is not None:
@@ -1085,18 +1114,16 @@ def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
 
 
 def evaluate_rule(tl: Timeline, settings: RuleSettings, now: float, rule: str,
-                  model: mdl.HouseholdModel | None = None) -> list[Decision]:
+                  model: mdl.HouseholdModel | None = None,
+                  memo: Memo | None = None) -> list[Decision]:
     """Only the household-level gap rule named (replay needs no other rule)."""
-    clock = _Clock(settings.tz, now)
-    ivs = _visible(tl, now)
-    settings = expand(settings, ivs, now)
-    pause = _paused(settings, now)
-    hidden = _hidden_until(tl, now)
-    if rule == "no_activity":
-        return [_no_activity(ivs, settings, now, clock, pause, hidden=hidden)]
-    if rule == "daily_window":
-        return [_daily_window(ivs, settings, now, clock, pause, hidden)]
-    if rule == "unusual_quiet":
-        m = model if model is not None else learn_model(tl, settings, now)
-        return [unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl)]
-    raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, unusual_quiet)")
+    if rule not in _GAP_RULES:
+        raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, "
+                         "unusual_quiet)")
+    cx = context(tl, settings, now, model, memo, learn=rule == "unusual_quiet")
+    return [_GAP_RULES[rule](cx)]
+
+
+# the household-level gap rules (RuleSettings.activity_rule chooses one), by name
+_GAP_RULES: dict[str, Callable[[Context], Decision]] = {
+    "no_activity": _no_activity, "daily_window": _daily_window, "unusual_quiet": _unusual_quiet}

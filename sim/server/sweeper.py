@@ -198,7 +198,7 @@ def _decide(c: Cursor, hid: str, now_ms: int) -> tuple[kept.Kept, list[rules.Dec
     home = hh.household(c, hid)
     rs = rule_settings(c, home)
     k = kept.prepare(c, hid, rs, now_ms)
-    return k, rules.evaluate(k.timeline, rs, now_ms / 1000, model=k.model)
+    return k, rules.evaluate(k.timeline, rs, now_ms / 1000, model=k.model, memo=k.memo)
 
 
 def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
