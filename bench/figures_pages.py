@@ -44,6 +44,7 @@ from sim.batch_client import BatchSender
 from sim.server import households as hh
 from sim.server import notify, sweeper
 from sim.server.app import create_app
+from sim.server.clock import DAY_MS, HOUR_MS
 from sim.server.storage import Database, Store
 from sim.server.web import auth
 from sim.server.web.routes import OVERVIEW_PAGE
@@ -64,7 +65,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
     Store(db)
     auth.open_web(db)
     t0 = int(START.timestamp() * 1000)
-    now = t0 + DAYS * hh.DAY_MS + 6 * 3_600_000
+    now = t0 + DAYS * DAY_MS + 6 * HOUR_MS
     rng = random.Random(homes)
     keys: dict[str, bytes] = {}
     all_status: list[tuple] = []
@@ -85,7 +86,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
             seq = boot = 0
             for d in range(DAYS):
                 for hour in HOURS:
-                    start = t0 + d * hh.DAY_MS + hour * 3_600_000 + rng.randint(0, 3_000_000)
+                    start = t0 + d * DAY_MS + hour * HOUR_MS + rng.randint(0, 3_000_000)
                     length = rng.randint(60_000, 900_000)
                     boot += 1
                     at = start + length + 1000
@@ -128,7 +129,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
 def _signed_in(app_or_url: object, db: Database, now_ms: int, role: str, subject: str,
                client: httpx.Client | TestClient) -> None:
     with db.tx() as c:
-        token = auth.make_link(c, role, subject, now_ms, 3_600_000)
+        token = auth.make_link(c, role, subject, now_ms, HOUR_MS)
     page = client.get(f"/in/{token}")
     m = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert m, page.text[:300]

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -63,7 +62,7 @@ def _token(db: Database, h: str) -> tokens.Token | None:
     they were given)."""
     if not h.startswith("Bearer "):
         return None
-    return tokens.find(db, h[7:].strip(), int(time.time() * 1000))
+    return tokens.find(db, h[7:].strip(), clocks.now_ms())
 
 
 _NO_TOKEN = ("send 'Authorization: Bearer <token>'; make a token with "
@@ -360,7 +359,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> A
                            watcher: str | None = None) -> None:
         def do(c: Any, now: int) -> None:
             home = hh.household(c, hid)
-            today = datetime.fromtimestamp(now / 1000, ZoneInfo(home.tz)).date()
+            today = datetime.fromtimestamp(clocks.to_s(now), ZoneInfo(home.tz)).date()
             changes.end_pause(c, now, actor(c, request, hid), hid, pid, today)
         await call(do)
 
@@ -519,8 +518,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings)
                 home = hh.household(c, a.household)
                 names = views.names(c, home.id)
                 tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
-                ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
-                opened = [x.opened_at / 1000 for x in alerts.list_alerts(c, home.id, limit=50)
+                ps = [(clocks.to_s(p.start_ms), clocks.to_s(p.end_ms)) for p in hh.pauses(c, home.id)]
+                opened = [clocks.to_s(x.opened_at) for x in alerts.list_alerts(c, home.id, limit=50)
                           if x.audience != "coordinator"]
         except notify.BadLink as e:
             return bad_link(request, e)
@@ -528,7 +527,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings)
             return error(request, reader_lang(request, None), "a_link_removed", 404)
         at = a.closed_at if a.closed_at is not None else now
         ctx = alerts.context(a, home, at)
-        svg = chart.activity_svg(tl.intervals, home.tz, now / 1000, lang, pauses=ps,
+        svg = chart.activity_svg(tl.intervals, home.tz, clocks.to_s(now), lang, pauses=ps,
                                  alerts_at=opened)
         form = form or {}
         return render(request, lang, status, action=action, token=token, a=a, home=home,
@@ -659,9 +658,9 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     except ValueError:
         raise ValueError(f"MIMAMORI_SWEEP_S={raw!r}: write the seconds between sweeps, e.g. 30 "
                          "(0 turns the sweeper off)") from None
-    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // 1000))
+    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // clocks.SECOND_MS))
     try:
-        lease_ms = int(float(raw) * 1000)
+        lease_ms = clocks.to_ms(float(raw))
     except ValueError:
         lease_ms = 0
     if lease_ms <= 0:

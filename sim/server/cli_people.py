@@ -59,7 +59,7 @@ def _t(ms: int | None, tz: str) -> str:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    return datetime.fromtimestamp(clocks.to_s(ms), ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
@@ -311,7 +311,7 @@ def cmd_outbox(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_token(args: argparse.Namespace, store: Store) -> int:
-    tok = api.create_token(store.db, args.name, int(time.time() * 1000), args.scope,
+    tok = api.create_token(store.db, args.name, clocks.now_ms(), args.scope,
                            args.household, args.days)
     limits = f"scope {args.scope}" + (f", households {', '.join(args.household)}"
                                       if args.household else "") + (
@@ -322,7 +322,7 @@ def cmd_token(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace, store: Store) -> int:
-    now = int(time.time() * 1000)
+    now = clocks.now_ms()
     rows = tokens.tokens(store.db)
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "state": t.state(now), "scope": t.scope,
@@ -334,14 +334,14 @@ def cmd_token_list(args: argparse.Namespace, store: Store) -> int:
         print("no API tokens: make one with `mimamori token create NAME`")
     for t in rows:
         exp = "never" if t.expires_at is None else time.strftime(
-            "%Y-%m-%d", time.gmtime(t.expires_at / 1000))
+            "%Y-%m-%d", time.gmtime(clocks.to_s(t.expires_at)))
         print(f"{t.id}  {t.state(now):<7} {t.scope:<5} expires {exp:<10}  {t.name}"
               + (f"  (households {', '.join(t.households)})" if t.households else ""))
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace, store: Store) -> int:
-    t = tokens.revoke(store.db, args.token, int(time.time() * 1000))
+    t = tokens.revoke(store.db, args.token, clocks.now_ms())
     print(f"token {t.id} ({t.name}) revoked: it no longer works")
     return 0
 

@@ -26,14 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sim.server import roles, rules, status, texts
+from sim.server.clock import DAY_MS, to_ms, to_s
 from sim.server.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 LANGS = ("ja", "en")
 ROLES = {r.name: r.tier for r in roles.TABLE.values()}  # role -> its tier (sim/server/roles.py)
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 
 SCHEMA: list[list[str]] = [
     [
@@ -378,7 +377,7 @@ def quiet_until(quiet: str, tz: str, now_ms: int) -> int | None:
         return None
     a, b = quiet.split("-")
     z = ZoneInfo(tz)
-    now = datetime.fromtimestamp(now_ms / 1000, z)
+    now = datetime.fromtimestamp(to_s(now_ms), z)
     (ah, am), (bh, bm) = ((int(x) for x in t.split(":")) for t in (a, b))
     start, end = now.replace(hour=ah, minute=am, second=0, microsecond=0), now.replace(
         hour=bh, minute=bm, second=0, microsecond=0)
@@ -386,7 +385,7 @@ def quiet_until(quiet: str, tz: str, now_ms: int) -> int | None:
         s = start + timedelta(days=day)
         e = end + timedelta(days=day + (1 if end <= start else 0))
         if s <= now < e:
-            return int(e.timestamp() * 1000)
+            return to_ms(e.timestamp())
     return None
 
 
@@ -456,8 +455,8 @@ class PauseRow:
         """The pause as the rules see it (an open "until the next switch-on" pause has no end
         yet: the rules end it at that switch-on)."""
         if self.until_switch_on and self.end_ms >= OPEN_END_MS:
-            return rules.Pause(self.start_ms / 1000, math.inf, True, self.reason)
-        return rules.Pause(self.start_ms / 1000, self.end_ms / 1000, False, self.reason)
+            return rules.Pause(to_s(self.start_ms), math.inf, True, self.reason)
+        return rules.Pause(to_s(self.start_ms), to_s(self.end_ms), False, self.reason)
 
 
 OPEN_END_MS = 253_402_300_799_000  # 9999-12-31: a pause until the next switch-on, not ended yet
@@ -656,11 +655,11 @@ def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
     pid = new_id("p")
     c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              (pid, hid, first.isoformat(), last.isoformat(), int(p.start * 1000),
-               int(p.end * 1000), reason, now_ms))
+              (pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
+               to_ms(p.end), reason, now_ms))
     c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
-    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), int(p.start * 1000),
-                    int(p.end * 1000), reason, now_ms)
+    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
+                    to_ms(p.end), reason, now_ms)
 
 
 def pauses(c: Cursor, hid: str) -> list[PauseRow]:
@@ -689,9 +688,9 @@ def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -
 
     for p in pauses(c, hid):
         if p.until_switch_on and p.end_ms >= OPEN_END_MS:
-            i = bisect.bisect_right(starts, p.start_ms / 1000)
+            i = bisect.bisect_right(starts, to_s(p.start_ms))
             if i < len(starts):
-                end = int(starts[i] * 1000)
+                end = to_ms(starts[i])
                 c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
                           (end, local_day(end, tz), p.id))
 
@@ -712,11 +711,11 @@ def parse_day(text: str) -> date:
 def local_hhmm(ms: float | None, tz: str) -> str:
     if ms is None:
         return "?"
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%H:%M")
+    return datetime.fromtimestamp(to_s(ms), ZoneInfo(tz)).strftime("%H:%M")
 
 
 def local_day(ms: float, tz: str) -> str:
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(to_s(ms), ZoneInfo(tz)).strftime("%Y-%m-%d")
 
 
 

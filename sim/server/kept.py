@@ -40,13 +40,13 @@ from sim.server import models as mdl
 from sim.server import rules
 from sim.server import settings as bulb_settings
 from sim.server import timeline as tl_mod
+from sim.server.clock import DAY_MS, to_ms, to_s
 from sim.server.sql import Cursor, Database, migrate
 from sim.server.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
 WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):
 #                  the rules look back late_days (7) and the digest a week; the model the rest
-DAY = 86400.0
 
 SCHEMA: list[list[str]] = [
     [
@@ -151,7 +151,7 @@ def _stored(device: str, r: Sequence[Any]) -> StoredRecord:
 
 def _receipt(device: str, b: Sequence[Any], lte: bool) -> StoredRecord:
     ep, boot, _req, up, rec_ms, wait_ms, from_seq = b
-    return tl_mod.receipt_anchor(device, ep, boot, up, rec_ms / 1000, (wait_ms or 0) / 1000, lte,
+    return tl_mod.receipt_anchor(device, ep, boot, up, to_s(rec_ms), to_s(wait_ms or 0), lte,
                                  seq=from_seq)
 
 
@@ -172,7 +172,7 @@ _BATCH_COLS = "epoch, boot, req, up_ms, received_at, up_wait_ms, from_seq"
 def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
     """The bulb's state from all its records (the first evaluation, or a late record)."""
     st = BulbState(device, batches)
-    recs = [[*r[:8], r[8] / 1000] for r in c.all(
+    recs = [[*r[:8], to_s(r[8])] for r in c.all(
         f"SELECT {_REC_COLS} FROM records WHERE device = ?", (device,))]
     st.lte = tl_mod.uses_lte(_stored(device, r) for r in recs)
     for r in recs:
@@ -183,7 +183,7 @@ def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
         f"SELECT {_BATCH_COLS} FROM batches WHERE device = ? AND up_ms IS NOT NULL AND "
         "up_ms <> 0", (device,))]
     for b in st.receipts:
-        _heard(st, b[4] / 1000, b[1])
+        _heard(st, to_s(b[4]), b[1])
     frozen = _settle(st)
     assert frozen is not None  # nothing kept to disagree with
     return BulbUpdate(st, None, True, frozen, -math.inf)
@@ -220,7 +220,7 @@ def _advance(st: BulbState, recs: list[list[Any]], receipts: list[list[Any]]
     for r in recs:
         _heard(st, r[8], r[2])
     for b in receipts:
-        _heard(st, b[4] / 1000, b[1])
+        _heard(st, to_s(b[4]), b[1])
     return _settle(st)
 
 
@@ -283,7 +283,7 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
     recs: list[list[Any]] = []
     for b in new:
         if b[7]:
-            recs += [[*r[:8], r[8] / 1000] for r in c.all(
+            recs += [[*r[:8], to_s(r[8])] for r in c.all(
                 f"SELECT {_REC_COLS} FROM records WHERE device = ? AND epoch = ? AND "
                 "received_at = ? AND seq >= ?", (device, b[0], b[4], b[6]))]
     old = list(st.visits)
@@ -357,7 +357,7 @@ def _timeline(c: Cursor, ups: list[BulbUpdate], devs: list[tuple], since_ms: int
     for up, (dev, created, settings) in zip(ups, devs):
         st = up.state
         ivs += [_interval(v) for v in st.visits] + [v for _, _, v in up.frozen]
-        seen[dev] = st.seen(created / 1000, json.loads(settings))
+        seen[dev] = st.seen(to_s(created), json.loads(settings))
     # the rows already written (a rebuilt bulb's are all in up.frozen)
     ivs += [v for v in _visit_rows(c, [d[0] for d in devs if not _rebuilt(ups, d[0])],
                                    since_ms)]
@@ -412,7 +412,7 @@ def _keep(hid: str, text: str, m: mdl.HouseholdModel, memo: rules.Memo) -> None:
 
 def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
-    now = now_ms / 1000
+    now = to_s(now_ms)
     devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
                  (hid,))
     ups = [bulb(c, d[0]) for d in devs]
@@ -427,7 +427,8 @@ def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     if not learning:
         assert model is not None and model.day is not None
         end = _day_end(model.day, rs.tz)
-        since_ms = int(min(now - max(WINDOW_DAYS, rs.late_days + 2) * DAY, end - DAY) * 1000)
+        since_ms = min(now_ms - int(max(WINDOW_DAYS, rs.late_days + 2) * DAY_MS),
+                       to_ms(end) - DAY_MS)
     tl = _timeline(c, ups, devs, since_ms)
     under = _learned_under(rs, tl)
     valid = (model is not None and row is not None and row[1] == under and model.day is not None
@@ -475,7 +476,7 @@ def write(c: Cursor, k: Kept) -> None:
             "INSERT INTO visits (device, epoch, boot, start_ms, data) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (device, epoch, boot) DO UPDATE SET start_ms = excluded.start_ms, "
             "data = excluded.data",
-            [(up.state.device, ep, boot, math.floor(v.start_latest * 1000),
+            [(up.state.device, ep, boot, to_ms(v.start_latest),
               json.dumps(_row(v))) for ep, boot, v in up.frozen])
         c.execute(
             "INSERT INTO bulb_tails (device, version, batches, state) VALUES (?, 1, ?, ?) "

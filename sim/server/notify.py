@@ -59,6 +59,7 @@ from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
 from sim.server import messages, sql, texts
+from sim.server.clock import DAY_MS, SECOND_MS, to_ms, to_s
 from sim.server.households import Household, Watcher
 from sim.server.storage import Cursor, Database
 
@@ -196,7 +197,7 @@ def links(c: Cursor, cfg: NotifierSettings, alert: str, watcher: str, now_ms: in
     """The claim and resolve links of an alert message for one watcher, and the household's
     dashboard page (which asks for a sign-in link when needed)."""
     key = link_key(c)
-    exp = now_ms + TOKEN_DAYS * 86_400_000
+    exp = now_ms + TOKEN_DAYS * DAY_MS
     out = {f"{a}_url": f"{cfg.public_url}/a/{make_token(key, a, alert, watcher, exp)}"
            for a in ("claim", "resolve")}
     row = c.one("SELECT household FROM alerts WHERE id = ?", (alert,))
@@ -210,7 +211,7 @@ def invite(c: Cursor, now_ms: int, home: Household, w: Watcher,
     """The test message to a new watcher (or a new address), with its "I received this"
     link (links to public_url, default MIMAMORI_PUBLIC_URL)."""
     base = (public_url or NotifierSettings.from_env().public_url).rstrip("/")
-    token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * 86_400_000)
+    token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * DAY_MS)
     return enqueue(c, now_ms, "invite", home, w, {"received_url": f"{base}/a/{token}"})
 
 
@@ -378,7 +379,7 @@ class Circuits:
         if dest is None:
             return 0.0
         with self._lock:
-            wait = (self._until.get(dest, 0) - now_ms) / 1000
+            wait = to_s(self._until.get(dest, 0) - now_ms)
             if wait > 0:
                 return wait
             if self._busy.get(dest, 0) >= PER_DESTINATION:
@@ -400,14 +401,14 @@ class Circuits:
             if n < CIRCUIT_FAILURES:
                 return False
             k = self._opened[dest] = self._opened.get(dest, 0) + 1
-            self._until[dest] = now_ms + int(CIRCUIT_S[min(k - 1, len(CIRCUIT_S) - 1)] * 1000)
+            self._until[dest] = now_ms + to_ms(CIRCUIT_S[min(k - 1, len(CIRCUIT_S) - 1)])
             self._fails[dest] = 0
             return True
 
     def open(self, now_ms: int) -> dict[str, float]:
         """Destinations whose circuit is open, with the seconds left."""
         with self._lock:
-            return {d: (t - now_ms) / 1000 for d, t in self._until.items() if t > now_ms}
+            return {d: to_s(t - now_ms) for d, t in self._until.items() if t > now_ms}
 
 
 CIRCUITS = Circuits()
@@ -479,7 +480,7 @@ def deliver_due(db: Database, now_ms: int, cfg: NotifierSettings, limit: int = 1
     sent, and the send is cut off at a total deadline shorter than the lease, so no other
     worker can take the row while it is being sent. Marking it sent ends the lease."""
     owner = owner or f"{os.getpid()}:{secrets.token_hex(4)}"
-    lease_ms = int(cfg.lease_s * 1000)
+    lease_ms = to_ms(cfg.lease_s)
     out = {"sent": 0, "failed": 0, "dead": 0, "waiting": 0}
     circuits = CIRCUITS if circuits is None else circuits
     for _ in range(limit):
@@ -498,7 +499,7 @@ def deliver_due(db: Database, now_ms: int, cfg: NotifierSettings, limit: int = 1
             out["waiting"] += 1
             continue
         # the whole send, connection to last byte, ends a margin before the lease does
-        budget = min(cfg.send_deadline_s, (until - sql.lease_now_ms()) / 1000 - LEASE_MARGIN_S)
+        budget = min(cfg.send_deadline_s, to_s(until - sql.lease_now_ms()) - LEASE_MARGIN_S)
         try:
             if budget <= 0:
                 raise SendError("no time left in the lease to send (the claim took too long)")
@@ -511,7 +512,7 @@ def deliver_due(db: Database, now_ms: int, cfg: NotifierSettings, limit: int = 1
             n = o.attempts + 1
             # a message that cannot be sent as it stands (not a network fault) is given up now
             dead = n >= cfg.max_attempts or not isinstance(e, TRANSIENT)
-            delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
+            delay = to_ms(BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)])
             error = f"{type(e).__name__}: {e}"[:500]
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
@@ -693,7 +694,7 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
 def send_webhook(o: Outgoing, cfg: NotifierSettings, now_ms: int, secret: str,
                  budget_s: float | None = None) -> None:
     body = json.dumps(o.payload, ensure_ascii=False, sort_keys=True).encode()
-    ts = str(now_ms // 1000)
+    ts = str(now_ms // SECOND_MS)  # the webhook's header counts Unix seconds
     headers = {"Content-Type": "application/json", "Idempotency-Key": o.id,
                "X-Mimamori-Timestamp": ts, "X-Mimamori-Signature": sign_webhook(secret, ts, body)}
     u = urlsplit(o.payload["to"])

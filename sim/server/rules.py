@@ -50,12 +50,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sim.server import models as mdl
+from sim.server.clock import DAY_S, HOUR_S
 from sim.server.timeline import Interval, Timeline
 
 OPEN = "open"
 CLEAR = "clear"
-HOUR = 3600.0
-DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,9 +346,9 @@ def expand(settings: RuleSettings, ivs: list[Interval], now: float) -> RuleSetti
         else:
             ps.append(p)
     if settings.absences:
-        t0 = min(starts[0] if starts else now, now - DAY)
+        t0 = min(starts[0] if starts else now, now - DAY_S)
         for a in settings.absences:
-            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY))
+            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY_S))
     return replace(settings, pauses=tuple(sorted(ps, key=lambda p: (p.start, p.end))),
                    absences=())
 
@@ -388,7 +387,7 @@ def _no_activity(cx: Context) -> Decision:
     rule, note = "no_activity", ""
     if pause:
         return _paused_decision(rule, pause, cx)
-    limit = settings.no_activity_h * HOUR
+    limit = settings.no_activity_h * HOUR_S
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
@@ -397,12 +396,12 @@ def _no_activity(cx: Context) -> Decision:
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
     note += _unreported(t0, cx)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR}
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if now >= deadline:
         return Decision(rule, OPEN, deadline,
-                        f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{note}",
+                        f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{note}",
                         None, at=t0, detail=detail)
     return Decision(rule, CLEAR, t0, what + note, deadline, at=t0, detail=detail)
 
@@ -414,13 +413,13 @@ def _daily_window(cx: Context) -> Decision:
     if pause:
         return _paused_decision(rule, pause, cx)
     w = settings.window_start
-    ws = w.hour * HOUR + w.minute * 60
+    ws = w.hour * HOUR_S + w.minute * 60
     loc = clock.local_s(now)
-    length = settings.window_h * HOUR
+    length = settings.window_h * HOUR_S
     # the latest window that has ended by now
-    start = math.floor((loc - ws - length) / DAY) * DAY + ws
+    start = math.floor((loc - ws - length) / DAY_S) * DAY_S + ws
     end = start + length
-    nxt_end = end + DAY
+    nxt_end = end + DAY_S
     s_u, e_u = start - clock.off, end - clock.off
     t0, last = _gap_start(ivs, settings, now)
     in_window = [iv for iv in ivs if s_u <= iv.start_latest < e_u]
@@ -469,13 +468,13 @@ def _on_too_long(cx: Context) -> list[Decision]:
                          else iv.start_latest + iv.on_s)
             quiet_for = _stale_after(bm, seen.heartbeat_s if seen else 900.0)
             heard = seen.last_heard if seen and seen.last_heard is not None else lit_until
-            detail = {"on_h": iv.on_s / HOUR, "limit_h": limit / HOUR, "usual_h": usual / HOUR,
+            detail = {"on_h": iv.on_s / HOUR_S, "limit_h": limit / HOUR_S, "usual_h": usual / HOUR_S,
                       "lit_until": lit_until}
             if now - heard > quiet_for:  # its heartbeats stopped: probably switched off
                 out.append(Decision(
                     "on_too_long", CLEAR, heard,
                     f"no report from the bulb since {clock.hhmm(heard, now)} (light on since "
-                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR:.1f} h until then): "
+                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR_S:.1f} h until then): "
                     "the light was probably switched off, or its radio is down",
                     None, subject=dev, at=iv.start_latest,
                     detail=detail | {"probably_off": True}))
@@ -487,7 +486,7 @@ def _on_too_long(cx: Context) -> list[Decision]:
             out.append(Decision(
                 "on_too_long", OPEN, iv.start_latest + limit,
                 f"light on since {clock.hhmm(iv.start_latest, now)}, still on at "
-                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR:.1f} h){why}",
+                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR_S:.1f} h){why}",
                 heard + quiet_for, subject=dev, at=iv.start_latest,
                 detail=detail | {"strength": "weak" if learning else "strong"},
                 strength="weak" if learning else "strong"))
@@ -501,7 +500,7 @@ def _on_too_long(cx: Context) -> list[Decision]:
             else:
                 ev = f"light on for {iv.on_s / 60:.0f} min so far"
             out.append(Decision("on_too_long", CLEAR, iv.start_latest, ev, None, subject=dev,
-                                at=iv.start_latest, detail={"limit_h": limit / HOUR}))
+                                at=iv.start_latest, detail={"limit_h": limit / HOUR_S}))
     return out
 
 
@@ -526,13 +525,13 @@ def on_threshold(cx: Context, bm: mdl.BulbModel | None, mine: list[Interval],
             and x.start_latest >= folded_to
             and min(abs(mdl._hour(x.start_latest, clock.off) - h),
                     24 - abs(mdl._hour(x.start_latest, clock.off) - h)) <= 2]
-    base = settings.on_too_long_h * HOUR
+    base = settings.on_too_long_h * HOUR_S
     if bm is None or bm.n_days == 0:
         # no settled day yet: once the bulb has shown a few visits, all short, it is not a room
         # lit for whole evenings; before that, a lit evening is not unusual yet
         ended = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"]
         seen = max(ended, default=0.0)
-        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR
+        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR_S
         return max(base, cold, 1.5 * seen), seen, True
     pooled = bm.durations(h, 2)
     if sum(pooled) < 5:
@@ -597,7 +596,7 @@ def _bulb_silent(cx: Context) -> list[Decision]:
         if seen.last_heard is None:
             reg = seen.registered_at
             since = _silence_start(settings, reg, now)
-            due = None if since is None else since + settings.never_heard_h * HOUR
+            due = None if since is None else since + settings.never_heard_h * HOUR_S
             paused = _paused(settings, now)
             if due is not None and now >= due and not paused:
                 out.append(Decision("bulb_silent", OPEN, due,
@@ -610,7 +609,7 @@ def _bulb_silent(cx: Context) -> list[Decision]:
             continue
         since = _silence_start(settings, seen.last_heard, now)
         assert since is not None
-        due = since + settings.silent_h * HOUR
+        due = since + settings.silent_h * HOUR_S
         paused = _paused(settings, now)
         if now >= due and not paused:
             out.append(Decision("bulb_silent", OPEN, due,
@@ -650,7 +649,7 @@ def _poor_delivery(cx: Context) -> list[Decision]:
     before the next one can raise a family alert. For the coordinator only."""
     ivs, tl, settings, now, clock = cx.ivs, cx.tl, cx.settings, cx.now, cx.clock
     out = []
-    since = now - settings.late_days * DAY
+    since = now - settings.late_days * DAY_S
     for dev in sorted(tl.devices):
         mine = [iv for iv in ivs if iv.device == dev]
         delays = _delays(mine, tl.devices[dev].report_gap_s)
@@ -674,7 +673,7 @@ def _poor_delivery(cx: Context) -> list[Decision]:
                 parts.append(f"{len(late)} of {len(recent)} visits in {settings.late_days:g} "
                              f"days reached the server more than "
                              f"{settings.late_after_s / 60:.0f} min late "
-                             f"(worst {max(late_d) / HOUR:.1f} h)")
+                             f"(worst {max(late_d) / HOUR_S:.1f} h)")
             if failed:
                 parts.append(f"{failed} of {tries} connection attempts failed"
                              + _when_failing([iv for iv, _ in recent if iv.links_failed], clock))
@@ -727,7 +726,7 @@ def _placement(cx: Context) -> list[Decision]:
         if p.verdict == "learning":  # it speaks once its first PLACEMENT_DAYS have settled
             bm = m.bulbs.get(dev)
             left = mdl.PLACEMENT_DAYS - (bm.n_days if bm else 0)
-            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY
+            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY_S
         out.append(Decision("placement", OPEN if weak else CLEAR, None, p.words, nxt,
                             "coordinator", dev, detail=detail))
     return out
@@ -744,7 +743,7 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
         bm = m.bulbs.get(dev) or mdl.BulbModel(dev)
         seen = tl.devices.get(dev)
         since = last.get(dev, seen.registered_at if seen else None)
-        out[dev] = mdl.placement(bm, (now - since) / HOUR if since is not None else 0.0)
+        out[dev] = mdl.placement(bm, (now - since) / HOUR_S if since is not None else 0.0)
     return out
 
 
@@ -772,7 +771,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
-        deadline = later + wait_h * HOUR
+        deadline = later + wait_h * HOUR_S
         reasons.append("learning")
         note = (f" (still learning this household's rhythm: the fixed "
                 f"{settings.no_activity_h:g} h rule until then)" if wait_h <= settings.no_activity_h
@@ -795,7 +794,7 @@ def _unusual_quiet(cx: Context) -> Decision:
                      f"{radio.longest_held_h():.0f} h late before: this silence may be its "
                      "radio")
             radio_h = radio.longest_held_h()
-        rhythm_h = (rhythm - t0) / HOUR
+        rhythm_h = (rhythm - t0) / HOUR_S
     if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
         reasons.append("placement")
         note += "; the bulb's room is not used every day (see its placement check)"
@@ -803,7 +802,7 @@ def _unusual_quiet(cx: Context) -> Decision:
             else f"pause ended at {clock.hhmm(t0, now)}")
     what += _unreported(t0, cx)
     expected = mass.at(now) - mass.at(t0)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S,
               "expected": expected, "threshold": thr, "history_days": m.days,
               "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
@@ -814,7 +813,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
-        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR:
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR_S:
             # the fixed rule would tell the family now: an alert on weak evidence is not held
             # for their quiet hours then (it still neither reminds at night nor escalates)
             detail["tell_now"] = True
@@ -823,7 +822,7 @@ def _unusual_quiet(cx: Context) -> Decision:
                  f"(learned over {m.days:.0f} days)")
         return Decision(
             rule, OPEN, deadline,
-            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{usual}{note}",
+            f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{usual}{note}",
             firm if strength == "weak" else None, at=t0,
             detail=detail | {"strength": strength}, strength=strength)
     return Decision(rule, CLEAR, t0, what + note,
@@ -851,7 +850,7 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t
     paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
     n = sum(1 for iv in ivs if iv.start_latest < t0)
     a = GP_SHAPE + n
-    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY
+    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY_S
     n_h = settings.no_activity_h
     if n / b >= LEARNING_BUSY:
         return n_h
@@ -860,7 +859,7 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t
     starts = [iv.start_latest for iv in ivs if iv.start_latest <= t0]
     longest = max((y - x for x, y in itertools.pairwise(starts)
                    if not any(x < p.end and p.start < y for p in settings.pauses)), default=0.0)
-    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
+    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR_S)
 
 
 def _recent_spells(cx: Context, mass: mdl.Mass) -> list[tuple[float, float, float]]:
@@ -876,7 +875,7 @@ def _recent_spells(cx: Context, mass: mdl.Mass) -> list[tuple[float, float, floa
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
                                                      for p in settings.pauses):
-            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR))
+            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR_S))
         prev = t
     return out
 
@@ -940,7 +939,7 @@ def spells_near(cx: Context, mass: mdl.Mass, t0: float,
             if min((mdl._hour(s, clock.off) - h) % 24, (h - mdl._hour(s, clock.off)) % 24) <= b:
                 pooled[i] += 1.0
     total = sum(every)
-    days = m.days + len({int((s + clock.off) // DAY) for s, _, _ in recent})
+    days = m.days + len({int((s + clock.off) // DAY_S) for s, _, _ in recent})
     _, beta = mdl.tail(every, mdl.MASS_EDGES, days / (total * settings.days_per_false_alert),
                        floor=0.3)
     n = sum(pooled)
@@ -1031,13 +1030,13 @@ def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
     longest = max(window + [x for _, _, x in recent] + [0.0])
     cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
     thr = sp.threshold
-    rhythm = max(mass.until(t0, thr, cap_h * HOUR), t0 + settings.learned_min_h * HOUR)
+    rhythm = max(mass.until(t0, thr, cap_h * HOUR_S), t0 + settings.learned_min_h * HOUR_S)
     out = rhythm, rhythm, thr, False
     g = held(m, cx.memo)
     if g is not None:
         radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, cx.clock)
         if radio > rhythm:
-            most = t0 + cap_h * HOUR if fits else math.inf
+            most = t0 + cap_h * HOUR_S if fits else math.inf
             out = max(rhythm, min(radio, most)), rhythm, thr, True
     if len(hit) > 4096:
         hit.clear()
@@ -1053,26 +1052,26 @@ def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h:
     longest_held = max((e for row in g for e, _ in row), default=0.0)
     n_max = math.ceil(cap_h + longest_held) + 24
     base = mass.at(t0)
-    cum = [mass.at(t0 + j * HOUR) - base for j in range(n_max + 1)]
+    cum = [mass.at(t0 + j * HOUR_S) - base for j in range(n_max + 1)]
     surv = [sp.survival(x) for x in cum]
     weight = [0.0] * (n_max + 1)
     for j in range(n_max):
         f = surv[j] - surv[j + 1]
         if f <= sp.alpha * 1e-3:
             continue
-        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR, clock.off)]:
+        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR_S, clock.off)]:
             weight[min(n_max, j + 1 + math.ceil(e))] += f * p
     # the chance the rhythm deadline accepts (more than alpha when capped); a radio that adds
     # less than half of alpha to it does not move the deadline
     level = max(sp.alpha, sp.survival(mass.at(rhythm) - base)) + sp.alpha / 2
-    n = first = max(1, math.ceil((rhythm - t0) / HOUR - 1e-9))
+    n = first = max(1, math.ceil((rhythm - t0) / HOUR_S - 1e-9))
     held_now = sum(weight[n:])  # spells over, whose report is still held at hour n
     while n < n_max:
         if surv[n] + held_now <= level:
             break
         held_now -= weight[n]
         n += 1
-    return rhythm if n == first else max(rhythm, t0 + n * HOUR)
+    return rhythm if n == first else max(rhythm, t0 + n * HOUR_S)
 
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)

@@ -29,10 +29,10 @@ import secrets
 from dataclasses import dataclass
 
 from sim.server import households as hh
+from sim.server.clock import DAY_MS
 from sim.server.storage import Database, migrate
 
 SCOPES = ("read", "write", "all")
-DAY_MS = 86_400_000
 
 SCHEMA: list[list[str]] = [
     [

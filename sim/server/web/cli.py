@@ -44,7 +44,7 @@ def dashboard_invite(args: argparse.Namespace, store: Store) -> int:
     try:
         with store.db.tx() as c:
             w = hh.watcher(c, args.watcher)
-            token = auth.make_link(c, auth.WATCHER, w.id, now, auth.INVITE_DAYS * 86_400_000)
+            token = auth.make_link(c, auth.WATCHER, w.id, now, auth.INVITE_DAYS * clocks.DAY_MS)
     except hh.NotFound as e:
         raise ValueError(str(e)) from None
     print(f"invitation for {w.name} ({w.household}); valid {auth.INVITE_DAYS} days, works once:")
