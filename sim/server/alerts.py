@@ -419,8 +419,7 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSettin
               "next_reminder_at = ?, next_escalation_at = NULL WHERE id = ?",
               (wid, now_ms, now_ms + int(home.settings.claim_timeout_h * HOUR_MS), aid))
     # the sweeper must look again when the claim is overdue
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
-              "next_check > ?)", (now_ms, a.household, now_ms))
+    hh.recheck_by(c, a.household, now_ms)
     _event(c, aid, now_ms, "claimed", f"{w.name} is going to check", wid)
     a = get(c, aid)
     others = [x for x in recipients(c, a) if x.id != wid]
@@ -459,7 +458,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
         hh.pause_until_switch_on(c, now_ms, a.household, why)
         _event(c, aid, now_ms, "paused", f"household paused until the next switch-on ({why})",
                wid, outcome=outcome)
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, a.household))
+    hh.recheck_at(c, a.household, now_ms)
     a = get(c, aid)
     home = hh.household(c, a.household)
     _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,
@@ -487,8 +486,7 @@ def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSett
               "next_reminder_at = ?, next_escalation_at = ? WHERE id = ?",
               (due, now_ms + int(s.escalate_h[min(a.tier - 1, 1)] * HOUR_MS)
                if nxt and strength(a) == "strong" else None, aid))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
-              "next_check > ?)", (now_ms, a.household, now_ms))
+    hh.recheck_by(c, a.household, now_ms)
     _event(c, aid, now_ms, "released", f"{w.name} handed it back (cannot go)", wid)
     a = get(c, aid)
     others = [x for x in recipients(c, a) if x.id != wid]

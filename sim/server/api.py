@@ -305,7 +305,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> A
         def do(c: Any, now: int) -> dict[str, Any]:
             hh.household(c, hid)
             dev = store.register_device(now, body.id, hid)
-            c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now, hid))
+            hh.recheck_at(c, hid, now)
             return {"id": dev.id, "household": hid,
                     "site": site_snippet(dev, body.server or cfg.public_url)}
         return await call(do)
@@ -323,8 +323,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> A
                 hh.household(c, body.household)  # a clear 404 before any key is minted
             dev = store.register_device(now, body.id, body.household)
             if body.household is not None:
-                c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                          (now, body.household))
+                hh.recheck_at(c, body.household, now)
             return {"id": dev.id, "household": dev.household,
                     "site": site_snippet(dev, body.server or cfg.public_url)}
         return await call(do)

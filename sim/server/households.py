@@ -527,6 +527,20 @@ def households(c: Cursor) -> list[Household]:
     return [_household(r) for r in c.all(f"SELECT {_H_COLS} FROM households ORDER BY id")]
 
 
+def recheck_at(c: Cursor, hid: str, at_ms: int) -> int:
+    """Evaluate the household again at at_ms, whatever was due before: what changed (its
+    settings, people, bulbs or pauses) may move any deadline, and that evaluation sets the next
+    one. The rows changed (0: no such household)."""
+    return c.execute("UPDATE households SET next_check = ? WHERE id = ?", (at_ms, hid))
+
+
+def recheck_by(c: Cursor, hid: str, at_ms: int) -> int:
+    """Evaluate the household again at at_ms at the latest: next_check only moves earlier (a
+    reminder or a claim coming due; the deadlines already set still hold)."""
+    return c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL "
+                     "OR next_check > ?)", (at_ms, hid, at_ms))
+
+
 def update_settings(c: Cursor, hid: str, changes: dict[str, Any], now_ms: int) -> Household:
     h = household(c, hid)
     merged = {**settings_json(h.settings), **changes}
@@ -657,7 +671,7 @@ def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
               (pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
                to_ms(p.end), reason, now_ms))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    recheck_at(c, hid, now_ms)
     return PauseRow(pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
                     to_ms(p.end), reason, now_ms)
 
@@ -677,7 +691,7 @@ def pause_until_switch_on(c: Cursor, now_ms: int, hid: str, reason: str = "") ->
     c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
               "created_at, until_switch_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
               (pid, hid, today, "", now_ms, OPEN_END_MS, reason[:200], now_ms))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    recheck_at(c, hid, now_ms)
     return next(p for p in pauses(c, hid) if p.id == pid)
 
 
@@ -698,7 +712,7 @@ def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -
 def remove_pause(c: Cursor, hid: str, pid: str, now_ms: int) -> None:
     if not c.execute("DELETE FROM pauses WHERE id = ? AND household = ?", (pid, hid)):
         raise NotFound(f"no pause {pid!r} in household {hid!r}")
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    recheck_at(c, hid, now_ms)
 
 
 def parse_day(text: str) -> date:
@@ -724,8 +738,7 @@ def touch(db: Database, hid: str, now_ms: int) -> bool:
     False if there is no such household."""
     open_people(db)
     with db.tx() as c:
-        return bool(c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                              (now_ms, hid)))
+        return bool(recheck_at(c, hid, now_ms))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -766,6 +779,6 @@ def assign_bulb(c: Cursor, device_id: str, hid: str, now_ms: int) -> str | None:
         raise NotFound(f"no bulb {device_id!r}: register it first (`make provision` or "
                        "`mimamori device register`); `mimamori device list` shows the bulbs")
     c.execute("UPDATE devices SET household = ? WHERE id = ?", (hid, device_id))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? OR id = ?",
-              (now_ms, hid, row[0] or hid))
+    for h in sorted({hid, row[0] or hid}):  # and the household it left (rows in one order)
+        recheck_at(c, h, now_ms)
     return row[0]

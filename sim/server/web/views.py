@@ -506,8 +506,7 @@ def set_watcher_tier(c: Cursor, hid: str, wid: str, tier: int, now_ms: int) -> h
     if tier not in (1, 2, 3):
         raise ValueError(f"order {tier!r}: 1 (first), 2 or 3 (last)")
     c.execute("UPDATE watchers SET tier = ? WHERE id = ?", (tier, wid))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-              (now_ms, hid))  # re-evaluate at the next sweep
+    hh.recheck_at(c, hid, now_ms)
     return hh.watcher(c, wid)
 
 
