@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from bench.run import figure
 from sim.household import Household, Profile, Visit, unix
-from sim.server.rules import CLEAR, OPEN, RuleSettings, evaluate_rule
+from sim.server.rules import CLEAR, OPEN, Memo, RuleSettings, evaluate_rule
 from sim.server.timeline import DeviceSeen, Interval, Timeline
 
 SETTINGS = RuleSettings(tz="UTC")  # simulated times are local times, kept as UTC
@@ -83,9 +83,10 @@ def episodes(known: Known, settings: RuleSettings, rule: str, t0: float, t1: flo
     """Opening instants of the alerts a sweeper would raise between t0 and t1."""
     out: list[float] = []
     is_open = False
+    memo = Memo()  # what the rules derive from the model, while it is the same
     t = t0
     while t < t1:
-        d = evaluate_rule(known.timeline(t), settings, t, rule)[0]
+        d = evaluate_rule(known.timeline(t), settings, t, rule, memo=memo)[0]
         if d.state == OPEN and not is_open:
             out.append(t)
             is_open = True

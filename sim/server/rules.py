@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""The alert rules: (timeline, settings, now) in, decisions out. Pure: no clock, no I/O.
+"""The alert rules: (timeline, settings, now) in, decisions out. Pure: no clock, no I/O, no
+state kept between calls (what they derive from a model is kept in the caller's Memo).
 
 Every rule returns one Decision per subject (the household, or a bulb) with its state now and
 `next_check`: the instant at which, absent new records, the answer could change. The sweeper
