@@ -28,10 +28,8 @@ import collections
 from dataclasses import dataclass
 
 from bench import figures_population as fp
-from sim import population as pop
-from sim.household import Visit, unix
-from sim.server import models as mdl
-from sim.server.rules import (
+from mimamori import models as mdl
+from mimamori.rules import (
     OPEN,
     Decision,
     Memo,
@@ -40,7 +38,9 @@ from sim.server.rules import (
     evaluate_rule,
     placements,
 )
-from sim.server.timeline import Timeline
+from mimamori.timeline import Timeline
+from sim import population as pop
+from sim.household import Visit, unix
 
 H = 3600.0
 DAY = 86400.0

@@ -37,8 +37,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sim.server.clock import DAY_S, HOUR_S
-from sim.server.timeline import Interval, Timeline
+from mimamori.clock import DAY_S, HOUR_S
+from mimamori.timeline import Interval, Timeline
 
 HALF_LIFE_DAYS = 14.0
 DECAY = 0.5 ** (1.0 / HALF_LIFE_DAYS)

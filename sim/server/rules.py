@@ -50,9 +50,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sim.server import models as mdl
-from sim.server.clock import DAY_S, HOUR_S
-from sim.server.timeline import Interval, Timeline
+from mimamori import models as mdl
+from mimamori.clock import DAY_S, HOUR_S
+from mimamori.timeline import Interval, Timeline
 
 OPEN = "open"
 CLEAR = "clear"

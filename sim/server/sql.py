@@ -37,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
 
-from sim.server.clock import now_ms
+from mimamori.clock import now_ms
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 

@@ -41,7 +41,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firmware.record import (
+from mimamori.clock import to_s
+from mimamori_firmware.record import (
     A_MODEM,
     A_RECEIPT,
     K_ANCHOR,
@@ -51,7 +52,6 @@ from firmware.record import (
     T_LTE,
     UP_WRAP_MS,
 )
-from sim.server.clock import to_s
 
 WRAP_MS = UP_WRAP_MS
 # ESP32 machine.reset_cause() values; a boot caused by these kept the lamp lit (no switch-off).

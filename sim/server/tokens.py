@@ -28,9 +28,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sim.server import households as hh
-from sim.server.clock import DAY_MS
-from sim.server.storage import Database, migrate
+from mimamori import households as hh
+from mimamori.clock import DAY_MS
+from mimamori.storage import Database, migrate
 
 SCOPES = ("read", "write", "all")
 

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from sim.server.clock import HOUR_S
-from sim.server.timeline import Interval
-from sim.server.web.i18n import day_label, t
+from mimamori.clock import HOUR_S
+from mimamori.timeline import Interval
+from mimamori.web.i18n import day_label, t
 
 W = 480
 X0 = 88  # left of the plot (day labels before it)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sim.server.clock import MINUTE_MS, to_s
+from mimamori.clock import MINUTE_MS, to_s
 
 LANGS = ("ja", "en")
 WEEKDAYS = {"ja": "月火水木金土日", "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
