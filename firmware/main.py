@@ -174,6 +174,9 @@ def main():
     boots = b = _history()
     step = S_CONFIG
     cfg = c = _settings(b)
+    import statefiles
+
+    statefiles.ready()  # state/ before any state file is read (watchdog: nowdt)
     import watchdog
 
     wdt = dog = watchdog.start(c["wdt_ms"])
