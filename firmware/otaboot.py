@@ -18,7 +18,7 @@ import sys
 
 from micropython import const
 
-STATE = "state/ota.json"  # in statefiles.DIR (firmware/statefiles.py), which main creates
+STATE = "state/ota.json"  # in statefiles.DIR, which statemove.py creates at boot
 _TMP = "state/ota.json.tmp"
 VDIR = "v"
 TRIAL_BOOTS = const(6)  # boots a new version has to reach the server once

@@ -1,14 +1,14 @@
 # SPDX-License-Identifier: MIT
 # Runs inside MicroPython (not CPython): the power-cut sweep of the first boot after an update
-# from an older firmware, which kept its state files at the root: firmware/statefiles.py ready()
+# from an older firmware, which kept its state files at the root: firmware/statemove.py run()
 # creates state/ and moves them in, as tests/ota_sweep.py sweeps an update. A LittleFS
 # filesystem (vfs.VfsLfs2, the ESP32 port's) on the flash shim holds the older layout: the state
 # files at the root, no state/, a leftover of a cut write (sv.tmp), modules and settings.
-# Before EVERY flash program and erase of ready(), the hook: snapshots the partition, applies
+# Before EVERY flash program and erase of run(), the hook: snapshots the partition, applies
 # the cut (nothing done; or half of a program / half of an erase, every other cut), mounts the
 # filesystem again as the next boot would, checks that each state file is whole at the root or
 # in state/ (lost: in neither) and that the modules and settings read back (hidden: they do not,
-# before anything is written), runs ready() there as the next boot does and checks that every
+# before anything is written), runs run() there as the next boot does and checks that every
 # one is in state/, whole, and gone from the root, the rest untouched (unfinished). Then it
 # restores the snapshot and lets the operation go on.
 # Prints one JSON line with the counts.
@@ -25,6 +25,7 @@ sys.path.insert(0, REPO + "/firmware")
 import os
 
 import statefiles
+import statemove
 import vfs
 
 OLD = {
@@ -117,7 +118,7 @@ def check(_, op, addr, data):
         if gone:
             counts["hidden"] += 1
             FAILS.append((n, op, "hidden", gone))
-        statefiles.ready()  # the next boot
+        statemove.run()  # the next boot
         bad = unfinished()
         if bad:
             counts["unfinished"] += 1
@@ -134,7 +135,7 @@ def check(_, op, addr, data):
 
 setup()
 esp32.sim_set_hook(check)
-statefiles.ready()
+statemove.run()
 esp32.sim_set_hook(None)
 counts["final"] = unfinished()
 counts["fails"] = FAILS[:10]

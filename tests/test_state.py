@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: MIT
-"""The bulb's state files (firmware/statefiles.py): in their own directory, moved there from the
-root after an update from an older firmware, and never lost or in the way when the power is cut
-during that move. Whole bulbs run the real firmware in MicroPython (sim/bulb.py)."""
+"""The bulb's state files (firmware/statefiles.py): in their own directory, moved there from
+the root after an update from an older firmware (firmware/statemove.py), and never lost or in
+the way when the power is cut during that move. Whole bulbs run the real firmware in
+MicroPython (sim/bulb.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -19,6 +21,10 @@ REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
 LOADER = (FIRMWARE / "otaboot.py").read_text()  # MicroPython only: read, not imported
 STATE = re.search(r'\nSTATE = "([^"]+)"', LOADER)[1]
+# the names an older firmware kept at the root (statemove.py imports statefiles as the bulb
+# does, so CPython reads it rather than importing it)
+MOVED = ast.literal_eval(
+    re.search(r"\n_OLD = (\(.*?\))\n", (FIRMWARE / "statemove.py").read_text())[1])
 QUICK_S = 0.8  # a visit past taps.ARM_MS and before taps.CLOSE_MS: it counts one quick visit
 OLD = {  # what an older firmware kept at the root, and what it holds there
     "taps": "2",
@@ -43,7 +49,7 @@ def test_every_state_file_is_named_in_the_state_directory() -> None:
     assert len(names) >= 7
     assert all(n.startswith(statefiles.DIR + "/") for n in names + [STATE]), names
     # the move knows them all: each one an older firmware kept at the root
-    assert sorted(n.split("/", 1)[1] for n in names) == sorted(statefiles._OLD)
+    assert sorted(n.split("/", 1)[1] for n in names) == sorted(MOVED)
 
 
 def test_no_module_is_shadowed_by_a_directory_on_the_bulb() -> None:
@@ -126,4 +132,4 @@ def test_a_power_cut_anywhere_in_the_move_loses_nothing_and_hides_nothing(
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["fails"] == [] and got["final"] == []
     assert got["lost"] == got["hidden"] == got["unfinished"] == 0
-    assert got["cuts"] == got["ops"] >= 2 * (len(statefiles._OLD) + 1)  # each file: a write, a remove
+    assert got["cuts"] == got["ops"] >= 2 * (len(MOVED) + 1)  # each file: a write, a remove
