@@ -2,9 +2,9 @@
 # taps.py: the setup gesture. A bulb in a ceiling socket has one input, the wall switch, and
 # every switch-on is a boot. TAPS quick visits in a row (each lit at least ARM_MS and less than
 # CLOSE_MS of this firmware's uptime), then a switch-on: that boot runs setup mode instead of
-# the uplink. The streak is kept in a tiny file (statefiles.TAPS: the count as ASCII digits) as RTC
-# memory is lost with the power. Every visit that reaches ARM_MS writes count + 1; a visit that
-# reaches CLOSE_MS writes 0 (a real visit ends the streak). See docs/setup_mode.md.
+# the uplink. The streak is kept in a tiny file (statefiles.TAPS: the count as ASCII digits)
+# because RTC memory is lost with the power. Every visit that reaches ARM_MS writes count + 1;
+# a visit that reaches CLOSE_MS writes 0 (a real visit ends the streak). See docs/setup_mode.md.
 # It must never count a visit that ended before ARM_MS (a flickering supply's blips end before
 # the firmware has booted that far), never let a visit that started its radio extend a streak
 # (a brown-out loop on the radio's current surge restarts the bulb at the same point every
