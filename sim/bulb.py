@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from firmware.statefiles import DIR as STATE_DIR
+from mimamori_firmware.statefiles import DIR as STATE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 SHIMS = REPO / "sim" / "shims"

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from firmware import statefiles
+from mimamori_firmware import statefiles
 from sim.bulb import micropython_bin
 
 REPO = Path(__file__).resolve().parent.parent

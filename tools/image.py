@@ -37,7 +37,7 @@ from typing import Any
 
 from littlefs import LittleFS
 
-from firmware.statefiles import DIR as STATE_DIR
+from mimamori_firmware.statefiles import DIR as STATE_DIR
 from tools import partition_table as pt
 
 REPO = Path(__file__).resolve().parent.parent
