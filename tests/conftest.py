@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
 import secrets
 import types
 from collections.abc import Callable, Iterator
@@ -94,6 +95,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "mimamori.db")
     return request.getfixturevalue("pg_url")
+
+
+# --- the browser ------------------------------------------------------------------------------
+# The dashboard's browser tests drive Debian's Chromium (`make setup` installs it; Playwright
+# never downloads one). A module marks itself `pytestmark = needs_chromium` and asks for
+# `browser`; screenshots go to ARTIFACTS.
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+_CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason="Chromium is not installed: `make setup` installs "
+                                           "it (Debian package chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=_CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 # --- kinds ------------------------------------------------------------------------------------
