@@ -26,8 +26,8 @@ from sim.household import (
     load_ordonez,
     unix,
 )
-from sim.server.rules import Pause, Settings, evaluate, replay
-from sim.server.timeline import build_timeline
+from mimamori.rules import Pause, Settings, evaluate, replay
+from mimamori.timeline import build_timeline
 
 # (label, rule, settings overrides): the fixed rule also at shorter N, to compare at equal delay
 VARIANTS: tuple[tuple[str, str, dict], ...] = (

@@ -30,7 +30,7 @@ import httpx
 from bench.run import figure
 from sim.bulb import MPY_ENV, Bulb, mpy32_missing, wifi_net
 from sim.modem import Modem
-from sim.server.storage import Store
+from mimamori.storage import Store
 from sim.server_process import ServerProcess
 from tools import image as img
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bench.run import figure
 from sim.modem import Modem
-from sim.server import ota
-from sim.server.storage import Store
+from mimamori import ota
+from mimamori.storage import Store
 from tests.uplink_rig import Rig
 from tools import release
 

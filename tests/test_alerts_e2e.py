@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sim.bulb import Bulb, wifi_net
-from sim.server.cli import main as mimamori
+from mimamori.cli import main as mimamori
 from sim.server_process import ServerProcess, free_port
 from tests.alerts_rig import Inboxes
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from sim import sample_pilot as sample
-from sim.server import cli
-from sim.server.web import views
+from mimamori import cli
+from mimamori.web import views
 from sim.server_process import ServerProcess
 from tests.conftest import ARTIFACTS, needs_chromium
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from sim import sample_pilot as sample
-from sim.server import alerts, notify
-from sim.server.storage import Database
+from mimamori import alerts, notify
+from mimamori.storage import Database
 from sim.server_process import ServerProcess
 from tests.conftest import ARTIFACTS, needs_chromium
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from sim import sample_pilot as sample
-from sim.server import households as hh
-from sim.server.storage import Database
+from mimamori import households as hh
+from mimamori.storage import Database
 from sim.server_process import ServerProcess
 from tests.conftest import needs_chromium
 from tests.test_browser_dashboard import (

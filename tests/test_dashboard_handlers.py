@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
-from sim.server.web import deps, routes
+from mimamori.web import deps, routes
 
 # what anyone may open: signing in, the language, the style sheet
 PUBLIC = {"/", "/signin", "/in/{token}", "/signout", "/lang", "/static/style.css"}

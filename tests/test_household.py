@@ -20,7 +20,7 @@ from sim.household import (
     load_ordonez,
     unix,
 )
-from sim.server.timeline import build_timeline
+from mimamori.timeline import build_timeline
 
 START = datetime(2026, 1, 5)
 

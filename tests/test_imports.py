@@ -79,8 +79,8 @@ def test_the_circle_finder_finds_a_circle_hidden_in_a_function() -> None:
 
 def test_no_server_module_imports_itself_round_a_circle() -> None:
     graph = _graph()
-    assert "sim.server.sql" in graph["sim.server.storage"]  # the graph sees imports at all
-    assert "sim.server.app" in graph["sim.server.cli"]  # and those inside a function
+    assert "mimamori.sql" in graph["mimamori.storage"]  # the graph sees imports at all
+    assert "mimamori.app" in graph["mimamori.cli"]  # and those inside a function
     assert _circles(graph) == []
 
 
@@ -90,7 +90,7 @@ def test_no_server_module_imports_the_simulation() -> None:
     outside = {}
     for m, p in _modules().items():
         bad = sorted(n for n in _imported(p) if n.split(".")[0] == "sim" and n != "sim"
-                     and not n.startswith("sim.server"))
+                     and not n.startswith("mimamori"))
         if bad:
             outside[m] = bad
     assert outside == {}

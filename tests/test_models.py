@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sim import population as pop
 from sim.household import Household, Profile, exact_timeline, unix
-from sim.server import models
+from mimamori import models
 
 START = datetime(2026, 1, 5)
 

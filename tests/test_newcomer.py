@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from sim import sample_pilot as sample
-from sim.server.cli import main
+from mimamori.cli import main
 from sim.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def test_the_server_with_an_unusable_db_says_so_in_one_line(tmp_path: Path) -> N
     afile = tmp_path / "notes.txt"
     afile.write_text("x")
     bad = afile / "var" / "mimamori.db"
-    r = subprocess.run([sys.executable, "-m", "sim.server", "--db", str(bad), "--port",
+    r = subprocess.run([sys.executable, "-m", "mimamori", "--db", str(bad), "--port",
                         str(free_port())], cwd=REPO, capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2

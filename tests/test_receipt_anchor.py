@@ -11,13 +11,13 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender
-from sim.server import rules, sweeper
-from sim.server.app import create_app
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
-from sim.server.timeline import (
+from mimamori import rules, sweeper
+from mimamori.app import create_app
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori.timeline import (
     RECEIPT_TRANSIT_LTE_S,
     RECEIPT_TRANSIT_S,
     StoredRecord,

@@ -8,8 +8,8 @@ from statistics import median
 import pytest
 
 from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
-from sim.server import models
-from sim.server.rules import (
+from mimamori import models
+from mimamori.rules import (
     CLEAR,
     OPEN,
     Pause,

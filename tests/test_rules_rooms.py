@@ -13,8 +13,8 @@ import pytest
 from bench import figures_population as fp
 from sim import population as pop
 from sim.household import Visit, exact_timeline, unix
-from sim.server import models
-from sim.server.rules import (
+from mimamori import models
+from mimamori.rules import (
     CLEAR,
     OPEN,
     Absence,

@@ -4,8 +4,8 @@
 import random
 from dataclasses import replace
 
-from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
-from sim.server.timeline import (
+from mimamori_firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
+from mimamori.timeline import (
     HARD_RESET,
     PWRON_RESET,
     WDT_RESET,

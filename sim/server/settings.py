@@ -22,7 +22,7 @@ _CONFIG_PY = Path(__file__).resolve().parents[2] / "firmware" / "config.py"
 
 
 def _load_config() -> types.ModuleType:
-    from firmware import record
+    from mimamori_firmware import record
 
     shim = types.ModuleType("micropython")
     shim.const = lambda x: x  # type: ignore[attr-defined]

@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from sim.server import households as hh
-from sim.server import notify, status, sweeper
-from sim.server.web import auth, views
-from sim.server.web.deps import Coordinator, Posted, writing
-from sim.server.web.household import alert_line
-from sim.server.web.page import PageRoute, Refused
+from mimamori import households as hh
+from mimamori import notify, status, sweeper
+from mimamori.web import auth, views
+from mimamori.web.deps import Coordinator, Posted, writing
+from mimamori.web.household import alert_line
+from mimamori.web.page import PageRoute, Refused
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 

@@ -33,10 +33,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 
-from sim.server import alerts, changes, roles, status
-from sim.server import households as hh
-from sim.server.web import auth
-from sim.server.web.page import Page, Refused, Web
+from mimamori import alerts, changes, roles, status
+from mimamori import households as hh
+from mimamori.web import auth
+from mimamori.web.page import Page, Refused, Web
 
 MAX_FORM = 8192
 

@@ -30,11 +30,11 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from sim.server import alerts, changes, messages, roles, rules, sweeper
-from sim.server import households as hh
-from sim.server import settings as bulb_settings
-from sim.server.web import auth, chart, views
-from sim.server.web.deps import (
+from mimamori import alerts, changes, messages, roles, rules, sweeper
+from mimamori import households as hh
+from mimamori import settings as bulb_settings
+from mimamori.web import auth, chart, views
+from mimamori.web.deps import (
     Acting,
     Posted,
     SignedIn,
@@ -43,7 +43,7 @@ from sim.server.web.deps import (
     local_path,
     writing,
 )
-from sim.server.web.page import Page, PageRoute, Refused
+from mimamori.web.page import Page, PageRoute, Refused
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 

@@ -30,11 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from sim.server import clock as clocks
-from sim.server import households as hh
-from sim.server import notify, roles
-from sim.server.storage import Store
-from sim.server.web import auth, chart, i18n
+from mimamori import clock as clocks
+from mimamori import households as hh
+from mimamori import notify, roles
+from mimamori.storage import Store
+from mimamori.web import auth, chart, i18n
 
 log = logging.getLogger("mimamori.web")
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from sim.server import notify
-from sim.server.web import coordinator, household, signin
-from sim.server.web.coordinator import OVERVIEW_PAGE
-from sim.server.web.page import LANG_COOKIE, Refused, Web, _env, answer_refusal
+from mimamori import notify
+from mimamori.web import coordinator, household, signin
+from mimamori.web.coordinator import OVERVIEW_PAGE
+from mimamori.web.page import LANG_COOKIE, Refused, Web, _env, answer_refusal
 
 # what others read from here: the link pages (api.py) share the language cookie and templates
 __all__ = ["LANG_COOKIE", "OVERVIEW_PAGE", "ROUTERS", "_env", "install", "router"]

@@ -17,11 +17,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from sim.server import households as hh
-from sim.server import notify
-from sim.server.web import auth, i18n
-from sim.server.web.deps import Checked, PageDep, client, local_path
-from sim.server.web.page import LANG_COOKIE, STATIC, Page, PageRoute
+from mimamori import households as hh
+from mimamori import notify
+from mimamori.web import auth, i18n
+from mimamori.web.deps import Checked, PageDep, client, local_path
+from mimamori.web.page import LANG_COOKIE, STATIC, Page, PageRoute
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
