@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 from bench.run import figure
-from sim.modem import Modem
 from mimamori import ota
 from mimamori.storage import Store
+from sim.modem import Modem
 from tests.uplink_rig import Rig
 from tools import release
 

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bench.run import figure
-from sim import population as pop
-from sim.household import Visit, unix
 from mimamori import alerts as al
 from mimamori import households as hh
 from mimamori import models as mdl
 from mimamori.rules import OPEN, Settings, evaluate, evaluate_rule
+from sim import population as pop
+from sim.household import Visit, unix
 
 H = 3600.0
 DAY = 86400.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mimamori_firmware import protocol, record
 from mimamori.ingest import build_batch, signed_headers
+from mimamori_firmware import protocol, record
 
 
 @dataclass

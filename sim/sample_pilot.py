@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mimamori_firmware import record
-from sim.batch_client import BatchSender
-from sim.household import Fall, HospitalStay, Household, Visit, unix
 from mimamori import alerts, notify, sweeper
 from mimamori import households as hh
 from mimamori.ingest import parse_batch
 from mimamori.storage import Store
 from mimamori.web import auth
+from mimamori_firmware import record
+from sim.batch_client import BatchSender
+from sim.household import Fall, HospitalStay, Household, Visit, unix
 
 TZ = "Asia/Tokyo"
 JST = ZoneInfo(TZ)

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mimamori_firmware import record
-from sim.batch_client import BatchSender
 from mimamori import households as hh
 from mimamori import tokens
 from mimamori.app import create_app
@@ -21,6 +19,8 @@ from mimamori.cli import main
 from mimamori.ingest import parse_batch
 from mimamori.storage import Store
 from mimamori.web import auth
+from mimamori_firmware import record
+from sim.batch_client import BatchSender
 
 NOW_S = 1_773_640_000
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from sim import sample_pilot as sample
 from mimamori import cli
 from mimamori.web import views
+from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
 from tests.conftest import ARTIFACTS, needs_chromium
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from sim import sample_pilot as sample
 from mimamori import alerts, notify
 from mimamori.storage import Database
+from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
 from tests.conftest import ARTIFACTS, needs_chromium
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from sim import sample_pilot as sample
 from mimamori import households as hh
 from mimamori.storage import Database
+from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
 from tests.conftest import needs_chromium
 from tests.test_browser_dashboard import (

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from sim.batch_client import BatchSender
 from mimamori import alerts, api, notify, sql, sweeper
 from mimamori import households as hh
 from mimamori.app import create_app
 from mimamori.ingest import parse_batch
 from mimamori.storage import Database, Replayed, Store
+from sim.batch_client import BatchSender
 from sim.server_process import REPO, ServerProcess
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit

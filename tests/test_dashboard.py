@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from sim import sample_pilot as sample
 from mimamori import alerts, notify
 from mimamori import households as hh
 from mimamori.app import create_app
 from mimamori.timeline import Interval
 from mimamori.web import auth, chart, views
+from sim import sample_pilot as sample
 
 NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
@@ -495,9 +495,9 @@ def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
 
 def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_report(
         site: Site) -> None:
+    from mimamori.ingest import parse_batch
     from mimamori_firmware import record
     from sim.batch_client import BatchSender
-    from mimamori.ingest import parse_batch
 
     store = site.app.state.store
     dev = store.device("yamada-toilet")  # never heard yet: a journal of its own

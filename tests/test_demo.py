@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from mimamori import alerts, notify, sweeper
+from mimamori import households as hh
+from mimamori.storage import Store
 from mimamori_firmware import record
 from sim import scenario as sc
 from sim.demo import run
 from sim.outcomes import delivered
-from mimamori import alerts, notify, sweeper
-from mimamori import households as hh
-from mimamori.storage import Store
 
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from mimamori_firmware import record
-from sim.household import Household, bulb_records
 from mimamori import households as hh
 from mimamori import notify, ota, sweeper
 from mimamori.sql import Database
 from mimamori.storage import Batch, Store
+from mimamori_firmware import record
+from sim.household import Household, bulb_records
 
 EPOCH = 0x5EED
 START = datetime.fromisoformat("2026-01-01T00:00:00+09:00")

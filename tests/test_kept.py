@@ -11,14 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mimamori_firmware import record
-from sim.batch_client import BatchSender
 from mimamori import households as hh
 from mimamori import kept, notify, rules, sweeper
 from mimamori import models as mdl
 from mimamori.ingest import parse_batch
 from mimamori.storage import Database, Store
 from mimamori.timeline import WDT_RESET, Interval
+from mimamori_firmware import record
+from sim.batch_client import BatchSender
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mimamori_firmware import record
-from sim.batch_client import BatchSender
 from mimamori import api, notify
 from mimamori.app import create_app
+from mimamori_firmware import record
+from sim.batch_client import BatchSender
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sim import sample_pilot as sample
 from mimamori.cli import main
+from sim import sample_pilot as sample
 from sim.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sim.batch_client import BatchSender
 from mimamori import households as hh
 from mimamori import notify
 from mimamori.storage import Database, Store
+from sim.batch_client import BatchSender
 from sim.server_process import REPO, ServerProcess
 from tests.alerts_rig import Inboxes, Receiver, signature_ok, visit
 

@@ -18,8 +18,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from mimamori_firmware import protocol, record
-from sim.batch_client import BatchSender
 from mimamori import api, notify
 from mimamori import households as hh
 from mimamori.app import create_app
@@ -27,6 +25,8 @@ from mimamori.cli import main as cli_main
 from mimamori.ingest import signed_headers
 from mimamori.storage import Database
 from mimamori.web import auth
+from mimamori_firmware import protocol, record
+from sim.batch_client import BatchSender
 from sim.server_process import ServerProcess
 from tests.alerts_rig import Inboxes
 

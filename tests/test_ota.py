@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from mimamori import api, ota
+from mimamori.app import create_app
+from mimamori.storage import Store
 from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender
 from sim.bulb import run_snippet, wifi_net
 from sim.modem import Modem
-from mimamori import api, ota
-from mimamori.app import create_app
-from mimamori.storage import Store
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,
     kinds,

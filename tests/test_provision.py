@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from mimamori import tokens
+from mimamori.storage import Store
 from mimamori_firmware import record
 from sim.bulb import Bulb, wifi_net
 from sim.modem import Modem
 from sim.repl import ReplServer
-from mimamori import tokens
-from mimamori.storage import Store
 from tests.uplink_rig import Rig, kinds, rig_fixture  # noqa: F401  (the rig fixture)
 from tools import provision as prov
 

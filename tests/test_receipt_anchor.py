@@ -11,8 +11,6 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from mimamori_firmware import protocol, record
-from sim.batch_client import BatchSender
 from mimamori import rules, sweeper
 from mimamori.app import create_app
 from mimamori.ingest import parse_batch
@@ -24,6 +22,8 @@ from mimamori.timeline import (
     build_timeline,
     receipt_anchor,
 )
+from mimamori_firmware import protocol, record
+from sim.batch_client import BatchSender
 
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 3, 2, 9, 5, 12, tzinfo=JST).timestamp()  # the last switch-on

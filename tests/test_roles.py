@@ -366,8 +366,8 @@ def test_the_roles_migration_keeps_known_roles_and_gives_unknown_ones_the_least(
 
 def test_the_command_line_prints_the_table_and_tells_its_changes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sim import sample_pilot as sample
     from mimamori import cli
+    from sim import sample_pilot as sample
 
     db = str(tmp_path / "pilot.db")
     s = sample.build(db)

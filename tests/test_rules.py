@@ -7,7 +7,6 @@ from statistics import median
 
 import pytest
 
-from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
 from mimamori import models
 from mimamori.rules import (
     CLEAR,
@@ -19,6 +18,7 @@ from mimamori.rules import (
     replay,
     unusual_quiet,
 )
+from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
 from tests.test_timeline import Bulb
 
 JST = timezone(timedelta(hours=9))

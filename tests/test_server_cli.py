@@ -112,9 +112,9 @@ def test_clock_specs():
 
 
 def test_show_tells_an_installer_what_arrived_and_what_was_lost(tmp_path, capsys):
+    from mimamori.ingest import parse_batch
     from mimamori_firmware import record
     from sim.batch_client import BatchSender
-    from mimamori.ingest import parse_batch
 
     db = str(tmp_path / "m.db")
     run(capsys, "--db", db, "device", "register", "--id", "b1")

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mimamori.storage import Store
 from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender, Request
-from mimamori.storage import Store
 from sim.server_process import REPO, ServerProcess
 
 

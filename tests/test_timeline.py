@@ -4,7 +4,6 @@
 import random
 from dataclasses import replace
 
-from mimamori_firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
 from mimamori.timeline import (
     HARD_RESET,
     PWRON_RESET,
@@ -12,6 +11,7 @@ from mimamori.timeline import (
     StoredRecord,
     build_timeline,
 )
+from mimamori_firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
 
 T0 = 1_780_000_000  # a wall-clock instant (Unix s)
 

@@ -163,8 +163,8 @@ def _bulb_status(store: Store, did: str, since: int | None, now: int) -> dict[st
     """GET /bulbs/{id}: the bulb without its key, its signal on the one scale
     (firmware/quality.py), and with `since` the records stored from then on: how many, whether
     a power-on is among them, and the newest link record that connected."""
-    from mimamori_firmware import quality, record
     from mimamori.web.views import device_health
+    from mimamori_firmware import quality, record
 
     dev = store.device(did)
     if dev is None:

@@ -29,7 +29,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from mimamori_firmware import protocol, record
 from mimamori import clock as clocks
 from mimamori import guard
 from mimamori.ingest import (
@@ -42,6 +41,7 @@ from mimamori.ingest import (
     parse_sv,
 )
 from mimamori.storage import Replayed, Store
+from mimamori_firmware import protocol, record
 
 log = logging.getLogger("mimamori.server")
 RETRY_S = 60  # what a 503 asks the bulb to wait (it adds jitter)

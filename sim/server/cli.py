@@ -133,8 +133,8 @@ NO_HOUSEHOLD = "NO HOUSEHOLD"  # a bulb that can raise no alert: `mimamori devic
 
 def signal_text(store: Store, dev_id: str, now_ms: int) -> str:
     """The bulb's signal on the one scale (firmware/quality.py), with its figures."""
-    from mimamori_firmware import quality
     from mimamori.web.views import device_health
+    from mimamori_firmware import quality
 
     h = device_health(store, dev_id, now_ms)
     row = quality.level(h.dbm, h.late_7d, h.visits_7d)

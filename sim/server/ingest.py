@@ -14,8 +14,8 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from mimamori_firmware import protocol, record
 from mimamori.storage import Batch
+from mimamori_firmware import protocol, record
 
 MAX_BODY = protocol.HEADER_SIZE + protocol.MAX_RECORDS * record.SIZE
 CONTENT_TYPE = "application/octet-stream"

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimamori_firmware import protocol, record
 from mimamori.sql import Database
 from mimamori.storage import Store, migrate
+from mimamori_firmware import protocol, record
 
 SCHEMA = [
     [

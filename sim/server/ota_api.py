@@ -18,11 +18,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from mimamori_firmware import protocol
 from mimamori import api, ota
 from mimamori import clock as clocks
 from mimamori.ingest import Reject, parse_authorization, signature_ok
 from mimamori.storage import Store
+from mimamori_firmware import protocol
 
 _BYTES = "application/octet-stream"
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mimamori_firmware import record
 from mimamori.sql import Cursor, Database, Migration, migrate
+from mimamori_firmware import record
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32

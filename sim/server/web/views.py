@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from mimamori_firmware import quality, record
 from mimamori import alerts, notify, ota, status, sweeper
 from mimamori import households as hh
 from mimamori.storage import Cursor, Store
 from mimamori.timeline import Interval, Timeline
+from mimamori_firmware import quality, record
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
 LATE_S = status.LATE_S  # a visit reported later than this counts as late (rules' late_after_s)
