@@ -66,7 +66,7 @@ bench: setup
 	$(PY) -m bench.run
 
 server: setup
-	$(PY) -m sim.server $(ARGS)
+	$(PY) -m mimamori $(ARGS)
 
 # build/partitions.bin, build/vfs.bin, build/flash.bin from tools/partitions.csv and firmware/
 image: setup

@@ -28,11 +28,11 @@ import collections
 from dataclasses import dataclass
 
 from bench import figures_population as fp
+from mimamori import models as mdl
+from mimamori.rules import OPEN, Decision, _visible, evaluate, evaluate_rule, placements
+from mimamori.timeline import Timeline
 from sim import population as pop
 from sim.household import Visit, unix
-from sim.server import models as mdl
-from sim.server.rules import OPEN, Decision, _visible, evaluate, evaluate_rule, placements
-from sim.server.timeline import Timeline
 
 H = 3600.0
 DAY = 86400.0

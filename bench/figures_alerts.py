@@ -15,6 +15,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bench.run import figure
+from mimamori.rules import Pause, Settings, evaluate, replay
+from mimamori.timeline import build_timeline
 from sim.household import (
     DATA,
     HospitalStay,
@@ -26,8 +28,6 @@ from sim.household import (
     load_ordonez,
     unix,
 )
-from sim.server.rules import Pause, Settings, evaluate, replay
-from sim.server.timeline import build_timeline
 
 # (label, rule, settings overrides): the fixed rule also at shorter N, to compare at equal delay
 VARIANTS: tuple[tuple[str, str, dict], ...] = (

@@ -31,11 +31,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from bench.run import figure
-from firmware import record
+from mimamori import households as hh
+from mimamori import kept, notify, sweeper
+from mimamori.storage import Batch, Database, Store
+from mimamori_firmware import record
 from sim.household import Household, bulb_records
-from sim.server import households as hh
-from sim.server import kept, notify, sweeper
-from sim.server.storage import Batch, Database, Store
 from sim.server_process import REPO
 
 HOMES = 8

@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 
 from bench.run import figure
+from mimamori.storage import Store
 from sim.bulb import MPY_ENV, Bulb, mpy32_missing, wifi_net
 from sim.modem import Modem
-from sim.server.storage import Store
 from sim.server_process import ServerProcess
 from tools import image as img
 

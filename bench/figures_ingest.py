@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.run import figure
-from firmware import record
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim.batch_client import BatchSender, Request
-from sim.server.storage import Store
 from sim.server_process import REPO, ServerProcess
 
 DEVICES = 1000

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import figure
-from firmware import protocol, record
+from mimamori import api
+from mimamori import households as hh
+from mimamori.ingest import parse_batch
+from mimamori.storage import Database, Store
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender
-from sim.server import api
-from sim.server import households as hh
-from sim.server.ingest import parse_batch
-from sim.server.storage import Database, Store
 from sim.server_process import ServerProcess
 
 H = 3600.0

@@ -23,9 +23,9 @@ import sys
 from datetime import datetime, timedelta
 
 from bench.run import figure
+from mimamori.rules import CLEAR, OPEN, Settings, evaluate_rule
+from mimamori.timeline import DeviceSeen, Interval, Timeline
 from sim.household import Household, Profile, Visit, unix
-from sim.server.rules import CLEAR, OPEN, Settings, evaluate_rule
-from sim.server.timeline import DeviceSeen, Interval, Timeline
 
 SETTINGS = Settings(tz="UTC")  # simulated times are local times, kept as UTC
 START = datetime(2026, 1, 5)

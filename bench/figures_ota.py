@@ -21,9 +21,9 @@ import tempfile
 from pathlib import Path
 
 from bench.run import figure
+from mimamori import ota
+from mimamori.storage import Store
 from sim.modem import Modem
-from sim.server import ota
-from sim.server.storage import Store
 from tests.uplink_rig import Rig
 from tools import release
 

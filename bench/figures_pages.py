@@ -39,14 +39,14 @@ import httpx
 from fastapi.testclient import TestClient
 
 from bench.run import figure
-from firmware import record
+from mimamori import households as hh
+from mimamori import notify, sweeper
+from mimamori.app import create_app
+from mimamori.storage import Database, Store
+from mimamori.web import auth
+from mimamori.web.routes import OVERVIEW_PAGE
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
-from sim.server import households as hh
-from sim.server import notify, sweeper
-from sim.server.app import create_app
-from sim.server.storage import Database, Store
-from sim.server.web import auth
-from sim.server.web.routes import OVERVIEW_PAGE
 from sim.server_process import REPO, ServerProcess, free_port
 
 DAYS = 30

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bench.run import figure
+from mimamori import alerts as al
+from mimamori import households as hh
+from mimamori import models as mdl
+from mimamori.rules import OPEN, Settings, evaluate, evaluate_rule
 from sim import population as pop
 from sim.household import Visit, unix
-from sim.server import alerts as al
-from sim.server import households as hh
-from sim.server import models as mdl
-from sim.server.rules import OPEN, Settings, evaluate, evaluate_rule
 
 H = 3600.0
 DAY = 86400.0

@@ -31,15 +31,15 @@ from pathlib import Path
 
 from bench.figures_ingest import PER_BATCH, _day, _raw, _send_all
 from bench.run import figure
-from firmware import record
+from mimamori import households as hh
+from mimamori import notify, sweeper
+from mimamori.storage import Batch, Database, Store
+from mimamori.web import auth
+from mimamori_firmware import record
 from sim import nginx
 from sim.batch_client import BatchSender
 from sim.household import Household, bulb_records
 from sim.pgserver import PgServer
-from sim.server import households as hh
-from sim.server import notify, sweeper
-from sim.server.storage import Batch, Database, Store
-from sim.server.web import auth
 from sim.server_process import REPO, ServerProcess, free_port
 
 DEVICES = 1000

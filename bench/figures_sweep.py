@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.run import figure
-from sim.server import households as hh
-from sim.server import models, notify, sweeper
-from sim.server.storage import Database, Store
+from mimamori import households as hh
+from mimamori import models, notify, sweeper
+from mimamori.storage import Database, Store
 
 N = 100_000
 DUE = N // 100

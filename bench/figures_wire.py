@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import figure
-from firmware import record
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim.bulb import Bulb, wifi_net
 from sim.household import Household, unix
 from sim.journal_read import of_bulb
 from sim.modem import AIR_MODEL, MODEL_NOTE, Modem
-from sim.server.storage import Store
 from sim.server_process import ServerProcess
 
 DAYS = 30

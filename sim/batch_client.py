@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from firmware import protocol, record
-from sim.server.ingest import build_batch, signed_headers
+from mimamori.ingest import build_batch, signed_headers
+from mimamori_firmware import protocol, record
 
 
 @dataclass

@@ -25,9 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import mean, median
 
-from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_OFF, K_POWER_ON
-from sim.bulb import shared_dir
-from sim.server.timeline import (
+from mimamori.timeline import (
     ALIVE_FRACTION,
     ALIVE_STEP_S,
     PWRON_RESET,
@@ -36,6 +34,8 @@ from sim.server.timeline import (
     StoredRecord,
     Timeline,
 )
+from mimamori_firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_OFF, K_POWER_ON
+from sim.bulb import shared_dir
 
 DATA = shared_dir() / "data" / "activity"  # MIMAMORI_SHARED, ../shared or /work/shared
 CITATION = (

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from firmware import record
+from mimamori import sweeper
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim import scenario as sc
 from sim.play import Stage, offline_visits
-from sim.server import sweeper
-from sim.server.storage import Store
 
 
 @dataclass

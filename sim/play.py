@@ -33,13 +33,13 @@ from typing import Any
 
 import httpx
 
+from mimamori import sweeper
+from mimamori.cli import main as mimamori
+from mimamori.storage import Store
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO, Bulb, wifi_net
 from sim.modem import Faults, Modem
 from sim.narrate import Narrator
-from sim.server import sweeper
-from sim.server.cli import main as mimamori
-from sim.server.storage import Store
 from sim.server_process import ServerProcess, free_port
 from sim.smtp_sink import Mail, SmtpSink
 

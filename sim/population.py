@@ -43,8 +43,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from mimamori.timeline import HEARTBEAT_S, LTE_REPORT_GAP_S, DeviceSeen, Interval, Timeline
 from sim.household import Household, Profile, Visit, unix
-from sim.server.timeline import HEARTBEAT_S, LTE_REPORT_GAP_S, DeviceSeen, Interval, Timeline
 
 KINDS = ("living_room", "kitchen", "toilet", "rare_room", "seasonal", "day_service", "irregular")
 KINDS_HELD_OUT = KINDS + ("two_rooms",)

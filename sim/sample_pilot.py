@@ -31,14 +31,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from firmware import record
+from mimamori import alerts, notify, sweeper
+from mimamori import households as hh
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori.web import auth
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
 from sim.household import Fall, HospitalStay, Household, Visit, unix
-from sim.server import alerts, notify, sweeper
-from sim.server import households as hh
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
-from sim.server.web import auth
 
 TZ = "Asia/Tokyo"
 JST = ZoneInfo(TZ)
@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
         print(f"{path} exists: remove it or name another file", file=sys.stderr)
         return 2
     s = build(path)
-    print(f"sample pilot in {path}; serve it with:\n  .venv/bin/python -m sim.server --db {path} "
+    print(f"sample pilot in {path}; serve it with:\n  .venv/bin/python -m mimamori --db {path} "
           f"--clock fixed:{s.now:.0f}\nthen sign in with the link of\n  .venv/bin/mimamori --db {path} "
           f"--clock fixed:{s.now:.0f} coordinator link")
     return 0

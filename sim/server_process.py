@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The reference server as a real process on loopback, for tests, the bench and the demo.
 
-    with ServerProcess(db_path) as srv:      # starts `python -m sim.server` on a free port
+    with ServerProcess(db_path) as srv:      # starts `python -m mimamori` on a free port
         httpx.post(srv.url + "/v1/batches", ...)
         srv.kill()                            # SIGKILL: nothing is flushed, like a power cut
         srv.start()                           # again, on the same database file
@@ -62,7 +62,7 @@ class ServerProcess:
         return f"{'https' if self.cert else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
-        args = [sys.executable, "-m", "sim.server", "--db", self.db_path]
+        args = [sys.executable, "-m", "mimamori", "--db", self.db_path]
         if self.clock:
             args += ["--clock", self.clock]
         args += ["--host", "127.0.0.1", "--port", str(self.port)]

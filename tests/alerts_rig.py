@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from firmware import record
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
 from sim.smtp_sink import SmtpSink
 from tests.waiting import wait_for
 

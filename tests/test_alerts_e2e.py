@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from mimamori.cli import main as mimamori
 from sim.bulb import Bulb, wifi_net
-from sim.server.cli import main as mimamori
 from sim.server_process import ServerProcess, free_port
 from tests.alerts_rig import Inboxes
 

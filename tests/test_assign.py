@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import record
+from mimamori import households as hh
+from mimamori import tokens
+from mimamori.app import create_app
+from mimamori.cli import main
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori.web import auth
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
-from sim.server import households as hh
-from sim.server import tokens
-from sim.server.app import create_app
-from sim.server.cli import main
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
-from sim.server.web import auth
 
 NOW_S = 1_773_640_000
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from firmware import record
+from mimamori_firmware import record
 from sim.bulb import FIRMWARE, HARD_RESET, PWRON_RESET, WDT_RESET, Bulb, partitions
 
 LEVEL = 0.5

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from mimamori import cli
+from mimamori.web import views
 from sim import sample_pilot as sample
-from sim.server import cli
-from sim.server.web import views
 from sim.server_process import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"

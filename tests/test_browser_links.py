@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from mimamori import alerts, notify
+from mimamori.storage import Database
 from sim import sample_pilot as sample
-from sim.server import alerts, notify
-from sim.server.storage import Database
 from sim.server_process import ServerProcess
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from mimamori import households as hh
+from mimamori.storage import Database
 from sim import sample_pilot as sample
-from sim.server import households as hh
-from sim.server.storage import Database
 from sim.server_process import ServerProcess
 from tests.test_browser_dashboard import (  # noqa: F401 - browser is a fixture
     CHROMIUM,

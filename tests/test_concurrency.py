@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mimamori import alerts, api, notify, sql, sweeper
+from mimamori import households as hh
+from mimamori.app import create_app
+from mimamori.ingest import parse_batch
+from mimamori.storage import Database, Replayed, Store
 from sim.batch_client import BatchSender
-from sim.server import alerts, api, notify, sql, sweeper
-from sim.server import households as hh
-from sim.server.app import create_app
-from sim.server.ingest import parse_batch
-from sim.server.storage import Database, Replayed, Store
 from sim.server_process import REPO, ServerProcess
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit
@@ -272,7 +272,7 @@ def test_two_workers_and_a_slow_relay_send_every_message_exactly_once(db_url):
         with ServerProcess(db_url, env=env):
             wait_for(lambda: relay.all(), "the server's first message", timeout=120)
             while notify.outbox(db, state="pending"):  # the second worker, beside the server
-                p = subprocess.run([sys.executable, "-m", "sim.server.cli", "--db", db_url,
+                p = subprocess.run([sys.executable, "-m", "mimamori.cli", "--db", db_url,
                                     "deliver"], cwd=REPO, env={**os.environ, **env,
                                                                "PYTHONPATH": str(REPO)},
                                    capture_output=True, text=True, timeout=300, check=True)

@@ -262,7 +262,7 @@ def test_lamp_pin_on_a_flash_or_input_only_pin_is_refused(fs: Path, pin: int) ->
 
 
 def test_the_server_side_refuses_the_same_pins_with_the_bulbs_own_check() -> None:
-    from sim.server.settings import site_errors
+    from mimamori.settings import site_errors
 
     assert site_errors({"lamp_pin": 5, "mains_sense_pin": 34, "uart_rx": 35}) == []
     assert site_errors({"lamp_pin": 9}) == [

@@ -14,9 +14,9 @@ import io
 import re
 from pathlib import Path
 
-from sim.server import households as hh
-from sim.server import status
-from sim.server.web import views
+from mimamori import households as hh
+from mimamori import status
+from mimamori.web import views
 from tests.test_dashboard import NOW_MS, Site, csrf, report_rows, site, template_db  # noqa: F401
 
 
@@ -186,7 +186,7 @@ def test_weekly_check_lists_watchers_until_they_sign_in_by_mail(
 
 
 def test_status_rows_of_an_older_database_take_the_five_states(tmp_path: Path) -> None:
-    from sim.server.storage import Database, migrate
+    from mimamori.storage import Database, migrate
 
     db = Database(tmp_path / "old.db")
     migrate(db, "people", hh.SCHEMA)  # as before the overview's own columns existed
@@ -208,7 +208,7 @@ def test_status_rows_of_an_older_database_take_the_five_states(tmp_path: Path) -
 
 def test_weekly_check_takes_the_invitations_i_received_this_as_mail_confirmed(
         site: Site) -> None:  # noqa: F811 - the fixture
-    from sim.server import notify
+    from mimamori import notify
 
     coord = site.sign_in(None)
     nao = site.w[("sato", "Nao")]

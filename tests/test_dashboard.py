@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mimamori import alerts, notify
+from mimamori import households as hh
+from mimamori.app import create_app
+from mimamori.timeline import Interval
+from mimamori.web import auth, chart, views
 from sim import sample_pilot as sample
-from sim.server import alerts, notify
-from sim.server import households as hh
-from sim.server.app import create_app
-from sim.server.timeline import Interval
-from sim.server.web import auth, chart, views
 
 NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
@@ -278,7 +278,7 @@ def test_sign_in_limits_are_shared_by_every_instance_on_the_database(site: Site)
     hits counted by one count for the other, also when they arrive at the same moment."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sim.server.storage import Database
+    from mimamori.storage import Database
 
     other = Database(site.db.url)
     try:
@@ -471,9 +471,9 @@ def test_report_csv_counts_alerts_false_alarms_and_times(site: Site) -> None:
 
 def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_report(
         site: Site) -> None:
-    from firmware import record
+    from mimamori.ingest import parse_batch
+    from mimamori_firmware import record
     from sim.batch_client import BatchSender
-    from sim.server.ingest import parse_batch
 
     store = site.app.state.store
     dev = store.device("yamada-toilet")  # never heard yet: a journal of its own
@@ -631,8 +631,8 @@ def test_last_switch_on_is_a_time_when_known_to_the_minute_and_a_bound_otherwise
     not "by HH:MM"; a visit made without signal is only bounded and says so."""
     from types import SimpleNamespace
 
-    from sim.server.web import i18n
-    from sim.server.web.routes import _env
+    from mimamori.web import i18n
+    from mimamori.web.routes import _env
 
     start = (NOW // 60) * 60 - 3 * 3600 + 30  # mid-minute, so a 2 s spread stays in it
     iv = Interval("b", 1, start - spread_s, start, start + 60, start + 70, 60.0, "alive", True,

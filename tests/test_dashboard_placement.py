@@ -4,7 +4,7 @@ setting, the weekly absences and a watcher's quiet hours (the sample pilot, in-p
 
 from __future__ import annotations
 
-from sim.server import households as hh
+from mimamori import households as hh
 from tests.test_dashboard import Site, csrf, site, template_db  # noqa: F401 (fixtures)
 
 

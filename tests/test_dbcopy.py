@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from mimamori.app import create_app
+from mimamori.cli import main
+from mimamori.storage import Database
+from mimamori.web import auth
 from sim import sample_pilot as sample
 from sim.batch_client import BatchSender
-from sim.server.app import create_app
-from sim.server.cli import main
-from sim.server.storage import Database
-from sim.server.web import auth
 
 
 def _tables(url: str) -> dict[str, list[tuple]]:

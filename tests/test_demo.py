@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from firmware import record
+from mimamori import alerts, notify, sweeper
+from mimamori import households as hh
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim import scenario as sc
 from sim.demo import run
 from sim.outcomes import delivered
-from sim.server import alerts, notify, sweeper
-from sim.server import households as hh
-from sim.server.storage import Store
 
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 

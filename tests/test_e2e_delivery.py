@@ -6,7 +6,7 @@ once, in order, unaltered (tests/uplink_rig.py)."""
 
 from __future__ import annotations
 
-from firmware import record
+from mimamori_firmware import record
 from sim.bulb import wifi_net
 from tests.uplink_rig import (
     CutProxy,

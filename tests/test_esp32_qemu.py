@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import record
+from mimamori_firmware import record
 from sim import esp32_qemu as q
 from sim.journal_read import records
 from tools import image as img

@@ -8,6 +8,7 @@ from statistics import mean
 
 import pytest
 
+from mimamori.timeline import build_timeline
 from sim.household import (
     DATA,
     Fall,
@@ -20,7 +21,6 @@ from sim.household import (
     load_ordonez,
     unix,
 )
-from sim.server.timeline import build_timeline
 
 START = datetime(2026, 1, 5)
 

@@ -370,7 +370,7 @@ def run_micropython(script: str, *args: str, env: dict | None = None, cwd=None) 
 
 
 def test_the_vfs_image_mounts_in_micropython_vfslfs2_and_imports_mpy(built, tmp_path):
-    import firmware.record as host_record
+    import mimamori_firmware.record as host_record
 
     img = tmp_path / "vfs.bin"
     img.write_bytes(built.vfs.read_bytes())

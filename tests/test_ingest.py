@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
+from mimamori.app import create_app
+from mimamori.ingest import MAX_BODY, build_batch, signed_headers
+from mimamori.storage import Store
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender, Request
-from sim.server.app import create_app
-from sim.server.ingest import MAX_BODY, build_batch, signed_headers
-from sim.server.storage import Store
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from firmware import record
+from mimamori import households as hh
+from mimamori import notify, ota, sweeper
+from mimamori.sql import Database
+from mimamori.storage import Batch, Store
+from mimamori_firmware import record
 from sim.household import Household, bulb_records
-from sim.server import households as hh
-from sim.server import notify, ota, sweeper
-from sim.server.sql import Database
-from sim.server.storage import Batch, Store
 
 EPOCH = 0x5EED
 START = datetime.fromisoformat("2026-01-01T00:00:00+09:00")

@@ -367,7 +367,7 @@ def test_journal_compiles_for_the_esp32(tmp_path):
 
 
 def record_kind(name: str) -> int:
-    import firmware.record as r
+    import mimamori_firmware.record as r
 
     return {v: k for k, v in r.KIND_NAMES.items()}[name]
 
@@ -377,7 +377,7 @@ def test_worked_example_in_the_journal_doc_is_valid_flash_content(tmp_path):
     import re
     import struct
 
-    import firmware.record as rec
+    import mimamori_firmware.record as rec
 
     lines = (REPO / "docs/journal.md").read_text().split("## Worked example")[1]
     lines = lines.split("```")[1]

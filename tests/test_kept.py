@@ -11,14 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from firmware import record
+from mimamori import households as hh
+from mimamori import kept, notify, rules, sweeper
+from mimamori import models as mdl
+from mimamori.ingest import parse_batch
+from mimamori.storage import Database, Store
+from mimamori.timeline import WDT_RESET, Interval
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
-from sim.server import households as hh
-from sim.server import kept, notify, rules, sweeper
-from sim.server import models as mdl
-from sim.server.ingest import parse_batch
-from sim.server.storage import Database, Store
-from sim.server.timeline import WDT_RESET, Interval
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firmware import record
+from mimamori import api, notify
+from mimamori.app import create_app
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
-from sim.server import api, notify
-from sim.server.app import create_app
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
@@ -276,7 +276,7 @@ def test_api_needs_a_token_refuses_bad_input_with_4xx_and_is_in_the_openapi_docu
 
 
 def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(db_url, capsys):
-    from sim.server.cli import main
+    from mimamori.cli import main
 
     db = db_url
     now = T0 + 25 * H
@@ -300,7 +300,7 @@ def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(db_url, capsy
                                           status=2)
     key = json.loads(mimamori("device", "register", "--id", "toilet", "--household", "home-1",
                               "--json", clock=T0 - H))["device_key"]
-    from sim.server.storage import Database, Store
+    from mimamori.storage import Database, Store
     from tests.alerts_rig import visit
 
     store = Store(Database(db))

@@ -12,13 +12,13 @@ from datetime import datetime, time, timedelta, timezone
 
 import pytest
 
-from firmware import record
+from mimamori import settings as bulb_settings
+from mimamori.rules import CLEAR, OPEN, Settings, evaluate
+from mimamori.storage import Store
+from mimamori.timeline import LTE_REPORT_GAP_S, StoredRecord, Timeline, build_timeline
+from mimamori_firmware import record
 from sim.household import Household, exact_timeline
 from sim.modem import Modem
-from sim.server import settings as bulb_settings
-from sim.server.rules import CLEAR, OPEN, Settings, evaluate
-from sim.server.storage import Store
-from sim.server.timeline import LTE_REPORT_GAP_S, StoredRecord, Timeline, build_timeline
 from tests.test_timeline import Bulb
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,

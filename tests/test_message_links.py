@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 import re
 
-from sim.server import alerts, api, messages, notify, sweeper
-from sim.server import households as hh
+from mimamori import alerts, api, messages, notify, sweeper
+from mimamori import households as hh
 from tests import test_dashboard
 from tests.test_dashboard import NOW_MS, Site
 
@@ -231,7 +231,7 @@ def test_the_digest_does_not_worry_about_a_paused_home_nor_guess_for_a_silent_bu
 
 
 def test_the_cli_hands_a_claimed_alert_back_too(site: Site, capsys) -> None:
-    from sim.server import cli
+    from mimamori import cli
 
     ken = site.w[("sato", "Ken")]
     base = ["--db", site.db.url, "--clock", f"fixed:{NOW_MS / 1000:.0f}", "alert"]

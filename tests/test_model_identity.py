@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from mimamori import models, rules
 from sim.household import Household, Profile, exact_timeline, unix
-from sim.server import models, rules
 
 START = datetime(2026, 1, 5)
 DAY, N_SPELLS = 740_000, 10  # what the caches compared: equal in the old and the new model

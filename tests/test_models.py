@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+from mimamori import models
 from sim import population as pop
 from sim.household import Household, Profile, exact_timeline, unix
-from sim.server import models
 
 START = datetime(2026, 1, 5)
 

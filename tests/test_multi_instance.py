@@ -22,13 +22,13 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from firmware import record
+from mimamori import api, notify
+from mimamori import households as hh
+from mimamori.storage import Database, Store
+from mimamori.web import auth
+from mimamori_firmware import record
 from sim import nginx
 from sim.batch_client import BatchSender
-from sim.server import api, notify
-from sim.server import households as hh
-from sim.server.storage import Database, Store
-from sim.server.web import auth
 from sim.server_process import ServerProcess, free_port
 from sim.smtp_sink import SmtpSink
 from tests.alerts_rig import visit

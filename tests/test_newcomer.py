@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mimamori.cli import main
 from sim import sample_pilot as sample
-from sim.server.cli import main
 from sim.server_process import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,13 +40,21 @@ def test_every_folder_with_package_data_is_a_listed_package() -> None:
     # setuptools warns (about 90 lines at `make setup`) for data in a folder not in `packages`
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
+
+    def folder_of(pkg: str) -> Path:  # where package-dir maps a package (or its parent) from
+        parts = pkg.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in cfg["package-dir"]:
+                return REPO / cfg["package-dir"][".".join(parts[:n])] / "/".join(parts[n:])
+        return REPO / "/".join(parts)
+
     for pkg, patterns in cfg["package-data"].items():
         assert pkg in listed
-        folder = REPO / pkg.replace(".", "/")
+        folder = folder_of(pkg)
         assert all("/" not in p for p in patterns)  # the package's own files, not a subfolder's
         assert any(f for p in patterns for f in folder.glob(p)), (pkg, patterns)
     for pkg in listed:
-        for sub in (REPO / pkg.replace(".", "/")).iterdir():
+        for sub in folder_of(pkg).iterdir():
             data = sub.is_dir() and sub.name != "__pycache__" and any(
                 f.is_file() and f.suffix != ".py" for f in sub.iterdir())
             assert not data or f"{pkg}.{sub.name}" in listed, f"{sub} holds data: list it"
@@ -117,7 +125,7 @@ def test_the_server_with_an_unusable_db_says_so_in_one_line(tmp_path: Path) -> N
     afile = tmp_path / "notes.txt"
     afile.write_text("x")
     bad = afile / "var" / "mimamori.db"
-    r = subprocess.run([sys.executable, "-m", "sim.server", "--db", str(bad), "--port",
+    r = subprocess.run([sys.executable, "-m", "mimamori", "--db", str(bad), "--port",
                         str(free_port())], cwd=REPO, capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode == 2

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from mimamori import households as hh
+from mimamori import notify
+from mimamori.storage import Database, Store
 from sim.batch_client import BatchSender
-from sim.server import households as hh
-from sim.server import notify
-from sim.server.storage import Database, Store
 from sim.server_process import REPO, ServerProcess
 from tests.alerts_rig import Inboxes, Receiver, signature_ok, visit
 
@@ -142,8 +142,8 @@ def test_console_channel_prints_one_line_per_message(db_url):
 
 CRASH = """
 import os, signal, sys
-from sim.server import notify, sweeper
-from sim.server.storage import Database
+from mimamori import notify, sweeper
+from mimamori.storage import Database
 r = sweeper.sweep(Database(sys.argv[1]), int(sys.argv[2]), notify.Config())
 assert r.evaluated == ["home-1"], r
 os.kill(os.getpid(), signal.SIGKILL)  # the decision is committed; nothing was sent
@@ -258,8 +258,8 @@ def test_e_mails_carry_date_a_message_id_in_the_public_domain_a_sender_name_and_
     language; an alert mail links the dashboard; the invitation asks 'I received this'."""
     from email.utils import parseaddr, parsedate_to_datetime
 
-    from sim.server import alerts
-    from sim.server.rules import OPEN, Decision
+    from mimamori import alerts
+    from mimamori.rules import OPEN, Decision
 
     db, _, home, (ja, en), _ = setup_db(db_url, [
         {"name": "Ken", "email": "ken@example.org", "lang": "ja"},

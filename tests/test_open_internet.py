@@ -18,15 +18,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
+from mimamori import api, notify
+from mimamori import households as hh
+from mimamori.app import create_app
+from mimamori.cli import main as cli_main
+from mimamori.ingest import signed_headers
+from mimamori.storage import Database
+from mimamori.web import auth
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender
-from sim.server import api, notify
-from sim.server import households as hh
-from sim.server.app import create_app
-from sim.server.cli import main as cli_main
-from sim.server.ingest import signed_headers
-from sim.server.storage import Database
-from sim.server.web import auth
 from sim.server_process import ServerProcess
 from tests.alerts_rig import Inboxes
 
@@ -95,7 +95,7 @@ def test_the_cli_refuses_a_name_with_a_line_break_in_one_line(site, capsys):
 
 
 def test_a_note_may_have_line_breaks_but_no_other_control_characters(site):
-    from sim.server import texts
+    from mimamori import texts
 
     assert texts.check("the note", "line 1\nline 2", 100, lines=True) == "line 1\nline 2"
     with pytest.raises(ValueError, match=r"U\+001B"):
@@ -602,7 +602,7 @@ def test_a_new_address_ends_the_watchers_sessions(site):
 
 
 def test_a_removed_watchers_message_links_are_dead(site):
-    from sim.server import alerts
+    from mimamori import alerts
 
     with site.db.tx() as c:
         c.execute("INSERT INTO alerts (id, household, rule, subject, audience, episode, state, "
@@ -621,7 +621,7 @@ def test_a_removed_watchers_message_links_are_dead(site):
 
 
 def test_tokens_are_listed_revoked_expire_and_keep_to_their_scope(site, capsys):
-    from sim.server import tokens
+    from mimamori import tokens
 
     db = str(site.path)
     with site.db.tx() as c:

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
+from mimamori import api, ota
+from mimamori.app import create_app
+from mimamori.storage import Store
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender
 from sim.bulb import run_snippet, wifi_net
 from sim.modem import Modem
-from sim.server import api, ota
-from sim.server.app import create_app
-from sim.server.storage import Store
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,
     kinds,
@@ -257,7 +257,7 @@ def test_rollout_spreads_bulbs_and_the_api_reports_progress_and_rollbacks(
                                                          for x in recs]
             req = s.request(rs)
             path = req.path + f"&fw={fw}"
-            from sim.server.ingest import signed_headers
+            from mimamori.ingest import signed_headers
 
             got = client.post(path, content=req.body,
                               headers=signed_headers(dev, keys[dev], path, req.body))

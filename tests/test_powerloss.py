@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware import record
+from mimamori_firmware import record
 from sim.journal_read import records
 
 
@@ -106,7 +106,7 @@ def test_one_bit_flipped_at_rest_in_every_header_and_record_loses_no_visit(bulb)
 def server_visits(recs: list[tuple[int, ...]]) -> list[Any]:
     """The server's timeline (sim/server/timeline.py) of a journal, as if all of it had been
     delivered at one later instant."""
-    from sim.server.timeline import StoredRecord, build_timeline
+    from mimamori.timeline import StoredRecord, build_timeline
 
     heard = 1_800_000_000.0
     stored = [StoredRecord("b", seq, boot, up, kind, sub, aux, arg, received_at=heard)

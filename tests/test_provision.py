@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from firmware import record
+from mimamori import tokens
+from mimamori.storage import Store
+from mimamori_firmware import record
 from sim.bulb import Bulb, wifi_net
 from sim.modem import Modem
 from sim.repl import ReplServer
-from sim.server import tokens
-from sim.server.storage import Store
 from tests.uplink_rig import Rig, kinds, rig_fixture  # noqa: F401  (the rig fixture)
 from tools import provision as prov
 
@@ -167,7 +167,7 @@ def test_make_provision_registers_the_bulb_in_its_household_and_reports_the_sign
 
 
 def _stored(rig: Rig, device: str) -> list[Any]:
-    from sim.server.storage import Store
+    from mimamori.storage import Store
 
     store = Store.open(rig.db)
     try:

@@ -11,19 +11,19 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
-from sim.batch_client import BatchSender
-from sim.server import rules, sweeper
-from sim.server.app import create_app
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
-from sim.server.timeline import (
+from mimamori import rules, sweeper
+from mimamori.app import create_app
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori.timeline import (
     RECEIPT_TRANSIT_LTE_S,
     RECEIPT_TRANSIT_S,
     StoredRecord,
     build_timeline,
     receipt_anchor,
 )
+from mimamori_firmware import protocol, record
+from sim.batch_client import BatchSender
 
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 3, 2, 9, 5, 12, tzinfo=JST).timestamp()  # the last switch-on

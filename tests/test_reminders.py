@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from sim.server import notify
+from mimamori import notify
 from tests.test_lifecycle import JST, World, family
 
 H = 3600.0
@@ -144,7 +144,7 @@ def test_recurring_absences_and_every_setting_are_set_through_the_api_and_nonsen
 
 def test_the_cli_sets_the_patient_setting_absences_and_quiet_hours_and_refuses_nonsense(
         tmp_path, capsys):
-    from sim.server.cli import main
+    from mimamori.cli import main
 
     db = str(tmp_path / "cli.db")
 
@@ -178,8 +178,8 @@ def test_the_cli_sets_the_patient_setting_absences_and_quiet_hours_and_refuses_n
 
 
 def test_reminder_schedule_backs_off_and_weak_evidence_gets_one_at_most():
-    from sim.server.alerts import reminder_due
-    from sim.server.households import HouseholdSettings
+    from mimamori.alerts import reminder_due
+    from mimamori.households import HouseholdSettings
 
     s = HouseholdSettings(reminder_h=2, reminder_max=3)
     strong = [reminder_due(s, "strong", k, 0) for k in range(4)]

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from sim.server import changes, notify, roles, sql
-from sim.server import households as hh
-from sim.server.api import create_token
-from sim.server.storage import migrate
+from mimamori import changes, notify, roles, sql
+from mimamori import households as hh
+from mimamori.api import create_token
+from mimamori.storage import migrate
 from sim.smtp_sink import SmtpSink
 from tests.test_dashboard import NOW_MS, Site, csrf, site, template_db  # noqa: F401 (fixtures)
 
@@ -366,8 +366,8 @@ def test_the_roles_migration_keeps_known_roles_and_gives_unknown_ones_the_least(
 
 def test_the_command_line_prints_the_table_and_tells_its_changes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mimamori import cli
     from sim import sample_pilot as sample
-    from sim.server import cli
 
     db = str(tmp_path / "pilot.db")
     s = sample.build(db)

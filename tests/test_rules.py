@@ -7,9 +7,8 @@ from statistics import median
 
 import pytest
 
-from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
-from sim.server import models
-from sim.server.rules import (
+from mimamori import models
+from mimamori.rules import (
     CLEAR,
     OPEN,
     Pause,
@@ -19,6 +18,7 @@ from sim.server.rules import (
     replay,
     unusual_quiet,
 )
+from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
 from tests.test_timeline import Bulb
 
 JST = timezone(timedelta(hours=9))

@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from firmware import record
+from mimamori import households, models, rules
+from mimamori.rules import OPEN, Settings, evaluate, evaluate_rule
+from mimamori.storage import Store
+from mimamori.sweeper import rule_settings, timeline_of
+from mimamori_firmware import record
 from sim import population as pop
 from sim.household import Household, Profile, exact_timeline, unix
-from sim.server import households, models, rules
-from sim.server.rules import OPEN, Settings, evaluate, evaluate_rule
-from sim.server.storage import Store
-from sim.server.sweeper import rule_settings, timeline_of
 from tests.test_lifecycle import JST, World, family
 
 H = 3600.0

@@ -11,10 +11,8 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 
 from bench import figures_population as fp
-from sim import population as pop
-from sim.household import Visit, exact_timeline, unix
-from sim.server import models
-from sim.server.rules import (
+from mimamori import models
+from mimamori.rules import (
     CLEAR,
     OPEN,
     Absence,
@@ -24,6 +22,8 @@ from sim.server.rules import (
     evaluate_rule,
     replay,
 )
+from sim import population as pop
+from sim.household import Visit, exact_timeline, unix
 from tests.test_rules import toilet
 
 JST = timezone(timedelta(hours=9))

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from sim.server import clock as clocks
-from sim.server.__main__ import _argv
-from sim.server.cli import main
-from sim.server.storage import Store
+from mimamori import clock as clocks
+from mimamori.__main__ import _argv
+from mimamori.cli import main
+from mimamori.storage import Store
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -112,9 +112,9 @@ def test_clock_specs():
 
 
 def test_show_tells_an_installer_what_arrived_and_what_was_lost(tmp_path, capsys):
-    from firmware import record
+    from mimamori.ingest import parse_batch
+    from mimamori_firmware import record
     from sim.batch_client import BatchSender
-    from sim.server.ingest import parse_batch
 
     db = str(tmp_path / "m.db")
     run(capsys, "--db", db, "device", "register", "--id", "b1")

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from firmware import protocol, record
+from mimamori.ingest import CONTENT_TYPE, MAX_BODY, build_batch, signed_headers
+from mimamori.storage import Store
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender, Request
-from sim.server.ingest import CONTENT_TYPE, MAX_BODY, build_batch, signed_headers
-from sim.server.storage import Store
 from sim.server_process import ServerProcess
 
 H = protocol.HEADER_SIZE

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from firmware import protocol, record
+from mimamori.storage import Store
+from mimamori_firmware import protocol, record
 from sim.batch_client import BatchSender, Request
-from sim.server.storage import Store
 from sim.server_process import REPO, ServerProcess
 
 
@@ -158,7 +158,7 @@ def test_https_works_for_a_bulb_that_has_the_ca_certificate(db, tmp_path):
 
 
 def mimamori(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sim.server.cli", "--db", str(db), *args],
+    return subprocess.run([sys.executable, "-m", "mimamori.cli", "--db", str(db), *args],
                           check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

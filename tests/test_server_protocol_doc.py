@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from firmware import protocol, record
-from sim.server.app import create_app
-from sim.server.ingest import build_batch, signed_headers
+from mimamori.app import create_app
+from mimamori.ingest import build_batch, signed_headers
+from mimamori_firmware import protocol, record
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
 KEY = bytes(range(32))

@@ -18,7 +18,7 @@ import dns.rdatatype
 import httpx
 import pytest
 
-from firmware import record
+from mimamori_firmware import record
 from sim.bulb import Bulb, wifi_net
 from tests.test_portal import Page, settle
 from tests.uplink_rig import Rig, journal_of, kinds, rig_fixture  # noqa: F401  (the fixture)

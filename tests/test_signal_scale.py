@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from firmware import record
+from mimamori import cli, tokens
+from mimamori import households as hh
+from mimamori.app import create_app
+from mimamori.ingest import parse_batch
+from mimamori.storage import Store
+from mimamori.web import auth
+from mimamori_firmware import record
 from sim.batch_client import BatchSender
 from sim.bulb import run_snippet
-from sim.server import cli, tokens
-from sim.server import households as hh
-from sim.server.app import create_app
-from sim.server.ingest import parse_batch
-from sim.server.storage import Store
-from sim.server.web import auth
 from tests.test_portal import render
 from tools import provision
 

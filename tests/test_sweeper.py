@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+from mimamori import alerts, notify, sweeper
+from mimamori import households as hh
+from mimamori.storage import Database, Store
 from sim.batch_client import BatchSender
-from sim.server import alerts, notify, sweeper
-from sim.server import households as hh
-from sim.server.storage import Database, Store
 from tests.alerts_rig import visit
 
 JST = timezone(timedelta(hours=9))

@@ -4,14 +4,14 @@
 import random
 from dataclasses import replace
 
-from firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
-from sim.server.timeline import (
+from mimamori.timeline import (
     HARD_RESET,
     PWRON_RESET,
     WDT_RESET,
     StoredRecord,
     build_timeline,
 )
+from mimamori_firmware.record import A_SERVER, K_ALIVE, K_ANCHOR, K_LINK, K_OFF, K_POWER_ON
 
 T0 = 1_780_000_000  # a wall-clock instant (Unix s)
 

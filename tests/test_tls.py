@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from firmware import record
+from mimamori_firmware import record
 from sim.bulb import run_snippet, wifi_net
 from tests.uplink_rig import Rig, assert_delivered_exactly_once, journal_of, kinds
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from firmware import record
+from mimamori_firmware import record
 from tests.uplink_rig import (
     Rig,
     assert_delivered_exactly_once,
@@ -49,7 +49,7 @@ def test_refused_request_is_recorded_as_a_fault_without_a_retry_storm(rig: Rig) 
 
 
 def test_settings_from_the_server_are_checked_and_kept(rig: Rig) -> None:
-    from sim.server.storage import Store
+    from mimamori.storage import Store
 
     store = Store.open(rig.db)
     store.set_settings(rig.device, {"heartbeat_s": 120, "brightness": 0.6})
@@ -109,7 +109,7 @@ class _Canned:
 
 
 def test_request_is_one_signed_http_post_of_raw_journal_records(rig: Rig) -> None:
-    from firmware import protocol
+    from mimamori_firmware import protocol
 
     canned = _Canned({"ack": 0, "time_ms": 1_767_571_200_000})
     b = rig.bulb(site=rig.site(url=f"http://127.0.0.1:{canned.port}"))

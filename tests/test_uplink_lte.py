@@ -5,10 +5,10 @@ server. Each failure the modem can show, and the fallback between transports."""
 
 from __future__ import annotations
 
-from firmware import record
+from mimamori.storage import Record
+from mimamori_firmware import record
 from sim.bulb import wifi_net
 from sim.modem import Modem
-from sim.server.storage import Record
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,
     assert_delivered_exactly_once,

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from firmware import record
+from mimamori.storage import Record, Store
+from mimamori_firmware import record
 from sim.bulb import Bulb, wifi_net
 from sim.journal_read import of_bulb as journal_of
 from sim.modem import Modem
-from sim.server.storage import Record, Store
 from sim.server_process import ServerProcess
 
 WIFI = [wifi_net("home", "pw", rssi=-61)]

@@ -53,7 +53,7 @@ class ProvisionError(Exception):
 def signal_line(dbm: int) -> tuple[str, str]:
     """(the line printed, the level's key) for the signal, on the scale the lamp and every
     screen use (firmware/quality.py)."""
-    from firmware import quality
+    from mimamori_firmware import quality
 
     row = quality.level(dbm)
     if row is None:
@@ -232,7 +232,7 @@ def provision(req: Request, api_url: str | None, timeout: float, out: Any = sys.
     if api and req.household is not None:
         api.household(req.household)  # a clear error before the bulb is touched
     uid, old = read_bulb(req.port)
-    from sim.server.settings import site_errors
+    from mimamori.settings import site_errors
 
     bad = site_errors(old)
     if bad:  # the bulb would fall back to defaults (lamp_pin on a flash pin: a dark bulb)

@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: MIT
-"""`python -m sim.server [--db F] [--clock C] [--host H] [--port P] [--cert F --key F]`: serve.
+"""`python -m mimamori [--db F] [--clock C] [--host H] [--port P] [--cert F --key F]`: serve.
 
 `make server ARGS="..."` runs this. Any other `mimamori` command works too
-(`python -m sim.server device list`): without a command, the command is `serve`.
+(`python -m mimamori device list`): without a command, the command is `serve`.
 """
 
 import sys
 
-from sim.server.cli import main
+from mimamori.cli import main
 
 
 def _argv(argv: list[str]) -> list[str]:

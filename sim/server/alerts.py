@@ -38,10 +38,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sim.server import households as hh
-from sim.server import messages, notify, texts
-from sim.server.rules import CLEAR, OPEN, Decision
-from sim.server.storage import Cursor
+from mimamori import households as hh
+from mimamori import messages, notify, texts
+from mimamori.rules import CLEAR, OPEN, Decision
+from mimamori.storage import Cursor
 
 ACTIVE = ("open", "claimed")
 OUTCOMES = ("fine", "needed_help", "false_alarm")  # their words: web/i18n.py, the one table

@@ -40,10 +40,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, changes, messages, notify, roles, sweeper, tokens
-from sim.server import clock as clocks
-from sim.server import households as hh
-from sim.server.storage import Database, Store, site_snippet
+from mimamori import alerts, changes, messages, notify, roles, sweeper, tokens
+from mimamori import clock as clocks
+from mimamori import households as hh
+from mimamori.storage import Database, Store, site_snippet
 
 log = logging.getLogger("mimamori.alerts")
 
@@ -163,8 +163,8 @@ def _bulb_status(store: Store, did: str, since: int | None, now: int) -> dict[st
     """GET /bulbs/{id}: the bulb without its key, its signal on the one scale
     (firmware/quality.py), and with `since` the records stored from then on: how many, whether
     a power-on is among them, and the newest link record that connected."""
-    from firmware import quality, record
-    from sim.server.web.views import device_health
+    from mimamori.web.views import device_health
+    from mimamori_firmware import quality, record
 
     dev = store.device(did)
     if dev is None:
@@ -466,7 +466,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
     set, wins): what the alert says, its state in words, and only the actions that can be taken
     now. A claim that lost the race gets a 409 page saying who claimed it; errors are pages in
     the reader's language."""
-    from sim.server.web import chart, i18n, routes, views
+    from mimamori.web import chart, i18n, routes, views
 
     db = store.db
     r = APIRouter(tags=["watcher links"])

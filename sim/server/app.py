@@ -29,10 +29,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from firmware import protocol, record
-from sim.server import clock as clocks
-from sim.server import guard
-from sim.server.ingest import (
+from mimamori import clock as clocks
+from mimamori import guard
+from mimamori.ingest import (
     CONTENT_TYPE,
     MAX_BODY,
     Reject,
@@ -41,7 +40,8 @@ from sim.server.ingest import (
     parse_batch,
     parse_sv,
 )
-from sim.server.storage import Replayed, Store
+from mimamori.storage import Replayed, Store
+from mimamori_firmware import protocol, record
 
 log = logging.getLogger("mimamori.server")
 RETRY_S = 60  # what a 503 asks the bulb to wait (it adds jitter)
@@ -194,13 +194,13 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
 
     for r in routers:
         app.include_router(r)
-    from sim.server import api  # households, watchers, alerts; the sweeper
+    from mimamori import api  # households, watchers, alerts; the sweeper
 
     api.install(app)
-    from sim.server.web import routes as web  # the dashboard pages
+    from mimamori.web import routes as web  # the dashboard pages
 
     web.install(app)
-    from sim.server import ota_api  # firmware releases and rollouts
+    from mimamori import ota_api  # firmware releases and rollouts
 
     ota_api.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -322,7 +322,7 @@ def _handle(store: Store, clock: clocks.Clock, auth: str | None, path_qs: bytes,
     if got.settings_version > sv:
         out["sv"] = got.settings_version
         out["settings"] = got.settings
-    from sim.server import ota  # firmware updates (docs/ota.md): note fw, offer when due
+    from mimamori import ota  # firmware updates (docs/ota.md): note fw, offer when due
 
     offer = ota.on_upload(store, device_id, ota.parse_fw(query), now_ms)
     if offer:

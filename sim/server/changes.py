@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sim.server import households as hh
-from sim.server import notify, roles
-from sim.server.storage import Cursor
+from mimamori import households as hh
+from mimamori import notify, roles
+from mimamori.storage import Cursor
 
 KINDS = ("settings", "pause_added", "pause_ended", "absence_added", "absence_removed", "tier",
          "role", "watcher_added")
@@ -92,7 +92,7 @@ def add_pause(c: Cursor, now_ms: int, actor: Actor, hid: str, first: date, last:
 def end_pause(c: Cursor, now_ms: int, actor: Actor, hid: str, pid: str, today: date) -> None:
     """End a pause early: one not started yet is removed, an ongoing one keeps the days already
     away (web/views.end_pause)."""
-    from sim.server.web import views
+    from mimamori.web import views
 
     roles.need(actor.role, "end_pause")
     p = next((x for x in hh.pauses(c, hid) if x.id == pid), None)
@@ -144,7 +144,7 @@ def remove_absence(c: Cursor, now_ms: int, actor: Actor, hid: str,
 def set_tier(c: Cursor, now_ms: int, actor: Actor, hid: str, wid: str,
              tier: int) -> hh.Watcher:
     """Move a watcher to tier 1, 2 or 3 (who is told first)."""
-    from sim.server.web import views
+    from mimamori.web import views
 
     roles.need(actor.role, "tiers")
     old = _member(c, hid, wid)
@@ -268,14 +268,14 @@ def events(c: Cursor, hid: str, limit: int = 20) -> list[Event]:
 
 
 def role_word(role: str, lang: str) -> str:
-    from sim.server.web import i18n
+    from mimamori.web import i18n
 
     return i18n.t(lang)(f"role_{role}")
 
 
 def describe(ev: Event, lang: str, tz: str = "Asia/Tokyo") -> list[str]:
     """What changed, one line each, in `lang` (the dashboard's words, sim/server/web/i18n.py)."""
-    from sim.server.web import i18n
+    from mimamori.web import i18n
 
     t = i18n.t(lang)
     d = ev.detail

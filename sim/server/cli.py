@@ -26,15 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sim.server import clock as clocks
-from sim.server import settings as bulb_settings
-from sim.server.storage import Device, Store, UnknownDevice, site_snippet
+from mimamori import clock as clocks
+from mimamori import settings as bulb_settings
+from mimamori.storage import Device, Store, UnknownDevice, site_snippet
 
 DEFAULT_DB = "var/mimamori.db"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Modules that add command groups (`add_commands(subparsers)`); others append theirs here.
-COMMANDS: list[str] = ["sim.server.cli_people", "sim.server.web.cli", "sim.server.dbcopy",
-                      "sim.server.cli_ota"]
+COMMANDS: list[str] = ["mimamori.cli_people", "mimamori.web.cli", "mimamori.dbcopy",
+                      "mimamori.cli_ota"]
 
 
 def _db_path(args: argparse.Namespace) -> str:
@@ -45,7 +45,7 @@ def db_problem(path: str, make_dirs: bool) -> str | None:
     """Why the SQLite database at `path` cannot be used, in one line naming it, or None. The
     server (make_dirs) creates missing directories, as `make server` does for var/; the other
     commands never create a directory (a mistyped --db would leave an empty database behind)."""
-    from sim.server.sql import is_postgres
+    from mimamori.sql import is_postgres
 
     if path == ":memory:" or is_postgres(path):
         return None
@@ -107,7 +107,7 @@ def _print_registered(dev: Device, server: str, args: argparse.Namespace, verb: 
 
 def cmd_register(args: argparse.Namespace, store: Store) -> int:
     dev = store.register_device(clocks.ms(args.clock_fn), args.id, args.household)
-    from sim.server.households import touch  # the alert side looks at the household again
+    from mimamori.households import touch  # the alert side looks at the household again
 
     if dev.household and not touch(store.db, dev.household, clocks.ms(args.clock_fn)):
         print(f"note: household {dev.household!r} is not set up for alerts yet: "
@@ -133,8 +133,8 @@ NO_HOUSEHOLD = "NO HOUSEHOLD"  # a bulb that can raise no alert: `mimamori devic
 
 def signal_text(store: Store, dev_id: str, now_ms: int) -> str:
     """The bulb's signal on the one scale (firmware/quality.py), with its figures."""
-    from firmware import quality
-    from sim.server.web.views import device_health
+    from mimamori.web.views import device_health
+    from mimamori_firmware import quality
 
     h = device_health(store, dev_id, now_ms)
     row = quality.level(h.dbm, h.late_7d, h.visits_7d)
@@ -192,7 +192,7 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
               "HOUSEHOLD`")
     now = clocks.ms(args.clock_fn)
     print(f"signal: {signal_text(store, dev.id, now)}")
-    from sim.server.web.views import FAULT_WHAT, fault_name, fault_records
+    from mimamori.web.views import FAULT_WHAT, fault_name, fault_records
 
     with store.db.read() as c:
         faults = fault_records(c, dev.id, now - 14 * 86_400_000)
@@ -223,7 +223,7 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_assign(args: argparse.Namespace, store: Store) -> int:
-    from sim.server import households as hh
+    from mimamori import households as hh
 
     hh.open_people(store.db)
     try:
@@ -256,12 +256,12 @@ def cmd_settings(args: argparse.Namespace, store: Store) -> int:
 def cmd_serve(args: argparse.Namespace, store: Store | None) -> int:
     import uvicorn
 
-    from sim.server import guard
-    from sim.server.app import create_app
+    from mimamori import guard
+    from mimamori.app import create_app
 
     if bool(args.cert) != bool(args.key):
         raise ValueError("--cert and --key go together (the server's certificate and its key)")
-    from sim.server.web.cli import record_served_url
+    from mimamori.web.cli import record_served_url
 
     scheme = "https" if args.cert else "http"
     store = open_store(_db_path(args), make_dirs=True)  # a bad --db: one line, no traceback

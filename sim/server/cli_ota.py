@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sim.server import clock as clocks
-from sim.server import ota
-from sim.server.storage import Store
+from mimamori import clock as clocks
+from mimamori import ota
+from mimamori.storage import Store
 
 
 def release_add(args: argparse.Namespace, store: Store) -> int:

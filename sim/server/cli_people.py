@@ -40,11 +40,11 @@ import json
 import time
 from typing import Any
 
-from sim.server import alerts, api, notify, roles, sweeper, tokens
-from sim.server import changes as changes_
-from sim.server import clock as clocks
-from sim.server import households as hh
-from sim.server.storage import Store
+from mimamori import alerts, api, notify, roles, sweeper, tokens
+from mimamori import changes as changes_
+from mimamori import clock as clocks
+from mimamori import households as hh
+from mimamori.storage import Store
 
 
 def _now(args: argparse.Namespace) -> int:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sim.server import tokens
-from sim.server.storage import Database, Store
-from sim.server.web import auth
+from mimamori import tokens
+from mimamori.storage import Database, Store
+from mimamori.web import auth
 
 # parents before children (foreign keys); tables not named here (added by later migrations)
 # come after, in name order

@@ -25,8 +25,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sim.server import roles, rules, status, texts
-from sim.server.storage import Cursor, Database, migrate
+from mimamori import roles, rules, status, texts
+from mimamori.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Ingest, the pure part: read the Authorization header, check the signature, parse a batch.
 
-No I/O here: the endpoint (sim.server.app) feeds bytes in and the store (sim.server.storage)
+No I/O here: the endpoint (mimamori.app) feeds bytes in and the store (mimamori.storage)
 applies the result. Every refusal is a Reject carrying the HTTP status, a short error code and
 a detail that says what was wrong and what to do; nothing else may escape for client input.
 
@@ -14,8 +14,8 @@ import hmac
 import re
 from collections.abc import Sequence
 
-from firmware import protocol, record
-from sim.server.storage import Batch
+from mimamori.storage import Batch
+from mimamori_firmware import protocol, record
 
 MAX_BODY = protocol.HEADER_SIZE + protocol.MAX_RECORDS * record.SIZE
 CONTENT_TYPE = "application/octet-stream"

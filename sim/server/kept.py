@@ -36,12 +36,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sim.server import models as mdl
-from sim.server import rules
-from sim.server import settings as bulb_settings
-from sim.server import timeline as tl_mod
-from sim.server.sql import Cursor, Database, migrate
-from sim.server.timeline import DeviceSeen, Interval, StoredRecord, Timeline
+from mimamori import models as mdl
+from mimamori import rules
+from mimamori import settings as bulb_settings
+from mimamori import timeline as tl_mod
+from mimamori.sql import Cursor, Database, migrate
+from mimamori.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
 WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.server.web import i18n
+from mimamori.web import i18n
 
 GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sim.server.timeline import Interval, Timeline
+from mimamori.timeline import Interval, Timeline
 
 HOUR = 3600.0
 DAY = 86400.0

@@ -58,9 +58,9 @@ from email.utils import formatdate, parseaddr
 from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
-from sim.server import messages, sql, texts
-from sim.server.households import Household, Watcher
-from sim.server.storage import Cursor, Database
+from mimamori import messages, sql, texts
+from mimamori.households import Household, Watcher
+from mimamori.storage import Cursor, Database
 
 log = logging.getLogger("mimamori.notify")
 
@@ -418,7 +418,7 @@ def tell_coordinators(c: Cursor, now_ms: int, o: Outgoing, error: str, attempts:
     """A message was given up, or keeps failing: tell the household's coordinators (tier 0
     watchers) on their own channels, in the caller's transaction, and log it. Never about a
     notice itself."""
-    from sim.server import households as hh
+    from mimamori import households as hh
 
     log.warning("outbox %s (%s to watcher %s by %s) %s after %d tries: %s", o.id, o.kind,
                 o.watcher, o.channel, "given up" if given_up else "keeps failing", attempts,

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firmware import protocol, record
-from sim.server.sql import Database
-from sim.server.storage import Store, migrate
+from mimamori.sql import Database
+from mimamori.storage import Store, migrate
+from mimamori_firmware import protocol, record
 
 SCHEMA = [
     [

@@ -18,11 +18,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from firmware import protocol
-from sim.server import api, ota
-from sim.server import clock as clocks
-from sim.server.ingest import Reject, parse_authorization, signature_ok
-from sim.server.storage import Store
+from mimamori import api, ota
+from mimamori import clock as clocks
+from mimamori.ingest import Reject, parse_authorization, signature_ok
+from mimamori.storage import Store
+from mimamori_firmware import protocol
 
 _BYTES = "application/octet-stream"
 

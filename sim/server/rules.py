@@ -50,8 +50,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sim.server import models as mdl
-from sim.server.timeline import Interval, Timeline
+from mimamori import models as mdl
+from mimamori.timeline import Interval, Timeline
 
 OPEN = "open"
 CLEAR = "clear"

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import record
-from sim.server.sql import Cursor
+from mimamori.sql import Cursor
+from mimamori_firmware import record
 
 STATES = ("unanswered", "checking", "late", "paused", "well")  # the overview's order
 LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firmware import record
-from sim.server.sql import Cursor, Database, Migration, migrate
+from mimamori.sql import Cursor, Database, Migration, migrate
+from mimamori_firmware import record
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
@@ -284,7 +284,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Batch:
-    """A parsed, authenticated request body (see sim.server.ingest.parse_batch)."""
+    """A parsed, authenticated request body (see mimamori.ingest.parse_batch)."""
 
     device: str
     epoch: int
@@ -330,7 +330,7 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         migrate(db, "ingest", SCHEMA)
-        from sim.server import kept  # the evaluation state kept per bulb (it reads this store)
+        from mimamori import kept  # the evaluation state kept per bulb (it reads this store)
 
         migrate(db, "kept", kept.SCHEMA)
         # (cursor, device id, now_ms) -> None, run inside the transaction of each accepted batch

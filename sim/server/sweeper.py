@@ -32,11 +32,11 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
-from sim.server import alerts, kept, models, notify, rules, sql, status
-from sim.server import households as hh
-from sim.server import settings as bulb_settings
-from sim.server.storage import Cursor, Database, Store
-from sim.server.timeline import (
+from mimamori import alerts, kept, models, notify, rules, sql, status
+from mimamori import households as hh
+from mimamori import settings as bulb_settings
+from mimamori.storage import Cursor, Database, Store
+from mimamori.timeline import (
     StoredRecord,
     Timeline,
     build_timeline,

@@ -41,7 +41,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from firmware.record import (
+from mimamori_firmware.record import (
     A_MODEM,
     A_RECEIPT,
     K_ANCHOR,

@@ -28,8 +28,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sim.server import households as hh
-from sim.server.storage import Database, migrate
+from mimamori import households as hh
+from mimamori.storage import Database, migrate
 
 SCOPES = ("read", "write", "all")
 DAY_MS = 86_400_000

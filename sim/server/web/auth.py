@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sim.server import households as hh
-from sim.server import notify
-from sim.server.storage import Cursor, Database, migrate
+from mimamori import households as hh
+from mimamori import notify
+from mimamori.storage import Cursor, Database, migrate
 
 COOKIE = "mimamori_session"
 SESSION_DAYS = 30

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from sim.server.timeline import Interval
-from sim.server.web.i18n import day_label, t
+from mimamori.timeline import Interval
+from mimamori.web.i18n import day_label, t
 
 W = 480
 X0 = 88  # left of the plot (day labels before it)

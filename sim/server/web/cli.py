@@ -15,11 +15,11 @@ import argparse
 import os
 from typing import Any
 
-from sim.server import clock as clocks
-from sim.server import households as hh
-from sim.server import notify
-from sim.server.storage import Database, Store
-from sim.server.web import auth
+from mimamori import clock as clocks
+from mimamori import households as hh
+from mimamori import notify
+from mimamori.storage import Database, Store
+from mimamori.web import auth
 
 
 def record_served_url(db: Database, url: str) -> None:

@@ -52,12 +52,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sim.server import alerts, changes, messages, notify, roles, rules, status, sweeper
-from sim.server import clock as clocks
-from sim.server import households as hh
-from sim.server import settings as bulb_settings
-from sim.server.storage import Store
-from sim.server.web import auth, chart, i18n, views
+from mimamori import alerts, changes, messages, notify, roles, rules, status, sweeper
+from mimamori import clock as clocks
+from mimamori import households as hh
+from mimamori import settings as bulb_settings
+from mimamori.storage import Store
+from mimamori.web import auth, chart, i18n, views
 
 log = logging.getLogger("mimamori.web")
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from firmware import quality, record
-from sim.server import alerts, notify, ota, status, sweeper
-from sim.server import households as hh
-from sim.server.storage import Cursor, Store
-from sim.server.timeline import Interval, Timeline
+from mimamori import alerts, notify, ota, status, sweeper
+from mimamori import households as hh
+from mimamori.storage import Cursor, Store
+from mimamori.timeline import Interval, Timeline
+from mimamori_firmware import quality, record
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
 LATE_S = status.LATE_S  # a visit reported later than this counts as late (rules' late_after_s)
@@ -458,7 +458,7 @@ def report_csv(rows: list[ReportRow], lang: str = "en",
                statuses: dict[str, status.Row] | None = None) -> str:
     """The pilot report as CSV: headers in the reader's language, every household's outcomes
     (needed help / fine / false alarm), its status now and its weakest bulb's signal."""
-    from sim.server.web import i18n
+    from mimamori.web import i18n
 
     tr = i18n.t(lang)
     statuses = statuses or {}
