@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from sim import bulb as sim_bulb
-from sim import nginx, pgserver
+from sim import nginx, pgserver, server_process
 from sim.bulb import Bulb, run_snippet
 from sim.server_process import ServerProcess
 
@@ -129,7 +129,7 @@ def browser() -> Iterator[Any]:
 # they call (helpers, rigs, the harness in sim/), following global names. A test that uses
 # several things has several kinds; `unit` means none of them. `slow` is marked on the test.
 _FIRMWARE = {sim_bulb.Bulb, sim_bulb.run_snippet, sim_bulb.micropython_bin}
-_E2E = {ServerProcess, pgserver.PgServer, nginx.Nginx}
+_E2E = {ServerProcess, server_process.listening, pgserver.PgServer, nginx.Nginx}
 _BROWSER_NAMES = {"sync_playwright", "async_playwright"}
 _REPO = Path(__file__).resolve().parents[1]
 
