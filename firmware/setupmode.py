@@ -191,7 +191,9 @@ def run(cfg, journal, lamp, why):
 
 def _flag(rssi):
     """Ask the next boot to confirm the provisioning (confirm())."""
-    with open("commission", "w") as f:
+    from statefiles import COMMISSION
+
+    with open(COMMISSION, "w") as f:
         f.write(str(rssi))
 
 
@@ -202,6 +204,7 @@ async def confirm(link, lamp):
     import os
 
     import uplink
+    from statefiles import COMMISSION
 
     while link.outcome != uplink.DONE:
         await asyncio.sleep_ms(200)
@@ -210,6 +213,6 @@ async def confirm(link, lamp):
     print("setup: provisioning confirmed; signal", rssi, "dBm")
     await lamp.signal(rssi)
     try:
-        os.remove("commission")
+        os.remove(COMMISSION)
     except OSError:
         pass

@@ -2,7 +2,7 @@
 """Changes to a household's rules, pauses, absences, tiers and roles: checked against the role
 table (sim/server/roles.py), recorded (household_events) and told to the other watchers.
 
-Every writer goes through here: the dashboard (sim/server/web/routes.py), the API (api.py) and
+Every writer goes through here: the dashboard (sim/server/web/household.py), the API (api.py) and
 the command line (cli_people.py). Each function takes the cursor of the caller's transaction
 and an `Actor`, checks what the actor's role may do (roles.Forbidden otherwise), makes the
 change with households.py's own functions, writes one event and puts one "changed" message per

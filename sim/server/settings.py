@@ -1,49 +1,21 @@
 # SPDX-License-Identifier: MIT
 """Settings the server pushes to a bulb, validated against the bulb's own schema.
 
-The schema is firmware/config.py's SCHEMA, imported (not copied): the module is MicroPython
-code, so it is loaded here with `micropython.const` and the flat `record` import provided from
-CPython. Only keys the bulb lets the server set (the _SERVER flag) are accepted, with the same
-ranges and the same messages the bulb prints.
+The schema is firmware/config.py's SCHEMA, imported (not copied): the module is the bulb's own
+code, importable from CPython too (installed as `mimamori_firmware`). Only keys the bulb lets the
+server set (the _SERVER flag) are accepted, with the same ranges and the same messages the bulb
+prints.
 
 It must never hand the bulb a value the bulb would refuse.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
-from pathlib import Path
 from typing import Any
 
-_CONFIG_PY = Path(__file__).resolve().parents[2] / "firmware" / "config.py"
+from mimamori_firmware import config
 
-
-def _load_config() -> types.ModuleType:
-    from mimamori_firmware import record
-
-    shim = types.ModuleType("micropython")
-    shim.const = lambda x: x  # type: ignore[attr-defined]
-    saved = {k: sys.modules.get(k) for k in ("micropython", "record")}
-    sys.modules["micropython"] = shim
-    sys.modules["record"] = record
-    try:
-        spec = importlib.util.spec_from_file_location("_mimamori_bulb_config", _CONFIG_PY)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-config = _load_config()
 SERVER_KEYS: tuple[str, ...] = tuple(r[0] for r in config.SCHEMA if r[6] & config._SERVER)
 
 

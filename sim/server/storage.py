@@ -387,13 +387,6 @@ class Store:
         assert dev is not None
         return dev
 
-    def set_household(self, device_id: str, household: str | None) -> None:
-        with self.db.tx() as c:
-            if not c.execute(
-                "UPDATE devices SET household = ? WHERE id = ?", (household, device_id)
-            ):
-                raise UnknownDevice(device_id)
-
     def set_settings(self, device_id: str, settings: BulbSettings) -> int:
         """Replace the settings pushed to the device (already validated); bumps the version."""
         with self.db.tx() as c:
