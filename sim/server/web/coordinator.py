@@ -28,6 +28,7 @@ from fastapi.responses import Response
 
 from mimamori import households as hh
 from mimamori import notify, status, sweeper
+from mimamori.clock import DAY_MS, to_s
 from mimamori.web import auth, views
 from mimamori.web.deps import Coordinator, Posted, writing
 from mimamori.web.household import alert_line
@@ -105,7 +106,7 @@ def report_csv(p: Coordinator) -> Response:
     with p.web.db.read() as c:
         rows = views.pilot_report(c, p.web.store, p.now_ms)
         now = status.page(c, 0, 1_000_000)[0]  # every household's status row
-    day = datetime.fromtimestamp(p.now_ms / 1000, ZoneInfo("Asia/Tokyo")).date()
+    day = datetime.fromtimestamp(to_s(p.now_ms), ZoneInfo("Asia/Tokyo")).date()
     return p.finish(Response(
         "\ufeff" + views.report_csv(rows, p.lang, {r.household: r for r in now}),
         media_type="text/csv; charset=utf-8",
@@ -128,7 +129,7 @@ def invite(p: Coordinator, form: Posted) -> Response:
         with p.web.db.tx() as c:
             w = hh.watcher(c, form.get("watcher", ""))
             token = auth.make_link(c, auth.WATCHER, w.id, p.now_ms,
-                                   auth.INVITE_DAYS * 86_400_000)
+                                   auth.INVITE_DAYS * DAY_MS)
             url = auth.link_url(cfg.public_url, token)  # MIMAMORI_PUBLIC_URL, never Host
             if send:  # through the outbox, on the watcher's own channels
                 notify.enqueue(c, p.now_ms, "signin", hh.household(c, w.household), w,
