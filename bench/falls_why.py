@@ -29,7 +29,15 @@ from dataclasses import dataclass
 
 from bench import figures_population as fp
 from mimamori import models as mdl
-from mimamori.rules import OPEN, Decision, _visible, evaluate, evaluate_rule, placements
+from mimamori.rules import (
+    OPEN,
+    Decision,
+    Memo,
+    _visible,
+    evaluate,
+    evaluate_rule,
+    placements,
+)
 from mimamori.timeline import Timeline
 from sim import population as pop
 from sim.household import Visit, unix
@@ -87,6 +95,7 @@ def replay(h: pop.PopHousehold, at: float, model: mdl.HouseholdModel) -> Inciden
           for dev, visits in h.bulbs.items()}
     w = pop.World(h, vs)
     fold_at = mdl.next_fold("UTC", at)
+    memo = Memo()  # what the rules derive from the model, while it is the same
     t, end = at, at + 72 * H
     found = base = None
     seen: Decision | None = None  # the learned decision when the fixed rule alerted
@@ -97,12 +106,12 @@ def replay(h: pop.PopHousehold, at: float, model: mdl.HouseholdModel) -> Inciden
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model)
             fold_at = mdl.next_fold("UTC", t)
         tl = w.timeline(t)
-        (d,) = evaluate(tl, st, t, model=model, only=("unusual_quiet",))
-        ds = evaluate(tl, st, t, model=model, only=fp.FAMILY)
+        (d,) = evaluate(tl, st, t, model=model, memo=memo, only=("unusual_quiet",))
+        ds = evaluate(tl, st, t, model=model, memo=memo, only=fp.FAMILY)
         last = d
         if found is None and any(x.state == OPEN for x in ds):
             found = t
-        (b,) = evaluate_rule(tl, st, t, "no_activity")
+        (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if base is None and b.state == OPEN:
             base, seen, fixed_d = t, d, b
         t = fp._step(w, t, end, [x.next_check for x in ds] + [b.next_check, fold_at])

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bench.run import figure
-from mimamori.rules import Pause, Settings, evaluate, replay
+from mimamori.rules import Pause, RuleSettings, evaluate, replay
 from mimamori.timeline import build_timeline
 from sim.household import (
     DATA,
@@ -43,11 +43,11 @@ RULES = tuple(v[0] for v in VARIANTS)
 FIXED, LEARNED = "fixed 24 h", "learned"
 BENCH_VARIANTS = tuple(v for v in VARIANTS if v[0] in (FIXED, "fixed 16 h", LEARNED))
 FALL_HOURS = (8, 13, 19, 23)
-SETTINGS = Settings(tz="UTC")  # simulated and logged times are local times, kept as UTC
+SETTINGS = RuleSettings(tz="UTC")  # simulated and logged times are local times, kept as UTC
 START = datetime(2026, 1, 5)  # a Monday
 
 
-def _fall_delays(visits: list[Visit], fall: datetime, settings: Settings,
+def _fall_delays(visits: list[Visit], fall: datetime, settings: RuleSettings,
                  variants=VARIANTS) -> dict[str, float]:
     """Hours from the fall until each rule alerts (the visits stop at the fall)."""
     before = [v for v in visits if v.on < fall]
@@ -60,14 +60,14 @@ def _fall_delays(visits: list[Visit], fall: datetime, settings: Settings,
     return out
 
 
-def _false(visits: list[Visit], t0: float, t1: float, settings: Settings,
+def _false(visits: list[Visit], t0: float, t1: float, settings: RuleSettings,
            variants=VARIANTS) -> dict[str, int]:
     tl = exact_timeline(visits)
     return {label: len(replay(tl, replace(settings, **kw), t0, t1, rule))
             for label, rule, kw in variants}
 
 
-def real_logs(settings: Settings = SETTINGS, variants=VARIANTS) -> dict | None:
+def real_logs(settings: RuleSettings = SETTINGS, variants=VARIANTS) -> dict | None:
     """False alerts over the whole logs; falls injected each day from day 8 at FALL_HOURS."""
     if not (DATA / "OrdonezA_Sensors.txt").exists():
         return None
@@ -88,7 +88,7 @@ def real_logs(settings: Settings = SETTINGS, variants=VARIANTS) -> dict | None:
     return res
 
 
-def simulated(n: int = 40, days: int = 60, settings: Settings = SETTINGS,
+def simulated(n: int = 40, days: int = 60, settings: RuleSettings = SETTINGS,
               away_night_p: float = 0.0, variants=VARIANTS, stays: bool = True) -> dict:
     """n households x days: false alerts, fall delays, a 5-day hospital stay with/without pause."""
     labels = [v[0] for v in variants]

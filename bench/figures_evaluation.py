@@ -79,7 +79,7 @@ def _world(path: Path, days: int) -> tuple[Database, Store, dict[str, tuple[int,
 
 
 def _round(db: Database, store: Store, heads: dict[str, tuple[int, int]], at: int,
-           cfg: notify.Config) -> tuple[float, float]:
+           cfg: notify.NotifierSettings) -> tuple[float, float]:
     """One new visit from every bulb, then a sweep: (seconds ingesting, seconds sweeping)."""
     ingest_s = 0.0
     for dev, (boot, seq) in list(heads.items()):
@@ -104,7 +104,7 @@ def _round(db: Database, store: Store, heads: dict[str, tuple[int, int]], at: in
     return ingest_s, eval_s
 
 
-def _run(paths: dict[int, Path], cfg: notify.Config) -> dict[int, list[tuple[float, float]]]:
+def _run(paths: dict[int, Path], cfg: notify.NotifierSettings) -> dict[int, list[tuple[float, float]]]:
     """Per history length (days): each round's (ingest s, sweep s). The worlds take their
     rounds in turn (each first in turn), so a busy spell of the machine falls on all of them."""
     worlds = {}
@@ -141,7 +141,7 @@ def _mean_rate(rounds: list[tuple[float, float]]) -> float:
 def figures() -> list[dict]:
     (REPO / "var").mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench-eval-", dir=REPO / "var"))
-    cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
+    cfg = notify.NotifierSettings(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
     try:
         got = _run({0: work / "d0.db", 14: work / "d14.db", 365: work / "d365.db"}, cfg)
         kept_models = kept.MODELS_KEPT

@@ -23,11 +23,11 @@ import sys
 from datetime import datetime, timedelta
 
 from bench.run import figure
-from mimamori.rules import CLEAR, OPEN, Settings, evaluate_rule
+from mimamori.rules import CLEAR, OPEN, Memo, RuleSettings, evaluate_rule
 from mimamori.timeline import DeviceSeen, Interval, Timeline
 from sim.household import Household, Profile, Visit, unix
 
-SETTINGS = Settings(tz="UTC")  # simulated times are local times, kept as UTC
+SETTINGS = RuleSettings(tz="UTC")  # simulated times are local times, kept as UTC
 START = datetime(2026, 1, 5)
 HEARTBEAT_S = 900.0
 ATTACH_S = 10.0  # power-on to the report (boot, registration, attach, one request)
@@ -79,13 +79,14 @@ class Known:
         return Timeline(tuple(self.ivs[:n]), {"bulb": seen})
 
 
-def episodes(known: Known, settings: Settings, rule: str, t0: float, t1: float) -> list[float]:
+def episodes(known: Known, settings: RuleSettings, rule: str, t0: float, t1: float) -> list[float]:
     """Opening instants of the alerts a sweeper would raise between t0 and t1."""
     out: list[float] = []
     is_open = False
+    memo = Memo()  # what the rules derive from the model, while it is the same
     t = t0
     while t < t1:
-        d = evaluate_rule(known.timeline(t), settings, t, rule)[0]
+        d = evaluate_rule(known.timeline(t), settings, t, rule, memo=memo)[0]
         if d.state == OPEN and not is_open:
             out.append(t)
             is_open = True

@@ -42,6 +42,7 @@ from bench.run import figure
 from mimamori import households as hh
 from mimamori import notify, sweeper
 from mimamori.app import create_app
+from mimamori.clock import DAY_MS, HOUR_MS
 from mimamori.storage import Database, Store
 from mimamori.web import auth
 from mimamori.web.routes import OVERVIEW_PAGE
@@ -64,7 +65,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
     Store(db)
     auth.open_web(db)
     t0 = int(START.timestamp() * 1000)
-    now = t0 + DAYS * hh.DAY_MS + 6 * 3_600_000
+    now = t0 + DAYS * DAY_MS + 6 * HOUR_MS
     rng = random.Random(homes)
     keys: dict[str, bytes] = {}
     all_status: list[tuple] = []
@@ -85,7 +86,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
             seq = boot = 0
             for d in range(DAYS):
                 for hour in HOURS:
-                    start = t0 + d * hh.DAY_MS + hour * 3_600_000 + rng.randint(0, 3_000_000)
+                    start = t0 + d * DAY_MS + hour * HOUR_MS + rng.randint(0, 3_000_000)
                     length = rng.randint(60_000, 900_000)
                     boot += 1
                     at = start + length + 1000
@@ -112,7 +113,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
                           "updated_ms = ? WHERE household = ?",
                           [(st, rank, on, at, hid) for hid, st, rank, on, at in status])
         all_status += status
-    cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
+    cfg = notify.NotifierSettings(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
     with db.read() as c:
         shown, _ = sweeper.overview(c, 0, OVERVIEW_PAGE)
     for hid in {*shown, "home-00000"}:  # what the pages show, evaluated as a server would
@@ -128,7 +129,7 @@ def _build(path: Path, homes: int) -> tuple[int, dict[str, bytes]]:
 def _signed_in(app_or_url: object, db: Database, now_ms: int, role: str, subject: str,
                client: httpx.Client | TestClient) -> None:
     with db.tx() as c:
-        token = auth.make_link(c, role, subject, now_ms, 3_600_000)
+        token = auth.make_link(c, role, subject, now_ms, HOUR_MS)
     page = client.get(f"/in/{token}")
     m = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert m, page.text[:300]

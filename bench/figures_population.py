@@ -37,7 +37,7 @@ from bench.run import figure
 from mimamori import alerts as al
 from mimamori import households as hh
 from mimamori import models as mdl
-from mimamori.rules import OPEN, Settings, evaluate, evaluate_rule
+from mimamori.rules import OPEN, Memo, RuleSettings, evaluate, evaluate_rule
 from sim import population as pop
 from sim.household import Visit, unix
 
@@ -93,11 +93,11 @@ class Result:
     right_alerts: int = 0  # arguably right: nights away, a light left on overnight
 
 
-def _settings(h: pop.PopHousehold) -> Settings:
+def _settings(h: pop.PopHousehold) -> RuleSettings:
     return hh.parse_settings({"absences": h.absences}).rules("UTC")
 
 
-def _pauses(st: Settings, h: pop.PopHousehold) -> list[tuple[float, float]]:
+def _pauses(st: RuleSettings, h: pop.PopHousehold) -> list[tuple[float, float]]:
     return [(p.start, p.end) for a in st.absences for p in a.spans("UTC", h.t0, h.t1 + 4 * DAY)]
 
 
@@ -144,6 +144,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     res = Result(h.kind, h.delivery, h.days)
     model = mdl.HouseholdModel()
     fold_at = mdl.next_fold("UTC", h.t0)
+    memo = Memo()  # what the rules derive from the model, while it is the same
     snaps: dict[float, mdl.HouseholdModel] = {}
     pending = sorted(fall_times)
     open_: dict[tuple[str, str], Episode] = {}
@@ -160,7 +161,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
             tl = w.timeline(t)
             model = mdl.learn(tl, "UTC", pauses, t, model)
             fold_at = mdl.next_fold("UTC", t)
-            daily = evaluate(tl, st, t, model=model, only=("placement", "poor_delivery"))
+            daily = evaluate(tl, st, t, model=model, memo=memo, only=("placement", "poor_delivery"))
             if any(d.rule == "poor_delivery" and d.state == OPEN for d in daily):
                 if not res.poor_delivery:
                     res.poor_delivery_day = (t - h.t0) / DAY
@@ -169,7 +170,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
                                                for d in daily):
                 res.flagged_day = (t - h.t0) / DAY
         tl = w.timeline(t)
-        ds = evaluate(tl, st, t, model=model, only=FAMILY)
+        ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         res.evaluations += 1
         for d in ds:
             key = (d.rule, d.subject)
@@ -188,14 +189,14 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
             elif d.state != OPEN and ep is not None:
                 ep.cleared = t
                 del open_[key]
-        (b,) = evaluate_rule(tl, st, t, "daily_window")
+        (b,) = evaluate_rule(tl, st, t, "daily_window", memo=memo)
         if b.state == OPEN and base_open is None:
             base_open = Episode("daily_window", t, "strong")
             base_eps.append(base_open)
         elif b.state != OPEN and base_open is not None:
             base_open.cleared = t
             base_open = None
-        (f,) = evaluate_rule(tl, st, t, "no_activity")
+        (f,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if f.state == OPEN and fixed_open is None:
             fixed_open = Episode("no_activity", t, "strong")
             fixed_eps.append(fixed_open)
@@ -229,7 +230,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     return res, snaps
 
 
-def emails(ep: Episode, end: float, st: Settings) -> int:
+def emails(ep: Episode, end: float, st: RuleSettings) -> int:
     """E-mails the lifecycle (sim/server/alerts.py) sends for one unclaimed alert: two family
     watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the
     fixed rule's deadline, `tell_now`, does not); held messages of an alert that cleared
@@ -293,6 +294,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     else:
         w = pop.World(h, vs)
     fold_at = mdl.next_fold("UTC", at)
+    memo = Memo()  # what the rules derive from the model, while it is the same
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
@@ -300,7 +302,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model)
             fold_at = mdl.next_fold("UTC", t)
         tl = w.timeline(t)
-        ds = evaluate(tl, st, t, model=model, only=FAMILY)
+        ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         # an alert about what began at the fall or after (not one still open from before it)
         hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - 1)]
         if found is None and hits:
@@ -308,7 +310,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
             if all(d.strength == "weak" and not d.detail.get("tell_now") for d in hits):
                 q = hh.quiet_until(QUIET, "UTC", int(t * 1000))
                 told = q / 1000 if q else t
-        (b,) = evaluate_rule(tl, st, t, "no_activity")
+        (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - 1):
             base = t
         t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at])

@@ -91,7 +91,7 @@ def _year(db: Database) -> int:
     """Simulate HOMES households for a year into db; the record count."""
     store = Store(db)
     auth.open_web(db)
-    cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
+    cfg = notify.NotifierSettings(console=open(os.devnull, "w"))  # noqa: SIM115 - kept for the run
     t0 = int(TZ_START.timestamp() * 1000)
     batches: list[tuple[int, str, Batch]] = []
     with db.tx() as c:

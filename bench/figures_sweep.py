@@ -52,7 +52,7 @@ def _build(path: Path) -> None:
 def _sweep_ms(path: Path, full_scan: bool) -> tuple[float, float, int]:
     models.clear_cache()  # each sweep learns its households' models from scratch
     db = Database(path)
-    cfg = notify.Config()
+    cfg = notify.NotifierSettings()
     with db.tx() as c:
         t = time.perf_counter()
         ids = (sweeper.due_by_full_scan if full_scan else sweeper.due)(c, T0_MS, 1_000_000)

@@ -3,19 +3,19 @@
 # reads 2000-01-01 after every power-on, and mbedTLS checks the server certificate's dates
 # against it (CONFIG_MBEDTLS_HAVE_TIME_DATE), so an unset clock fails every HTTPS connection
 # ("The certificate validity starts in the future"). Before TLS the RTC is put at the newest
-# time the bulb knows: the last server or network time it kept (the file `clock`), or the time
+# time the bulb knows: the last server or network time it kept (statefiles.CLOCK), or the time
 # its firmware was built (_BUILT, rewritten by tools/image.py). When that is still behind the
 # certificate (renewed while the bulb was off), floor() moves it to the server's HTTP Date.
 # It must never move the clock backwards but to a verified server or network time, and the
 # clock serves certificate dates only: records carry uptime, and anchors come from the uplink.
 import time
 
+import statefiles
 from micropython import const
 
 _BUILT = const(1796083200)  # Unix seconds, 2026-12-01: the source's floor; images carry newer
 _EPOCH = const(946684800)  # 2000-01-01 in Unix seconds: the ESP32's time() epoch
 _KEEP_S = const(21600)  # keep a learned time when it is this much newer than the kept one
-_FILE = "clock"
 _kept = None  # Unix seconds in the file (read once)
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
 
@@ -36,7 +36,7 @@ def kept():
     global _kept
     if _kept is None:
         try:
-            with open(_FILE) as f:
+            with open(statefiles.CLOCK) as f:
                 _kept = int(f.read())
         except (OSError, ValueError):
             _kept = 0
@@ -63,7 +63,7 @@ def learn(unix):
     _set(unix)
     if unix - kept() >= _KEEP_S:
         try:
-            with open(_FILE, "w") as f:
+            with open(statefiles.CLOCK, "w") as f:
                 f.write(str(unix))
             _kept = unix
         except OSError as e:

@@ -10,8 +10,17 @@
 import json
 import os
 
-from micropython import const
-from record import F_CONFIG, F_CONFIG_FILE
+try:
+    from micropython import const
+except ImportError:  # CPython: the server checks pushed settings against this same SCHEMA
+    def const(x):
+        return x
+
+
+try:
+    from record import F_CONFIG, F_CONFIG_FILE
+except ImportError:  # CPython: the server imports this module as mimamori_firmware.config
+    from .record import F_CONFIG, F_CONFIG_FILE  # type: ignore[import-not-found, no-redef]
 
 FILES = ("config.json", "site.json", "server.json")  # F_CONFIG_FILE aux: index here
 UNKNOWN = const(-1)  # F_CONFIG aux for a key the schema does not know

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # The lamp: PWM on the LED driver's dimming input, gamma-corrected levels, fades and the status
-# patterns an installer reads (setup mode, provisioning result, identify, signal quality).
+# patterns an installer reads (setup mode, provisioning result, signal quality).
 # It must never leave the room dark: the driver's input is pulled up, so the lamp is at full
 # before any code runs; the take-over writes full duty (never less), and every fade or pattern
 # ends with the lamp back at its level, even when it is cancelled or fails half-way.
@@ -135,10 +135,6 @@ class Lamp:
             await self.blink(2, 600, 600)
         else:
             await self.blink(6, 120, 120)
-
-    async def identify(self):
-        """Which bulb is this? Ten quick dips."""
-        await self.blink(10, 150, 150)
 
     async def signal(self, dbm):
         """Signal quality as 1..4 dips after a pause (quality.LEVELS, the scale every screen

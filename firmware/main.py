@@ -178,6 +178,8 @@ def main():
     boots = b = _history()
     step = S_CONFIG
     cfg = c = _settings(b)
+    __import__("statemove").run()  # state/ before any state file is read (watchdog: nowdt)
+    del sys.modules["statemove"]  # done for this boot: its heap back
     import watchdog
 
     wdt = dog = watchdog.start(c["wdt_ms"])

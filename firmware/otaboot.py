@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: MIT
 # otaboot.py: the loader's half of firmware updates (docs/ota.md), run by boot.py before any
-# main.py. It owns the update state file, ota.json, and picks the version this boot runs: the
-# files at the filesystem root as flashed (version 0), or a downloaded one in v/<version>/. A
-# version still on trial goes back to the previous one by itself when it failed safe_mode_after
-# boots in a row (RTC memory, safemode.py) or has not reached the server in TRIAL_BOOTS boots.
-# It is never updated over the air (it stays as flashed), must never raise (any doubt: the
-# root's main.py runs), and writes nothing but ota.json, by one atomic rename.
+# main.py. It owns the update state file, state/ota.json, and picks the version this boot runs:
+# the files at the filesystem root as flashed (version 0), or a downloaded one in v/<version>/.
+# A version still on trial goes back to the previous one by itself when it failed
+# safe_mode_after boots in a row (RTC memory, safemode.py) or has not reached the server in
+# TRIAL_BOOTS boots. It is never updated over the air (it stays as flashed), must never raise
+# (any doubt: the root's main.py runs), and writes nothing but ota.json, by one atomic rename.
+# An older loader keeps ota.json at the root, also for the versions it runs after an update:
+# the firmware names the file otaboot.STATE, the running loader's, never by itself.
 #
 # ota.json: {"v": version to run (0: the root), "prev": the one to go back to, "trial": boots
 # started on v since the switch (-1: confirmed, it reached the server), "after": the
@@ -16,8 +18,8 @@ import sys
 
 from micropython import const
 
-STATE = "ota.json"
-_TMP = "ota.json.tmp"
+STATE = "state/ota.json"  # in statefiles.DIR, which statemove.py creates at boot
+_TMP = "state/ota.json.tmp"
 VDIR = "v"
 TRIAL_BOOTS = const(6)  # boots a new version has to reach the server once
 

@@ -226,7 +226,9 @@ def run(cfg, journal, lamp, why):
 
 def _flag(rssi):
     """Ask the next boot to confirm the provisioning (confirm())."""
-    with open("commission", "w") as f:
+    from statefiles import COMMISSION
+
+    with open(COMMISSION, "w") as f:
         f.write(str(rssi))
 
 
@@ -237,6 +239,7 @@ async def confirm(link, lamp):
     import os
 
     import uplink
+    from statefiles import COMMISSION
 
     while link.outcome != uplink.DONE:
         await asyncio.sleep_ms(200)
@@ -245,6 +248,6 @@ async def confirm(link, lamp):
     print("setup: provisioning confirmed; signal", rssi, "dBm")
     await lamp.signal(rssi)
     try:
-        os.remove("commission")
+        os.remove(COMMISSION)
     except OSError:
         pass

@@ -2,9 +2,9 @@
 # taps.py: the setup gesture. A bulb in a ceiling socket has one input, the wall switch, and
 # every switch-on is a boot. TAPS quick visits in a row (each lit at least ARM_MS and less than
 # CLOSE_MS of this firmware's uptime), then a switch-on: that boot runs setup mode instead of
-# the uplink. The streak is kept in a tiny file ("taps": the count as ASCII digits) because RTC
-# memory is lost with the power. Every visit that reaches ARM_MS writes count + 1; a visit that
-# reaches CLOSE_MS writes 0 (a real visit ends the streak). See docs/setup_mode.md.
+# the uplink. The streak is kept in a tiny file (statefiles.TAPS: the count as ASCII digits)
+# because RTC memory is lost with the power. Every visit that reaches ARM_MS writes count + 1;
+# a visit that reaches CLOSE_MS writes 0 (a real visit ends the streak). See docs/setup_mode.md.
 # It must never count a visit that ended before ARM_MS (a flickering supply's blips end before
 # the firmware has booted that far), never let a visit that started its radio extend a streak
 # (a brown-out loop on the radio's current surge restarts the bulb at the same point every
@@ -13,6 +13,7 @@
 import asyncio
 import time
 
+import statefiles
 from micropython import const
 
 W_GESTURE = const(1)  # K_SETUP sub: why setup mode started
@@ -20,12 +21,11 @@ W_UNCONFIGURED = const(2)
 TAPS = const(4)  # quick visits before the switch-on that enters setup mode
 ARM_MS = const(250)  # a visit this long (uptime) counts: longer than a supply's blip
 CLOSE_MS = const(1500)  # a visit this long is a real visit: the streak is over
-_FILE = "taps"
 
 
 def _read():
     try:
-        with open(_FILE) as f:
+        with open(statefiles.TAPS) as f:
             return int(f.read())
     except (OSError, ValueError):
         return 0
@@ -33,7 +33,7 @@ def _read():
 
 def _write(n):
     try:
-        with open(_FILE, "w") as f:
+        with open(statefiles.TAPS, "w") as f:
             f.write(str(n))
     except OSError as e:
         print("taps: cannot keep the count:", e)
@@ -87,7 +87,7 @@ class Taps:
         import os
 
         try:
-            os.stat("commission")
+            os.stat(statefiles.COMMISSION)
             import setupmode
 
             asyncio.create_task(setupmode.confirm(link, lamp))

@@ -15,6 +15,7 @@ import time
 import otaboot
 import protocol
 import record
+import statefiles
 from micropython import const
 
 _HEAD = const(320)  # room for the HTTP head, written right-aligned just before the body
@@ -117,7 +118,7 @@ class Uplink:
         self._via = None  # the transport of the last delivery that got everything acknowledged
         self._ota = None  # firmware updates (docs/ota.md): ota.Ota once there is one
         try:
-            os.stat("ota.json")  # an update was installed: report, and end a trial
+            os.stat(otaboot.STATE)  # an update was installed: report, and end a trial
             self._ota = self._updates()
         except OSError:
             pass
@@ -226,7 +227,7 @@ class Uplink:
         if not t.clock:
             return True
         try:
-            with open("lte_last") as f:
+            with open(statefiles.LTE_LAST) as f:
                 last = int(f.read())
         except (OSError, ValueError):
             return True
@@ -243,9 +244,9 @@ class Uplink:
 
     def _lte_reported(self, clock):
         try:
-            with open("lte_last.tmp", "w") as f:
+            with open(statefiles.LTE_LAST + ".tmp", "w") as f:
                 f.write(str(clock[0]))
-            os.rename("lte_last.tmp", "lte_last")
+            os.rename(statefiles.LTE_LAST + ".tmp", statefiles.LTE_LAST)
         except OSError as e:
             print("uplink: cannot keep the last report time:", e)
 
@@ -437,16 +438,16 @@ class Uplink:
 
     def _read_sv(self):
         try:
-            with open("sv") as f:
+            with open(statefiles.SV) as f:
                 return int(f.read())
         except (OSError, ValueError):
             return 0
 
     def _write_sv(self, sv):
         try:
-            with open("sv.tmp", "w") as f:
+            with open(statefiles.SV + ".tmp", "w") as f:
                 f.write(str(sv))
-            os.rename("sv.tmp", "sv")
+            os.rename(statefiles.SV + ".tmp", statefiles.SV)
         except OSError as e:
             print("uplink: cannot keep the settings version:", e)
 

@@ -4,14 +4,13 @@
 # VM for a bounded time longer than wdt_ms (lwIP's getaddrinfo: up to about 14 s with a dead
 # resolver) runs inside stretch(ms): the timeout is raised to cover that bound, then put back.
 # The ESP32's watchdog cannot be stopped, also not at the REPL: a developer who interrupts
-# main.py has wdt_ms before the bulb resets. The file `nowdt` (docs/firmware.md "Stopping
+# main.py has wdt_ms before the bulb resets. The file state/nowdt (docs/firmware.md "Stopping
 # main.py") makes the next boot start none; it is removed at that boot, so it lasts one boot.
 # It must never feed from a timer or an interrupt (that would hide a hung loop), and never
 # start a watchdog that main did not start.
 import machine
 
 _ms = 0  # the running watchdog's timeout; 0: none started
-_FLAG = "nowdt"
 
 
 class _Off:
@@ -25,12 +24,14 @@ def start(ms):
     global _ms
     import os
 
+    import statefiles
+
     try:
-        os.remove(_FLAG)
+        os.remove(statefiles.NOWDT)
     except OSError:
         _ms = ms
         return machine.WDT(timeout=ms)
-    print("watchdog: 'nowdt' found: no watchdog this boot (until the next reset or power-on)")
+    print("watchdog:", statefiles.NOWDT, "found: no watchdog this boot (until the next reset)")
     return _Off()
 
 

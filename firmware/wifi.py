@@ -6,6 +6,7 @@
 import asyncio
 import time
 
+import statefiles
 from micropython import const
 from record import T_WIFI
 
@@ -15,7 +16,6 @@ _T_IO = const(15000)
 # getaddrinfo blocks the VM: lwIP tries each DNS server 4 times over 7 s (about 14 s for two,
 # 21 s for the three ESP-IDF allows); the watchdog is stretched to this for that call
 _T_DNS = const(25000)
-_DNS_FILE = "dns"  # "<host> <ip>": the last answer, for when the resolver is dead
 
 
 class Wifi:
@@ -102,7 +102,7 @@ class Wifi:
                 ip = socket.getaddrinfo(host, 80)[0][-1][0]
         except OSError as e:
             try:
-                with open(_DNS_FILE) as f:
+                with open(statefiles.DNS) as f:
                     name, ip = f.read().split()
             except (OSError, ValueError):
                 name = ip = None
@@ -112,7 +112,7 @@ class Wifi:
         else:
             if ip != host:
                 try:
-                    with open(_DNS_FILE, "w") as f:
+                    with open(statefiles.DNS, "w") as f:
                         f.write(f"{host} {ip}")
                 except OSError:
                     pass

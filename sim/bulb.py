@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from mimamori_firmware.statefiles import DIR as STATE_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 SHIMS = REPO / "sim" / "shims"
 FIRMWARE = REPO / "firmware"
@@ -229,6 +231,7 @@ class Bulb:
         self.firmware_dir = Path(self.firmware_dir).resolve()
         self.fs = self.state_dir / "fs"
         self.fs.mkdir(parents=True, exist_ok=True)
+        self.state_files = self.fs / STATE_DIR  # where the firmware keeps its state files
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -262,8 +265,8 @@ class Bulb:
         return data if isinstance(data, dict) else {}
 
     def flash(self) -> None:
-        """What flashing a new bulb does: config.json and site.json on the filesystem, the raw
-        flash erased (0xFF) if it does not exist yet."""
+        """What flashing a new bulb does: config.json and site.json on the filesystem, the state
+        directory (as `make image` has it), the raw flash erased (0xFF) if it does not exist yet."""
         if self.image is not None:
             self._flash_image()
             return
@@ -272,6 +275,7 @@ class Bulb:
             shutil.copyfile(cfg, self.fs / "config.json")
         if self.site is not None:
             (self.fs / "site.json").write_text(json.dumps(self.site))
+        self.state_files.mkdir(exist_ok=True)
         parts = partitions()
         size = max(p["offset"] + p["size"] for p in parts)
         flash = self.state_dir / "flash.bin"

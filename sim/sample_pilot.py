@@ -97,7 +97,7 @@ class _Bulb:
 def build(db_path: str | Path, now: datetime = NOW) -> Sample:
     store = Store.open(db_path)
     auth.open_web(store.db)
-    cfg = notify.Config(console=io.StringIO())  # nothing is delivered here: the outbox keeps it
+    cfg = notify.NotifierSettings(console=io.StringIO())  # nothing is delivered here: the outbox keeps it
     now_s = now.timestamp()
     start = (now - timedelta(days=DAYS)).replace(hour=0, minute=0, second=0, microsecond=0)
     created = int(unix(start) * 1000)

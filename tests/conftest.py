@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
 import secrets
 import types
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 
 from sim import bulb as sim_bulb
-from sim import nginx, pgserver
+from sim import nginx, pgserver, server_process
 from sim.bulb import Bulb, run_snippet
 from sim.server_process import ServerProcess
 
@@ -96,6 +97,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+# --- the browser ------------------------------------------------------------------------------
+# The dashboard's browser tests drive Debian's Chromium (`make setup` installs it; Playwright
+# never downloads one). A module marks itself `pytestmark = needs_chromium` and asks for
+# `browser`; screenshots go to ARTIFACTS.
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+_CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason="Chromium is not installed: `make setup` installs "
+                                           "it (Debian package chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=_CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 # --- kinds ------------------------------------------------------------------------------------
 # Every test gets its kinds here, from what it uses, so nobody has to remember a decorator
 # (the markers are described in pyproject.toml): `pytest -m unit`, `pytest -m "not browser"`.
@@ -103,7 +129,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 # they call (helpers, rigs, the harness in sim/), following global names. A test that uses
 # several things has several kinds; `unit` means none of them. `slow` is marked on the test.
 _FIRMWARE = {sim_bulb.Bulb, sim_bulb.run_snippet, sim_bulb.micropython_bin}
-_E2E = {ServerProcess, pgserver.PgServer, nginx.Nginx}
+_E2E = {ServerProcess, server_process.listening, pgserver.PgServer, nginx.Nginx}
 _BROWSER_NAMES = {"sync_playwright", "async_playwright"}
 _REPO = Path(__file__).resolve().parents[1]
 

@@ -149,7 +149,7 @@ def setup():
     vfs.VfsLfs2.mkfs(P)
     mount("/fs")
     write("main.py", b"print('root')\n")
-    for d in ("v", "v/3", "v/5"):
+    for d in ("state", "v", "v/3", "v/5"):  # state: as `make image` has it
         os.mkdir(d)
     write("v/3/main.py", b"print('three')\n")
     for name, text in OLD["files"].items():

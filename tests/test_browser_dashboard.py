@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -27,17 +26,11 @@ from mimamori import cli
 from mimamori.web import views
 from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
+from tests.conftest import ARTIFACTS, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="Chromium is not installed: `make setup` installs it "
-                                       "(Debian package chromium)")
+pytestmark = needs_chromium
 
 
 def _cli(db: str, now: float, *argv: str) -> str:
@@ -67,15 +60,6 @@ def pilot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                                  "Oshu welfare office", "--url", srv.url))}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def _context(browser: Any, size: dict[str, int], lang: str = "ja-JP") -> Any:

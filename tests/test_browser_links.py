@@ -12,10 +12,8 @@ Waits are on selectors, never on sleeps.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +22,10 @@ from mimamori import alerts, notify
 from mimamori.storage import Database
 from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
+from tests.conftest import ARTIFACTS, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PHONE = {"width": 390, "height": 844}
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason="Chromium is not installed: `make setup` installs it "
-                                       "(Debian package chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +40,7 @@ def pilot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         database = Database(db)
         try:
             with database.tx() as c:
-                return notify.links(c, notify.Config(public_url=srv.url), s.alert,
+                return notify.links(c, notify.NotifierSettings(public_url=srv.url), s.alert,
                                     s.watchers[who], now_ms)
         finally:
             database.close()
@@ -65,15 +57,6 @@ def pilot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yield {"url": srv.url, "sample": s, "links": links, "alert": alert}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
 
 
 def _phone(browser: Any, locale: str) -> Any:

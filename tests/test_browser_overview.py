@@ -19,8 +19,8 @@ from mimamori import households as hh
 from mimamori.storage import Database
 from sim import sample_pilot as sample
 from sim.server_process import ServerProcess
-from tests.test_browser_dashboard import (  # noqa: F401 - browser is a fixture
-    CHROMIUM,
+from tests.conftest import needs_chromium
+from tests.test_browser_dashboard import (
     DESKTOP,
     PHONE,
     _cli,
@@ -28,12 +28,9 @@ from tests.test_browser_dashboard import (  # noqa: F401 - browser is a fixture
     _link,
     _shot,
     _sign_in,
-    browser,
 )
 
-pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
-                                reason="Chromium is not installed: `make setup` installs it "
-                                       "(Debian package chromium)")
+pytestmark = needs_chromium
 EXTRA = 40
 
 
@@ -71,7 +68,7 @@ def _fits(page: Any) -> bool:
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
 def test_phone_counts_filter_search_and_pages(
-        many: dict, browser: Any, lang: str) -> None:  # noqa: F811 - the fixture
+        many: dict, browser: Any, lang: str) -> None:
     ctx = _context(browser, PHONE, "ja-JP" if lang == "ja" else "en-US")
     try:
         page = ctx.new_page()
@@ -118,7 +115,7 @@ def test_phone_counts_filter_search_and_pages(
 
 
 def test_desktop_overview_for_the_readme(
-        many: dict, browser: Any) -> None:  # noqa: F811 - the fixture
+        many: dict, browser: Any) -> None:
     ctx = _context(browser, DESKTOP)
     try:
         page = ctx.new_page()

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.conftest import needs_chromium
 from tests.test_browser_dashboard import (  # noqa: F401 (fixtures)
     PHONE,
     _context,
     _shot,
     _sign_in,
-    browser,
     pilot,
 )
 
+pytestmark = needs_chromium
+
 
 def test_a_neighbour_on_a_phone_sees_no_rule_or_tier_controls(pilot: dict,  # noqa: F811
-                                                             browser: Any) -> None:  # noqa: F811
+                                                             browser: Any) -> None:
     nao = _context(browser, PHONE)
     aiko = _context(browser, PHONE, "en-GB")
     try:

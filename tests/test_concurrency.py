@@ -38,7 +38,7 @@ H = 3600.0
 T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()
 MS = 1000
 LATER = int((T0 + 25 * H) * MS)  # every household below has been quiet 25 h: each alerts
-CFG = notify.Config()
+CFG = notify.NotifierSettings()
 
 
 def homes(url: str, n: int, watchers: int = 2) -> tuple[Database, Store, list[BatchSender]]:
@@ -217,7 +217,7 @@ def test_a_relay_that_trickles_for_ever_is_cut_off_before_the_rows_lease_ends(db
     sink = SmtpSink(trickle_s=0.2, stall=True).start()
     try:
         db, _, home, w = _one_watcher(db_url)
-        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=sink.port, timeout_s=30,
+        cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=sink.port, timeout_s=30,
                             send_deadline_s=2, lease_s=30)
         with db.tx() as c:
             notify.enqueue(c, LATER, "invite", home, w, {})
@@ -233,11 +233,11 @@ def test_a_relay_that_trickles_for_ever_is_cut_off_before_the_rows_lease_ends(db
 
 def test_delivery_settings_refuse_a_send_deadline_that_outlives_the_lease():
     with pytest.raises(ValueError, match="must end 1 s before"):
-        notify.Config.from_env({"MIMAMORI_SEND_DEADLINE_S": "60",
+        notify.NotifierSettings.from_env({"MIMAMORI_SEND_DEADLINE_S": "60",
                                 "MIMAMORI_DELIVERY_LEASE_S": "60"})
     with pytest.raises(ValueError, match="number of seconds"):
-        notify.Config.from_env({"MIMAMORI_SEND_DEADLINE_S": "soon"})
-    cfg = notify.Config.from_env({"MIMAMORI_SEND_DEADLINE_S": "20",
+        notify.NotifierSettings.from_env({"MIMAMORI_SEND_DEADLINE_S": "soon"})
+    cfg = notify.NotifierSettings.from_env({"MIMAMORI_SEND_DEADLINE_S": "20",
                                   "MIMAMORI_DELIVERY_LEASE_S": "30"})
     assert (cfg.send_deadline_s, cfg.lease_s) == (20, 30)
 

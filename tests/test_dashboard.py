@@ -423,6 +423,30 @@ def test_garbage_never_gets_a_server_error(site: Site) -> None:
         assert r.status_code < 500, path
 
 
+def test_a_failure_inside_a_page_or_an_action_is_a_page_that_changes_nothing(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's own fault (here: a broken helper) is a 503 page in the reader's language,
+    not a 500 or the API's JSON; the action's transaction is rolled back."""
+    from mimamori import status
+
+    aiko = site.sign_in("Aiko")
+    token = csrf(aiko, "/h/sato")
+
+    def broken(*a: Any, **kw: Any) -> Any:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(views, "household_card", broken)
+    monkeypatch.setattr(status, "refresh", broken)  # after the pause was written
+    r = aiko.get("/h/sato")
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "That did not work" in r.text and "disk" not in r.text
+    r = aiko.post("/h/sato/pauses", data={"csrf": token, "first": "2026-03-16",
+                                          "last": "2026-03-17"}, follow_redirects=False)
+    assert r.status_code == 503 and "That did not work" in r.text
+    with site.db.read() as c:
+        assert hh.pauses(c, "sato") == []
+
+
 # ---------------------------------------------------------------------------------------------
 # what the pages show
 
@@ -609,7 +633,7 @@ def test_a_removed_watcher_loses_access_at_once(site: Site) -> None:
 
 def test_the_message_links_confirm_page_shows_the_activity_chart(site: Site) -> None:
     with site.db.tx() as c:
-        urls = notify.links(c, notify.Config(public_url=""), site.alert,
+        urls = notify.links(c, notify.NotifierSettings(public_url=""), site.alert,
                             site.w[("sato", "Ken")], NOW_MS)
     page = site.client().get(urls["claim_url"])
     assert page.status_code == 200

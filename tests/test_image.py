@@ -375,7 +375,7 @@ def test_the_vfs_image_mounts_in_micropython_vfslfs2_and_imports_mpy(built, tmp_
     img = tmp_path / "vfs.bin"
     img.write_bytes(built.vfs.read_bytes())
     out = run_micropython(MOUNT_SCRIPT, str(img))
-    assert out["files"] == sorted(built.files)
+    assert out["files"] == sorted([*built.files, image.STATE_DIR])  # the state files' home
     assert "record.mpy" in out["files"] and "record.py" not in out["files"]
     assert out["statvfs"][0] == 4096 and out["statvfs"][2] == img.stat().st_size // 4096
     assert out["statvfs"][9] == 255  # name_max
@@ -426,7 +426,7 @@ def test_a_simulated_bulb_mounts_its_filesystem_from_the_flash_image_bytes(built
     )
     want_cfg = sorted(json.loads((REPO / "firmware" / "config.json").read_text()))
     out = run_micropython(SHIM_SCRIPT, env=env, cwd=state / "fs")
-    assert out["files"] == sorted(built.files)
+    assert out["files"] == sorted([*built.files, image.STATE_DIR])
     assert out["cfg_keys"] == want_cfg
     journal = pt.find(table, "journal")
     assert journal is not None

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """The server's modules stand on their own: no import circles among them (imports inside
-functions count: they only hide a circle), and each imports in an interpreter where none of
-the project's modules were imported before it."""
+functions count: they only hide a circle), each imports in an interpreter where none of the
+project's modules were imported before it, outside the source tree, and every module is
+imported under one name only (the server as `mimamori`, the bulb's shared files as
+`mimamori_firmware`, as pyproject.toml installs them)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ SERVER = REPO / "sim" / "server"
 def _modules() -> dict[str, Path]:
     out = {}
     for p in sorted(SERVER.rglob("*.py")):
-        parts = p.relative_to(REPO).with_suffix("").parts
+        parts = ("mimamori", *p.relative_to(SERVER).with_suffix("").parts)
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
     return out
 
@@ -86,22 +88,25 @@ def test_no_server_module_imports_itself_round_a_circle() -> None:
 
 def test_no_server_module_imports_the_simulation() -> None:
     """The server's package holds the server: the harness that starts it, the host-side bulb
-    client and the sample pilot live beside it in sim/, and the server never imports them."""
+    client and the sample pilot live beside it in sim/, and the server never imports them (nor
+    the tools, the benchmarks or the tests, none of which `pip install .` installs)."""
     outside = {}
     for m, p in _modules().items():
-        bad = sorted(n for n in _imported(p) if n.split(".")[0] == "sim" and n != "sim"
-                     and not n.startswith("mimamori"))
+        bad = sorted(n for n in _imported(p)
+                     if n.split(".")[0] in ("sim", "firmware", "tools", "bench", "tests"))
         if bad:
             outside[m] = bad
     assert outside == {}
 
 
-def test_each_server_module_imports_with_no_other_project_module_loaded_first() -> None:
+def test_each_server_module_imports_with_no_other_project_module_loaded_first(
+        tmp_path: Path) -> None:
     script = (
         "import importlib, sys\n"
         "bad = []\n"
         "for m in sys.argv[1:]:\n"
-        "    for k in [k for k in sys.modules if k.split('.')[0] in ('sim', 'firmware')]:\n"
+        "    for k in [k for k in sys.modules\n"
+        "              if k.split('.')[0] in ('mimamori', 'mimamori_firmware')]:\n"
         "        del sys.modules[k]\n"
         "    try:\n"
         "        importlib.import_module(m)\n"
@@ -111,7 +116,22 @@ def test_each_server_module_imports_with_no_other_project_module_loaded_first() 
     )
     mods = list(_modules())
     assert len(mods) > 30
-    r = subprocess.run([sys.executable, "-c", script, *mods], cwd=REPO, capture_output=True,
+    # from an empty folder: the installed package, not the source tree's sim/ on the path
+    r = subprocess.run([sys.executable, "-c", script, *mods], cwd=tmp_path, capture_output=True,
                        text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "", r.stdout
+
+
+def test_every_module_is_imported_under_its_installed_name_only() -> None:
+    """`sim.server.x` and `mimamori.x` (or `firmware.record` and `mimamori_firmware.record`)
+    would be two module objects of one file, each with its own state: the code everywhere
+    (server, harness, tools, benchmarks, tests) names them as installed."""
+    bad = []
+    for d in ("sim", "tools", "bench", "tests"):
+        for p in sorted((REPO / d).rglob("*.py")):
+            for n in _imported(p):
+                top = n.split(".")
+                if top[0] == "firmware" or top[:2] == ["sim", "server"]:
+                    bad.append(f"{p.relative_to(REPO)}: {n}")
+    assert bad == []

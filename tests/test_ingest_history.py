@@ -31,7 +31,7 @@ class World:
         self.store = Store(self.db)
         hh.open_people(self.db)
         self.store.in_ingest.append(sweeper.mark_due)
-        self.cfg = notify.Config(console=open(os.devnull, "w"))  # noqa: SIM115
+        self.cfg = notify.NotifierSettings(console=open(os.devnull, "w"))  # noqa: SIM115
         self.now = int((START + timedelta(days=max(days, 1))).timestamp() * 1000)
         with self.db.tx() as c:
             hh.add_household(c, T0, "home")

@@ -23,7 +23,7 @@ from sim.batch_client import BatchSender
 JST = timezone(timedelta(hours=9))
 H = 3600.0
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=JST).timestamp()
-CFG = notify.Config()
+CFG = notify.NotifierSettings()
 
 
 def _visit(rng: random.Random, b: BatchSender, start: float) -> tuple[list, list, float]:

@@ -84,7 +84,7 @@ LOW = duty(0.5 * 0.15)
     [
         ("l.result(True)", 2),
         ("l.result(False)", 6),
-        ("l.identify()", 10),
+        ("l.blink(10, 150, 150)", 10),
         ("l.signal(-70)", 3),
         ("l.signal(-55)", 4),
         ("l.signal(-82)", 2),
@@ -120,7 +120,7 @@ def test_pattern_cancelled_half_way_puts_the_lamp_back_at_its_level(
     tmp_path: Path, after_ms: int
 ) -> None:
     body = f"""
-t = asyncio.create_task(l.identify())
+t = asyncio.create_task(l.blink(10, 150, 150))
 await asyncio.sleep_ms({after_ms})
 t.cancel()
 await asyncio.sleep_ms(1000)

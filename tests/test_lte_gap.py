@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 
 from mimamori import settings as bulb_settings
-from mimamori.rules import CLEAR, OPEN, Settings, evaluate
+from mimamori.rules import CLEAR, OPEN, RuleSettings, evaluate
 from mimamori.storage import Store
 from mimamori.timeline import LTE_REPORT_GAP_S, StoredRecord, Timeline, build_timeline
 from mimamori_firmware import record
@@ -30,7 +30,7 @@ from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
-FIXED = Settings(tz="Asia/Tokyo", activity_rule="fixed")
+FIXED = RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
 def at(day, hh, mm=0):
@@ -130,7 +130,7 @@ def test_daily_window_is_not_judged_while_an_unreported_switch_on_could_lie_in_i
 def test_learned_rule_waits_for_what_an_lte_bulb_may_hold_and_still_detects():
     visits = Household(3).events(datetime(2026, 1, 5), 35)  # a learned rhythm; then a fall
     tl = exact_timeline(visits)
-    settings = Settings(tz="UTC")
+    settings = RuleSettings(tz="UTC")
     last = tl.intervals[-1]
     wifi = heard(tl, last.reported_at, lte=False)
     lte = heard(tl, last.reported_at, lte=True)
@@ -149,7 +149,7 @@ def heard(tl: Timeline, last_heard: float, lte: bool) -> Timeline:
     return Timeline(tl.intervals, {"bulb": seen})
 
 
-def opens_at(tl: Timeline, settings: Settings, t: float) -> float:
+def opens_at(tl: Timeline, settings: RuleSettings, t: float) -> float:
     """When unusual_quiet opens, following its next_check as the sweeper does."""
     for _ in range(50):
         d = rule(evaluate(tl, settings, t), "unusual_quiet")

@@ -39,7 +39,7 @@ def _text(page: str) -> str:
 
 def _links(site: Site, who: str) -> dict[str, str]:
     with site.db.tx() as c:
-        urls = notify.links(c, notify.Config(public_url=""), site.alert, site.w[("sato", who)],
+        urls = notify.links(c, notify.NotifierSettings(public_url=""), site.alert, site.w[("sato", who)],
                             NOW_MS)
     return urls
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mimamori import models, rules
+from mimamori.timeline import Timeline
 from sim.household import Household, Profile, exact_timeline, unix
 
 START = datetime(2026, 1, 5)
@@ -82,28 +83,48 @@ def test_spell_masses_are_the_new_models_own_at_a_reused_id():
     assert got == want and got != old
 
 
-def test_pooled_spells_are_the_new_models_own_at_a_reused_id():
+def _in_one_memo(old: Callable[[], tuple], new: Callable[[], tuple],
+                 derive: Callable[[models.HouseholdModel, rules.Memo], Any]
+                 ) -> tuple[Any, Any, Any]:
+    """(what derive gives for an old model, for a new one asked of the same memo after it --
+    the caches' keys are equal for both --, for an equal new model with a memo of its own)."""
+    memo = rules.Memo()
+    got_old = derive(_model(*old()), memo)
+    return got_old, derive(_model(*new()), memo), derive(_model(*new()), rules.Memo())
+
+
+def test_pooled_spells_are_the_new_models_own_in_a_memo_kept_across_models():
     mass = models.Mass([0.5] * 24, 0.0)
-    old, got, want = _at_a_freed_id(lambda: (_spells(2), {}), lambda: (_spells(30), {}),
-                                    lambda m: rules._pooled(m, mass, 15, 1, math.inf)[1])
+    old, got, want = _in_one_memo(lambda: (_spells(2), {}), lambda: (_spells(30), {}),
+                                  lambda m, memo: rules._pooled(m, mass, 15, 1, math.inf,
+                                                                memo)[1])
     assert got == want and got != old
 
 
-def test_held_reports_are_the_new_models_own_at_a_reused_id():
-    old, got, want = _at_a_freed_id(lambda: (_spells(2), _bulb(True)),
-                                    lambda: (_spells(2), _bulb(False)), rules.held)
+def test_held_reports_are_the_new_models_own_in_a_memo_kept_across_models():
+    old, got, want = _in_one_memo(lambda: (_spells(2), _bulb(True)),
+                                  lambda: (_spells(2), _bulb(False)), rules.held)
     assert old is not None  # the old model's bulb had reports held
     assert got is None and want is None  # the new one's never were
 
 
-def test_learned_deadlines_are_the_new_models_own_at_a_reused_id():
-    s = rules.Settings(tz="UTC")
-    clock = rules._Clock("UTC", 0.0)
+def test_learned_deadlines_are_the_new_models_own_in_a_memo_kept_across_models():
+    s = rules.RuleSettings(tz="UTC")
     t0 = 20_000 * 86400.0 + 15 * 3600.0  # a quiet spell begun at 15:00 UTC
 
-    def deadline(m: models.HouseholdModel) -> tuple:
-        return rules._learned_deadline(m, models.Mass(m.rates(), 0.0), t0, s, clock, [])
+    def deadline(m: models.HouseholdModel, memo: rules.Memo) -> tuple:
+        cx = rules.context(Timeline(()), s, 0.0, model=m, memo=memo)
+        return rules._learned_deadline(cx, models.Mass(m.rates(), 0.0), t0, [])
 
-    old, got, want = _at_a_freed_id(lambda: (_spells(30), _bulb(True)),
-                                    lambda: (_spells(30), _bulb(False)), deadline)
+    old, got, want = _in_one_memo(lambda: (_spells(30), _bulb(True)),
+                                  lambda: (_spells(30), _bulb(False)), deadline)
     assert got == want and got != old
+
+
+def test_no_rule_keeps_a_cache_of_its_own():
+    """What the rules derive is kept only in the Memo their caller owns: the rules module holds
+    no mutable state between evaluations."""
+    mutable = {k for k, v in vars(rules).items()
+               if isinstance(v, (dict, list, set)) and not k.startswith("__")
+               and k not in ("_GAP_RULES",)}
+    assert mutable == set()

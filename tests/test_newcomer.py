@@ -40,13 +40,21 @@ def test_every_folder_with_package_data_is_a_listed_package() -> None:
     # setuptools warns (about 90 lines at `make setup`) for data in a folder not in `packages`
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
+
+    def folder_of(pkg: str) -> Path:  # where package-dir maps a package (or its parent) from
+        parts = pkg.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in cfg["package-dir"]:
+                return REPO / cfg["package-dir"][".".join(parts[:n])] / "/".join(parts[n:])
+        return REPO / "/".join(parts)
+
     for pkg, patterns in cfg["package-data"].items():
         assert pkg in listed
-        folder = REPO / pkg.replace(".", "/")
+        folder = folder_of(pkg)
         assert all("/" not in p for p in patterns)  # the package's own files, not a subfolder's
         assert any(f for p in patterns for f in folder.glob(p)), (pkg, patterns)
     for pkg in listed:
-        for sub in (REPO / pkg.replace(".", "/")).iterdir():
+        for sub in folder_of(pkg).iterdir():
             data = sub.is_dir() and sub.name != "__pycache__" and any(
                 f.is_file() and f.suffix != ".py" for f in sub.iterdir())
             assert not data or f"{pkg}.{sub.name}" in listed, f"{sub} holds data: list it"

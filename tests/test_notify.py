@@ -56,7 +56,7 @@ def setup_db(path, watchers, rule="fixed"):
 def test_invitation_e_mail_reaches_the_inbox_in_japanese_with_a_message_id(db_url, inboxes):
     db, _, home, (w,), _ = setup_db(db_url,
                                     [{"name": "Aiko", "email": "aiko@example.org"}])
-    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+    cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=inboxes.port)
     with db.tx() as c:
         (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
     assert notify.deliver_due(db, NOW, cfg) == {"sent": 1, "failed": 0, "dead": 0,
@@ -73,7 +73,7 @@ def test_smtp_server_down_is_retried_with_backoff_and_delivers_once_when_it_is_b
     db, _, home, (w,), _ = setup_db(db_url,
                                     [{"name": "Aiko", "email": "aiko@example.org", "lang": "en"}])
     ib = Inboxes()  # its port is chosen but nothing listens yet
-    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=ib.port, timeout_s=2)
+    cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=ib.port, timeout_s=2)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})
     assert notify.deliver_due(db, NOW, cfg)["failed"] == 1
@@ -93,7 +93,7 @@ def test_smtp_server_down_is_retried_with_backoff_and_delivers_once_when_it_is_b
 def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(db_url, receiver):
     db, _, home, (w,), _ = setup_db(db_url,
                                     [{"name": "Aiko", "webhook_url": receiver.url, "lang": "en"}])
-    cfg = notify.Config()
+    cfg = notify.NotifierSettings()
     receiver.fail = [500, 503]
     with db.tx() as c:
         (oid,) = notify.enqueue(c, NOW, "invite", home, w, {})
@@ -119,7 +119,7 @@ def test_webhook_is_signed_retried_with_backoff_and_keeps_its_idempotency_key(db
 def test_unreachable_webhook_gives_up_after_the_last_attempt_and_keeps_the_error(db_url):
     dead_url = f"http://127.0.0.1:{Inboxes().port}/hook"
     db, _, home, (w,), _ = setup_db(db_url, [{"name": "Aiko", "webhook_url": dead_url}])
-    cfg = notify.Config(max_attempts=3, timeout_s=2)
+    cfg = notify.NotifierSettings(max_attempts=3, timeout_s=2)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})
     got = [notify.deliver_due(db, NOW + i * 3_600_000, cfg) for i in range(5)]
@@ -132,7 +132,7 @@ def test_console_channel_prints_one_line_per_message(db_url):
     db, _, home, (w,), _ = setup_db(db_url,
                                     [{"name": "Aiko", "console": True, "lang": "en"}])
     out = io.StringIO()
-    cfg = notify.Config(console=out)
+    cfg = notify.NotifierSettings(console=out)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})
     notify.deliver_due(db, NOW, cfg)
@@ -144,7 +144,7 @@ CRASH = """
 import os, signal, sys
 from mimamori import notify, sweeper
 from mimamori.storage import Database
-r = sweeper.sweep(Database(sys.argv[1]), int(sys.argv[2]), notify.Config())
+r = sweeper.sweep(Database(sys.argv[1]), int(sys.argv[2]), notify.NotifierSettings())
 assert r.evaluated == ["home-1"], r
 os.kill(os.getpid(), signal.SIGKILL)  # the decision is committed; nothing was sent
 """
@@ -188,7 +188,7 @@ def test_crash_after_sending_before_marking_resends_once_with_the_same_message_i
                                                                                   inboxes):
     db, _, home, (w,), _ = setup_db(db_url,
                                     [{"name": "Aiko", "email": "aiko@example.org"}])
-    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+    cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=inboxes.port)
     with db.tx() as c:
         notify.enqueue(c, NOW, "invite", home, w, {})
     (row,) = notify.outbox(db)
@@ -238,12 +238,12 @@ def test_e_mail_through_a_relay_that_wants_starttls_and_a_password(tmp_path, db_
         env = {"MIMAMORI_SMTP": ib.address, "MIMAMORI_SMTP_TLS": "starttls",
                "MIMAMORI_SMTP_USER": "mimamori", "MIMAMORI_SMTP_PASSWORD": "wrong",
                "MIMAMORI_SMTP_CA": str(cert)}
-        assert notify.deliver_due(db, NOW, notify.Config.from_env(env))["failed"] == 1
+        assert notify.deliver_due(db, NOW, notify.NotifierSettings.from_env(env))["failed"] == 1
         assert "Authentication" in (notify.outbox(db)[0].last_error or "")
-        plain = notify.Config.from_env({**env, "MIMAMORI_SMTP_TLS": "none",
+        plain = notify.NotifierSettings.from_env({**env, "MIMAMORI_SMTP_TLS": "none",
                                         "MIMAMORI_SMTP_PASSWORD": "s3cret"})
         assert notify.deliver_due(db, NOW + 30_000, plain)["failed"] == 1  # no TLS: refused
-        good = notify.Config.from_env({**env, "MIMAMORI_SMTP_PASSWORD": "s3cret"})
+        good = notify.NotifierSettings.from_env({**env, "MIMAMORI_SMTP_PASSWORD": "s3cret"})
         assert notify.deliver_due(db, NOW + 90_000, good)["sent"] == 1
         (m,) = ib.of("aiko@example.org")
         assert m.kind == "invite"
@@ -264,7 +264,7 @@ def test_e_mails_carry_date_a_message_id_in_the_public_domain_a_sender_name_and_
     db, _, home, (ja, en), _ = setup_db(db_url, [
         {"name": "Ken", "email": "ken@example.org", "lang": "ja"},
         {"name": "Aiko", "email": "aiko@example.org", "lang": "en"}])
-    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port,
+    cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=inboxes.port,
                         public_url="https://mimamori.example.city",
                         mail_from="alerts@example.city")
     with db.tx() as c:
@@ -298,6 +298,6 @@ def test_e_mails_carry_date_a_message_id_in_the_public_domain_a_sender_name_and_
 
 
 def test_a_sender_name_given_in_mail_from_is_kept():
-    cfg = notify.Config(mail_from="Oshu City <watch@oshu.example>")
+    cfg = notify.NotifierSettings(mail_from="Oshu City <watch@oshu.example>")
     assert notify.sender(cfg, "ja") == "Oshu City <watch@oshu.example>"
-    assert notify.mail_domain(notify.Config(public_url="https://a.example:8443/x")) == "a.example"
+    assert notify.mail_domain(notify.NotifierSettings(public_url="https://a.example:8443/x")) == "a.example"

@@ -110,7 +110,7 @@ def test_a_name_kept_with_a_line_break_still_gets_its_e_mail(site, tmp_path):
             c.execute("UPDATE households SET name = ? WHERE id = 'home-1'", ("Sato\nBcc: x",))
             home = hh.household(c, "home-1")
             notify.enqueue(c, NOW_MS, "invite", home, site.aiko, {})
-        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=inboxes.port)
+        cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=inboxes.port)
         got = notify.deliver_due(site.db, NOW_MS, cfg)
         assert got["sent"] == 1 and got["dead"] == 0, notify.outbox(site.db)
         mail = inboxes.wait(lambda: inboxes.mails)[0]
@@ -125,7 +125,7 @@ def test_a_message_that_cannot_be_sent_is_given_up_and_the_coordinator_told(site
                   ("aiko@example.org\nBcc: all@example.org", site.aiko.id))
         notify.enqueue(c, NOW_MS, "invite", hh.household(c, "home-1"),
                        hh.watcher(c, site.aiko.id), {})
-    cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=1)
+    cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=1)
     got = notify.deliver_due(site.db, NOW_MS, cfg)
     assert got["dead"] == 1, notify.outbox(site.db)  # at once: a retry fails the same way
     told = [o for o in notify.outbox(site.db) if o.kind == "undeliverable"]
@@ -540,7 +540,7 @@ def test_a_destination_that_keeps_failing_waits_and_the_coordinator_is_told(site
     dead = Trickle(silent=True)
     try:
         _queue(site, "home-1", site.aiko, 3, NOW_MS)
-        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=dead.port, send_deadline_s=0.5)
+        cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=dead.port, send_deadline_s=0.5)
         circuits = notify.Circuits()
         t = NOW_MS
         got = notify.deliver_due(site.db, t, cfg, circuits=circuits)
@@ -608,7 +608,7 @@ def test_a_removed_watchers_message_links_are_dead(site):
         c.execute("INSERT INTO alerts (id, household, rule, subject, audience, episode, state, "
                   "opened_at, since, evidence, tier) VALUES ('a-1', 'home-1', 'no_activity', "
                   "'home-1', 'family', 1, 'open', ?, ?, 'strong', 1)", (NOW_MS, NOW_MS))
-        urls = notify.links(c, notify.Config(public_url=""), "a-1", site.aiko.id, NOW_MS)
+        urls = notify.links(c, notify.NotifierSettings(public_url=""), "a-1", site.aiko.id, NOW_MS)
     cl = site.client()
     assert cl.get(urls["claim_url"]).status_code == 200
     r = site.client().delete(f"/api/v1/watchers/{site.aiko.id}", headers=site.bearer)

@@ -32,6 +32,8 @@ from tools import release
 REPO = Path(__file__).resolve().parents[1]
 WIFI_BACK = [wifi_net("home", "pw", rssi=-61)]
 MPY = REPO / ".venv" / "bin" / "micropython"
+# the loader's state file (firmware/otaboot.py; MicroPython only, so read from its source)
+STATE = re.search(r'\nSTATE = "([^"]+)"', (REPO / "firmware/otaboot.py").read_text())[1]
 SWEEP_STEP = 40  # the download's flash ops one in 40; the first 64, the verification and the
 # switch every one (`make bench` runs every op: ota_powerloss_cuts)
 
@@ -66,7 +68,7 @@ def _running(rig: Rig) -> int | None:
 
 
 def _ota_state(flash: Path) -> dict:
-    """ota.json as the bulb's LittleFS holds it in its flash."""
+    """state/ota.json as the bulb's LittleFS holds it in its flash."""
     from tools import image
     from tools import partition_table as pt
 
@@ -74,7 +76,7 @@ def _ota_state(flash: Path) -> dict:
     v = pt.find(image.table_of(data), pt.VFS_LABEL)
     assert v is not None
     fs = image._mount(data[v.offset : v.end])
-    with fs.open("ota.json", "r") as f:
+    with fs.open(STATE, "r") as f:
         return json.loads(f.read())
 
 
@@ -222,7 +224,7 @@ def test_a_new_version_crashing_at_boot_is_rolled_back_by_itself(rig: Rig) -> No
     ev = [(e["event"], e["version"], e.get("reason")) for e in _events(rig)]
     assert ("rollback", 8, "crash") in ev
     assert _running(rig) == 0
-    st = json.loads((b.fs / "ota.json").read_text())
+    st = json.loads((b.fs / STATE).read_text())
     assert st["v"] == 0 and st["bad"] == 8
     _never_dark(b)
 
@@ -349,10 +351,10 @@ def test_a_new_version_that_never_reaches_the_server_goes_back_and_says_why(rig:
                           (REPO / "firmware/otaboot.py").read_text())[1])
     for _ in range(trial):
         b.power_on(stop_at_s=20)
-        assert json.loads((b.fs / "ota.json").read_text())["v"] == 7
+        assert json.loads((b.fs / STATE).read_text())["v"] == 7
     b.world(WIFI_BACK)
     b.power_on(stop_at_s=40)  # the loader goes back; the flashed version reports why
-    st = json.loads((b.fs / "ota.json").read_text())
+    st = json.loads((b.fs / STATE).read_text())
     assert st["v"] == 0 and st["bad"] == 7
     assert ("rollback", 7, "no_server") in [
         (e["event"], e["version"], e.get("reason")) for e in _events(rig)]

@@ -87,12 +87,12 @@ def test_nowdt_file_gives_one_boot_without_a_watchdog_for_a_developer(tmp_path: 
     try:
         b.wait_for(_wdt_started, 120)
         with ReplServer(b) as repl:
-            r = mpremote(repl.url, "exec", "open('nowdt', 'w').close()")
+            r = mpremote(repl.url, "exec", "open('state/nowdt', 'w').close()")
             assert r.returncode == 0, r.stderr
             # the watchdog still resets this boot; the next one starts none
             b.wait_for(lambda tr: repl.watchdog_resets == 1 and b.is_running(), 120)
             b.wait_for(lambda tr: "no watchdog this boot" in b.stdout, 120)
-            assert not (b.fs / "nowdt").exists(), "the flag lasts one boot"
+            assert not (b.state_files / "nowdt").exists(), "the flag lasts one boot"
             r = mpremote(repl.url, "exec", "print('working')")
             assert "working" in r.stdout
             time.sleep(10)  # longer than the watchdog's timeout: nothing may reset the bulb
@@ -161,7 +161,7 @@ def test_make_provision_registers_the_bulb_in_its_household_and_reports_the_sign
     stored = _stored(rig, "kitchen-1")
     assert kinds(stored, record.K_POWER_ON)
     assert [r.aux for r in kinds(stored, record.K_LINK) if r.arg > 0][:1] == [-58]
-    assert not (b.fs / "commission").exists(), "the bulb confirmed the provisioning"
+    assert not (b.state_files / "commission").exists(), "the bulb confirmed the provisioning"
     # and showed the signal of the link that carried its delivery on the lamp
     assert "provisioning confirmed; signal -58 dBm" in b.stdout, b.stdout[-1500:]
 

@@ -28,7 +28,7 @@ from sim.batch_client import BatchSender
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 3, 2, 9, 5, 12, tzinfo=JST).timestamp()  # the last switch-on
 MS = 1000
-FIXED = rules.Settings(tz="Asia/Tokyo", activity_rule="fixed")
+FIXED = rules.RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
 def _home(tmp_path):

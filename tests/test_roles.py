@@ -252,7 +252,7 @@ def test_a_change_reaches_the_others_at_a_real_smtp_server(pilot: Site) -> None:
                                              "first": "2026-03-17", "last": "2026-03-17",
                                              "reason": "通院に付き添い"}, follow_redirects=False)
         assert r.status_code == 303
-        cfg = notify.Config(smtp_host="127.0.0.1", smtp_port=sink.port)
+        cfg = notify.NotifierSettings(smtp_host="127.0.0.1", smtp_port=sink.port)
         got = notify.deliver_due(pilot.db, NOW_MS, cfg, 100)
         assert got.get("sent", 0) >= 2, got
         (ken,) = sink.of("ken@example.org", kind="changed")

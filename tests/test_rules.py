@@ -12,11 +12,11 @@ from mimamori.rules import (
     CLEAR,
     OPEN,
     Pause,
-    Settings,
+    RuleSettings,
     due_at,
     evaluate,
+    evaluate_rule,
     replay,
-    unusual_quiet,
 )
 from sim.household import DATA, Household, Profile, Visit, exact_timeline, load_ordonez, unix
 from tests.test_timeline import Bulb
@@ -35,7 +35,7 @@ def rule(decisions, name, subject=""):
     return d
 
 
-FIXED = Settings(tz="Asia/Tokyo", activity_rule="fixed")
+FIXED = RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
 def test_no_switch_on_for_24_hours_alerts_exactly_at_the_deadline_with_evidence():
@@ -195,7 +195,7 @@ def test_every_evaluation_says_when_to_look_next():
 # ---------------------------------------------------------------- the learned rule
 
 START = datetime(2026, 1, 5)  # a Monday; simulated times are taken as UTC
-LEARN = Settings(tz="UTC")
+LEARN = RuleSettings(tz="UTC")
 
 
 def _history(days=35, seed=3, **kw):
@@ -206,7 +206,7 @@ def _history(days=35, seed=3, **kw):
 def test_learned_rule_falls_back_to_the_fixed_24h_while_history_is_short():
     visits, tl = _history(days=4)
     last = unix(visits[-1].on)
-    d = unusual_quiet(list(tl.intervals), LEARN, last + 3600)
+    (d,) = evaluate_rule(tl, LEARN, last + 3600, "unusual_quiet")
     assert d.state == CLEAR and "still learning" in d.evidence
     assert d.detail["limit_h"] == 24 and d.detail["reasons"] == ["learning"]
 

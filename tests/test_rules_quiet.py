@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from mimamori import households, models, rules
-from mimamori.rules import OPEN, Settings, evaluate, evaluate_rule
+from mimamori.rules import OPEN, RuleSettings, evaluate, evaluate_rule
 from mimamori.storage import Store
 from mimamori.sweeper import rule_settings, timeline_of
 from mimamori_firmware import record
@@ -24,7 +24,7 @@ from sim.household import Household, Profile, exact_timeline, unix
 from tests.test_lifecycle import JST, World, family
 
 H = 3600.0
-UTC = Settings(tz="UTC")
+UTC = RuleSettings(tz="UTC")
 START = datetime(2026, 1, 5)
 
 
@@ -264,10 +264,10 @@ def test_nights_away_are_counted_apart_from_the_tail_of_a_well_placed_household(
     tl = exact_timeline([v for v in visits if unix(v.on) < t])
     m = models.learn(tl, "UTC", [], t)
     mass = models.Mass(m.rates(), 0.0)
-    clock = rules._Clock("UTC", t)
+    cx = rules.context(tl, UTC, t, model=m)
     t0 = max(unix(v.on) for v in visits if unix(v.on) < t)
-    short = rules.spells_near(m, mass, t0, UTC, clock, [], max_h=24)
-    every = rules.spells_near(m, mass, t0, UTC, clock, [])
+    short = rules.spells_near(cx, mass, t0, [], max_h=24)
+    every = rules.spells_near(cx, mass, t0, [])
     # the nights away no longer stretch the fitted tail: a lower threshold, a sooner deadline
     assert short.beta < every.beta and short.threshold < every.threshold
     d = _quiet_from(tl, t)

@@ -17,7 +17,7 @@ from mimamori.rules import (
     OPEN,
     Absence,
     Pause,
-    Settings,
+    RuleSettings,
     evaluate,
     evaluate_rule,
     replay,
@@ -28,7 +28,7 @@ from tests.test_rules import toilet
 
 JST = timezone(timedelta(hours=9))
 H = 3600.0
-UTC = Settings(tz="UTC")
+UTC = RuleSettings(tz="UTC")
 
 
 def at(day, hh, mm=0):
@@ -151,7 +151,7 @@ def test_poor_delivery_fires_for_a_router_off_at_night_or_for_a_day_not_for_good
 
 def test_day_service_absence_holds_alerts_and_the_quiet_spell_counts_from_the_return():
     # 2026-03-10 is a Tuesday; day service on Tuesdays and Fridays 09:00-17:00
-    s = Settings(tz="Asia/Tokyo", activity_rule="fixed", no_activity_h=6,
+    s = RuleSettings(tz="Asia/Tokyo", activity_rule="fixed", no_activity_h=6,
                  absences=(Absence((1, 4), time(9, 0), time(17, 0), "day service"),))
     tl = toilet(days=range(1, 10)).visit(at(10, 8, 30), 60, off=True).timeline()
     away = one(evaluate(tl, s, at(10, 12, 0)), "no_activity")

@@ -103,7 +103,7 @@ def test_quick_switching_enters_setup_mode_then_the_phone_connects_the_bulb(rig:
                                    and r.boot == journal_boot(rig)], 60)
     # a normal visit ends any streak once it has lasted CLOSE_MS of uptime (taps.py); on a
     # loaded host the report can be stored before that, so wait for the visit to get there
-    taps_file = b.fs / "taps"
+    taps_file = b.state_files / "taps"
     b.wait_for(lambda _: taps_file.exists() and taps_file.read_text() == "0", 60)
     b.power_off()
     site_now = (b.fs / "site.json").read_text()
@@ -140,7 +140,7 @@ def test_flickering_supply_never_enters_setup_mode(rig: Rig) -> None:
     b.power_on(stop_at_s=0.8)  # then a quick visit between two bursts of flicker
     for _ in range(10):
         b.power_on(stop_at_s=0.05)
-    assert (b.fs / "taps").read_text() == "1", "the blips counted for nothing"
+    assert (b.state_files / "taps").read_text() == "1", "the blips counted for nothing"
     b.power_on(stop_at_s=8)
     assert not ap_events(b), "the access point never opened"
     assert b.wait_for(lambda _: kinds(rig.stored(), record.K_POWER_ON), 10)
@@ -156,7 +156,7 @@ def test_brown_out_loop_when_the_radio_starts_never_enters_setup_mode(rig: Rig) 
         b.wait_for(lambda tr, n=n: [e for e in tr if e["ev"] == "radio" and e["boot"] == n
                                     and e.get("if") == "sta"], 20)
         b.power_off()  # brown-out: the chip resets as the radio starts
-    taps = b.fs / "taps"  # absent when every cut came before a visit counted (ARM_MS): 0
+    taps = b.state_files / "taps"  # absent when every cut came before a visit counted (ARM_MS): 0
     assert (taps.read_text() if taps.exists() else "0") in ("0", "1"), \
         "the streak never grows past one visit"
     b.time_mode = "virtual"

@@ -17,7 +17,7 @@ JST = timezone(timedelta(hours=9))
 H = 3600.0
 T0 = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()
 MS = 1000
-CFG = notify.Config()
+CFG = notify.NotifierSettings()
 
 
 def world(where, n=1, rule="fixed"):
@@ -107,3 +107,20 @@ def test_one_broken_household_is_retried_later_and_does_not_stop_the_others(db_u
     r = sweeper.sweep(db, now, CFG)
     assert sorted(r.evaluated) == ["h0", "h2"] and "no_activity_h" in r.failed["h1"]
     assert next_checks(db)["h1"] == now + 3600 * MS
+
+
+def test_a_change_sets_the_next_check_and_a_coming_due_only_brings_it_forward(tmp_path):
+    db, _, _ = world(tmp_path, n=2)
+    with db.tx() as c:
+        hh.recheck_at(c, "h0", 5_000)
+        hh.recheck_at(c, "h1", 5_000)
+    with db.tx() as c:
+        assert hh.recheck_by(c, "h0", 9_000) == 0  # later: the deadline already set stands
+        assert hh.recheck_by(c, "h1", 1_000) == 1
+        assert hh.recheck_at(c, "nobody", 1_000) == 0
+    assert next_checks(db) == {"h0": 5_000, "h1": 1_000}
+    with db.tx() as c:
+        hh.recheck_at(c, "h0", 9_000)  # what changed may move every deadline, later too
+        c.execute("UPDATE households SET next_check = NULL WHERE id = 'h1'")
+        hh.recheck_by(c, "h1", 7_000)  # a household with nothing due gets this one
+    assert next_checks(db) == {"h0": 9_000, "h1": 7_000}

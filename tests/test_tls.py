@@ -333,7 +333,7 @@ def test_https_from_a_power_on_with_the_clock_at_2000_sets_the_clock_and_deliver
     assert [r[6] > 0 for r in links[:2]] == [False, True]
     secs = [e["secs"] for e in b.events("rtc")]
     assert secs and max(secs) + 946684800 >= time.time() - 3600  # at the certificate, or later
-    assert int((b.fs / "clock").read_text()) >= time.time() - 60  # the server's time, kept
+    assert int((b.state_files / "clock").read_text()) >= time.time() - 60  # the server's time, kept
     b.power_on(stop_at_s=10)  # the next power-on starts from the kept time: no failed attempt
     links = [r for r in _links(b) if r[1] == 2]
     assert len(links) == 1 and links[0][6] > 0

@@ -194,7 +194,7 @@ def test_dead_dns_resolver_blocks_but_never_starves_the_watchdog(rig: Rig) -> No
     url = rig.url.replace("127.0.0.1", "mimamori.example")
     b = rig.bulb(site=rig.site(url=url), extra={"hosts": {"mimamori.example": "127.0.0.1"}})
     b.power_on(stop_at_s=10)
-    assert (b.fs / "dns").read_text() == "mimamori.example 127.0.0.1"
+    assert (b.state_files / "dns").read_text() == "mimamori.example 127.0.0.1"
     b.extra = {"hosts": {}, "dns": "dead"}
     b.power_on(stop_at_s=60)
     assert [x.ended_by for x in b.boots] == ["power_cut", "power_cut"]  # no watchdog reset

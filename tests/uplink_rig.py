@@ -69,14 +69,14 @@ class Rig:
     def bulb(self, name: str = "bulb", wifi: list[dict[str, Any]] | None = None,
              kept_clock: bool = True, **kw: Any) -> Bulb:
         """A bulb of this rig. kept_clock: it has talked before and kept the server's time
-        (fs/clock, firmware/clock.py), so its first TLS handshake after a power-on passes the
+        (fs/state/clock, firmware/clock.py), so its first TLS handshake after a power-on passes the
         certificate's dates; False: a bulb fresh from its image (its build time only)."""
         # io_wait_ms: real time a peer (server, modem) gets to answer before virtual time jumps
         # to the bulb's next timer; generous, so a loaded machine never turns into a timeout
         kw["extra"] = {"io_wait_ms": 3000, **kw.get("extra", {})}
         b = Bulb(self.tmp / name, wifi=WIFI if wifi is None else wifi, **kw)  # firmware main.py
         if kept_clock:
-            (b.fs / "clock").write_text(str(int(time.time())))
+            (b.state_files / "clock").write_text(str(int(time.time())))
         self.bulbs.append(b)
         return b
 

@@ -6,7 +6,9 @@ Outputs (in build/ unless --out says otherwise):
     partitions.bin  the partition table (ESP-IDF format, 0xC00 bytes), flashed at 0x8000
     vfs.bin         a LittleFS v2 image exactly the size of the `vfs` partition, flashed at its
                     offset: firmware/*.py compiled to .mpy (main.py and boot.py stay source:
-                    the ESP32 port runs them by file name), plus firmware/config.json
+                    the ESP32 port runs them by file name), plus firmware/config.json and
+                    the empty directory state/ where the firmware keeps its state files
+                    (firmware/statefiles.py), so `make provision` can put one there at once
     flash.bin       the whole 4 MB flash as a bulb has it after `make flash`, minus MicroPython
                     itself: 0xFF everywhere (erased), the table at 0x8000, vfs.bin at the vfs
                     offset, the journal erased. The simulator boots from it (<state>/flash.bin).
@@ -35,6 +37,7 @@ from typing import Any
 
 from littlefs import LittleFS
 
+from mimamori_firmware.statefiles import DIR as STATE_DIR
 from tools import partition_table as pt
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,10 +154,12 @@ def collect(firmware: Path, work: Path) -> dict[str, bytes]:
 
 
 def littlefs_image(files: dict[str, bytes], size: int) -> tuple[bytes, int]:
-    """A LittleFS image of `size` bytes holding `files` at its root, and blocks used."""
+    """A LittleFS image of `size` bytes holding `files` at its root, the empty state
+    directory, and blocks used."""
     if size % BLOCK:
         raise ImageError(f"vfs partition size {size:#x} is not a multiple of {BLOCK}")
     fs = LittleFS(block_size=BLOCK, block_count=size // BLOCK, **LFS)
+    fs.mkdir(STATE_DIR)
     for name, data in files.items():
         try:
             with fs.open(name, "wb") as f:
@@ -197,17 +202,19 @@ def _mount(region: bytes) -> LittleFS:
     return fs
 
 
-def vfs_files(flash_path: Path) -> dict[str, bytes]:
-    """The files at the root of the vfs partition inside a whole-flash image."""
+def vfs_files(flash_path: Path, under: str = "") -> dict[str, bytes]:
+    """The files in one directory of the vfs partition inside a whole-flash image: the root,
+    or e.g. under=STATE_DIR. Directories are left out."""
     data = Path(flash_path).read_bytes()
     v = pt.find(table_of(data), pt.VFS_LABEL)
     if v is None:
         raise ImageError(f"{flash_path}: its partition table has no 'vfs' partition")
     fs = _mount(data[v.offset : v.end])
     out = {}
-    for name in sorted(fs.listdir("/")):
-        with fs.open(name, "rb") as f:
-            out[name] = f.read()
+    for e in sorted(fs.scandir(under or "/"), key=lambda e: e.name):
+        if e.type == 1:  # LFS_TYPE_REG
+            with fs.open(f"{under}/{e.name}" if under else e.name, "rb") as f:
+                out[e.name] = f.read()
     fs.unmount()
     return out
 

@@ -10,8 +10,8 @@ Steps: check the household on the server; read the bulb's chip id and current si
 the REPL (`mpremote`); register the bulb through the server's API (`TOKEN=`, a token made with
 `mimamori token create NAME --scope all`), in `HOUSEHOLD=`, or take `--key`/`--device` of a
 bulb registered already (and attach it to `HOUSEHOLD=`); write site.json (server, device id and
-key, network, and a random access-point password for setup mode) and a `commission` request
-with `mpremote cp`; reset the bulb; wait until the server has acknowledged its first upload and
+key, network, and a random access-point password for setup mode) and a `state/commission`
+request with `mpremote cp`; reset the bulb; wait until the server has acknowledged its first upload and
 the link record carrying the signal; print the result and the text of the bulb's label.
 Everything it asks of the server goes through the API (HTTP): never the server's database file.
 
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimamori_firmware.statefiles import COMMISSION, DIR
+
 REPO = Path(__file__).resolve().parent.parent
 AP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # as firmware/setupmode.py: no 0/o, 1/l/i
 T_NAMES = {1: "Wi-Fi", 2: "LTE-M"}
@@ -43,6 +45,9 @@ READ_BULB = (
     "print('MIMAMORI', json.dumps({'uid': binascii.hexlify(machine.unique_id()).decode(),"
     " 'site': s}))\n"
 )
+# the firmware makes its state directory at boot (and `make image` has it); a bulb interrupted
+# before that still takes the commission request
+STATE_DIR_MADE = f"import os\ntry:\n    os.mkdir('{DIR}')\nexcept OSError:\n    pass\n"
 
 
 class ProvisionError(Exception):
@@ -155,8 +160,8 @@ def write_bulb(port: str, site: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "site.json").write_text(json.dumps(site))
         (Path(d) / "commission").write_text("bench")
-        mpremote(port, "cp", str(Path(d) / "site.json"), ":site.json", "+",
-                 "cp", str(Path(d) / "commission"), ":commission", "+", "reset")
+        mpremote(port, "cp", str(Path(d) / "site.json"), ":site.json", "+", "exec", STATE_DIR_MADE,
+                 "+", "cp", str(Path(d) / "commission"), f":{COMMISSION}", "+", "reset")
 
 
 # ---- the server (its API, with a token) -------------------------------------------------------

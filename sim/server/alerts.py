@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 from mimamori import households as hh
 from mimamori import messages, notify, texts
+from mimamori.clock import HOUR_MS, HOUR_S, to_ms, to_s
 from mimamori.rules import CLEAR, OPEN, Decision
 from mimamori.storage import Cursor
 
@@ -151,8 +152,8 @@ def when_text(ms: float | None, tz: str, now_ms: int) -> str:
     if ms is None:
         return "?"
     z = ZoneInfo(tz)
-    d = datetime.fromtimestamp(ms / 1000, z)
-    n = datetime.fromtimestamp(now_ms / 1000, z)
+    d = datetime.fromtimestamp(to_s(ms), z)
+    n = datetime.fromtimestamp(to_s(now_ms), z)
     return d.strftime("%H:%M") if d.date() == n.date() else f"{d.month}/{d.day} {d:%H:%M}"
 
 
@@ -161,16 +162,16 @@ def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
     ctx: dict[str, Any] = {"rule": a.rule, "subject": a.subject, "alert": a.id,
                            "evidence": a.evidence}
     if "last_on" in d:
-        ctx["last_on"] = when_text(d["last_on"] * 1000, home.tz, now_ms)
-        ctx["gap_h"] = (now_ms / 1000 - d["last_on"]) / 3600
+        ctx["last_on"] = when_text(to_ms(d["last_on"]), home.tz, now_ms)
+        ctx["gap_h"] = (to_s(now_ms) - d["last_on"]) / HOUR_S
     elif d.get("at") is not None:
-        ctx["last_on"] = when_text(d["at"] * 1000, home.tz, now_ms)
+        ctx["last_on"] = when_text(to_ms(d["at"]), home.tz, now_ms)
     if "on_h" in d:
-        ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / 3_600_000)
+        ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / HOUR_MS)
     if d.get("radio_h"):
         ctx["radio_h"] = d["radio_h"]
     if d.get("unreported_until"):
-        ctx["unreported_until"] = when_text(d["unreported_until"] * 1000, home.tz, now_ms)
+        ctx["unreported_until"] = when_text(to_ms(d["unreported_until"]), home.tz, now_ms)
     for k in ("limit_h", "usual_h", "visits", "late", "days", "used_days"):  # for details
         if isinstance(d.get(k), (int, float)):
             ctx[k] = d[k]
@@ -188,7 +189,7 @@ def recipients(c: Cursor, a: Alert, tier: int | None = None,
 
 
 def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
-          to: list[hh.Watcher], cfg: notify.Config, extra: dict[str, Any] | None = None) -> None:
+          to: list[hh.Watcher], cfg: notify.NotifierSettings, extra: dict[str, Any] | None = None) -> None:
     base = context(a, home, now_ms) | (extra or {})
     everyone = recipients(c, a) if kind in ("alert", "reminder", "escalated") else []
     for w in to:
@@ -222,16 +223,16 @@ def reminder_due(s: hh.HouseholdSettings, evidence: str, sent: int, opened_ms: i
     if sent >= cap:
         return None
     first = s.reminder_h * (1 if evidence == "strong" else 2)
-    return opened_ms + int(first * (2 ** (sent + 1) - 1) * hh.HOUR_MS)
+    return opened_ms + int(first * (2 ** (sent + 1) - 1) * HOUR_MS)
 
 
 # ---------------------------------------------------------------------------------------------
 # the rules' decisions -> alerts
 
 
-def _episode(d: Decision, now_s: float) -> int:
+def _episode(d: Decision, now_ms: int) -> int:
     t = d.since if d.rule == "daily_window" or d.at is None else d.at
-    return int((t if t is not None else now_s) * 1000)
+    return to_ms(t) if t is not None else now_ms
 
 
 def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
@@ -241,16 +242,15 @@ def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
 
 
 def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
-          cfg: notify.Config) -> int | None:
+          cfg: notify.NotifierSettings) -> int | None:
     """Open alerts for new OPEN decisions, clear active ones whose rule is CLEAR. Returns when
     a resolved quiet spell that goes on would alert again (ms), if any."""
-    now_s = now_ms / 1000
     again: list[int] = []
     active = {(a.rule, a.subject): a for a in list_alerts(c, home.id, active_only=True)}
     for d in decisions:
         a = active.get((d.rule, d.subject))
         if d.state == OPEN and a is None:
-            episode = _episode(d, now_s)
+            episode = _episode(d, now_ms)
             last = c.one("SELECT episode, closed_at, state, detail FROM alerts WHERE household = ? "
                          "AND rule = ? AND subject = ? ORDER BY opened_at DESC, id LIMIT 1",
                          (home.id, d.rule, d.subject))
@@ -266,7 +266,7 @@ def apply(c: Cursor, home: hh.Household, decisions: list[Decision], now_ms: int,
                 if d.rule not in GAP_RULES:
                     continue
                 wait = home.settings.no_activity_h if last[2] == "resolved" else 0
-                at = last[1] + int(wait * hh.HOUR_MS)
+                at = last[1] + int(wait * HOUR_MS)
                 if now_ms < at:
                     again.append(at)
                     continue
@@ -289,7 +289,7 @@ def _firm_up(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int) 
     c.execute("UPDATE alerts SET detail = ?, evidence = ?, next_escalation_at = ?, "
               "next_reminder_at = ? WHERE id = ?",
               (json.dumps(detail), d.evidence,
-               now_ms + int(home.settings.escalate_h[0] * hh.HOUR_MS) if nxt else None,
+               now_ms + int(home.settings.escalate_h[0] * HOUR_MS) if nxt else None,
                (reminder_due(home.settings, "strong", a.reminders, now_ms) if a.state == "open"
                 else a.next_reminder_at), a.id))
     _event(c, a.id, now_ms, "firmed", f"evidence now strong: {d.evidence}",
@@ -297,7 +297,7 @@ def _firm_up(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int) 
 
 
 def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
-          cfg: notify.Config, key: int | None = None) -> Alert | None:
+          cfg: notify.NotifierSettings, key: int | None = None) -> Alert | None:
     aid = "a-" + secrets.token_hex(6)
     s = home.settings
     family = d.audience != "coordinator"
@@ -311,9 +311,9 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
         "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
         (aid, home.id, d.rule, d.subject, d.audience, spell if key is None else key, now_ms,
-         None if d.since is None else int(d.since * 1000), d.evidence, json.dumps(detail), tier,
+         None if d.since is None else to_ms(d.since), d.evidence, json.dumps(detail), tier,
          reminder_due(s, d.strength, 0, now_ms) if family else None,
-         now_ms + int(s.escalate_h[0] * hh.HOUR_MS) if nxt_tier and strong else None))
+         now_ms + int(s.escalate_h[0] * HOUR_MS) if nxt_tier and strong else None))
     if not n:  # this episode already had its alert (resolved by someone): not again
         return None
     a = get(c, aid)
@@ -323,7 +323,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
 
 
 def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
-           cfg: notify.Config) -> None:
+           cfg: notify.NotifierSettings) -> None:
     unheard = notify.cancel_held(c, a.id, now_ms)  # held for quiet hours: never told
     c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
               "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
@@ -332,8 +332,8 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     extra: dict[str, Any] = {"evidence": d.evidence}
     if "paused_until" in d.detail:
         extra["why"] = "paused"
-    elif a.rule in GAP_RULES and d.at is not None and int(d.at * 1000) != a.detail.get("spell"):
-        extra["cleared_on"] = when_text(d.at * 1000, home.tz, now_ms)
+    elif a.rule in GAP_RULES and d.at is not None and to_ms(d.at) != a.detail.get("spell"):
+        extra["cleared_on"] = when_text(to_ms(d.at), home.tz, now_ms)
     elif a.rule in GAP_RULES:  # no new switch-on: the settings (or the learned rhythm) changed
         extra["why"] = "rule"
     elif a.rule == "on_too_long" and d.detail.get("probably_off"):
@@ -347,7 +347,7 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
           cfg, extra)
 
 
-def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int | None:
+def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.NotifierSettings) -> int | None:
     """Reminders and escalations that are due; returns the next such deadline (ms) or None."""
     nxt: list[int] = []
     for a in list_alerts(c, home.id, active_only=True):
@@ -370,7 +370,7 @@ def tick(c: Cursor, home: hh.Household, now_ms: int, cfg: notify.Config) -> int 
                 after = _next_tier(c, home.id, new)
                 delay = home.settings.escalate_h[min(new - 1, 1)]
                 c.execute("UPDATE alerts SET tier = ?, next_escalation_at = ? WHERE id = ?",
-                          (new, now_ms + int(delay * hh.HOUR_MS) if after else None, a.id))
+                          (new, now_ms + int(delay * HOUR_MS) if after else None, a.id))
                 _event(c, a.id, now_ms, "escalated", f"told tier {new}", tier=new)
                 a = get(c, a.id)
                 _tell(c, now_ms, "escalated", a, home, recipients(c, a, min_tier=a.tier), cfg)
@@ -401,7 +401,7 @@ def _watcher_of(c: Cursor, a: Alert, wid: str) -> hh.Watcher:
     return w
 
 
-def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSettings) -> Alert:
     """The watcher is going to check; everyone told hears who. Claiming twice is a no-op."""
     lock_household(c, get(c, aid).household)
     a = get(c, aid)
@@ -417,10 +417,9 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
     home = hh.household(c, a.household)
     c.execute("UPDATE alerts SET state = 'claimed', claimed_by = ?, claimed_at = ?, "
               "next_reminder_at = ?, next_escalation_at = NULL WHERE id = ?",
-              (wid, now_ms, now_ms + int(home.settings.claim_timeout_h * hh.HOUR_MS), aid))
+              (wid, now_ms, now_ms + int(home.settings.claim_timeout_h * HOUR_MS), aid))
     # the sweeper must look again when the claim is overdue
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
-              "next_check > ?)", (now_ms, a.household, now_ms))
+    hh.recheck_by(c, a.household, now_ms)
     _event(c, aid, now_ms, "claimed", f"{w.name} is going to check", wid)
     a = get(c, aid)
     others = [x for x in recipients(c, a) if x.id != wid]
@@ -429,7 +428,7 @@ def claim(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Ale
 
 
 def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
-            cfg: notify.Config, pause: bool | None = None) -> Alert:
+            cfg: notify.NotifierSettings, pause: bool | None = None) -> Alert:
     """Record what the watcher found; everyone told hears it. The alert is closed.
     pause: pause the household until the next switch-on (default: for "needed help", so
     nobody is alerted about the empty home while she is in hospital)."""
@@ -459,7 +458,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
         hh.pause_until_switch_on(c, now_ms, a.household, why)
         _event(c, aid, now_ms, "paused", f"household paused until the next switch-on ({why})",
                wid, outcome=outcome)
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, a.household))
+    hh.recheck_at(c, a.household, now_ms)
     a = get(c, aid)
     home = hh.household(c, a.household)
     _tell(c, now_ms, "resolved", a, home, [x for x in recipients(c, a) if x.id != wid], cfg,
@@ -467,7 +466,7 @@ def resolve(c: Cursor, aid: str, wid: str, outcome: str, note: str, now_ms: int,
     return a
 
 
-def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> Alert:
+def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.NotifierSettings) -> Alert:
     """The watcher who claimed cannot go after all: the alert is open again, its reminders and
     escalation start over from now, and everyone told hears that nobody is going yet (with the
     claim link again). Only the claimer can hand it back."""
@@ -485,10 +484,9 @@ def release(c: Cursor, aid: str, wid: str, now_ms: int, cfg: notify.Config) -> A
     due = reminder_due(s, strength(a), 0, now_ms) if a.audience != "coordinator" else None
     c.execute("UPDATE alerts SET state = 'open', claimed_by = NULL, claimed_at = NULL, "
               "next_reminder_at = ?, next_escalation_at = ? WHERE id = ?",
-              (due, now_ms + int(s.escalate_h[min(a.tier - 1, 1)] * hh.HOUR_MS)
+              (due, now_ms + int(s.escalate_h[min(a.tier - 1, 1)] * HOUR_MS)
                if nxt and strength(a) == "strong" else None, aid))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL OR "
-              "next_check > ?)", (now_ms, a.household, now_ms))
+    hh.recheck_by(c, a.household, now_ms)
     _event(c, aid, now_ms, "released", f"{w.name} handed it back (cannot go)", wid)
     a = get(c, aid)
     others = [x for x in recipients(c, a) if x.id != wid]

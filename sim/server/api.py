@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -63,7 +62,7 @@ def _token(db: Database, h: str) -> tokens.Token | None:
     they were given)."""
     if not h.startswith("Bearer "):
         return None
-    return tokens.find(db, h[7:].strip(), int(time.time() * 1000))
+    return tokens.find(db, h[7:].strip(), clocks.now_ms())
 
 
 _NO_TOKEN = ("send 'Authorization: Bearer <token>'; make a token with "
@@ -195,7 +194,7 @@ def _watchers(c: Any, hid: str) -> list[dict[str, Any]]:
     return [{**w.public(), "confirmed_at": seen.get(w.id)} for w in hh.watchers(c, hid)]
 
 
-def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
     db = store.db
 
     def auth(request: Request) -> None:
@@ -306,7 +305,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
         def do(c: Any, now: int) -> dict[str, Any]:
             hh.household(c, hid)
             dev = store.register_device(now, body.id, hid)
-            c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now, hid))
+            hh.recheck_at(c, hid, now)
             return {"id": dev.id, "household": hid,
                     "site": site_snippet(dev, body.server or cfg.public_url)}
         return await call(do)
@@ -324,8 +323,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                 hh.household(c, body.household)  # a clear 404 before any key is minted
             dev = store.register_device(now, body.id, body.household)
             if body.household is not None:
-                c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                          (now, body.household))
+                hh.recheck_at(c, body.household, now)
             return {"id": dev.id, "household": dev.household,
                     "site": site_snippet(dev, body.server or cfg.public_url)}
         return await call(do)
@@ -360,7 +358,7 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
                            watcher: str | None = None) -> None:
         def do(c: Any, now: int) -> None:
             home = hh.household(c, hid)
-            today = datetime.fromtimestamp(now / 1000, ZoneInfo(home.tz)).date()
+            today = datetime.fromtimestamp(clocks.to_s(now), ZoneInfo(home.tz)).date()
             changes.end_pause(c, now, actor(c, request, hid), hid, pid, today)
         await call(do)
 
@@ -460,7 +458,7 @@ class _Answer(Exception):
         self.status, self.key, self.kw = status, key, kw
 
 
-def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRouter:
+def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
     """The pages the links in messages open, rendered from the dashboard's templates
     (templates/link.html) in the watcher's language (the dashboard's language cookie, when
     set, wins): what the alert says, its state in words, and only the actions that can be taken
@@ -519,8 +517,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
                 home = hh.household(c, a.household)
                 names = views.names(c, home.id)
                 tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
-                ps = [(p.start_ms / 1000, p.end_ms / 1000) for p in hh.pauses(c, home.id)]
-                opened = [x.opened_at / 1000 for x in alerts.list_alerts(c, home.id, limit=50)
+                ps = [(clocks.to_s(p.start_ms), clocks.to_s(p.end_ms)) for p in hh.pauses(c, home.id)]
+                opened = [clocks.to_s(x.opened_at) for x in alerts.list_alerts(c, home.id, limit=50)
                           if x.audience != "coordinator"]
         except notify.BadLink as e:
             return bad_link(request, e)
@@ -528,7 +526,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
             return error(request, reader_lang(request, None), "a_link_removed", 404)
         at = a.closed_at if a.closed_at is not None else now
         ctx = alerts.context(a, home, at)
-        svg = chart.activity_svg(tl.intervals, home.tz, now / 1000, lang, pauses=ps,
+        svg = chart.activity_svg(tl.intervals, home.tz, clocks.to_s(now), lang, pauses=ps,
                                  alerts_at=opened)
         form = form or {}
         return render(request, lang, status, action=action, token=token, a=a, home=home,
@@ -634,7 +632,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.Config) -> APIRou
 # mounting and the periodic work
 
 
-def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
+def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     """Mount the API and the link pages, re-evaluate households after ingest, and run the
     sweeper every MIMAMORI_SWEEP_S real seconds (default 30; a sweeper holds the households it
     claimed for MIMAMORI_SWEEP_LEASE_S, default 300) and, apart from it,
@@ -643,7 +641,7 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     circuit (notify.Circuits) then keeps its messages out of the others' way."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
-    cfg = cfg or notify.Config.from_env()
+    cfg = cfg or notify.NotifierSettings.from_env()
     tokens.open_tokens(store.db)
     app.state.notify = cfg
     app.include_router(router(store, clock, cfg))
@@ -659,9 +657,9 @@ def install(app: FastAPI, cfg: notify.Config | None = None) -> None:
     except ValueError:
         raise ValueError(f"MIMAMORI_SWEEP_S={raw!r}: write the seconds between sweeps, e.g. 30 "
                          "(0 turns the sweeper off)") from None
-    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // 1000))
+    raw = os.environ.get("MIMAMORI_SWEEP_LEASE_S", str(sweeper.LEASE_MS // clocks.SECOND_MS))
     try:
-        lease_ms = int(float(raw) * 1000)
+        lease_ms = clocks.to_ms(float(raw))
     except ValueError:
         lease_ms = 0
     if lease_ms <= 0:

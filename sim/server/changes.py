@@ -2,7 +2,7 @@
 """Changes to a household's rules, pauses, absences, tiers and roles: checked against the role
 table (sim/server/roles.py), recorded (household_events) and told to the other watchers.
 
-Every writer goes through here: the dashboard (sim/server/web/routes.py), the API (api.py) and
+Every writer goes through here: the dashboard (sim/server/web/household.py), the API (api.py) and
 the command line (cli_people.py). Each function takes the cursor of the caller's transaction
 and an `Actor`, checks what the actor's role may do (roles.Forbidden otherwise), makes the
 change with households.py's own functions, writes one event and puts one "changed" message per
@@ -107,7 +107,7 @@ def end_pause(c: Cursor, now_ms: int, actor: Actor, hid: str, pid: str, today: d
     if p.until_switch_on and not p.last_day:  # "until the next switch-on", still open: now
         c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
                   (max(now_ms, p.start_ms), today.isoformat(), pid))
-        c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+        hh.recheck_at(c, hid, now_ms)
     else:
         views.end_pause(c, hid, pid, today, now_ms)
     record(c, now_ms, hh.household(c, hid), actor, "pause_ended",
@@ -166,7 +166,7 @@ def set_role(c: Cursor, now_ms: int, actor: Actor, hid: str, wid: str,
     if role == old.role:
         return old
     w, _ = hh.update_watcher(c, wid, {"role": role})
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    hh.recheck_at(c, hid, now_ms)
     record(c, now_ms, hh.household(c, hid), actor, "role",
            {"watcher": wid, "name": w.name, "old": old.role, "new": w.role,
             "old_tier": old.tier, "new_tier": w.tier})
@@ -195,7 +195,7 @@ def update_watcher(c: Cursor, now_ms: int, actor: Actor, wid: str,
         record(c, now_ms, home, actor, "tier",
                {"watcher": wid, "name": w.name, "old": old.tier, "new": w.tier})
     if w.tier != old.tier:
-        c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, w.household))
+        hh.recheck_at(c, w.household, now_ms)
     return w, moved
 
 

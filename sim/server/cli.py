@@ -125,7 +125,7 @@ def cmd_rekey(args: argparse.Namespace, store: Store) -> int:
 def _ms_text(ms: int | None) -> str:
     if ms is None:
         return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(clocks.to_s(ms)))
 
 
 NO_HOUSEHOLD = "NO HOUSEHOLD"  # a bulb that can raise no alert: `mimamori device assign`
@@ -195,7 +195,7 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     from mimamori.web.views import FAULT_WHAT, fault_name, fault_records
 
     with store.db.read() as c:
-        faults = fault_records(c, dev.id, now - 14 * 86_400_000)
+        faults = fault_records(c, dev.id, now - 14 * clocks.DAY_MS)
     print(f"faults in 14 days: {len(faults)}" + (":" if faults else ""))
     for at, sub, aux in faults:
         name = fault_name(sub)

@@ -59,7 +59,7 @@ def _t(ms: int | None, tz: str) -> str:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    return datetime.fromtimestamp(clocks.to_s(ms), ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _run(args: argparse.Namespace, store: Store, fn: Any) -> Any:
@@ -264,21 +264,21 @@ def alert_list(args: argparse.Namespace, store: Store) -> int:
 
 def alert_claim(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.claim(
-        c, args.alert, args.watcher, now, notify.Config.from_env())))
+        c, args.alert, args.watcher, now, notify.NotifierSettings.from_env())))
     print(f"alert {a['id']}: {a['claimed_by_name']} is going to check; the others are told")
     return 0
 
 
 def alert_release(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.release(
-        c, args.alert, args.watcher, now, notify.Config.from_env())))
+        c, args.alert, args.watcher, now, notify.NotifierSettings.from_env())))
     print(f"alert {a['id']}: handed back, nobody is going to check now; the others are told")
     return 0
 
 
 def alert_resolve(args: argparse.Namespace, store: Store) -> int:
     a = _run(args, store, lambda c, now: alerts.public(c, alerts.resolve(
-        c, args.alert, args.watcher, args.outcome, args.note, now, notify.Config.from_env(),
+        c, args.alert, args.watcher, args.outcome, args.note, now, notify.NotifierSettings.from_env(),
         pause=False if args.no_pause else None)))
     paused = args.outcome == "needed_help" and not args.no_pause
     print(f"alert {a['id']} resolved by {a['resolved_by_name']}: {a['outcome']}"
@@ -289,7 +289,7 @@ def alert_resolve(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_sweep(args: argparse.Namespace, store: Store) -> int:
     hh.open_people(store.db)
-    r = sweeper.sweep(store.db, _now(args), notify.Config.from_env())
+    r = sweeper.sweep(store.db, _now(args), notify.NotifierSettings.from_env())
     print(f"evaluated {len(r.evaluated)} household(s)"
           + "".join(f"\n  {h}: failed: {e}" for h, e in r.failed.items()))
     return 1 if r.failed else 0
@@ -297,7 +297,7 @@ def cmd_sweep(args: argparse.Namespace, store: Store) -> int:
 
 def cmd_deliver(args: argparse.Namespace, store: Store) -> int:
     hh.open_people(store.db)
-    r = notify.deliver_due(store.db, _now(args), notify.Config.from_env())
+    r = notify.deliver_due(store.db, _now(args), notify.NotifierSettings.from_env())
     print(f"sent {r['sent']}, failed {r['failed']} (retried later), gave up {r['dead']}")
     return 0
 
@@ -311,7 +311,7 @@ def cmd_outbox(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_token(args: argparse.Namespace, store: Store) -> int:
-    tok = api.create_token(store.db, args.name, int(time.time() * 1000), args.scope,
+    tok = api.create_token(store.db, args.name, clocks.now_ms(), args.scope,
                            args.household, args.days)
     limits = f"scope {args.scope}" + (f", households {', '.join(args.household)}"
                                       if args.household else "") + (
@@ -322,7 +322,7 @@ def cmd_token(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace, store: Store) -> int:
-    now = int(time.time() * 1000)
+    now = clocks.now_ms()
     rows = tokens.tokens(store.db)
     if args.json:
         print(json.dumps([{"id": t.id, "name": t.name, "state": t.state(now), "scope": t.scope,
@@ -334,14 +334,14 @@ def cmd_token_list(args: argparse.Namespace, store: Store) -> int:
         print("no API tokens: make one with `mimamori token create NAME`")
     for t in rows:
         exp = "never" if t.expires_at is None else time.strftime(
-            "%Y-%m-%d", time.gmtime(t.expires_at / 1000))
+            "%Y-%m-%d", time.gmtime(clocks.to_s(t.expires_at)))
         print(f"{t.id}  {t.state(now):<7} {t.scope:<5} expires {exp:<10}  {t.name}"
               + (f"  (households {', '.join(t.households)})" if t.households else ""))
     return 0
 
 
 def cmd_token_revoke(args: argparse.Namespace, store: Store) -> int:
-    t = tokens.revoke(store.db, args.token, int(time.time() * 1000))
+    t = tokens.revoke(store.db, args.token, clocks.now_ms())
     print(f"token {t.id} ({t.name}) revoked: it no longer works")
     return 0
 

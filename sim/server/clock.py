@@ -1,9 +1,17 @@
 # SPDX-License-Identifier: MIT
-"""The server's wall clock, injectable: real, scaled (the demo runs days in minutes) or fixed.
+"""The server's wall clock, injectable: real, scaled (the demo runs days in minutes) or fixed;
+and the server's one time unit.
 
 MIMAMORI_CLOCK (or --clock): "real" (default), "scaled:F" (F times real time, starting from
 now), "scaled:F@T0" (F times real time, starting at Unix second T0), "fixed:T" (always T).
 A clock is a callable returning Unix seconds as a float, like time.time.
+
+The server's time is integer milliseconds since the epoch (the store, the API and the bulb's
+protocol), durations too: SECOND_MS ... DAY_MS below. What still speaks seconds does so at a
+boundary and converts here, never by hand (tests/test_time_units.py holds the rule): the
+clock itself, the alert engine (rules, timeline and models reason in float Unix seconds, as do
+the models and visits they keep in the store), and what the outside world counts in seconds
+(datetime, socket timeouts, HTTP headers, settings named *_s).
 """
 
 from __future__ import annotations
@@ -37,5 +45,30 @@ def parse(spec: str | None) -> Clock:
                      "fixed:UNIX_S")
 
 
+SECOND_MS = 1000
+MINUTE_MS = 60 * SECOND_MS
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+# the same spans in seconds, for the alert engine and the outside world
+HOUR_S = 3600.0
+DAY_S = 86400.0
+
+
 def ms(clock: Clock) -> int:
-    return int(clock() * 1000)
+    """The clock's time now, in the server's unit."""
+    return to_ms(clock())
+
+
+def now_ms() -> int:
+    """The real time now (time.time), in the server's unit."""
+    return to_ms(time.time())
+
+
+def to_ms(s: float) -> int:
+    """Seconds (since the epoch, or a duration) in the server's unit (truncated)."""
+    return int(s * SECOND_MS)
+
+
+def to_s(ms: float) -> float:
+    """The server's milliseconds as seconds, for what counts in seconds (see above)."""
+    return ms / SECOND_MS

@@ -26,14 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mimamori import roles, rules, status, texts
+from mimamori.clock import DAY_MS, to_ms, to_s
 from mimamori.storage import Cursor, Database, migrate
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 LANGS = ("ja", "en")
 ROLES = {r.name: r.tier for r in roles.TABLE.values()}  # role -> its tier (sim/server/roles.py)
-HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
 
 SCHEMA: list[list[str]] = [
     [
@@ -221,9 +220,9 @@ class HouseholdSettings:
     silent_h: float = 72.0  # a bulb not heard this long: tell the coordinator
     absences: tuple[dict[str, Any], ...] = ()  # recurring part-day absences (check_absence)
 
-    def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.Settings:
+    def rules(self, tz: str, pauses: tuple[rules.Pause, ...] = ()) -> rules.RuleSettings:
         hh, mm = (int(x) for x in self.window_start.split(":"))
-        return rules.Settings(
+        return rules.RuleSettings(
             tz=tz, activity_rule=self.activity_rule, no_activity_h=self.no_activity_h,
             window_start=time(hh, mm), window_h=self.window_h, on_too_long_h=self.on_too_long_h,
             learned_max_h=(self.no_activity_h if self.learned_max_h is None
@@ -378,7 +377,7 @@ def quiet_until(quiet: str, tz: str, now_ms: int) -> int | None:
         return None
     a, b = quiet.split("-")
     z = ZoneInfo(tz)
-    now = datetime.fromtimestamp(now_ms / 1000, z)
+    now = datetime.fromtimestamp(to_s(now_ms), z)
     (ah, am), (bh, bm) = ((int(x) for x in t.split(":")) for t in (a, b))
     start, end = now.replace(hour=ah, minute=am, second=0, microsecond=0), now.replace(
         hour=bh, minute=bm, second=0, microsecond=0)
@@ -386,7 +385,7 @@ def quiet_until(quiet: str, tz: str, now_ms: int) -> int | None:
         s = start + timedelta(days=day)
         e = end + timedelta(days=day + (1 if end <= start else 0))
         if s <= now < e:
-            return int(e.timestamp() * 1000)
+            return to_ms(e.timestamp())
     return None
 
 
@@ -456,8 +455,8 @@ class PauseRow:
         """The pause as the rules see it (an open "until the next switch-on" pause has no end
         yet: the rules end it at that switch-on)."""
         if self.until_switch_on and self.end_ms >= OPEN_END_MS:
-            return rules.Pause(self.start_ms / 1000, math.inf, True, self.reason)
-        return rules.Pause(self.start_ms / 1000, self.end_ms / 1000, False, self.reason)
+            return rules.Pause(to_s(self.start_ms), math.inf, True, self.reason)
+        return rules.Pause(to_s(self.start_ms), to_s(self.end_ms), False, self.reason)
 
 
 OPEN_END_MS = 253_402_300_799_000  # 9999-12-31: a pause until the next switch-on, not ended yet
@@ -526,6 +525,20 @@ def household(c: Cursor, hid: str) -> Household:
 
 def households(c: Cursor) -> list[Household]:
     return [_household(r) for r in c.all(f"SELECT {_H_COLS} FROM households ORDER BY id")]
+
+
+def recheck_at(c: Cursor, hid: str, at_ms: int) -> int:
+    """Evaluate the household again at at_ms, whatever was due before: what changed (its
+    settings, people, bulbs or pauses) may move any deadline, and that evaluation sets the next
+    one. The rows changed (0: no such household)."""
+    return c.execute("UPDATE households SET next_check = ? WHERE id = ?", (at_ms, hid))
+
+
+def recheck_by(c: Cursor, hid: str, at_ms: int) -> int:
+    """Evaluate the household again at at_ms at the latest: next_check only moves earlier (a
+    reminder or a claim coming due; the deadlines already set still hold)."""
+    return c.execute("UPDATE households SET next_check = ? WHERE id = ? AND (next_check IS NULL "
+                     "OR next_check > ?)", (at_ms, hid, at_ms))
 
 
 def update_settings(c: Cursor, hid: str, changes: dict[str, Any], now_ms: int) -> Household:
@@ -656,11 +669,11 @@ def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
     pid = new_id("p")
     c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              (pid, hid, first.isoformat(), last.isoformat(), int(p.start * 1000),
-               int(p.end * 1000), reason, now_ms))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
-    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), int(p.start * 1000),
-                    int(p.end * 1000), reason, now_ms)
+              (pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
+               to_ms(p.end), reason, now_ms))
+    recheck_at(c, hid, now_ms)
+    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
+                    to_ms(p.end), reason, now_ms)
 
 
 def pauses(c: Cursor, hid: str) -> list[PauseRow]:
@@ -678,7 +691,7 @@ def pause_until_switch_on(c: Cursor, now_ms: int, hid: str, reason: str = "") ->
     c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
               "created_at, until_switch_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
               (pid, hid, today, "", now_ms, OPEN_END_MS, reason[:200], now_ms))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    recheck_at(c, hid, now_ms)
     return next(p for p in pauses(c, hid) if p.id == pid)
 
 
@@ -689,9 +702,9 @@ def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -
 
     for p in pauses(c, hid):
         if p.until_switch_on and p.end_ms >= OPEN_END_MS:
-            i = bisect.bisect_right(starts, p.start_ms / 1000)
+            i = bisect.bisect_right(starts, to_s(p.start_ms))
             if i < len(starts):
-                end = int(starts[i] * 1000)
+                end = to_ms(starts[i])
                 c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
                           (end, local_day(end, tz), p.id))
 
@@ -699,7 +712,7 @@ def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -
 def remove_pause(c: Cursor, hid: str, pid: str, now_ms: int) -> None:
     if not c.execute("DELETE FROM pauses WHERE id = ? AND household = ?", (pid, hid)):
         raise NotFound(f"no pause {pid!r} in household {hid!r}")
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?", (now_ms, hid))
+    recheck_at(c, hid, now_ms)
 
 
 def parse_day(text: str) -> date:
@@ -712,11 +725,11 @@ def parse_day(text: str) -> date:
 def local_hhmm(ms: float | None, tz: str) -> str:
     if ms is None:
         return "?"
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%H:%M")
+    return datetime.fromtimestamp(to_s(ms), ZoneInfo(tz)).strftime("%H:%M")
 
 
 def local_day(ms: float, tz: str) -> str:
-    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(to_s(ms), ZoneInfo(tz)).strftime("%Y-%m-%d")
 
 
 
@@ -725,8 +738,7 @@ def touch(db: Database, hid: str, now_ms: int) -> bool:
     False if there is no such household."""
     open_people(db)
     with db.tx() as c:
-        return bool(c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-                              (now_ms, hid)))
+        return bool(recheck_at(c, hid, now_ms))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -767,6 +779,6 @@ def assign_bulb(c: Cursor, device_id: str, hid: str, now_ms: int) -> str | None:
         raise NotFound(f"no bulb {device_id!r}: register it first (`make provision` or "
                        "`mimamori device register`); `mimamori device list` shows the bulbs")
     c.execute("UPDATE devices SET household = ? WHERE id = ?", (hid, device_id))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ? OR id = ?",
-              (now_ms, hid, row[0] or hid))
+    for h in sorted({hid, row[0] or hid}):  # and the household it left (rows in one order)
+        recheck_at(c, h, now_ms)
     return row[0]

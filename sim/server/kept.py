@@ -40,13 +40,13 @@ from mimamori import models as mdl
 from mimamori import rules
 from mimamori import settings as bulb_settings
 from mimamori import timeline as tl_mod
+from mimamori.clock import DAY_MS, to_ms, to_s
 from mimamori.sql import Cursor, Database, migrate
 from mimamori.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
 WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):
 #                  the rules look back late_days (7) and the digest a week; the model the rest
-DAY = 86400.0
 
 SCHEMA: list[list[str]] = [
     [
@@ -111,7 +111,7 @@ class BulbState:
     def from_json(s: str) -> BulbState:
         return BulbState(**json.loads(s))
 
-    def seen(self, registered: float | None, settings: dict[str, Any]) -> DeviceSeen:
+    def seen(self, registered: float | None, settings: bulb_settings.BulbSettings) -> DeviceSeen:
         if self.first_heard is None:
             return DeviceSeen(self.device, registered, None, None, None)
         return DeviceSeen(self.device, registered, self.first_heard, self.last_heard,
@@ -151,7 +151,7 @@ def _stored(device: str, r: Sequence[Any]) -> StoredRecord:
 
 def _receipt(device: str, b: Sequence[Any], lte: bool) -> StoredRecord:
     ep, boot, _req, up, rec_ms, wait_ms, from_seq = b
-    return tl_mod.receipt_anchor(device, ep, boot, up, rec_ms / 1000, (wait_ms or 0) / 1000, lte,
+    return tl_mod.receipt_anchor(device, ep, boot, up, to_s(rec_ms), to_s(wait_ms or 0), lte,
                                  seq=from_seq)
 
 
@@ -172,7 +172,7 @@ _BATCH_COLS = "epoch, boot, req, up_ms, received_at, up_wait_ms, from_seq"
 def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
     """The bulb's state from all its records (the first evaluation, or a late record)."""
     st = BulbState(device, batches)
-    recs = [[*r[:8], r[8] / 1000] for r in c.all(
+    recs = [[*r[:8], to_s(r[8])] for r in c.all(
         f"SELECT {_REC_COLS} FROM records WHERE device = ?", (device,))]
     st.lte = tl_mod.uses_lte(_stored(device, r) for r in recs)
     for r in recs:
@@ -183,7 +183,7 @@ def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
         f"SELECT {_BATCH_COLS} FROM batches WHERE device = ? AND up_ms IS NOT NULL AND "
         "up_ms <> 0", (device,))]
     for b in st.receipts:
-        _heard(st, b[4] / 1000, b[1])
+        _heard(st, to_s(b[4]), b[1])
     frozen = _settle(st)
     assert frozen is not None  # nothing kept to disagree with
     return BulbUpdate(st, None, True, frozen, -math.inf)
@@ -220,7 +220,7 @@ def _advance(st: BulbState, recs: list[list[Any]], receipts: list[list[Any]]
     for r in recs:
         _heard(st, r[8], r[2])
     for b in receipts:
-        _heard(st, b[4] / 1000, b[1])
+        _heard(st, to_s(b[4]), b[1])
     return _settle(st)
 
 
@@ -283,7 +283,7 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
     recs: list[list[Any]] = []
     for b in new:
         if b[7]:
-            recs += [[*r[:8], r[8] / 1000] for r in c.all(
+            recs += [[*r[:8], to_s(r[8])] for r in c.all(
                 f"SELECT {_REC_COLS} FROM records WHERE device = ? AND epoch = ? AND "
                 "received_at = ? AND seq >= ?", (device, b[0], b[4], b[6]))]
     old = list(st.visits)
@@ -313,6 +313,7 @@ class Kept:
     bulbs: list[BulbUpdate]
     model_row: tuple[int | None, str, str] | None  # (version read, learned_under, model JSON)
     full: bool  # the timeline holds every visit (not a window)
+    memo: rules.Memo  # what the rules derived from this model in earlier evaluations
 
 
 def _day_end(day: int, tz: str) -> float:
@@ -356,7 +357,7 @@ def _timeline(c: Cursor, ups: list[BulbUpdate], devs: list[tuple], since_ms: int
     for up, (dev, created, settings) in zip(ups, devs):
         st = up.state
         ivs += [_interval(v) for v in st.visits] + [v for _, _, v in up.frozen]
-        seen[dev] = st.seen(created / 1000, json.loads(settings))
+        seen[dev] = st.seen(to_s(created), json.loads(settings))
     # the rows already written (a rebuilt bulb's are all in up.frozen)
     ivs += [v for v in _visit_rows(c, [d[0] for d in devs if not _rebuilt(ups, d[0])],
                                    since_ms)]
@@ -368,63 +369,66 @@ def _rebuilt(ups: list[BulbUpdate], device: str) -> bool:
     return any(u.rebuilt and u.state.device == device for u in ups)
 
 
-def _learned_under(rs: rules.Settings, tl: Timeline) -> str:
+def _learned_under(rs: rules.RuleSettings, tl: Timeline) -> str:
     return json.dumps([rs.tz, [[p.start, p.end, p.until_on] for p in rs.pauses],
                        [repr(a) for a in rs.absences],
                        sorted([d, s.registered_at, s.report_gap_s]
                               for d, s in tl.devices.items())])
 
 
-def _spans(rs: rules.Settings, tl: Timeline, now: float) -> list[tuple[float, float]]:
+def _spans(rs: rules.RuleSettings, tl: Timeline, now: float) -> list[tuple[float, float]]:
     ivs = rules._visible(tl, now)
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
 
-_MODELS: OrderedDict[tuple[str, str], mdl.HouseholdModel] = OrderedDict()
+_MODELS: OrderedDict[tuple[str, str], tuple[mdl.HouseholdModel, rules.Memo]] = OrderedDict()
 MODELS_KEPT = 128  # parsed models kept in memory (about 250 kB each; one changes once a day)
 
 
-def _model(hid: str, text: str) -> mdl.HouseholdModel | None:
+def _model(hid: str, text: str) -> tuple[mdl.HouseholdModel, rules.Memo] | None:
     """The stored model, parsed once per process while it is unchanged: the same object each
-    time, so what the rules derive from it (rules.held, models.spell_masses) is derived once
-    too. Never changed in place (models.learn folds into a copy)."""
-    m = _MODELS.get((hid, text))
-    if m is None:
+    time, with the memo of what the rules derived from it (rules.Memo; models.spell_masses),
+    so that is derived once too. Never changed in place (models.learn folds into a copy)."""
+    hit = _MODELS.get((hid, text))
+    if hit is None:
         try:
-            m = mdl.HouseholdModel.from_json(json.loads(text))
+            hit = mdl.HouseholdModel.from_json(json.loads(text)), rules.Memo()
         except ValueError:  # learned by another version of the models: learn it again
             return None
-    _keep(hid, text, m)
-    return m
+    _keep(hid, text, *hit)
+    return hit
 
 
-def _keep(hid: str, text: str, m: mdl.HouseholdModel) -> None:
+def _keep(hid: str, text: str, m: mdl.HouseholdModel, memo: rules.Memo) -> None:
     """Keep m as the parsed value of the model `text` of household hid (it equals it: a model
-    is a JSON value). Keyed by the text itself: a dict compares it only on a hash match."""
+    is a JSON value), with its memo. Keyed by the text itself: a dict compares it only on a
+    hash match."""
     k = (hid, text)
-    _MODELS[k] = m
+    _MODELS[k] = m, memo
     _MODELS.move_to_end(k)
     while len(_MODELS) > MODELS_KEPT:
         _MODELS.popitem(last=False)
 
 
-def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
+def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
-    now = now_ms / 1000
+    now = to_s(now_ms)
     devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
                  (hid,))
     ups = [bulb(c, d[0]) for d in devs]
     row = c.one("SELECT version, learned_under, model FROM household_models WHERE household = ?",
                 (hid,))
     changed = min((u.changed_from for u in ups), default=math.inf)
-    model = None if row is None else _model(hid, row[2])
+    hit = None if row is None else _model(hid, row[2])
+    model, memo = hit if hit is not None else (None, rules.Memo())
     learning = (model is None or model.day is None or model.n_days < rs.learn_min_days
                 or model.n_spells < 20)
     since_ms = None
     if not learning:
         assert model is not None and model.day is not None
         end = _day_end(model.day, rs.tz)
-        since_ms = int(min(now - max(WINDOW_DAYS, rs.late_days + 2) * DAY, end - DAY) * 1000)
+        since_ms = min(now_ms - int(max(WINDOW_DAYS, rs.late_days + 2) * DAY_MS),
+                       to_ms(end) - DAY_MS)
     tl = _timeline(c, ups, devs, since_ms)
     under = _learned_under(rs, tl)
     valid = (model is not None and row is not None and row[1] == under and model.day is not None
@@ -440,8 +444,10 @@ def prepare(c: Cursor, hid: str, rs: rules.Settings, now_ms: int) -> Kept:
         m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
         text = json.dumps(m.to_json(), separators=(",", ":"))
         model_row = (None if row is None else row[0], under, text)
-        _keep(hid, text, m)  # the next evaluation reads this text: no parse, no new derivations
-    return Kept(hid, tl, m, ups, model_row, since_ms is None)
+        # the next evaluation reads this text: no parse, and what it derives is kept
+        memo = rules.Memo()
+        _keep(hid, text, m, memo)
+    return Kept(hid, tl, m, ups, model_row, since_ms is None, memo)
 
 
 def window(c: Cursor, hid: str, since_ms: int) -> Timeline:
@@ -470,7 +476,7 @@ def write(c: Cursor, k: Kept) -> None:
             "INSERT INTO visits (device, epoch, boot, start_ms, data) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (device, epoch, boot) DO UPDATE SET start_ms = excluded.start_ms, "
             "data = excluded.data",
-            [(up.state.device, ep, boot, math.floor(v.start_latest * 1000),
+            [(up.state.device, ep, boot, to_ms(v.start_latest),
               json.dumps(_row(v))) for ep, boot, v in up.frozen])
         c.execute(
             "INSERT INTO bulb_tails (device, version, batches, state) VALUES (?, 1, ?, ?) "

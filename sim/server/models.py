@@ -37,13 +37,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mimamori.clock import DAY_S, HOUR_S
 from mimamori.timeline import Interval, Timeline
 
-HOUR = 3600.0
-DAY = 86400.0
 HALF_LIFE_DAYS = 14.0
 DECAY = 0.5 ** (1.0 / HALF_LIFE_DAYS)
-SETTLE_S = 30 * HOUR  # a day is folded this long after it ended (late reports get in)
+HALF_HOUR_S = HOUR_S / 2  # the quiet spells are kept per local half-hour they began
+SETTLE_S = 30 * HOUR_S  # a day is folded this long after it ended (late reports get in)
 LATE_S = 3600.0  # a visit that reached the server later than this was reported late
 RECENT_DAYS = 28  # per-day figures kept (placement, longest spells, delivery)
 PLACEMENT_DAYS = 7  # the placement check speaks after this many folded days
@@ -269,7 +269,7 @@ class Mass:
             self.cum.append(self.cum[-1] + r)
 
     def at(self, t: float) -> float:
-        days, h = divmod((t + self.off) / HOUR, 24.0)
+        days, h = divmod((t + self.off) / HOUR_S, 24.0)
         i = int(h)
         return days * self.cum[24] + self.cum[i] + (h - i) * self.rates[i]
 
@@ -278,9 +278,9 @@ class Mass:
         t0 + limit_s)."""
         base = self.at(t0) + target
         t = t0
-        while self.at(t + HOUR) < base and t - t0 < limit_s:
-            t += HOUR
-        lo, hi = t, t + HOUR
+        while self.at(t + HOUR_S) < base and t - t0 < limit_s:
+            t += HOUR_S
+        lo, hi = t, t + HOUR_S
         for _ in range(24):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self.at(mid) < base else (lo, mid)
@@ -288,11 +288,11 @@ class Mass:
 
 
 def _hour(t: float, offset: float) -> int:
-    return int(((t + offset) % DAY) // HOUR)
+    return int(((t + offset) % DAY_S) // HOUR_S)
 
 
 def _half_hour(t: float, offset: float) -> int:
-    return int(((t + offset) % DAY) // 1800)
+    return int(((t + offset) % DAY_S) // HALF_HOUR_S)
 
 
 def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list[list[float]]:
@@ -306,11 +306,11 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
     out = [_bins(MASS_EDGES) for _ in range(24)]
     ref = -mass.off  # local midnight of the epoch's day
     for s, hist in enumerate(m.spells):
-        a = ref + (s + 0.5) * 1800
+        a = ref + (s + 0.5) * HALF_HOUR_S
         base = mass.at(a)
         for i, w in enumerate(hist):
             if w > 0 and _mid(SPELL_EDGES_H, i) < max_h:
-                e = mass.at(a + _mid(SPELL_EDGES_H, i) * HOUR) - base
+                e = mass.at(a + _mid(SPELL_EDGES_H, i) * HOUR_S) - base
                 out[s // 2][_bin(MASS_EDGES, e)] += w
     if len(_MASS_CACHE) > 1024:
         _MASS_CACHE.clear()
@@ -365,8 +365,8 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     bm.fails *= DECAY
     total = 0.0
     for h in range(24):
-        a = day.start + h * HOUR
-        w = _watched(a, a + HOUR, bm.installed, day.paused) / HOUR
+        a = day.start + h * HOUR_S
+        w = _watched(a, a + HOUR_S, bm.installed, day.paused) / HOUR_S
         bm.seen[(h + _hour(day.start, day.offset)) % 24] += w
         total += w
     bm.days += total / 24
@@ -379,7 +379,7 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     for iv in visits:
         if bm.batch is None or iv.reported_at > bm.batch[0]:  # a new report
             if bm.batch is not None:
-                seen_wait = max(seen_wait, (iv.reported_at - bm.batch[1]) / HOUR)
+                seen_wait = max(seen_wait, (iv.reported_at - bm.batch[1]) / HOUR_S)
             bm.batch = [iv.reported_at, iv.start_mid]
         else:
             bm.batch[1] = max(bm.batch[1], iv.start_mid)
@@ -391,14 +391,14 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
         bm.sent[h] += 1
         if dl > LATE_S:
             bm.late[h] += 1
-            bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR)] += 1
-        max_delay = max(max_delay, dl / HOUR)
+            bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR_S)] += 1
+        max_delay = max(max_delay, dl / HOUR_S)
         attempts += iv.links
         fails += iv.links_failed
         t = iv.start_mid
         if bm.last_on is not None and not any(bm.last_on < pe and ps < t
                                                for ps, pe in day.paused):
-            longest_gap = max(longest_gap, (t - bm.last_on) / HOUR)
+            longest_gap = max(longest_gap, (t - bm.last_on) / HOUR_S)
         bm.last_on = t
     bm.attempts += attempts
     bm.fails += fails
@@ -427,7 +427,7 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
     for hist in m.spells:
         for i in range(len(hist)):
             hist[i] *= DECAY
-    m.days = m.days * DECAY + _watched(day.start, day.end, None, day.paused) / DAY
+    m.days = m.days * DECAY + _watched(day.start, day.end, None, day.paused) / DAY_S
     events = sorted([(ps, 0, pe) for ps, pe in day.paused] + [(iv.start_mid, 1, 0.0)
                                                                 for iv in day.visits])
     long: list[list[float]] = []
@@ -436,7 +436,7 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
             m.last_on = None
             continue
         if m.last_on is not None and t > m.last_on:
-            hours = (t - m.last_on) / HOUR
+            hours = (t - m.last_on) / HOUR_S
             m.spells[_half_hour(m.last_on, day.offset)][_bin(SPELL_EDGES_H, hours)] += 1
             m.n_spells += 1
             if hours >= LONG_SPELL_H:
@@ -510,7 +510,7 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: f
         paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
         # a visit still open whose bulb is heard close to (or after) the fold: still lit
         lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
-                        and (heard.get(iv.device) or 0.0) >= e + SETTLE_S - 2 * HOUR)
+                        and (heard.get(iv.device) or 0.0) >= e + SETTLE_S - 2 * HOUR_S)
         yield Day(ordinal, s, e, off, vis, paused, installed, lit)
 
 

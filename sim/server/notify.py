@@ -59,6 +59,7 @@ from typing import Any, Self, TextIO
 from urllib.parse import urlsplit
 
 from mimamori import messages, sql, texts
+from mimamori.clock import DAY_MS, SECOND_MS, to_ms, to_s
 from mimamori.households import Household, Watcher
 from mimamori.storage import Cursor, Database
 
@@ -70,7 +71,7 @@ TOKEN_DAYS = 14
 
 
 @dataclass
-class Config:
+class NotifierSettings:
     """Where messages go out. From the environment with `from_env()`:
     MIMAMORI_PUBLIC_URL (links in messages), MIMAMORI_SMTP (host:port), MIMAMORI_MAIL_FROM,
     MIMAMORI_SMTP_TLS (none | starttls | ssl), MIMAMORI_SMTP_USER / MIMAMORI_SMTP_PASSWORD,
@@ -94,7 +95,7 @@ class Config:
     console_lines: list[str] = field(default_factory=list)  # what the console channel printed
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+    def from_env(cls, env: dict[str, str] | None = None) -> NotifierSettings:
         e = os.environ if env is None else env
         host, port = None, 25
         if e.get("MIMAMORI_SMTP"):
@@ -192,11 +193,11 @@ def read_token(key: bytes, token: str, now_ms: int) -> tuple[str, str, str]:
     return action, alert, watcher
 
 
-def links(c: Cursor, cfg: Config, alert: str, watcher: str, now_ms: int) -> dict[str, str]:
+def links(c: Cursor, cfg: NotifierSettings, alert: str, watcher: str, now_ms: int) -> dict[str, str]:
     """The claim and resolve links of an alert message for one watcher, and the household's
     dashboard page (which asks for a sign-in link when needed)."""
     key = link_key(c)
-    exp = now_ms + TOKEN_DAYS * 86_400_000
+    exp = now_ms + TOKEN_DAYS * DAY_MS
     out = {f"{a}_url": f"{cfg.public_url}/a/{make_token(key, a, alert, watcher, exp)}"
            for a in ("claim", "resolve")}
     row = c.one("SELECT household FROM alerts WHERE id = ?", (alert,))
@@ -209,8 +210,8 @@ def invite(c: Cursor, now_ms: int, home: Household, w: Watcher,
            public_url: str | None = None) -> list[str]:
     """The test message to a new watcher (or a new address), with its "I received this"
     link (links to public_url, default MIMAMORI_PUBLIC_URL)."""
-    base = (public_url or Config.from_env().public_url).rstrip("/")
-    token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * 86_400_000)
+    base = (public_url or NotifierSettings.from_env().public_url).rstrip("/")
+    token = make_token(link_key(c), "received", "", w.id, now_ms + TOKEN_DAYS * DAY_MS)
     return enqueue(c, now_ms, "invite", home, w, {"received_url": f"{base}/a/{token}"})
 
 
@@ -330,7 +331,7 @@ CIRCUIT_S = (30.0, 60.0, 120.0, 300.0, 600.0)  # how long it stays open, each ti
 PER_DESTINATION = 2  # sends at once to one destination (per process)
 
 
-def destination(o: Outgoing, cfg: Config) -> str | None:
+def destination(o: Outgoing, cfg: NotifierSettings) -> str | None:
     """Where a send goes: the SMTP relay, the webhook's host, None for the console."""
     if o.channel == "email":
         return f"smtp://{cfg.smtp_host}:{cfg.smtp_port}"
@@ -378,7 +379,7 @@ class Circuits:
         if dest is None:
             return 0.0
         with self._lock:
-            wait = (self._until.get(dest, 0) - now_ms) / 1000
+            wait = to_s(self._until.get(dest, 0) - now_ms)
             if wait > 0:
                 return wait
             if self._busy.get(dest, 0) >= PER_DESTINATION:
@@ -400,14 +401,14 @@ class Circuits:
             if n < CIRCUIT_FAILURES:
                 return False
             k = self._opened[dest] = self._opened.get(dest, 0) + 1
-            self._until[dest] = now_ms + int(CIRCUIT_S[min(k - 1, len(CIRCUIT_S) - 1)] * 1000)
+            self._until[dest] = now_ms + to_ms(CIRCUIT_S[min(k - 1, len(CIRCUIT_S) - 1)])
             self._fails[dest] = 0
             return True
 
     def open(self, now_ms: int) -> dict[str, float]:
         """Destinations whose circuit is open, with the seconds left."""
         with self._lock:
-            return {d: (t - now_ms) / 1000 for d, t in self._until.items() if t > now_ms}
+            return {d: to_s(t - now_ms) for d, t in self._until.items() if t > now_ms}
 
 
 CIRCUITS = Circuits()
@@ -469,7 +470,7 @@ def claim_next(db: Database, now_ms: int, owner: str, lease_ms: int,
     return o, (sec[0] if sec else None), lease + lease_ms
 
 
-def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
+def deliver_due(db: Database, now_ms: int, cfg: NotifierSettings, limit: int = 100,
                 owner: str | None = None, circuits: Circuits | None = None) -> dict[str, int]:
     """Send the pending rows that are due, one claimed at a time; {'sent', 'failed', 'dead',
     'waiting'} (waiting: put back because its destination's circuit is open or busy).
@@ -479,7 +480,7 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
     sent, and the send is cut off at a total deadline shorter than the lease, so no other
     worker can take the row while it is being sent. Marking it sent ends the lease."""
     owner = owner or f"{os.getpid()}:{secrets.token_hex(4)}"
-    lease_ms = int(cfg.lease_s * 1000)
+    lease_ms = to_ms(cfg.lease_s)
     out = {"sent": 0, "failed": 0, "dead": 0, "waiting": 0}
     circuits = CIRCUITS if circuits is None else circuits
     for _ in range(limit):
@@ -498,7 +499,7 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
             out["waiting"] += 1
             continue
         # the whole send, connection to last byte, ends a margin before the lease does
-        budget = min(cfg.send_deadline_s, (until - sql.lease_now_ms()) / 1000 - LEASE_MARGIN_S)
+        budget = min(cfg.send_deadline_s, to_s(until - sql.lease_now_ms()) - LEASE_MARGIN_S)
         try:
             if budget <= 0:
                 raise SendError("no time left in the lease to send (the claim took too long)")
@@ -511,7 +512,7 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
             n = o.attempts + 1
             # a message that cannot be sent as it stands (not a network fault) is given up now
             dead = n >= cfg.max_attempts or not isinstance(e, TRANSIENT)
-            delay = BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)] * 1000
+            delay = to_ms(BACKOFF_S[min(n - 1, len(BACKOFF_S) - 1)])
             error = f"{type(e).__name__}: {e}"[:500]
             with db.tx() as c:
                 c.execute("UPDATE outbox SET attempts = ?, state = ?, next_attempt_at = ?, "
@@ -535,7 +536,7 @@ def deliver_due(db: Database, now_ms: int, cfg: Config, limit: int = 100,
     return out
 
 
-def send(o: Outgoing, cfg: Config, now_ms: int, webhook_secret: str | None,
+def send(o: Outgoing, cfg: NotifierSettings, now_ms: int, webhook_secret: str | None,
          budget_s: float | None = None) -> None:
     """Send one message; raises on any failure. budget_s: the total time allowed, connection
     to last byte (default cfg.send_deadline_s); a slower peer is cut off."""
@@ -637,7 +638,7 @@ class _SmtpSsl(smtplib.SMTP_SSL):
 SENDER_NAME = {"ja": "みまもり電球", "en": "Mimamori bulb"}
 
 
-def mail_domain(cfg: Config) -> str:
+def mail_domain(cfg: NotifierSettings) -> str:
     """The domain of Message-IDs: the public URL's host, else this machine's name."""
     host = urlsplit(cfg.public_url).hostname or ""
     if not host or host in ("localhost", "127.0.0.1", "::1"):
@@ -645,7 +646,7 @@ def mail_domain(cfg: Config) -> str:
     return host
 
 
-def sender(cfg: Config, lang: str) -> str:
+def sender(cfg: NotifierSettings, lang: str) -> str:
     """The From header: MIMAMORI_MAIL_FROM as given when it has a display name, else the
     address with the project's name in the reader's language."""
     name, addr = parseaddr(cfg.mail_from)
@@ -654,7 +655,7 @@ def sender(cfg: Config, lang: str) -> str:
     return str(Address(SENDER_NAME.get(lang, SENDER_NAME["ja"]), addr_spec=addr))
 
 
-def send_email(o: Outgoing, cfg: Config, budget_s: float | None = None) -> None:
+def send_email(o: Outgoing, cfg: NotifierSettings, budget_s: float | None = None) -> None:
     if not cfg.smtp_host:
         raise SendError("no SMTP server configured: set MIMAMORI_SMTP=host:port")
     msg = EmailMessage()
@@ -690,10 +691,10 @@ def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def send_webhook(o: Outgoing, cfg: Config, now_ms: int, secret: str,
+def send_webhook(o: Outgoing, cfg: NotifierSettings, now_ms: int, secret: str,
                  budget_s: float | None = None) -> None:
     body = json.dumps(o.payload, ensure_ascii=False, sort_keys=True).encode()
-    ts = str(now_ms // 1000)
+    ts = str(now_ms // SECOND_MS)  # the webhook's header counts Unix seconds
     headers = {"Content-Type": "application/json", "Idempotency-Key": o.id,
                "X-Mimamori-Timestamp": ts, "X-Mimamori-Signature": sign_webhook(secret, ts, body)}
     u = urlsplit(o.payload["to"])

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimamori.clock import HOUR_MS
 from mimamori.sql import Database
 from mimamori.storage import Store, migrate
 from mimamori_firmware import protocol, record
@@ -162,7 +163,7 @@ def rollout(store: Store, version: int, now_ms: int, devices: list[str] | None =
             chosen = list(devices)
         else:
             chosen = [d for d in known if _in_share(d, version, share if share else 1.0)]
-        spread_ms = int(spread_h * 3_600_000)
+        spread_ms = int(spread_h * HOUR_MS)
         for d in chosen:
             c.execute("DELETE FROM ota_targets WHERE device = ?", (d,))
             c.execute("INSERT INTO ota_targets (device, version, not_before, set_at) "

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""The alert rules: (timeline, settings, now) in, decisions out. Pure: no clock, no I/O.
+"""The alert rules: (timeline, settings, now) in, decisions out. Pure: no clock, no I/O, no
+state kept between calls (what they derive from a model is kept in the caller's Memo).
 
 Every rule returns one Decision per subject (the household, or a bulb) with its state now and
 `next_check`: the instant at which, absent new records, the answer could change. The sweeper
@@ -44,19 +45,17 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import weakref
-from collections.abc import Container, Hashable
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mimamori import models as mdl
+from mimamori.clock import DAY_S, HOUR_S
 from mimamori.timeline import Interval, Timeline
 
 OPEN = "open"
 CLEAR = "clear"
-HOUR = 3600.0
-DAY = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +113,11 @@ class Absence:
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
+class RuleSettings:
+    """What the rules read of one household: its time zone, the thresholds of its rules and
+    its absences. Made from the stored households.HouseholdSettings (`.rules(tz, pauses)`),
+    which also hold what the alert lifecycle reads (reminders, escalation, digests)."""
+
     tz: str = "Asia/Tokyo"
     activity_rule: str = "learned"  # "learned", "fixed" or "daily_window": which gap rule runs
     no_activity_h: float = 24.0
@@ -183,30 +186,78 @@ class _Clock:
         return t + self.off
 
 
-def _paused(settings: Settings, t: float) -> Pause | None:
+def _paused(settings: RuleSettings, t: float) -> Pause | None:
     for p in settings.pauses:
         if p.start <= t < p.end:
             return p
     return None
 
 
-def _visible(tl: Timeline, now: float) -> list[Interval]:
+def _visible(tl: Timeline, now: float, memo: Memo | None = None) -> list[Interval]:
     """Visits the server could know of at `now` (replays pass a timeline with later visits)."""
-    keys = _starts(tl)
+    keys = (memo or Memo()).starts(tl)
     return list(tl.intervals[: bisect.bisect_right(keys, now)])
 
 
-_START_CACHE: dict[int, tuple[Timeline, list[float]]] = {}
+class Memo:
+    """What the rules derive from one household's model and timeline, kept between evaluations
+    by the caller that owns them (the server beside its parsed model, a replay for its run), so
+    that a replay asking again and again derives it once. It holds the objects it was derived
+    from and starts afresh when asked about another one: never stale, never another's."""
+
+    def __init__(self) -> None:
+        self._tl: Timeline | None = None
+        self._starts: list[float] = []
+        self._model: mdl.HouseholdModel | None = None
+        self._held: list[list[tuple[float, float]]] | None = None
+        self._held_known = False
+        # (max_h) -> (key, all spells, {hour: spells near it}, spells per hour)
+        self._pooled: dict[float, tuple[tuple, list[float], dict[int, list[float]],
+                                        list[list[float]]]] = {}
+        self._deadlines: dict[tuple, tuple[float, float, float, bool]] = {}
+
+    def starts(self, tl: Timeline) -> list[float]:
+        """The latest possible start of each visit of tl, in its order."""
+        if self._tl is not tl:
+            self._tl, self._starts = tl, [iv.start_latest for iv in tl.intervals]
+        return self._starts
+
+    def of(self, m: mdl.HouseholdModel) -> Memo:
+        """This memo, about model m (what it kept of another model is dropped)."""
+        if self._model is not m:
+            self._model, self._held, self._held_known = m, None, False
+            self._pooled, self._deadlines = {}, {}
+        return self
 
 
-def _starts(tl: Timeline) -> list[float]:
-    hit = _START_CACHE.get(id(tl))
-    if hit is None or hit[0] is not tl:
-        if len(_START_CACHE) > 64:
-            _START_CACHE.clear()
-        hit = (tl, [iv.start_latest for iv in tl.intervals])
-        _START_CACHE[id(tl)] = hit
-    return hit[1]
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One evaluation of one household: what every rule reads."""
+
+    tl: Timeline
+    settings: RuleSettings  # expanded: every absence a concrete pause (see expand)
+    now: float
+    clock: _Clock
+    ivs: list[Interval]  # the visits the server could know of at now
+    pause: Pause | None  # the pause covering now, if any
+    hidden: float | None  # the latest instant of a switch-on not reported yet (_hidden_until)
+    model: mdl.HouseholdModel | None  # None when no rule evaluated needs it
+    memo: Memo
+
+
+def context(tl: Timeline, settings: RuleSettings, now: float,
+            model: mdl.HouseholdModel | None = None, memo: Memo | None = None,
+            key: Hashable | None = None, learn: bool = True) -> Context:
+    """The context of an evaluation at `now` (Unix s): settings expanded, the visible visits,
+    the pause and the report gap at now, and the model (learned from `tl` when not given and
+    `learn`; key names the household for models' cache of learned models)."""
+    memo = memo or Memo()
+    ivs = _visible(tl, now, memo)
+    settings = expand(settings, ivs, now)
+    if model is None and learn:
+        model = learn_model(tl, settings, now, key)
+    return Context(tl, settings, now, _Clock(settings.tz, now), ivs, _paused(settings, now),
+                   _hidden_until(tl, now), model, memo)
 
 
 def _at(t: float, clock: _Clock, now: float) -> str:
@@ -242,7 +293,7 @@ def _hidden_until(tl: Timeline, now: float) -> float | None:
     return max(ts) if ts else None
 
 
-def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[float | None, Interval | None]:
+def _gap_start(ivs: list[Interval], settings: RuleSettings, now: float) -> tuple[float | None, Interval | None]:
     """Start of the current quiet spell: last switch-on, or the end of a pause after it."""
     last = ivs[-1] if ivs else None
     t = last.start_latest if last else None
@@ -255,45 +306,34 @@ def _gap_start(ivs: list[Interval], settings: Settings, now: float) -> tuple[flo
 # ---------------------------------------------------------------- the rules
 
 
-def evaluate(tl: Timeline, settings: Settings, now: float,
+def evaluate(tl: Timeline, settings: RuleSettings, now: float,
              model: mdl.HouseholdModel | None = None,
-             key: Hashable | None = None, only: Container[str] | None = None) -> list[Decision]:
+             key: Hashable | None = None, only: Container[str] | None = None,
+             memo: Memo | None = None) -> list[Decision]:
     """Every rule's decision for one household at `now` (Unix s). model: the household's model
     learned through the last settled day (learned here from `tl` when not given; key names the
-    household for the in-process cache of models). only: just these rules (measurement)."""
-    clock = _Clock(settings.tz, now)
-    ivs = _visible(tl, now)
-    settings = expand(settings, ivs, now)
+    household for the in-process cache of models). only: just these rules (measurement).
+    memo: what earlier evaluations derived from this model and timeline (see Memo)."""
     needs = {"unusual_quiet", "on_too_long", "placement"}
-    m = (model if model is not None or (only is not None and not needs & set(only))
-         else learn_model(tl, settings, now, key))
+    cx = context(tl, settings, now, model, memo, key,
+                 learn=only is None or any(r in only for r in needs))
     out: list[Decision] = []
-    pause = _paused(settings, now)
-    hidden = _hidden_until(tl, now)
     gap = {"fixed": "no_activity", "daily_window": "daily_window"}.get(settings.activity_rule,
                                                                       "unusual_quiet")
     if only is None or gap in only:
-        if gap == "no_activity":
-            out.append(_no_activity(ivs, settings, now, clock, pause, hidden=hidden))
-        elif gap == "daily_window":
-            out.append(_daily_window(ivs, settings, now, clock, pause, hidden))
-        else:
-            assert m is not None
-            out.append(unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl))
+        out.append(_GAP_RULES[gap](cx))
     if only is None or "on_too_long" in only:
-        assert m is not None
-        out.extend(_on_too_long(ivs, tl, settings, now, clock, pause, m))
+        out.extend(_on_too_long(cx))
     if only is None or "bulb_silent" in only:
-        out.extend(_bulb_silent(tl, settings, now, clock))
+        out.extend(_bulb_silent(cx))
     if only is None or "poor_delivery" in only:
-        out.extend(_poor_delivery(ivs, tl, settings, now, clock))
+        out.extend(_poor_delivery(cx))
     if only is None or "placement" in only:
-        assert m is not None
-        out.extend(_placement(ivs, tl, settings, now, m))
+        out.extend(_placement(cx))
     return out
 
 
-def expand(settings: Settings, ivs: list[Interval], now: float) -> Settings:
+def expand(settings: RuleSettings, ivs: list[Interval], now: float) -> RuleSettings:
     """The settings with every absence as a concrete pause: "until the next switch-on" pauses
     end at that switch-on (or never, yet), recurring absences become their occurrences from the
     first visit (or a day ago) to a week ahead."""
@@ -307,14 +347,14 @@ def expand(settings: Settings, ivs: list[Interval], now: float) -> Settings:
         else:
             ps.append(p)
     if settings.absences:
-        t0 = min(starts[0] if starts else now, now - DAY)
+        t0 = min(starts[0] if starts else now, now - DAY_S)
         for a in settings.absences:
-            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY))
+            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY_S))
     return replace(settings, pauses=tuple(sorted(ps, key=lambda p: (p.start, p.end))),
                    absences=())
 
 
-def learn_model(tl: Timeline, settings: Settings, now: float,
+def learn_model(tl: Timeline, settings: RuleSettings, now: float,
                 key: Hashable | None = None) -> mdl.HouseholdModel:
     """The household's model at `now` (models.learn over the settled days, pauses left out),
     through the in-process cache of models: only new days are folded when the history is
@@ -323,7 +363,8 @@ def learn_model(tl: Timeline, settings: Settings, now: float,
     return mdl.learn_cached(key if key is not None else id(tl), tl, settings.tz, spans, now)
 
 
-def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Decision:
+def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
+    clock, now = cx.clock, cx.now
     why = f" ({pause.reason})" if pause.reason else ""
     if math.isinf(pause.end):
         return Decision(rule, CLEAR, pause.start, f"paused until the next switch-on{why}", None,
@@ -332,19 +373,22 @@ def _paused_decision(rule: str, pause: Pause, clock: _Clock, now: float) -> Deci
                     pause.end, detail={"paused_until": pause.end})
 
 
-def _unreported(hidden: float | None, t0: float, clock: _Clock, now: float) -> str:
+def _unreported(t0: float, cx: Context) -> str:
     """The evidence's note when the spell is counted from an LTE-M bulb's report gap."""
+    hidden, clock, now = cx.hidden, cx.clock, cx.now
     if hidden is None or hidden <= t0:
         return ""
     return (f"; counted from {clock.hhmm(hidden, now)}: an LTE-M bulb may not have reported "
             f"switch-ons until then")
 
 
-def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=None,
-                 note="", hidden: float | None = None) -> Decision:
+def _no_activity(cx: Context) -> Decision:
+    ivs, settings, now, clock, pause, hidden = (cx.ivs, cx.settings, cx.now, cx.clock, cx.pause,
+                                                cx.hidden)
+    rule, note = "no_activity", ""
     if pause:
-        return _paused_decision(rule, pause, clock, now)
-    limit = (limit_h if limit_h is not None else settings.no_activity_h) * HOUR
+        return _paused_decision(rule, pause, cx)
+    limit = settings.no_activity_h * HOUR_S
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
@@ -352,29 +396,31 @@ def _no_activity(ivs, settings, now, clock, pause, rule="no_activity", limit_h=N
     deadline = max(t0, hidden if hidden is not None else t0) + limit
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    note += _unreported(hidden, t0, clock, now)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR}
+    note += _unreported(t0, cx)
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if now >= deadline:
         return Decision(rule, OPEN, deadline,
-                        f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{note}",
+                        f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{note}",
                         None, at=t0, detail=detail)
     return Decision(rule, CLEAR, t0, what + note, deadline, at=t0, detail=detail)
 
 
-def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None) -> Decision:
+def _daily_window(cx: Context) -> Decision:
+    ivs, settings, now, clock, pause, hidden = (cx.ivs, cx.settings, cx.now, cx.clock, cx.pause,
+                                                cx.hidden)
     rule = "daily_window"
     if pause:
-        return _paused_decision(rule, pause, clock, now)
+        return _paused_decision(rule, pause, cx)
     w = settings.window_start
-    ws = w.hour * HOUR + w.minute * 60
+    ws = w.hour * HOUR_S + w.minute * 60
     loc = clock.local_s(now)
-    length = settings.window_h * HOUR
+    length = settings.window_h * HOUR_S
     # the latest window that has ended by now
-    start = math.floor((loc - ws - length) / DAY) * DAY + ws
+    start = math.floor((loc - ws - length) / DAY_S) * DAY_S + ws
     end = start + length
-    nxt_end = end + DAY
+    nxt_end = end + DAY_S
     s_u, e_u = start - clock.off, end - clock.off
     t0, last = _gap_start(ivs, settings, now)
     in_window = [iv for iv in ivs if s_u <= iv.start_latest < e_u]
@@ -386,7 +432,7 @@ def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None)
             or unreported):
         ev = (f"light switched on {_when(last, clock, now)}" if last else "no switch-on yet")
         if unreported and not in_window and t0 is not None and t0 < e_u:
-            ev += _unreported(hidden, t0, clock, now)
+            ev += _unreported(t0, cx)
         return Decision(rule, CLEAR, t0, ev, nxt_end - clock.off, at=t0,
                         detail={"window": label})
     last_what = (f"last light switched on {_when(last, clock, now)}" if last
@@ -397,11 +443,12 @@ def _daily_window(ivs, settings, now, clock, pause, hidden: float | None = None)
                     None, at=t0, detail={"window": label})
 
 
-def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
-                 m: mdl.HouseholdModel) -> list[Decision]:
+def _on_too_long(cx: Context) -> list[Decision]:
     """Per bulb: its open visit known lit (uptime, delivered heartbeats) for longer than that
     bulb's visits starting at that hour usually last. When the heartbeats stop, the lamp is
     probably off (or the radio is down): said so, and the alert is not kept open."""
+    ivs, tl, now, clock, pause, m = cx.ivs, cx.tl, cx.now, cx.clock, cx.pause, cx.model
+    assert m is not None
     out = []
     latest: dict[str, Interval] = {}
     before: dict[str, Interval] = {}  # each bulb's visit before its latest
@@ -411,24 +458,24 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
         latest[iv.device] = iv
     for dev, iv in sorted(latest.items()):
         if pause:
-            out.append(replace(_paused_decision("on_too_long", pause, clock, now), subject=dev))
+            out.append(replace(_paused_decision("on_too_long", pause, cx), subject=dev))
             continue
         bm = m.bulbs.get(dev)
         mine = [x for x in ivs if x.device == dev]
-        limit, usual, learning = on_threshold(bm, mine, iv, settings, clock)
+        limit, usual, learning = on_threshold(cx, bm, mine, iv)
         seen = tl.devices.get(dev)
         if iv.ended_by == "open" and iv.on_s >= limit:
             lit_until = (iv.end_earliest if iv.end_earliest is not None
                          else iv.start_latest + iv.on_s)
             quiet_for = _stale_after(bm, seen.heartbeat_s if seen else 900.0)
             heard = seen.last_heard if seen and seen.last_heard is not None else lit_until
-            detail = {"on_h": iv.on_s / HOUR, "limit_h": limit / HOUR, "usual_h": usual / HOUR,
+            detail = {"on_h": iv.on_s / HOUR_S, "limit_h": limit / HOUR_S, "usual_h": usual / HOUR_S,
                       "lit_until": lit_until}
             if now - heard > quiet_for:  # its heartbeats stopped: probably switched off
                 out.append(Decision(
                     "on_too_long", CLEAR, heard,
                     f"no report from the bulb since {clock.hhmm(heard, now)} (light on since "
-                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR:.1f} h until then): "
+                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR_S:.1f} h until then): "
                     "the light was probably switched off, or its radio is down",
                     None, subject=dev, at=iv.start_latest,
                     detail=detail | {"probably_off": True}))
@@ -440,7 +487,7 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
             out.append(Decision(
                 "on_too_long", OPEN, iv.start_latest + limit,
                 f"light on since {clock.hhmm(iv.start_latest, now)}, still on at "
-                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR:.1f} h){why}",
+                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR_S:.1f} h){why}",
                 heard + quiet_for, subject=dev, at=iv.start_latest,
                 detail=detail | {"strength": "weak" if learning else "strong"},
                 strength="weak" if learning else "strong"))
@@ -454,7 +501,7 @@ def _on_too_long(ivs, tl: Timeline, settings, now, clock, pause,
             else:
                 ev = f"light on for {iv.on_s / 60:.0f} min so far"
             out.append(Decision("on_too_long", CLEAR, iv.start_latest, ev, None, subject=dev,
-                                at=iv.start_latest, detail={"limit_h": limit / HOUR}))
+                                at=iv.start_latest, detail={"limit_h": limit / HOUR_S}))
     return out
 
 
@@ -463,12 +510,13 @@ COLD_VISITS = 3  # ... it shows its room with this many visits (a toilet: by its
 ON_MIN_S = 1800.0  # never call a visit too long under half an hour
 
 
-def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
-                 settings: Settings, clock: _Clock) -> tuple[float, float, bool]:
+def on_threshold(cx: Context, bm: mdl.BulbModel | None, mine: list[Interval],
+                 iv: Interval) -> tuple[float, float, bool]:
     """(seconds lit that make this visit unusually long, the longest such visit seen, learning)
     for a visit of this bulb starting when `iv` did: the tail of its visit lengths near that
     hour, never below 1.2 x the longest seen there, at most on_too_long_h unless this bulb's
     visits are that long already (then 1.5 x the longest)."""
+    settings, clock = cx.settings, cx.clock
     h = mdl._hour(iv.start_latest, clock.off)
     folded_to = 0.0  # visits not folded into the model yet count toward the longest seen
     if bm is not None and bm.recent:
@@ -478,13 +526,13 @@ def on_threshold(bm: mdl.BulbModel | None, mine: list[Interval], iv: Interval,
             and x.start_latest >= folded_to
             and min(abs(mdl._hour(x.start_latest, clock.off) - h),
                     24 - abs(mdl._hour(x.start_latest, clock.off) - h)) <= 2]
-    base = settings.on_too_long_h * HOUR
+    base = settings.on_too_long_h * HOUR_S
     if bm is None or bm.n_days == 0:
         # no settled day yet: once the bulb has shown a few visits, all short, it is not a room
         # lit for whole evenings; before that, a lit evening is not unusual yet
         ended = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"]
         seen = max(ended, default=0.0)
-        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR
+        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR_S
         return max(base, cold, 1.5 * seen), seen, True
     pooled = bm.durations(h, 2)
     if sum(pooled) < 5:
@@ -531,7 +579,7 @@ def _switched_off(iv: Interval, clock: _Clock, now: float) -> str:
     return f"light switched off between {lo} and {hi} after {lit}"
 
 
-def _silence_start(settings: Settings, t: float | None, now: float) -> float | None:
+def _silence_start(settings: RuleSettings, t: float | None, now: float) -> float | None:
     """When a bulb's silence began: t (last heard, or registered), or the end of a pause that
     ended after it (a bulb in an empty home is not silent)."""
     if t is None:
@@ -542,13 +590,14 @@ def _silence_start(settings: Settings, t: float | None, now: float) -> float | N
     return t
 
 
-def _bulb_silent(tl: Timeline, settings, now, clock) -> list[Decision]:
+def _bulb_silent(cx: Context) -> list[Decision]:
+    tl, settings, now, clock = cx.tl, cx.settings, cx.now, cx.clock
     out = []
     for dev, seen in sorted(tl.devices.items()):
         if seen.last_heard is None:
             reg = seen.registered_at
             since = _silence_start(settings, reg, now)
-            due = None if since is None else since + settings.never_heard_h * HOUR
+            due = None if since is None else since + settings.never_heard_h * HOUR_S
             paused = _paused(settings, now)
             if due is not None and now >= due and not paused:
                 out.append(Decision("bulb_silent", OPEN, due,
@@ -561,7 +610,7 @@ def _bulb_silent(tl: Timeline, settings, now, clock) -> list[Decision]:
             continue
         since = _silence_start(settings, seen.last_heard, now)
         assert since is not None
-        due = since + settings.silent_h * HOUR
+        due = since + settings.silent_h * HOUR_S
         paused = _paused(settings, now)
         if now >= due and not paused:
             out.append(Decision("bulb_silent", OPEN, due,
@@ -593,14 +642,15 @@ def _delays(mine: list[Interval], gap: float) -> list[float]:
 LATE_IN_A_ROW = 3  # so many visits in a row reaching the server late: an outage
 
 
-def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
+def _poor_delivery(cx: Context) -> list[Decision]:
     """Per bulb, over the last late_days: visits that reached the server late (beyond what an
     LTE-M bulb's report gap explains), or connection attempts that failed (K_LINK records): a
     router switched off at night or for a day, weak signal. One outage is enough (LATE_IN_A_ROW
     visits held one after another): the coordinator hears of it when its reports arrive,
     before the next one can raise a family alert. For the coordinator only."""
+    ivs, tl, settings, now, clock = cx.ivs, cx.tl, cx.settings, cx.now, cx.clock
     out = []
-    since = now - settings.late_days * DAY
+    since = now - settings.late_days * DAY_S
     for dev in sorted(tl.devices):
         mine = [iv for iv in ivs if iv.device == dev]
         delays = _delays(mine, tl.devices[dev].report_gap_s)
@@ -624,7 +674,7 @@ def _poor_delivery(ivs, tl: Timeline, settings, now, clock) -> list[Decision]:
                 parts.append(f"{len(late)} of {len(recent)} visits in {settings.late_days:g} "
                              f"days reached the server more than "
                              f"{settings.late_after_s / 60:.0f} min late "
-                             f"(worst {max(late_d) / HOUR:.1f} h)")
+                             f"(worst {max(late_d) / HOUR_S:.1f} h)")
             if failed:
                 parts.append(f"{failed} of {tries} connection attempts failed"
                              + _when_failing([iv for iv, _ in recent if iv.links_failed], clock))
@@ -661,9 +711,11 @@ def _when_failing(failing: list[Interval], clock: _Clock) -> str:
     return f" (mostly between {h0:02d}:00 and {(h0 + n) % 24:02d}:00)"
 
 
-def _placement(ivs, tl: Timeline, settings, now, m: mdl.HouseholdModel) -> list[Decision]:
+def _placement(cx: Context) -> list[Decision]:
     """Per bulb, the placement check (models.placement); a coordinator notice opens when no bulb
     of the household gives enough signal (one good bulb is enough to watch over it)."""
+    ivs, tl, settings, now, m = cx.ivs, cx.tl, cx.settings, cx.now, cx.model
+    assert m is not None
     checks = placements(ivs, tl, m, now)
     best = min((mdl.RANK[p.verdict] for p in checks.values()), default=mdl.RANK["learning"])
     out = []
@@ -675,7 +727,7 @@ def _placement(ivs, tl: Timeline, settings, now, m: mdl.HouseholdModel) -> list[
         if p.verdict == "learning":  # it speaks once its first PLACEMENT_DAYS have settled
             bm = m.bulbs.get(dev)
             left = mdl.PLACEMENT_DAYS - (bm.n_days if bm else 0)
-            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY
+            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY_S
         out.append(Decision("placement", OPEN if weak else CLEAR, None, p.words, nxt,
                             "coordinator", dev, detail=detail))
     return out
@@ -692,28 +744,25 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
         bm = m.bulbs.get(dev) or mdl.BulbModel(dev)
         seen = tl.devices.get(dev)
         since = last.get(dev, seen.registered_at if seen else None)
-        out[dev] = mdl.placement(bm, (now - since) / HOUR if since is not None else 0.0)
+        out[dev] = mdl.placement(bm, (now - since) / HOUR_S if since is not None else 0.0)
     return out
 
 
 # ---------------------------------------------------------------- the learned rule
 
 
-def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = None,
-                  pause: Pause | None = None, hidden: float | None = None,
-                  model: mdl.HouseholdModel | None = None,
-                  tl: Timeline | None = None) -> Decision:
+def _unusual_quiet(cx: Context) -> Decision:
     """The learned rule: alert when the current quiet spell is improbable for this household.
-    hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
+    cx.hidden: the latest instant of a switch-on not reported yet (LTE-M report gap), if any."""
     rule = "unusual_quiet"
-    clock = clock or _Clock(settings.tz, now)
+    ivs, tl, settings, now, clock, pause, hidden, m = (
+        cx.ivs, cx.tl, cx.settings, cx.now, cx.clock, cx.pause, cx.hidden, cx.model)
+    assert m is not None
     if pause:
-        return _paused_decision(rule, pause, clock, now)
+        return _paused_decision(rule, pause, cx)
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
-    tl = tl if tl is not None else Timeline(tuple(ivs))
-    m = model if model is not None else learn_model(tl, settings, now)
     checks = placements(ivs, tl, m, now)
     mass = mdl.Mass(m.rates(), clock.off)
     later = hidden if hidden is not None and hidden > t0 else t0
@@ -723,21 +772,20 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
-        deadline = later + wait_h * HOUR
+        deadline = later + wait_h * HOUR_S
         reasons.append("learning")
         note = (f" (still learning this household's rhythm: the fixed "
                 f"{settings.no_activity_h:g} h rule until then)" if wait_h <= settings.no_activity_h
                 else f" (still learning this household's rhythm: waiting {wait_h:.0f} h, as its "
                 f"rooms are not used several times a day)")
     else:
-        recent = _recent_spells(ivs, m, settings, mass, clock)
+        recent = _recent_spells(cx, mass)
         # a household watched through a room used every day keeps the promise of
         # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
         fits = any(p.verdict == "good" for p in checks.values())
-        deadline, rhythm, thr, suspect = _learned_deadline(m, mass, t0, settings, clock,
-                                                           recent, fits)
+        deadline, rhythm, thr, suspect = _learned_deadline(cx, mass, t0, recent, fits)
         if later > t0:  # the spell may have begun as late as `hidden`: the later deadline
-            d2, r2, thr2, s2 = _learned_deadline(m, mass, later, settings, clock, recent, fits)
+            d2, r2, thr2, s2 = _learned_deadline(cx, mass, later, recent, fits)
             if d2 > deadline:
                 deadline, rhythm, thr, suspect = d2, r2, thr2, s2
         if suspect:  # its radio's delays call for a longer wait than the rhythm's
@@ -747,15 +795,15 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
                      f"{radio.longest_held_h():.0f} h late before: this silence may be its "
                      "radio")
             radio_h = radio.longest_held_h()
-        rhythm_h = (rhythm - t0) / HOUR
+        rhythm_h = (rhythm - t0) / HOUR_S
     if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
         reasons.append("placement")
         note += "; the bulb's room is not used every day (see its placement check)"
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    what += _unreported(hidden, t0, clock, now)
+    what += _unreported(t0, cx)
     expected = mass.at(now) - mass.at(t0)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR, "limit_h": (deadline - t0) / HOUR,
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S,
               "expected": expected, "threshold": thr, "history_days": m.days,
               "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
@@ -766,7 +814,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
-        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR:
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR_S:
             # the fixed rule would tell the family now: an alert on weak evidence is not held
             # for their quiet hours then (it still neither reminds at night nor escalates)
             detail["tell_now"] = True
@@ -775,7 +823,7 @@ def unusual_quiet(ivs, settings: Settings, now: float, clock: _Clock | None = No
                  f"(learned over {m.days:.0f} days)")
         return Decision(
             rule, OPEN, deadline,
-            f"no switch-on for {(now - t0) / HOUR:.0f} h: last {what}{usual}{note}",
+            f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{usual}{note}",
             firm if strength == "weak" else None, at=t0,
             detail=detail | {"strength": strength}, strength=strength)
     return Decision(rule, CLEAR, t0, what + note,
@@ -788,7 +836,7 @@ LEARNING_MAX = 3.0  # ... and never more than this many times no_activity_h
 LEARNING_BUSY = 2.5  # switch-ons a day from which a learning room gets the fixed rule
 
 
-def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: float) -> float:
+def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t0: float) -> float:
     """While learning: a room used several times a day so far (LEARNING_BUSY switch-ons a day
     or more) gets the fixed rule's no_activity_h. Otherwise: how many hours of quiet are
     improbable enough from the switch-ons seen so far (a Gamma-Poisson prediction), at least
@@ -803,7 +851,7 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: f
     paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
     n = sum(1 for iv in ivs if iv.start_latest < t0)
     a = GP_SHAPE + n
-    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY
+    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY_S
     n_h = settings.no_activity_h
     if n / b >= LEARNING_BUSY:
         return n_h
@@ -812,13 +860,14 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: Settings, t0: f
     starts = [iv.start_latest for iv in ivs if iv.start_latest <= t0]
     longest = max((y - x for x, y in itertools.pairwise(starts)
                    if not any(x < p.end and p.start < y for p in settings.pauses)), default=0.0)
-    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR)
+    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR_S)
 
 
-def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Settings,
-                   mass: mdl.Mass, clock: _Clock) -> list[tuple[float, float, float]]:
+def _recent_spells(cx: Context, mass: mdl.Mass) -> list[tuple[float, float, float]]:
     """(start, expected switch-ons, hours) of the quiet spells ended since the model's last
     day (not folded yet: they join the spells the rule is judged against)."""
+    ivs, m, settings, clock = cx.ivs, cx.model, cx.settings, cx.clock
+    assert m is not None
     if m.day is None:
         return []
     end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
@@ -827,7 +876,7 @@ def _recent_spells(ivs: list[Interval], m: mdl.HouseholdModel, settings: Setting
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
                                                      for p in settings.pauses):
-            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR))
+            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR_S))
         prev = t
     return out
 
@@ -869,18 +918,19 @@ class Spells:
         return self.u + self.beta * math.log(mdl.TAIL_Q / self.alpha)
 
 
-def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
-                clock: _Clock, recent: list[tuple[float, float, float]],
-                max_h: float = math.inf) -> Spells:
+def spells_near(cx: Context, mass: mdl.Mass, t0: float,
+                recent: list[tuple[float, float, float]], max_h: float = math.inf) -> Spells:
     """The spells a quiet spell begun at t0 is judged against (see Spells): those shorter than
     max_h hours. A household whose deadline is capped at learned_max_h passes that cap: a
     longer spell (a night away) alerts whatever the tail says, so it is counted apart and does
     not stretch the tail that sets the shorter deadlines; otherwise every spell is data."""
+    m, settings, clock = cx.model, cx.settings, cx.clock
+    assert m is not None
     h = mdl._hour(t0, clock.off)
     b = int(settings.bucket_h)
-    every, pooled = _pooled(m, mass, h, b, max_h)
+    every, pooled = _pooled(m, mass, h, b, max_h, cx.memo)
     if not any(every) and math.isfinite(max_h):  # no short spell at all: every spell
-        every, pooled = _pooled(m, mass, h, b, math.inf)
+        every, pooled = _pooled(m, mass, h, b, math.inf, cx.memo)
     recent = [r for r in recent if r[2] < max_h]
     if recent:
         every, pooled = list(every), list(pooled)
@@ -890,7 +940,7 @@ def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Sett
             if min((mdl._hour(s, clock.off) - h) % 24, (h - mdl._hour(s, clock.off)) % 24) <= b:
                 pooled[i] += 1.0
     total = sum(every)
-    days = m.days + len({int((s + clock.off) // DAY) for s, _, _ in recent})
+    days = m.days + len({int((s + clock.off) // DAY_S) for s, _, _ in recent})
     _, beta = mdl.tail(every, mdl.MASS_EDGES, days / (total * settings.days_per_false_alert),
                        floor=0.3)
     n = sum(pooled)
@@ -904,38 +954,32 @@ def spells_near(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Sett
 
 
 def _pooled(m: mdl.HouseholdModel, mass: mdl.Mass, h: int, b: int,
-            max_h: float = math.inf) -> tuple[list[float], list[float]]:
+            max_h: float = math.inf, memo: Memo | None = None
+            ) -> tuple[list[float], list[float]]:
     """(all spells, spells begun within +-b hours of h) of the model shorter than max_h hours,
-    in expected switch-ons under `mass` (kept per model and hour: a replay asks again and
+    in expected switch-ons under `mass` (kept in the memo per hour: a replay asks again and
     again)."""
+    kept = (memo or Memo()).of(m)._pooled
     key = (m.day, m.n_spells, tuple(mass.rates), b, max_h)
-    hit = _POOLED_CACHE.get((id(m), max_h))
-    if hit is None or hit[0] != key or hit[4]() is not m:  # (a freed model's id is reused)
-        if len(_POOLED_CACHE) > 256:
-            _POOLED_CACHE.clear()
+    hit = kept.get(max_h)
+    if hit is None or hit[0] != key:
         by_hour = mdl.spell_masses(m, mass, max_h)
-        hit = _POOLED_CACHE[(id(m), max_h)] = (key, [sum(col) for col in zip(*by_hour)], {},
-                                               by_hour, weakref.ref(m))
-    _, every, per_hour, by_hour, _ = hit
+        hit = kept[max_h] = (key, [sum(col) for col in zip(*by_hour)], {}, by_hour)
+    _, every, per_hour, by_hour = hit
     if h not in per_hour:
         per_hour[h] = [sum(col) for col in zip(*(by_hour[(h + k) % 24]
                                                  for k in range(-b, b + 1)))]
     return every, per_hour[h]
 
 
-# these caches hold values per model object: id(m) and a weak reference to m
-_POOLED_CACHE: dict[tuple[int, float], tuple[tuple, list[float], dict[int, list[float]],
-                               list[list[float]], weakref.ref[mdl.HouseholdModel]]] = {}
-
-
-def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
+def held(m: mdl.HouseholdModel, memo: Memo | None = None
+         ) -> list[list[tuple[float, float]]] | None:
     """Per local hour k: [(hours, share)]: the chance that the household's next switch-on, at
     hour k, has its report held that many hours (its bulbs' delay histories, weighted by their
     use at that hour). None when no bulb has reported late."""
-    key = (m.day, m.n_spells)
-    hit = _HELD_CACHE.get(id(m))
-    if hit is not None and hit[0] == key and hit[2]() is m:
-        return hit[1]
+    memo = (memo or Memo()).of(m)
+    if memo._held_known:
+        return memo._held
     out: list[list[tuple[float, float]]] | None = None
     rates = {dev: bm.rates() for dev, bm in m.bulbs.items()}
     tot = [sum(r[k] for r in rates.values()) for k in range(24)]
@@ -946,18 +990,12 @@ def held(m: mdl.HouseholdModel) -> list[list[tuple[float, float]]] | None:
         for k, pairs in enumerate(bm.held_shares()):
             w = rates[dev][k] / tot[k] if tot[k] > 0 else 0.0
             out[k].extend((e, w * p) for e, p in pairs)
-    if len(_HELD_CACHE) > 1024:
-        _HELD_CACHE.clear()
-    _HELD_CACHE[id(m)] = (key, out, weakref.ref(m))
+    memo._held, memo._held_known = out, True
     return out
 
 
-_HELD_CACHE: dict[int, tuple[tuple, list[list[tuple[float, float]]] | None,
-                             weakref.ref[mdl.HouseholdModel]]] = {}
-
-
-def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings: Settings,
-                      clock: _Clock, recent: list[tuple[float, float, float]],
+def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
+                      recent: list[tuple[float, float, float]],
                       fits: bool = True) -> tuple[float, float, float, bool]:
     """(deadline, the deadline the rhythm alone gives, threshold, whether the radio is suspect)
     of a quiet spell that began at t0.
@@ -980,37 +1018,31 @@ def _learned_deadline(m: mdl.HouseholdModel, mass: mdl.Mass, t0: float, settings
     it may be the radio): the deadline is the radio's, up to learned_max_h plus the longest
     delay seen, plus a day; where the household fits, never past learned_max_h (never slower
     than the fixed rule)."""
+    m, settings = cx.model, cx.settings
+    assert m is not None
     key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
-    entry = _DEADLINE_CACHE.get(id(m))
-    hit = entry[1] if entry is not None and entry[0]() is m else None
-    if hit is not None and key in hit:
+    hit = cx.memo.of(m)._deadlines
+    if key in hit:
         return hit[key]
-    sp = spells_near(m, mass, t0, settings, clock, recent,
+    sp = spells_near(cx, mass, t0, recent,
                      settings.learned_max_h if fits else math.inf)
     window = [x for r in m.spell_recent if m.day is not None
               and r[0] > m.day - settings.learn_days for _, x in r[1]]
     longest = max(window + [x for _, _, x in recent] + [0.0])
     cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
     thr = sp.threshold
-    rhythm = max(mass.until(t0, thr, cap_h * HOUR), t0 + settings.learned_min_h * HOUR)
+    rhythm = max(mass.until(t0, thr, cap_h * HOUR_S), t0 + settings.learned_min_h * HOUR_S)
     out = rhythm, rhythm, thr, False
-    g = held(m)
+    g = held(m, cx.memo)
     if g is not None:
-        radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, clock)
+        radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, cx.clock)
         if radio > rhythm:
-            most = t0 + cap_h * HOUR if fits else math.inf
+            most = t0 + cap_h * HOUR_S if fits else math.inf
             out = max(rhythm, min(radio, most)), rhythm, thr, True
-    if hit is None or len(hit) > 4096:
-        if len(_DEADLINE_CACHE) > 256:
-            _DEADLINE_CACHE.clear()
-        hit = {}
-        _DEADLINE_CACHE[id(m)] = (weakref.ref(m), hit)
+    if len(hit) > 4096:
+        hit.clear()
     hit[key] = out
     return out
-
-
-_DEADLINE_CACHE: dict[int, tuple[weakref.ref[mdl.HouseholdModel],
-                                 dict[tuple, tuple[float, float, float, bool]]]] = {}
 
 
 def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
@@ -1021,26 +1053,26 @@ def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h:
     longest_held = max((e for row in g for e, _ in row), default=0.0)
     n_max = math.ceil(cap_h + longest_held) + 24
     base = mass.at(t0)
-    cum = [mass.at(t0 + j * HOUR) - base for j in range(n_max + 1)]
+    cum = [mass.at(t0 + j * HOUR_S) - base for j in range(n_max + 1)]
     surv = [sp.survival(x) for x in cum]
     weight = [0.0] * (n_max + 1)
     for j in range(n_max):
         f = surv[j] - surv[j + 1]
         if f <= sp.alpha * 1e-3:
             continue
-        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR, clock.off)]:
+        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR_S, clock.off)]:
             weight[min(n_max, j + 1 + math.ceil(e))] += f * p
     # the chance the rhythm deadline accepts (more than alpha when capped); a radio that adds
     # less than half of alpha to it does not move the deadline
     level = max(sp.alpha, sp.survival(mass.at(rhythm) - base)) + sp.alpha / 2
-    n = first = max(1, math.ceil((rhythm - t0) / HOUR - 1e-9))
+    n = first = max(1, math.ceil((rhythm - t0) / HOUR_S - 1e-9))
     held_now = sum(weight[n:])  # spells over, whose report is still held at hour n
     while n < n_max:
         if surv[n] + held_now <= level:
             break
         held_now -= weight[n]
         n += 1
-    return rhythm if n == first else max(rhythm, t0 + n * HOUR)
+    return rhythm if n == first else max(rhythm, t0 + n * HOUR_S)
 
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)
@@ -1056,16 +1088,17 @@ class Episode:
     cleared: float | None
 
 
-def replay(tl: Timeline, settings: Settings, start: float, end: float,
-           rule: str) -> list[Episode]:
+def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
+           rule: str, memo: Memo | None = None) -> list[Episode]:
     """Alerts of one household rule between start and end, evaluating only when the sweeper
     would (at next_check) or a visit arrives (just after it starts), as the server does."""
-    starts = _starts(tl)
+    memo = memo or Memo()
+    starts = memo.starts(tl)
     out: list[Episode] = []
     cur: Episode | None = None
     t = start
     while t < end:
-        d = next(x for x in evaluate_rule(tl, settings, t, rule))
+        d = next(x for x in evaluate_rule(tl, settings, t, rule, memo=memo))
         if d.state == OPEN and cur is None:
             cur = Episode(rule, d.since if d.since is not None else t, t, None)
         elif d.state == CLEAR and cur is not None:
@@ -1080,19 +1113,17 @@ def replay(tl: Timeline, settings: Settings, start: float, end: float,
     return out
 
 
-def evaluate_rule(tl: Timeline, settings: Settings, now: float, rule: str,
-                  model: mdl.HouseholdModel | None = None) -> list[Decision]:
+def evaluate_rule(tl: Timeline, settings: RuleSettings, now: float, rule: str,
+                  model: mdl.HouseholdModel | None = None,
+                  memo: Memo | None = None) -> list[Decision]:
     """Only the household-level gap rule named (replay needs no other rule)."""
-    clock = _Clock(settings.tz, now)
-    ivs = _visible(tl, now)
-    settings = expand(settings, ivs, now)
-    pause = _paused(settings, now)
-    hidden = _hidden_until(tl, now)
-    if rule == "no_activity":
-        return [_no_activity(ivs, settings, now, clock, pause, hidden=hidden)]
-    if rule == "daily_window":
-        return [_daily_window(ivs, settings, now, clock, pause, hidden)]
-    if rule == "unusual_quiet":
-        m = model if model is not None else learn_model(tl, settings, now)
-        return [unusual_quiet(ivs, settings, now, clock, pause, hidden, m, tl)]
-    raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, unusual_quiet)")
+    if rule not in _GAP_RULES:
+        raise ValueError(f"replay: unknown rule {rule!r} (no_activity, daily_window, "
+                         "unusual_quiet)")
+    cx = context(tl, settings, now, model, memo, learn=rule == "unusual_quiet")
+    return [_GAP_RULES[rule](cx)]
+
+
+# the household-level gap rules (RuleSettings.activity_rule chooses one), by name
+_GAP_RULES: dict[str, Callable[[Context], Decision]] = {
+    "no_activity": _no_activity, "daily_window": _daily_window, "unusual_quiet": _unusual_quiet}

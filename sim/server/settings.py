@@ -1,53 +1,30 @@
 # SPDX-License-Identifier: MIT
 """Settings the server pushes to a bulb, validated against the bulb's own schema.
 
-The schema is firmware/config.py's SCHEMA, imported (not copied): the module is MicroPython
-code, so it is loaded here with `micropython.const` and the flat `record` import provided from
-CPython. Only keys the bulb lets the server set (the _SERVER flag) are accepted, with the same
-ranges and the same messages the bulb prints.
+The schema is firmware/config.py's SCHEMA, imported (not copied): the module is the bulb's own
+code, importable from CPython too (installed as `mimamori_firmware`). Only keys the bulb lets the
+server set (the _SERVER flag) are accepted, with the same ranges and the same messages the bulb
+prints.
 
 It must never hand the bulb a value the bulb would refuse.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
-from pathlib import Path
 from typing import Any
 
-_CONFIG_PY = Path(__file__).resolve().parents[2] / "firmware" / "config.py"
+from mimamori_firmware import config
 
-
-def _load_config() -> types.ModuleType:
-    from mimamori_firmware import record
-
-    shim = types.ModuleType("micropython")
-    shim.const = lambda x: x  # type: ignore[attr-defined]
-    saved = {k: sys.modules.get(k) for k in ("micropython", "record")}
-    sys.modules["micropython"] = shim
-    sys.modules["record"] = record
-    try:
-        spec = importlib.util.spec_from_file_location("_mimamori_bulb_config", _CONFIG_PY)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-config = _load_config()
 SERVER_KEYS: tuple[str, ...] = tuple(r[0] for r in config.SCHEMA if r[6] & config._SERVER)
 
 
-def lte_report_gap_s(pushed: dict[str, Any]) -> float:
+BulbSettings = dict[str, Any]
+"""The settings the server pushes to one bulb: key -> value, as firmware/config.py's SCHEMA
+names and checks them (only the keys the server may set)."""
+
+
+def lte_report_gap_s(pushed: BulbSettings) -> float:
     """The LTE-M report gap a bulb uses: the value pushed to it when valid, else the bulb's
     default (the rules wait this much longer for LTE-M bulbs: docs/alerts.md)."""
     try:
@@ -56,7 +33,7 @@ def lte_report_gap_s(pushed: dict[str, Any]) -> float:
         return float(config.defaults()["lte_report_gap_s"])
 
 
-def heartbeat_s(pushed: dict[str, Any]) -> float:
+def heartbeat_s(pushed: BulbSettings) -> float:
     """How often a lit bulb reports (the pushed value when valid, else the bulb's default): the
     rules read a lit bulb whose reports stop as probably switched off (docs/alerts.md)."""
     try:
@@ -92,14 +69,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, check(key, value)
 
 
-def merge(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def merge(current: BulbSettings, changes: BulbSettings) -> BulbSettings:
     """The full settings the bulb gets next: current ones with the changes, all checked."""
     out = {k: check(k, v) for k, v in current.items()}
     out.update({k: check(k, v) for k, v in changes.items()})
     return out
 
 
-def site_errors(site: dict[str, Any]) -> list[str]:
+def site_errors(site: BulbSettings) -> list[str]:
     """What the bulb would refuse in a site config (firmware/config.py's checks, the same code
     the bulb runs): one message per bad or unknown key; [] when all is well."""
     out = []

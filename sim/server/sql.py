@@ -30,13 +30,14 @@ import os
 import re
 import sqlite3
 import threading
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
+
+from mimamori.clock import now_ms
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -45,7 +46,7 @@ def lease_now_ms() -> int:
     """The clock of leases (a sweeper's households, a delivery worker's outbox row): real time,
     whatever clock the alerts run on, since a lease is about a process being alive. Instances
     sharing a database keep NTP time; leases are minutes long."""
-    return int(time.time() * 1000)
+    return now_ms()
 
 
 def is_postgres(url: str | Path) -> bool:

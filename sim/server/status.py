@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mimamori.clock import DAY_S, to_ms, to_s
 from mimamori.sql import Cursor
 from mimamori_firmware import record
 
@@ -75,8 +76,8 @@ def _paused(c: Cursor, hid: str, now_ms: int) -> bool:
 
 
 def _week(tl: Any, now_ms: int) -> tuple[int, int]:
-    now = now_ms / 1000
-    mine = [iv for iv in tl.intervals if now - LATE_DAYS * 86400 <= iv.start_latest <= now]
+    now = to_s(now_ms)
+    mine = [iv for iv in tl.intervals if now - LATE_DAYS * DAY_S <= iv.start_latest <= now]
     return sum(1 for iv in mine if iv.reported_at - iv.start_mid > LATE_S), len(mine)
 
 
@@ -96,14 +97,14 @@ def keep(c: Cursor, hid: str, k: Any, now_ms: int) -> str:
     family, trouble = _alerts(c, hid)
     late, visits = _week(k.timeline, now_ms)
     state = state_of(family, trouble, late_flag(late, visits), _paused(c, hid, now_ms))
-    seen = [iv.start_latest for iv in k.timeline.intervals if iv.start_latest <= now_ms / 1000]
+    seen = [iv.start_latest for iv in k.timeline.intervals if iv.start_latest <= to_s(now_ms)]
     c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms, "
               "late_7d, visits_7d, dbm) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
               "ON CONFLICT (household) DO UPDATE SET state = excluded.state, "
               "rank = excluded.rank, last_on_ms = excluded.last_on_ms, "
               "updated_ms = excluded.updated_ms, late_7d = excluded.late_7d, "
               "visits_7d = excluded.visits_7d, dbm = excluded.dbm",
-              (hid, state, STATES.index(state), int(max(seen) * 1000) if seen else None,
+              (hid, state, STATES.index(state), to_ms(max(seen)) if seen else None,
                now_ms, late, visits, _dbm(k.bulbs)))
     return state
 

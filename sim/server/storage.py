@@ -23,10 +23,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mimamori.sql import Cursor, Database, Migration, migrate
 from mimamori_firmware import record
+
+if TYPE_CHECKING:
+    from mimamori.settings import BulbSettings
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 KEY_BYTES = 32
@@ -178,7 +181,7 @@ class Device:
     first_heard_at: int | None
     last_heard_at: int | None
     settings_version: int
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: BulbSettings = field(default_factory=dict)
 
     @property
     def key_bytes(self) -> bytes:
@@ -301,7 +304,7 @@ class Accepted:
     ack: int
     stored: int  # records new to the store
     settings_version: int
-    settings: dict[str, Any]
+    settings: BulbSettings
     conflicts: int = 0  # records of this batch whose seq was stored with other content
 
 
@@ -384,14 +387,7 @@ class Store:
         assert dev is not None
         return dev
 
-    def set_household(self, device_id: str, household: str | None) -> None:
-        with self.db.tx() as c:
-            if not c.execute(
-                "UPDATE devices SET household = ? WHERE id = ?", (household, device_id)
-            ):
-                raise UnknownDevice(device_id)
-
-    def set_settings(self, device_id: str, settings: dict[str, Any]) -> int:
+    def set_settings(self, device_id: str, settings: BulbSettings) -> int:
         """Replace the settings pushed to the device (already validated); bumps the version."""
         with self.db.tx() as c:
             row = c.one("SELECT settings_version FROM devices WHERE id = ?" + c.for_update,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from mimamori import alerts, kept, models, notify, rules, sql, status
 from mimamori import households as hh
 from mimamori import settings as bulb_settings
+from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS, to_ms, to_s
 from mimamori.storage import Cursor, Database, Store
 from mimamori.timeline import (
     StoredRecord,
@@ -100,7 +101,7 @@ def claim_due(db: Database, now_ms: int, limit: int, owner: str,
     return ids
 
 
-def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
+def sweep(db: Database, now_ms: int, cfg: notify.NotifierSettings, limit: int = 1000,
           full_scan: bool = False, chunk: int = 50, lease_ms: int = LEASE_MS) -> SweepResult:
     """Evaluate the due households (at most `limit` per call; the next call takes the rest),
     claimed `chunk` at a time with a lease so that sweepers of several instances share them.
@@ -117,7 +118,7 @@ def sweep(db: Database, now_ms: int, cfg: notify.Config, limit: int = 1000,
     return out
 
 
-def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.Config,
+def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.NotifierSettings,
            owner: str, out: SweepResult) -> None:
     try:  # the reads and the rules outside the write lock, then one commit for the chunk
         ready = [_prepare(db, store, hid, now_ms) for hid in ids]
@@ -136,7 +137,7 @@ def _chunk(db: Database, store: Store, ids: list[str], now_ms: int, cfg: notify.
             out.failed[hid] = f"{type(e).__name__}: {e}"
             with db.tx() as c:  # look again in an hour rather than in a hot loop
                 c.execute("UPDATE households SET next_check = ?, lease_until = NULL, "
-                          "lease_owner = NULL WHERE id = ?", (now_ms + hh.HOUR_MS, hid))
+                          "lease_owner = NULL WHERE id = ?", (now_ms + HOUR_MS, hid))
 
 
 def device_records(store: Store, device_id: str) -> list[StoredRecord]:
@@ -144,11 +145,11 @@ def device_records(store: Store, device_id: str) -> list[StoredRecord]:
     batch whose header carried the bulb's uptime (timeline.receipt_anchor). Every reader of a
     timeline goes through here (timeline_of), so they all place visits alike."""
     recs = [StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux, r.arg,
-                         r.received_at / 1000, epoch=r.epoch)
+                         to_s(r.received_at), epoch=r.epoch)
             for r in store.records_for_device(device_id)]
     lte = uses_lte(recs)
-    recs += [receipt_anchor(b.device, b.epoch, b.boot, b.up_ms, b.received_at / 1000,
-                            (b.up_wait_ms or 0) / 1000, lte, seq=b.from_seq)
+    recs += [receipt_anchor(b.device, b.epoch, b.boot, b.up_ms, to_s(b.received_at),
+                            to_s(b.up_wait_ms or 0), lte, seq=b.from_seq)
              for b in store.deliveries(device_id) if b.up_ms]
     return recs
 
@@ -161,13 +162,13 @@ def timeline_of(store: Store, hid: str) -> Timeline:
     recs: list[StoredRecord] = []
     for d in devs:
         recs += device_records(store, d.id)
-    return build_timeline(recs, registered={d.id: d.created_at / 1000 for d in devs},
+    return build_timeline(recs, registered={d.id: to_s(d.created_at) for d in devs},
                           report_gaps={d.id: bulb_settings.lte_report_gap_s(d.settings)
                                        for d in devs},
                           heartbeats={d.id: bulb_settings.heartbeat_s(d.settings) for d in devs})
 
 
-def rule_settings(c: Cursor, home: hh.Household) -> rules.Settings:
+def rule_settings(c: Cursor, home: hh.Household) -> rules.RuleSettings:
     return home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
 
 
@@ -198,7 +199,7 @@ def _decide(c: Cursor, hid: str, now_ms: int) -> tuple[kept.Kept, list[rules.Dec
     home = hh.household(c, hid)
     rs = rule_settings(c, home)
     k = kept.prepare(c, hid, rs, now_ms)
-    return k, rules.evaluate(k.timeline, rs, now_ms / 1000, model=k.model)
+    return k, rules.evaluate(k.timeline, rs, to_s(now_ms), model=k.model, memo=k.memo)
 
 
 def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
@@ -208,7 +209,7 @@ def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
     return _Prepared(hid, seen, k, decisions)
 
 
-def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Config,
+def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.NotifierSettings,
             owner: str | None) -> list[rules.Decision]:
     """Apply a prepared evaluation under the household's row lock; if its inputs changed since
     (a batch, new settings, a pause), decide again inside the lock."""
@@ -219,7 +220,7 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     # a "until the next switch-on" pause ends at the first switch-on after it began (a write:
     # under the lock; it changes the inputs, so the household is decided again below)
     hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in k.timeline.intervals
-                                                 if iv.start_latest <= now_ms / 1000])
+                                                 if iv.start_latest <= to_s(now_ms)])
     if _inputs(c, hid) != p.inputs:
         k, decisions = _decide(c, hid, now_ms)
     kept.write(c, k)
@@ -227,12 +228,12 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Conf
     deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
                  alerts.tick(c, home, now_ms, cfg)]
     r = rules.due_at(decisions)
-    deadlines.append(None if r is None else int(r * 1000))
+    deadlines.append(None if r is None else to_ms(r))
     deadlines.append(_digest(c, home, tl, now_ms, cfg))
     status.keep(c, hid, k, now_ms)
     nxt = min((t for t in deadlines if t is not None), default=None)
     if nxt is not None:
-        nxt = max(nxt, now_ms + 1000)
+        nxt = max(nxt, now_ms + SECOND_MS)
     c.execute("UPDATE households SET next_check = ?, evaluated_at = ?, "
               "lease_until = CASE WHEN lease_owner = ? THEN NULL ELSE lease_until END, "
               "lease_owner = CASE WHEN lease_owner = ? THEN NULL ELSE lease_owner END "
@@ -255,10 +256,10 @@ def overview(c: Cursor, offset: int, limit: int, state: str | None = None, q: st
 def recent_timeline(c: Cursor, hid: str, now_ms: int, days: float = 14) -> Timeline:
     """The household's timeline over its last `days` (and each bulb's visit before them), from
     the kept state: what a page shows, without reading the whole history."""
-    return kept.window(c, hid, now_ms - int(days * hh.DAY_MS))
+    return kept.window(c, hid, now_ms - int(days * DAY_MS))
 
 
-def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.Config,
+def evaluate_household(db: Database, hid: str, now_ms: int, cfg: notify.NotifierSettings,
                        store: Store | None = None, owner: str | None = None
                        ) -> list[rules.Decision]:
     """Evaluate one household now: read and decide outside the write lock, then write the
@@ -291,11 +292,11 @@ def placed_timeline(c: Cursor, home: hh.Household, now_ms: int
     """The household's kept timeline (the evaluation's window: 10 days or more) and the
     placement check of each bulb now, read together (the coordinator's overview)."""
     k = kept.prepare(c, home.id, rule_settings(c, home), now_ms)
-    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= now_ms / 1000]
-    return k.timeline, rules.placements(ivs, k.timeline, k.model, now_ms / 1000)
+    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= to_s(now_ms)]
+    return k.timeline, rules.placements(ivs, k.timeline, k.model, to_s(now_ms))
 
 
-def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> None:
+def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.NotifierSettings) -> None:
     """After a batch is committed: re-evaluate the bulb's household (late records slot in, a
     switch-on clears an alert at once)."""
     dev = store.device(device_id)
@@ -313,23 +314,22 @@ def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.Config) -> 
 
 def week_summary(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
                  days: int = 7) -> dict[str, object]:
-    t0 = now_ms / 1000 - days * 86400
-    ivs = tl.starts_between(t0, now_ms / 1000)
+    since_ms = now_ms - days * DAY_MS
+    ivs = tl.starts_between(to_s(since_ms), to_s(now_ms))
     per_day: dict[str, list[float]] = {}
     for iv in ivs:
-        per_day.setdefault(hh.local_day(iv.start_latest * 1000, home.tz), []).append(
+        per_day.setdefault(hh.local_day(to_ms(iv.start_latest), home.tz), []).append(
             iv.start_latest)
-    firsts = sorted(hh.local_hhmm(min(v) * 1000, home.tz) for v in per_day.values())
+    firsts = sorted(hh.local_hhmm(to_ms(min(v)), home.tz) for v in per_day.values())
     usual = firsts[len(firsts) // 2] if firsts else None
     (n_alerts,) = c.one("SELECT COUNT(*) FROM alerts WHERE household = ? AND opened_at >= ? "
-                        "AND audience = 'family'", (home.id, int(t0 * 1000))) or (0,)
+                        "AND audience = 'family'", (home.id, since_ms)) or (0,)
     (n_open,) = c.one("SELECT COUNT(*) FROM alerts WHERE household = ? AND closed_at IS NULL "
                       "AND audience = 'family'", (home.id,)) or (0,)
     # days without a switch-on that the family's own pauses cover: away, not a worry
     paused = {hh.local_day(ms, home.tz)
               for p in hh.pauses(c, home.id)
-              for ms in range(int(max(p.start_ms, t0 * 1000)), int(min(p.end_ms, now_ms)),
-                              3_600_000)}
+              for ms in range(max(p.start_ms, since_ms), min(p.end_ms, now_ms), HOUR_MS)}
     (heard,) = c.one("SELECT COUNT(*) FROM devices WHERE household = ? AND last_heard_at IS "
                      "NOT NULL", (home.id,)) or (0,)
     return {"switch_ons": len(ivs), "days": days, "active_days": min(len(per_day), days),
@@ -338,11 +338,11 @@ def week_summary(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
 
 
 def _digest(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
-            cfg: notify.Config) -> int | None:
+            cfg: notify.NotifierSettings) -> int | None:
     due_at = home.digest_due
     if due_at is None:
         return None
-    period = int(home.settings.digest_days * hh.DAY_MS)
+    period = int(home.settings.digest_days * DAY_MS)
     if now_ms >= due_at:
         summary = week_summary(c, home, tl, now_ms, days=int(home.settings.digest_days))
         for w in hh.watchers(c, home.id, max_tier=2):

@@ -41,6 +41,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from mimamori.clock import to_s
 from mimamori_firmware.record import (
     A_MODEM,
     A_RECEIPT,
@@ -196,7 +197,7 @@ def _unwrap(records: list[StoredRecord]) -> list[float]:
         if r.up_ms < prev:
             add += WRAP_MS
         prev = r.up_ms
-        out.append((r.up_ms + add) / 1000.0)
+        out.append(to_s(r.up_ms + add))
     return out
 
 
@@ -212,9 +213,9 @@ def _receipt_up(bt: _Boot, rc: StoredRecord) -> float:
     server with or before it (those were written before the bulb sent)."""
     floor = max((up for r, up in zip(bt.records, bt.ups) if r.received_at <= rc.received_at),
                 default=0.0)
-    up = rc.up_ms / 1000.0
+    up = to_s(rc.up_ms)
     while up < floor:
-        up += WRAP_MS / 1000.0
+        up += to_s(WRAP_MS)
     return up
 
 

@@ -29,10 +29,10 @@ import secrets
 from dataclasses import dataclass
 
 from mimamori import households as hh
+from mimamori.clock import DAY_MS
 from mimamori.storage import Database, migrate
 
 SCOPES = ("read", "write", "all")
-DAY_MS = 86_400_000
 
 SCHEMA: list[list[str]] = [
     [

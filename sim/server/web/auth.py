@@ -34,13 +34,14 @@ from typing import Any
 
 from mimamori import households as hh
 from mimamori import notify
+from mimamori.clock import DAY_MS, HOUR_MS, to_ms
 from mimamori.storage import Cursor, Database, migrate
 
 COOKIE = "mimamori_session"
 SESSION_DAYS = 30
 INVITE_DAYS = 14
-EMAIL_LINK_MS = 3_600_000
-COORDINATOR_LINK_MS = 86_400_000
+EMAIL_LINK_MS = HOUR_MS
+COORDINATOR_LINK_MS = DAY_MS
 WATCHER, COORDINATOR = "watcher", "coordinator"
 
 SCHEMA: list[list[str]] = [
@@ -177,7 +178,7 @@ def _unb64(s: str) -> bytes:
 
 def new_session(now_ms: int, role: str = "", subject: str = "", lang: str = "") -> Session:
     return Session(role, subject, secrets.token_urlsafe(18),
-                   now_ms + SESSION_DAYS * 86_400_000, lang)
+                   now_ms + SESSION_DAYS * DAY_MS, lang)
 
 
 def dump_session(key: bytes, s: Session) -> str:
@@ -209,7 +210,7 @@ def start_session(c: Cursor, now_ms: int, role: str, subject: str, lang: str = "
     """A signed-in session: its row (in the caller's transaction) and the cookie's content."""
     email = hh.watcher(c, subject).email if role == WATCHER else None
     sid = secrets.token_urlsafe(18)
-    s = Session(role, subject, secrets.token_urlsafe(18), now_ms + SESSION_DAYS * 86_400_000,
+    s = Session(role, subject, secrets.token_urlsafe(18), now_ms + SESSION_DAYS * DAY_MS,
                 lang, sid)
     c.execute("INSERT INTO web_sessions (digest, role, subject, email, created_at, expires_at, "
               "ended_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
@@ -303,8 +304,8 @@ class RateLimit:
         self.db, self.name, self.limit, self.window_s = db, name, limit, window_s
 
     def allow(self, key: str, now_s: float | None = None) -> bool:
-        now = int((time.time() if now_s is None else now_s) * 1000)
-        window = int(self.window_s * 1000)
+        now = to_ms(time.time() if now_s is None else now_s)
+        window = to_ms(self.window_s)
         bucket = hashlib.sha256(f"{self.name}\n{key}".encode()).hexdigest()[:40]
         with self.db.tx() as c:
             c.execute("INSERT INTO rate_limits (bucket, hits, until_ms) VALUES (?, '[]', 0) "

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
+from mimamori.clock import HOUR_S
 from mimamori.timeline import Interval
 from mimamori.web.i18n import day_label, t
 
@@ -33,8 +34,8 @@ FONT = 18
 RANGE_H = 10  # height of an uncertain range (a thinner strip than a bar)
 MIN_W = 2.5  # narrowest bar drawn (about 7 minutes): every switch-on stays visible
 EXACT_S = 300.0  # a start known within this is drawn solid
-UNBOUNDED_S = 3600.0  # an unbounded start is drawn as uncertain over the hour before it
-MAY_STILL_BE_ON_S = 6 * 3600.0
+UNBOUNDED_S = HOUR_S  # an unbounded start is drawn as uncertain over the hour before it
+MAY_STILL_BE_ON_S = 6 * HOUR_S
 
 SOLID = "#1d3f6e"
 HATCH_BG = "#fbe7b5"

@@ -32,10 +32,10 @@ def record_served_url(db: Database, url: str) -> None:
 
 def _url(args: argparse.Namespace, store: Store) -> str:
     if args.url or os.environ.get("MIMAMORI_PUBLIC_URL"):
-        return (args.url or notify.Config.from_env().public_url).rstrip("/")
+        return (args.url or notify.NotifierSettings.from_env().public_url).rstrip("/")
     with store.db.read() as c:
         row = c.one("SELECT value FROM server_secrets WHERE name = 'served_url'")
-    return (row[0] if row else notify.Config.public_url).rstrip("/")
+    return (row[0] if row else notify.NotifierSettings.public_url).rstrip("/")
 
 
 def dashboard_invite(args: argparse.Namespace, store: Store) -> int:
@@ -44,7 +44,7 @@ def dashboard_invite(args: argparse.Namespace, store: Store) -> int:
     try:
         with store.db.tx() as c:
             w = hh.watcher(c, args.watcher)
-            token = auth.make_link(c, auth.WATCHER, w.id, now, auth.INVITE_DAYS * 86_400_000)
+            token = auth.make_link(c, auth.WATCHER, w.id, now, auth.INVITE_DAYS * clocks.DAY_MS)
     except hh.NotFound as e:
         raise ValueError(str(e)) from None
     print(f"invitation for {w.name} ({w.household}); valid {auth.INVITE_DAYS} days, works once:")

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from mimamori.clock import MINUTE_MS, to_s
+
 LANGS = ("ja", "en")
 WEEKDAYS = {"ja": "月火水木金土日", "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
 
@@ -639,7 +641,7 @@ def t(lang: str) -> Callable[..., str]:
 
 
 def local(ms: float | None, tz: str) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return None if ms is None else datetime.fromtimestamp(to_s(ms), ZoneInfo(tz))
 
 
 def day_label(d: datetime, lang: str) -> str:
@@ -665,7 +667,7 @@ def ago(ms: float | None, now_ms: float, lang: str) -> str:
     tr = t(lang)
     if ms is None:
         return tr("never")
-    m = max(0, int((now_ms - ms) // 60_000))
+    m = max(0, int((now_ms - ms) // MINUTE_MS))
     if m < 120:
         return tr("ago_min", n=m)
     if m < 48 * 60:
@@ -677,5 +679,5 @@ def duration(ms: float | None, lang: str) -> str:
     tr = t(lang)
     if ms is None:
         return "-"
-    m = ms / 60_000
+    m = ms / MINUTE_MS
     return tr("min", n=round(m)) if m < 120 else tr("hours", n=f"{m / 60:.1f}")

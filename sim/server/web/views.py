@@ -31,6 +31,7 @@ from typing import Any
 
 from mimamori import alerts, notify, ota, status, sweeper
 from mimamori import households as hh
+from mimamori.clock import DAY_MS, DAY_S, to_s
 from mimamori.storage import Cursor, Store
 from mimamori.timeline import Interval, Timeline
 from mimamori_firmware import quality, record
@@ -103,7 +104,7 @@ def household_card(c: Cursor, store: Store, home: hh.Household, now_ms: int,
     pause = current_pause(c, home.id, now_ms)
     silent = any(a.rule == "bulb_silent" for a in coord)
     state = "alert" if family else "silent" if silent else "paused" if pause else "well"
-    visible = [iv for iv in tl.intervals if iv.start_latest <= now_ms / 1000]
+    visible = [iv for iv in tl.intervals if iv.start_latest <= to_s(now_ms)]
     return Card(home, state, visible[-1] if visible else None, family, coord, pause,
                 names(c, home.id))
 
@@ -267,7 +268,7 @@ def signal_words(dbm: int | None, late: int | None, visits: int | None, lang: st
 def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHealth:
     dev = store.device(dev_id)
     assert dev is not None
-    since14 = now_ms - 14 * hh.DAY_MS
+    since14 = now_ms - 14 * DAY_MS
     with store.db.read() as c:  # what the row shows, not the bulb's whole history
         link = _last(c, dev_id, record.K_LINK)
         power = _last(c, dev_id, record.K_POWER_ON)
@@ -276,9 +277,9 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         if dev.epoch is not None and dev.ack is not None:
             (backlog,) = c.one("SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
                                "AND seq > ?", (dev_id, dev.epoch, dev.ack)) or (0,)
-    since7 = now_ms / 1000 - 7 * 86400
+    since7 = to_s(now_ms) - 7 * DAY_S
     mine = [iv for iv in tl.intervals if iv.device == dev_id and iv.start_latest >= since7
-            and iv.start_latest <= now_ms / 1000]
+            and iv.start_latest <= to_s(now_ms)]
     late = [iv for iv in mine if iv.reported_at - iv.start_mid > LATE_S]
     journals = store.journals(dev_id)
     if not journals:
@@ -393,19 +394,19 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
         tl = (timelines or {}).get(home.id) or sweeper.timeline_of(store, home.id)
         fam = [a for a in alerts.list_alerts(c, home.id, limit=100_000)
                if a.audience != "coordinator"]
-        months = max(0.0, (now_ms - home.created_at) / (30.44 * hh.DAY_MS))
+        months = max(0.0, (now_ms - home.created_at) / (30.44 * DAY_MS))
         journals = [j for d in store.devices(home.id) for j in store.journals(d.id)]
         delays = [max(0.0, iv.reported_at - iv.start_mid) for iv in tl.intervals
-                  if iv.start_latest <= now_ms / 1000]
+                  if iv.start_latest <= to_s(now_ms)]
         rows.append(ReportRow(
             household=home.id, name=home.name, months=months, alerts=len(fam),
             false_alerts=sum(1 for a in fam if a.outcome == "false_alarm"),
             needed_help=sum(1 for a in fam if a.outcome == "needed_help"),
             fine=sum(1 for a in fam if a.outcome == "fine"),
             cleared=sum(1 for a in fam if a.state == "cleared"),
-            claim_s=[(a.claimed_at - a.opened_at) / 1000 for a in fam
+            claim_s=[to_s(a.claimed_at - a.opened_at) for a in fam
                      if a.claimed_at is not None],  # resolving unclaimed also answers
-            resolve_s=[(a.resolved_at - a.opened_at) / 1000 for a in fam
+            resolve_s=[to_s(a.resolved_at - a.opened_at) for a in fam
                        if a.resolved_at is not None],
             delays_s=delays, lost=sum(j.lost for j in journals),
             lost_reported=sum(j.reported_lost for j in journals),
@@ -505,8 +506,7 @@ def set_watcher_tier(c: Cursor, hid: str, wid: str, tier: int, now_ms: int) -> h
     if tier not in (1, 2, 3):
         raise ValueError(f"order {tier!r}: 1 (first), 2 or 3 (last)")
     c.execute("UPDATE watchers SET tier = ? WHERE id = ?", (tier, wid))
-    c.execute("UPDATE households SET next_check = ? WHERE id = ?",
-              (now_ms, hid))  # re-evaluate at the next sweep
+    hh.recheck_at(c, hid, now_ms)
     return hh.watcher(c, wid)
 
 
