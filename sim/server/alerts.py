@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 
 from mimamori import households as hh
 from mimamori import messages, notify, texts
-from mimamori.clock import HOUR_MS, HOUR_S, to_ms, to_s
+from mimamori.clock import HOUR_MS, to_s
 from mimamori.rules import CLEAR, OPEN, Decision
 from mimamori.storage import Cursor
 
@@ -162,16 +162,16 @@ def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
     ctx: dict[str, Any] = {"rule": a.rule, "subject": a.subject, "alert": a.id,
                            "evidence": a.evidence}
     if "last_on" in d:
-        ctx["last_on"] = when_text(to_ms(d["last_on"]), home.tz, now_ms)
-        ctx["gap_h"] = (to_s(now_ms) - d["last_on"]) / HOUR_S
+        ctx["last_on"] = when_text(d["last_on"], home.tz, now_ms)
+        ctx["gap_h"] = (now_ms - d["last_on"]) / HOUR_MS
     elif d.get("at") is not None:
-        ctx["last_on"] = when_text(to_ms(d["at"]), home.tz, now_ms)
+        ctx["last_on"] = when_text(d["at"], home.tz, now_ms)
     if "on_h" in d:
         ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / HOUR_MS)
     if d.get("radio_h"):
         ctx["radio_h"] = d["radio_h"]
     if d.get("unreported_until"):
-        ctx["unreported_until"] = when_text(to_ms(d["unreported_until"]), home.tz, now_ms)
+        ctx["unreported_until"] = when_text(d["unreported_until"], home.tz, now_ms)
     for k in ("limit_h", "usual_h", "visits", "late", "days", "used_days"):  # for details
         if isinstance(d.get(k), (int, float)):
             ctx[k] = d[k]
@@ -232,7 +232,7 @@ def reminder_due(s: hh.HouseholdSettings, evidence: str, sent: int, opened_ms: i
 
 def _episode(d: Decision, now_ms: int) -> int:
     t = d.since if d.rule == "daily_window" or d.at is None else d.at
-    return to_ms(t) if t is not None else now_ms
+    return t if t is not None else now_ms
 
 
 def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
@@ -311,7 +311,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
         "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
         (aid, home.id, d.rule, d.subject, d.audience, spell if key is None else key, now_ms,
-         None if d.since is None else to_ms(d.since), d.evidence, json.dumps(detail), tier,
+         d.since, d.evidence, json.dumps(detail), tier,
          reminder_due(s, d.strength, 0, now_ms) if family else None,
          now_ms + int(s.escalate_h[0] * HOUR_MS) if nxt_tier and strong else None))
     if not n:  # this episode already had its alert (resolved by someone): not again
@@ -332,8 +332,8 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     extra: dict[str, Any] = {"evidence": d.evidence}
     if "paused_until" in d.detail:
         extra["why"] = "paused"
-    elif a.rule in GAP_RULES and d.at is not None and to_ms(d.at) != a.detail.get("spell"):
-        extra["cleared_on"] = when_text(to_ms(d.at), home.tz, now_ms)
+    elif a.rule in GAP_RULES and d.at is not None and d.at != a.detail.get("spell"):
+        extra["cleared_on"] = when_text(d.at, home.tz, now_ms)
     elif a.rule in GAP_RULES:  # no new switch-on: the settings (or the learned rhythm) changed
         extra["why"] = "rule"
     elif a.rule == "on_too_long" and d.detail.get("probably_off"):
