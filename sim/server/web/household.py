@@ -281,7 +281,8 @@ def _events(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> list[dict[s
     for e in alerts.events(c, a.id):
         ctx = alerts.context(a, home, e["at"])
         if e["params"] and e["params"].get("switched_on") is not None:
-            ctx["cleared_on"] = alerts.when_text(e["params"]["switched_on"], home.tz, e["at"])
+            ctx["cleared_on"] = alerts.when_text(alerts.stored_instant(e["params"], "switched_on"),
+                                                 home.tz, e["at"])
         out.append({**e, "detail": messages.event_detail(e["kind"], e["params"], e["text"],
                                                          p.lang, ctx)})
     return out
