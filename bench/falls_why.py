@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from bench import figures_population as fp
 from mimamori import models as mdl
+from mimamori.clock import DAY_MS, HOUR_MS
 from mimamori.rules import (
     OPEN,
     Decision,
@@ -40,10 +41,10 @@ from mimamori.rules import (
 )
 from mimamori.timeline import Timeline
 from sim import population as pop
-from sim.household import Visit, unix
+from sim.household import Visit, ms
 
-H = 3600.0
-DAY = 86400.0
+H = HOUR_MS  # instants and spans in the server's unit, ms, as figures_population
+DAY = DAY_MS
 
 
 @dataclass
@@ -115,7 +116,7 @@ def replay(h: pop.PopHousehold, at: float, model: mdl.HouseholdModel) -> Inciden
         if base is None and b.state == OPEN:
             base, seen, fixed_d = t, d, b
         t = fp._step(w, t, end, [x.next_check for x in ds] + [b.next_check, fold_at])
-    starts = sorted(unix(v.on) for visits in vs.values() for v in visits)
+    starts = sorted(ms(v.on) for visits in vs.values() for v in visits)
     k = bisect.bisect_right(starts, at) - 1
     learned_h = ((found if found is not None else end) - at) / H
     fixed_h = ((base if base is not None else end) - at) / H

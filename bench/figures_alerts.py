@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bench.run import figure
+from mimamori.clock import DAY_MS, HOUR_MS
 from mimamori.rules import Pause, RuleSettings, evaluate, replay
 from mimamori.timeline import build_timeline
 from sim.household import (
@@ -26,7 +27,7 @@ from sim.household import (
     bulb_records,
     exact_timeline,
     load_ordonez,
-    unix,
+    ms,
 )
 
 # (label, rule, settings overrides): the fixed rule also at shorter N, to compare at equal delay
@@ -52,15 +53,15 @@ def _fall_delays(visits: list[Visit], fall: datetime, settings: RuleSettings,
     """Hours from the fall until each rule alerts (the visits stop at the fall)."""
     before = [v for v in visits if v.on < fall]
     tl = exact_timeline(before)
-    t = unix(fall)
+    t = ms(fall)
     out = {}
     for label, rule, kw in variants:
-        eps = replay(tl, replace(settings, **kw), t, t + 72 * 3600, rule)
-        out[label] = (eps[0].opened - t) / 3600 if eps else 72.0
+        eps = replay(tl, replace(settings, **kw), t, t + 72 * HOUR_MS, rule)
+        out[label] = (eps[0].opened - t) / HOUR_MS if eps else 72.0
     return out
 
 
-def _false(visits: list[Visit], t0: float, t1: float, settings: RuleSettings,
+def _false(visits: list[Visit], t0: int, t1: int, settings: RuleSettings,
            variants=VARIANTS) -> dict[str, int]:
     tl = exact_timeline(visits)
     return {label: len(replay(tl, replace(settings, **kw), t0, t1, rule))
@@ -76,8 +77,8 @@ def real_logs(settings: RuleSettings = SETTINGS, variants=VARIANTS) -> dict | No
                  "delays": {r: [] for r in labels}}
     for house in "AB":
         log = load_ordonez(house)
-        t0, t1 = unix(log.visits[0].on), unix(log.visits[-1].off)
-        res["days"] += (t1 - t0) / 86400
+        t0, t1 = ms(log.visits[0].on), ms(log.visits[-1].off)
+        res["days"] += (t1 - t0) / DAY_MS
         for rule, n in _false(log.visits, t0, t1, settings, variants).items():
             res["false"][rule] += n
         for d in range(8, log.days - 1):
@@ -102,7 +103,7 @@ def simulated(n: int = 40, days: int = 60, settings: RuleSettings = SETTINGS,
         prof = Profile(away_night_p=away_night_p).sample(rng)
         visits = Household(i, prof).events(START, days)
         res["days"] += days
-        for rule, k in _false(visits, unix(START), unix(end), settings, variants).items():
+        for rule, k in _false(visits, ms(START), ms(end), settings, variants).items():
             res["false"][rule] += k
         for j, h in enumerate(FALL_HOURS):
             fall = START + timedelta(days=30 + 7 * j + rng.randrange(5), hours=h,
@@ -113,10 +114,10 @@ def simulated(n: int = 40, days: int = 60, settings: RuleSettings = SETTINGS,
         for paused in (True, False) if stays else ():
             hh = Household(i, prof, (HospitalStay(s, e, paused),))
             vs = hh.events(START, days)
-            pauses = tuple(Pause(unix(a), unix(b)) for a, b in hh.pauses())
+            pauses = tuple(Pause(ms(a), ms(b)) for a, b in hh.pauses())
             st = replace(settings, pauses=pauses)
             key = "stay_paused" if paused else "stay_unpaused"
-            for rule, k in _false(vs, unix(s), unix(e) + 3 * 86400, st, variants).items():
+            for rule, k in _false(vs, ms(s), ms(e) + 3 * DAY_MS, st, variants).items():
                 res[key][rule] += k
     return res
 
@@ -129,7 +130,7 @@ def eval_ms(days: int = 14, reps: int = 20) -> tuple[float, float]:
     """(timeline + every rule, timeline alone) in ms for one household with `days` of records."""
     visits = Household(7, Profile()).events(START, days)
     recs = bulb_records(visits, "bulb-1", seed=7, connect_p=0.9)
-    now = unix(START + timedelta(days=days))
+    now = ms(START + timedelta(days=days))
     t = time.perf_counter()
     for _ in range(reps):
         tl = build_timeline(recs, {"bulb-1": None})

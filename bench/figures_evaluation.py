@@ -73,7 +73,7 @@ def _world(path: Path, days: int) -> tuple[Database, Store, dict[str, tuple[int,
                 "INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, arg, "
                 "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(dev.id, EPOCH, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux, r.arg,
-                  int(r.received_at * 1000)) for r in recs if r.received_at * 1000 < now])
+                  r.received_at) for r in recs if r.received_at < now])
         heads[dev.id] = (boot, seq + 1)
     return db, store, heads, now
 

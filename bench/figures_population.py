@@ -37,12 +37,14 @@ from bench.run import figure
 from mimamori import alerts as al
 from mimamori import households as hh
 from mimamori import models as mdl
+from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 from mimamori.rules import OPEN, Memo, RuleSettings, evaluate, evaluate_rule
 from sim import population as pop
-from sim.household import Visit, unix
+from sim.household import Visit, ms
 
-H = 3600.0
-DAY = 86400.0
+# every instant and span here is in the server's unit, ms (sim/population.py speaks it too)
+H = HOUR_MS
+DAY = DAY_MS
 SEEDS = 3  # households per kind and delivery in `make bench`
 HELD_OUT_SEEDS = 1  # ... of the held-out population (docs/alerts.md: 2, run apart)
 FAMILY = ("unusual_quiet", "on_too_long")
@@ -54,10 +56,10 @@ QUIET = "22:00-07:00"
 @dataclass
 class Episode:
     rule: str
-    opened: float
+    opened: int
     strength: str
-    firmed: float | None = None
-    cleared: float | None = None
+    firmed: int | None = None
+    cleared: int | None = None
     about: float | None = None  # the instant the evidence is about (last switch-on, lit since)
     reasons: tuple[str, ...] = ()
     tell_now: bool = False  # weak, but sent at once (the fixed rule would alert now)
@@ -117,22 +119,22 @@ def cause(h: pop.PopHousehold, ep: Episode) -> str:
     if _in_stay(h, ep.opened):
         return "night_away"
     about = ep.about if ep.about is not None else ep.opened
-    if any(a - 60 <= about <= b for a, b in h.forgotten):
+    if any(a - MINUTE_MS <= about <= b for a, b in h.forgotten):
         return "forgotten_light"
     if ep.rule != "on_too_long":
-        starts = sorted(unix(v.on) for vs in h.bulbs.values() for v in vs)
+        starts = sorted(ms(v.on) for vs in h.bulbs.values() for v in vs)
         k = bisect.bisect_right(starts, ep.opened) - 1
-        if k >= 0 and starts[k] > about + 60:
+        if k >= 0 and starts[k] > about + MINUTE_MS:
             return "radio"
     if "learning" in ep.reasons:
         return "learning"
     return "long_visit" if ep.rule == "on_too_long" else "quiet_spell"
 
 
-def _step(w: pop.World, t: float, t_end: float, nexts: list[float | None]) -> float:
-    arr = w.arrivals(t + 1e-6, t_end)
+def _step(w: pop.World, t: int, t_end: int, nexts: list[int | None]) -> int:
+    arr = w.arrivals(t + 1, t_end)
     cands = [x for x in nexts if x is not None and x > t] + ([arr[0]] if arr else []) + [t_end]
-    return max(min(cands), t + 1.0)
+    return max(min(cands), t + SECOND_MS)
 
 
 def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, dict]:
@@ -239,8 +241,8 @@ def emails(ep: Episode, end: float, st: RuleSettings) -> int:
     stop = ep.cleared if ep.cleared is not None else end
 
     def sent(at: float, n: int) -> int:
-        q = hh.quiet_until(QUIET, "UTC", int(at * 1000))
-        return n if (q / 1000 if q else at) < stop else 0
+        q = hh.quiet_until(QUIET, "UTC", at)
+        return n if (q if q else at) < stop else 0
 
     strong_from = ep.opened if ep.strength == "strong" else ep.firmed
     out = sent(ep.opened, 2) if ep.strength == "weak" and not ep.tell_now else 2
@@ -252,14 +254,14 @@ def emails(ep: Episode, end: float, st: RuleSettings) -> int:
     evidence = ep.strength
     while True:
         if evidence == "weak" and ep.firmed is not None:
-            nxt_weak = al.reminder_due(s, "weak", k, int(t0 * 1000))
-            if nxt_weak is None or nxt_weak / 1000 >= ep.firmed:
+            nxt_weak = al.reminder_due(s, "weak", k, t0)
+            if nxt_weak is None or nxt_weak >= ep.firmed:
                 evidence, t0, k = "strong", ep.firmed, 0
                 continue
-        due = al.reminder_due(s, evidence, k, int(t0 * 1000))
-        if due is None or due / 1000 >= stop:
+        due = al.reminder_due(s, evidence, k, t0)
+        if due is None or due >= stop:
             return out
-        out += sent(due / 1000, 3 if due / 1000 >= escalated else 2)
+        out += sent(due, 3 if due >= escalated else 2)
         k += 1
 
 
@@ -304,14 +306,14 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         tl = w.timeline(t)
         ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         # an alert about what began at the fall or after (not one still open from before it)
-        hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - 1)]
+        hits = [d for d in ds if d.state == OPEN and (not lit or (d.since or t) >= at - SECOND_MS)]
         if found is None and hits:
             found = told = t
             if all(d.strength == "weak" and not d.detail.get("tell_now") for d in hits):
-                q = hh.quiet_until(QUIET, "UTC", int(t * 1000))
-                told = q / 1000 if q else t
+                q = hh.quiet_until(QUIET, "UTC", t)
+                told = q if q else t
         (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
-        if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - 1):
+        if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - SECOND_MS):
             base = t
         t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at])
     return ((found if found is not None else end) - at) / H, \
@@ -320,7 +322,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
 
 
 def pop_dt(h: pop.PopHousehold, t: float):
-    return h.start + timedelta(seconds=t - h.t0)
+    return h.start + timedelta(milliseconds=t - h.t0)
 
 
 def fall_instants(h: pop.PopHousehold) -> tuple[list[float], list[tuple[float, str]]]:
@@ -331,13 +333,13 @@ def fall_instants(h: pop.PopHousehold) -> tuple[list[float], list[tuple[float, s
     lo = h.t0 + 21 * DAY
     off: list[float] = []
     while len(off) < FALLS:
-        t = lo + rng.uniform(0, h.t1 - lo - 3 * DAY)
+        t = lo + round(rng.uniform(0, h.t1 - lo - 3 * DAY))
         loc = ((t - h.t0) % DAY) / H
         away = _in_stay(h, t) or any(p[0] <= t < p[1] for p in _pauses(_settings(h), h))
         if 7 <= loc < 22 and not away:
             off.append(t)
-    starts = [(unix(v.on), dev) for dev, vs in h.bulbs.items() for v in vs
-              if lo <= unix(v.on) < h.t1 - 3 * DAY and not _in_stay(h, unix(v.on))]
+    starts = [(ms(v.on), dev) for dev, vs in h.bulbs.items() for v in vs
+              if lo <= ms(v.on) < h.t1 - 3 * DAY and not _in_stay(h, ms(v.on))]
     on = rng.sample(starts, min(FALLS, len(starts)))
     return off, on
 

@@ -108,13 +108,13 @@ def _year(db: Database) -> int:
         group: list = []
         reqs: dict[int, int] = {}  # a long visit sends several batches: its request counter
         for r in recs + [None]:
-            if group and (r is None or r.received_at - group[-1].received_at > 60):
+            if group and (r is None or r.received_at - group[-1].received_at > 60_000):
                 rows = [(x.seq, x.boot, x.up_ms, x.kind, x.sub, x.aux, x.arg) for x in group]
                 boot = group[-1].boot
                 reqs[boot] = reqs.get(boot, 0) + 1
                 b = Batch(dev.id, 0x5EED, group[0].seq, boot, reqs[boot], rows,
                           24 + record.SIZE * len(rows), group[-1].up_ms + 500)
-                batches.append((int(group[-1].received_at * 1000) + 1000, f"home-{h}", b))
+                batches.append((group[-1].received_at + 1000, f"home-{h}", b))
                 group = []
             if r is not None:
                 group.append(r)

@@ -25,9 +25,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import mean, median
 
+from mimamori.clock import SECOND_MS, to_ms
 from mimamori.timeline import (
     ALIVE_FRACTION,
-    ALIVE_STEP_S,
+    ALIVE_STEP_MS,
     PWRON_RESET,
     DeviceSeen,
     Interval,
@@ -219,15 +220,22 @@ def unix(t: datetime) -> float:
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
+def ms(t: datetime) -> int:
+    """A simulated local time as the server counts instants: ms since the epoch (the edge
+    between the simulator's datetimes and the server's unit)."""
+    return to_ms(unix(t))
+
+
 def exact_timeline(visits: list[Visit], device: str = "bulb") -> Timeline:
     """The timeline a perfectly connected bulb with a dying gasp would give (for measurement)."""
     ivs = []
     for i, v in enumerate(visits):
-        on, off = unix(v.on), unix(v.off)
+        on, off = ms(v.on), ms(v.off)
         # reported at power-on, as a connected bulb does
-        ivs.append(Interval(device, i + 1, on, on, off, off, off - on, "off", True, on + 2.0, 1))
-    last = unix(visits[-1].off) if visits else None
-    first = unix(visits[0].on) if visits else None
+        ivs.append(Interval(device, i + 1, on, on, off, off, off - on, "off", True,
+                            on + 2 * SECOND_MS, 1))
+    last = ms(visits[-1].off) if visits else None
+    first = ms(visits[0].on) if visits else None
     seen = DeviceSeen(device, first, first, last, len(visits) or None)
     return Timeline(tuple(ivs), {device: seen})
 
@@ -262,7 +270,7 @@ def bulb_records(
             rows.append((2.0, K_ANCHOR, A_SERVER, 0, int(t_on + 2.0)))
         u = 0.0
         while True:
-            u = u + ALIVE_STEP_S if u < 120 else u * (1 + ALIVE_FRACTION * 0.9)
+            u = u + ALIVE_STEP_MS / SECOND_MS if u < 120 else u * (1 + ALIVE_FRACTION * 0.9)
             if u >= length:
                 break
             rows.append((u, K_ALIVE, 0, 0, 0))
@@ -274,12 +282,12 @@ def bulb_records(
             seq += 1
         if connected:
             late = t_on + 2.0 + rng.uniform(0.5, 3.0)
-            out += [StoredRecord(device, *r, received_at=late) for r in unsent]
+            out += [StoredRecord(device, *r, received_at=to_ms(late)) for r in unsent]
             unsent = []
             for r in mine:
                 up = r[2] / 1000
-                out.append(StoredRecord(device, *r, received_at=t_on + max(up, 2.0)
-                                        + rng.uniform(0.5, 3.0)))
+                out.append(StoredRecord(device, *r, received_at=to_ms(t_on + max(up, 2.0)
+                                                                      + rng.uniform(0.5, 3.0))))
         else:
             unsent += mine
         boot += 1

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from mimamori import sweeper
+from mimamori.clock import to_ms
 from mimamori.storage import Store
 from mimamori_firmware import record
 from sim import scenario as sc
@@ -93,7 +94,7 @@ def outcomes(stage: Stage) -> list[Outcome]:
                 pauses = stage.api("GET", f"/api/v1/households/{home.id}/pauses")
                 back = next(st.at for st in s.steps if st.home == home.id
                             and "back home" in st.text).timestamp()
-                after = [iv for iv in tls[home.id].intervals if iv.start_latest >= back]
+                after = [iv for iv in tls[home.id].intervals if iv.start_latest >= to_ms(back)]
                 ok = bool(pauses) and not family and bool(after)
                 text = (f"paused {pauses[0]['first_day']}..{pauses[0]['last_day']}; "
                         if pauses else "no pause; ") + (

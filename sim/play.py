@@ -35,6 +35,7 @@ import httpx
 
 from mimamori import sweeper
 from mimamori.cli import main as mimamori
+from mimamori.clock import to_ms, to_s
 from mimamori.storage import Store
 from sim import scenario as sc
 from sim.bulb import FIRMWARE, REPO, Bulb, wifi_net
@@ -430,7 +431,7 @@ class Stage:
             first = min(iv.start_earliest or iv.start_latest for iv in late)
             self.say(self.clock.dt(heard) if self.clock else None, self._who(hid),
                      f"{len(late)} switch-ons made without signal reached the server now "
-                     f"(from {datetime.fromtimestamp(first, sc.TZ):%a %H:%M}), each placed "
+                     f"(from {datetime.fromtimestamp(to_s(first), sc.TZ):%a %H:%M}), each placed "
                      "between bounds; no alert", "server")
         return True
 
@@ -586,7 +587,9 @@ class Stage:
 
 
 def offline_visits(tl: Any, dev: str, up: float) -> list[Any]:
-    """Visits of `dev` that began before the signal came back at `up` and reached the server
-    after it: the ones recorded without signal (bounded, never anchored by themselves)."""
-    return [iv for iv in tl.intervals if iv.device == dev and iv.reported_at >= up
-            and iv.start_earliest is not None and iv.start_earliest < up]
+    """Visits of `dev` that began before the signal came back at `up` (Unix s) and reached the
+    server after it: the ones recorded without signal (bounded, never anchored by themselves).
+    The timeline counts ms, as the whole server."""
+    up_ms = to_ms(up)
+    return [iv for iv in tl.intervals if iv.device == dev and iv.reported_at >= up_ms
+            and iv.start_earliest is not None and iv.start_earliest < up_ms]

@@ -43,8 +43,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from mimamori.timeline import HEARTBEAT_S, LTE_REPORT_GAP_S, DeviceSeen, Interval, Timeline
-from sim.household import Household, Profile, Visit, unix
+from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS
+from mimamori.timeline import HEARTBEAT_MS, LTE_REPORT_GAP_MS, DeviceSeen, Interval, Timeline
+from sim.household import Household, Profile, Visit, ms
 
 KINDS = ("living_room", "kitchen", "toilet", "rare_room", "seasonal", "day_service", "irregular")
 KINDS_HELD_OUT = KINDS + ("two_rooms",)
@@ -95,8 +96,8 @@ def _draw(rng: random.Random, r: tuple[float, float]) -> float:
     """A value in the range; a range of one value costs no draw (the main population's
     draws stay as they were)."""
     return r[0] if r[0] == r[1] else rng.uniform(r[0], r[1])
-H = 3600.0
-DAY = 86400.0
+H = HOUR_MS
+DAY = DAY_MS
 
 
 @dataclass
@@ -107,10 +108,10 @@ class PopHousehold:
     start: datetime  # local midnight of the first day (naive local time, kept as UTC)
     days: int
     visits: list[Visit]
-    stays: list[tuple[float, float]]  # unregistered nights away (Unix s)
+    stays: list[tuple[int, int]]  # unregistered nights away (ms, as the server counts)
     absences: list[dict] = field(default_factory=list)  # registered (household settings)
     outage: tuple = ()  # the delivery condition's parameters
-    forgotten: list[tuple[float, float]] = field(default_factory=list)  # lights left on overnight
+    forgotten: list[tuple[int, int]] = field(default_factory=list)  # lights left on overnight
     rooms: dict[str, list[Visit]] = field(default_factory=dict)  # more bulbs of the home
     fail_p: float = 0.0  # weak Wi-Fi: share of attempts that fail
     held_out: bool = False
@@ -121,12 +122,12 @@ class PopHousehold:
         return {DEVICE: self.visits} | self.rooms
 
     @property
-    def t0(self) -> float:
-        return unix(self.start)
+    def t0(self) -> int:
+        return ms(self.start)
 
     @property
-    def t1(self) -> float:
-        return unix(self.start + timedelta(days=self.days))
+    def t1(self) -> int:
+        return ms(self.start + timedelta(days=self.days))
 
 
 def _sunset_h(d: datetime, seasonal: bool, day: int, days: int, moves: float = 2.5) -> float:
@@ -286,7 +287,7 @@ def household(kind: str, delivery: str, seed: int, days: int | None = None,
         base = start + timedelta(days=int(d))
         a_ = base + timedelta(hours=rng.uniform(15, 19))
         b_ = base + timedelta(days=1, hours=rng.uniform(10, 14))
-        stays.append((unix(a_), unix(b_)))
+        stays.append((ms(a_), ms(b_)))
         away.append((a_, b_))
         d += rng.expovariate(1 / every) + 2
     visits = _home(visits, away)
@@ -314,7 +315,7 @@ def household(kind: str, delivery: str, seed: int, days: int | None = None,
         period = _draw(rng, r.outage_every_d)
         outage = (rng.uniform(0, period), rng.random(), _draw(rng, r.outage_h), period)
     fail_p = _draw(rng, r.weak_fail) if delivery == "weak_wifi" else 0.0
-    left_on = [(unix(new.on), unix(new.off)) for _, new in forgot]
+    left_on = [(ms(new.on), ms(new.off)) for _, new in forgot]
     return PopHousehold(kind, delivery, seed, start, days, _one_lamp(visits), stays, absences,
                         outage, left_on, {dev: _one_lamp(vs) for dev, vs in rooms.items()},
                         fail_p, held_out)
@@ -344,13 +345,14 @@ def _hhmm(h: float) -> str:
 # what the server knows
 
 
-def _mark(u: float) -> float:
-    """The last ALIVE mark (uptime s) written by uptime u: 10 s steps to 120 s, then +10 %."""
-    if u < 10:
-        return 0.05
-    if u <= 120:
-        return math.floor(u / 10) * 10
-    return 120 * 1.1 ** math.floor(math.log(u / 120) / math.log(1.1))
+def _mark(u: int) -> int:
+    """The last ALIVE mark (uptime ms) written by uptime u: 10 s steps to 120 s, then +10 %."""
+    step, first = 10 * SECOND_MS, 120 * SECOND_MS
+    if u < step:
+        return 50
+    if u <= first:
+        return u // step * step
+    return round(first * 1.1 ** math.floor(math.log(u / first) / math.log(1.1)))
 
 
 class World:
@@ -358,7 +360,7 @@ class World:
     the server has at any instant."""
 
     def __init__(self, h: PopHousehold, visits: list[Visit] | Mapping[str, list[Visit]] |
-                 None = None, lit_until: float | None = None, lit: str = DEVICE) -> None:
+                 None = None, lit_until: int | None = None, lit: str = DEVICE) -> None:
         """visits: the main bulb's (a list) or each bulb's (a mapping); default: the
         household's. lit_until: the `lit` bulb's last visit stays lit until then."""
         if visits is None:
@@ -370,15 +372,15 @@ class World:
                       for dev, vs in visits.items()}
         self.successes = sorted(t for b in self.bulbs.values() for t in b.successes)
 
-    def timeline(self, t: float) -> Timeline:
-        """What the server knows at t."""
+    def timeline(self, t: int) -> Timeline:
+        """What the server knows at t (ms, as every instant here)."""
         if len(self.bulbs) == 1:
             return next(iter(self.bulbs.values())).timeline(t)
         parts = [b.timeline(t) for b in self.bulbs.values()]
         ivs = sorted((iv for p in parts for iv in p.intervals), key=lambda iv: iv.start_latest)
         return Timeline(tuple(ivs), {d: s for p in parts for d, s in p.devices.items()})
 
-    def arrivals(self, t0: float, t1: float) -> list[float]:
+    def arrivals(self, t0: int, t1: int) -> list[int]:
         """The instants reports reached the server in [t0, t1) (the server evaluates then)."""
         return self.successes[bisect.bisect_left(self.successes, t0):
                               bisect.bisect_left(self.successes, t1)]
@@ -388,17 +390,17 @@ class _Bulb:
     """One bulb and its radio."""
 
     def __init__(self, h: PopHousehold, device: str, vs: list[Visit],
-                 lit_until: float | None = None) -> None:
+                 lit_until: int | None = None) -> None:
         self.h, self.device = h, device
-        self.on = [unix(v.on) for v in vs]
-        self.off = [unix(v.off) for v in vs]
+        self.on = [ms(v.on) for v in vs]
+        self.off = [ms(v.off) for v in vs]
         if lit_until is not None and self.off:
             self.off[-1] = lit_until  # the last visit's lamp stays lit (a fall, light left on)
         self.lte = h.delivery == "lte"
         salt = "" if device == DEVICE else f"/{device}"
         self.rng = random.Random(f"radio/{h.kind}/{h.delivery}/{h.seed}{salt}"
                                  + ("/held-out" if h.held_out else ""))
-        self.successes: list[float] = []  # every successful report, in time order
+        self.successes: list[int] = []  # every successful report, in time order
         self.links: list[tuple[int, int]] = []
         self._attempts()
         self.reported = []
@@ -412,7 +414,7 @@ class _Bulb:
         self.finals = [self._interval(i, None) for i in range(len(self.on))]
 
     # -- the radio
-    def _down(self, t: float) -> bool:
+    def _down(self, t: int) -> bool:
         h, d = self.h, self.h.delivery
         if d == "router_nightly":
             a, b = h.outage
@@ -427,7 +429,7 @@ class _Bulb:
             return s <= t < s + hours * H
         return False
 
-    def _ok(self, t: float) -> bool:
+    def _ok(self, t: int) -> bool:
         p = {"weak_wifi": self.h.fail_p, "lte": 0.01}.get(self.h.delivery, 0.005)
         return not self._down(t) and self.rng.random() >= p
 
@@ -435,25 +437,25 @@ class _Bulb:
         last = -math.inf
         for on, off in zip(self.on, self.off):
             n = bad = 0
-            t = on + (10.0 if self.lte else 3.0)
-            due = not self.lte or on - last >= LTE_REPORT_GAP_S
+            t = on + (10 if self.lte else 3) * SECOND_MS
+            due = not self.lte or on - last >= LTE_REPORT_GAP_MS
             if not due:
-                t = on + HEARTBEAT_S
-            backoff = 30.0
+                t = on + HEARTBEAT_MS
+            backoff = 30 * SECOND_MS
             while t <= off:
                 n += 1
                 if self._ok(t):
                     self.successes.append(t)
                     last = t
-                    backoff = 30.0
-                    t += HEARTBEAT_S
+                    backoff = 30 * SECOND_MS
+                    t += HEARTBEAT_MS
                 else:
                     bad += 1
                     t += backoff
-                    backoff = min(HEARTBEAT_S, backoff * 2)
+                    backoff = min(HEARTBEAT_MS, backoff * 2)
             self.links.append((n, bad))
 
-    def _during(self, i: int) -> float | None:
+    def _during(self, i: int) -> int | None:
         k = bisect.bisect_left(self.successes, self.on[i])
         if k < len(self.successes) and self.successes[k] <= self.off[i]:
             return self.successes[k]
@@ -463,36 +465,37 @@ class _Bulb:
         """Start bounds: exact for a visit that connected while lit; otherwise after the visit
         before it ended and before the next one began (what the server's timeline can say)."""
         n = len(self.on)
-        self.lo: list[float | None] = list(self.on)
+        self.lo: list[int | None] = list(self.on)
         self.hi = list(self.on)
         lit = [_mark(off - on) for on, off in zip(self.on, self.off)]
         for i in range(n - 1, -1, -1):
             if self.connected[i]:
                 continue
             nxt = self.hi[i + 1] if i + 1 < n else self.reported[i]
-            self.hi[i] = min(nxt, self.reported[i]) - lit[i] - 1.0
+            self.hi[i] = min(nxt, self.reported[i]) - lit[i] - SECOND_MS
             self.lo[i] = (self.on[i - 1] + lit[i - 1]) if i > 0 else None
             if self.lo[i] is not None and self.lo[i] > self.hi[i]:
                 self.lo[i] = self.hi[i]
         self.lit = lit
 
-    def _interval(self, i: int, t: float | None) -> Interval:
+    def _interval(self, i: int, t: int | None) -> Interval:
         """Visit i as the server knows it at t (None: once the next visit is known)."""
         lo, hi = self.lo[i], self.hi[i]
         n, bad = self.links[i]
         if t is None:
             u = self.lit[i]
             end_lo = hi + u if lo is None else lo + u
-            return Interval(self.device, i + 1, lo, hi, end_lo, hi + max(u + 10, u / 0.9), u, "alive",
+            return Interval(self.device, i + 1, lo, hi, end_lo,
+                            hi + max(u + 10 * SECOND_MS, math.ceil(u / 0.9)), u, "alive",
                             self.connected[i], self.reported[i], 1, n, bad)
         k = bisect.bisect_right(self.successes, t) - 1
         s = self.successes[k] if k >= 0 else self.on[i]
-        u = _mark(min(s, self.off[i]) - self.on[i]) if s >= self.on[i] else 0.05
+        u = _mark(min(s, self.off[i]) - self.on[i]) if s >= self.on[i] else 50
         end_lo = (lo if lo is not None else hi) + u
         return Interval(self.device, i + 1, lo, hi, end_lo, None, u, "open", self.connected[i],
                         self.reported[i], 1, n, bad)
 
-    def timeline(self, t: float) -> Timeline:
+    def timeline(self, t: int) -> Timeline:
         """What the server knows at t."""
         n = bisect.bisect_right(self.reported, t)
         k = min(n, bisect.bisect_right(self.final_at, t))
@@ -500,10 +503,10 @@ class _Bulb:
         j = bisect.bisect_right(self.successes, t)
         heard = self.successes[j - 1] if j else None
         seen = DeviceSeen(self.device, self.h.t0, self.successes[0] if j else None, heard, n or None,
-                          lte=self.lte, report_gap_s=LTE_REPORT_GAP_S if self.lte else 0.0)
+                          lte=self.lte, report_gap_ms=LTE_REPORT_GAP_MS if self.lte else 0)
         return Timeline(tuple(ivs), {self.device: seen})
 
-    def arrivals(self, t0: float, t1: float) -> list[float]:
+    def arrivals(self, t0: int, t1: int) -> list[int]:
         """The instants reports reached the server in [t0, t1) (the server evaluates then)."""
         return self.successes[bisect.bisect_left(self.successes, t0):
                               bisect.bisect_left(self.successes, t1)]

@@ -24,9 +24,11 @@ from fastapi.testclient import TestClient
 from mimamori import alerts, notify
 from mimamori import households as hh
 from mimamori.app import create_app
+from mimamori.clock import HOUR_MS, SECOND_MS
 from mimamori.timeline import Interval
 from mimamori.web import auth, chart, views
 from sim import sample_pilot as sample
+from sim.household import ms as dt_ms
 
 NOW = sample.NOW.timestamp()
 NOW_MS = int(NOW * 1000)
@@ -529,20 +531,18 @@ def test_coordinator_sees_lost_records_and_reused_seqs_per_bulb_and_in_the_repor
 # the chart (pure)
 
 
-def _iv(start: float, end: float, *, start_earliest: float | None = None) -> Interval:
+def _iv(start: int, end: int, *, start_earliest: int | None = None) -> Interval:
     se = start if start_earliest is None else start_earliest
     return Interval("b", 1, se, start, se + (end - start), end, end - start, "off",
-                    start_earliest is None, end + 5)
+                    start_earliest is None, end + 5 * SECOND_MS)
 
 
 def test_chart_draws_known_visits_solid_and_unknown_times_as_ranges() -> None:
     day = datetime(2026, 3, 16, tzinfo=sample.JST)
-    now = (day + timedelta(hours=22)).timestamp()
-    exact = _iv((day + timedelta(hours=7)).timestamp(), (day + timedelta(hours=7, minutes=2)
-                                                         ).timestamp())
-    vague = _iv((day + timedelta(hours=15)).timestamp(), (day + timedelta(hours=15, minutes=1)
-                                                          ).timestamp(),
-                start_earliest=(day + timedelta(hours=9)).timestamp())
+    now = dt_ms(day + timedelta(hours=22))
+    exact = _iv(dt_ms(day + timedelta(hours=7)), dt_ms(day + timedelta(hours=7, minutes=2)))
+    vague = _iv(dt_ms(day + timedelta(hours=15)), dt_ms(day + timedelta(hours=15, minutes=1)),
+                start_earliest=dt_ms(day + timedelta(hours=9)))
     svg = chart.activity_svg([exact, vague], "Asia/Tokyo", now, "en")
     assert svg.count('class="on"') == 1 and svg.count('class="uncertain"') == 1
     m = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)" height="10" '
@@ -558,12 +558,11 @@ def test_chart_draws_known_visits_solid_and_unknown_times_as_ranges() -> None:
 
 def test_chart_splits_a_visit_over_midnight_and_shades_pauses() -> None:
     day = datetime(2026, 3, 16, tzinfo=sample.JST)
-    now = (day + timedelta(hours=12)).timestamp()
-    late = _iv((day - timedelta(minutes=30)).timestamp(), (day + timedelta(minutes=30)
-                                                           ).timestamp())
-    pause = ((day - timedelta(days=3)).timestamp(), (day - timedelta(days=1)).timestamp())
+    now = dt_ms(day + timedelta(hours=12))
+    late = _iv(dt_ms(day - timedelta(minutes=30)), dt_ms(day + timedelta(minutes=30)))
+    pause = (dt_ms(day - timedelta(days=3)), dt_ms(day - timedelta(days=1)))
     svg = chart.activity_svg([late], "Asia/Tokyo", now, "ja", pauses=[pause],
-                             alerts_at=[now - 3600])
+                             alerts_at=[now - HOUR_MS])
     assert svg.count('class="on"') == 2  # the end of yesterday's row, the start of today's
     assert svg.count('fill="url(#paused)"') == 2  # two whole days
     assert "お休み" in svg and 'class="alert-mark"' in svg
@@ -572,9 +571,9 @@ def test_chart_splits_a_visit_over_midnight_and_shades_pauses() -> None:
 
 def test_day_rows_count_switch_ons_per_day() -> None:
     day = datetime(2026, 3, 16, tzinfo=sample.JST)
-    ivs = [_iv((day + timedelta(hours=h)).timestamp(), (day + timedelta(hours=h, minutes=1)
-                                                        ).timestamp()) for h in (7, 9, 21)]
-    rows = chart.day_rows(ivs, "Asia/Tokyo", (day + timedelta(hours=23)).timestamp(), days=2)
+    ivs = [_iv(dt_ms(day + timedelta(hours=h)), dt_ms(day + timedelta(hours=h, minutes=1)))
+           for h in (7, 9, 21)]
+    rows = chart.day_rows(ivs, "Asia/Tokyo", dt_ms(day + timedelta(hours=23)), days=2)
     assert [(d.day, n) for d, n, _, _ in rows] == [(16, 3), (15, 0)]
 
 
@@ -648,9 +647,9 @@ def test_pages_forbid_framing_scripts_and_caching(site: Site) -> None:
     assert r.headers["cache-control"] == "no-store" and r.headers["x-frame-options"] == "DENY"
 
 
-@pytest.mark.parametrize("spread_s, shows_bound", [(2.0, False), (3600.0, True)])
+@pytest.mark.parametrize("spread_ms, shows_bound", [(2 * SECOND_MS, False), (HOUR_MS, True)])
 def test_last_switch_on_is_a_time_when_known_to_the_minute_and_a_bound_otherwise(
-        spread_s: float, shows_bound: bool) -> None:
+        spread_ms: int, shows_bound: bool) -> None:
     """A visit anchored by its batch's receipt is known within seconds: the card shows the time,
     not "by HH:MM"; a visit made without signal is only bounded and says so."""
     from types import SimpleNamespace
@@ -658,14 +657,16 @@ def test_last_switch_on_is_a_time_when_known_to_the_minute_and_a_bound_otherwise
     from mimamori.web import i18n
     from mimamori.web.routes import _env
 
-    start = (NOW // 60) * 60 - 3 * 3600 + 30  # mid-minute, so a 2 s spread stays in it
-    iv = Interval("b", 1, start - spread_s, start, start + 60, start + 70, 60.0, "alive", True,
-                  start + 5)
+    minute = 60 * SECOND_MS
+    start = (NOW_MS // minute) * minute - 3 * HOUR_MS + 30 * SECOND_MS  # mid-minute: a 2 s
+    #                                                                      spread stays in it
+    iv = Interval("b", 1, start - spread_ms, start, start + minute, start + 70 * SECOND_MS,
+                  minute, "alive", True, start + 5 * SECOND_MS)
     card = SimpleNamespace(last_on=iv, home=SimpleNamespace(tz="Asia/Tokyo"))
     tr = i18n.t("en")
     macro = _env().get_template("_ui.html").module.last_on  # type: ignore[attr-defined]
     html = str(macro(card, tr, lambda ms, tz: i18n.when(ms, tz, NOW_MS, "en"),
                      lambda ms: i18n.ago(ms, NOW_MS, "en")))
-    shown = i18n.when(start * 1000, "Asia/Tokyo", NOW_MS, "en")
+    shown = i18n.when(start, "Asia/Tokyo", NOW_MS, "en")
     assert shown in html
     assert ("by " + shown in html) is shows_bound

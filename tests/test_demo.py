@@ -13,6 +13,7 @@ import pytest
 
 from mimamori import alerts, notify, sweeper
 from mimamori import households as hh
+from mimamori.clock import to_ms
 from mimamori.storage import Store
 from mimamori_firmware import record
 from sim import scenario as sc
@@ -113,8 +114,8 @@ def test_a_day_without_signal_is_delivered_late_and_raises_no_family_alert(demo)
     offline = [v for v in bulb.visits if down <= v.on.timestamp() < up]
     assert offline
     tl = sweeper.timeline_of(store, "suzuki")
-    late = [iv for iv in tl.intervals if iv.reported_at >= up and iv.start_earliest is not None
-            and iv.start_earliest < up]
+    late = [iv for iv in tl.intervals if iv.reported_at >= to_ms(up)
+            and iv.start_earliest is not None and iv.start_earliest < to_ms(up)]
     assert len(late) >= len(offline)
     fall = _step(stage, "suzuki", "note", "falls").timestamp()
     assert [a.rule for a in _alerts(store, "suzuki")
@@ -130,7 +131,7 @@ def test_planned_hospital_stay_pauses_the_household_and_raises_no_alert(demo):
     assert [a.rule for a in _alerts(store, "takahashi") if a.audience == "family"] == []
     back = _step(stage, "takahashi", "note", "back home").timestamp()
     tl = sweeper.timeline_of(store, "takahashi")
-    assert [iv for iv in tl.intervals if iv.start_latest >= back]  # it resumed by itself
+    assert [iv for iv in tl.intervals if iv.start_latest >= to_ms(back)]  # resumed by itself
 
 
 def test_lte_m_bulb_and_wifi_bulb_of_one_home_both_report(demo):

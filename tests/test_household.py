@@ -8,6 +8,7 @@ from statistics import mean
 
 import pytest
 
+from mimamori.clock import SECOND_MS
 from mimamori.timeline import build_timeline
 from sim.household import (
     DATA,
@@ -19,7 +20,7 @@ from sim.household import (
     bulb_records,
     calibrate,
     load_ordonez,
-    unix,
+    ms,
 )
 
 START = datetime(2026, 1, 5)
@@ -79,9 +80,9 @@ def test_bulb_records_of_visits_rebuild_the_same_timeline():
     # visits after the last one that connected are still in the bulb's journal, not sent yet
     assert 0 <= len(vs) - len(ivs) < 5 and len(ivs) > 20
     for iv, v in zip(ivs, vs, strict=False):
-        assert iv.start_latest >= unix(v.on) - 1
-        assert iv.start_earliest is None or iv.start_earliest <= unix(v.on) + 1
-        assert iv.on_s <= (v.off - v.on).total_seconds() + 1
+        assert iv.start_latest >= ms(v.on) - SECOND_MS
+        assert iv.start_earliest is None or iv.start_earliest <= ms(v.on) + SECOND_MS
+        assert iv.on_ms <= (v.off - v.on) / timedelta(milliseconds=1) + SECOND_MS
 
 
 @pytest.mark.skipif(not (DATA / "OrdonezA_Sensors.txt").exists(),

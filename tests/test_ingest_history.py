@@ -39,7 +39,7 @@ class World:
         self.dev = self.store.register_device(T0, "bulb", "home").id
         recs = bulb_records(Household(seed=7).events(START, days), self.dev, seed=1) \
             if days else []
-        recs = [r for r in recs if r.received_at * 1000 < self.now]
+        recs = [r for r in recs if r.received_at < self.now]
         self.boot = max((r.boot for r in recs), default=1)
         self.seq = max((r.seq for r in recs), default=0) + 1
         with self.db.tx() as c:
@@ -50,7 +50,7 @@ class World:
                 "INSERT INTO records (device, epoch, seq, boot, up_ms, kind, sub, aux, arg, "
                 "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(self.dev, EPOCH, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux, r.arg,
-                  int(r.received_at * 1000)) for r in recs])
+                  r.received_at) for r in recs])
         self.records = len(recs)
         sweeper.evaluate_household(self.db, "home", self.now, self.cfg, self.store)
 

@@ -138,12 +138,13 @@ def test_kept_state_equals_a_rebuild_from_all_records(db_url, seed, monkeypatch)
     assert k.timeline.devices == full.devices
     assert not k.full and len(k.timeline.intervals) < len(full.intervals)
     assert all(st.ctx is not None for st in states.values())  # the tails were cut
-    spans = [(p.start, p.end) for p in rules.expand(rs, list(full.intervals), now).pauses]
-    m = mdl.learn(full, rs.tz, spans, now)
+    now_ms = int(now * 1000)
+    spans = [(p.start, p.end) for p in rules.expand(rs, list(full.intervals), now_ms).pauses]
+    m = mdl.learn(full, rs.tz, spans, now_ms)
     assert m.n_days >= 20
     assert json.loads(row[0]) == json.loads(json.dumps(m.to_json()))
-    assert (rules.evaluate(k.timeline, rs, now, model=k.model)
-            == rules.evaluate(full, rs, now, model=m))
+    assert (rules.evaluate(k.timeline, rs, now_ms, model=k.model)
+            == rules.evaluate(full, rs, now_ms, model=m))
 
 
 def test_a_late_batch_older_than_the_tail_rebuilds_that_bulb(tmp_path, monkeypatch):
@@ -192,3 +193,50 @@ def test_a_resend_that_stores_nothing_evaluates_nothing(tmp_path):
         assert c.one("SELECT next_check FROM households WHERE id = 'h'") == (nxt,)
     assert nxt > (T0 + length + 5) * 1000
     assert sweeper.sweep(db, int((T0 + length + 6) * 1000), CFG).evaluated == []
+
+
+def _in_seconds(v: list) -> list:
+    """A visit's fields as the first format kept them: instants and its lit time in seconds."""
+    return [x / 1000 if i in (2, 3, 4, 5, 6, 9) and x is not None else x
+            for i, x in enumerate(v)]
+
+
+def test_rows_kept_in_the_seconds_format_are_rebuilt_from_the_records(tmp_path):
+    db, store = _world(str(tmp_path / "k.db"))
+    dev = store.register_device(int((T0 - H) * 1000), "toilet", "h")
+    b = BatchSender(dev.id, dev.key_bytes)
+    rng = random.Random(3)
+    t = T0
+    for _ in range(40):  # a few days: visits rows, a cut tail and a learned model
+        first, rest, length = _visit(rng, b, t)
+        store.ingest(parse_batch("toilet", b.request(first + rest).body),
+                     int((t + length + 1) * 1000))
+        t += 3 * H
+    sweeper.evaluate_household(db, "h", int(t * 1000), CFG, store)
+    # what the code before integer ms left: no format, seconds everywhere, model version 3
+    with db.tx() as c:
+        assert c.one("SELECT COUNT(*) FROM visits")[0] > 0
+        for dev_id, raw in c.all("SELECT device, state FROM bulb_tails"):
+            st = json.loads(raw)
+            del st["format"]
+            st["visits"] = [_in_seconds(v) for v in st["visits"]]
+            st["records"] = [[*r[:8], r[8] / 1000] for r in st["records"]]
+            c.execute("UPDATE bulb_tails SET state = ? WHERE device = ?",
+                      (json.dumps(st), dev_id))
+        for dev_id, ep, boot, data in c.all("SELECT device, epoch, boot, data FROM visits"):
+            c.execute("UPDATE visits SET data = ? WHERE device = ? AND epoch = ? AND boot = ?",
+                      (json.dumps(_in_seconds(json.loads(data))), dev_id, ep, boot))
+        (model,) = c.one("SELECT model FROM household_models WHERE household = 'h'")
+        old = json.loads(model) | {"version": 3}
+        c.execute("UPDATE household_models SET model = ? WHERE household = 'h'",
+                  (json.dumps(old),))
+    with db.read() as c:
+        up = kept.bulb(c, "toilet")
+    assert up.rebuilt  # not read as milliseconds
+    sweeper.evaluate_household(db, "h", int(t * 1000) + 1000, CFG, store)
+    ivs, _ = _kept_visits(db)  # every row of the new format again
+    assert ivs == list(sweeper.timeline_of(store, "h").intervals)
+    assert all(isinstance(iv.start_latest, int) for iv in ivs)
+    with db.read() as c:
+        (model,) = c.one("SELECT model FROM household_models WHERE household = 'h'")
+    assert json.loads(model)["version"] == mdl.VERSION

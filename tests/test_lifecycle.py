@@ -407,3 +407,27 @@ def test_raising_the_threshold_clears_without_claiming_the_light_came_on(w):
     w.at(T0 + 36 * H + 1)  # the same quiet spell reaches the new threshold: alert again
     (b,) = family(w.api("GET", "/alerts?active=true"))
     assert b["id"] != a["id"] and w.to("alert", ws) == ["Aiko", "Aiko", "Ken", "Ken"]
+
+
+def test_an_alert_kept_before_the_engine_counted_ms_still_says_when_she_was_last_seen():
+    # alerts opened before the upgrade hold Unix seconds in their detail; read as ms they
+    # would say 1970 in every reminder
+    from types import SimpleNamespace
+
+    from mimamori import alerts
+
+    now_ms = int(datetime(2026, 3, 3, 12, 0, tzinfo=JST).timestamp() * 1000)
+    on_s = datetime(2026, 3, 2, 10, 42, tzinfo=JST).timestamp()
+    home = SimpleNamespace(tz="Asia/Tokyo")
+
+    def ctx(detail: dict) -> dict:
+        a = SimpleNamespace(rule="no_activity", subject="", id="a-1", evidence="",
+                            detail=detail, opened_at=now_ms)
+        return alerts.context(a, home, now_ms)  # type: ignore[arg-type]
+
+    old = ctx({"last_on": on_s, "unreported_until": on_s + 3600})
+    new = ctx({"last_on": int(on_s * 1000), "unreported_until": int((on_s + 3600) * 1000),
+               "time_unit": alerts.TIME_UNIT})
+    assert old["last_on"] == new["last_on"] == "3/2 10:42"
+    assert old["unreported_until"] == new["unreported_until"] == "3/2 11:42"
+    assert old["gap_h"] == pytest.approx(new["gap_h"]) and 25 < new["gap_h"] < 26

@@ -13,13 +13,14 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 
 from mimamori import settings as bulb_settings
+from mimamori.clock import HOUR_MS, SECOND_MS, to_s
 from mimamori.rules import CLEAR, OPEN, RuleSettings, evaluate
 from mimamori.storage import Store
-from mimamori.timeline import LTE_REPORT_GAP_S, StoredRecord, Timeline, build_timeline
+from mimamori.timeline import LTE_REPORT_GAP_MS, StoredRecord, Timeline, build_timeline
 from mimamori_firmware import record
 from sim.household import Household, exact_timeline
 from sim.modem import Modem
-from tests.test_timeline import Bulb
+from tests.test_timeline import Bulb, ms
 from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
     Rig,
     assert_delivered_exactly_once,
@@ -29,12 +30,13 @@ from tests.uplink_rig import (  # noqa: F401  (the rig and modem fixtures)
 )
 
 JST = timezone(timedelta(hours=9))
-H = 3600.0
+H = HOUR_MS
 FIXED = RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
 def at(day, hh, mm=0):
-    """Unix time of 2026-03-<day> hh:mm in Japan."""
+    """Unix time (s) of 2026-03-<day> hh:mm in Japan (the Bulb builder's unit; ms() for the
+    server's)."""
     return datetime(2026, 3, day, hh, mm, tzinfo=JST).timestamp()
 
 
@@ -63,16 +65,17 @@ def morning_then_quiet(lte: bool, gaps=None) -> Timeline:
 
 def test_server_learns_an_lte_bulbs_report_gap_from_its_records_and_settings():
     wifi = Bulb().visit(at(2, 10), 60, off=True).timeline()
-    assert wifi.devices["bulb-1"].report_gap_s == 0 and wifi.devices["bulb-1"].hidden_until is None
+    assert wifi.devices["bulb-1"].report_gap_ms == 0 and wifi.devices["bulb-1"].hidden_until is None
     lte = morning_then_quiet(lte=True)
     seen = lte.devices["bulb-1"]
-    assert seen.lte and seen.report_gap_s == LTE_REPORT_GAP_S
-    assert seen.hidden_until == at(2, 10, 2) + 6 * H
-    pushed = morning_then_quiet(lte=True, gaps={"bulb-1": 3600})
-    assert pushed.devices["bulb-1"].hidden_until == at(2, 11, 2)
-    # the server's default is the bulb's own, and what it pushes is checked like the bulb does
-    assert bulb_settings.config.defaults()["lte_report_gap_s"] == LTE_REPORT_GAP_S
-    assert bulb_settings.lte_report_gap_s({}) == LTE_REPORT_GAP_S
+    assert seen.lte and seen.report_gap_ms == LTE_REPORT_GAP_MS
+    assert seen.hidden_until == ms(at(2, 10, 2)) + 6 * H
+    pushed = morning_then_quiet(lte=True, gaps={"bulb-1": H})
+    assert pushed.devices["bulb-1"].hidden_until == ms(at(2, 11, 2))
+    # the server's default is the bulb's own (the bulb's setting counts seconds), and what it
+    # pushes is checked like the bulb does
+    assert bulb_settings.config.defaults()["lte_report_gap_s"] == to_s(LTE_REPORT_GAP_MS)
+    assert bulb_settings.lte_report_gap_s({}) == to_s(LTE_REPORT_GAP_MS)
     assert bulb_settings.lte_report_gap_s({"lte_report_gap_s": 7200}) == 7200
     assert bulb_settings.parse_assignment("lte_report_gap_s=0") == ("lte_report_gap_s", 0)
     with pytest.raises(ValueError, match="0..43200"):
@@ -84,47 +87,47 @@ def test_visits_an_lte_bulb_has_not_reported_yet_raise_no_false_no_activity_aler
     # fell within the 6 h report gap, so the bulb kept them. At 10:30 next day the server knows
     # of nothing for 24.5 h, but she was active 19.5 h ago.
     lte = morning_then_quiet(lte=True)
-    d = rule(evaluate(lte, FIXED, at(3, 10, 30)), "no_activity")
+    d = rule(evaluate(lte, FIXED, ms(at(3, 10, 30))), "no_activity")
     assert d.state == CLEAR
-    assert d.next_check == at(2, 10, 2) + 6 * H + 24 * H  # last heard + gap + N
+    assert d.next_check == ms(at(2, 10, 2)) + 6 * H + 24 * H  # last heard + gap + N
     assert "counted from yesterday 16:02: an LTE-M bulb may not have reported" in d.evidence
-    assert d.at == at(2, 10, 0) and d.detail["last_on"] == at(2, 10, 0)  # the spell is the same
+    assert d.at == ms(at(2, 10, 0)) and d.detail["last_on"] == ms(at(2, 10, 0))  # the same spell
     # her 13:00 switch-on is past the gap: it reports at once and the spell ends
     b = over_lte(Bulb().visit(at(2, 10, 0), 60, off=True, received_at=at(2, 10, 2)))
     b.visit(at(3, 13, 0), 60, off=True)
-    assert rule(evaluate(b.timeline(), FIXED, at(3, 16, 30)), "no_activity").state == CLEAR
+    assert rule(evaluate(b.timeline(), FIXED, ms(at(3, 16, 30))), "no_activity").state == CLEAR
     # had she fallen after the 10:00 visit, the alert still opens, gap hours later
-    late = rule(evaluate(lte, FIXED, at(3, 16, 2)), "no_activity")
-    assert late.state == OPEN and late.since == at(3, 16, 2) and "LTE-M" in late.evidence
+    late = rule(evaluate(lte, FIXED, ms(at(3, 16, 2))), "no_activity")
+    assert late.state == OPEN and late.since == ms(at(3, 16, 2)) and "LTE-M" in late.evidence
 
 
 def test_wifi_bulb_alerts_at_the_same_deadline_as_before():
     wifi = Bulb().visit(at(2, 10, 0), 60, off=True, received_at=at(2, 10, 2)).timeline()
-    before = rule(evaluate(wifi, FIXED, at(3, 9, 59)), "no_activity")
-    assert before.state == CLEAR and before.next_check == at(3, 10, 0)
+    before = rule(evaluate(wifi, FIXED, ms(at(3, 9, 59))), "no_activity")
+    assert before.state == CLEAR and before.next_check == ms(at(3, 10, 0))
     assert before.evidence == "light switched on yesterday at 10:00"
-    d = rule(evaluate(wifi, FIXED, at(3, 10, 30)), "no_activity")
-    assert d.state == OPEN and d.since == at(3, 10, 0)
+    d = rule(evaluate(wifi, FIXED, ms(at(3, 10, 30))), "no_activity")
+    assert d.state == OPEN and d.since == ms(at(3, 10, 0))
     assert "LTE-M" not in d.evidence
 
 
 def test_shorter_pushed_gap_shortens_the_wait():
-    one_hour = morning_then_quiet(lte=True, gaps={"bulb-1": 3600})
-    assert rule(evaluate(one_hour, FIXED, at(3, 11, 1)), "no_activity").state == CLEAR
-    assert rule(evaluate(one_hour, FIXED, at(3, 11, 2)), "no_activity").state == OPEN
+    one_hour = morning_then_quiet(lte=True, gaps={"bulb-1": H})
+    assert rule(evaluate(one_hour, FIXED, ms(at(3, 11, 1))), "no_activity").state == CLEAR
+    assert rule(evaluate(one_hour, FIXED, ms(at(3, 11, 2))), "no_activity").state == OPEN
     zero = morning_then_quiet(lte=True, gaps={"bulb-1": 0})  # reports every power-on
-    assert rule(evaluate(zero, FIXED, at(3, 10, 0)), "no_activity").state == OPEN
+    assert rule(evaluate(zero, FIXED, ms(at(3, 10, 0))), "no_activity").state == OPEN
 
 
 def test_daily_window_is_not_judged_while_an_unreported_switch_on_could_lie_in_it():
     s = replace(FIXED, activity_rule="daily_window", window_start=time(9, 0), window_h=24)
     b = Bulb().visit(at(2, 8, 50), 60, off=True, received_at=at(2, 8, 51))
     wifi = b.timeline()
-    assert rule(evaluate(wifi, s, at(3, 9, 0)), "daily_window").state == OPEN
+    assert rule(evaluate(wifi, s, ms(at(3, 9, 0))), "daily_window").state == OPEN
     lte = over_lte(b).timeline()  # a 10:00 visit could be held until 14:51: not a certain gap
-    d = rule(evaluate(lte, s, at(3, 9, 0)), "daily_window")
-    assert d.state == CLEAR and "LTE-M" in d.evidence and d.next_check == at(4, 9, 0)
-    assert rule(evaluate(lte, s, at(4, 9, 0)), "daily_window").state == OPEN  # next window
+    d = rule(evaluate(lte, s, ms(at(3, 9, 0))), "daily_window")
+    assert d.state == CLEAR and "LTE-M" in d.evidence and d.next_check == ms(at(4, 9, 0))
+    assert rule(evaluate(lte, s, ms(at(4, 9, 0))), "daily_window").state == OPEN  # next window
 
 
 def test_learned_rule_waits_for_what_an_lte_bulb_may_hold_and_still_detects():
@@ -134,29 +137,29 @@ def test_learned_rule_waits_for_what_an_lte_bulb_may_hold_and_still_detects():
     last = tl.intervals[-1]
     wifi = heard(tl, last.reported_at, lte=False)
     lte = heard(tl, last.reported_at, lte=True)
-    t_wifi = opens_at(wifi, settings, last.start_latest + 1)
+    t_wifi = opens_at(wifi, settings, last.start_latest + SECOND_MS)
     d = rule(evaluate(lte, settings, t_wifi), "unusual_quiet")
     assert d.state == CLEAR and "LTE-M" in d.evidence  # where Wi-Fi opens, she may be fine
     t_lte = opens_at(lte, settings, t_wifi)
     hidden = lte.devices["bulb"].hidden_until
-    assert hidden is not None and t_wifi < t_lte <= hidden + settings.learned_max_h * H + 1
+    assert hidden is not None and t_wifi < t_lte <= hidden + settings.learned_max_h * H + SECOND_MS
 
 
-def heard(tl: Timeline, last_heard: float, lte: bool) -> Timeline:
+def heard(tl: Timeline, last_heard: int, lte: bool) -> Timeline:
     """The timeline with its bulb last heard at last_heard, over LTE-M (default gap) or Wi-Fi."""
     seen = replace(tl.devices["bulb"], last_heard=last_heard, lte=lte,
-                   report_gap_s=LTE_REPORT_GAP_S if lte else 0.0)
+                   report_gap_ms=LTE_REPORT_GAP_MS if lte else 0)
     return Timeline(tl.intervals, {"bulb": seen})
 
 
-def opens_at(tl: Timeline, settings: RuleSettings, t: float) -> float:
+def opens_at(tl: Timeline, settings: RuleSettings, t: int) -> int:
     """When unusual_quiet opens, following its next_check as the sweeper does."""
     for _ in range(50):
         d = rule(evaluate(tl, settings, t), "unusual_quiet")
         if d.state == OPEN:
             return t
         assert d.next_check is not None
-        t = max(d.next_check, t + 1)
+        t = max(d.next_check, t + SECOND_MS)
     raise AssertionError("never opened")
 
 
@@ -174,10 +177,11 @@ def test_lte_bulb_holding_visits_within_its_gap_is_not_flagged_for_poor_delivery
         nxt = {7: 7, 9: 13, 11: 13, 13: 13, 15: 19, 17: 19, 19: 19}.get(h)
         return at(day, nxt, 1) if nxt else at(day + 1, 7, 1)
 
-    d = rule_of(evaluate(lte_week(gap6), FIXED, at(8, 8)), "poor_delivery")
+    d = rule_of(evaluate(lte_week(gap6), FIXED, ms(at(8, 8))), "poor_delivery")
     assert d.state == CLEAR and d.detail["late"] == 0
     # the same bulb with no coverage all week: its visits arrive a week late, and that is flagged
-    d = rule_of(evaluate(lte_week(lambda day, h: at(8, 7, 1)), FIXED, at(8, 8)), "poor_delivery")
+    d = rule_of(evaluate(lte_week(lambda day, h: at(8, 7, 1)), FIXED, ms(at(8, 8))),
+                "poor_delivery")
     assert d.state == OPEN and "check its signal" in d.evidence
 
 

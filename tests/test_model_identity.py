@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mimamori import models, rules
+from mimamori.clock import DAY_MS, HOUR_MS
 from mimamori.timeline import Timeline
-from sim.household import Household, Profile, exact_timeline, unix
+from sim.household import Household, Profile, exact_timeline, ms
 
 START = datetime(2026, 1, 5)
 DAY, N_SPELLS = 740_000, 10  # what the caches compared: equal in the old and the new model
@@ -25,12 +26,12 @@ def _text(m: models.HouseholdModel) -> str:
 
 def test_learning_from_a_kept_model_leaves_the_kept_model_as_it_was():
     tl = exact_timeline(Household(4, Profile()).events(START, 20))
-    kept = models.learn(tl, "UTC", [], unix(START + timedelta(days=10)) + models.SETTLE_S)
+    kept = models.learn(tl, "UTC", [], ms(START + timedelta(days=10)) + models.SETTLE_MS)
     before = _text(kept)
-    later = models.learn(tl, "UTC", [], unix(START + timedelta(days=20)) + models.SETTLE_S, kept)
+    later = models.learn(tl, "UTC", [], ms(START + timedelta(days=20)) + models.SETTLE_MS, kept)
     assert later.n_days == 20 and kept.n_days == 10
     assert _text(kept) == before  # the rules still read it (kept.py keeps it parsed)
-    day = next(models.days_of(tl, "UTC", [], unix(START + timedelta(days=20)), after=later.day
+    day = next(models.days_of(tl, "UTC", [], ms(START + timedelta(days=20)), after=later.day
                               - 3))
     folded = models.fold(kept, day)
     assert folded.day == day.day
@@ -110,11 +111,11 @@ def test_held_reports_are_the_new_models_own_in_a_memo_kept_across_models():
 
 def test_learned_deadlines_are_the_new_models_own_in_a_memo_kept_across_models():
     s = rules.RuleSettings(tz="UTC")
-    t0 = 20_000 * 86400.0 + 15 * 3600.0  # a quiet spell begun at 15:00 UTC
+    t0 = 20_000 * DAY_MS + 15 * HOUR_MS  # a quiet spell begun at 15:00 UTC
 
     def deadline(m: models.HouseholdModel, memo: rules.Memo) -> tuple:
-        cx = rules.context(Timeline(()), s, 0.0, model=m, memo=memo)
-        return rules._learned_deadline(cx, models.Mass(m.rates(), 0.0), t0, [])
+        cx = rules.context(Timeline(()), s, 0, model=m, memo=memo)
+        return rules._learned_deadline(cx, models.Mass(m.rates(), 0), t0, [])
 
     old, got, want = _in_one_memo(lambda: (_spells(30), _bulb(True)),
                                   lambda: (_spells(30), _bulb(False)), deadline)

@@ -8,8 +8,9 @@ import json
 from datetime import datetime, timedelta
 
 from mimamori import models
+from mimamori.clock import DAY_MS, HOUR_MS
 from sim import population as pop
-from sim.household import Household, Profile, exact_timeline, unix
+from sim.household import Household, Profile, exact_timeline, ms
 
 START = datetime(2026, 1, 5)
 
@@ -20,8 +21,8 @@ def _toilet(days=30, seed=4):
 
 def test_folding_day_by_day_equals_learning_at_once():
     tl = _toilet()
-    now = unix(START + timedelta(days=30)) + models.SETTLE_S
-    pauses = [(unix(START + timedelta(days=10, hours=9)), unix(START + timedelta(days=12)))]
+    now = ms(START + timedelta(days=30)) + models.SETTLE_MS
+    pauses = [(ms(START + timedelta(days=10, hours=9)), ms(START + timedelta(days=12)))]
     at_once = models.learn(tl, "UTC", pauses, now)
     m = models.HouseholdModel()
     for day in models.days_of(tl, "UTC", pauses, now):  # what a server would do each morning
@@ -30,13 +31,13 @@ def test_folding_day_by_day_equals_learning_at_once():
     assert m.to_json() == at_once.to_json()
     assert at_once.n_days == 30 and at_once.day == (START + timedelta(days=29)).toordinal()
     # and a model kept from earlier continues where it stopped
-    half = models.learn(tl, "UTC", pauses, unix(START + timedelta(days=15)) + models.SETTLE_S)
+    half = models.learn(tl, "UTC", pauses, ms(START + timedelta(days=15)) + models.SETTLE_MS)
     assert half.n_days == 15
     assert models.learn(tl, "UTC", pauses, now, half).to_json() == at_once.to_json()
 
 
 def test_a_model_is_a_json_value_and_a_stale_one_is_refused_with_a_reason():
-    m = models.learn(_toilet(10), "UTC", [], unix(START + timedelta(days=12)))
+    m = models.learn(_toilet(10), "UTC", [], ms(START + timedelta(days=12)))
     d = json.loads(json.dumps(m.to_json()))
     assert models.HouseholdModel.from_json(d).to_json() == m.to_json()
     d["version"] = 0
@@ -51,7 +52,7 @@ def test_a_model_is_a_json_value_and_a_stale_one_is_refused_with_a_reason():
 def test_the_cached_learning_gives_the_same_model_as_learning_from_scratch():
     tl = _toilet(20)
     for d in (8, 9, 9.5, 13, 20):
-        now = unix(START + timedelta(days=d))
+        now = ms(START + timedelta(days=d))
         assert (models.learn_cached("home", tl, "UTC", [], now).to_json()
                 == models.learn(tl, "UTC", [], now).to_json())
 
@@ -64,9 +65,9 @@ def test_a_bulb_learns_when_its_room_is_used_and_how_long_visits_last_by_hour():
     evening = max(range(24), key=lambda i: rates[i])
     assert 16 <= evening <= 19  # switched on at dusk
     assert rates[3] < rates[evening] / 20
-    assert models.quantile(bm.durations(evening), models.DUR_EDGES, 0.5) > 2 * 3600
-    assert models.longest(bm.durations(evening), models.DUR_EDGES) > 3 * 3600  # whole evenings
-    assert models.longest(bm.durations(3), models.DUR_EDGES) < 3600  # up at night: briefly
+    assert models.quantile(bm.durations(evening), models.DUR_EDGES, 0.5) > 2 * HOUR_MS
+    assert models.longest(bm.durations(evening), models.DUR_EDGES) > 3 * HOUR_MS  # evenings
+    assert models.longest(bm.durations(3), models.DUR_EDGES) < HOUR_MS  # up at night: briefly
 
 
 def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_room():
@@ -84,7 +85,7 @@ def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_roo
     assert verdicts["living_room"].verdict in ("limited", "poor")
     assert "fits" not in verdicts["living_room"].words
     young = models.learn(exact_timeline(Household(1).events(START, 3)), "UTC", [],
-                         unix(START + timedelta(days=4)))
+                         ms(START + timedelta(days=4)))
     assert models.placement(young.bulbs["bulb"]).verdict == "learning"
 
 
@@ -92,10 +93,10 @@ def test_a_model_of_the_first_pass_is_learned_again_and_the_new_one_keeps_its_de
     h = pop.household("toilet", "router_20h_10d", 0, days=30)
     m = models.learn(pop.World(h).timeline(h.t1), "UTC", [], h.t1)
     d = json.loads(json.dumps(m.to_json()))
-    assert d["version"] == models.VERSION == 3
+    assert d["version"] == models.VERSION == 4
     bm = models.HouseholdModel.from_json(d).bulbs["bulb"]
     assert bm.held == m.bulbs["bulb"].held and bm.longest_held_h() > 10  # a day-long outage
-    d["version"] = 1  # delays were not kept by hour: its meaning changed
+    d["version"] = 3  # instants in seconds: its meaning changed
     try:
         models.HouseholdModel.from_json(d)
     except ValueError as e:
@@ -109,7 +110,7 @@ def test_switch_ons_held_by_a_day_long_outage_count_on_the_days_they_happened():
     # morning, bounded by that report; counted on the report's day, the outage day looked
     # unused and the placement check called a toilet used every day "poor" (no 24 h cap)
     h = pop.household("toilet", "router_20h_10d", 0, held_out=True)
-    now = h.t0 + 44.5 * 86400
+    now = h.t0 + round(44.5 * DAY_MS)
     m = models.learn(pop.World(h).timeline(now), "UTC", [], now)
     bm = m.bulbs["bulb"]
     assert max(r[4] for r in bm.recent) > 5  # its reports were held for hours
@@ -121,11 +122,11 @@ def test_one_long_absence_leaves_a_toilet_good_and_long_gaps_that_come_back_do_n
     visits = Household(4, Profile()).events(START, 30)
 
     def away(vs, day):  # out from 08:00 to the next day's 22:00: 40 h or more unlit
-        a, b = (unix(START + timedelta(days=day, hours=8)),
-                unix(START + timedelta(days=day + 1, hours=22)))
-        return [v for v in vs if not a <= unix(v.on) < b]
+        a, b = (ms(START + timedelta(days=day, hours=8)),
+                ms(START + timedelta(days=day + 1, hours=22)))
+        return [v for v in vs if not a <= ms(v.on) < b]
 
-    now = unix(START + timedelta(days=30)) + models.SETTLE_S
+    now = ms(START + timedelta(days=30)) + models.SETTLE_MS
     once = away(visits, 24)
     p = models.placement(models.learn(exact_timeline(once), "UTC", [], now).bulbs["bulb"])
     assert p.longest_gap_h >= 36 and p.verdict == "good"

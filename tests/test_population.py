@@ -8,7 +8,7 @@ import statistics
 from datetime import timedelta
 
 from sim import population as pop
-from sim.household import unix
+from sim.household import ms
 
 
 def test_the_held_out_population_draws_other_households_from_wider_ranges():
@@ -38,7 +38,7 @@ def test_a_two_room_home_has_a_toilet_and_a_kitchen_bulb_on_one_timeline():
     assert starts == sorted(starts)  # the rules bisect on them
     # she is away on her nights away in every room
     for a, b in h.stays:
-        assert not [v for vs in h.bulbs.values() for v in vs if a <= unix(v.on) < b]
+        assert not [v for vs in h.bulbs.values() for v in vs if a <= ms(v.on) < b]
 
 
 def test_day_service_of_the_held_out_population_is_registered_as_it_happens():

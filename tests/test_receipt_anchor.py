@@ -16,8 +16,8 @@ from mimamori.app import create_app
 from mimamori.ingest import parse_batch
 from mimamori.storage import Store
 from mimamori.timeline import (
-    RECEIPT_TRANSIT_LTE_S,
-    RECEIPT_TRANSIT_S,
+    RECEIPT_TRANSIT_LTE_MS,
+    RECEIPT_TRANSIT_MS,
     StoredRecord,
     build_timeline,
     receipt_anchor,
@@ -28,6 +28,12 @@ from sim.batch_client import BatchSender
 JST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 3, 2, 9, 5, 12, tzinfo=JST).timestamp()  # the last switch-on
 MS = 1000
+
+
+def ms(s: float) -> int:
+    """The tests write instants in Unix seconds; the server counts ms: the one conversion."""
+    return round(s * MS)
+
 FIXED = rules.RuleSettings(tz="Asia/Tokyo", activity_rule="fixed")
 
 
@@ -63,11 +69,12 @@ def test_a_boot_whose_only_batch_arrived_is_placed_within_the_bound_and_not_repo
     last = tl.intervals[-1]
     assert last.boot == b.boot and last.anchored
     assert last.start_earliest is not None
-    assert last.start_earliest <= T0 <= last.start_latest
+    assert last.start_earliest <= ms(T0) <= last.start_latest
     # whole-second anchor of the 2 s transit allowance (+ 4 ms handling), cut by the arrival
-    assert last.start_latest - last.start_earliest <= RECEIPT_TRANSIT_S + 2.0
-    assert last.reported_at - last.start_latest < 5  # reported at once
-    gap = [d for d in rules.evaluate(tl, FIXED, T0 + 24 * 3600 + 60) if d.rule == "no_activity"]
+    assert last.start_latest - last.start_earliest <= RECEIPT_TRANSIT_MS + 2 * MS
+    assert last.reported_at - last.start_latest < 5 * MS  # reported at once
+    gap = [d for d in rules.evaluate(tl, FIXED, ms(T0 + 24 * 3600 + 60))
+           if d.rule == "no_activity"]
     (d,) = gap
     assert d.state == rules.OPEN
     assert d.evidence == "no switch-on for 24 h: last light switched on yesterday at 09:05"
@@ -79,7 +86,7 @@ def test_without_the_header_uptime_the_same_visit_is_only_bounded_and_reported_l
     _last_visit(store, b, sent_up_ms=0, transit_s=0.3)  # an old sender: no receipt anchor
     last = sweeper.timeline_of(store, "suzuki").intervals[-1]
     assert not last.anchored
-    assert last.start_earliest is not None and last.start_latest - last.start_earliest > 3600
+    assert last.start_earliest is not None and last.start_latest - last.start_earliest > 3600 * MS
 
 
 def test_the_endpoint_stores_the_header_uptime_and_its_own_handling_time(tmp_path):
@@ -112,8 +119,8 @@ def test_the_header_is_24_bytes_with_the_uptime_last():
 def test_a_receipt_anchor_covers_everything_the_measurement_allows():
     for received, wait, lte in ((T0 + 0.25, 0.005, False), (T0 + 0.999, 0.0, False),
                                 (T0 + 0.5, 1.3, True)):
-        rc = receipt_anchor("b", 1, 1, 5000, received, wait, lte)
-        transit = RECEIPT_TRANSIT_LTE_S if lte else RECEIPT_TRANSIT_S
+        rc = receipt_anchor("b", 1, 1, 5000, ms(received), ms(wait), lte)
+        transit = (RECEIPT_TRANSIT_LTE_MS if lte else RECEIPT_TRANSIT_MS) / MS  # the anchor: s
         assert rc.arg - rc.aux <= received - wait - transit
         assert rc.arg + rc.aux >= received
         assert rc.aux <= (wait + transit) / 2 + 1  # no looser than the rounding needs
@@ -122,26 +129,26 @@ def test_a_receipt_anchor_covers_everything_the_measurement_allows():
 def test_a_receipt_anchor_after_the_uptime_wrapped_lands_after_the_boots_records():
     wrap = 1 << 30
     t = T0
-    recs = [StoredRecord("b", 1, 1, 50, record.K_POWER_ON, 1, received_at=t + 1),
-            StoredRecord("b", 2, 1, wrap - 5000, record.K_ALIVE, received_at=t + wrap / 1000 + 1)]
-    rc = receipt_anchor("b", 0, 1, 3000, t + wrap / 1000 + 3.5, 0.0, False)  # sent at 2^30 ms + 3 s
+    recs = [StoredRecord("b", 1, 1, 50, record.K_POWER_ON, 1, received_at=ms(t + 1)),
+            StoredRecord("b", 2, 1, wrap - 5000, record.K_ALIVE, received_at=ms(t + 1) + wrap)]
+    rc = receipt_anchor("b", 0, 1, 3000, ms(t + 3.5) + wrap, 0, False)  # sent at 2^30 ms + 3 s
     (iv,) = build_timeline([*recs, rc]).intervals
     assert iv.anchored and iv.start_earliest is not None
-    assert iv.start_earliest <= t <= iv.start_latest  # up 3000 ms read as 2^30 + 3000
+    assert iv.start_earliest <= ms(t) <= iv.start_latest  # up 3000 ms read as 2^30 + 3000
 
 
 def test_the_documented_receipt_example_is_what_the_timeline_makes():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
-    r = 1767257100.250  # the worked example's server clock, 2026-01-01T08:45:00.250Z
+    r = ms(1767257100.250)  # the worked example's server clock, 2026-01-01T08:45:00.250Z
     recs = [StoredRecord("bulb-0001", 17, 3, 412, record.K_POWER_ON, 1, 0, 1, received_at=r),
             StoredRecord("bulb-0001", 18, 3, 2310, record.K_LINK, 1, -61, 1850, received_at=r),
             StoredRecord("bulb-0001", 20, 3, 902310, record.K_ALIVE, received_at=r)]
-    rc = receipt_anchor("bulb-0001", 0, 3, 902431, r, 0.005, False)
+    rc = receipt_anchor("bulb-0001", 0, 3, 902431, r, 5, False)
     (iv,) = build_timeline([*recs, rc]).intervals
     assert iv.start_earliest is not None
 
-    def hms(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S.%f")[:12]
+    def hms(t: float) -> str:  # t in ms
+        return datetime.fromtimestamp(t / MS, UTC).strftime("%H:%M:%S.%f")[:12]
 
     assert f"between {hms(iv.start_earliest)} and {hms(iv.start_latest)}" in doc
-    assert f"`arg` {hms(rc.arg)[:8]}, `aux` {rc.aux}" in doc
+    assert f"`arg` {hms(rc.arg * MS)[:8]}, `aux` {rc.aux}" in doc  # the anchor counts seconds

@@ -15,43 +15,44 @@ from datetime import datetime, timedelta
 import pytest
 
 from mimamori import households, models, rules
+from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from mimamori.rules import OPEN, RuleSettings, evaluate, evaluate_rule
 from mimamori.storage import Store
 from mimamori.sweeper import rule_settings, timeline_of
 from mimamori_firmware import record
 from sim import population as pop
-from sim.household import Household, Profile, exact_timeline, unix
+from sim.household import Household, Profile, exact_timeline, ms
 from tests.test_lifecycle import JST, World, family
 
-H = 3600.0
+H = HOUR_MS  # instants and spans in the server's unit, ms (the live World's clock: s)
 UTC = RuleSettings(tz="UTC")
 START = datetime(2026, 1, 5)
 
 
-def _quiet_from(tl, now: float):
+def _quiet_from(tl, now: int):
     (d,) = evaluate_rule(tl, UTC, now, "unusual_quiet")
     return d
 
 
-def _first_alert(w: pop.World, t: float, limit: float) -> tuple[float, rules.Decision]:
+def _first_alert(w: pop.World, t: int, limit: int) -> tuple[int, rules.Decision]:
     """Step as the sweeper does (next_check) until unusual_quiet opens."""
     while t < limit:
         d = _quiet_from(w.timeline(t), t)
         if d.state == OPEN:
             return t, d
-        t = max(t + 60, min(d.next_check or math.inf, t + 6 * H))
+        t = max(t + MINUTE_MS, min(d.next_check or math.inf, t + 6 * H))
     raise AssertionError("no alert")
 
 
 def test_one_night_away_is_part_of_the_fitted_tail_not_a_floor_for_weeks():
     visits = Household(4, Profile()).events(START, 40)
-    away = (unix(START + timedelta(days=20, hours=17)), unix(START + timedelta(days=21, hours=12)))
-    visits = [v for v in visits if not away[0] <= unix(v.on) < away[1]]
-    night = max(unix(b.on) - unix(a.on) for a, b in itertools.pairwise(visits)) / H
+    away = (ms(START + timedelta(days=20, hours=17)), ms(START + timedelta(days=21, hours=12)))
+    visits = [v for v in visits if not away[0] <= ms(v.on) < away[1]]
+    night = max(ms(b.on) - ms(a.on) for a, b in itertools.pairwise(visits)) / H
     assert night > 18  # the night away: the longest quiet spell of these weeks
     # day 30, ten days later: a quiet spell from her last switch-on before 10:00
-    t = unix(START + timedelta(days=30, hours=10))
-    tl = exact_timeline([v for v in visits if unix(v.on) < t])
+    t = ms(START + timedelta(days=30, hours=10))
+    tl = exact_timeline([v for v in visits if ms(v.on) < t])
     d = _quiet_from(tl, t)
     m = models.learn(tl, "UTC", [], t)
     mass = models.Mass(m.rates(), 0.0)
@@ -67,24 +68,24 @@ def test_falls_in_a_busy_toilet_alert_no_later_than_the_fixed_rule_and_sooner_on
     h = pop.household("toilet", "good_wifi", 0)
     learned, fixed = [], []
     for day in range(30, 60, 4):  # a fall at 10:30 on eight mornings
-        fall = h.t0 + day * 86400 + 10.5 * H
-        vs = [v for v in h.visits if unix(v.on) < fall]
+        fall = h.t0 + day * DAY_MS + round(10.5 * H)
+        vs = [v for v in h.visits if ms(v.on) < fall]
         at, d = _first_alert(pop.World(h, vs), fall, fall + 72 * H)
         assert d.strength == "strong" and "on a usual day about" in d.evidence
         learned.append(at - fall)
-        fixed.append(unix(vs[-1].on) + 24 * H - fall)
-    assert all(a <= b + 60 for a, b in zip(learned, fixed))
+        fixed.append(ms(vs[-1].on) + 24 * H - fall)
+    assert all(a <= b + MINUTE_MS for a, b in zip(learned, fixed))
     assert statistics.median(learned) < statistics.median(fixed) - 0.5 * H
 
 
 def test_weak_wifi_moves_the_deadline_only_as_far_as_its_own_delays_reach():
     h = pop.household("irregular", "good_wifi", 1)
     weak = replace(h, delivery="weak_wifi", fail_p=0.3)  # the same days, 30 % of tries fail
-    t = h.t0 + 50 * 86400 + 9 * H
+    t = h.t0 + 50 * DAY_MS + 9 * H
     limits = {}
     for name, hh in (("good", h), ("weak", weak)):
-        w = pop.World(hh, [v for v in hh.visits if unix(v.on) < t])
-        limits[name] = _quiet_from(w.timeline(t + 60), t + 60)
+        w = pop.World(hh, [v for v in hh.visits if ms(v.on) < t])
+        limits[name] = _quiet_from(w.timeline(t + MINUTE_MS), t + MINUTE_MS)
     good, bad = limits["good"], limits["weak"]
     held = max(b.longest_held_h() for b in models.learn(
         pop.World(weak).timeline(t), "UTC", [], t).bulbs.values())
@@ -100,10 +101,10 @@ def test_a_router_off_for_a_day_again_and_again_is_waited_out_and_said_to_be_the
     phase, frac, hours, period = h.outage
     out = []
     for k in range(2, int(h.days / period)):  # outages after the first two
-        s = h.t0 + (phase + period * k + frac) * 86400
+        s = h.t0 + (phase + period * k + frac) * DAY_MS
         if s + hours * H > h.t1:
             break
-        t = s + hours * H - 60  # the router comes back a minute later
+        t = round(s + hours * H) - MINUTE_MS  # the router comes back a minute later
         out.append(_quiet_from(w.timeline(t), t))
     assert len(out) >= 5
     # the first pass alerted on every outage that outlasted a day of quiet; now its history
@@ -125,8 +126,13 @@ def test_a_router_off_for_a_day_again_and_again_is_waited_out_and_said_to_be_the
 
 
 def jst(day, hh, mm=0):
+    """Unix s, as the live World's clock counts (jst_ms: as the server)."""
     return (datetime(2026, 3, 1, tzinfo=JST) + timedelta(days=day - 1, hours=hh,
                                                          minutes=mm)).timestamp()
+
+
+def jst_ms(day, hh, mm=0):
+    return ms(datetime(2026, 3, 1, tzinfo=JST) + timedelta(days=day - 1, hours=hh, minutes=mm))
 
 
 @pytest.fixture
@@ -149,7 +155,7 @@ def _live(w: World, first: int, last: int, held: list) -> None:
         for hh in DAY_H:
             t = jst(day, hh)
             off = [jst(d, OFF[0]) for d in OUTAGES if jst(d, OFF[0]) <= t]
-            down = bool(off) and t < off[-1] + OFF[1] * H
+            down = bool(off) and t < off[-1] + timedelta(hours=OFF[1]).total_seconds()
             recs = [b.new_boot(), b.record(record.K_ANCHOR, record.A_SERVER, 0, int(t) + 1,
                                            up_ms=1000), b.record(record.K_OFF, up_ms=120_000)]
             if down:
@@ -190,7 +196,7 @@ def test_the_first_outage_alerts_the_third_is_waited_out_and_the_coordinator_kno
     store = Store(w.db)
     with w.db.tx() as c:
         st = rule_settings(c, households.household(c, "home-1"))
-    now = jst(26, 19, 0)
+    now = jst_ms(26, 19, 0)
     d = next(x for x in evaluate(timeline_of(store, "home-1"), st, now, key="home-1")
              if x.rule == "unusual_quiet")
     assert d.state != OPEN and "may be its radio" in d.evidence
@@ -201,14 +207,14 @@ def test_the_first_outage_alerts_the_third_is_waited_out_and_the_coordinator_kno
 
 def test_learning_waits_the_fixed_rule_in_a_busy_room_and_never_for_weeks():
     h = pop.household("toilet", "good_wifi", 0)
-    t = h.t0 + 3 * 86400 + 12 * H  # day 3: a toilet used about nine times a day
+    t = h.t0 + 3 * DAY_MS + 12 * H  # day 3: a toilet used about nine times a day
     d = _quiet_from(pop.World(h).timeline(t), t)
     assert d.detail["reasons"] == ["learning"] and d.detail["limit_h"] == pytest.approx(24)
     # two switch-ons, then nothing: the first pass's prediction waited 113452 h here
-    vs = [v for v in h.visits if unix(v.on) < h.t0 + 86400][:2]
+    vs = [v for v in h.visits if ms(v.on) < h.t0 + DAY_MS][:2]
     tl = exact_timeline(vs)
     for days in (1, 2, 5):
-        now = unix(vs[-1].on) + days * 86400
+        now = ms(vs[-1].on) + days * DAY_MS
         d = _quiet_from(tl, now)
         assert d.detail["reasons"] == ["learning"]
         assert 24 < d.detail["limit_h"] <= 3 * 24, d.detail["limit_h"]
@@ -227,7 +233,7 @@ def test_a_short_history_alerts_within_three_days_through_the_sweeper(w):
     assert _sweep_through(w, jst(1, 20), jst(2, 19)) == []  # not at the fixed rule's 24 h
     got = _sweep_through(w, jst(2, 19), jst(4, 20))
     assert [a["rule"] for a in got] == ["unusual_quiet"]
-    assert jst(2, 19) < got[0]["opened_at"] / 1000 <= jst(1, 19) + 72 * H + 1800
+    assert jst_ms(2, 19) < got[0]["opened_at"] <= jst_ms(1, 19) + 72 * H + 30 * MINUTE_MS
     assert "still learning" in got[0]["evidence"]
 
 
@@ -237,7 +243,7 @@ def test_a_well_placed_bulb_never_waits_longer_than_the_fixed_rule_whatever_its_
     w = pop.World(h)
     radio = 0
     for k in range(120):
-        t = h.t0 + 20 * 86400 + k * 7.3 * H
+        t = h.t0 + 20 * DAY_MS + round(k * 7.3 * H)
         tl = w.timeline(t)
         ds = evaluate(tl, UTC, t, key=("never-slower", delivery))
         if next(x for x in ds if x.rule == "placement").detail["verdict"] != "good":
@@ -257,15 +263,15 @@ def test_a_well_placed_bulb_never_waits_longer_than_the_fixed_rule_whatever_its_
 def test_nights_away_are_counted_apart_from_the_tail_of_a_well_placed_household():
     visits = Household(4, Profile()).events(START, 40)
     for day in (12, 20, 27):  # three nights away
-        away = (unix(START + timedelta(days=day, hours=17)),
-                unix(START + timedelta(days=day + 1, hours=12)))
-        visits = [v for v in visits if not away[0] <= unix(v.on) < away[1]]
-    t = unix(START + timedelta(days=33, hours=10))
-    tl = exact_timeline([v for v in visits if unix(v.on) < t])
+        away = (ms(START + timedelta(days=day, hours=17)),
+                ms(START + timedelta(days=day + 1, hours=12)))
+        visits = [v for v in visits if not away[0] <= ms(v.on) < away[1]]
+    t = ms(START + timedelta(days=33, hours=10))
+    tl = exact_timeline([v for v in visits if ms(v.on) < t])
     m = models.learn(tl, "UTC", [], t)
     mass = models.Mass(m.rates(), 0.0)
     cx = rules.context(tl, UTC, t, model=m)
-    t0 = max(unix(v.on) for v in visits if unix(v.on) < t)
+    t0 = max(ms(v.on) for v in visits if ms(v.on) < t)
     short = rules.spells_near(cx, mass, t0, [], max_h=24)
     every = rules.spells_near(cx, mass, t0, [])
     # the nights away no longer stretch the fitted tail: a lower threshold, a sooner deadline
@@ -281,7 +287,7 @@ def test_a_room_not_used_every_day_keeps_the_wait_its_radio_calls_for():
     w = pop.World(h)
     radio = []
     for k in range(40):
-        t = h.t0 + 20 * 86400 + k * 7.3 * H
+        t = h.t0 + 20 * DAY_MS + round(k * 7.3 * H)
         ds = evaluate(w.timeline(t), UTC, t, key=("not-fits", 0))
         assert next(x for x in ds if x.rule == "placement").detail["verdict"] != "good"
         d = next(x for x in ds if x.rule == "unusual_quiet")
@@ -291,12 +297,12 @@ def test_a_room_not_used_every_day_keeps_the_wait_its_radio_calls_for():
     assert all(d.detail["limit_h"] > max(24, d.detail["rhythm_h"]) for d in radio)
 
 
-def _first_fixed(w: pop.World, t: float, limit: float) -> float:
+def _first_fixed(w: pop.World, t: int, limit: int) -> int:
     while t < limit:
         (d,) = evaluate_rule(w.timeline(t), UTC, t, "no_activity")
         if d.state == OPEN:
             return t
-        t = max(t + 60, min(d.next_check or math.inf, t + 6 * H))
+        t = max(t + MINUTE_MS, min(d.next_check or math.inf, t + 6 * H))
     raise AssertionError("no alert")
 
 
@@ -308,11 +314,11 @@ def test_a_toilet_whose_router_is_off_for_a_day_keeps_the_promise_of_the_fixed_r
     # fixed rule's alert
     h = pop.household("toilet", "router_20h_10d", 0, held_out=True)
     for day, hour in ((31, 17.2), (43, 12.5), (53, 12.75)):
-        fall = h.t0 + day * 86400 + hour * H
-        w = pop.World(h, [v for v in h.visits if unix(v.on) < fall])
+        fall = h.t0 + day * DAY_MS + round(hour * H)
+        w = pop.World(h, [v for v in h.visits if ms(v.on) < fall])
         at, d = _first_alert(w, fall, fall + 72 * H)
         assert d.detail["fits"] and d.detail["limit_h"] <= 24 + 1e-6, d.detail
-        assert at <= _first_fixed(w, fall, fall + 72 * H) + 60
+        assert at <= _first_fixed(w, fall, fall + 72 * H) + MINUTE_MS
 
 
 @pytest.mark.slow
@@ -328,7 +334,7 @@ def test_a_fall_when_the_router_goes_off_is_told_at_the_fixed_rules_hour_not_hel
     got = _sweep_through(w, jst(18, 22, 30), jst(19, 1, 0))
     assert [a["rule"] for a in got] == ["unusual_quiet"]
     (a,) = got
-    assert a["opened_at"] / 1000 <= jst(17, 22, 45) + 24 * H + 1800
+    assert a["opened_at"] <= jst_ms(17, 22, 45) + 24 * H + 30 * MINUTE_MS
     assert a["detail"]["strength"] == "weak" and "may be its radio" in a["evidence"]
     assert a["detail"]["tell_now"] and a["next_escalation_at"] is None
     with w.db.tx() as c:

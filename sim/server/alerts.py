@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from mimamori import households as hh
 from mimamori import messages, notify, texts
-from mimamori.clock import HOUR_MS, HOUR_S, to_ms, to_s
+from mimamori.clock import HOUR_MS, to_ms, to_s
 from mimamori.rules import CLEAR, OPEN, Decision
 from mimamori.storage import Cursor
 
@@ -146,6 +147,17 @@ def _event(c: Cursor, aid: str, now_ms: int, kind: str, text: str, actor: str | 
 # ---------------------------------------------------------------------------------------------
 # what the messages say
 
+TIME_UNIT = "ms"  # kept with the instants of an alert's detail and of its events' params
+
+
+def stored_instant(d: Mapping[str, Any], key: str) -> int | None:
+    """The instant d[key] of an alert's stored detail or an event's params, in ms: rows written
+    before the alert engine counted ms hold Unix seconds there (and no "time_unit")."""
+    x = d.get(key)
+    if x is None:
+        return None
+    return x if d.get("time_unit") == TIME_UNIT else to_ms(x)
+
 
 def when_text(ms: float | None, tz: str, now_ms: int) -> str:
     """'10:42' today, '11/27 10:42' another day (household time)."""
@@ -162,16 +174,18 @@ def context(a: Alert, home: hh.Household, now_ms: int) -> dict[str, Any]:
     ctx: dict[str, Any] = {"rule": a.rule, "subject": a.subject, "alert": a.id,
                            "evidence": a.evidence}
     if "last_on" in d:
-        ctx["last_on"] = when_text(to_ms(d["last_on"]), home.tz, now_ms)
-        ctx["gap_h"] = (to_s(now_ms) - d["last_on"]) / HOUR_S
+        last_on = stored_instant(d, "last_on")
+        ctx["last_on"] = when_text(last_on, home.tz, now_ms)
+        ctx["gap_h"] = (now_ms - last_on) / HOUR_MS if last_on is not None else 0.0
     elif d.get("at") is not None:
-        ctx["last_on"] = when_text(to_ms(d["at"]), home.tz, now_ms)
+        ctx["last_on"] = when_text(stored_instant(d, "at"), home.tz, now_ms)
     if "on_h" in d:
         ctx["on_h"] = d["on_h"] + max(0.0, (now_ms - a.opened_at) / HOUR_MS)
     if d.get("radio_h"):
         ctx["radio_h"] = d["radio_h"]
     if d.get("unreported_until"):
-        ctx["unreported_until"] = when_text(to_ms(d["unreported_until"]), home.tz, now_ms)
+        ctx["unreported_until"] = when_text(stored_instant(d, "unreported_until"), home.tz,
+                                            now_ms)
     for k in ("limit_h", "usual_h", "visits", "late", "days", "used_days"):  # for details
         if isinstance(d.get(k), (int, float)):
             ctx[k] = d[k]
@@ -232,7 +246,7 @@ def reminder_due(s: hh.HouseholdSettings, evidence: str, sent: int, opened_ms: i
 
 def _episode(d: Decision, now_ms: int) -> int:
     t = d.since if d.rule == "daily_window" or d.at is None else d.at
-    return to_ms(t) if t is not None else now_ms
+    return t if t is not None else now_ms
 
 
 def _next_tier(c: Cursor, hid: str, above: int) -> int | None:
@@ -304,14 +318,14 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
     tier = 1 if family else 0
     nxt_tier = _next_tier(c, home.id, 1) if family else None
     detail = (dict(d.detail) | ({"at": d.at} if d.at is not None else {}) | {"spell": spell}
-              | {"strength": d.strength})
+              | {"strength": d.strength, "time_unit": TIME_UNIT})
     strong = d.strength == "strong"
     n = c.execute(
         f"INSERT INTO alerts ({_COLS}) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, 0, ?, ?, "
         "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) "
         "ON CONFLICT (household, rule, subject, episode) DO NOTHING",
         (aid, home.id, d.rule, d.subject, d.audience, spell if key is None else key, now_ms,
-         None if d.since is None else to_ms(d.since), d.evidence, json.dumps(detail), tier,
+         d.since, d.evidence, json.dumps(detail), tier,
          reminder_due(s, d.strength, 0, now_ms) if family else None,
          now_ms + int(s.escalate_h[0] * HOUR_MS) if nxt_tier and strong else None))
     if not n:  # this episode already had its alert (resolved by someone): not again
@@ -332,8 +346,8 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
     extra: dict[str, Any] = {"evidence": d.evidence}
     if "paused_until" in d.detail:
         extra["why"] = "paused"
-    elif a.rule in GAP_RULES and d.at is not None and to_ms(d.at) != a.detail.get("spell"):
-        extra["cleared_on"] = when_text(to_ms(d.at), home.tz, now_ms)
+    elif a.rule in GAP_RULES and d.at is not None and d.at != a.detail.get("spell"):
+        extra["cleared_on"] = when_text(d.at, home.tz, now_ms)
     elif a.rule in GAP_RULES:  # no new switch-on: the settings (or the learned rhythm) changed
         extra["why"] = "rule"
     elif a.rule == "on_too_long" and d.detail.get("probably_off"):
@@ -342,7 +356,7 @@ def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
         extra["why"] = {"on_too_long": "light_off", "bulb_silent": "heard",
                         "placement": "placement"}.get(a.rule, "other")
     _event(c, a.id, now_ms, "cleared", d.evidence, evidence=d.evidence, why=extra.get("why"),
-           switched_on=d.at if "cleared_on" in extra else None)
+           switched_on=d.at if "cleared_on" in extra else None, time_unit=TIME_UNIT)
     _tell(c, now_ms, "cleared", a, home, [w for w in recipients(c, a) if w.id not in unheard],
           cfg, extra)
 

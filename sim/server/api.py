@@ -517,8 +517,8 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings)
                 home = hh.household(c, a.household)
                 names = views.names(c, home.id)
                 tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
-                ps = [(clocks.to_s(p.start_ms), clocks.to_s(p.end_ms)) for p in hh.pauses(c, home.id)]
-                opened = [clocks.to_s(x.opened_at) for x in alerts.list_alerts(c, home.id, limit=50)
+                ps = [(p.start_ms, p.end_ms) for p in hh.pauses(c, home.id)]
+                opened = [x.opened_at for x in alerts.list_alerts(c, home.id, limit=50)
                           if x.audience != "coordinator"]
         except notify.BadLink as e:
             return bad_link(request, e)
@@ -526,7 +526,7 @@ def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings)
             return error(request, reader_lang(request, None), "a_link_removed", 404)
         at = a.closed_at if a.closed_at is not None else now
         ctx = alerts.context(a, home, at)
-        svg = chart.activity_svg(tl.intervals, home.tz, clocks.to_s(now), lang, pauses=ps,
+        svg = chart.activity_svg(tl.intervals, home.tz, now, lang, pauses=ps,
                                  alerts_at=opened)
         form = form or {}
         return render(request, lang, status, action=action, token=token, a=a, home=home,

@@ -7,11 +7,11 @@ now), "scaled:F@T0" (F times real time, starting at Unix second T0), "fixed:T" (
 A clock is a callable returning Unix seconds as a float, like time.time.
 
 The server's time is integer milliseconds since the epoch (the store, the API and the bulb's
-protocol), durations too: SECOND_MS ... DAY_MS below. What still speaks seconds does so at a
-boundary and converts here, never by hand (tests/test_time_units.py holds the rule): the
-clock itself, the alert engine (rules, timeline and models reason in float Unix seconds, as do
-the models and visits they keep in the store), and what the outside world counts in seconds
-(datetime, socket timeouts, HTTP headers, settings named *_s).
+protocol, the alert engine and what it keeps), durations too: SECOND_MS ... DAY_MS below.
+What still speaks seconds does so at a boundary and converts here, never by hand
+(tests/test_time_units.py holds the rule): the clock itself and what the outside world counts
+in seconds (datetime and time zones, socket timeouts, HTTP headers and cookies, the bulb's
+settings named *_s and the anchor records' Unix seconds).
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
-# the same spans in seconds, for the alert engine and the outside world
-HOUR_S = 3600.0
-DAY_S = 86400.0
 
 
 def ms(clock: Clock) -> int:

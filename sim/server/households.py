@@ -455,8 +455,8 @@ class PauseRow:
         """The pause as the rules see it (an open "until the next switch-on" pause has no end
         yet: the rules end it at that switch-on)."""
         if self.until_switch_on and self.end_ms >= OPEN_END_MS:
-            return rules.Pause(to_s(self.start_ms), math.inf, True, self.reason)
-        return rules.Pause(to_s(self.start_ms), to_s(self.end_ms), False, self.reason)
+            return rules.Pause(self.start_ms, math.inf, True, self.reason)
+        return rules.Pause(self.start_ms, self.end_ms, False, self.reason)
 
 
 OPEN_END_MS = 253_402_300_799_000  # 9999-12-31: a pause until the next switch-on, not ended yet
@@ -669,11 +669,10 @@ def add_pause(c: Cursor, now_ms: int, hid: str, first: date, last: date,
     pid = new_id("p")
     c.execute("INSERT INTO pauses (id, household, first_day, last_day, start_ms, end_ms, reason, "
               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-              (pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
-               to_ms(p.end), reason, now_ms))
+              (pid, hid, first.isoformat(), last.isoformat(), p.start, p.end, reason, now_ms))
     recheck_at(c, hid, now_ms)
-    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), to_ms(p.start),
-                    to_ms(p.end), reason, now_ms)
+    return PauseRow(pid, hid, first.isoformat(), last.isoformat(), p.start, int(p.end), reason,
+                    now_ms)
 
 
 def pauses(c: Cursor, hid: str) -> list[PauseRow]:
@@ -695,16 +694,16 @@ def pause_until_switch_on(c: Cursor, now_ms: int, hid: str, reason: str = "") ->
     return next(p for p in pauses(c, hid) if p.id == pid)
 
 
-def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[float]) -> None:
+def end_pauses_at_switch_on(c: Cursor, hid: str, tz: str, starts: list[int]) -> None:
     """Give each open "until the next switch-on" pause its end: the first switch-on after it
-    began (starts: the household's switch-ons, Unix s, sorted)."""
+    began (starts: the household's switch-ons, ms, sorted)."""
     import bisect
 
     for p in pauses(c, hid):
         if p.until_switch_on and p.end_ms >= OPEN_END_MS:
-            i = bisect.bisect_right(starts, to_s(p.start_ms))
+            i = bisect.bisect_right(starts, p.start_ms)
             if i < len(starts):
-                end = to_ms(starts[i])
+                end = starts[i]
                 c.execute("UPDATE pauses SET end_ms = ?, last_day = ? WHERE id = ?",
                           (end, local_day(end, tz), p.id))
 

@@ -19,6 +19,11 @@ in the tail and that boot's bounds no longer move (timeline._bound propagates bo
 neighbouring boots). The model folds each newly settled day; it is learned again from all
 visits when what it was learned under changed, or a visit before its last day changed.
 
+Instants and spans are integer ms, as everywhere on the server. The kept rows have a format
+(FORMAT, stored in each tail's state; models.VERSION in each model): a tail of another format is
+rebuilt from the bulb's records, its visits rows with it, and a model of another version is
+learned again, as when the records change under them.
+
 It must never give an answer a rebuild from all records would not: a record of a boot before
 the tail, an epoch heard out of order, a first LTE-M record (every receipt anchor changes), or a
 first tail boot whose bounds moved rebuilds that bulb's state from its records.
@@ -32,21 +37,22 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from mimamori import models as mdl
 from mimamori import rules
 from mimamori import settings as bulb_settings
 from mimamori import timeline as tl_mod
-from mimamori.clock import DAY_MS, to_ms, to_s
+from mimamori.clock import DAY_MS, to_ms
 from mimamori.sql import Cursor, Database, migrate
 from mimamori.timeline import DeviceSeen, Interval, StoredRecord, Timeline
 
 TAIL_BOOTS = 8  # boots kept in a bulb's tail after it is cut (it grows to twice this, then cut)
 WINDOW_DAYS = 10  # an evaluation reads the visits of this many days (and the tail, the model):
 #                  the rules look back late_days (7) and the digest a week; the model the rest
+# the format of bulb_tails.state and visits.data: a tail of another format (and its bulb's visits
+# rows) is rebuilt from the records (1, no "format" key: float Unix seconds; 2: integer ms)
+FORMAT = 2
 
 SCHEMA: list[list[str]] = [
     [
@@ -89,14 +95,14 @@ class BulbState:
 
     device: str
     batches: int = 0  # its batches folded in (devices.batches counts them)
-    first_seen: dict[str, float] = field(default_factory=dict)  # epoch -> first record heard
+    first_seen: dict[str, int] = field(default_factory=dict)  # epoch -> first record heard
     lte: bool = False
-    first_heard: float | None = None
-    last_heard: float | None = None
+    first_heard: int | None = None
+    last_heard: int | None = None
     last_boot: int | None = None
     cut: list[Any] | None = None  # order key of the first tail boot; visits before it are rows
     ctx: list[Any] | None = None  # [order key, lo] of the boot before the cut (its records kept)
-    cut_hi: float | None = None  # the first tail boot's latest offset when the cut was made
+    cut_hi: int | None = None  # the first tail boot's latest offset when the cut was made
     records: list[list[Any]] = field(default_factory=list)  # [epoch, seq, boot, up_ms, kind,
     #                                                          sub, aux, arg, received_at]
     receipts: list[list[Any]] = field(default_factory=list)  # [epoch, boot, req, up_ms,
@@ -105,20 +111,26 @@ class BulbState:
 
     def to_json(self) -> str:
         # the fields as they are (plain values and lists): asdict would deep-copy the tail first
-        return json.dumps({f: getattr(self, f) for f in _STATE_FIELDS}, separators=(",", ":"))
+        return json.dumps({"format": FORMAT} | {f: getattr(self, f) for f in _STATE_FIELDS},
+                          separators=(",", ":"))
 
     @staticmethod
     def from_json(s: str) -> BulbState:
-        return BulbState(**json.loads(s))
+        """The state a tail row holds; ValueError when it is of another format (rebuild it)."""
+        d = json.loads(s)
+        if d.pop("format", 1) != FORMAT:
+            raise ValueError(f"bulb tail of another format: this code reads format {FORMAT}")
+        return BulbState(**d)
 
-    def seen(self, registered: float | None, settings: bulb_settings.BulbSettings) -> DeviceSeen:
+    def seen(self, registered: int | None, settings: bulb_settings.BulbSettings) -> DeviceSeen:
         if self.first_heard is None:
             return DeviceSeen(self.device, registered, None, None, None)
+        # the bulb's settings count seconds
         return DeviceSeen(self.device, registered, self.first_heard, self.last_heard,
                           self.last_boot, lte=self.lte,
-                          report_gap_s=float(bulb_settings.lte_report_gap_s(settings))
-                          if self.lte else 0.0,
-                          heartbeat_s=float(bulb_settings.heartbeat_s(settings)))
+                          report_gap_ms=to_ms(bulb_settings.lte_report_gap_s(settings))
+                          if self.lte else 0,
+                          heartbeat_ms=to_ms(bulb_settings.heartbeat_s(settings)))
 
 
 @dataclass
@@ -129,7 +141,7 @@ class BulbUpdate:
     version: int | None  # the version it was computed from (None: no row yet)
     rebuilt: bool
     frozen: list[tuple[int, int, Interval]]  # new visits rows: epoch, boot, visit
-    changed_from: float  # the earliest start of a visit that changed (inf: none)
+    changed_from: float  # the earliest start (ms) of a visit that changed (inf: none)
 
 
 _STATE_FIELDS = tuple(f.name for f in dataclasses.fields(BulbState))
@@ -151,15 +163,14 @@ def _stored(device: str, r: Sequence[Any]) -> StoredRecord:
 
 def _receipt(device: str, b: Sequence[Any], lte: bool) -> StoredRecord:
     ep, boot, _req, up, rec_ms, wait_ms, from_seq = b
-    return tl_mod.receipt_anchor(device, ep, boot, up, to_s(rec_ms), to_s(wait_ms or 0), lte,
-                                 seq=from_seq)
+    return tl_mod.receipt_anchor(device, ep, boot, up, rec_ms, wait_ms or 0, lte, seq=from_seq)
 
 
 def _key(st: BulbState, epoch: int, boot: int) -> tuple[float, int, int]:
     return (st.first_seen.get(str(epoch), math.inf), epoch, boot)
 
 
-def _heard(st: BulbState, at: float, boot: int) -> None:
+def _heard(st: BulbState, at: int, boot: int) -> None:
     st.first_heard = at if st.first_heard is None else min(st.first_heard, at)
     st.last_heard = at if st.last_heard is None else max(st.last_heard, at)
     st.last_boot = boot if st.last_boot is None else max(st.last_boot, boot)
@@ -172,7 +183,7 @@ _BATCH_COLS = "epoch, boot, req, up_ms, received_at, up_wait_ms, from_seq"
 def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
     """The bulb's state from all its records (the first evaluation, or a late record)."""
     st = BulbState(device, batches)
-    recs = [[*r[:8], to_s(r[8])] for r in c.all(
+    recs = [list(r) for r in c.all(
         f"SELECT {_REC_COLS} FROM records WHERE device = ?", (device,))]
     st.lte = tl_mod.uses_lte(_stored(device, r) for r in recs)
     for r in recs:
@@ -183,7 +194,7 @@ def _rebuild(c: Cursor, device: str, batches: int) -> BulbUpdate:
         f"SELECT {_BATCH_COLS} FROM batches WHERE device = ? AND up_ms IS NOT NULL AND "
         "up_ms <> 0", (device,))]
     for b in st.receipts:
-        _heard(st, to_s(b[4]), b[1])
+        _heard(st, b[4], b[1])
     frozen = _settle(st)
     assert frozen is not None  # nothing kept to disagree with
     return BulbUpdate(st, None, True, frozen, -math.inf)
@@ -220,7 +231,7 @@ def _advance(st: BulbState, recs: list[list[Any]], receipts: list[list[Any]]
     for r in recs:
         _heard(st, r[8], r[2])
     for b in receipts:
-        _heard(st, to_s(b[4]), b[1])
+        _heard(st, b[4], b[1])
     return _settle(st)
 
 
@@ -271,7 +282,12 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
         up = _rebuild(c, device, batches)
         return up
     version, done, raw = row
-    st = BulbState.from_json(raw)
+    try:
+        st = BulbState.from_json(raw)
+    except ValueError:  # kept by another format: rebuilt (its visits rows too, at write)
+        up = _rebuild(c, device, batches)
+        up.version = version
+        return up
     if batches <= done:
         return BulbUpdate(st, version, False, [], math.inf)
     new = c.all(f"SELECT {_BATCH_COLS}, stored FROM batches WHERE device = ? AND n > ? "
@@ -283,7 +299,7 @@ def bulb(c: Cursor, device: str) -> BulbUpdate:
     recs: list[list[Any]] = []
     for b in new:
         if b[7]:
-            recs += [[*r[:8], to_s(r[8])] for r in c.all(
+            recs += [list(r) for r in c.all(
                 f"SELECT {_REC_COLS} FROM records WHERE device = ? AND epoch = ? AND "
                 "received_at = ? AND seq >= ?", (device, b[0], b[4], b[6]))]
     old = list(st.visits)
@@ -316,8 +332,8 @@ class Kept:
     memo: rules.Memo  # what the rules derived from this model in earlier evaluations
 
 
-def _day_end(day: int, tz: str) -> float:
-    return datetime.fromordinal(day + 1).replace(tzinfo=ZoneInfo(tz)).timestamp()
+def _day_end(day: int, tz: str) -> int:
+    return mdl.day_start(day + 1, tz)
 
 
 def _visit_rows(c: Cursor, devices: list[str], since_ms: int | None) -> list[Interval]:
@@ -357,7 +373,7 @@ def _timeline(c: Cursor, ups: list[BulbUpdate], devs: list[tuple], since_ms: int
     for up, (dev, created, settings) in zip(ups, devs):
         st = up.state
         ivs += [_interval(v) for v in st.visits] + [v for _, _, v in up.frozen]
-        seen[dev] = st.seen(to_s(created), json.loads(settings))
+        seen[dev] = st.seen(created, json.loads(settings))
     # the rows already written (a rebuilt bulb's are all in up.frozen)
     ivs += [v for v in _visit_rows(c, [d[0] for d in devs if not _rebuilt(ups, d[0])],
                                    since_ms)]
@@ -372,11 +388,11 @@ def _rebuilt(ups: list[BulbUpdate], device: str) -> bool:
 def _learned_under(rs: rules.RuleSettings, tl: Timeline) -> str:
     return json.dumps([rs.tz, [[p.start, p.end, p.until_on] for p in rs.pauses],
                        [repr(a) for a in rs.absences],
-                       sorted([d, s.registered_at, s.report_gap_s]
+                       sorted([d, s.registered_at, s.report_gap_ms]
                               for d, s in tl.devices.items())])
 
 
-def _spans(rs: rules.RuleSettings, tl: Timeline, now: float) -> list[tuple[float, float]]:
+def _spans(rs: rules.RuleSettings, tl: Timeline, now: int) -> list[tuple[float, float]]:
     ivs = rules._visible(tl, now)
     return [(p.start, p.end) for p in rules.expand(rs, ivs, now).pauses]
 
@@ -412,7 +428,7 @@ def _keep(hid: str, text: str, m: mdl.HouseholdModel, memo: rules.Memo) -> None:
 
 def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
     """The household brought up to date at now_ms (rs: its rule settings, not expanded)."""
-    now = to_s(now_ms)
+    now = now_ms
     devs = c.all("SELECT id, created_at, settings FROM devices WHERE household = ? ORDER BY id",
                  (hid,))
     ups = [bulb(c, d[0]) for d in devs]
@@ -428,7 +444,7 @@ def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
         assert model is not None and model.day is not None
         end = _day_end(model.day, rs.tz)
         since_ms = min(now_ms - int(max(WINDOW_DAYS, rs.late_days + 2) * DAY_MS),
-                       to_ms(end) - DAY_MS)
+                       end - DAY_MS)
     tl = _timeline(c, ups, devs, since_ms)
     under = _learned_under(rs, tl)
     valid = (model is not None and row is not None and row[1] == under and model.day is not None
@@ -476,7 +492,7 @@ def write(c: Cursor, k: Kept) -> None:
             "INSERT INTO visits (device, epoch, boot, start_ms, data) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (device, epoch, boot) DO UPDATE SET start_ms = excluded.start_ms, "
             "data = excluded.data",
-            [(up.state.device, ep, boot, to_ms(v.start_latest),
+            [(up.state.device, ep, boot, v.start_latest,
               json.dumps(_row(v))) for ep, boot, v in up.frozen])
         c.execute(
             "INSERT INTO bulb_tails (device, version, batches, state) VALUES (?, 1, ?, ?) "

@@ -37,19 +37,19 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mimamori.clock import DAY_S, HOUR_S
+from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS, to_ms, to_s
 from mimamori.timeline import Interval, Timeline
 
 HALF_LIFE_DAYS = 14.0
 DECAY = 0.5 ** (1.0 / HALF_LIFE_DAYS)
-HALF_HOUR_S = HOUR_S / 2  # the quiet spells are kept per local half-hour they began
-SETTLE_S = 30 * HOUR_S  # a day is folded this long after it ended (late reports get in)
-LATE_S = 3600.0  # a visit that reached the server later than this was reported late
+HALF_HOUR_MS = HOUR_MS // 2  # the quiet spells are kept per local half-hour they began
+SETTLE_MS = 30 * HOUR_MS  # a day is folded this long after it ended (late reports get in)
+LATE_MS = HOUR_MS  # a visit that reached the server later than this was reported late
 RECENT_DAYS = 28  # per-day figures kept (placement, longest spells, delivery)
 PLACEMENT_DAYS = 7  # the placement check speaks after this many folded days
 PLACEMENT_WINDOW = 14  # ... about the last this many days
-# visit lengths in seconds and quiet spells in expected switch-ons: log-spaced bin edges
-DUR_EDGES: tuple[float, ...] = tuple(30.0 * 1.25 ** k for k in range(38))  # 30 s .. 32 h
+# visit lengths in ms and quiet spells in expected switch-ons: log-spaced bin edges
+DUR_EDGES: tuple[float, ...] = tuple(30.0 * SECOND_MS * 1.25 ** k for k in range(38))  # 30 s .. 32 h
 MASS_EDGES: tuple[float, ...] = tuple(0.01 * 1.1 ** k for k in range(111))  # 0.01 .. 380
 SPELL_EDGES_H: tuple[float, ...] = tuple(1 / 6 * 1.07 ** k for k in range(112))  # 10 min .. 13 d
 DELAY_EDGES_H: tuple[float, ...] = tuple(0.5 * 1.2 ** k for k in range(27))  # 30 min .. 2.7 d
@@ -62,8 +62,8 @@ RECENT_WEIGHT = 0.2
 TAIL_Q = 0.2  # tails are fitted to the share of values above the 80th percentile
 # the meaning of a stored model: a model of another version is learned again from the records
 # (2: delays kept as a histogram by hour, `held`; 3: a visit folded on the day of the middle
-# of its start bounds, not of their end)
-VERSION = 3
+# of its start bounds, not of their end; 4: instants and visit lengths in ms, not seconds)
+VERSION = 4
 
 
 def _bins(edges: Sequence[float]) -> list[float]:
@@ -93,7 +93,7 @@ class BulbModel:
     """One bulb, from its folded days. Hour lists are indexed by local hour of the day."""
 
     device: str
-    installed: float | None = None  # from when the bulb watches (registered or first visit)
+    installed: int | None = None  # from when the bulb watches (registered or first visit)
     n_days: int = 0  # days folded
     days: float = 0.0  # decayed days watched (paused hours left out)
     full_days: float = 0.0  # decayed whole days watched
@@ -102,7 +102,7 @@ class BulbModel:
     seen: list[float] = field(default_factory=lambda: [0.0] * 24)  # days each hour was watched
     dur: list[list[float]] = field(default_factory=lambda: [_bins(DUR_EDGES) for _ in range(24)])
     sent: list[float] = field(default_factory=lambda: [0.0] * 24)  # visits reported, by hour
-    late: list[float] = field(default_factory=lambda: [0.0] * 24)  # ... more than LATE_S late
+    late: list[float] = field(default_factory=lambda: [0.0] * 24)  # ... more than LATE_MS late
     # ... their delays (h, DELAY_EDGES_H), by the hour the visit began
     held: list[list[float]] = field(default_factory=lambda: [_bins(DELAY_EDGES_H)
                                                               for _ in range(24)])
@@ -112,8 +112,8 @@ class BulbModel:
     # that ended that day (h), longest delivery delay (h), attempts, failed attempts, longest
     # wait the server saw (h: from the last switch-on it knew of to a report of a later one)]
     recent: list[list[float]] = field(default_factory=list)
-    last_on: float | None = None  # the bulb's last switch-on folded
-    batch: list[float] | None = None  # [reported at, latest switch-on in that report]
+    last_on: int | None = None  # the bulb's last switch-on folded
+    batch: list[int] | None = None  # [reported at, latest switch-on in that report]
 
     def rates(self) -> list[float]:
         """Switch-ons per hour for each local hour: a prior of PRIOR_SEEN_H hours at the bulb's
@@ -201,7 +201,7 @@ class HouseholdModel:
     # last RECENT_DAYS days: [day ordinal, [[start, hours] of each spell ended that day that
     # lasted LONG_SPELL_H or more]]
     spell_recent: list[list[Any]] = field(default_factory=list)
-    last_on: float | None = None  # start of the spell still open at the end of `day`
+    last_on: int | None = None  # start of the spell still open at the end of `day`
 
     def rates(self) -> list[float]:
         """Switch-ons per hour of all bulbs together, by local hour."""
@@ -243,15 +243,15 @@ def _copy(x: Any) -> Any:
 @dataclass(frozen=True)
 class Day:
     """One local day to fold: its bounds, its UTC offset, the visits that began in it (as known
-    SETTLE_S after it ended), the paused spans overlapping it and when each bulb was installed."""
+    SETTLE_MS after it ended), the paused spans overlapping it and when each bulb was installed."""
 
     day: int  # date ordinal
-    start: float
-    end: float
-    offset: float
+    start: int
+    end: int
+    offset: int
     visits: tuple[Interval, ...]
-    paused: tuple[tuple[float, float], ...] = ()
-    installed: Mapping[str, float | None] = field(default_factory=dict)
+    paused: tuple[tuple[float, float], ...] = ()  # ms (an open pause ends at math.inf)
+    installed: Mapping[str, int | None] = field(default_factory=dict)
     lit: frozenset[tuple[str, int]] = frozenset()  # (bulb, boot) still lit: length unknown
 
 
@@ -262,37 +262,37 @@ class Day:
 class Mass:
     """Expected switch-ons between two instants under hourly rates (local hours at `offset`)."""
 
-    def __init__(self, rates: Sequence[float], offset: float) -> None:
+    def __init__(self, rates: Sequence[float], offset: int) -> None:
         self.rates, self.off = list(rates), offset
         self.cum = [0.0]
         for r in self.rates:
             self.cum.append(self.cum[-1] + r)
 
     def at(self, t: float) -> float:
-        days, h = divmod((t + self.off) / HOUR_S, 24.0)
+        days, h = divmod((t + self.off) / HOUR_MS, 24.0)
         i = int(h)
         return days * self.cum[24] + self.cum[i] + (h - i) * self.rates[i]
 
-    def until(self, t0: float, target: float, limit_s: float) -> float:
+    def until(self, t0: int, target: float, limit_ms: float) -> int:
         """The instant after t0 at which the expected count since t0 reaches `target` (at most
-        t0 + limit_s)."""
+        t0 + limit_ms), rounded up to the millisecond."""
         base = self.at(t0) + target
         t = t0
-        while self.at(t + HOUR_S) < base and t - t0 < limit_s:
-            t += HOUR_S
-        lo, hi = t, t + HOUR_S
+        while self.at(t + HOUR_MS) < base and t - t0 < limit_ms:
+            t += HOUR_MS
+        lo, hi = t, t + HOUR_MS
         for _ in range(24):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self.at(mid) < base else (lo, mid)
-        return min(hi, t0 + limit_s)
+        return math.ceil(min(hi, t0 + limit_ms))
 
 
-def _hour(t: float, offset: float) -> int:
-    return int(((t + offset) % DAY_S) // HOUR_S)
+def _hour(t: float, offset: int) -> int:
+    return int(((t + offset) % DAY_MS) // HOUR_MS)
 
 
-def _half_hour(t: float, offset: float) -> int:
-    return int(((t + offset) % DAY_S) // HALF_HOUR_S)
+def _half_hour(t: float, offset: int) -> int:
+    return int(((t + offset) % DAY_MS) // HALF_HOUR_MS)
 
 
 def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list[list[float]]:
@@ -306,11 +306,11 @@ def spell_masses(m: HouseholdModel, mass: Mass, max_h: float = math.inf) -> list
     out = [_bins(MASS_EDGES) for _ in range(24)]
     ref = -mass.off  # local midnight of the epoch's day
     for s, hist in enumerate(m.spells):
-        a = ref + (s + 0.5) * HALF_HOUR_S
+        a = ref + (s + 0.5) * HALF_HOUR_MS
         base = mass.at(a)
         for i, w in enumerate(hist):
             if w > 0 and _mid(SPELL_EDGES_H, i) < max_h:
-                e = mass.at(a + _mid(SPELL_EDGES_H, i) * HOUR_S) - base
+                e = mass.at(a + _mid(SPELL_EDGES_H, i) * HOUR_MS) - base
                 out[s // 2][_bin(MASS_EDGES, e)] += w
     if len(_MASS_CACHE) > 1024:
         _MASS_CACHE.clear()
@@ -323,9 +323,9 @@ _MASS_CACHE: dict[tuple[int, float], tuple[tuple, list[list[float]],
                                            weakref.ref[HouseholdModel]]] = {}
 
 
-def _watched(start: float, end: float, since: float | None,
+def _watched(start: int, end: int, since: int | None,
              paused: Iterable[tuple[float, float]]) -> float:
-    """Seconds of [start, end) after `since` and outside the paused spans."""
+    """Milliseconds of [start, end) after `since` and outside the paused spans."""
     a = max(start, since) if since is not None else start
     if a >= end:
         return 0.0
@@ -339,17 +339,17 @@ def _length(iv: Interval) -> float:
     """How long the visit was lit: exact with a dying gasp, else its known lit time (the end
     lies within 10 % more: ALIVE schedule), a lower bound while it may still be on."""
     if iv.ended_by == "alive":
-        return iv.on_s / 0.95
-    return iv.on_s
+        return iv.on_ms / 0.95
+    return iv.on_ms
 
 
-def _delay(iv: Interval, gap: float) -> float:
+def _delay(iv: Interval, gap: int) -> int:
     """How late the visit reached the server beyond what its reporting explains (an LTE-M bulb
     holds power-ons up to its report gap by design)."""
-    return max(0.0, iv.reported_at - iv.start_mid - gap)
+    return max(0, iv.reported_at - iv.start_mid - gap)
 
 
-def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> None:
+def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: int) -> None:
     """One day of one bulb (its visits that began that day)."""
     for lst in (bm.on, bm.seen, bm.sent, bm.late):
         for h in range(24):
@@ -365,8 +365,8 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     bm.fails *= DECAY
     total = 0.0
     for h in range(24):
-        a = day.start + h * HOUR_S
-        w = _watched(a, a + HOUR_S, bm.installed, day.paused) / HOUR_S
+        a = day.start + h * HOUR_MS
+        w = _watched(a, a + HOUR_MS, bm.installed, day.paused) / HOUR_MS
         bm.seen[(h + _hour(day.start, day.offset)) % 24] += w
         total += w
     bm.days += total / 24
@@ -379,7 +379,7 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     for iv in visits:
         if bm.batch is None or iv.reported_at > bm.batch[0]:  # a new report
             if bm.batch is not None:
-                seen_wait = max(seen_wait, (iv.reported_at - bm.batch[1]) / HOUR_S)
+                seen_wait = max(seen_wait, (iv.reported_at - bm.batch[1]) / HOUR_MS)
             bm.batch = [iv.reported_at, iv.start_mid]
         else:
             bm.batch[1] = max(bm.batch[1], iv.start_mid)
@@ -389,16 +389,16 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
             bm.dur[h][_bin(DUR_EDGES, _length(iv))] += 1
         dl = _delay(iv, gap)
         bm.sent[h] += 1
-        if dl > LATE_S:
+        if dl > LATE_MS:
             bm.late[h] += 1
-            bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR_S)] += 1
-        max_delay = max(max_delay, dl / HOUR_S)
+            bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR_MS)] += 1
+        max_delay = max(max_delay, dl / HOUR_MS)
         attempts += iv.links
         fails += iv.links_failed
         t = iv.start_mid
         if bm.last_on is not None and not any(bm.last_on < pe and ps < t
                                                for ps, pe in day.paused):
-            longest_gap = max(longest_gap, (t - bm.last_on) / HOUR_S)
+            longest_gap = max(longest_gap, (t - bm.last_on) / HOUR_MS)
         bm.last_on = t
     bm.attempts += attempts
     bm.fails += fails
@@ -408,7 +408,7 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: float) -> N
     del bm.recent[:-RECENT_DAYS]
 
 
-def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = None,
+def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, int] | None = None,
          copy: bool = True) -> HouseholdModel:
     """The model with one more local day (the next one after model.day). gaps: each LTE-M
     bulb's report gap (its visits may wait that long by design). Returns a new model unless
@@ -423,12 +423,12 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
                                            or iv.start_earliest or iv.start_latest)
     for dev, bm in m.bulbs.items():
         mine = [iv for iv in day.visits if iv.device == dev]
-        _fold_bulb(bm, day, mine, (gaps or {}).get(dev, 0.0))
+        _fold_bulb(bm, day, mine, (gaps or {}).get(dev, 0))
     for hist in m.spells:
         for i in range(len(hist)):
             hist[i] *= DECAY
-    m.days = m.days * DECAY + _watched(day.start, day.end, None, day.paused) / DAY_S
-    events = sorted([(ps, 0, pe) for ps, pe in day.paused] + [(iv.start_mid, 1, 0.0)
+    m.days = m.days * DECAY + _watched(day.start, day.end, None, day.paused) / DAY_MS
+    events = sorted([(ps, 0, pe) for ps, pe in day.paused] + [(iv.start_mid, 1, 0)
                                                                 for iv in day.visits])
     long: list[list[float]] = []
     for t, kind, _ in events:
@@ -436,7 +436,7 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
             m.last_on = None
             continue
         if m.last_on is not None and t > m.last_on:
-            hours = (t - m.last_on) / HOUR_S
+            hours = (t - m.last_on) / HOUR_MS
             m.spells[_half_hour(m.last_on, day.offset)][_bin(SPELL_EDGES_H, hours)] += 1
             m.n_spells += 1
             if hours >= LONG_SPELL_H:
@@ -453,42 +453,48 @@ def fold(model: HouseholdModel, day: Day, gaps: Mapping[str, float] | None = Non
 # learning from a timeline: folding its settled days
 
 
-def local_days(tz: str, first: float, now: float) -> Iterator[tuple[int, float, float, float]]:
+def local_days(tz: str, first: int, now: int) -> Iterator[tuple[int, int, int, int]]:
     """(date ordinal, start, end, UTC offset) of each local day from the one holding `first`
-    whose end is SETTLE_S or more before `now`."""
+    whose end is SETTLE_MS or more before `now`."""
     z = ZoneInfo(tz)
-    d = datetime.fromtimestamp(first, z).date()
+    d = datetime.fromtimestamp(to_s(first), z).date()
     while True:
         s = datetime(d.year, d.month, d.day, tzinfo=z)
         n = d + timedelta(days=1)
-        e = datetime(n.year, n.month, n.day, tzinfo=z).timestamp()
-        if e + SETTLE_S > now:
+        e = to_ms(datetime(n.year, n.month, n.day, tzinfo=z).timestamp())
+        if e + SETTLE_MS > now:
             return
         off = s.utcoffset()
-        yield d.toordinal(), s.timestamp(), e, off.total_seconds() if off else 0.0
+        yield d.toordinal(), to_ms(s.timestamp()), e, to_ms(off.total_seconds()) if off else 0
         d = n
 
 
-def settled_through(tz: str, now: float) -> int:
+def settled_through(tz: str, now: int) -> int:
     """The last local day (ordinal) a model learned at `now` has folded."""
     z = ZoneInfo(tz)
-    return (datetime.fromtimestamp(now - SETTLE_S, z).date() - timedelta(days=1)).toordinal()
+    return (datetime.fromtimestamp(to_s(now - SETTLE_MS), z).date()
+            - timedelta(days=1)).toordinal()
 
 
-def next_fold(tz: str, now: float) -> float:
+def next_fold(tz: str, now: int) -> int:
     """When the next local day settles (a learned model changes then)."""
     z = ZoneInfo(tz)
-    d = datetime.fromtimestamp(now - SETTLE_S, z).date() + timedelta(days=1)
-    return datetime(d.year, d.month, d.day, tzinfo=z).timestamp() + SETTLE_S
+    d = datetime.fromtimestamp(to_s(now - SETTLE_MS), z).date() + timedelta(days=1)
+    return day_start(d.toordinal(), tz) + SETTLE_MS
 
 
-def _start(tl: Timeline) -> float | None:
+def day_start(ordinal: int, tz: str) -> int:
+    """The instant the local day `ordinal` (a date ordinal) begins in tz."""
+    return to_ms(datetime.fromordinal(ordinal).replace(tzinfo=ZoneInfo(tz)).timestamp())
+
+
+def _start(tl: Timeline) -> int | None:
     ts = [iv.start_latest for iv in tl.intervals[:1]]
     ts += [d.registered_at for d in tl.devices.values() if d.registered_at is not None]
     return min(ts) if ts else None
 
 
-def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: float,
+def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: int,
             after: int | None = None) -> Iterator[Day]:
     """The settled local days of a timeline (those after day ordinal `after`), ready to fold."""
     first = _start(tl)
@@ -506,20 +512,20 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: f
             continue
         lo, hi = bisect.bisect_left(keys, s), bisect.bisect_left(keys, e)
         vis = tuple(tl.intervals[k] for k in sorted(k for _, k in mids[lo:hi])
-                    if tl.intervals[k].reported_at <= e + SETTLE_S)
+                    if tl.intervals[k].reported_at <= e + SETTLE_MS)
         paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
         # a visit still open whose bulb is heard close to (or after) the fold: still lit
         lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
-                        and (heard.get(iv.device) or 0.0) >= e + SETTLE_S - 2 * HOUR_S)
+                        and (heard.get(iv.device) or 0) >= e + SETTLE_MS - 2 * HOUR_MS)
         yield Day(ordinal, s, e, off, vis, paused, installed, lit)
 
 
-def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: float,
+def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: int,
           model: HouseholdModel | None = None) -> HouseholdModel:
     """The household's model at `now`: every settled day of the timeline folded into `model`
     (the days after model.day), or into an empty model."""
     m = model.copy() if model is not None else HouseholdModel()
-    gaps = {d: s.report_gap_s for d, s in tl.devices.items()}
+    gaps = {d: s.report_gap_ms for d, s in tl.devices.items()}
     for day in days_of(tl, tz, pauses, now, after=m.day):
         fold(m, day, gaps, copy=False)
     return m
@@ -528,25 +534,25 @@ def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: flo
 _CACHE: OrderedDict[tuple, tuple[int, int, HouseholdModel]] = OrderedDict()
 
 
-def _fingerprint(tl: Timeline, before: float) -> int:
+def _fingerprint(tl: Timeline, before: int) -> int:
     """The visits of the days before `before` (by the middle of their start, as days_of)."""
-    return hash(tuple((iv.device, iv.boot, iv.start_latest, iv.reported_at, iv.on_s)
+    return hash(tuple((iv.device, iv.boot, iv.start_latest, iv.reported_at, iv.on_ms)
                       for iv in tl.intervals if iv.start_mid < before))
 
 
 def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]],
-                 now: float) -> HouseholdModel:
+                 now: int) -> HouseholdModel:
     """learn(), keeping the last model of each household in memory: when the history up to the
     kept model's last day is unchanged, only the new days are folded (what the server would do
     with a stored model). key: the household's identity in this process."""
-    k = (key, tz, tuple(pauses), tuple(sorted((d, s.registered_at, s.report_gap_s)
+    k = (key, tz, tuple(pauses), tuple(sorted((d, s.registered_at, s.report_gap_ms)
                                               for d, s in tl.devices.items())))
     hit = _CACHE.get(k)
     through = settled_through(tz, now)
     if hit is not None:
         day, fp, m = hit
         if day <= through:
-            end = datetime.fromordinal(day + 1).replace(tzinfo=ZoneInfo(tz)).timestamp()
+            end = day_start(day + 1, tz)
             if _fingerprint(tl, end) == fp:
                 if day == through:
                     _CACHE.move_to_end(k)
@@ -568,7 +574,7 @@ def clear_cache() -> None:
 def _store(k: tuple, m: HouseholdModel, tl: Timeline, tz: str) -> None:
     if m.day is None:
         return
-    end = datetime.fromordinal(m.day + 1).replace(tzinfo=ZoneInfo(tz)).timestamp()
+    end = day_start(m.day + 1, tz)
     _CACHE[k] = (m.day, _fingerprint(tl, end), m)
     _CACHE.move_to_end(k)
     while len(_CACHE) > 512:

@@ -51,7 +51,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mimamori import models as mdl
-from mimamori.clock import DAY_S, HOUR_S
+from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, to_ms, to_s
 from mimamori.timeline import Interval, Timeline
 
 OPEN = "open"
@@ -60,11 +60,11 @@ CLEAR = "clear"
 
 @dataclass(frozen=True, slots=True)
 class Pause:
-    """A planned absence, [start, end) in Unix seconds; the household resumes by itself.
+    """A planned absence, [start, end) in ms; the household resumes by itself.
     until_on: it ends at the first switch-on after start (end is then math.inf until known)."""
 
-    start: float
-    end: float
+    start: int
+    end: float  # ms, or math.inf
     until_on: bool = False
     reason: str = ""
 
@@ -74,7 +74,7 @@ class Pause:
         z = ZoneInfo(tz)
         s = datetime.combine(first, time(0), z).timestamp()
         e = datetime.combine(last + timedelta(days=1), time(0), z).timestamp()
-        return Pause(s, e)
+        return Pause(to_ms(s), to_ms(e))
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -90,17 +90,17 @@ class Absence:
     end: time
     reason: str = ""
 
-    def spans(self, tz: str, t0: float, t1: float) -> list[Pause]:
-        """Its occurrences overlapping [t0, t1), as pauses."""
+    def spans(self, tz: str, t0: int, t1: int) -> list[Pause]:
+        """Its occurrences overlapping [t0, t1) (ms), as pauses."""
         z = ZoneInfo(tz)
-        d = datetime.fromtimestamp(t0, z).date() - timedelta(days=1)
-        last = datetime.fromtimestamp(t1, z).date()
+        d = datetime.fromtimestamp(to_s(t0), z).date() - timedelta(days=1)
+        last = datetime.fromtimestamp(to_s(t1), z).date()
         out = []
         while d <= last:
             if d.weekday() in self.weekdays:
-                s = datetime.combine(d, self.start, z).timestamp()
+                s = to_ms(datetime.combine(d, self.start, z).timestamp())
                 e_day = d if self.end > self.start else d + timedelta(days=1)
-                e = datetime.combine(e_day, self.end, z).timestamp()
+                e = to_ms(datetime.combine(e_day, self.end, z).timestamp())
                 if s < t1 and e > t0:
                     out.append(Pause(s, e, reason=self.reason))
             d += timedelta(days=1)
@@ -146,17 +146,17 @@ class RuleSettings:
 class Decision:
     rule: str
     state: str  # OPEN or CLEAR
-    since: float | None  # when the current state began, as far as the data tell
+    since: int | None  # when the current state began, as far as the data tell (ms)
     evidence: str  # one line for people: "light switched on at 10:42"
-    next_check: float | None  # when to look again if no record arrives (None: only on new data)
+    next_check: int | None  # when to look again if no record arrives (None: only on new data)
     audience: str = "family"  # or "coordinator"
     subject: str = ""  # the bulb for per-bulb rules; "" for the household
-    at: float | None = None  # the instant the evidence is about (e.g. the last switch-on)
+    at: int | None = None  # the instant the evidence is about (e.g. the last switch-on)
     detail: dict = field(default_factory=dict)  # numbers for templates and translations
     strength: str = "strong"  # "weak": learning, maybe the radio, a room not used every day
 
 
-def due_at(decisions: list[Decision]) -> float | None:
+def due_at(decisions: list[Decision]) -> int | None:
     """The household's next deadline for the sweeper's index."""
     ts = [d.next_check for d in decisions if d.next_check is not None]
     return min(ts) if ts else None
@@ -165,24 +165,31 @@ def due_at(decisions: list[Decision]) -> float | None:
 # ---------------------------------------------------------------- helpers
 
 
+def _ms(t: float) -> int:
+    """An instant or a span computed in fractions (hours of a setting, a learned rate) as whole
+    ms, rounded up: a deadline is never earlier than the fraction it comes from."""
+    return math.ceil(t)
+
+
 class _Clock:
-    """Local wall-clock arithmetic for one evaluation (the offset at `now`; DST ignored)."""
+    """Local wall-clock arithmetic for one evaluation (the offset at `now`, in ms; DST
+    ignored)."""
 
-    def __init__(self, tz: str, now: float) -> None:
+    def __init__(self, tz: str, now: int) -> None:
         self.z = ZoneInfo(tz)
-        off = datetime.fromtimestamp(now, self.z).utcoffset()
-        self.off = off.total_seconds() if off else 0.0
+        off = datetime.fromtimestamp(to_s(now), self.z).utcoffset()
+        self.off = to_ms(off.total_seconds()) if off else 0
 
-    def hhmm(self, t: float, now: float) -> str:
-        d = datetime.fromtimestamp(t + self.off, UTC)
-        n = datetime.fromtimestamp(now + self.off, UTC)
+    def hhmm(self, t: float, now: int) -> str:
+        d = datetime.fromtimestamp(to_s(t + self.off), UTC)
+        n = datetime.fromtimestamp(to_s(now + self.off), UTC)
         if d.date() == n.date():
             return d.strftime("%H:%M")
         if d.date() == (n - timedelta(days=1)).date():
             return d.strftime("yesterday %H:%M")
         return d.strftime("on %a %d %b %H:%M")
 
-    def local_s(self, t: float) -> float:
+    def local_ms(self, t: int) -> int:
         return t + self.off
 
 
@@ -193,7 +200,7 @@ def _paused(settings: RuleSettings, t: float) -> Pause | None:
     return None
 
 
-def _visible(tl: Timeline, now: float, memo: Memo | None = None) -> list[Interval]:
+def _visible(tl: Timeline, now: int, memo: Memo | None = None) -> list[Interval]:
     """Visits the server could know of at `now` (replays pass a timeline with later visits)."""
     keys = (memo or Memo()).starts(tl)
     return list(tl.intervals[: bisect.bisect_right(keys, now)])
@@ -236,19 +243,19 @@ class Context:
 
     tl: Timeline
     settings: RuleSettings  # expanded: every absence a concrete pause (see expand)
-    now: float
+    now: int
     clock: _Clock
     ivs: list[Interval]  # the visits the server could know of at now
     pause: Pause | None  # the pause covering now, if any
-    hidden: float | None  # the latest instant of a switch-on not reported yet (_hidden_until)
+    hidden: int | None  # the latest instant of a switch-on not reported yet (_hidden_until)
     model: mdl.HouseholdModel | None  # None when no rule evaluated needs it
     memo: Memo
 
 
-def context(tl: Timeline, settings: RuleSettings, now: float,
+def context(tl: Timeline, settings: RuleSettings, now: int,
             model: mdl.HouseholdModel | None = None, memo: Memo | None = None,
             key: Hashable | None = None, learn: bool = True) -> Context:
-    """The context of an evaluation at `now` (Unix s): settings expanded, the visible visits,
+    """The context of an evaluation at `now` (ms): settings expanded, the visible visits,
     the pause and the report gap at now, and the model (learned from `tl` when not given and
     `learn`; key names the household for models' cache of learned models)."""
     memo = memo or Memo()
@@ -260,13 +267,13 @@ def context(tl: Timeline, settings: RuleSettings, now: float,
                    _hidden_until(tl, now), model, memo)
 
 
-def _at(t: float, clock: _Clock, now: float) -> str:
+def _at(t: float, clock: _Clock, now: int) -> str:
     """"at 14:05", "yesterday at 14:05", "on Mon 07 Dec at 14:05"."""
     day, _, hm = clock.hhmm(t, now).rpartition(" ")
     return f"{day} at {hm}" if day else f"at {hm}"
 
 
-def _when(iv: Interval, clock: _Clock, now: float) -> str:
+def _when(iv: Interval, clock: _Clock, now: int) -> str:
     if iv.exact_start or iv.start_earliest is None and iv.anchored or (
             iv.start_earliest is not None
             and clock.hhmm(iv.start_earliest, now) == clock.hhmm(iv.start_latest, now)):
@@ -285,7 +292,7 @@ def _bare(when: str) -> str:
     return when.removeprefix("on ")
 
 
-def _hidden_until(tl: Timeline, now: float) -> float | None:
+def _hidden_until(tl: Timeline, now: int) -> int | None:
     """The latest instant at which a switch-on may have happened that no bulb has reported yet
     (LTE-M report gap; docs/alerts.md); None when every bulb reports each power-on at once."""
     ts = [h for d in tl.devices.values()
@@ -293,7 +300,7 @@ def _hidden_until(tl: Timeline, now: float) -> float | None:
     return max(ts) if ts else None
 
 
-def _gap_start(ivs: list[Interval], settings: RuleSettings, now: float) -> tuple[float | None, Interval | None]:
+def _gap_start(ivs: list[Interval], settings: RuleSettings, now: int) -> tuple[float | None, Interval | None]:
     """Start of the current quiet spell: last switch-on, or the end of a pause after it."""
     last = ivs[-1] if ivs else None
     t = last.start_latest if last else None
@@ -306,11 +313,11 @@ def _gap_start(ivs: list[Interval], settings: RuleSettings, now: float) -> tuple
 # ---------------------------------------------------------------- the rules
 
 
-def evaluate(tl: Timeline, settings: RuleSettings, now: float,
+def evaluate(tl: Timeline, settings: RuleSettings, now: int,
              model: mdl.HouseholdModel | None = None,
              key: Hashable | None = None, only: Container[str] | None = None,
              memo: Memo | None = None) -> list[Decision]:
-    """Every rule's decision for one household at `now` (Unix s). model: the household's model
+    """Every rule's decision for one household at `now` (ms). model: the household's model
     learned through the last settled day (learned here from `tl` when not given; key names the
     household for the in-process cache of models). only: just these rules (measurement).
     memo: what earlier evaluations derived from this model and timeline (see Memo)."""
@@ -333,7 +340,7 @@ def evaluate(tl: Timeline, settings: RuleSettings, now: float,
     return out
 
 
-def expand(settings: RuleSettings, ivs: list[Interval], now: float) -> RuleSettings:
+def expand(settings: RuleSettings, ivs: list[Interval], now: int) -> RuleSettings:
     """The settings with every absence as a concrete pause: "until the next switch-on" pauses
     end at that switch-on (or never, yet), recurring absences become their occurrences from the
     first visit (or a day ago) to a week ahead."""
@@ -347,14 +354,14 @@ def expand(settings: RuleSettings, ivs: list[Interval], now: float) -> RuleSetti
         else:
             ps.append(p)
     if settings.absences:
-        t0 = min(starts[0] if starts else now, now - DAY_S)
+        t0 = min(starts[0] if starts else now, now - DAY_MS)
         for a in settings.absences:
-            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY_S))
+            ps.extend(a.spans(settings.tz, t0, now + 8 * DAY_MS))
     return replace(settings, pauses=tuple(sorted(ps, key=lambda p: (p.start, p.end))),
                    absences=())
 
 
-def learn_model(tl: Timeline, settings: RuleSettings, now: float,
+def learn_model(tl: Timeline, settings: RuleSettings, now: int,
                 key: Hashable | None = None) -> mdl.HouseholdModel:
     """The household's model at `now` (models.learn over the settled days, pauses left out),
     through the in-process cache of models: only new days are folded when the history is
@@ -373,7 +380,7 @@ def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
                     pause.end, detail={"paused_until": pause.end})
 
 
-def _unreported(t0: float, cx: Context) -> str:
+def _unreported(t0: int, cx: Context) -> str:
     """The evidence's note when the spell is counted from an LTE-M bulb's report gap."""
     hidden, clock, now = cx.hidden, cx.clock, cx.now
     if hidden is None or hidden <= t0:
@@ -388,21 +395,21 @@ def _no_activity(cx: Context) -> Decision:
     rule, note = "no_activity", ""
     if pause:
         return _paused_decision(rule, pause, cx)
-    limit = settings.no_activity_h * HOUR_S
+    limit = settings.no_activity_h * HOUR_MS
     t0, last = _gap_start(ivs, settings, now)
     if t0 is None:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
     # a switch-on an LTE-M bulb has not reported yet can be as late as `hidden`
-    deadline = max(t0, hidden if hidden is not None else t0) + limit
+    deadline = _ms(max(t0, hidden if hidden is not None else t0) + limit)
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
     note += _unreported(t0, cx)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S}
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_MS, "limit_h": (deadline - t0) / HOUR_MS}
     if hidden is not None and hidden > t0:
         detail["unreported_until"] = hidden
     if now >= deadline:
         return Decision(rule, OPEN, deadline,
-                        f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{note}",
+                        f"no switch-on for {(now - t0) / HOUR_MS:.0f} h: last {what}{note}",
                         None, at=t0, detail=detail)
     return Decision(rule, CLEAR, t0, what + note, deadline, at=t0, detail=detail)
 
@@ -414,13 +421,13 @@ def _daily_window(cx: Context) -> Decision:
     if pause:
         return _paused_decision(rule, pause, cx)
     w = settings.window_start
-    ws = w.hour * HOUR_S + w.minute * 60
-    loc = clock.local_s(now)
-    length = settings.window_h * HOUR_S
+    ws = w.hour * HOUR_MS + w.minute * MINUTE_MS
+    loc = clock.local_ms(now)
+    length = _ms(settings.window_h * HOUR_MS)
     # the latest window that has ended by now
-    start = math.floor((loc - ws - length) / DAY_S) * DAY_S + ws
+    start = math.floor((loc - ws - length) / DAY_MS) * DAY_MS + ws
     end = start + length
-    nxt_end = end + DAY_S
+    nxt_end = end + DAY_MS
     s_u, e_u = start - clock.off, end - clock.off
     t0, last = _gap_start(ivs, settings, now)
     in_window = [iv for iv in ivs if s_u <= iv.start_latest < e_u]
@@ -464,18 +471,18 @@ def _on_too_long(cx: Context) -> list[Decision]:
         mine = [x for x in ivs if x.device == dev]
         limit, usual, learning = on_threshold(cx, bm, mine, iv)
         seen = tl.devices.get(dev)
-        if iv.ended_by == "open" and iv.on_s >= limit:
+        if iv.ended_by == "open" and iv.on_ms >= limit:
             lit_until = (iv.end_earliest if iv.end_earliest is not None
-                         else iv.start_latest + iv.on_s)
-            quiet_for = _stale_after(bm, seen.heartbeat_s if seen else 900.0)
+                         else iv.start_latest + iv.on_ms)
+            quiet_for = _stale_after(bm, seen.heartbeat_ms if seen else 15 * MINUTE_MS)
             heard = seen.last_heard if seen and seen.last_heard is not None else lit_until
-            detail = {"on_h": iv.on_s / HOUR_S, "limit_h": limit / HOUR_S, "usual_h": usual / HOUR_S,
+            detail = {"on_h": iv.on_ms / HOUR_MS, "limit_h": limit / HOUR_MS, "usual_h": usual / HOUR_MS,
                       "lit_until": lit_until}
             if now - heard > quiet_for:  # its heartbeats stopped: probably switched off
                 out.append(Decision(
                     "on_too_long", CLEAR, heard,
                     f"no report from the bulb since {clock.hhmm(heard, now)} (light on since "
-                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_s / HOUR_S:.1f} h until then): "
+                    f"{clock.hhmm(iv.start_latest, now)}, {iv.on_ms / HOUR_MS:.1f} h until then): "
                     "the light was probably switched off, or its radio is down",
                     None, subject=dev, at=iv.start_latest,
                     detail=detail | {"probably_off": True}))
@@ -485,54 +492,53 @@ def _on_too_long(cx: Context) -> list[Decision]:
             if learning:
                 why += " (still learning this bulb's room)"
             out.append(Decision(
-                "on_too_long", OPEN, iv.start_latest + limit,
+                "on_too_long", OPEN, _ms(iv.start_latest + limit),
                 f"light on since {clock.hhmm(iv.start_latest, now)}, still on at "
-                f"{clock.hhmm(lit_until, now)} ({iv.on_s / HOUR_S:.1f} h){why}",
+                f"{clock.hhmm(lit_until, now)} ({iv.on_ms / HOUR_MS:.1f} h){why}",
                 heard + quiet_for, subject=dev, at=iv.start_latest,
                 detail=detail | {"strength": "weak" if learning else "strong"},
                 strength="weak" if learning else "strong"))
         else:
             prev = before.get(dev)
-            if prev is not None and (iv.ended_by == "open" or prev.on_s >= limit):
+            if prev is not None and (iv.ended_by == "open" or prev.on_ms >= limit):
                 # lit again since the visit before ended (the one that was on too long, if any)
                 ev = f"{_switched_off(prev, clock, now)}; on again {_when(iv, clock, now)}"
             elif iv.ended_by != "open":
                 ev = _switched_off(iv, clock, now)
             else:
-                ev = f"light on for {iv.on_s / 60:.0f} min so far"
+                ev = f"light on for {iv.on_ms / MINUTE_MS:.0f} min so far"
             out.append(Decision("on_too_long", CLEAR, iv.start_latest, ev, None, subject=dev,
-                                at=iv.start_latest, detail={"limit_h": limit / HOUR_S}))
+                                at=iv.start_latest, detail={"limit_h": limit / HOUR_MS}))
     return out
 
 
 COLD_ON_H = 8.0  # before a bulb shows its room: a lamp lit a whole evening is not unusual yet
 COLD_VISITS = 3  # ... it shows its room with this many visits (a toilet: by its first noon)
-ON_MIN_S = 1800.0  # never call a visit too long under half an hour
+ON_MIN_MS = 30 * MINUTE_MS  # never call a visit too long under half an hour
 
 
 def on_threshold(cx: Context, bm: mdl.BulbModel | None, mine: list[Interval],
                  iv: Interval) -> tuple[float, float, bool]:
-    """(seconds lit that make this visit unusually long, the longest such visit seen, learning)
+    """(ms lit that make this visit unusually long, the longest such visit seen, learning)
     for a visit of this bulb starting when `iv` did: the tail of its visit lengths near that
     hour, never below 1.2 x the longest seen there, at most on_too_long_h unless this bulb's
     visits are that long already (then 1.5 x the longest)."""
     settings, clock = cx.settings, cx.clock
     h = mdl._hour(iv.start_latest, clock.off)
-    folded_to = 0.0  # visits not folded into the model yet count toward the longest seen
+    folded_to = 0  # visits not folded into the model yet count toward the longest seen
     if bm is not None and bm.recent:
-        folded_to = (datetime.fromordinal(int(bm.recent[-1][0]) + 1)
-                     .replace(tzinfo=clock.z).timestamp())
+        folded_to = mdl.day_start(int(bm.recent[-1][0]) + 1, settings.tz)
     near = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"
             and x.start_latest >= folded_to
             and min(abs(mdl._hour(x.start_latest, clock.off) - h),
                     24 - abs(mdl._hour(x.start_latest, clock.off) - h)) <= 2]
-    base = settings.on_too_long_h * HOUR_S
+    base = settings.on_too_long_h * HOUR_MS
     if bm is None or bm.n_days == 0:
         # no settled day yet: once the bulb has shown a few visits, all short, it is not a room
         # lit for whole evenings; before that, a lit evening is not unusual yet
         ended = [_length_of(x) for x in mine if x is not iv and x.ended_by != "open"]
         seen = max(ended, default=0.0)
-        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR_S
+        cold = 0.0 if len(ended) >= COLD_VISITS else COLD_ON_H * HOUR_MS
         return max(base, cold, 1.5 * seen), seen, True
     pooled = bm.durations(h, 2)
     if sum(pooled) < 5:
@@ -541,34 +547,34 @@ def on_threshold(cx: Context, bm: mdl.BulbModel | None, mine: list[Interval],
     alpha = 1.0 / (max(bm.per_day(), 0.1) * settings.on_days_per_false_alert)
     thr, _ = mdl.tail(pooled, mdl.DUR_EDGES, alpha, floor=0.15, log=True)
     thr = min(max(thr, 1.2 * seen), max(base, 1.5 * seen))
-    return max(thr, ON_MIN_S), seen, bm.n_days < settings.learn_min_days
+    return max(thr, ON_MIN_MS), seen, bm.n_days < settings.learn_min_days
 
 
 def _length_of(iv: Interval) -> float:
-    return iv.on_s / 0.95 if iv.ended_by == "alive" else iv.on_s
+    return iv.on_ms / 0.95 if iv.ended_by == "alive" else iv.on_ms
 
 
-def _stale_after(bm: mdl.BulbModel | None, heartbeat_s: float) -> float:
+def _stale_after(bm: mdl.BulbModel | None, heartbeat_ms: int) -> int:
     """How long a lit bulb may go unheard before its lamp is read as probably off: enough
     heartbeats that all of them failing is a one-in-a-thousand event for this bulb's radio."""
     f = 0.05
     if bm is not None and bm.attempts >= 5:
         f = min(0.7, max(0.05, bm.fails / bm.attempts))
     k = max(2, math.ceil(math.log(0.001) / math.log(f)))
-    return k * heartbeat_s + 300.0
+    return k * heartbeat_ms + 5 * MINUTE_MS
 
 
-def _lit_for(on_s: float) -> str:
+def _lit_for(on_ms: float) -> str:
     """"3 h 12 min", "3 h", "45 min"."""
-    h, m = divmod(int(on_s // 60), 60)
+    h, m = divmod(int(on_ms // MINUTE_MS), 60)
     return f"{h} h {m} min" if h and m else f"{h} h" if h else f"{m} min"
 
 
-def _switched_off(iv: Interval, clock: _Clock, now: float) -> str:
+def _switched_off(iv: Interval, clock: _Clock, now: int) -> str:
     """How an ended visit ended: "light switched off at 14:05 after 3 h 12 min"; when only
-    bounded (no dying gasp), between the last mark and the bound, lit at least on_s."""
+    bounded (no dying gasp), between the last mark and the bound, lit at least on_ms."""
     assert iv.end_latest is not None  # an ended visit (not "open")
-    lit = _lit_for(iv.on_s)
+    lit = _lit_for(iv.on_ms)
     if iv.ended_by != "off":
         lit += " or more"
     if iv.end_earliest is None:
@@ -579,7 +585,7 @@ def _switched_off(iv: Interval, clock: _Clock, now: float) -> str:
     return f"light switched off between {lo} and {hi} after {lit}"
 
 
-def _silence_start(settings: RuleSettings, t: float | None, now: float) -> float | None:
+def _silence_start(settings: RuleSettings, t: float | None, now: int) -> float | None:
     """When a bulb's silence began: t (last heard, or registered), or the end of a pause that
     ended after it (a bulb in an empty home is not silent)."""
     if t is None:
@@ -597,7 +603,7 @@ def _bulb_silent(cx: Context) -> list[Decision]:
         if seen.last_heard is None:
             reg = seen.registered_at
             since = _silence_start(settings, reg, now)
-            due = None if since is None else since + settings.never_heard_h * HOUR_S
+            due = None if since is None else _ms(since + settings.never_heard_h * HOUR_MS)
             paused = _paused(settings, now)
             if due is not None and now >= due and not paused:
                 out.append(Decision("bulb_silent", OPEN, due,
@@ -610,7 +616,7 @@ def _bulb_silent(cx: Context) -> list[Decision]:
             continue
         since = _silence_start(settings, seen.last_heard, now)
         assert since is not None
-        due = since + settings.silent_h * HOUR_S
+        due = _ms(since + settings.silent_h * HOUR_MS)
         paused = _paused(settings, now)
         if now >= due and not paused:
             out.append(Decision("bulb_silent", OPEN, due,
@@ -624,7 +630,7 @@ def _bulb_silent(cx: Context) -> list[Decision]:
     return out
 
 
-def _delays(mine: list[Interval], gap: float) -> list[float]:
+def _delays(mine: list[Interval], gap: int) -> list[float]:
     """How late each visit of one bulb reached the server, beyond what its reporting explains.
     A visit's delay counts from the middle of its start bounds (exact when anchored). An LTE-M
     bulb holds power-ons for up to `gap` after a report: its visit is late only when it arrived
@@ -650,19 +656,20 @@ def _poor_delivery(cx: Context) -> list[Decision]:
     before the next one can raise a family alert. For the coordinator only."""
     ivs, tl, settings, now, clock = cx.ivs, cx.tl, cx.settings, cx.now, cx.clock
     out = []
-    since = now - settings.late_days * DAY_S
+    since = now - settings.late_days * DAY_MS
     for dev in sorted(tl.devices):
         mine = [iv for iv in ivs if iv.device == dev]
-        delays = _delays(mine, tl.devices[dev].report_gap_s)
+        delays = _delays(mine, tl.devices[dev].report_gap_ms)
+        late_after = settings.late_after_s * SECOND_MS
         recent = [(iv, dl) for iv, dl in zip(mine, delays) if iv.start_latest >= since]
-        late_d = [dl for _, dl in recent if dl > settings.late_after_s]
-        late = [iv for iv, dl in recent if dl > settings.late_after_s]
+        late_d = [dl for _, dl in recent if dl > late_after]
+        late = [iv for iv, dl in recent if dl > late_after]
         frac = len(late) / len(recent) if recent else 0.0
         tries = sum(iv.links for iv, _ in recent)
         failed = sum(iv.links_failed for iv, _ in recent)
         run = in_a_row = 0  # visits held one after another: an outage, not a short visit
         for _, dl in recent:
-            run = run + 1 if dl > settings.late_after_s else 0
+            run = run + 1 if dl > late_after else 0
             in_a_row = max(in_a_row, run)
         detail = {"visits": len(recent), "late": len(late), "fraction": frac,
                   "attempts": tries, "failed": failed, "late_in_a_row": in_a_row}
@@ -673,8 +680,8 @@ def _poor_delivery(cx: Context) -> list[Decision]:
             if late:
                 parts.append(f"{len(late)} of {len(recent)} visits in {settings.late_days:g} "
                              f"days reached the server more than "
-                             f"{settings.late_after_s / 60:.0f} min late "
-                             f"(worst {max(late_d) / HOUR_S:.1f} h)")
+                             f"{late_after / MINUTE_MS:.0f} min late "
+                             f"(worst {max(late_d) / HOUR_MS:.1f} h)")
             if failed:
                 parts.append(f"{failed} of {tries} connection attempts failed"
                              + _when_failing([iv for iv, _ in recent if iv.links_failed], clock))
@@ -727,14 +734,14 @@ def _placement(cx: Context) -> list[Decision]:
         if p.verdict == "learning":  # it speaks once its first PLACEMENT_DAYS have settled
             bm = m.bulbs.get(dev)
             left = mdl.PLACEMENT_DAYS - (bm.n_days if bm else 0)
-            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY_S
+            nxt = mdl.next_fold(settings.tz, now) + max(0, left - 1) * DAY_MS
         out.append(Decision("placement", OPEN if weak else CLEAR, None, p.words, nxt,
                             "coordinator", dev, detail=detail))
     return out
 
 
 def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
-               now: float) -> dict[str, mdl.Placement]:
+               now: int) -> dict[str, mdl.Placement]:
     """The placement check of each bulb of the household (its gap still open counts)."""
     last: dict[str, float] = {}
     for iv in ivs:
@@ -744,7 +751,7 @@ def placements(ivs: list[Interval], tl: Timeline, m: mdl.HouseholdModel,
         bm = m.bulbs.get(dev) or mdl.BulbModel(dev)
         seen = tl.devices.get(dev)
         since = last.get(dev, seen.registered_at if seen else None)
-        out[dev] = mdl.placement(bm, (now - since) / HOUR_S if since is not None else 0.0)
+        out[dev] = mdl.placement(bm, (now - since) / HOUR_MS if since is not None else 0.0)
     return out
 
 
@@ -772,7 +779,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     fits = False
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
-        deadline = later + wait_h * HOUR_S
+        deadline = _ms(later + wait_h * HOUR_MS)
         reasons.append("learning")
         note = (f" (still learning this household's rhythm: the fixed "
                 f"{settings.no_activity_h:g} h rule until then)" if wait_h <= settings.no_activity_h
@@ -795,7 +802,7 @@ def _unusual_quiet(cx: Context) -> Decision:
                      f"{radio.longest_held_h():.0f} h late before: this silence may be its "
                      "radio")
             radio_h = radio.longest_held_h()
-        rhythm_h = (rhythm - t0) / HOUR_S
+        rhythm_h = (rhythm - t0) / HOUR_MS
     if checks and min(mdl.RANK[p.verdict] for p in checks.values()) == mdl.RANK["poor"]:
         reasons.append("placement")
         note += "; the bulb's room is not used every day (see its placement check)"
@@ -803,7 +810,7 @@ def _unusual_quiet(cx: Context) -> Decision:
             else f"pause ended at {clock.hhmm(t0, now)}")
     what += _unreported(t0, cx)
     expected = mass.at(now) - mass.at(t0)
-    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_S, "limit_h": (deadline - t0) / HOUR_S,
+    detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_MS, "limit_h": (deadline - t0) / HOUR_MS,
               "expected": expected, "threshold": thr, "history_days": m.days,
               "reasons": reasons, "fits": fits}
     if hidden is not None and hidden > t0:
@@ -814,7 +821,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
-        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR_S:
+        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR_MS:
             # the fixed rule would tell the family now: an alert on weak evidence is not held
             # for their quiet hours then (it still neither reminds at night nor escalates)
             detail["tell_now"] = True
@@ -823,7 +830,7 @@ def _unusual_quiet(cx: Context) -> Decision:
                  f"(learned over {m.days:.0f} days)")
         return Decision(
             rule, OPEN, deadline,
-            f"no switch-on for {(now - t0) / HOUR_S:.0f} h: last {what}{usual}{note}",
+            f"no switch-on for {(now - t0) / HOUR_MS:.0f} h: last {what}{usual}{note}",
             firm if strength == "weak" else None, at=t0,
             detail=detail | {"strength": strength}, strength=strength)
     return Decision(rule, CLEAR, t0, what + note,
@@ -836,7 +843,7 @@ LEARNING_MAX = 3.0  # ... and never more than this many times no_activity_h
 LEARNING_BUSY = 2.5  # switch-ons a day from which a learning room gets the fixed rule
 
 
-def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t0: float) -> float:
+def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t0: int) -> float:
     """While learning: a room used several times a day so far (LEARNING_BUSY switch-ons a day
     or more) gets the fixed rule's no_activity_h. Otherwise: how many hours of quiet are
     improbable enough from the switch-ons seen so far (a Gamma-Poisson prediction), at least
@@ -851,7 +858,7 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t
     paused = sum(max(0.0, min(p.end, t0) - max(p.start, first)) for p in settings.pauses)
     n = sum(1 for iv in ivs if iv.start_latest < t0)
     a = GP_SHAPE + n
-    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY_S
+    b = GP_DAYS + max(0.0, t0 - first - paused) / DAY_MS
     n_h = settings.no_activity_h
     if n / b >= LEARNING_BUSY:
         return n_h
@@ -860,23 +867,23 @@ def learning_wait_h(ivs: list[Interval], tl: Timeline, settings: RuleSettings, t
     starts = [iv.start_latest for iv in ivs if iv.start_latest <= t0]
     longest = max((y - x for x, y in itertools.pairwise(starts)
                    if not any(x < p.end and p.start < y for p in settings.pauses)), default=0.0)
-    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR_S)
+    return max(min(max(n_h, days * 24.0), LEARNING_MAX * n_h), 1.25 * longest / HOUR_MS)
 
 
 def _recent_spells(cx: Context, mass: mdl.Mass) -> list[tuple[float, float, float]]:
     """(start, expected switch-ons, hours) of the quiet spells ended since the model's last
     day (not folded yet: they join the spells the rule is judged against)."""
-    ivs, m, settings, clock = cx.ivs, cx.model, cx.settings, cx.clock
+    ivs, m, settings = cx.ivs, cx.model, cx.settings
     assert m is not None
     if m.day is None:
         return []
-    end = datetime.fromordinal(m.day + 1).replace(tzinfo=clock.z).timestamp()
+    end = mdl.day_start(m.day + 1, settings.tz)
     ts = sorted(iv.start_mid for iv in ivs if iv.start_mid >= end)  # as models.days_of
     prev, out = m.last_on, []
     for t in ts:
         if prev is not None and t > prev and not any(prev < p.end and p.start < t
                                                      for p in settings.pauses):
-            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR_S))
+            out.append((prev, mass.at(t) - mass.at(prev), (t - prev) / HOUR_MS))
         prev = t
     return out
 
@@ -918,7 +925,7 @@ class Spells:
         return self.u + self.beta * math.log(mdl.TAIL_Q / self.alpha)
 
 
-def spells_near(cx: Context, mass: mdl.Mass, t0: float,
+def spells_near(cx: Context, mass: mdl.Mass, t0: int,
                 recent: list[tuple[float, float, float]], max_h: float = math.inf) -> Spells:
     """The spells a quiet spell begun at t0 is judged against (see Spells): those shorter than
     max_h hours. A household whose deadline is capped at learned_max_h passes that cap: a
@@ -940,7 +947,7 @@ def spells_near(cx: Context, mass: mdl.Mass, t0: float,
             if min((mdl._hour(s, clock.off) - h) % 24, (h - mdl._hour(s, clock.off)) % 24) <= b:
                 pooled[i] += 1.0
     total = sum(every)
-    days = m.days + len({int((s + clock.off) // DAY_S) for s, _, _ in recent})
+    days = m.days + len({int((s + clock.off) // DAY_MS) for s, _, _ in recent})
     _, beta = mdl.tail(every, mdl.MASS_EDGES, days / (total * settings.days_per_false_alert),
                        floor=0.3)
     n = sum(pooled)
@@ -994,7 +1001,7 @@ def held(m: mdl.HouseholdModel, memo: Memo | None = None
     return out
 
 
-def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
+def _learned_deadline(cx: Context, mass: mdl.Mass, t0: int,
                       recent: list[tuple[float, float, float]],
                       fits: bool = True) -> tuple[float, float, float, bool]:
     """(deadline, the deadline the rhythm alone gives, threshold, whether the radio is suspect)
@@ -1031,13 +1038,14 @@ def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
     longest = max(window + [x for _, _, x in recent] + [0.0])
     cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
     thr = sp.threshold
-    rhythm = max(mass.until(t0, thr, cap_h * HOUR_S), t0 + settings.learned_min_h * HOUR_S)
+    rhythm = max(mass.until(t0, thr, cap_h * HOUR_MS),
+                 _ms(t0 + settings.learned_min_h * HOUR_MS))
     out = rhythm, rhythm, thr, False
     g = held(m, cx.memo)
     if g is not None:
         radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, cx.clock)
         if radio > rhythm:
-            most = t0 + cap_h * HOUR_S if fits else math.inf
+            most = _ms(t0 + cap_h * HOUR_MS) if fits else math.inf
             out = max(rhythm, min(radio, most)), rhythm, thr, True
     if len(hit) > 4096:
         hit.clear()
@@ -1045,7 +1053,7 @@ def _learned_deadline(cx: Context, mass: mdl.Mass, t0: float,
     return out
 
 
-def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h: float,
+def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: int, rhythm: float, cap_h: float,
                     g: list[list[tuple[float, float]]], clock: _Clock) -> float:
     """The deadline with the radio's delays (see _learned_deadline), on an hourly grid from
     t0: weight[b] is the chance that the spell ended and its report was held until hour b
@@ -1053,26 +1061,26 @@ def _radio_deadline(sp: Spells, mass: mdl.Mass, t0: float, rhythm: float, cap_h:
     longest_held = max((e for row in g for e, _ in row), default=0.0)
     n_max = math.ceil(cap_h + longest_held) + 24
     base = mass.at(t0)
-    cum = [mass.at(t0 + j * HOUR_S) - base for j in range(n_max + 1)]
+    cum = [mass.at(t0 + j * HOUR_MS) - base for j in range(n_max + 1)]
     surv = [sp.survival(x) for x in cum]
     weight = [0.0] * (n_max + 1)
     for j in range(n_max):
         f = surv[j] - surv[j + 1]
         if f <= sp.alpha * 1e-3:
             continue
-        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR_S, clock.off)]:
+        for e, p in g[mdl._hour(t0 + (j + 0.5) * HOUR_MS, clock.off)]:
             weight[min(n_max, j + 1 + math.ceil(e))] += f * p
     # the chance the rhythm deadline accepts (more than alpha when capped); a radio that adds
     # less than half of alpha to it does not move the deadline
     level = max(sp.alpha, sp.survival(mass.at(rhythm) - base)) + sp.alpha / 2
-    n = first = max(1, math.ceil((rhythm - t0) / HOUR_S - 1e-9))
+    n = first = max(1, math.ceil((rhythm - t0) / HOUR_MS - 1e-9))
     held_now = sum(weight[n:])  # spells over, whose report is still held at hour n
     while n < n_max:
         if surv[n] + held_now <= level:
             break
         held_now -= weight[n]
         n += 1
-    return rhythm if n == first else max(rhythm, t0 + n * HOUR_S)
+    return rhythm if n == first else max(rhythm, t0 + n * HOUR_MS)
 
 
 # ---------------------------------------------------------------- replay (measurement, dashboard)
@@ -1083,9 +1091,9 @@ class Episode:
     """One alert of a rule, as a sweeper driven by next_check would have raised it."""
 
     rule: str
-    opened: float  # Decision.since of the opening decision
-    seen: float  # when the evaluation that opened it ran
-    cleared: float | None
+    opened: int  # Decision.since of the opening decision
+    seen: int  # when the evaluation that opened it ran
+    cleared: int | None
 
 
 def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
@@ -1105,7 +1113,7 @@ def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
             out.append(Episode(rule, cur.opened, cur.seen, t))
             cur = None
         i = bisect.bisect_right(starts, t)
-        nxt_visit = starts[i] + 1.0 if i < len(starts) else math.inf
+        nxt_visit = starts[i] + SECOND_MS if i < len(starts) else math.inf
         nxt = d.next_check if d.next_check is not None and d.next_check > t else math.inf
         t = min(nxt, nxt_visit, end)
     if cur is not None:
@@ -1113,7 +1121,7 @@ def replay(tl: Timeline, settings: RuleSettings, start: float, end: float,
     return out
 
 
-def evaluate_rule(tl: Timeline, settings: RuleSettings, now: float, rule: str,
+def evaluate_rule(tl: Timeline, settings: RuleSettings, now: int, rule: str,
                   model: mdl.HouseholdModel | None = None,
                   memo: Memo | None = None) -> list[Decision]:
     """Only the household-level gap rule named (replay needs no other rule)."""

@@ -21,12 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mimamori.clock import DAY_S, to_ms, to_s
+from mimamori.clock import DAY_MS, HOUR_MS
 from mimamori.sql import Cursor
 from mimamori_firmware import record
 
 STATES = ("unanswered", "checking", "late", "paused", "well")  # the overview's order
-LATE_S = 3600.0  # a visit reported later than this counts as late (the rules' late_after_s)
+LATE_MS = HOUR_MS  # a visit reported later than this counts as late (the rules' late_after_s)
 LATE_DAYS = 7  # the lateness shown is over this many days
 TROUBLE_RULES = ("bulb_silent", "poor_delivery")  # coordinator notices that mean "late"
 
@@ -76,9 +76,8 @@ def _paused(c: Cursor, hid: str, now_ms: int) -> bool:
 
 
 def _week(tl: Any, now_ms: int) -> tuple[int, int]:
-    now = to_s(now_ms)
-    mine = [iv for iv in tl.intervals if now - LATE_DAYS * DAY_S <= iv.start_latest <= now]
-    return sum(1 for iv in mine if iv.reported_at - iv.start_mid > LATE_S), len(mine)
+    mine = [iv for iv in tl.intervals if now_ms - LATE_DAYS * DAY_MS <= iv.start_latest <= now_ms]
+    return sum(1 for iv in mine if iv.reported_at - iv.start_mid > LATE_MS), len(mine)
 
 
 def _dbm(bulbs: list[Any]) -> int | None:
@@ -97,14 +96,14 @@ def keep(c: Cursor, hid: str, k: Any, now_ms: int) -> str:
     family, trouble = _alerts(c, hid)
     late, visits = _week(k.timeline, now_ms)
     state = state_of(family, trouble, late_flag(late, visits), _paused(c, hid, now_ms))
-    seen = [iv.start_latest for iv in k.timeline.intervals if iv.start_latest <= to_s(now_ms)]
+    seen = [iv.start_latest for iv in k.timeline.intervals if iv.start_latest <= now_ms]
     c.execute("INSERT INTO household_status (household, state, rank, last_on_ms, updated_ms, "
               "late_7d, visits_7d, dbm) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
               "ON CONFLICT (household) DO UPDATE SET state = excluded.state, "
               "rank = excluded.rank, last_on_ms = excluded.last_on_ms, "
               "updated_ms = excluded.updated_ms, late_7d = excluded.late_7d, "
               "visits_7d = excluded.visits_7d, dbm = excluded.dbm",
-              (hid, state, STATES.index(state), to_ms(max(seen)) if seen else None,
+              (hid, state, STATES.index(state), max(seen) if seen else None,
                now_ms, late, visits, _dbm(k.bulbs)))
     return state
 

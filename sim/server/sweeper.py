@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from mimamori import alerts, kept, models, notify, rules, sql, status
 from mimamori import households as hh
 from mimamori import settings as bulb_settings
-from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS, to_ms, to_s
+from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS, to_ms
 from mimamori.storage import Cursor, Database, Store
 from mimamori.timeline import (
     StoredRecord,
@@ -145,11 +145,11 @@ def device_records(store: Store, device_id: str) -> list[StoredRecord]:
     batch whose header carried the bulb's uptime (timeline.receipt_anchor). Every reader of a
     timeline goes through here (timeline_of), so they all place visits alike."""
     recs = [StoredRecord(r.device, r.seq, r.boot, r.up_ms, r.kind, r.sub, r.aux, r.arg,
-                         to_s(r.received_at), epoch=r.epoch)
+                         r.received_at, epoch=r.epoch)
             for r in store.records_for_device(device_id)]
     lte = uses_lte(recs)
-    recs += [receipt_anchor(b.device, b.epoch, b.boot, b.up_ms, to_s(b.received_at),
-                            to_s(b.up_wait_ms or 0), lte, seq=b.from_seq)
+    recs += [receipt_anchor(b.device, b.epoch, b.boot, b.up_ms, b.received_at,
+                            b.up_wait_ms or 0, lte, seq=b.from_seq)
              for b in store.deliveries(device_id) if b.up_ms]
     return recs
 
@@ -162,10 +162,12 @@ def timeline_of(store: Store, hid: str) -> Timeline:
     recs: list[StoredRecord] = []
     for d in devs:
         recs += device_records(store, d.id)
-    return build_timeline(recs, registered={d.id: to_s(d.created_at) for d in devs},
-                          report_gaps={d.id: bulb_settings.lte_report_gap_s(d.settings)
+    # the bulb's settings count seconds
+    return build_timeline(recs, registered={d.id: d.created_at for d in devs},
+                          report_gaps={d.id: to_ms(bulb_settings.lte_report_gap_s(d.settings))
                                        for d in devs},
-                          heartbeats={d.id: bulb_settings.heartbeat_s(d.settings) for d in devs})
+                          heartbeats={d.id: to_ms(bulb_settings.heartbeat_s(d.settings))
+                                      for d in devs})
 
 
 def rule_settings(c: Cursor, home: hh.Household) -> rules.RuleSettings:
@@ -199,7 +201,7 @@ def _decide(c: Cursor, hid: str, now_ms: int) -> tuple[kept.Kept, list[rules.Dec
     home = hh.household(c, hid)
     rs = rule_settings(c, home)
     k = kept.prepare(c, hid, rs, now_ms)
-    return k, rules.evaluate(k.timeline, rs, to_s(now_ms), model=k.model, memo=k.memo)
+    return k, rules.evaluate(k.timeline, rs, now_ms, model=k.model, memo=k.memo)
 
 
 def _prepare(db: Database, store: Store, hid: str, now_ms: int) -> _Prepared:
@@ -220,15 +222,14 @@ def _commit(c: Cursor, store: Store, p: _Prepared, now_ms: int, cfg: notify.Noti
     # a "until the next switch-on" pause ends at the first switch-on after it began (a write:
     # under the lock; it changes the inputs, so the household is decided again below)
     hh.end_pauses_at_switch_on(c, hid, home.tz, [iv.start_latest for iv in k.timeline.intervals
-                                                 if iv.start_latest <= to_s(now_ms)])
+                                                 if iv.start_latest <= now_ms])
     if _inputs(c, hid) != p.inputs:
         k, decisions = _decide(c, hid, now_ms)
     kept.write(c, k)
     tl = k.timeline
     deadlines = [alerts.apply(c, home, decisions, now_ms, cfg),
                  alerts.tick(c, home, now_ms, cfg)]
-    r = rules.due_at(decisions)
-    deadlines.append(None if r is None else to_ms(r))
+    deadlines.append(rules.due_at(decisions))
     deadlines.append(_digest(c, home, tl, now_ms, cfg))
     status.keep(c, hid, k, now_ms)
     nxt = min((t for t in deadlines if t is not None), default=None)
@@ -292,8 +293,8 @@ def placed_timeline(c: Cursor, home: hh.Household, now_ms: int
     """The household's kept timeline (the evaluation's window: 10 days or more) and the
     placement check of each bulb now, read together (the coordinator's overview)."""
     k = kept.prepare(c, home.id, rule_settings(c, home), now_ms)
-    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= to_s(now_ms)]
-    return k.timeline, rules.placements(ivs, k.timeline, k.model, to_s(now_ms))
+    ivs = [iv for iv in k.timeline.intervals if iv.start_latest <= now_ms]
+    return k.timeline, rules.placements(ivs, k.timeline, k.model, now_ms)
 
 
 def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.NotifierSettings) -> None:
@@ -315,12 +316,11 @@ def on_ingest(store: Store, device_id: str, now_ms: int, cfg: notify.NotifierSet
 def week_summary(c: Cursor, home: hh.Household, tl: Timeline, now_ms: int,
                  days: int = 7) -> dict[str, object]:
     since_ms = now_ms - days * DAY_MS
-    ivs = tl.starts_between(to_s(since_ms), to_s(now_ms))
-    per_day: dict[str, list[float]] = {}
+    ivs = tl.starts_between(since_ms, now_ms)
+    per_day: dict[str, list[int]] = {}
     for iv in ivs:
-        per_day.setdefault(hh.local_day(to_ms(iv.start_latest), home.tz), []).append(
-            iv.start_latest)
-    firsts = sorted(hh.local_hhmm(to_ms(min(v)), home.tz) for v in per_day.values())
+        per_day.setdefault(hh.local_day(iv.start_latest, home.tz), []).append(iv.start_latest)
+    firsts = sorted(hh.local_hhmm(min(v), home.tz) for v in per_day.values())
     usual = firsts[len(firsts) // 2] if firsts else None
     (n_alerts,) = c.one("SELECT COUNT(*) FROM alerts WHERE household = ? AND opened_at >= ? "
                         "AND audience = 'family'", (home.id, since_ms)) or (0,)

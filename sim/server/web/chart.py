@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from mimamori.clock import HOUR_S
+from mimamori.clock import HOUR_MS, MINUTE_MS, to_ms, to_s
 from mimamori.timeline import Interval
 from mimamori.web.i18n import day_label, t
 
@@ -33,9 +33,9 @@ GAP = 6
 FONT = 18
 RANGE_H = 10  # height of an uncertain range (a thinner strip than a bar)
 MIN_W = 2.5  # narrowest bar drawn (about 7 minutes): every switch-on stays visible
-EXACT_S = 300.0  # a start known within this is drawn solid
-UNBOUNDED_S = HOUR_S  # an unbounded start is drawn as uncertain over the hour before it
-MAY_STILL_BE_ON_S = 6 * HOUR_S
+EXACT_MS = 5 * MINUTE_MS  # a start known within this is drawn solid
+UNBOUNDED_MS = HOUR_MS  # an unbounded start is drawn as uncertain over the hour before it
+MAY_STILL_BE_ON_MS = 6 * HOUR_MS
 
 SOLID = "#1d3f6e"
 HATCH_BG = "#fbe7b5"
@@ -44,42 +44,42 @@ HATCH_FG = "#8a5a00"
 
 @dataclass(frozen=True)
 class Segment:
-    start: float  # Unix s
-    end: float
+    start: int  # ms
+    end: int
     certain: bool
 
 
-def segments(iv: Interval, now: float) -> list[Segment]:
+def segments(iv: Interval, now: int) -> list[Segment]:
     """What to draw for one visit: solid where its times are known, hatched where bounded."""
     sl, se = iv.start_latest, iv.start_earliest
-    known_end = iv.end_earliest if iv.end_earliest is not None else sl + iv.on_s
+    known_end = iv.end_earliest if iv.end_earliest is not None else sl + iv.on_ms
     out: list[Segment] = []
-    if se is not None and sl - se <= EXACT_S:
+    if se is not None and sl - se <= EXACT_MS:
         out.append(Segment(sl, max(sl, known_end), True))
-        if iv.end_latest is not None and iv.end_latest - known_end > EXACT_S:
+        if iv.end_latest is not None and iv.end_latest - known_end > EXACT_MS:
             out.append(Segment(known_end, iv.end_latest, False))
     else:
-        lo = se if se is not None else sl - UNBOUNDED_S
-        hi = iv.end_latest if iv.end_latest is not None else sl + iv.on_s
+        lo = se if se is not None else sl - UNBOUNDED_MS
+        hi = iv.end_latest if iv.end_latest is not None else sl + iv.on_ms
         out.append(Segment(lo, max(hi, sl), False))
     if iv.end_latest is None and iv.ended_by == "open":  # the lamp may still be on
         last = max(s.end for s in out)
-        if now - last < MAY_STILL_BE_ON_S and now > last:
+        if now - last < MAY_STILL_BE_ON_MS and now > last:
             out.append(Segment(last, now, False))
     return out
 
 
-def _days(tz: str, now: float, days: int) -> list[datetime]:
+def _days(tz: str, now: int, days: int) -> list[datetime]:
     z = ZoneInfo(tz)
-    today = datetime.fromtimestamp(now, z).date()
+    today = datetime.fromtimestamp(to_s(now), z).date()
     return [datetime.combine(today - timedelta(days=i), datetime.min.time(), z)
             for i in range(days)]
 
 
-def activity_svg(intervals: Iterable[Interval], tz: str, now: float, lang: str = "ja",
-                 days: int = 14, pauses: Sequence[tuple[float, float]] = (),
-                 alerts_at: Sequence[float] = ()) -> str:
-    """The chart as one <svg> element (Unix seconds everywhere; pauses are [start, end))."""
+def activity_svg(intervals: Iterable[Interval], tz: str, now: int, lang: str = "ja",
+                 days: int = 14, pauses: Sequence[tuple[int, int]] = (),
+                 alerts_at: Sequence[int] = ()) -> str:
+    """The chart as one <svg> element (ms everywhere; pauses are [start, end))."""
     tr = t(lang)
     rows = _days(tz, now, days)
     height = TOP + days * (ROW + GAP) + 4
@@ -109,7 +109,7 @@ def activity_svg(intervals: Iterable[Interval], tz: str, now: float, lang: str =
                        f'fill="#333">{h}{"時" if lang == "ja" else ""}</text>')
     ivs = list(intervals)
     for i, d0 in enumerate(rows):
-        a, b = d0.timestamp(), (d0 + timedelta(days=1)).timestamp()
+        a, b = to_ms(d0.timestamp()), to_ms((d0 + timedelta(days=1)).timestamp())
         y = TOP + i * (ROW + GAP)
         out.append(f'<text x="{X0 - 8}" y="{y + ROW * 0.72:.1f}" text-anchor="end" '
                    f'fill="#111">{escape(day_label(d0, lang))}</text>')
@@ -183,14 +183,14 @@ def legend_svg(kind: str) -> str:
             f'height="22" aria-hidden="true">{defs}{body}</svg>')
 
 
-def day_rows(intervals: Iterable[Interval], tz: str, now: float,
-             days: int = 14) -> list[tuple[datetime, int, float | None, float | None]]:
+def day_rows(intervals: Iterable[Interval], tz: str, now: int,
+             days: int = 14) -> list[tuple[datetime, int, int | None, int | None]]:
     """(day, switch-ons, first start, last start) per day, today first: the chart in words."""
     rows = _days(tz, now, days)
     out = []
     ivs = list(intervals)
     for d0 in rows:
-        a, b = d0.timestamp(), (d0 + timedelta(days=1)).timestamp()
+        a, b = to_ms(d0.timestamp()), to_ms((d0 + timedelta(days=1)).timestamp())
         starts = [iv.start_latest for iv in ivs if a <= iv.start_latest < b]
         out.append((d0, len(starts), min(starts) if starts else None,
                     max(starts) if starts else None))

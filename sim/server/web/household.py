@@ -33,7 +33,7 @@ from fastapi.responses import Response
 from mimamori import alerts, changes, messages, roles, rules, sweeper
 from mimamori import households as hh
 from mimamori import settings as bulb_settings
-from mimamori.clock import to_ms, to_s
+from mimamori.clock import to_s
 from mimamori.web import auth, chart, views
 from mimamori.web.deps import (
     Acting,
@@ -103,7 +103,7 @@ def household(request: Request, hid: str, p: SignedIn, seen: Viewing) -> Respons
     return p.render("household.html", home=home, me_w=me, card=card, history=history,
                     events=events, texts=texts, pauses=ps, watchers=ws, bulbs=bulbs,
                     svg=_chart(p, home, tl, history),
-                    rows=chart.day_rows(tl.intervals, home.tz, to_s(p.now_ms)),
+                    rows=chart.day_rows(tl.intervals, home.tz, p.now_ms),
                     settings=home.settings, placed=placed, numbers=NUMBER_SETTINGS, may=may,
                     placed_words={d: messages.placement_words(pl, p.lang)
                                   for d, pl in placed.items()}, my_role=my_role,
@@ -281,8 +281,8 @@ def _events(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> list[dict[s
     for e in alerts.events(c, a.id):
         ctx = alerts.context(a, home, e["at"])
         if e["params"] and e["params"].get("switched_on") is not None:
-            ctx["cleared_on"] = alerts.when_text(to_ms(e["params"]["switched_on"]), home.tz,
-                                                 e["at"])
+            ctx["cleared_on"] = alerts.when_text(alerts.stored_instant(e["params"], "switched_on"),
+                                                 home.tz, e["at"])
         out.append({**e, "detail": messages.event_detail(e["kind"], e["params"], e["text"],
                                                          p.lang, ctx)})
     return out
@@ -290,9 +290,9 @@ def _events(c: Any, a: alerts.Alert, home: hh.Household, p: Page) -> list[dict[s
 
 def _chart(p: Page, home: hh.Household, tl: Any, history: list[alerts.Alert]) -> str:
     with p.web.db.read() as cur:
-        ps = [(to_s(x.start_ms), to_s(x.end_ms)) for x in hh.pauses(cur, home.id)]
-    opened = [to_s(a.opened_at) for a in history if a.audience != "coordinator"]
-    return chart.activity_svg(tl.intervals, home.tz, to_s(p.now_ms), p.lang, pauses=ps,
+        ps = [(x.start_ms, x.end_ms) for x in hh.pauses(cur, home.id)]
+    opened = [a.opened_at for a in history if a.audience != "coordinator"]
+    return chart.activity_svg(tl.intervals, home.tz, p.now_ms, p.lang, pauses=ps,
                               alerts_at=opened)
 
 

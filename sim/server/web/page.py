@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from mimamori import clock as clocks
 from mimamori import households as hh
 from mimamori import notify, roles
-from mimamori.clock import DAY_S
+from mimamori.clock import DAY_MS, to_s
 from mimamori.storage import Store
 from mimamori.web import auth, chart, i18n
 
@@ -115,7 +115,7 @@ class Page:
 
     def set_session(self, resp: Response, s: auth.Session) -> None:
         resp.set_cookie(auth.COOKIE, auth.dump_session(self.web.key, s),
-                        max_age=int(auth.SESSION_DAYS * DAY_S), path="/", httponly=True,
+                        max_age=int(to_s(auth.SESSION_DAYS * DAY_MS)), path="/", httponly=True,
                         samesite="lax", secure=self.request.url.scheme == "https")
 
     def render(self, template: str, status: int = 200, **kw: Any) -> Response:

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from mimamori import households as hh
 from mimamori import notify
-from mimamori.clock import DAY_S
+from mimamori.clock import DAY_MS, to_s
 from mimamori.web import auth, i18n
 from mimamori.web.deps import Checked, PageDep, client, local_path
 from mimamori.web.page import LANG_COOKIE, STATIC, Page, PageRoute
@@ -110,7 +110,7 @@ def signout(p: PageDep, form: Checked) -> Response:
 @router.get("/lang")
 def lang(request: Request, p: PageDep, to: str = "ja", next: str = "/") -> Response:
     resp = p.redirect(local_path(next))
-    resp.set_cookie(LANG_COOKIE, i18n.pick(to), max_age=int(365 * DAY_S), path="/",
+    resp.set_cookie(LANG_COOKIE, i18n.pick(to), max_age=int(to_s(365 * DAY_MS)), path="/",
                     httponly=True, samesite="lax", secure=request.url.scheme == "https")
     return resp
 

@@ -31,13 +31,13 @@ from typing import Any
 
 from mimamori import alerts, notify, ota, status, sweeper
 from mimamori import households as hh
-from mimamori.clock import DAY_MS, DAY_S, to_s
+from mimamori.clock import DAY_MS, MINUTE_MS
 from mimamori.storage import Cursor, Store
 from mimamori.timeline import Interval, Timeline
 from mimamori_firmware import quality, record
 
 PAGE_DAYS = 15  # a page reads this many days of visits (the chart shows 14 local days)
-LATE_S = status.LATE_S  # a visit reported later than this counts as late (rules' late_after_s)
+LATE_MS = status.LATE_MS  # a visit reported later than this counts as late (rules' late_after_s)
 # a firmware fault (K_FAULT sub, firmware/record.py) -> its name; the dashboard's words are
 # i18n "fault_<name>", the CLI's are FAULT_WHAT
 FAULT_NAMES = {
@@ -104,7 +104,7 @@ def household_card(c: Cursor, store: Store, home: hh.Household, now_ms: int,
     pause = current_pause(c, home.id, now_ms)
     silent = any(a.rule == "bulb_silent" for a in coord)
     state = "alert" if family else "silent" if silent else "paused" if pause else "well"
-    visible = [iv for iv in tl.intervals if iv.start_latest <= to_s(now_ms)]
+    visible = [iv for iv in tl.intervals if iv.start_latest <= now_ms]
     return Card(home, state, visible[-1] if visible else None, family, coord, pause,
                 names(c, home.id))
 
@@ -277,10 +277,10 @@ def bulb_health(store: Store, tl: Timeline, dev_id: str, now_ms: int) -> BulbHea
         if dev.epoch is not None and dev.ack is not None:
             (backlog,) = c.one("SELECT COUNT(*) FROM records WHERE device = ? AND epoch = ? "
                                "AND seq > ?", (dev_id, dev.epoch, dev.ack)) or (0,)
-    since7 = to_s(now_ms) - 7 * DAY_S
+    since7 = now_ms - 7 * DAY_MS
     mine = [iv for iv in tl.intervals if iv.device == dev_id and iv.start_latest >= since7
-            and iv.start_latest <= to_s(now_ms)]
-    late = [iv for iv in mine if iv.reported_at - iv.start_mid > LATE_S]
+            and iv.start_latest <= now_ms]
+    late = [iv for iv in mine if iv.reported_at - iv.start_mid > LATE_MS]
     journals = store.journals(dev_id)
     if not journals:
         backlog = None
@@ -353,9 +353,9 @@ class ReportRow:
     alerts: int
     false_alerts: int
     cleared: int
-    claim_s: list[float]
-    resolve_s: list[float]
-    delays_s: list[float]
+    claim_ms: list[int]
+    resolve_ms: list[int]
+    delays_ms: list[int]
     lost: int = 0  # records of the household's bulbs the server will never get
     lost_reported: int = 0  # ...as the bulbs' own LOSS records count them
     conflicts: int = 0  # records that came with a stored seq but other content
@@ -368,9 +368,9 @@ class ReportRow:
 
     @property
     def late_share(self) -> float | None:
-        if not self.delays_s:
+        if not self.delays_ms:
             return None
-        return sum(1 for d in self.delays_s if d > LATE_S) / len(self.delays_s)
+        return sum(1 for d in self.delays_ms if d > LATE_MS) / len(self.delays_ms)
 
 
 def _median(xs: list[float]) -> float | None:
@@ -396,19 +396,19 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
                if a.audience != "coordinator"]
         months = max(0.0, (now_ms - home.created_at) / (30.44 * DAY_MS))
         journals = [j for d in store.devices(home.id) for j in store.journals(d.id)]
-        delays = [max(0.0, iv.reported_at - iv.start_mid) for iv in tl.intervals
-                  if iv.start_latest <= to_s(now_ms)]
+        delays = [max(0, iv.reported_at - iv.start_mid) for iv in tl.intervals
+                  if iv.start_latest <= now_ms]
         rows.append(ReportRow(
             household=home.id, name=home.name, months=months, alerts=len(fam),
             false_alerts=sum(1 for a in fam if a.outcome == "false_alarm"),
             needed_help=sum(1 for a in fam if a.outcome == "needed_help"),
             fine=sum(1 for a in fam if a.outcome == "fine"),
             cleared=sum(1 for a in fam if a.state == "cleared"),
-            claim_s=[to_s(a.claimed_at - a.opened_at) for a in fam
+            claim_ms=[a.claimed_at - a.opened_at for a in fam
                      if a.claimed_at is not None],  # resolving unclaimed also answers
-            resolve_s=[to_s(a.resolved_at - a.opened_at) for a in fam
+            resolve_ms=[a.resolved_at - a.opened_at for a in fam
                        if a.resolved_at is not None],
-            delays_s=delays, lost=sum(j.lost for j in journals),
+            delays_ms=delays, lost=sum(j.lost for j in journals),
             lost_reported=sum(j.reported_lost for j in journals),
             conflicts=sum(j.conflicts for j in journals)))
     return rows
@@ -417,9 +417,9 @@ def pilot_report(c: Cursor, store: Store, now_ms: int,
 def report_total(rows: list[ReportRow]) -> ReportRow:
     return ReportRow("total", "", sum(r.months for r in rows), sum(r.alerts for r in rows),
                      sum(r.false_alerts for r in rows), sum(r.cleared for r in rows),
-                     [x for r in rows for x in r.claim_s],
-                     [x for r in rows for x in r.resolve_s],
-                     [x for r in rows for x in r.delays_s], sum(r.lost for r in rows),
+                     [x for r in rows for x in r.claim_ms],
+                     [x for r in rows for x in r.resolve_ms],
+                     [x for r in rows for x in r.delays_ms], sum(r.lost for r in rows),
                      sum(r.lost_reported for r in rows), sum(r.conflicts for r in rows),
                      sum(r.needed_help for r in rows), sum(r.fine for r in rows))
 
@@ -427,12 +427,12 @@ def report_total(rows: list[ReportRow]) -> ReportRow:
 def summary(r: ReportRow) -> dict[str, float | None]:
     """The figures of one row, in minutes where they are durations."""
     def m(x: float | None) -> float | None:
-        return None if x is None else round(x / 60, 1)
+        return None if x is None else round(x / MINUTE_MS, 1)
     return {"months": round(r.months, 2),
             "alerts_per_household_month": None if r.per_month is None else round(r.per_month, 2),
-            "claim_median_min": m(_median(r.claim_s)),
-            "resolve_median_min": m(_median(r.resolve_s)),
-            "delay_median_min": m(_median(r.delays_s)), "delay_p90_min": m(_p90(r.delays_s)),
+            "claim_median_min": m(_median(r.claim_ms)),
+            "resolve_median_min": m(_median(r.resolve_ms)),
+            "delay_median_min": m(_median(r.delays_ms)), "delay_p90_min": m(_p90(r.delays_ms)),
             "late_share": None if r.late_share is None else round(r.late_share, 3)}
 
 
@@ -480,8 +480,8 @@ def report_csv(rows: list[ReportRow], lang: str = "en",
         w.writerow([safe_cell(x) for x in [
             tr("csv_total") if total else r.household, r.name, *now_cols, s["months"],
             r.alerts, _blank(s["alerts_per_household_month"]), r.needed_help, r.fine,
-            r.false_alerts, r.cleared, len(r.claim_s), _blank(s["claim_median_min"]),
-            len(r.resolve_s), _blank(s["resolve_median_min"]), len(r.delays_s),
+            r.false_alerts, r.cleared, len(r.claim_ms), _blank(s["claim_median_min"]),
+            len(r.resolve_ms), _blank(s["resolve_median_min"]), len(r.delays_ms),
             _blank(s["delay_median_min"]), _blank(s["delay_p90_min"]),
             _blank(s["late_share"]), r.lost, r.lost_reported, r.conflicts]])
     return buf.getvalue()
