@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """The server keeps one time unit: integer milliseconds since the epoch, spans named once in
-sim/server/clock.py (SECOND_MS ... DAY_MS, and HOUR_S / DAY_S for what counts in seconds).
+sim/server/clock.py (SECOND_MS ... DAY_MS; the names HOUR_S / DAY_S, HOUR, DAY are kept out).
 No module of the server converts by hand: a number of milliseconds or seconds in a span
 (1000, 1800, 3600, 60000, 86400, 3600000, 86400000) multiplied or divided by is a conversion
 written out again; clock.to_ms / clock.to_s do it, at the boundaries clock.py names."""
