@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
+import jinja2
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
@@ -43,6 +46,7 @@ from mimamori import alerts, changes, messages, notify, roles, sweeper, tokens
 from mimamori import clock as clocks
 from mimamori import households as hh
 from mimamori.storage import Database, Store, site_snippet
+from mimamori.web import chart, i18n, routes, views
 
 log = logging.getLogger("mimamori.alerts")
 
@@ -194,35 +198,20 @@ def _watchers(c: Any, hid: str) -> list[dict[str, Any]]:
     return [{**w.public(), "confirmed_at": seen.get(w.id)} for w in hh.watchers(c, hid)]
 
 
-def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
-    db = store.db
+@dataclass
+class Api:
+    """What the JSON API's handlers share (app.state.api): the store, the clock and the
+    notifier's settings."""
 
-    def auth(request: Request) -> None:
-        t = _token(db, request.headers.get("authorization", ""))
-        if t is None:
-            raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
-                                "`mimamori token create NAME`",
-                                headers={"WWW-Authenticate": "Bearer"})
-        request.state.token = t
+    store: Store
+    clock: clocks.Clock
+    cfg: notify.NotifierSettings
 
-    def actor(c: Any, request: Request, hid: str | None) -> changes.Actor:
-        """Who makes a change: the watcher named by ?watcher= (in this household), else the
-        token, as the coordinator."""
-        wid = request.query_params.get("watcher")
-        if wid is None:
-            t = request.state.token
-            return changes.Actor.coordinator(f"token:{t.name}", t.name)
-        w = hh.watcher(c, wid)
-        if w.removed_at is not None or (hid is not None and w.household != hid):
-            raise hh.NotFound(f"watcher {wid!r} does not watch household {hid!r}")
-        return changes.Actor.of(w)
-
-    r = APIRouter(prefix="/api/v1", tags=["households and alerts"], dependencies=[Depends(auth)])
-
-    def run(fn: Callable[..., Any], write: bool) -> Any:
+    def run(self, fn: Callable[..., Any], write: bool) -> Any:
+        """fn(cursor, now_ms) in one transaction; the store's refusals as HTTP statuses."""
         try:
-            with db.tx() if write else db.read() as c:  # reads never wait for a writer
-                return fn(c, clocks.ms(clock))
+            with self.store.db.tx() if write else self.store.db.read() as c:  # reads never wait
+                return fn(c, clocks.ms(self.clock))
         except hh.NotFound as e:
             raise HTTPException(404, str(e)) from None
         except roles.Forbidden as e:
@@ -232,198 +221,261 @@ def router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> A
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
 
-    async def call(fn: Callable[..., Any], write: bool = True) -> Any:
-        return await run_in_threadpool(run, fn, write)
+    async def call(self, fn: Callable[..., Any], write: bool = True) -> Any:
+        return await run_in_threadpool(self.run, fn, write)
 
-    @r.post("/households", status_code=201, summary="Add a household")
-    async def add_household(body: HouseholdIn) -> dict[str, Any]:
-        return await call(lambda c, now: _status(
-            hh.add_household(c, now, body.id, body.name, body.tz, body.settings), c, store))
 
-    @r.get("/households", summary="All households with their next check")
-    async def list_households() -> list[dict[str, Any]]:
-        return await call(lambda c, now: [
-            {**{k: v for k, v in h.__dict__.items() if k != "settings"},
-             "active_alerts": len(alerts.list_alerts(c, h.id, active_only=True))}
-            for h in hh.households(c)], write=False)
+def _api(request: Request) -> Api:
+    api: Api = request.app.state.api
+    return api
 
-    @r.get("/households/{hid}", summary="A household: settings, watchers, bulbs, pauses, alerts")
-    async def get_household(hid: str) -> dict[str, Any]:
-        return await call(lambda c, now: _status(hh.household(c, hid), c, store), write=False)
 
-    @r.get("/roles", summary="What each watcher role may see and change (sim/server/roles.py)")
-    async def list_roles() -> list[dict[str, Any]]:
-        return [{"role": x.name, "tier": x.tier, "may": [a for a in roles.ACTIONS if a in x.may],
-                 "pause_days": x.pause_days, "why": x.why} for x in roles.TABLE.values()]
+ApiDep = Annotated[Api, Depends(_api)]
 
-    @r.patch("/households/{hid}/settings", summary="Change alert settings (the others are told)")
-    async def set_settings(hid: str, body: dict[str, Any], request: Request,
-                           watcher: str | None = None) -> dict[str, Any]:
-        return await call(lambda c, now: hh.settings_json(changes.settings(
-            c, now, actor(c, request, hid), hid, body).settings))
 
-    @r.post("/households/{hid}/watchers", status_code=201,
-            summary="Invite a watcher (sends a test message)")
-    async def invite(hid: str, body: WatcherIn, request: Request,
-                     watcher: str | None = None) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            w = changes.add_watcher(c, now, actor(c, request, hid), hid, body.name, body.role,
-                                    lang=body.lang, email=body.email,
-                                    webhook_url=body.webhook_url, console=body.console,
-                                    tier=body.tier, quiet_hours=body.quiet_hours)
-            return {**w.public(), "webhook_secret": w.webhook_secret}
-        return await call(do)
+def _auth(request: Request, api: ApiDep) -> None:
+    """Every /api/v1 route: a valid bearer token (401 otherwise), kept for _actor."""
+    t = _token(api.store.db, request.headers.get("authorization", ""))
+    if t is None:
+        raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
+                            "`mimamori token create NAME`",
+                            headers={"WWW-Authenticate": "Bearer"})
+    request.state.token = t
 
-    @r.get("/households/{hid}/watchers",
-           summary="Watchers of a household (confirmed_at: when they confirmed receiving mail)")
-    async def list_watchers(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: (hh.household(c, hid), _watchers(c, hid))[1],
-                          write=False)
 
-    @r.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message; "
-             "a new role or tier is told to the others)")
-    async def update_watcher(wid: str, body: dict[str, Any], request: Request,
-                             watcher: str | None = None) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            who = actor(c, request, hh.watcher(c, wid).household)
-            if who.watcher is not None and set(body) - {"role", "tier"} and who.watcher != wid:
-                raise roles.Forbidden("a watcher changes another watcher's role and tier only",
-                                      who.role, "roles")
-            w, moved = changes.update_watcher(c, now, who, wid, body)
-            if moved:
-                notify.invite(c, now, hh.household(c, w.household), w, cfg.public_url)
-            return {**w.public(), "test_message": moved}
-        return await call(do)
+def _actor(c: Any, request: Request, hid: str | None) -> changes.Actor:
+    """Who makes a change: the watcher named by ?watcher= (in this household), else the
+    token, as the coordinator."""
+    wid = request.query_params.get("watcher")
+    if wid is None:
+        t = request.state.token
+        return changes.Actor.coordinator(f"token:{t.name}", t.name)
+    w = hh.watcher(c, wid)
+    if w.removed_at is not None or (hid is not None and w.household != hid):
+        raise hh.NotFound(f"watcher {wid!r} does not watch household {hid!r}")
+    return changes.Actor.of(w)
 
-    @r.delete("/watchers/{wid}", status_code=204, summary="Remove a watcher")
-    async def remove_watcher(wid: str) -> None:
-        await call(lambda c, now: hh.remove_watcher(c, wid, now))
 
-    @r.post("/households/{hid}/bulbs", status_code=201,
-            summary="Register a bulb for the household (its key and site config, shown once)")
-    async def add_bulb(hid: str, body: BulbIn) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            hh.household(c, hid)
-            dev = store.register_device(now, body.id, hid)
-            hh.recheck_at(c, hid, now)
-            return {"id": dev.id, "household": hid,
-                    "site": site_snippet(dev, body.server or cfg.public_url)}
-        return await call(do)
+router = APIRouter(prefix="/api/v1", tags=["households and alerts"],
+                   dependencies=[Depends(_auth)])
 
-    @r.get("/households/{hid}/bulbs", summary="Bulbs of a household")
-    async def list_bulbs(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: (hh.household(c, hid), [
-            {k: v for k, v in d.__dict__.items() if k != "key"} for d in store.devices(hid)])[1], write=False)
 
-    @r.post("/bulbs", status_code=201,
-            summary="Register a bulb, in a household or none yet (its key, shown once)")
-    async def register_bulb(body: NewBulbIn) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            if body.household is not None:
-                hh.household(c, body.household)  # a clear 404 before any key is minted
-            dev = store.register_device(now, body.id, body.household)
-            if body.household is not None:
-                hh.recheck_at(c, body.household, now)
-            return {"id": dev.id, "household": dev.household,
-                    "site": site_snippet(dev, body.server or cfg.public_url)}
-        return await call(do)
 
-    @r.get("/bulbs/{did}", summary="A bulb: its household, when it was heard, its signal, and "
-           "what it sent since a time (`since`, server ms: the provisioning's first upload)")
-    async def get_bulb(did: str, since: int | None = None) -> dict[str, Any]:
-        return await run_in_threadpool(_bulb_status, store, did, since, clocks.ms(clock))
+@router.post("/households", status_code=201, summary="Add a household")
+async def add_household(api: ApiDep, body: HouseholdIn) -> dict[str, Any]:
+    return await api.call(lambda c, now: _status(
+        hh.add_household(c, now, body.id, body.name, body.tz, body.settings), c, api.store))
 
-    @r.put("/bulbs/{did}/household", summary="Attach a bulb to a household (or move it)")
-    async def assign_bulb(did: str, body: AssignIn) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            before = hh.assign_bulb(c, did, body.household, now)
-            return {"id": did, "household": body.household, "was": before}
-        return await call(do)
 
-    @r.post("/households/{hid}/pauses", status_code=201,
-            summary="Pause (planned absence; the others are told)")
-    async def add_pause(hid: str, body: PauseIn, request: Request,
-                        watcher: str | None = None) -> dict[str, Any]:
-        return await call(lambda c, now: changes.add_pause(
-            c, now, actor(c, request, hid), hid, hh.parse_day(body.first),
-            hh.parse_day(body.last), body.reason).__dict__)
+@router.get("/households", summary="All households with their next check")
+async def list_households(api: ApiDep) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: [
+        {**{k: v for k, v in h.__dict__.items() if k != "settings"},
+         "active_alerts": len(alerts.list_alerts(c, h.id, active_only=True))}
+        for h in hh.households(c)], write=False)
 
-    @r.get("/households/{hid}/pauses", summary="Pauses of a household")
-    async def list_pauses(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)], write=False)
 
-    @r.delete("/households/{hid}/pauses/{pid}", status_code=204,
-              summary="End a pause early (the days already away stay paused)")
-    async def remove_pause(hid: str, pid: str, request: Request,
-                           watcher: str | None = None) -> None:
-        def do(c: Any, now: int) -> None:
-            home = hh.household(c, hid)
-            today = datetime.fromtimestamp(clocks.to_s(now), ZoneInfo(home.tz)).date()
-            changes.end_pause(c, now, actor(c, request, hid), hid, pid, today)
-        await call(do)
+@router.get("/households/{hid}", summary="A household: settings, watchers, bulbs, pauses, alerts")
+async def get_household(api: ApiDep, hid: str) -> dict[str, Any]:
+    return await api.call(lambda c, now: _status(hh.household(c, hid), c, api.store), write=False)
 
-    @r.post("/households/{hid}/absences", status_code=201,
-            summary="Add a recurring part-day absence (e.g. day service Tue and Fri 09-17)")
-    async def add_absence(hid: str, body: AbsenceIn, request: Request,
-                          watcher: str | None = None) -> list[dict[str, Any]]:
-        return await call(lambda c, now: changes.add_absence(
-            c, now, actor(c, request, hid), hid,
-            {"days": body.days, "from": body.from_, "to": body.to, "reason": body.reason}))
 
-    @r.get("/households/{hid}/absences", summary="Recurring absences (numbered from 1)")
-    async def list_absences(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: list(hh.household(c, hid).settings.absences))
+@router.get("/roles", summary="What each watcher role may see and change (sim/server/roles.py)")
+async def list_roles() -> list[dict[str, Any]]:
+    return [{"role": x.name, "tier": x.tier, "may": [a for a in roles.ACTIONS if a in x.may],
+             "pause_days": x.pause_days, "why": x.why} for x in roles.TABLE.values()]
 
-    @r.delete("/households/{hid}/absences/{number}", summary="Remove a recurring absence")
-    async def remove_absence(hid: str, number: int, request: Request,
-                             watcher: str | None = None) -> list[dict[str, Any]]:
-        return await call(lambda c, now: changes.remove_absence(
-            c, now, actor(c, request, hid), hid, number))
 
-    @r.get("/households/{hid}/placement",
-           summary="The placement check of each bulb: does its room give enough signal")
-    async def placement(hid: str) -> list[dict[str, Any]]:
-        return await call(lambda c, now: [
-            {**p.__dict__, "words": p.words}
-            for p in sweeper.placement_of(store, c, hh.household(c, hid), now).values()])
+@router.patch("/households/{hid}/settings", summary="Change alert settings (the others are told)")
+async def set_settings(api: ApiDep, hid: str, body: dict[str, Any], request: Request,
+                       watcher: str | None = None) -> dict[str, Any]:
+    return await api.call(lambda c, now: hh.settings_json(changes.settings(
+        c, now, _actor(c, request, hid), hid, body).settings))
 
-    @r.get("/alerts", summary="Alerts, newest first")
-    async def list_alerts(household: str | None = None, active: bool = False) -> list[dict]:
-        return await call(lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
-            c, household, active_only=active)], write=False)
 
-    @r.get("/alerts/{aid}", summary="One alert with its history")
-    async def get_alert(aid: str) -> dict[str, Any]:
-        return await call(lambda c, now: {**alerts.public(c, alerts.get(c, aid)),
-                                          "events": alerts.events(c, aid)}, write=False)
+@router.post("/households/{hid}/watchers", status_code=201,
+             summary="Invite a watcher (sends a test message)")
+async def invite(api: ApiDep, hid: str, body: WatcherIn, request: Request,
+                 watcher: str | None = None) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        w = changes.add_watcher(c, now, _actor(c, request, hid), hid, body.name, body.role,
+                                lang=body.lang, email=body.email,
+                                webhook_url=body.webhook_url, console=body.console,
+                                tier=body.tier, quiet_hours=body.quiet_hours)
+        return {**w.public(), "webhook_secret": w.webhook_secret}
+    return await api.call(do)
 
-    @r.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
-    async def claim(aid: str, body: ClaimIn) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            roles.need(hh.watcher(c, body.watcher).role, "claim")
-            return alerts.public(c, alerts.claim(c, aid, body.watcher, now, cfg))
-        return await call(do)
 
-    @r.post("/alerts/{aid}/release",
-            summary="The watcher who claimed cannot go: the alert is open again (others told)")
-    async def release(aid: str, body: ClaimIn) -> dict[str, Any]:
-        return await call(lambda c, now: alerts.public(
-            c, alerts.release(c, aid, body.watcher, now, cfg)))
+@router.get("/households/{hid}/watchers",
+            summary="Watchers of a household (confirmed_at: when they confirmed receiving mail)")
+async def list_watchers(api: ApiDep, hid: str) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: (hh.household(c, hid), _watchers(c, hid))[1],
+                      write=False)
 
-    @r.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
-    async def resolve(aid: str, body: ResolveIn) -> dict[str, Any]:
-        def do(c: Any, now: int) -> dict[str, Any]:
-            roles.need(hh.watcher(c, body.watcher).role, "claim")
-            return alerts.public(c, alerts.resolve(c, aid, body.watcher, body.outcome,
-                                                   body.note, now, cfg, pause=body.pause))
-        return await call(do)
 
-    @r.post("/sweep", summary="Evaluate the due households now (normally periodic)")
-    async def sweep_now() -> dict[str, Any]:
-        res = await run_in_threadpool(sweeper.sweep, db, clocks.ms(clock), cfg)
-        return {"evaluated": res.evaluated, "failed": res.failed}
+@router.patch("/watchers/{wid}", summary="Change a watcher (a new address gets a test message; "
+              "a new role or tier is told to the others)")
+async def update_watcher(api: ApiDep, wid: str, body: dict[str, Any], request: Request,
+                         watcher: str | None = None) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        who = _actor(c, request, hh.watcher(c, wid).household)
+        if who.watcher is not None and set(body) - {"role", "tier"} and who.watcher != wid:
+            raise roles.Forbidden("a watcher changes another watcher's role and tier only",
+                                  who.role, "roles")
+        w, moved = changes.update_watcher(c, now, who, wid, body)
+        if moved:
+            notify.invite(c, now, hh.household(c, w.household), w, api.cfg.public_url)
+        return {**w.public(), "test_message": moved}
+    return await api.call(do)
 
-    return r
+
+@router.delete("/watchers/{wid}", status_code=204, summary="Remove a watcher")
+async def remove_watcher(api: ApiDep, wid: str) -> None:
+    await api.call(lambda c, now: hh.remove_watcher(c, wid, now))
+
+
+@router.post("/households/{hid}/bulbs", status_code=201,
+             summary="Register a bulb for the household (its key and site config, shown once)")
+async def add_bulb(api: ApiDep, hid: str, body: BulbIn) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        hh.household(c, hid)
+        dev = api.store.register_device(now, body.id, hid)
+        hh.recheck_at(c, hid, now)
+        return {"id": dev.id, "household": hid,
+                "site": site_snippet(dev, body.server or api.cfg.public_url)}
+    return await api.call(do)
+
+
+@router.get("/households/{hid}/bulbs", summary="Bulbs of a household")
+async def list_bulbs(api: ApiDep, hid: str) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: (hh.household(c, hid), [
+        {k: v for k, v in d.__dict__.items() if k != "key"} for d in api.store.devices(hid)])[1],
+        write=False)
+
+
+@router.post("/bulbs", status_code=201,
+             summary="Register a bulb, in a household or none yet (its key, shown once)")
+async def register_bulb(api: ApiDep, body: NewBulbIn) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        if body.household is not None:
+            hh.household(c, body.household)  # a clear 404 before any key is minted
+        dev = api.store.register_device(now, body.id, body.household)
+        if body.household is not None:
+            hh.recheck_at(c, body.household, now)
+        return {"id": dev.id, "household": dev.household,
+                "site": site_snippet(dev, body.server or api.cfg.public_url)}
+    return await api.call(do)
+
+
+@router.get("/bulbs/{did}", summary="A bulb: its household, when it was heard, its signal, and "
+            "what it sent since a time (`since`, server ms: the provisioning's first upload)")
+async def get_bulb(api: ApiDep, did: str, since: int | None = None) -> dict[str, Any]:
+    return await run_in_threadpool(_bulb_status, api.store, did, since, clocks.ms(api.clock))
+
+
+@router.put("/bulbs/{did}/household", summary="Attach a bulb to a household (or move it)")
+async def assign_bulb(api: ApiDep, did: str, body: AssignIn) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        before = hh.assign_bulb(c, did, body.household, now)
+        return {"id": did, "household": body.household, "was": before}
+    return await api.call(do)
+
+
+@router.post("/households/{hid}/pauses", status_code=201,
+             summary="Pause (planned absence; the others are told)")
+async def add_pause(api: ApiDep, hid: str, body: PauseIn, request: Request,
+                    watcher: str | None = None) -> dict[str, Any]:
+    return await api.call(lambda c, now: changes.add_pause(
+        c, now, _actor(c, request, hid), hid, hh.parse_day(body.first),
+        hh.parse_day(body.last), body.reason).__dict__)
+
+
+@router.get("/households/{hid}/pauses", summary="Pauses of a household")
+async def list_pauses(api: ApiDep, hid: str) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: [p.__dict__ for p in hh.pauses(c, hid)], write=False)
+
+
+@router.delete("/households/{hid}/pauses/{pid}", status_code=204,
+               summary="End a pause early (the days already away stay paused)")
+async def remove_pause(api: ApiDep, hid: str, pid: str, request: Request,
+                       watcher: str | None = None) -> None:
+    def do(c: Any, now: int) -> None:
+        home = hh.household(c, hid)
+        today = datetime.fromtimestamp(clocks.to_s(now), ZoneInfo(home.tz)).date()
+        changes.end_pause(c, now, _actor(c, request, hid), hid, pid, today)
+    await api.call(do)
+
+
+@router.post("/households/{hid}/absences", status_code=201,
+             summary="Add a recurring part-day absence (e.g. day service Tue and Fri 09-17)")
+async def add_absence(api: ApiDep, hid: str, body: AbsenceIn, request: Request,
+                      watcher: str | None = None) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: changes.add_absence(
+        c, now, _actor(c, request, hid), hid,
+        {"days": body.days, "from": body.from_, "to": body.to, "reason": body.reason}))
+
+
+@router.get("/households/{hid}/absences", summary="Recurring absences (numbered from 1)")
+async def list_absences(api: ApiDep, hid: str) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: list(hh.household(c, hid).settings.absences))
+
+
+@router.delete("/households/{hid}/absences/{number}", summary="Remove a recurring absence")
+async def remove_absence(api: ApiDep, hid: str, number: int, request: Request,
+                         watcher: str | None = None) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: changes.remove_absence(
+        c, now, _actor(c, request, hid), hid, number))
+
+
+@router.get("/households/{hid}/placement",
+            summary="The placement check of each bulb: does its room give enough signal")
+async def placement(api: ApiDep, hid: str) -> list[dict[str, Any]]:
+    return await api.call(lambda c, now: [
+        {**p.__dict__, "words": p.words}
+        for p in sweeper.placement_of(api.store, c, hh.household(c, hid), now).values()])
+
+
+@router.get("/alerts", summary="Alerts, newest first")
+async def list_alerts(api: ApiDep, household: str | None = None,
+                      active: bool = False) -> list[dict]:
+    return await api.call(lambda c, now: [alerts.public(c, a) for a in alerts.list_alerts(
+        c, household, active_only=active)], write=False)
+
+
+@router.get("/alerts/{aid}", summary="One alert with its history")
+async def get_alert(api: ApiDep, aid: str) -> dict[str, Any]:
+    return await api.call(lambda c, now: {**alerts.public(c, alerts.get(c, aid)),
+                                      "events": alerts.events(c, aid)}, write=False)
+
+
+@router.post("/alerts/{aid}/claim", summary="A watcher is going to check (everyone is told)")
+async def claim(api: ApiDep, aid: str, body: ClaimIn) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        roles.need(hh.watcher(c, body.watcher).role, "claim")
+        return alerts.public(c, alerts.claim(c, aid, body.watcher, now, api.cfg))
+    return await api.call(do)
+
+
+@router.post("/alerts/{aid}/release",
+             summary="The watcher who claimed cannot go: the alert is open again (others told)")
+async def release(api: ApiDep, aid: str, body: ClaimIn) -> dict[str, Any]:
+    return await api.call(lambda c, now: alerts.public(
+        c, alerts.release(c, aid, body.watcher, now, api.cfg)))
+
+
+@router.post("/alerts/{aid}/resolve", summary="Record the outcome (everyone is told)")
+async def resolve(api: ApiDep, aid: str, body: ResolveIn) -> dict[str, Any]:
+    def do(c: Any, now: int) -> dict[str, Any]:
+        roles.need(hh.watcher(c, body.watcher).role, "claim")
+        return alerts.public(c, alerts.resolve(c, aid, body.watcher, body.outcome,
+                                               body.note, now, api.cfg, pause=body.pause))
+    return await api.call(do)
+
+
+@router.post("/sweep", summary="Evaluate the due households now (normally periodic)")
+async def sweep_now(api: ApiDep) -> dict[str, Any]:
+    res = await run_in_threadpool(sweeper.sweep, api.store.db, clocks.ms(api.clock), api.cfg)
+    return {"evaluated": res.evaluated, "failed": res.failed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,174 +510,184 @@ class _Answer(Exception):
         self.status, self.key, self.kw = status, key, kw
 
 
-def link_router(store: Store, clock: clocks.Clock, cfg: notify.NotifierSettings) -> APIRouter:
-    """The pages the links in messages open, rendered from the dashboard's templates
-    (templates/link.html) in the watcher's language (the dashboard's language cookie, when
-    set, wins): what the alert says, its state in words, and only the actions that can be taken
-    now. A claim that lost the race gets a 409 page saying who claimed it; errors are pages in
-    the reader's language."""
-    from mimamori.web import chart, i18n, routes, views
+@functools.cache
+def _link_env() -> jinja2.Environment:
+    """The dashboard's templates, made once (link.html is one of them)."""
+    return routes._env()
 
-    db = store.db
-    r = APIRouter(tags=["watcher links"])
-    env = routes._env()
 
-    def reader_lang(request: Request, w: hh.Watcher | None) -> str:
-        chosen = request.cookies.get(routes.LANG_COOKIE)
-        if chosen in i18n.LANGS:
-            return chosen
-        if w is not None:
-            return i18n.pick(w.lang)
-        accept = request.headers.get("accept-language", "").lower()
-        return "en" if accept.startswith("en") else "ja"
+# The pages the links in messages open, rendered from the dashboard's templates
+# (templates/link.html) in the watcher's language (the dashboard's language cookie, when
+# set, wins): what the alert says, its state in words, and only the actions that can be taken
+# now. A claim that lost the race gets a 409 page saying who claimed it; errors are pages in
+# the reader's language.
+links = APIRouter(tags=["watcher links"])
 
-    def render(request: Request, lang: str, status: int = 200, **kw: Any) -> HTMLResponse:
-        now = clocks.ms(clock)
-        ctx = {"t": i18n.t(lang), "lang": lang, "me": None, "csrf": "",
-               "path": request.url.path, "home": None, "a": None, "notice": "",
-               "warn": False, "svg": "", "action": "",
-               "when": lambda ms, tz: i18n.when(ms, tz, now, lang), **kw}
-        page = env.get_template("link.html").render(**ctx)
-        return HTMLResponse(page, status_code=status, headers=LINK_HEADERS)
 
-    def error(request: Request, lang: str, key: str, status: int) -> HTMLResponse:
-        return render(request, lang, status, notice=i18n.t(lang)(key), warn=True)
+def _reader_lang(request: Request, w: hh.Watcher | None) -> str:
+    chosen = request.cookies.get(routes.LANG_COOKIE)
+    if chosen in i18n.LANGS:
+        return chosen
+    if w is not None:
+        return i18n.pick(w.lang)
+    accept = request.headers.get("accept-language", "").lower()
+    return "en" if accept.startswith("en") else "ja"
 
-    def bad_link(request: Request, e: notify.BadLink) -> HTMLResponse:
-        """An expired link is still authentic: its watcher's language; else the browser's."""
-        w = None
-        if e.watcher:
-            with db.read() as c, contextlib.suppress(hh.NotFound):
-                w = hh.watcher(c, e.watcher)
-        return error(request, reader_lang(request, w), f"a_link_{e.why}", 404)
 
-    def show(request: Request, token: str, status: int = 200, notice: str = "",
-             warn: bool = False, form: dict[str, str] | None = None) -> HTMLResponse:
-        now = clocks.ms(clock)
-        try:
-            with db.read() as c:
-                action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-                w = _current(c, wid)
-                lang = reader_lang(request, w)
-                if action == "received":
-                    at = notify.confirmed_at(c, w)
-                    home = hh.household(c, w.household)
-                    return render(request, lang, status, action=action, token=token,
-                                  notice=notice, warn=warn, confirmed=None if at is None
-                                  else i18n.when(at, home.tz, now, lang))
-                a = alerts.get(c, aid)
-                home = hh.household(c, a.household)
-                names = views.names(c, home.id)
-                tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
-                ps = [(p.start_ms, p.end_ms) for p in hh.pauses(c, home.id)]
-                opened = [x.opened_at for x in alerts.list_alerts(c, home.id, limit=50)
-                          if x.audience != "coordinator"]
-        except notify.BadLink as e:
-            return bad_link(request, e)
-        except hh.NotFound:
-            return error(request, reader_lang(request, None), "a_link_removed", 404)
-        at = a.closed_at if a.closed_at is not None else now
-        ctx = alerts.context(a, home, at)
-        svg = chart.activity_svg(tl.intervals, home.tz, now, lang, pauses=ps,
-                                 alerts_at=opened)
-        form = form or {}
-        return render(request, lang, status, action=action, token=token, a=a, home=home,
-                      line=messages.what(a.rule, lang, ctx),
-                      details=messages.details(a.rule, lang, ctx), mine=a.claimed_by == wid,
-                      claimer=names.get(a.claimed_by or "", "?"),
-                      resolver=names.get(a.resolved_by or "", "?"), notice=notice, warn=warn,
-                      outcomes=alerts.OUTCOMES, chosen=form.get("outcome") or "fine",
-                      note=form.get("note", ""), svg=svg)
+def _link_render(api: Api, request: Request, lang: str, status: int = 200,
+                 **kw: Any) -> HTMLResponse:
+    now = clocks.ms(api.clock)
+    ctx = {"t": i18n.t(lang), "lang": lang, "me": None, "csrf": "",
+           "path": request.url.path, "home": None, "a": None, "notice": "",
+           "warn": False, "svg": "", "action": "",
+           "when": lambda ms, tz: i18n.when(ms, tz, now, lang), **kw}
+    page = _link_env().get_template("link.html").render(**ctx)
+    return HTMLResponse(page, status_code=status, headers=LINK_HEADERS)
 
-    def act(request: Request, token: str, form: dict[str, str]) -> HTMLResponse:
-        now = clocks.ms(clock)
-        lang = reader_lang(request, None)
-        try:
-            with db.tx() as c:
-                action, aid, wid = notify.read_token(notify.link_key(c), token, now)
-                w = _current(c, wid)
-                lang = reader_lang(request, w)
-                tr = i18n.t(lang)
-                do = form.get("do") or action  # a form from before "do" acted as its link
-                if do not in LINK_ACTS.get(action, ()):
-                    raise _Answer(400, "a_not_allowed")
-                if do == "received":
-                    notify.confirm_receipt(c, wid, w.email, now)
-                    msg = tr("a_received_done")
-                else:
-                    msg = _do(c, do, aid, w, form, now, lang)
-        except notify.BadLink as e:
-            return bad_link(request, e)
-        except hh.NotFound:
-            return error(request, lang, "a_link_removed", 404)
-        except _Answer as e:  # nothing was changed: the page as it stands, and why
-            return show(request, token, e.status, i18n.t(lang)(e.key, **e.kw), warn=True,
-                        form=form)
-        except alerts.Conflict:  # lost a race the checks did not see: say how it stands
-            return show(request, token, 409, _taken(token, lang), warn=True)
-        except ValueError:  # the note did not pass the input rules (texts.py)
-            return show(request, token, 400, i18n.t(lang)("a_bad_input"), warn=True,
-                        form=form)
-        return show(request, token, notice=msg)
 
-    def _taken(token: str, lang: str) -> str:
-        now = clocks.ms(clock)
-        with db.read() as c:
-            _, aid, wid = notify.read_token(notify.link_key(c), token, now)
+def _link_error(api: Api, request: Request, lang: str, key: str, status: int) -> HTMLResponse:
+    return _link_render(api, request, lang, status, notice=i18n.t(lang)(key), warn=True)
+
+
+def _link_bad_link(api: Api, request: Request, e: notify.BadLink) -> HTMLResponse:
+    """An expired link is still authentic: its watcher's language; else the browser's."""
+    w = None
+    if e.watcher:
+        with api.store.db.read() as c, contextlib.suppress(hh.NotFound):
+            w = hh.watcher(c, e.watcher)
+    return _link_error(api, request, _reader_lang(request, w), f"a_link_{e.why}", 404)
+
+
+def _link_show(api: Api, request: Request, token: str, status: int = 200, notice: str = "",
+         warn: bool = False, form: dict[str, str] | None = None) -> HTMLResponse:
+    now = clocks.ms(api.clock)
+    try:
+        with api.store.db.read() as c:
+            action, aid, wid = notify.read_token(notify.link_key(c), token, now)
+            w = _current(c, wid)
+            lang = _reader_lang(request, w)
+            if action == "received":
+                at = notify.confirmed_at(c, w)
+                home = hh.household(c, w.household)
+                return _link_render(api, request, lang, status, action=action, token=token,
+                              notice=notice, warn=warn, confirmed=None if at is None
+                              else i18n.when(at, home.tz, now, lang))
             a = alerts.get(c, aid)
-            if a.state == "claimed" and a.claimed_by != wid:
-                home = hh.household(c, a.household)
-                return i18n.t(lang)("a_taken", name=hh.watcher(c, a.claimed_by or "").name,
-                                    when=i18n.when(a.claimed_at, home.tz, now, lang))
-        return i18n.t(lang)("a_closed")
+            home = hh.household(c, a.household)
+            names = views.names(c, home.id)
+            tl = sweeper.recent_timeline(c, home.id, now, views.PAGE_DAYS)
+            ps = [(p.start_ms, p.end_ms) for p in hh.pauses(c, home.id)]
+            opened = [x.opened_at for x in alerts.list_alerts(c, home.id, limit=50)
+                      if x.audience != "coordinator"]
+    except notify.BadLink as e:
+        return _link_bad_link(api, request, e)
+    except hh.NotFound:
+        return _link_error(api, request, _reader_lang(request, None), "a_link_removed", 404)
+    at = a.closed_at if a.closed_at is not None else now
+    ctx = alerts.context(a, home, at)
+    svg = chart.activity_svg(tl.intervals, home.tz, now, lang, pauses=ps,
+                             alerts_at=opened)
+    form = form or {}
+    return _link_render(api, request, lang, status, action=action, token=token, a=a, home=home,
+                  line=messages.what(a.rule, lang, ctx),
+                  details=messages.details(a.rule, lang, ctx), mine=a.claimed_by == wid,
+                  claimer=names.get(a.claimed_by or "", "?"),
+                  resolver=names.get(a.resolved_by or "", "?"), notice=notice, warn=warn,
+                  outcomes=alerts.OUTCOMES, chosen=form.get("outcome") or "fine",
+                  note=form.get("note", ""), svg=svg)
 
-    def _do(c: Any, do: str, aid: str, w: hh.Watcher, form: dict[str, str], now: int,
-            lang: str) -> str:
-        """Claim, hand back or resolve, in the caller's transaction; the page's notice."""
-        tr = i18n.t(lang)
-        wid = w.id
+
+def _link_act(api: Api, request: Request, token: str, form: dict[str, str]) -> HTMLResponse:
+    now = clocks.ms(api.clock)
+    lang = _reader_lang(request, None)
+    try:
+        with api.store.db.tx() as c:
+            action, aid, wid = notify.read_token(notify.link_key(c), token, now)
+            w = _current(c, wid)
+            lang = _reader_lang(request, w)
+            tr = i18n.t(lang)
+            do = form.get("do") or action  # a form from before "do" acted as its link
+            if do not in LINK_ACTS.get(action, ()):
+                raise _Answer(400, "a_not_allowed")
+            if do == "received":
+                notify.confirm_receipt(c, wid, w.email, now)
+                msg = tr("a_received_done")
+            else:
+                msg = _link_do(api, c, do, aid, w, form, now, lang)
+    except notify.BadLink as e:
+        return _link_bad_link(api, request, e)
+    except hh.NotFound:
+        return _link_error(api, request, lang, "a_link_removed", 404)
+    except _Answer as e:  # nothing was changed: the page as it stands, and why
+        return _link_show(api, request, token, e.status, i18n.t(lang)(e.key, **e.kw), warn=True,
+                    form=form)
+    except alerts.Conflict:  # lost a race the checks did not see: say how it stands
+        return _link_show(api, request, token, 409, _link_taken(api, token, lang), warn=True)
+    except ValueError:  # the note did not pass the input rules (texts.py)
+        return _link_show(api, request, token, 400, i18n.t(lang)("a_bad_input"), warn=True,
+                    form=form)
+    return _link_show(api, request, token, notice=msg)
+
+
+def _link_taken(api: Api, token: str, lang: str) -> str:
+    now = clocks.ms(api.clock)
+    with api.store.db.read() as c:
+        _, aid, wid = notify.read_token(notify.link_key(c), token, now)
         a = alerts.get(c, aid)
-        home = hh.household(c, a.household)
-        if do == "claim":
-            if a.state == "claimed" and a.claimed_by != wid:
-                raise _Answer(409, "a_taken", name=hh.watcher(c, a.claimed_by or "").name,
-                              when=i18n.when(a.claimed_at, home.tz, now, lang))
-            if not a.active:
-                raise _Answer(409, "a_closed")
-            alerts.claim(c, aid, wid, now, cfg)
-            msg = tr("a_done_claim", name=w.name)
-        elif do == "release":
-            if not a.active:
-                raise _Answer(409, "a_closed")
-            if a.state != "claimed" or a.claimed_by != wid:
-                raise _Answer(409, "a_not_allowed")
-            alerts.release(c, aid, wid, now, cfg)
-            msg = tr("a_released")
-        else:
-            outcome, note = form.get("outcome", ""), form.get("note", "")
-            if not a.active:
-                raise _Answer(409, "a_closed")
-            if outcome not in alerts.OUTCOMES:
-                raise _Answer(400, "a_bad_outcome")
-            if outcome == "false_alarm" and not note.strip():
-                raise _Answer(400, "a_note_needed")
-            alerts.resolve(c, aid, wid, outcome, note, now, cfg,
-                           pause=None if "pause" not in form  # the default
-                           else form["pause"] == "yes" and outcome == "needed_help")
-            msg = tr("a_done_resolve")
-        return msg
+        if a.state == "claimed" and a.claimed_by != wid:
+            home = hh.household(c, a.household)
+            return i18n.t(lang)("a_taken", name=hh.watcher(c, a.claimed_by or "").name,
+                                when=i18n.when(a.claimed_at, home.tz, now, lang))
+    return i18n.t(lang)("a_closed")
 
-    @r.get("/a/{token}", response_class=HTMLResponse, summary="Confirm page of a message link")
-    async def link_get(token: str, request: Request) -> HTMLResponse:
-        return await run_in_threadpool(show, request, token[:400])
 
-    @r.post("/a/{token}", response_class=HTMLResponse, summary="Act on a message link")
-    async def link_post(token: str, request: Request) -> HTMLResponse:
-        raw = (await request.body())[:4096].decode("utf-8", "replace")
-        form = dict(parse_qsl(raw, keep_blank_values=True))
-        return await run_in_threadpool(act, request, token[:400], form)
+def _link_do(api: Api, c: Any, do: str, aid: str, w: hh.Watcher, form: dict[str, str], now: int,
+        lang: str) -> str:
+    """Claim, hand back or resolve, in the caller's transaction; the page's notice."""
+    tr = i18n.t(lang)
+    wid = w.id
+    a = alerts.get(c, aid)
+    home = hh.household(c, a.household)
+    if do == "claim":
+        if a.state == "claimed" and a.claimed_by != wid:
+            raise _Answer(409, "a_taken", name=hh.watcher(c, a.claimed_by or "").name,
+                          when=i18n.when(a.claimed_at, home.tz, now, lang))
+        if not a.active:
+            raise _Answer(409, "a_closed")
+        alerts.claim(c, aid, wid, now, api.cfg)
+        msg = tr("a_done_claim", name=w.name)
+    elif do == "release":
+        if not a.active:
+            raise _Answer(409, "a_closed")
+        if a.state != "claimed" or a.claimed_by != wid:
+            raise _Answer(409, "a_not_allowed")
+        alerts.release(c, aid, wid, now, api.cfg)
+        msg = tr("a_released")
+    else:
+        outcome, note = form.get("outcome", ""), form.get("note", "")
+        if not a.active:
+            raise _Answer(409, "a_closed")
+        if outcome not in alerts.OUTCOMES:
+            raise _Answer(400, "a_bad_outcome")
+        if outcome == "false_alarm" and not note.strip():
+            raise _Answer(400, "a_note_needed")
+        alerts.resolve(c, aid, wid, outcome, note, now, api.cfg,
+                       pause=None if "pause" not in form  # the default
+                       else form["pause"] == "yes" and outcome == "needed_help")
+        msg = tr("a_done_resolve")
+    return msg
 
-    return r
+
+@links.get("/a/{token}", response_class=HTMLResponse, summary="Confirm page of a message link")
+async def link_get(token: str, request: Request, api: ApiDep) -> HTMLResponse:
+    return await run_in_threadpool(_link_show, api, request, token[:400])
+
+
+@links.post("/a/{token}", response_class=HTMLResponse, summary="Act on a message link")
+async def link_post(token: str, request: Request, api: ApiDep) -> HTMLResponse:
+    raw = (await request.body())[:4096].decode("utf-8", "replace")
+    form = dict(parse_qsl(raw, keep_blank_values=True))
+    return await run_in_threadpool(_link_act, api, request, token[:400], form)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,11 +706,12 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     cfg = cfg or notify.NotifierSettings.from_env()
     tokens.open_tokens(store.db)
     app.state.notify = cfg
-    app.include_router(router(store, clock, cfg))
+    app.state.api = Api(store, clock, cfg)
+    app.include_router(router)
     gates = getattr(app.state, "gates", None)
     if gates is not None:  # the token is checked before the body is read (guard.Guard)
         gates.append(("/api/v1/", lambda scope: run_in_threadpool(_gate, store.db, scope)))
-    app.include_router(link_router(store, clock, cfg))
+    app.include_router(links)
     if sweeper.mark_due not in store.in_ingest:
         store.in_ingest.append(sweeper.mark_due)
     raw = os.environ.get("MIMAMORI_SWEEP_S", "30")

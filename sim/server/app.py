@@ -111,6 +111,84 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+# The ingest endpoint and the answers to errors: module-level, reading the store and the clock
+# from app.state (create_app puts them there).
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _STATUS_CODES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else code
+    generic = detail == HTTPStatus(exc.status_code).phrase  # the router's, not a route's
+    if exc.status_code == 404 and generic:
+        detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
+    elif exc.status_code == 405:
+        allow = _allowed(request.app, request)
+        headers = {**(getattr(exc, "headers", None) or {}), "Allow": ", ".join(allow)}
+        if generic:
+            detail = (f"{request.method} is not allowed here (only {', '.join(allow)}); "
+                      f"bulbs POST to {protocol.PATH}")
+        return _error(405, code, detail, headers=headers)
+    return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error(400, "bad_request", "; ".join(
+        ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg"))
+        for e in exc.errors()))
+
+
+async def _gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    # the client left mid-body: nobody reads the answer, nothing to log
+    return _error(400, "bad_request", "the client disconnected before the body ended")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _error(503, "server_error", "the server failed and changed nothing; retry later",
+                  retry_s=RETRY_S)
+
+
+ingest = APIRouter()
+
+
+@ingest.post(protocol.PATH, response_model=Ack, response_model_exclude_none=True,
+             responses=_ERRORS, openapi_extra=_OPENAPI_EXTRA, summary="Upload a batch")
+async def post_batch(request: Request) -> JSONResponse:
+    """Store the batch's records once and answer the acknowledged position."""
+    store: Store = request.app.state.store
+    clock: clocks.Clock = request.app.state.clock
+    heard_ms = clocks.ms(clock)  # the request has arrived (its head, at least)
+    try:
+        body = await _read_body(request)
+        scope = request.scope
+        path = scope.get("raw_path") or scope["path"].encode()
+        qs = scope.get("query_string", b"")
+        path_qs = path + b"?" + qs if qs else path
+        query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
+        auth = request.headers.get("authorization")
+        out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body,
+                                      heard_ms)
+        await _after_ingest(request.app, store, parse_authorization(auth)[0], _ingest_time(out))
+    except Reject as r:
+        return _reject(r)
+    except ClientDisconnect:
+        return _error(400, "bad_request", "the client disconnected before the body ended")
+    except Exception:
+        log.exception("ingest failed")
+        return _error(503, "server_error",
+                      "the server failed and changed nothing; retry later",
+                      retry_s=RETRY_S)
+    return JSONResponse(out)
+
+
+@ingest.head(protocol.PATH, status_code=204, summary="The server's clock (Date header)")
+async def head_batch(request: Request) -> Response:
+    """The server's time in a Date header, for a bulb whose clock is behind the server's
+    certificate (docs/firmware.md "The clock"); answers omit Date everywhere else."""
+    return Response(status_code=204, headers={"date": formatdate(request.app.state.clock(),
+                                                                usegmt=True)})
+
+
 def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
                routers: Iterable[APIRouter] = ()) -> FastAPI:
     store = Store.open(db_path)
@@ -126,71 +204,11 @@ def create_app(db_path: str | Path, clock: clocks.Clock | None = None,
     # (path prefix, gate) checked before any body is read (guard.Guard): the API's token
     app.state.gates = []
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, "error")
-        detail = exc.detail if isinstance(exc.detail, str) else code
-        generic = detail == HTTPStatus(exc.status_code).phrase  # the router's, not a route's
-        if exc.status_code == 404 and generic:
-            detail = f"no such path {request.url.path}; bulbs post to {protocol.PATH}"
-        elif exc.status_code == 405:
-            allow = _allowed(app, request)
-            headers = {**(getattr(exc, "headers", None) or {}), "Allow": ", ".join(allow)}
-            if generic:
-                detail = (f"{request.method} is not allowed here (only {', '.join(allow)}); "
-                          f"bulbs POST to {protocol.PATH}")
-            return _error(405, code, detail, headers=headers)
-        return _error(exc.status_code, code, detail, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, "bad_request", "; ".join(
-            ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg"))
-            for e in exc.errors()))
-
-    @app.exception_handler(ClientDisconnect)
-    async def gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        # the client left mid-body: nobody reads the answer, nothing to log
-        return _error(400, "bad_request", "the client disconnected before the body ended")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(503, "server_error", "the server failed and changed nothing; retry later",
-                      retry_s=RETRY_S)
-
-    @app.post(protocol.PATH, response_model=Ack, response_model_exclude_none=True,
-              responses=_ERRORS, openapi_extra=_OPENAPI_EXTRA, summary="Upload a batch")
-    async def post_batch(request: Request) -> JSONResponse:
-        """Store the batch's records once and answer the acknowledged position."""
-        heard_ms = clocks.ms(clock)  # the request has arrived (its head, at least)
-        try:
-            body = await _read_body(request)
-            scope = request.scope
-            path = scope.get("raw_path") or scope["path"].encode()
-            qs = scope.get("query_string", b"")
-            path_qs = path + b"?" + qs if qs else path
-            query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
-            auth = request.headers.get("authorization")
-            out = await run_in_threadpool(_handle, store, clock, auth, path_qs, query, body,
-                                          heard_ms)
-            await _after_ingest(app, store, parse_authorization(auth)[0], _ingest_time(out))
-        except Reject as r:
-            return _reject(r)
-        except ClientDisconnect:
-            return _error(400, "bad_request", "the client disconnected before the body ended")
-        except Exception:
-            log.exception("ingest failed")
-            return _error(503, "server_error",
-                          "the server failed and changed nothing; retry later",
-                          retry_s=RETRY_S)
-        return JSONResponse(out)
-
-    @app.head(protocol.PATH, status_code=204, summary="The server's clock (Date header)")
-    async def head_batch() -> Response:
-        """The server's time in a Date header, for a bulb whose clock is behind the server's
-        certificate (docs/firmware.md "The clock"); answers omit Date everywhere else."""
-        return Response(status_code=204, headers={"date": formatdate(clock(), usegmt=True)})
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _gone)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(ingest)
 
     for r in routers:
         app.include_router(r)

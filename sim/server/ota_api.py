@@ -11,7 +11,7 @@ It must never serve anything to a request whose signature it has not checked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -47,70 +47,80 @@ def _device(store: Store, request: Request) -> tuple[str, bytes]:
     return device, dev.key_bytes
 
 
-def bulb_router(store: Store) -> APIRouter:
-    r = APIRouter(prefix=protocol.OTA_PATH.rstrip("/"), tags=["firmware updates (bulbs)"])
-
-    @r.get("/{version}/manifest")
-    async def manifest(version: int, request: Request) -> Response:
-        try:
-            device, key = _device(store, request)
-        except Reject as e:
-            return JSONResponse(e.body(), status_code=e.status)
-        body = await run_in_threadpool(ota.manifest_for, store, device, key, version)
-        if body is None:
-            raise HTTPException(404, f"release {version} is not rolled out to {device}")
-        return Response(body, media_type=_BYTES)
-
-    @r.get("/{version}/bundle")
-    async def bundle(version: int, off: int, len: int, request: Request) -> Response:
-        try:
-            device, _ = _device(store, request)
-        except Reject as e:
-            return JSONResponse(e.body(), status_code=e.status)
-        data = await run_in_threadpool(ota.piece, store, device, version, off, len)
-        if data is None:
-            raise HTTPException(404, f"release {version} bytes {off}+{len}: not rolled out to "
-                                f"{device}, or outside the bundle, or over {protocol.PIECE}")
-        return Response(data, media_type=_BYTES)
-
-    return r
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
 
 
-def people_router(store: Store, clock: clocks.Clock) -> APIRouter:
-    def auth(request: Request) -> None:
-        if api._token(store.db, request.headers.get("authorization", "")) is None:
-            raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
-                                "`mimamori token create NAME`",
-                                headers={"WWW-Authenticate": "Bearer"})
+StoreDep = Annotated[Store, Depends(_store)]
 
-    r = APIRouter(prefix="/api/v1", tags=["firmware updates"], dependencies=[Depends(auth)])
+bulbs = APIRouter(prefix=protocol.OTA_PATH.rstrip("/"), tags=["firmware updates (bulbs)"])
 
-    @r.get("/releases")
-    def list_releases() -> list[dict[str, Any]]:
-        return [x.__dict__ for x in ota.releases(store)]
 
-    @r.get("/releases/{version}")
-    def release_progress(version: int) -> dict[str, Any]:
-        return ota.progress(store, version)
+@bulbs.get("/{version}/manifest")
+async def manifest(version: int, request: Request, store: StoreDep) -> Response:
+    try:
+        device, key = _device(store, request)
+    except Reject as e:
+        return JSONResponse(e.body(), status_code=e.status)
+    body = await run_in_threadpool(ota.manifest_for, store, device, key, version)
+    if body is None:
+        raise HTTPException(404, f"release {version} is not rolled out to {device}")
+    return Response(body, media_type=_BYTES)
 
-    @r.post("/releases/{version}/rollout")
-    def release_rollout(version: int, body: RolloutIn) -> dict[str, Any]:
-        try:
-            chosen = ota.rollout(store, version, clocks.ms(clock), body.bulbs, body.share,
-                                 body.spread_h)
-        except ota.ReleaseError as e:
-            raise HTTPException(400, str(e)) from None
-        return {"version": version, "bulbs": chosen}
 
-    @r.get("/ota")
-    def ota_overview() -> dict[str, Any]:
-        return {"bulbs": ota.bulbs(store), "events": ota.events(store)}
+@bulbs.get("/{version}/bundle")
+async def bundle(version: int, off: int, len: int, request: Request,
+                 store: StoreDep) -> Response:
+    try:
+        device, _ = _device(store, request)
+    except Reject as e:
+        return JSONResponse(e.body(), status_code=e.status)
+    data = await run_in_threadpool(ota.piece, store, device, version, off, len)
+    if data is None:
+        raise HTTPException(404, f"release {version} bytes {off}+{len}: not rolled out to "
+                            f"{device}, or outside the bundle, or over {protocol.PIECE}")
+    return Response(data, media_type=_BYTES)
 
-    return r
+
+def _auth(request: Request, store: StoreDep) -> None:
+    if api._token(store.db, request.headers.get("authorization", "")) is None:
+        raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
+                            "`mimamori token create NAME`",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+people = APIRouter(prefix="/api/v1", tags=["firmware updates"], dependencies=[Depends(_auth)])
+
+
+@people.get("/releases")
+def list_releases(store: StoreDep) -> list[dict[str, Any]]:
+    return [x.__dict__ for x in ota.releases(store)]
+
+
+@people.get("/releases/{version}")
+def release_progress(version: int, store: StoreDep) -> dict[str, Any]:
+    return ota.progress(store, version)
+
+
+@people.post("/releases/{version}/rollout")
+def release_rollout(version: int, body: RolloutIn, request: Request,
+                    store: StoreDep) -> dict[str, Any]:
+    try:
+        chosen = ota.rollout(store, version, clocks.ms(request.app.state.clock), body.bulbs,
+                             body.share, body.spread_h)
+    except ota.ReleaseError as e:
+        raise HTTPException(400, str(e)) from None
+    return {"version": version, "bulbs": chosen}
+
+
+@people.get("/ota")
+def ota_overview(store: StoreDep) -> dict[str, Any]:
+    return {"bulbs": ota.bulbs(store), "events": ota.events(store)}
 
 
 def install(app: FastAPI) -> None:
     store: Store = app.state.store
     ota.open_ota(store)
-    app.include_router(bulb_router(store))
-    app.include_router(people_router(store, app.state.clock))
+    app.include_router(bulbs)
+    app.include_router(people)
