@@ -233,13 +233,12 @@ def _api(request: Request) -> Api:
 ApiDep = Annotated[Api, Depends(_api)]
 
 
-def _auth(request: Request, api: ApiDep) -> None:
-    """Every /api/v1 route: a valid bearer token (401 otherwise), kept for _actor."""
+def auth(request: Request, api: ApiDep) -> None:
+    """Every /api/v1 route (ota_api's too): a valid bearer token (401 otherwise), kept for
+    _actor."""
     t = _token(api.store.db, request.headers.get("authorization", ""))
     if t is None:
-        raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
-                            "`mimamori token create NAME`",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, _NO_TOKEN, headers={"WWW-Authenticate": "Bearer"})
     request.state.token = t
 
 
@@ -257,7 +256,7 @@ def _actor(c: Any, request: Request, hid: str | None) -> changes.Actor:
 
 
 router = APIRouter(prefix="/api/v1", tags=["households and alerts"],
-                   dependencies=[Depends(_auth)])
+                   dependencies=[Depends(auth)])
 
 
 

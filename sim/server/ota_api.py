@@ -83,14 +83,8 @@ async def bundle(version: int, off: int, len: int, request: Request,
     return Response(data, media_type=_BYTES)
 
 
-def _auth(request: Request, store: StoreDep) -> None:
-    if api._token(store.db, request.headers.get("authorization", "")) is None:
-        raise HTTPException(401, "send 'Authorization: Bearer <token>'; make a token with "
-                            "`mimamori token create NAME`",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
-people = APIRouter(prefix="/api/v1", tags=["firmware updates"], dependencies=[Depends(_auth)])
+people = APIRouter(prefix="/api/v1", tags=["firmware updates"],
+                   dependencies=[Depends(api.auth)])  # the API's bearer token
 
 
 @people.get("/releases")
