@@ -63,6 +63,7 @@ class Episode:
     about: float | None = None  # the instant the evidence is about (last switch-on, lit since)
     reasons: tuple[str, ...] = ()
     tell_now: bool = False  # weak, but sent at once (the fixed rule would alert now)
+    tell_by: int | None = None  # weak, held for quiet hours, but not past the fixed rule's
 
 
 @dataclass
@@ -183,7 +184,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
                 if d.rule == "on_too_long" and "still learning" in d.evidence:
                     why += ("learning",)
                 ep = open_[key] = Episode(d.rule, t, d.strength, about=d.at, reasons=why,
-                                          tell_now=bool(d.detail.get("tell_now")))
+                                          tell_now=bool(d.detail.get("tell_now")),
+                                          tell_by=d.detail.get("tell_by"))
                 eps.append(ep)
             elif d.state == OPEN and ep is not None and ep.strength == "weak" \
                     and ep.firmed is None and d.strength == "strong":
@@ -232,20 +234,29 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     return res, snaps
 
 
+def held_until(at: float, by: int | None = None) -> float:
+    """When a message held for the watchers' quiet hours (QUIET) goes out, never past `by`
+    (alerts.py's _held_until)."""
+    q = hh.quiet_until(QUIET, "UTC", at)
+    if q is None:
+        return at
+    return max(at, min(q, by)) if by is not None else q
+
+
 def emails(ep: Episode, end: float, st: RuleSettings) -> int:
     """E-mails the lifecycle (sim/server/alerts.py) sends for one unclaimed alert: two family
     watchers, a neighbour; reminders and weak alerts wait for quiet hours (a weak alert at the
-    fixed rule's deadline, `tell_now`, does not); held messages of an alert that cleared
+    fixed rule's deadline, `tell_now`, does not, and one before it waits at most until then,
+    `tell_by`); held messages of an alert that cleared
     meanwhile are dropped."""
     s = hh.HouseholdSettings()
     stop = ep.cleared if ep.cleared is not None else end
 
-    def sent(at: float, n: int) -> int:
-        q = hh.quiet_until(QUIET, "UTC", at)
-        return n if (q if q else at) < stop else 0
+    def sent(at: float, n: int, by: int | None = None) -> int:
+        return n if held_until(at, by) < stop else 0
 
     strong_from = ep.opened if ep.strength == "strong" else ep.firmed
-    out = sent(ep.opened, 2) if ep.strength == "weak" and not ep.tell_now else 2
+    out = sent(ep.opened, 2, ep.tell_by) if ep.strength == "weak" and not ep.tell_now else 2
     escalated = strong_from + s.escalate_h[0] * H if strong_from is not None else math.inf
     if escalated < stop:
         out += 1
@@ -283,7 +294,8 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     family is e-mailed about it) after a fall at `at`: light off (no switch-on after it, in any
     room), or the light left on (a switch-on of `device` at `at` that never ends). An alert on
     weak evidence waits for the end of the watchers' quiet hours (QUIET) before it is sent,
-    even when it firms up meanwhile (sim/server/alerts.py); the fixed rule's is strong."""
+    even when it firms up meanwhile, but not past the fixed rule's instant (sim/server/alerts.py);
+    the fixed rule's is strong."""
     st = _settings(h)
     pauses = _pauses(st, h)
     fall = pop_dt(h, at)
@@ -310,8 +322,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         if found is None and hits:
             found = told = t
             if all(d.strength == "weak" and not d.detail.get("tell_now") for d in hits):
-                q = hh.quiet_until(QUIET, "UTC", t)
-                told = q if q else t
+                told = min(held_until(t, d.detail.get("tell_by")) for d in hits)
         (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - SECOND_MS):
             base = t

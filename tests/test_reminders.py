@@ -9,7 +9,8 @@ from datetime import datetime
 
 import pytest
 
-from mimamori import notify
+from mimamori import alerts, households, notify
+from mimamori.rules import OPEN, Decision
 from tests.test_lifecycle import JST, World, family
 
 H = 3600.0
@@ -73,6 +74,27 @@ def test_weak_alert_is_held_through_the_night_never_escalates_and_is_dropped_if_
     assert {o.state for o in notify.outbox(w.db) if o.kind == "alert"} == {"cancelled"}
     assert not [o for o in notify.outbox(w.db) if o.kind == "cleared"]
     assert not [o for o in notify.outbox(w.db) if o.kind == "reminder" and o.state != "cancelled"]
+
+
+def test_a_weak_alert_held_for_the_night_goes_out_when_the_fixed_rule_would_alert(w):
+    # the learned rule opens on weak evidence (the silence may be the radio) at 23:00, before
+    # the fixed rule's deadline (01:30): held for quiet hours it would reach the family at
+    # 07:00, five and a half hours after the fixed rule would have told them
+    opened, fixed = int(jst(6, 23, 0) * 1000), int(jst(7, 1, 30) * 1000)
+    held = {}
+    for hid, tell in (("home-1", {"tell_by": fixed}), ("home-2", {})):
+        ws = w.household(hid, watchers=("Aiko", "Ken"), activity_rule="learned")
+        with w.db.tx() as c:
+            d = Decision("unusual_quiet", OPEN, opened - 21 * 3_600_000, "no switch-on for 21 h",
+                         None, at=opened - 21 * 3_600_000, strength="weak",
+                         detail={"strength": "weak", "reasons": ["radio"], "fits": True} | tell)
+            alerts.apply(c, households.household(c, hid), [d], opened, w.app.state.api.cfg)
+            held[hid] = dict(c.all("SELECT watcher, next_attempt_at FROM outbox "
+                                   "WHERE kind = 'alert' AND watcher IN (?, ?)",
+                                   (ws["Aiko"], ws["Ken"])))
+    assert set(held["home-1"].values()) == {fixed}  # at the fixed rule's instant
+    assert set(held["home-2"].values()) == {int(jst(7, 7, 0) * 1000)}  # the end of quiet hours
+    assert len(held["home-1"]) == len(held["home-2"]) == 2
 
 
 def test_needed_help_pauses_until_the_next_switch_on_so_nobody_is_alerted_about_an_empty_home(w):

@@ -216,12 +216,22 @@ def _tell(c: Cursor, now_ms: int, kind: str, a: Alert, home: hh.Household,
             ctx |= notify.links(c, cfg, a.id, w.id, now_ms)
             if kind in ("claimed", "overdue"):
                 ctx.pop("claim_url", None)
-        # a weak alert waits for quiet hours, unless the fixed rule would have told them now
-        held = (kind == "reminder" or kind == "alert" and strength(a) == "weak"
-                and not a.detail.get("tell_now"))
         notify.enqueue(c, now_ms, kind, home, w, ctx, alert=a.id,
-                       not_before=hh.quiet_until(w.quiet_hours, home.tz, now_ms)
-                       if held else None)
+                       not_before=_held_until(kind, a, w, home, now_ms))
+
+
+def _held_until(kind: str, a: Alert, w: hh.Watcher, home: hh.Household, now_ms: int) -> int | None:
+    """Until when a message waits for the watcher's quiet hours (None: sent at once). A
+    reminder waits; so does an alert on weak evidence, unless the fixed rule would tell them
+    now (`tell_now`), and never past the instant it would (`tell_by`)."""
+    if not (kind == "reminder" or kind == "alert" and strength(a) == "weak"
+            and not a.detail.get("tell_now")):
+        return None
+    until = hh.quiet_until(w.quiet_hours, home.tz, now_ms)
+    by = a.detail.get("tell_by") if kind == "alert" else None
+    if until is not None and by is not None:
+        until = max(now_ms, min(until, int(by)))
+    return until
 
 
 def strength(a: Alert) -> str:

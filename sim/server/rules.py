@@ -821,10 +821,14 @@ def _unusual_quiet(cx: Context) -> Decision:
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
-        if strength == "weak" and fits and now >= later + settings.no_activity_h * HOUR_MS:
+        fixed_at = _ms(later + settings.no_activity_h * HOUR_MS)  # the fixed rule's alert
+        if strength == "weak" and fits and now >= fixed_at:
             # the fixed rule would tell the family now: an alert on weak evidence is not held
             # for their quiet hours then (it still neither reminds at night nor escalates)
             detail["tell_now"] = True
+        elif strength == "weak" and fits:
+            # held for quiet hours, but never past the instant the fixed rule would tell them
+            detail["tell_by"] = fixed_at
         usual = ("" if thr is None else
                  f"; on a usual day about {expected:.0f} switch-ons happen in that time "
                  f"(learned over {m.days:.0f} days)")
