@@ -89,6 +89,23 @@ def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_roo
     assert models.placement(young.bulbs["bulb"]).verdict == "learning"
 
 
+def test_placement_check_speaks_of_a_radio_that_holds_reports_for_hours_and_only_then():
+    got = {}
+    for delivery in ("router_20h_10d", "good_wifi", "lte"):
+        h = pop.household("toilet", delivery, 2, days=30)
+        bm = models.learn(pop.World(h).timeline(h.t1), "UTC", [], h.t1).bulbs["bulb"]
+        got[delivery] = models.placement(bm)
+    day = got["router_20h_10d"]
+    # the room fits; the radio is said apart, with its figures and what to do
+    assert day.verdict == "good" and day.held_h >= 12 and day.held_days >= 1
+    assert f"on {day.held_days} of {day.days} days" in day.words
+    assert "may be the radio" in day.words and "LTE-M" in day.words
+    assert "fits" in day.words
+    # good Wi-Fi, and LTE-M holding power-ons up to its report gap by design: nothing to say
+    for quiet in (got["good_wifi"], got["lte"]):
+        assert quiet.held_h < models.RADIO_NOTE_H and "radio" not in quiet.words, quiet
+
+
 def test_a_model_of_the_first_pass_is_learned_again_and_the_new_one_keeps_its_delays():
     h = pop.household("toilet", "router_20h_10d", 0, days=30)
     m = models.learn(pop.World(h).timeline(h.t1), "UTC", [], h.t1)

@@ -74,8 +74,22 @@ def placement_words(p: Any, lang: str) -> str:
     words, or in Japanese the same from its numbers."""
     if lang != "ja":
         return str(p.words)
+    return _placement_ja(p) + _radio_ja(p)
+
+
+def _radio_ja(p: Any) -> str:
+    if not getattr(p, "radio_words", lambda: "")():
+        return ""
+    late = f"{p.held_h / 24:.1f}日" if p.held_h >= 36 else f"{p.held_h:.0f}時間"
+    return (f"報告が最大{late}遅れて届いた日が{p.days}日のうち{p.held_days}日ありました。"
+            "その長さの静けさは本人ではなく電波のせいかもしれず、お知らせにもそう書きますが、"
+            "1日を超えればご家族にお知らせします。ルーターと電球の場所の電波を確認する"
+            "（ルーターは昼も夜も電源を入れたままに）か、携帯電話の回線で報告する電球に替えてください。")
+
+
+def _placement_ja(p: Any) -> str:
     if p.verdict == "learning":
-        return f"電球 {p.device}：部屋の使われ方を確認中です（{p.days}日目）"
+        return f"電球 {p.device}：部屋の使われ方を確認中です（{p.days}日目）。"
     gap = (f"{p.longest_gap_h / 24:.1f}日" if p.longest_gap_h >= 36
            else f"{p.longest_gap_h:.0f}時間")
     head = (f"電球 {p.device}：{p.days}日のうち{p.used_days}日で点灯、1日におよそ"

@@ -48,6 +48,7 @@ LATE_MS = HOUR_MS  # a visit that reached the server later than this was reporte
 RECENT_DAYS = 28  # per-day figures kept (placement, longest spells, delivery)
 PLACEMENT_DAYS = 7  # the placement check speaks after this many folded days
 PLACEMENT_WINDOW = 14  # ... about the last this many days
+RADIO_NOTE_H = 6.0  # reports this late in that window: the check speaks of the radio too
 # visit lengths in ms and quiet spells in expected switch-ons: log-spaced bin edges
 DUR_EDGES: tuple[float, ...] = tuple(30.0 * SECOND_MS * 1.25 ** k for k in range(38))  # 30 s .. 32 h
 MASS_EDGES: tuple[float, ...] = tuple(0.01 * 1.1 ** k for k in range(111))  # 0.01 .. 380
@@ -646,9 +647,26 @@ class Placement:
     per_day: float  # median switch-ons on a day it was used
     longest_gap_h: float
     fixed_alerts_per_100_days: float  # what the fixed 24 h rule would raise here (estimate)
+    held_h: float = 0.0  # the longest its reports reached the server late in those days (h)
+    held_days: int = 0  # days on which a report came RADIO_NOTE_H or more late
 
     @property
     def words(self) -> str:
+        room, radio = self._room_words(), self.radio_words()
+        return room.rstrip(".") + ". " + radio if radio else room
+
+    def radio_words(self) -> str:
+        """What its radio means for the alerts, once reports have come hours late (a room
+        fits or not; a router off for a day hides her as a fall would)."""
+        if self.held_h < RADIO_NOTE_H:
+            return ""
+        return (f"Its reports reached the server up to {_hours(self.held_h)} late, on "
+                f"{self.held_days} of {self.days} days: a silence that long may be the radio, "
+                "not her, and such alerts say so, but one that outlasts a day still alerts the "
+                "family. Check the router and the signal where the bulb is (keep the router "
+                "on day and night), or fit an LTE-M bulb.")
+
+    def _room_words(self) -> str:
         if self.verdict == "learning":
             return (f"bulb {self.device}: still learning its room ({self.days} of "
                     f"{PLACEMENT_DAYS} days)")
@@ -696,7 +714,9 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
         verdict = "limited"
     else:
         verdict = "good"
-    return Placement(bm.device, verdict, n, len(used), per_day, gap, fixed)
+    held = [r[4] for r in days]
+    return Placement(bm.device, verdict, n, len(used), per_day, gap, fixed, max(held + [0.0]),
+                     sum(1 for x in held if x >= RADIO_NOTE_H))
 
 
 RANK = {"good": 0, "limited": 1, "learning": 2, "poor": 3}
