@@ -137,8 +137,11 @@ def test_recurring_absences_and_every_setting_are_set_through_the_api_and_nonsen
     assert w.api("GET", "/households/home-1/absences") == got
     st = w.api("PATCH", "/households/home-1/settings",
                json={"learned_max_h": 36, "days_per_false_alert": 300, "learn_min_days": 14,
-                     "reminder_max": 2, "silent_h": 48})
+                     "reminder_max": 2, "silent_h": 48, "on_days_per_false_alert": 400})
     assert (st["learned_max_h"], st["learn_min_days"], st["reminder_max"]) == (36, 14, 2)
+    with w.db.tx() as c:  # what the rules read
+        rs = households.household(c, "home-1").settings.rules("Asia/Tokyo")
+    assert (rs.days_per_false_alert, rs.on_days_per_false_alert) == (300, 400)
     for body, want in (({"learned_max_h": "patient"}, "number of hours"),
                        ({"learn_min_days": 2.5}, "whole number"),
                        ({"reminder_max": -1}, "whole number"),
@@ -146,6 +149,7 @@ def test_recurring_absences_and_every_setting_are_set_through_the_api_and_nonsen
                         "weekdays"),
                        ({"absences": [{"days": "mon", "from": "9am", "to": "17:00"}]},
                         "HH:MM"),
+                       ({"on_days_per_false_alert": 2}, "number of days from 10"),
                        ({"learned_max_h": 4, "learned_min_h": 8}, "must not be below")):
         r = w.http.patch("/api/v1/households/home-1/settings", headers=w.auth, json=body)
         assert r.status_code == 400 and want in r.json()["detail"], (body, r.text)

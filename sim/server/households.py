@@ -215,6 +215,7 @@ class HouseholdSettings:
     learned_max_h: float | None = None  # the learned rule waits at most this (None: no_activity_h)
     learned_min_h: float = 4.0  # ... and at least this
     days_per_false_alert: float = 100.0  # the learned rule's target: one false alert in this
+    on_days_per_false_alert: float = 200.0  # on_too_long's: one per bulb in this many days
     learn_min_days: int = 7  # days of history before the learned rule trusts its model
     never_heard_h: float = 24.0  # a registered bulb never heard this long: tell the coordinator
     silent_h: float = 72.0  # a bulb not heard this long: tell the coordinator
@@ -228,6 +229,7 @@ class HouseholdSettings:
             learned_max_h=(self.no_activity_h if self.learned_max_h is None
                            else self.learned_max_h),
             learned_min_h=self.learned_min_h, days_per_false_alert=self.days_per_false_alert,
+            on_days_per_false_alert=self.on_days_per_false_alert,
             learn_min_days=self.learn_min_days, never_heard_h=self.never_heard_h,
             silent_h=self.silent_h, pauses=pauses,
             absences=tuple(absence(a) for a in self.absences))
@@ -239,7 +241,8 @@ _NUMBERS: dict[str, tuple[float, float, str]] = {
     "on_too_long_h": (0.25, 48, "hours"), "reminder_h": (0.1, 48, "hours"),
     "digest_days": (1, 31, "days"), "claim_timeout_h": (0.25, 48, "hours"),
     "learned_max_h": (4, 24 * 14, "hours"), "learned_min_h": (1, 24, "hours"),
-    "days_per_false_alert": (10, 10_000, "days"), "never_heard_h": (1, 24 * 14, "hours"),
+    "days_per_false_alert": (10, 10_000, "days"),
+    "on_days_per_false_alert": (10, 10_000, "days"), "never_heard_h": (1, 24 * 14, "hours"),
     "silent_h": (6, 24 * 30, "hours"),
 }
 _COUNTS: dict[str, tuple[int, int]] = {"reminder_max": (0, 10), "learn_min_days": (3, 28)}

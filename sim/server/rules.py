@@ -728,7 +728,8 @@ def _placement(cx: Context) -> list[Decision]:
     out = []
     for dev, p in sorted(checks.items()):
         detail = {"verdict": p.verdict, "days": p.days, "used_days": p.used_days,
-                  "per_day": p.per_day, "longest_gap_h": p.longest_gap_h}
+                  "per_day": p.per_day, "longest_gap_h": p.longest_gap_h,
+                  "held_h": p.held_h, "held_days": p.held_days}
         weak = p.verdict in ("poor", "limited") and best >= mdl.RANK["limited"]
         nxt = None  # a verdict changes with new visits, or with days of quiet the gap rules see
         if p.verdict == "learning":  # it speaks once its first PLACEMENT_DAYS have settled

@@ -50,7 +50,7 @@ router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 # the numeric household settings the page offers (households.py checks each)
 NUMBER_SETTINGS = ("no_activity_h", "learned_max_h", "learned_min_h", "days_per_false_alert",
-                   "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",
+                   "on_days_per_false_alert", "learn_min_days", "window_h", "on_too_long_h", "reminder_h", "reminder_max",
                    "claim_timeout_h", "digest_days", "never_heard_h", "silent_h")
 
 
