@@ -89,6 +89,25 @@ def test_placement_check_tells_a_toilet_from_a_rarely_used_room_and_a_living_roo
     assert models.placement(young.bulbs["bulb"]).verdict == "learning"
 
 
+def test_two_unused_days_make_a_room_poor_at_once_not_on_day_eight():
+    # 12 used days of 14 is under 90 %: two unused days decide the verdict of any window, so
+    # the installer hears it while still near (day 5 here), not a week after the install
+    def verdicts(kind, seed):
+        h = pop.household(kind, "good_wifi", seed)
+        w = pop.World(h)
+        for day in range(2, 9):
+            t = h.t0 + day * DAY_MS + 6 * HOUR_MS
+            yield day, models.placement(models.learn(w.timeline(t), "UTC", [], t).bulbs["bulb"])
+
+    early = [(d, p) for d, p in verdicts("rare_room", 1) if p.verdict != "learning"]
+    assert early and early[0][0] < models.PLACEMENT_DAYS + 1
+    day, p = early[0]
+    assert p.verdict == "poor" and p.days - p.used_days >= 2 and p.days >= 3
+    assert "move the bulb to the toilet" in p.words
+    # a toilet used every day still waits for its first week
+    assert [p.verdict for d, p in verdicts("toilet", 1) if d < 8] == ["learning"] * 6
+
+
 def test_placement_check_speaks_of_a_radio_that_holds_reports_for_hours_and_only_then():
     got = {}
     for delivery in ("router_20h_10d", "good_wifi", "lte"):

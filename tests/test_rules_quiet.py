@@ -219,7 +219,8 @@ def test_learning_waits_the_fixed_rule_in_a_busy_room_and_never_for_weeks():
     for days in (1, 2, 5):
         now = ms(vs[-1].on) + days * DAY_MS
         d = _quiet_from(tl, now)
-        assert d.detail["reasons"] == ["learning"]
+        # from the third unused day the placement check has spoken too ("poor")
+        assert d.detail["reasons"] == ["learning"] + (["placement"] if days >= 4 else [])
         assert 24 < d.detail["limit_h"] <= 3 * 24, d.detail["limit_h"]
     assert d.state == OPEN and d.strength == "weak" and "still learning" in d.evidence
 

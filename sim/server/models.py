@@ -703,12 +703,15 @@ def placement(bm: BulbModel, open_gap_h: float = 0.0) -> Placement:
     n = len(days)
     # the fixed rule alerts on about every day without a switch-on
     fixed = 100.0 * (n - len(used)) / n if n else 0.0
-    if bm.n_days < PLACEMENT_DAYS or n < PLACEMENT_DAYS // 2:
+    # one gap of a day and a half is an absence (a night or two away), not the room: it must
+    # come back to tell
+    long_gaps = sum(1 for g in [r[3] for r in days] + [open_gap_h] if g >= 36)
+    # two unused days, or two long gaps, make any window of PLACEMENT_WINDOW days "poor" (12 of
+    # 14 is under 90 %): said as soon as they are seen, from the third day, not on day 8
+    early = n >= 3 and (n - len(used) >= 2 or long_gaps >= 2)
+    if (bm.n_days < PLACEMENT_DAYS or n < PLACEMENT_DAYS // 2) and not early:
         verdict = "learning"
-    elif len(used) < 0.9 * n or sum(1 for g in [r[3] for r in days] + [open_gap_h]
-                                      if g >= 36) >= 2:
-        # one gap of a day and a half is an absence (a night or two away), not the room:
-        # it must come back to tell
+    elif len(used) < 0.9 * n or long_gaps >= 2:
         verdict = "poor"
     elif per_day < 2.5 or sum(1 for r in days if r[3] >= 24) >= 2:
         verdict = "limited"
