@@ -91,6 +91,7 @@ class Result:
     first_radio_day: float | None = None  # first alert of switch-ons held by the radio
     poor_delivery: bool = False
     poor_delivery_day: float | None = None  # when it first fired (days after install)
+    radio_said_day: float | None = None  # the placement check first spoke of the radio
     evaluations: int = 0
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, cause): alerts
     right_alerts: int = 0  # arguably right: nights away, a light left on overnight
@@ -172,6 +173,10 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
             if res.flagged_day is None and any(d.rule == "placement" and d.state == OPEN
                                                for d in daily):
                 res.flagged_day = (t - h.t0) / DAY
+            if res.radio_said_day is None and any(
+                    d.rule == "placement" and d.detail.get("held_h", 0) >= mdl.RADIO_NOTE_H
+                    for d in daily):
+                res.radio_said_day = (t - h.t0) / DAY
         tl = w.timeline(t)
         ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         res.evaluations += 1
@@ -497,6 +502,17 @@ def figures(seeds: int = SEEDS, held_out_seeds: int = HELD_OUT_SEEDS) -> list[di
                 out.append(figure(f"false_alerts_per_100_days.{rule}.{c}",
                                   round(100 * n / days, 3), "alerts", None,
                                   "false alerts by rule and cause (bench/figures_population)"))
+            cells = goal_cells(rs)
+            missed = [r for _, _, group, miss in cells if miss for r in group]
+            out += [
+                figure("goal_cells_met", sum(1 for c in cells if not c[3]), "cells",
+                       len(cells), f"kind x delivery cells meeting the goal ({GOAL}); "
+                       "baseline: all cells"),
+                figure("goal_missed_households_told_first", sum(map(told_first, missed)),
+                       "households", len(missed), "households of the cells that miss the "
+                       "goal whose placement check (room or radio) or poor_delivery spoke "
+                       "before their first false alert; baseline: all of them"),
+            ]
             out.append(figure(
                 "radio_alerts_before_poor_delivery", s["radio_before_told"], "households",
                 s["radio_households"], "households whose radio raised a family alert before "
@@ -556,6 +572,68 @@ def cells(rs: list[Result]) -> str:
     return "\n".join(lines)
 
 
+GOAL = "at most 1 false family alert /100 d; light off: median sooner than the fixed 24 h " \
+    "rule, 95 % within 24 h; light left on: median within 6 h"
+
+
+def told_day(r: Result) -> float | None:
+    """When the household's limits were first said (days after install): the placement notice
+    (no room fits), the placement check's words on the radio, or poor_delivery."""
+    days = [d for d in (r.flagged_day, r.radio_said_day, r.poor_delivery_day) if d is not None]
+    return min(days) if days else None
+
+
+def told_first(r: Result) -> bool:
+    """Its limits were said, and before its first false alert if it had one."""
+    t = told_day(r)
+    return t is not None and (r.first_false_day is None or t <= r.first_false_day)
+
+
+def misses(s: dict[str, float]) -> list[str]:
+    """Which parts of the goal (GOAL) a population misses."""
+    out = []
+    if s["alerts"] > 1.0:
+        out.append(f"alerts {s['alerts']:.1f}")
+    if not s["off_med"] < s["off_base_med"]:
+        out.append(f"median {s['off_med']:.0f} h (fixed {s['off_base_med']:.0f} h)")
+    if not s["off_24h"] >= 0.95:
+        out.append(f"{100 * s['off_24h']:.0f} % in 24 h")
+    if not s["on_med"] <= 6.0:
+        out.append(f"light on {s['on_med']:.1f} h")
+    return out
+
+
+def goal_cells(rs: list[Result]) -> list[tuple[str, str, list[Result], list[str]]]:
+    """(kind, delivery, households, what it misses) for every kind x delivery."""
+    out = []
+    for k in sorted({r.kind for r in rs}, key=pop.KINDS_HELD_OUT.index):
+        for d in pop.DELIVERIES:
+            group = [r for r in rs if r.kind == k and r.delivery == d]
+            if group:
+                out.append((k, d, group, misses(summary(group))))
+    return out
+
+
+def goal_table(rs: list[Result]) -> str:
+    """Per kind x delivery: the goal met, or what it misses and in how many of its households
+    the placement check (or poor_delivery) said so before their first false alert."""
+    lines = ["| kind | " + " | ".join(pop.DELIVERIES) + " |",
+             "| --- " + "| --- " * len(pop.DELIVERIES) + "|"]
+    cells = goal_cells(rs)
+    for k in sorted({r.kind for r in rs}, key=pop.KINDS_HELD_OUT.index):
+        row = []
+        for d in pop.DELIVERIES:
+            c = next((c for c in cells if c[0] == k and c[1] == d), None)
+            if c is None:
+                row.append("-")
+                continue
+            _, _, group, miss = c
+            row.append("met" if not miss else "; ".join(miss) + f"; told first "
+                       f"{sum(told_first(r) for r in group)}/{len(group)}")
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def causes_table(rs: list[Result]) -> str:
     """Alerts per 100 household-days by rule and cause, per population (arguably right ones
     marked)."""
@@ -585,6 +663,11 @@ if __name__ == "__main__":
     print(table(results), "\n")
     print(cells(results), "\n")
     print(causes_table(results), "\n")
+    print(goal_table(results), "\n")
+    missed = [r for _, _, group, miss in goal_cells(results) if miss for r in group]
+    print(f"goal: {sum(1 for c in goal_cells(results) if not c[3])} of "
+          f"{len(goal_cells(results))} cells meet it; in the others "
+          f"{sum(map(told_first, missed))} of {len(missed)} households were told first")
     s = summary(results)
     print(f"radio: {s['radio_households']} households had a family alert from held reports; "
           f"in {s['radio_before_told']} of them before poor_delivery told the coordinator")
