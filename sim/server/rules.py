@@ -778,8 +778,10 @@ def _unusual_quiet(cx: Context) -> Decision:
     note = ""
     thr = None
     fits = False
+    as_fixed = False  # the wait is the fixed rule's own (a busy room while learning)
     if m.n_days < settings.learn_min_days or m.n_spells < 20:
         wait_h = learning_wait_h(ivs, tl, settings, t0)
+        as_fixed = wait_h <= settings.no_activity_h
         deadline = _ms(later + wait_h * HOUR_MS)
         reasons.append("learning")
         note = (f" (still learning this household's rhythm: the fixed "
@@ -823,11 +825,14 @@ def _unusual_quiet(cx: Context) -> Decision:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
         fixed_at = _ms(later + settings.no_activity_h * HOUR_MS)  # the fixed rule's alert
-        if strength == "weak" and fits and now >= fixed_at:
+        # where the household fits, or while learning a busy room waits the fixed rule's own
+        # hours, the family is never told later than the fixed rule would tell them
+        promise = fits or as_fixed
+        if strength == "weak" and promise and now >= fixed_at:
             # the fixed rule would tell the family now: an alert on weak evidence is not held
             # for their quiet hours then (it still neither reminds at night nor escalates)
             detail["tell_now"] = True
-        elif strength == "weak" and fits:
+        elif strength == "weak" and promise:
             # held for quiet hours, but never past the instant the fixed rule would tell them
             detail["tell_by"] = fixed_at
         usual = ("" if thr is None else
