@@ -227,11 +227,16 @@ def _held_until(kind: str, a: Alert, w: hh.Watcher, home: hh.Household, now_ms: 
     if not (kind == "reminder" or kind == "alert" and strength(a) == "weak"
             and not a.detail.get("tell_now")):
         return None
-    until = hh.quiet_until(w.quiet_hours, home.tz, now_ms)
-    by = a.detail.get("tell_by") if kind == "alert" else None
-    if until is not None and by is not None:
-        until = max(now_ms, min(until, int(by)))
-    return until
+    return hold(hh.quiet_until(w.quiet_hours, home.tz, now_ms), now_ms,
+                a.detail.get("tell_by") if kind == "alert" else None)
+
+
+def hold(quiet_end: int | None, now_ms: int, by: int | None) -> int | None:
+    """A message held until `quiet_end` (None: not in quiet hours), but never past `by`, nor
+    before now. Pure: the population bench holds its modelled messages with it."""
+    if quiet_end is None or by is None:
+        return quiet_end
+    return max(now_ms, min(quiet_end, int(by)))
 
 
 def strength(a: Alert) -> str:
