@@ -242,10 +242,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
 def held_until(at: float, by: int | None = None) -> float:
     """When a message held for the watchers' quiet hours (QUIET) goes out, never past `by`
     (alerts.py's _held_until)."""
-    q = hh.quiet_until(QUIET, "UTC", at)
-    if q is None:
-        return at
-    return max(at, min(q, by)) if by is not None else q
+    until = al.hold(hh.quiet_until(QUIET, "UTC", at), at, by)
+    return at if until is None else until
 
 
 def emails(ep: Episode, end: float, st: RuleSettings) -> int:
@@ -502,14 +500,12 @@ def figures(seeds: int = SEEDS, held_out_seeds: int = HELD_OUT_SEEDS) -> list[di
                 out.append(figure(f"false_alerts_per_100_days.{rule}.{c}",
                                   round(100 * n / days, 3), "alerts", None,
                                   "false alerts by rule and cause (bench/figures_population)"))
-            cells = goal_cells(rs)
-            missed = [r for _, _, group, miss in cells if miss for r in group]
+            met, n_cells, told, missed = goal_counts(goal_cells(rs))
             out += [
-                figure("goal_cells_met", sum(1 for c in cells if not c[3]), "cells",
-                       len(cells), f"kind x delivery cells meeting the goal ({GOAL}); "
-                       "baseline: all cells"),
-                figure("goal_missed_households_told_first", sum(map(told_first, missed)),
-                       "households", len(missed), "households of the cells that miss the "
+                figure("goal_cells_met", met, "cells", n_cells, f"kind x delivery cells "
+                       f"meeting the goal ({GOAL}); baseline: all cells"),
+                figure("goal_missed_households_told_first", told,
+                       "households", missed, "households of the cells that miss the "
                        "goal whose placement check (room or radio) or poor_delivery spoke "
                        "before their first false alert; baseline: all of them"),
             ]
@@ -614,20 +610,29 @@ def goal_cells(rs: list[Result]) -> list[tuple[str, str, list[Result], list[str]
     return out
 
 
-def goal_table(rs: list[Result]) -> str:
-    """Per kind x delivery: the goal met, or what it misses and in how many of its households
-    the placement check (or poor_delivery) said so before their first false alert."""
+def goal_counts(cells: list[tuple[str, str, list[Result], list[str]]]) -> tuple[int, int, int,
+                                                                               int]:
+    """(cells that meet the goal, cells, households of the others told first, those
+    households)."""
+    missed = [r for _, _, group, miss in cells if miss for r in group]
+    return (sum(1 for c in cells if not c[3]), len(cells), sum(map(told_first, missed)),
+            len(missed))
+
+
+def goal_table(cells: list[tuple[str, str, list[Result], list[str]]]) -> str:
+    """Per kind x delivery (goal_cells): the goal met, or what it misses and in how many of
+    its households the placement check (or poor_delivery) said so before their first false
+    alert."""
     lines = ["| kind | " + " | ".join(pop.DELIVERIES) + " |",
              "| --- " + "| --- " * len(pop.DELIVERIES) + "|"]
-    cells = goal_cells(rs)
-    for k in sorted({r.kind for r in rs}, key=pop.KINDS_HELD_OUT.index):
+    by = {(k, d): (group, miss) for k, d, group, miss in cells}
+    for k in dict.fromkeys(k for k, _, _, _ in cells):
         row = []
         for d in pop.DELIVERIES:
-            c = next((c for c in cells if c[0] == k and c[1] == d), None)
-            if c is None:
+            if (k, d) not in by:
                 row.append("-")
                 continue
-            _, _, group, miss = c
+            group, miss = by[(k, d)]
             row.append("met" if not miss else "; ".join(miss) + f"; told first "
                        f"{sum(told_first(r) for r in group)}/{len(group)}")
         lines.append(f"| {k} | " + " | ".join(row) + " |")
@@ -663,11 +668,11 @@ if __name__ == "__main__":
     print(table(results), "\n")
     print(cells(results), "\n")
     print(causes_table(results), "\n")
-    print(goal_table(results), "\n")
-    missed = [r for _, _, group, miss in goal_cells(results) if miss for r in group]
-    print(f"goal: {sum(1 for c in goal_cells(results) if not c[3])} of "
-          f"{len(goal_cells(results))} cells meet it; in the others "
-          f"{sum(map(told_first, missed))} of {len(missed)} households were told first")
+    goal = goal_cells(results)
+    print(goal_table(goal), "\n")
+    met, n_cells, told, missed = goal_counts(goal)
+    print(f"goal: {met} of {n_cells} cells meet it; in the others {told} of {missed} households "
+          "were told first")
     s = summary(results)
     print(f"radio: {s['radio_households']} households had a family alert from held reports; "
           f"in {s['radio_before_told']} of them before poor_delivery told the coordinator")
