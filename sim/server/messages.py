@@ -77,11 +77,14 @@ def placement_words(p: Any, lang: str) -> str:
     return _placement_ja(p) + _radio_ja(p)
 
 
+def _hours_ja(h: float) -> str:
+    return f"{h / 24:.1f}日" if h >= 36 else f"{h:.0f}時間"
+
+
 def _radio_ja(p: Any) -> str:
-    if not getattr(p, "radio_words", lambda: "")():
+    if not p.radio_words():
         return ""
-    late = f"{p.held_h / 24:.1f}日" if p.held_h >= 36 else f"{p.held_h:.0f}時間"
-    return (f"報告が最大{late}遅れて届いた日が{p.days}日のうち{p.held_days}日ありました。"
+    return (f"報告が最大{_hours_ja(p.held_h)}遅れて届いた日が{p.days}日のうち{p.held_days}日ありました。"
             "その長さの静けさは本人ではなく電波のせいかもしれず、お知らせにもそう書きますが、"
             "1日を超えればご家族にお知らせします。ルーターと電球の場所の電波を確認する"
             "（ルーターは昼も夜も電源を入れたままに）か、携帯電話の回線で報告する電球に替えてください。")
@@ -90,8 +93,7 @@ def _radio_ja(p: Any) -> str:
 def _placement_ja(p: Any) -> str:
     if p.verdict == "learning":
         return f"電球 {p.device}：部屋の使われ方を確認中です（{p.days}日目）。"
-    gap = (f"{p.longest_gap_h / 24:.1f}日" if p.longest_gap_h >= 36
-           else f"{p.longest_gap_h:.0f}時間")
+    gap = _hours_ja(p.longest_gap_h)
     head = (f"電球 {p.device}：{p.days}日のうち{p.used_days}日で点灯、1日におよそ"
             f"{p.per_day:.0f}回、点灯のない最長の時間 {gap}")
     if p.verdict == "poor":
