@@ -44,17 +44,25 @@ def test_strong_alert_reminders_back_off_stop_at_the_cap_and_wait_for_quiet_hour
     assert due[2] == int(jst(4, 7, 0) * 1000)  # the one due in the night waits for 07:00
 
 
-def test_weak_alert_is_held_through_the_night_never_escalates_and_is_dropped_if_it_clears(w):
+def _learning_alert(w, hours: tuple[int, ...], start: float, until: float) -> dict:
+    """Her switch-ons at `hours` on days 2 to 4 (the rule still learning), then a sweep every
+    half hour from `start` until the family alert opens (before `until`): that alert."""
     w.household(watchers=("Aiko", "Nao"), activity_rule="learned", reminder_h=2)
-    for day in (2, 3, 4):  # a room lit twice a day: still learning, waiting longer than a day
-        for hh in (11, 23):
+    for day in (2, 3, 4):
+        for hh in hours:
             w.t = jst(day, hh, 0)
             w.switch_on()
-    t = jst(6, 12, 0)
-    while not family(w.api("GET", "/alerts?active=true")) and t < jst(9, 0, 0):
+    t = start
+    while not family(w.api("GET", "/alerts?active=true")) and t < until:
         t += 1800
         w.at(t)
     (a,) = family(w.api("GET", "/alerts?active=true"))
+    return a
+
+
+def test_weak_alert_is_held_through_the_night_never_escalates_and_is_dropped_if_it_clears(w):
+    # a room lit twice a day: still learning, waiting longer than a day
+    a = _learning_alert(w, (11, 23), jst(6, 12, 0), jst(9, 0, 0))
     assert a["rule"] == "unusual_quiet" and a["detail"]["strength"] == "weak"
     assert "still learning" in a["evidence"] and a["detail"]["limit_h"] > 24
     assert not a["detail"].get("tell_now") and "tell_by" not in a["detail"]
@@ -80,16 +88,8 @@ def test_weak_alert_is_held_through_the_night_never_escalates_and_is_dropped_if_
 def test_a_busy_room_still_learning_tells_the_family_at_the_fixed_rules_hour_at_night(w):
     # while learning, a room used several times a day waits the fixed rule's 24 h: on weak
     # evidence (no escalation), yet never told later than the fixed rule would tell them
-    w.household(watchers=("Aiko", "Nao"), activity_rule="learned", reminder_h=2)
-    for day in (2, 3, 4):  # three days of a busy toilet
-        for hh in (8, 10, 12, 14, 16, 18, 20, 23):
-            w.t = jst(day, hh, 0)
-            w.switch_on()
-    t = jst(5, 12, 0)
-    while not family(w.api("GET", "/alerts?active=true")) and t < jst(7, 0, 0):
-        t += 1800
-        w.at(t)
-    (a,) = family(w.api("GET", "/alerts?active=true"))
+    # three days of a busy toilet
+    a = _learning_alert(w, (8, 10, 12, 14, 16, 18, 20, 23), jst(5, 12, 0), jst(7, 0, 0))
     assert a["detail"]["strength"] == "weak" and "still learning" in a["evidence"]
     assert a["detail"]["tell_now"] and a["next_escalation_at"] is None
     opened = a["opened_at"]
