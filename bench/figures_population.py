@@ -30,7 +30,7 @@ import math
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from bench.run import figure
@@ -95,6 +95,11 @@ class Result:
     evaluations: int = 0
     causes: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, cause): alerts
     right_alerts: int = 0  # arguably right: nights away, a light left on overnight
+    opened: list[tuple[int, str, str]] = field(default_factory=list)  # (at, rule, cause)
+    # the daily folds (days after install) at which poor_delivery was open / the placement
+    # check spoke of the radio
+    delivery_days: list[float] = field(default_factory=list)
+    radio_days: list[float] = field(default_factory=list)
 
 
 def _settings(h: pop.PopHousehold) -> RuleSettings:
@@ -139,10 +144,14 @@ def _step(w: pop.World, t: int, t_end: int, nexts: list[int | None]) -> int:
     return max(min(cands), t + SECOND_MS)
 
 
-def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, dict]:
+def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
+                ) -> tuple[Result, dict]:
     """The household's normal life: alerts (value and baseline), placement, poor delivery; the
-    model as it stood at each fall instant (for the fall replays)."""
+    model as it stood at each fall instant (for the fall replays). The server evaluates nothing
+    during its own outages (h.server_down); `aware`: the rules read them (listening.py)."""
     st = _settings(h)
+    if aware and h.server_down:
+        st = replace(st, deaf=tuple(h.server_down))
     pauses = _pauses(st, h)
     w = pop.World(h)
     res = Result(h.kind, h.delivery, h.days)
@@ -159,24 +168,30 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     fixed_eps: list[Episode] = []
     t = h.t0
     while t < h.t1:
+        down = [e for s, e in h.server_down if s <= t < e]
+        if down:  # the server is not running: nothing is evaluated or folded until it is
+            t = down[0]
+            continue
         while pending and pending[0] <= t:
             snaps[pending.pop(0)] = model
         if t >= fold_at:
             tl = w.timeline(t)
-            model = mdl.learn(tl, "UTC", pauses, t, model)
+            model = mdl.learn(tl, "UTC", pauses, t, model, deaf=st.deaf)
             fold_at = mdl.next_fold("UTC", t)
             daily = evaluate(tl, st, t, model=model, memo=memo, only=("placement", "poor_delivery"))
             if any(d.rule == "poor_delivery" and d.state == OPEN for d in daily):
+                res.delivery_days.append((t - h.t0) / DAY)
                 if not res.poor_delivery:
                     res.poor_delivery_day = (t - h.t0) / DAY
                 res.poor_delivery = True
             if res.flagged_day is None and any(d.rule == "placement" and d.state == OPEN
                                                for d in daily):
                 res.flagged_day = (t - h.t0) / DAY
-            if res.radio_said_day is None and any(
-                    d.rule == "placement" and d.detail.get("held_h", 0) >= mdl.RADIO_NOTE_H
-                    for d in daily):
-                res.radio_said_day = (t - h.t0) / DAY
+            if any(d.rule == "placement" and d.detail.get("held_h", 0) >= mdl.RADIO_NOTE_H
+                   for d in daily):
+                res.radio_days.append((t - h.t0) / DAY)
+                if res.radio_said_day is None:
+                    res.radio_said_day = (t - h.t0) / DAY
         tl = w.timeline(t)
         ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)
         res.evaluations += 1
@@ -217,6 +232,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float]) -> tuple[Result, d
     res.fixed_alerts = sum(1 for ep in fixed_eps if not _in_stay(h, ep.opened))
     for ep in eps:
         c = cause(h, ep)
+        res.opened.append((ep.opened, ep.rule, c))
         res.causes[(ep.rule, c)] = res.causes.get((ep.rule, c), 0) + 1
         if c in ARGUABLY:
             res.right_alerts += 1
@@ -292,14 +308,16 @@ def emails_before(ep: Episode, end: float) -> int:
 
 
 def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdModel,
-                device: str = pop.DEVICE) -> tuple[float, float, float]:
+                device: str = pop.DEVICE, aware: bool = True) -> tuple[float, float, float]:
     """(hours to the first family alert, hours to the fixed 24 h rule's, hours until the
     family is e-mailed about it) after a fall at `at`: light off (no switch-on after it, in any
     room), or the light left on (a switch-on of `device` at `at` that never ends). An alert on
     weak evidence waits for the end of the watchers' quiet hours (QUIET) before it is sent,
     even when it firms up meanwhile, but not past the fixed rule's instant (sim/server/alerts.py);
-    the fixed rule's is strong."""
+    the fixed rule's is strong. The server's own outages (h.server_down) as in replay_life."""
     st = _settings(h)
+    if aware and h.server_down:
+        st = replace(st, deaf=tuple(h.server_down))
     pauses = _pauses(st, h)
     fall = pop_dt(h, at)
     vs = {dev: [Visit(v.on, min(v.off, fall)) for v in visits if v.on < fall]
@@ -315,8 +333,12 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
+        down = [e for s, e in h.server_down if s <= t < e]
+        if down:  # the server is not running
+            t = down[0]
+            continue
         if t >= fold_at:
-            model = mdl.learn(w.timeline(t), "UTC", pauses, t, model)
+            model = mdl.learn(w.timeline(t), "UTC", pauses, t, model, deaf=st.deaf)
             fold_at = mdl.next_fold("UTC", t)
         tl = w.timeline(t)
         ds = evaluate(tl, st, t, model=model, memo=memo, only=FAMILY)

@@ -115,6 +115,9 @@ class PopHousehold:
     rooms: dict[str, list[Visit]] = field(default_factory=dict)  # more bulbs of the home
     fail_p: float = 0.0  # weak Wi-Fi: share of attempts that fail
     held_out: bool = False
+    # the server's own outages (ms): every attempt fails then, whatever the household's radio
+    # (bench/figures_outage.py)
+    server_down: tuple[tuple[int, int], ...] = ()
 
     @property
     def bulbs(self) -> dict[str, list[Visit]]:
@@ -431,7 +434,9 @@ class _Bulb:
 
     def _ok(self, t: int) -> bool:
         p = {"weak_wifi": self.h.fail_p, "lte": 0.01}.get(self.h.delivery, 0.005)
-        return not self._down(t) and self.rng.random() >= p
+        ok = not self._down(t) and self.rng.random() >= p
+        # the server's outage last: the radio draws as it would without one
+        return ok and not any(a <= t < b for a, b in self.h.server_down)
 
     def _attempts(self) -> None:
         last = -math.inf

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from mimamori import alerts, changes, messages, notify, roles, sweeper, tokens
+from mimamori import alerts, changes, listening, messages, notify, roles, sweeper, tokens
 from mimamori import clock as clocks
 from mimamori import households as hh
 from mimamori.storage import Database, Store, site_snippet
@@ -699,7 +700,9 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     claimed for MIMAMORI_SWEEP_LEASE_S, default 300) and, apart from it,
     MIMAMORI_DELIVERY_WORKERS (default 4) delivery workers that wake after each sweep: a slow
     receiver holds one worker at most until its send deadline, never the sweeper, and its
-    circuit (notify.Circuits) then keeps its messages out of the others' way."""
+    circuit (notify.Circuits) then keeps its messages out of the others' way. Each sweeper
+    round first marks that the server listens (listening.py: a long gap since the last mark is
+    an outage of the server, which the rules do not count as anyone's silence)."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.NotifierSettings.from_env()
@@ -752,10 +755,25 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
 
     wakes = [asyncio.Event() for _ in range(workers)]  # a sweep ran: messages may be due
 
+    # the server is listening: a round that finds the last mark older than deaf_after() records
+    # the span it was not (listening.py), which the rules then do not count as her silence. The
+    # limit is real time (DEAF_AFTER_MS, or four rounds) at the app clock's rate: a demo's
+    # scaled clock runs a round's many minutes, a test's fixed one none
+    born: list[tuple[float, int]] = []  # (monotonic s, app ms) of the first round
+
+    def deaf_after(now_ms: int) -> int:
+        if not born:
+            born.append((time.monotonic(), now_ms))
+        real_ms = clocks.to_ms(time.monotonic() - born[0][0])
+        rate = (now_ms - born[0][1]) / real_ms if real_ms > clocks.SECOND_MS else 1.0
+        return int(max(1.0, rate) * max(listening.DEAF_AFTER_MS, clocks.to_ms(4 * interval)))
+
     async def sweeping(event: asyncio.Event) -> None:  # deciding: never waits on a channel
         while True:
             event.clear()
             try:
+                now_ms = clocks.ms(clock)
+                await run_in_threadpool(listening.mark, store.db, now_ms, deaf_after(now_ms))
                 await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
                                         lease_ms=lease_ms)
             except Exception:

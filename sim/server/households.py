@@ -25,7 +25,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mimamori import roles, rules, status, texts
+from mimamori import listening, roles, rules, status, texts
 from mimamori.clock import DAY_MS, to_ms, to_s
 from mimamori.storage import Cursor, Database, migrate
 
@@ -193,6 +193,7 @@ def open_people(db: Database) -> Database:
     migrate(db, "roles", roles.SCHEMA)  # who changed what (household_events), role defaults
     migrate(db, "notices", NOTICES)
     migrate(db, "status", status.SCHEMA)  # the overview's columns of household_status
+    migrate(db, "listening", listening.SCHEMA)  # the server's own outages (the rules read them)
     return db
 
 

@@ -457,7 +457,8 @@ def prepare(c: Cursor, hid: str, rs: rules.RuleSettings, now_ms: int) -> Kept:
         model_row = None if row is None or row[1] == under else (row[0], under, row[2])
     else:
         # models.learn folds into a copy: the kept model stays as the rules read it
-        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None)
+        m = mdl.learn(tl, rs.tz, _spans(rs, tl, now), now, model if valid else None,
+                      deaf=rs.deaf)
         text = json.dumps(m.to_json(), separators=(",", ":"))
         model_row = (None if row is None else row[0], under, text)
         # the next evaluation reads this text: no parse, and what it derives is kept

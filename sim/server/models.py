@@ -254,6 +254,9 @@ class Day:
     paused: tuple[tuple[float, float], ...] = ()  # ms (an open pause ends at math.inf)
     installed: Mapping[str, int | None] = field(default_factory=dict)
     lit: frozenset[tuple[str, int]] = frozenset()  # (bulb, boot) still lit: length unknown
+    # the server's own outages (listening.py), also in `paused` where they overlap the day: the
+    # reports they held are not the bulb's radio
+    deaf: tuple[tuple[float, float], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,6 +347,15 @@ def _length(iv: Interval) -> float:
     return iv.on_ms
 
 
+def held_by_server(deaf: Sequence[tuple[float, float]], iv: Interval) -> bool:
+    """Whether the visit's report may have been held by the server's own outage: it may have
+    begun during a deaf span, or within LATE_MS before one (its report could be due in it). A
+    visit reported only after an outage is bounded by its neighbours: where those bounds reach
+    into the span, the server cannot tell, and does not blame the bulb."""
+    lo = iv.start_earliest if iv.start_earliest is not None else -math.inf
+    return any(lo < e and iv.start_latest >= s - LATE_MS for s, e in deaf)
+
+
 def _delay(iv: Interval, gap: int) -> int:
     """How late the visit reached the server beyond what its reporting explains (an LTE-M bulb
     holds power-ons up to its report gap by design)."""
@@ -388,14 +400,16 @@ def _fold_bulb(bm: BulbModel, day: Day, visits: list[Interval], gap: int) -> Non
         bm.on[h] += 1
         if (iv.device, iv.boot) not in day.lit:  # a visit still lit is the one being judged
             bm.dur[h][_bin(DUR_EDGES, _length(iv))] += 1
-        dl = _delay(iv, gap)
+        excused = held_by_server(day.deaf, iv)  # the server was down, not its radio
+        dl = 0 if excused else _delay(iv, gap)
         bm.sent[h] += 1
         if dl > LATE_MS:
             bm.late[h] += 1
             bm.held[h][_bin(DELAY_EDGES_H, dl / HOUR_MS)] += 1
         max_delay = max(max_delay, dl / HOUR_MS)
-        attempts += iv.links
-        fails += iv.links_failed
+        if not excused:
+            attempts += iv.links
+            fails += iv.links_failed
         t = iv.start_mid
         if bm.last_on is not None and not any(bm.last_on < pe and ps < t
                                                for ps, pe in day.paused):
@@ -496,8 +510,11 @@ def _start(tl: Timeline) -> int | None:
 
 
 def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: int,
-            after: int | None = None) -> Iterator[Day]:
-    """The settled local days of a timeline (those after day ordinal `after`), ready to fold."""
+            after: int | None = None, deaf: Sequence[tuple[float, float]] = ()
+            ) -> Iterator[Day]:
+    """The settled local days of a timeline (those after day ordinal `after`), ready to fold.
+    deaf: the server's own outages (listening.py): left out as pauses are, and what they held
+    is not counted as late."""
     first = _start(tl)
     if first is None:
         return
@@ -514,20 +531,35 @@ def days_of(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: i
         lo, hi = bisect.bisect_left(keys, s), bisect.bisect_left(keys, e)
         vis = tuple(tl.intervals[k] for k in sorted(k for _, k in mids[lo:hi])
                     if tl.intervals[k].reported_at <= e + SETTLE_MS)
-        paused = tuple((max(ps, s), min(pe, e)) for ps, pe in pauses if ps < e and pe > s)
+        paused = _merged([(max(ps, s), min(pe, e)) for ps, pe in [*pauses, *deaf]
+                          if ps < e and pe > s])
         # a visit still open whose bulb is heard close to (or after) the fold: still lit
         lit = frozenset((iv.device, iv.boot) for iv in vis if iv.ended_by == "open"
                         and (heard.get(iv.device) or 0) >= e + SETTLE_MS - 2 * HOUR_MS)
-        yield Day(ordinal, s, e, off, vis, paused, installed, lit)
+        # every outage: a visit reported after one is bounded by its neighbours, and may be
+        # folded on a later day than the outage's (held_by_server)
+        yield Day(ordinal, s, e, off, vis, paused, installed, lit, tuple(deaf))
+
+
+def _merged(spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """The spans, sorted, overlapping ones joined (a pause during an outage is left out once)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)
 
 
 def learn(tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]], now: int,
-          model: HouseholdModel | None = None) -> HouseholdModel:
+          model: HouseholdModel | None = None, deaf: Sequence[tuple[float, float]] = ()
+          ) -> HouseholdModel:
     """The household's model at `now`: every settled day of the timeline folded into `model`
-    (the days after model.day), or into an empty model."""
+    (the days after model.day), or into an empty model. deaf: the server's own outages."""
     m = model.copy() if model is not None else HouseholdModel()
     gaps = {d: s.report_gap_ms for d, s in tl.devices.items()}
-    for day in days_of(tl, tz, pauses, now, after=m.day):
+    for day in days_of(tl, tz, pauses, now, after=m.day, deaf=deaf):
         fold(m, day, gaps, copy=False)
     return m
 
@@ -542,11 +574,11 @@ def _fingerprint(tl: Timeline, before: int) -> int:
 
 
 def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, float]],
-                 now: int) -> HouseholdModel:
+                 now: int, deaf: Sequence[tuple[float, float]] = ()) -> HouseholdModel:
     """learn(), keeping the last model of each household in memory: when the history up to the
     kept model's last day is unchanged, only the new days are folded (what the server would do
     with a stored model). key: the household's identity in this process."""
-    k = (key, tz, tuple(pauses), tuple(sorted((d, s.registered_at, s.report_gap_ms)
+    k = (key, tz, tuple(pauses), tuple(deaf), tuple(sorted((d, s.registered_at, s.report_gap_ms)
                                               for d, s in tl.devices.items())))
     hit = _CACHE.get(k)
     through = settled_through(tz, now)
@@ -558,10 +590,10 @@ def learn_cached(key: Any, tl: Timeline, tz: str, pauses: Sequence[tuple[float, 
                 if day == through:
                     _CACHE.move_to_end(k)
                     return m
-                m = learn(tl, tz, pauses, now, m)
+                m = learn(tl, tz, pauses, now, m, deaf)
                 _store(k, m, tl, tz)
                 return m
-    m = learn(tl, tz, pauses, now)
+    m = learn(tl, tz, pauses, now, deaf=deaf)
     _store(k, m, tl, tz)
     return m
 

@@ -38,6 +38,12 @@ power-on reports at once). The gap rules count the quiet spell from that instant
 later than the last switch-on known: the no-activity deadline is
 max(last_on + N, hidden_until + N), the learned rule takes the later of the deadlines from
 both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bulbs: unchanged.
+
+The server's own outages (RuleSettings.deaf, recorded by listening.py) are counted the same way
+for every bulb: a switch-on during one reaches the server only with her next visit, so a quiet
+spell counts from the outage's end when that is later, a bulb's silence too; the reports an
+outage held (and the attempts that failed in it) are not the bulb's radio, and the models leave
+its hours out as they leave out pauses.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Callable, Container, Hashable
+from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -140,6 +146,8 @@ class RuleSettings:
     on_days_per_false_alert: float = 200.0  # on_too_long: target spacing per bulb
     pauses: tuple[Pause, ...] = ()
     absences: tuple[Absence, ...] = ()
+    # the server's own outages, (start, end) ms (listening.py): not her silence, not the radio
+    deaf: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +272,7 @@ def context(tl: Timeline, settings: RuleSettings, now: int,
     if model is None and learn:
         model = learn_model(tl, settings, now, key)
     return Context(tl, settings, now, _Clock(settings.tz, now), ivs, _paused(settings, now),
-                   _hidden_until(tl, now), model, memo)
+                   _hidden_until(tl, now, settings.deaf), model, memo)
 
 
 def _at(t: float, clock: _Clock, now: int) -> str:
@@ -292,11 +300,13 @@ def _bare(when: str) -> str:
     return when.removeprefix("on ")
 
 
-def _hidden_until(tl: Timeline, now: int) -> int | None:
+def _hidden_until(tl: Timeline, now: int, deaf: Sequence[tuple[int, int]] = ()) -> int | None:
     """The latest instant at which a switch-on may have happened that no bulb has reported yet
-    (LTE-M report gap; docs/alerts.md); None when every bulb reports each power-on at once."""
+    (LTE-M report gap; docs/alerts.md), or the end of the server's last outage (listening.py):
+    a bulb sends what it kept then only with its next visit. None when neither applies."""
     ts = [h for d in tl.devices.values()
           if (h := d.hidden_until) is not None and d.last_heard is not None and d.last_heard <= now]
+    ts += [e for _, e in deaf if e <= now]
     return max(ts) if ts else None
 
 
@@ -367,7 +377,8 @@ def learn_model(tl: Timeline, settings: RuleSettings, now: int,
     through the in-process cache of models: only new days are folded when the history is
     unchanged. settings: expanded (see expand)."""
     spans = [(p.start, p.end) for p in settings.pauses]
-    return mdl.learn_cached(key if key is not None else id(tl), tl, settings.tz, spans, now)
+    return mdl.learn_cached(key if key is not None else id(tl), tl, settings.tz, spans, now,
+                            settings.deaf)
 
 
 def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
@@ -381,10 +392,16 @@ def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
 
 
 def _unreported(t0: int, cx: Context) -> str:
-    """The evidence's note when the spell is counted from an LTE-M bulb's report gap."""
+    """The evidence's note when the spell is counted from an LTE-M bulb's report gap, or from
+    the end of the server's own outage."""
     hidden, clock, now = cx.hidden, cx.clock, cx.now
     if hidden is None or hidden <= t0:
         return ""
+    deaf = [(s, e) for s, e in cx.settings.deaf if e == hidden]
+    if deaf:
+        return (f"; counted from {clock.hhmm(hidden, now)}: the server was not listening from "
+                f"{_bare(clock.hhmm(deaf[0][0], now))} until then, and a switch-on in that time "
+                "reaches it only with her next one")
     return (f"; counted from {clock.hhmm(hidden, now)}: an LTE-M bulb may not have reported "
             f"switch-ons until then")
 
@@ -590,9 +607,9 @@ def _silence_start(settings: RuleSettings, t: float | None, now: int) -> float |
     ended after it (a bulb in an empty home is not silent)."""
     if t is None:
         return None
-    for p in settings.pauses:
-        if t < p.end <= now:
-            t = p.end
+    for end in sorted([p.end for p in settings.pauses] + [e for _, e in settings.deaf]):
+        if t < end <= now:  # ... or of the server's own outage (it heard no one then)
+            t = end
     return t
 
 
@@ -658,7 +675,9 @@ def _poor_delivery(cx: Context) -> list[Decision]:
     out = []
     since = now - settings.late_days * DAY_MS
     for dev in sorted(tl.devices):
-        mine = [iv for iv in ivs if iv.device == dev]
+        # what the server's own outage held is not the bulb's radio (listening.py)
+        mine = [iv for iv in ivs if iv.device == dev
+                and not mdl.held_by_server(settings.deaf, iv)]
         delays = _delays(mine, tl.devices[dev].report_gap_ms)
         late_after = settings.late_after_s * SECOND_MS
         recent = [(iv, dl) for iv, dl in zip(mine, delays) if iv.start_latest >= since]

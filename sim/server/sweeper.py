@@ -27,12 +27,13 @@ It must never scan every household: `due()` reads the index range next_check <= 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
 from dataclasses import dataclass, field
 
-from mimamori import alerts, kept, models, notify, rules, sql, status
+from mimamori import alerts, kept, listening, models, notify, rules, sql, status
 from mimamori import households as hh
 from mimamori import settings as bulb_settings
 from mimamori.clock import DAY_MS, HOUR_MS, SECOND_MS, to_ms
@@ -171,7 +172,10 @@ def timeline_of(store: Store, hid: str) -> Timeline:
 
 
 def rule_settings(c: Cursor, home: hh.Household) -> rules.RuleSettings:
-    return home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
+    """What the rules read of the household: its settings, its pauses, and the server's own
+    outages (listening.py)."""
+    rs = home.settings.rules(home.tz, tuple(p.rule() for p in hh.pauses(c, home.id)))
+    return dataclasses.replace(rs, deaf=listening.spans(c))
 
 
 @dataclass

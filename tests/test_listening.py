@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: MIT
+"""The server's own outage is not her silence, nor the bulbs' radio (listening.py).
+
+A server down for 30 h: at its restart, the family of every household whose last switch-on it
+heard was a day old would be alerted, and every bulb's held reports would blame its radio. The
+running server marks that it listens; a gap between marks is a deaf span, which the rules read.
+Checked at chosen instants on a household of the population (its bulb's radio as
+sim/population.py models it), through the sweeper on a real store, and through the real
+server process stopped and started again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import pytest
+
+from bench import figures_outage as fo
+from bench import figures_population as fp
+from mimamori import alerts, listening, models, rules, sweeper
+from mimamori.clock import HOUR_MS, MINUTE_MS
+from sim import population as pop
+from sim.server_process import ServerProcess
+from tests.alerts_rig import visit
+from tests.test_sweeper import CFG, MS, T0, H, next_checks, world
+
+
+def test_a_gap_between_marks_is_recorded_once_as_a_deaf_span(db_url):
+    db, _, _ = world(db_url)
+    t = int(T0 * MS)
+    assert listening.mark(db, t) is None  # the first mark ever: nothing to compare with
+    assert listening.mark(db, t + MINUTE_MS) is None
+    span = (t + MINUTE_MS, t + 3 * HOUR_MS)
+    assert listening.mark(db, t + 3 * HOUR_MS) == span
+    assert listening.mark(db, t + 3 * HOUR_MS) is None  # a second instance, the same round
+    assert listening.mark(db, t + 2 * HOUR_MS) is None  # a clock stepped back...
+    assert listening.mark(db, t + 3 * HOUR_MS + 5 * MINUTE_MS) is None  # ...moves no mark back
+    assert listening.mark(db, t + 4 * HOUR_MS, after_ms=HOUR_MS) is None  # within the limit
+    with db.read() as c:
+        assert listening.spans(c) == (span,)
+
+
+def _outage_household(kind: str = "toilet", delivery: str = "good_wifi", seed: int = 0):
+    h = pop.household(kind, delivery, seed)
+    span = fo.outage(h)
+    return replace(h, server_down=(span,)), span
+
+
+@pytest.mark.parametrize("rule", ["fixed", "learned"])
+def test_at_the_restart_her_silence_counts_from_the_outage_end(rule):
+    h, (s, e) = _outage_household()
+    w = pop.World(h)
+    unaware = replace(fp._settings(h), activity_rule=rule)
+    aware = replace(unaware, deaf=((s, e),))
+    name = "no_activity" if rule == "fixed" else "unusual_quiet"
+    now = e + MINUTE_MS
+    tl = w.timeline(now)
+    last = max(iv.start_latest for iv in tl.intervals)
+    assert (now - last) / HOUR_MS > 24  # as the server saw it: no switch-on for over a day
+    (d,) = rules.evaluate_rule(tl, unaware, now, name)
+    assert d.state == rules.OPEN  # the server before: the family alerted about its own outage
+    (d,) = rules.evaluate_rule(tl, aware, now, name)
+    assert d.state == rules.CLEAR, d.evidence
+    assert d.detail["unreported_until"] == e
+    assert "the server was not listening" in d.evidence
+    if rule == "fixed":  # 24 h of her silence the server could have heard
+        assert d.next_check == e + 24 * HOUR_MS
+        (d,) = rules.evaluate_rule(tl, aware, e + 24 * HOUR_MS, name)
+        assert d.state == rules.OPEN  # no switch-on a day after the restart: she is alerted on
+        assert "the server was not listening from" in d.evidence
+
+
+def test_reports_the_outage_held_are_not_the_bulbs_radio():
+    h, (s, e) = _outage_household()
+    w = pop.World(h)
+    unaware = fp._settings(h)
+    aware = replace(unaware, deaf=((s, e),))
+    now = e + 2 * 24 * HOUR_MS
+    tl = w.timeline(now)
+    held = [iv for iv in tl.intervals if iv.reported_at - iv.start_mid > HOUR_MS
+            and s - HOUR_MS <= iv.start_latest <= e + 12 * HOUR_MS]
+    assert len(held) >= 3 and all(models.held_by_server(((s, e),), iv) for iv in held)
+    for st, blamed in ((unaware, True), (aware, False)):
+        models.clear_cache()
+        got = {d.rule: d for d in rules.evaluate(tl, st, now, only=("poor_delivery",
+                                                                     "placement"))}
+        assert (got["poor_delivery"].state == rules.OPEN) is blamed, got["poor_delivery"]
+        assert (got["placement"].detail["held_h"] >= models.RADIO_NOTE_H) is blamed
+        assert ("may be the radio" in got["placement"].evidence) is blamed
+
+
+@pytest.mark.parametrize("deaf", [True, False])
+def test_through_the_sweeper_the_outage_alerts_no_family(db_url, deaf):
+    db, store, (b,) = world(db_url)
+    visit(store, b, T0)  # her last switch-on the server heard
+    t = int(T0 * MS)
+    if deaf:
+        listening.mark(db, t + HOUR_MS)  # the server listens an hour later, then stops
+    listening.mark(db, t + 30 * HOUR_MS)  # and starts again 29 h later
+    sweeper.sweep(db, t + 30 * HOUR_MS, CFG)
+    with db.read() as c:
+        active = alerts.list_alerts(c, active_only=True)
+    if not deaf:  # no earlier mark: the server cannot tell, and alerts as it always did
+        assert [a.rule for a in active] == ["no_activity"]
+        return
+    assert active == []
+    assert next_checks(db) == {"h0": t + 54 * HOUR_MS}
+    # her switch-on during the outage comes in with her next visit: the spell still counts
+    # from the outage's end (nothing says she was up after it)
+    visit(store, b, T0 + 10 * H, received_s=T0 + 31 * H)
+    sweeper.on_ingest(store, b.device, t + 31 * HOUR_MS, CFG)
+    assert next_checks(db) == {"h0": t + 54 * HOUR_MS}
+    sweeper.sweep(db, t + 54 * HOUR_MS + MINUTE_MS, CFG)
+    with db.read() as c:
+        (a,) = alerts.list_alerts(c, active_only=True)
+    assert a.rule == "no_activity" and "the server was not listening from" in a.evidence
+
+
+def test_the_real_server_stopped_for_a_day_records_it_and_alerts_no_one(tmp_path):
+    path = tmp_path / "s.db"
+    db, store, (b,) = world(str(path))
+    visit(store, b, T0)
+    env = {"MIMAMORI_SWEEP_S": "0.1"}
+
+    def run_until(now_s: float, done) -> None:
+        with ServerProcess(path, clock=f"fixed:{now_s}", env=env):
+            end = time.monotonic() + 30
+            while not done():
+                assert time.monotonic() < end, "the server never swept"
+                time.sleep(0.1)
+
+    def marked(at_s: float):
+        def done() -> bool:
+            with db.read() as c:
+                row = c.one("SELECT at_ms FROM listening WHERE id = 1")
+            return row is not None and row[0] == int(at_s * MS)
+        return done
+
+    run_until(T0 + 1 * H, marked(T0 + 1 * H))
+    run_until(T0 + 30 * H, lambda: next_checks(db)["h0"] == int((T0 + 54 * H) * MS))
+    with db.read() as c:
+        assert listening.spans(c) == ((int((T0 + H) * MS), int((T0 + 30 * H) * MS)),)
+        assert alerts.list_alerts(c, active_only=True) == []
