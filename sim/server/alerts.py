@@ -40,7 +40,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mimamori import households as hh
-from mimamori import messages, notify, texts
+from mimamori import messages, notify, roles, texts
 from mimamori.clock import HOUR_MS, to_ms, to_s
 from mimamori.rules import CLEAR, OPEN, Decision
 from mimamori.storage import Cursor
@@ -52,6 +52,22 @@ GAP_RULES = ("no_activity", "unusual_quiet", "daily_window")
 
 class Conflict(Exception):
     """The alert is not in a state that allows this (the message says who did what)."""
+
+
+def refusal_status(e: BaseException) -> int | None:
+    """The HTTP status of a refusal by the server's functions, the one mapping the API
+    (api.Api.run) and the pages (web/deps.writing) answer with: 404 not found, 403 a role's
+    limit, 409 a conflict (an alert's state, an id taken), 400 bad input; None for anything
+    else (a fault, never a client's error)."""
+    if isinstance(e, hh.NotFound):
+        return 404
+    if isinstance(e, roles.Forbidden):
+        return 403
+    if isinstance(e, (Conflict, hh.Exists)):
+        return 409
+    if isinstance(e, ValueError):
+        return 400
+    return None
 
 
 @dataclass(frozen=True)

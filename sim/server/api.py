@@ -213,14 +213,10 @@ class Api:
         try:
             with self.store.db.tx() if write else self.store.db.read() as c:  # reads never wait
                 return fn(c, clocks.ms(self.clock))
-        except hh.NotFound as e:
-            raise HTTPException(404, str(e)) from None
-        except roles.Forbidden as e:
-            raise HTTPException(403, str(e)) from None
-        except (alerts.Conflict, hh.Exists) as e:
-            raise HTTPException(409, str(e)) from None
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
+        except (hh.NotFound, roles.Forbidden, alerts.Conflict, ValueError) as e:
+            code = alerts.refusal_status(e)
+            assert code is not None
+            raise HTTPException(code, str(e)) from None
 
     async def call(self, fn: Callable[..., Any], write: bool = True) -> Any:
         return await run_in_threadpool(self.run, fn, write)

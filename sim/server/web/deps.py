@@ -173,20 +173,19 @@ def acting(action: str | None, watcher_only: bool = False) -> Callable[..., Acti
 def writing(p: Page, hid: str | None = None) -> Iterator[Any]:
     """A form action's transaction; with `hid`, the household's overview row is refreshed in
     it (a claim, resolve or pause shows on the overview at once). What the server's functions
-    refuse becomes a page: 404, 403 (a role's limit), 409, 400 (bad input)."""
+    refuse becomes a page, with the API's status (alerts.refusal_status): 404, 403 (a role's
+    limit), 409, 400 (bad input)."""
     try:
         with p.web.db.tx() as c:
             yield c
             if hid is not None:
                 status.refresh(c, hid, p.now_ms)
-    except hh.NotFound as e:
-        raise Refused(404, "not_found", str(e)) from None
-    except roles.Forbidden as e:
+    except roles.Forbidden as e:  # its own page: what the role may do instead
         raise p.refuse(e) from None
-    except alerts.Conflict as e:
-        raise Refused(409, "error", str(e)) from None
-    except ValueError as e:
-        raise Refused(400, "error", str(e)) from None
+    except (hh.NotFound, alerts.Conflict, ValueError) as e:  # the API's statuses
+        code = alerts.refusal_status(e)
+        assert code is not None
+        raise Refused(code, "not_found" if code == 404 else "error", str(e)) from None
 
 
 def client(request: Request) -> str:
