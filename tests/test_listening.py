@@ -142,3 +142,16 @@ def test_the_real_server_stopped_for_a_day_records_it_and_alerts_no_one(tmp_path
     with db.read() as c:
         assert listening.spans(c) == ((int((T0 + H) * MS), int((T0 + 30 * H) * MS)),)
         assert alerts.list_alerts(c, active_only=True) == []
+
+
+def test_the_learned_rule_counts_only_the_hours_the_server_listened():
+    """models.Listened: no switch-on is expected in an outage, and limits count listened hours."""
+    base = models.Mass([1.0] * 24, 0)  # one switch-on an hour, every hour
+    t0, s, e = 0, 5 * HOUR_MS, 35 * HOUR_MS
+    lm = models.Listened(base, [(s, e)])
+    assert lm.at(e) - lm.at(t0) == pytest.approx(5.0)  # the 30 h outage adds nothing
+    assert lm.at(e + 3 * HOUR_MS) - lm.at(t0) == pytest.approx(8.0)
+    assert lm.after(t0, 8 * HOUR_MS) == e + 3 * HOUR_MS
+    assert lm.until(t0, 8.0, 24 * HOUR_MS) == e + 3 * HOUR_MS
+    assert lm.until(t0, 100.0, 24 * HOUR_MS) == e + 19 * HOUR_MS  # the cap: 24 listened hours
+    assert base.until(t0, 8.0, 24 * HOUR_MS) == 8 * HOUR_MS  # without the outage

@@ -290,6 +290,43 @@ class Mass:
             lo, hi = (mid, hi) if self.at(mid) < base else (lo, mid)
         return math.ceil(min(hi, t0 + limit_ms))
 
+    def after(self, t0: float, span_ms: float) -> float:
+        """The instant span_ms after t0 (of time the server listened: see Listened)."""
+        return t0 + span_ms
+
+
+class Listened(Mass):
+    """Expected switch-ons in the hours the server listened: its own outages (listening.py)
+    left out. A switch-on during one reaches the server only with her next visit, so no news by
+    t means no switch-on before the outage and none after it: the spell's chance is that of the
+    hours around it, and its limits (learned_min_h, the cap) count listened hours too."""
+
+    def __init__(self, base: Mass, spans: Sequence[tuple[float, float]]) -> None:
+        super().__init__(base.rates, base.off)
+        self.spans = tuple(sorted(spans))
+
+    def at(self, t: float) -> float:
+        x = super().at(t)
+        for s, e in self.spans:
+            if s < t:
+                x -= super().at(min(t, e)) - super().at(s)
+        return x
+
+    def until(self, t0: int, target: float, limit_ms: float) -> int:
+        return super().until(t0, target, self.after(t0, limit_ms) - t0)
+
+    def after(self, t0: float, span_ms: float) -> float:
+        t, left = t0, span_ms
+        for s, e in self.spans:
+            if e <= t:
+                continue
+            if s > t:
+                if s - t >= left:
+                    break
+                left -= s - t
+            t = max(t, e)
+        return t + left
+
 
 def _hour(t: float, offset: int) -> int:
     return int(((t + offset) % DAY_MS) // HOUR_MS)

@@ -391,10 +391,11 @@ def _paused_decision(rule: str, pause: Pause, cx: Context) -> Decision:
                     pause.end, detail={"paused_until": pause.end})
 
 
-def _unreported(t0: int, cx: Context) -> str:
+def _unreported(t0: int, cx: Context, hidden: int | None = None) -> str:
     """The evidence's note when the spell is counted from an LTE-M bulb's report gap, or from
-    the end of the server's own outage."""
-    hidden, clock, now = cx.hidden, cx.clock, cx.now
+    the end of the server's own outage (hidden: cx.hidden unless given)."""
+    clock, now = cx.clock, cx.now
+    hidden = cx.hidden if hidden is None else hidden
     if hidden is None or hidden <= t0:
         return ""
     deaf = [(s, e) for s, e in cx.settings.deaf if e == hidden]
@@ -792,7 +793,12 @@ def _unusual_quiet(cx: Context) -> Decision:
         return Decision(rule, CLEAR, None, "no switch-on recorded yet", None)
     checks = placements(ivs, tl, m, now)
     mass = mdl.Mass(m.rates(), clock.off)
-    later = hidden if hidden is not None and hidden > t0 else t0
+    # the server's own outages in her spell: the learned rule leaves their hours out (Listened);
+    # the fixed rule, and this one while learning, count from the last one's end (`hidden`)
+    deaf = [(max(s, t0), e) for s, e in settings.deaf if e > t0 and s < now]
+    lte = _hidden_until(tl, now)  # an LTE-M bulb's report gap alone
+    fixed_from = hidden if hidden is not None and hidden > t0 else t0
+    later = fixed_from
     reasons: list[str] = []
     note = ""
     thr = None
@@ -808,6 +814,13 @@ def _unusual_quiet(cx: Context) -> Decision:
                 else f" (still learning this household's rhythm: waiting {wait_h:.0f} h, as its "
                 f"rooms are not used several times a day)")
     else:
+        if deaf:
+            mass = mdl.Listened(mass, deaf)
+            later = lte if lte is not None and lte > t0 else t0
+            off_h = sum(e - s for s, e in deaf) / HOUR_MS
+            note += (f"; the {off_h:.0f} h the server was not listening (from "
+                     f"{_bare(clock.hhmm(deaf[0][0], now))} to {clock.hhmm(deaf[-1][1], now)}) "
+                     "are not counted: a switch-on then reaches it only with her next one")
         recent = _recent_spells(cx, mass)
         # a household watched through a room used every day keeps the promise of
         # learned_max_h; one whose rooms go long unused waits as long as its own recent spells
@@ -830,7 +843,7 @@ def _unusual_quiet(cx: Context) -> Decision:
         note += "; the bulb's room is not used every day (see its placement check)"
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    what += _unreported(t0, cx)
+    what += _unreported(t0, cx, later if isinstance(mass, mdl.Listened) else None)
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_MS, "limit_h": (deadline - t0) / HOUR_MS,
               "expected": expected, "threshold": thr, "history_days": m.days,
@@ -843,7 +856,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     if now >= deadline:
         firm = t0 + 2 * (deadline - t0)  # weak evidence firms up at twice the wait
         strength = "weak" if reasons and now < firm else "strong"
-        fixed_at = _ms(later + settings.no_activity_h * HOUR_MS)  # the fixed rule's alert
+        fixed_at = _ms(fixed_from + settings.no_activity_h * HOUR_MS)  # the fixed rule's alert
         # where the household fits, or while learning a busy room waits the fixed rule's own
         # hours, the family is never told later than the fixed rule would tell them
         promise = fits or as_fixed
@@ -1056,7 +1069,8 @@ def _learned_deadline(cx: Context, mass: mdl.Mass, t0: int,
     than the fixed rule)."""
     m, settings = cx.model, cx.settings
     assert m is not None
-    key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings)
+    key = (m.day, m.n_spells, t0, fits, tuple(recent), mass.rates[0], settings,
+           getattr(mass, "spans", ()))
     hit = cx.memo.of(m)._deadlines
     if key in hit:
         return hit[key]
@@ -1068,13 +1082,13 @@ def _learned_deadline(cx: Context, mass: mdl.Mass, t0: int,
     cap_h = settings.learned_max_h if fits else max(settings.learned_max_h, 1.25 * longest)
     thr = sp.threshold
     rhythm = max(mass.until(t0, thr, cap_h * HOUR_MS),
-                 _ms(t0 + settings.learned_min_h * HOUR_MS))
+                 _ms(mass.after(t0, settings.learned_min_h * HOUR_MS)))
     out = rhythm, rhythm, thr, False
     g = held(m, cx.memo)
     if g is not None:
         radio = _radio_deadline(sp, mass, t0, rhythm, cap_h, g, cx.clock)
         if radio > rhythm:
-            most = _ms(t0 + cap_h * HOUR_MS) if fits else math.inf
+            most = _ms(mass.after(t0, cap_h * HOUR_MS)) if fits else math.inf
             out = max(rhythm, min(radio, most)), rhythm, thr, True
     if len(hit) > 4096:
         hit.clear()
