@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 
 from mimamori import households as hh
-from mimamori import status
+from mimamori import listening, status
+from mimamori.clock import HOUR_MS
 from mimamori.web import views
 from tests.test_dashboard import NOW_MS, Site, csrf, report_rows, site, template_db  # noqa: F401
 
@@ -228,3 +229,26 @@ def test_weekly_check_takes_the_invitations_i_received_this_as_mail_confirmed(
     assert "▲" not in mail_check()
     with site.db.read() as c:
         assert views.mail_confirmed_at(c, [hh.watcher(c, nao)]) == {nao: NOW_MS}
+
+
+def _outages(page: str) -> str:
+    if 'id="outages"' not in page:
+        return ""
+    part = page[page.index('id="outages"'):]
+    return part[part.index(">") + 1:part.index("</section>")]
+
+
+def test_the_servers_own_outage_is_told_on_the_overview_for_a_week(site: Site) -> None:  # noqa: F811
+    coord = site.sign_in(None)
+    assert _outages(coord.get("/coordinator").text) == ""
+    listening.mark(site.db, NOW_MS - 40 * HOUR_MS)
+    listening.mark(site.db, NOW_MS - 10 * HOUR_MS)  # down for 30 h, back 10 h ago
+    ja = _outages(coord.get("/coordinator").text)  # the coordinator reads Japanese first
+    assert "受信していませんでした" in ja and "電話" in ja
+    assert not re.search(r"[A-Za-z]{3,}", re.sub(r"<[^>]+>", "", ja)), ja
+    coord.get("/lang", params={"to": "en", "next": "/coordinator"})
+    en = _outages(coord.get("/coordinator").text)
+    assert en.count("data-outage=") == 1 and "The server was not listening from" in en
+    assert "no family was alerted" in en
+    site.now += 7 * 24 * 3600  # a week later: gone from the overview
+    assert _outages(coord.get("/coordinator").text) == ""

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mimamori import households as hh
-from mimamori import notify, status, sweeper
+from mimamori import listening, notify, status, sweeper
 from mimamori.clock import DAY_MS, to_s
 from mimamori.web import auth, views
 from mimamori.web.deps import Coordinator, Posted, writing
@@ -40,6 +40,8 @@ _EMPTY = sweeper.Timeline(())
 OVERVIEW_PAGE = 20  # households per page of the coordinator's overview
 WATCHERS_PAGE = 50  # watchers per page of the weekly check
 SEARCH_MAX = 100  # characters of a search kept
+OUTAGES_SHOWN_MS = 7 * DAY_MS  # the server's own outages stay on the overview this long
+TZ = "Asia/Tokyo"  # the office's time zone (the report's days, the outages)
 
 
 @router.get("/coordinator")
@@ -54,9 +56,11 @@ def coordinator(request: Request, p: Coordinator) -> Response:
         lines = [views.overview_line(c, r, homes[r.household], p.now_ms) for r in found]
         texts = {a.id: alert_line(a, line.home, p) for line in lines for a in line.alerts}
         people = {hid: hh.watchers(c, hid, max_tier=3, min_tier=0) for hid in homes}
+        # the server's own outages of the last OUTAGES_SHOWN_MS (listening.py)
+        outages = [sp for sp in listening.spans(c) if sp[1] >= p.now_ms - OUTAGES_SHOWN_MS]
     return p.render("coordinator.html", lines=lines, texts=texts, people=people,
                     paging=_paging(f, counts, len(found)), f=f,
-                    signal_words=views.signal_words)
+                    signal_words=views.signal_words, outages=outages, tz=TZ)
 
 
 @router.get("/coordinator/bulbs")
@@ -106,7 +110,7 @@ def report_csv(p: Coordinator) -> Response:
     with p.web.db.read() as c:
         rows = views.pilot_report(c, p.web.store, p.now_ms)
         now = status.page(c, 0, 1_000_000)[0]  # every household's status row
-    day = datetime.fromtimestamp(to_s(p.now_ms), ZoneInfo("Asia/Tokyo")).date()
+    day = datetime.fromtimestamp(to_s(p.now_ms), ZoneInfo(TZ)).date()
     return p.finish(Response(
         "\ufeff" + views.report_csv(rows, p.lang, {r.household: r for r in now}),
         media_type="text/csv; charset=utf-8",

@@ -253,6 +253,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "next_page": "次へ",
         "page_n": "{page} / {pages} ページ",
         "late_of": "遅れ {late} / {n} 回",
+        "server_was_deaf": "サーバーは{start}から{end}まで（{length}）受信していませんでした。電球はその間の"
+                           "記録を次に点灯したときに送ります。この時間は静かな時間として数えないので、家族へは"
+                           "通知していません。その前から長く点灯のなかったお宅は、いつもより遅れて通知されます。"
+                           "気になるお宅には電話で確かめてください。",
         "bulbs_and_report": "電球の状態とまとめ（このページの世帯）",
         "to_overview": "全体の様子へ戻る",
         "watchers_check": "確認が必要な見守る人（毎週の点検）",
@@ -556,6 +560,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "next_page": "Next",
         "page_n": "page {page} of {pages}",
         "late_of": "{late} of {n} late",
+        "server_was_deaf": "The server was not listening from {start} to {end} ({length}). The "
+                           "bulbs send what they kept with their next switch-on; that time is not "
+                           "counted as quiet, so no family was alerted about it. A home not heard "
+                           "from for long before it is alerted later than usual: call those you "
+                           "worry about.",
         "bulbs_and_report": "Bulb health and report (this page's households)",
         "to_overview": "Back to the overview",
         "watchers_check": "Watchers to check (weekly)",
