@@ -8,6 +8,7 @@ watchers would receive is read from the outbox (delivery itself is tested in tes
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -431,3 +432,30 @@ def test_an_alert_kept_before_the_engine_counted_ms_still_says_when_she_was_last
     assert old["last_on"] == new["last_on"] == "3/2 10:42"
     assert old["unreported_until"] == new["unreported_until"] == "3/2 11:42"
     assert old["gap_h"] == pytest.approx(new["gap_h"]) and 25 < new["gap_h"] < 26
+
+
+class _Down(io.StringIO):
+    """A channel that cannot be reached (a relay down): every write fails."""
+
+    def write(self, s: str) -> int:
+        raise OSError("the relay is down")
+
+
+def test_an_alert_that_clears_before_its_message_got_out_is_never_sent_late(w):
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    (a,) = family(w.api("GET", "/alerts?active=true"))
+    down = notify.deliver_due(w.db, int(w.t * 1000), notify.NotifierSettings(console=_Down()))
+    assert down["failed"] >= 2  # both alert messages tried, and waiting to be tried again
+    w.t = T0 + 26 * H
+    w.switch_on()  # she is seen again while the relay is still down
+    assert w.api("GET", f"/alerts/{a['id']}")["state"] == "cleared"
+    w.t = T0 + 30 * H  # the relay is back: what goes out now
+    out = io.StringIO()
+    notify.deliver_due(w.db, int(w.t * 1000), notify.NotifierSettings(console=out))
+    sent = [o for o in w.outbox() if o.alert == a["id"] and o.state == "sent"]
+    assert sorted(o.kind for o in sent) == ["cleared", "cleared"]  # no stale "no switch-on"
+    assert {o.kind for o in w.outbox() if o.state == "cancelled"} == {"alert"}
+    assert w.to("cleared", ws) == ["Aiko", "Ken"]  # tried, maybe got it: told it is over

@@ -369,7 +369,7 @@ def _open(c: Cursor, home: hh.Household, d: Decision, spell: int, now_ms: int,
 
 def _clear(c: Cursor, home: hh.Household, a: Alert, d: Decision, now_ms: int,
            cfg: notify.NotifierSettings) -> None:
-    unheard = notify.cancel_held(c, a.id, now_ms)  # held for quiet hours: never told
+    unheard = notify.cancel_unsent(c, a.id, now_ms)  # never told: not told it cleared
     c.execute("UPDATE alerts SET state = 'cleared', cleared_at = ?, clear_evidence = ?, "
               "closed_at = ?, next_reminder_at = NULL, next_escalation_at = NULL WHERE id = ?",
               (now_ms, d.evidence, now_ms, a.id))

@@ -269,14 +269,20 @@ def enqueue(c: Cursor, now_ms: int, kind: str, home: Household, w: Watcher,
     return ids
 
 
-def cancel_held(c: Cursor, alert: str, now_ms: int) -> set[str]:
-    """Drop the messages about an alert still held for quiet hours (it closed before they were
-    due: nobody needs them now); the watchers whose held alert message was dropped."""
-    rows = c.all("SELECT watcher, kind FROM outbox WHERE alert = ? AND state = 'pending' "
-                 "AND attempts = 0 AND next_attempt_at > ?", (alert, now_ms))
-    c.execute("UPDATE outbox SET state = 'cancelled' WHERE alert = ? AND state = 'pending' "
-              "AND attempts = 0 AND next_attempt_at > ?", (alert, now_ms))
-    return {w for w, k in rows if k == "alert"}
+def cancel_unsent(c: Cursor, alert: str, now_ms: int) -> set[str]:
+    """Drop every message about an alert that has not gone out (held for quiet hours, waiting
+    for a worker, or to be retried after its channel failed): the alert closed, and a late
+    "no switch-on for 26 h" after she was seen again only frightens. A message being sent this
+    moment (leased) goes on. Returns the watchers whose alert message was held for quiet hours:
+    they never heard of it, so they are not told it cleared. One whose message was due, or
+    tried and failed, may yet have got it (or asks why the channel was silent): that watcher is
+    told it cleared."""
+    cond = "alert = ? AND state = 'pending' AND (lease_until IS NULL OR lease_until <= ?)"
+    params = (alert, sql.lease_now_ms())
+    rows = c.all(f"SELECT watcher, kind, attempts, next_attempt_at FROM outbox WHERE {cond}",
+                 params)
+    c.execute(f"UPDATE outbox SET state = 'cancelled' WHERE {cond}", params)
+    return {w for w, k, n, due in rows if k == "alert" and n == 0 and due > now_ms}
 
 
 @dataclass(frozen=True)
