@@ -86,6 +86,17 @@ def family(alerts):
     return [a for a in alerts if a["audience"] == "family"]
 
 
+def quiet_day_alert(w):
+    """A household (Aiko, Ken) whose last switch-on was 25 h ago: its watchers and the family
+    alert that opened (fixed 24 h rule)."""
+    ws = w.household()
+    w.t = T0
+    w.switch_on()
+    w.at(T0 + 25 * H)
+    (a,) = family(w.api("GET", "/alerts?active=true"))
+    return ws, a
+
+
 @pytest.fixture
 def w(db_url, monkeypatch):
     world = World(db_url, monkeypatch)
@@ -323,11 +334,7 @@ def test_cli_reads_like_the_tasks_from_household_to_resolved_alert(db_url, capsy
 
 
 def test_pausing_a_household_with_an_open_alert_clears_it_and_says_why(w):
-    ws = w.household()
-    w.t = T0
-    w.switch_on()
-    w.at(T0 + 25 * H)
-    (a,) = family(w.api("GET", "/alerts?active=true"))
+    ws, a = quiet_day_alert(w)
     w.api("POST", "/households/home-1/pauses", 201,
           json={"first": "2026-03-03", "last": "2026-03-04", "reason": "hospital"})
     w.api("POST", "/sweep")
@@ -392,11 +399,7 @@ def test_changing_a_watchers_address_sends_a_test_message_there_and_alerts_follo
 
 
 def test_raising_the_threshold_clears_without_claiming_the_light_came_on(w):
-    ws = w.household()
-    w.t = T0
-    w.switch_on()
-    w.at(T0 + 25 * H)
-    (a,) = family(w.api("GET", "/alerts?active=true"))
+    ws, a = quiet_day_alert(w)
     w.api("PATCH", "/households/home-1/settings", json={"no_activity_h": 36})
     w.api("POST", "/sweep")
     assert w.api("GET", f"/alerts/{a['id']}")["state"] == "cleared"
@@ -442,11 +445,7 @@ class _Down(io.StringIO):
 
 
 def test_an_alert_that_clears_before_its_message_got_out_is_never_sent_late(w):
-    ws = w.household()
-    w.t = T0
-    w.switch_on()
-    w.at(T0 + 25 * H)
-    (a,) = family(w.api("GET", "/alerts?active=true"))
+    ws, a = quiet_day_alert(w)
     down = notify.deliver_due(w.db, int(w.t * 1000), notify.NotifierSettings(console=_Down()))
     assert down["failed"] >= 2  # both alert messages tried, and waiting to be tried again
     w.t = T0 + 26 * H
