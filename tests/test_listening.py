@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from bench import figures_outage as fo
 from bench import figures_population as fp
-from mimamori import alerts, listening, models, rules, sweeper
-from mimamori.clock import HOUR_MS, MINUTE_MS
+from mimamori import alerts, cli, listening, models, rules, sweeper
+from mimamori.clock import HOUR_MS, MINUTE_MS, to_s
 from sim import population as pop
 from sim.server_process import ServerProcess
 from tests.alerts_rig import visit
@@ -155,3 +157,51 @@ def test_the_learned_rule_counts_only_the_hours_the_server_listened():
     assert lm.until(t0, 8.0, 24 * HOUR_MS) == e + 3 * HOUR_MS
     assert lm.until(t0, 100.0, 24 * HOUR_MS) == e + 19 * HOUR_MS  # the cap: 24 listened hours
     assert base.until(t0, 8.0, 24 * HOUR_MS) == 8 * HOUR_MS  # without the outage
+
+
+def test_an_operator_records_an_outage_the_marks_could_not_see_and_nonsense_changes_nothing(
+        tmp_path, capsys):
+    """`mimamori outage add | list | remove`: the server's network cut while it ran, known to
+    the operator only. A recorded outage makes every household due (its silence is judged
+    again) and its model learned again; a refused one changes nothing."""
+    path = str(tmp_path / "s.db")
+    db, store, (b,) = world(path)
+    visit(store, b, T0)
+    sweeper.sweep(db, int((T0 + H) * MS), CFG)
+    assert next_checks(db) == {"h0": int((T0 + 24 * H) * MS)}
+    now = f"fixed:{T0 + 2 * H}"
+
+    def run(*argv: str) -> tuple[int, str]:
+        rc = cli.main(["--db", path, "--clock", now, "outage", *argv])
+        out = capsys.readouterr()
+        return rc, out.out + out.err
+
+    start, end = int((T0 - 5 * H) * MS), int((T0 + H) * MS)
+    rc, said = run("add", _local(start), _local(end))
+    assert rc == 0 and "every household is evaluated again" in said
+    with db.read() as c:
+        assert listening.spans(c) == ((start, end),)
+        assert {r[0] for r in c.all("SELECT learned_under FROM household_models")} <= {""}
+    assert next_checks(db) == {"h0": int((T0 + 2 * H) * MS)}
+    for argv, why in [(("add", _local(start + HOUR_MS), _local(end + HOUR_MS)), "overlaps"),
+                      (("add", _local(end + 2 * HOUR_MS), _local(end + HOUR_MS)), "FROM before TO"),
+                      (("add", _local(end), _local(end + 9 * HOUR_MS)), "in the future"),
+                      (("add", _local(start - 40 * 24 * HOUR_MS), _local(start - HOUR_MS)),
+                       "check the dates"),
+                      (("add", "yesterday", _local(start)), "YYYY-MM-DDTHH:MM"),
+                      (("remove", _local(start + HOUR_MS)), "no outage begins"),
+                      (("list", "--tz", "Mars/Base"), "IANA")]:
+        rc, said = run(*argv)
+        assert rc == 2 and why in said, (argv, said)
+        with db.read() as c:
+            assert listening.spans(c) == ((start, end),)
+    rc, said = run("list")
+    assert rc == 0 and said.split()[:3] == [_local(start), _local(end), "6.0"]
+    rc, said = run("remove", _local(start))
+    assert rc == 0
+    with db.read() as c:
+        assert listening.spans(c) == ()
+
+
+def _local(t_ms: int) -> str:
+    return datetime.fromtimestamp(to_s(t_ms), ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%dT%H:%M")
