@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mimamori import households as hh
 from mimamori import listening, status
-from mimamori.clock import HOUR_MS
+from mimamori.clock import HOUR_MS, to_s
 from mimamori.web import views
 from tests.test_dashboard import NOW_MS, Site, csrf, report_rows, site, template_db  # noqa: F401
 
@@ -241,14 +241,22 @@ def _outages(page: str) -> str:
 def test_the_servers_own_outage_is_told_on_the_overview_for_a_week(site: Site) -> None:  # noqa: F811
     coord = site.sign_in(None)
     assert _outages(coord.get("/coordinator").text) == ""
-    listening.mark(site.db, NOW_MS - 40 * HOUR_MS)
-    listening.mark(site.db, NOW_MS - 10 * HOUR_MS)  # down for 30 h, back 10 h ago
+    with site.db.read() as c:
+        last = dict(c.all("SELECT household, last_on_ms FROM household_status "
+                          "WHERE state <> 'paused' AND last_on_ms IS NOT NULL"))
+    quiet = min(last, key=last.get)  # the home silent longest: its silence began before...
+    start = last[quiet] + HOUR_MS  # ... the outage, which began an hour after it
+    listening.mark(site.db, start)
+    listening.mark(site.db, start + 30 * HOUR_MS)  # down for 30 h
     ja = _outages(coord.get("/coordinator").text)  # the coordinator reads Japanese first
     assert "受信していませんでした" in ja and "電話" in ja
+    named = re.findall(r'data-unheard="([^"]+)"', ja)  # whom to call: not heard since before
+    assert quiet in named and set(named) == {h for h, t in last.items() if t < start}
+    assert len(named) < len(last)  # the homes heard during the outage's day are not named
     assert not re.search(r"[A-Za-z]{3,}", re.sub(r"<[^>]+>", "", ja)), ja
     coord.get("/lang", params={"to": "en", "next": "/coordinator"})
     en = _outages(coord.get("/coordinator").text)
     assert en.count("data-outage=") == 1 and "The server was not listening from" in en
     assert "no family was alerted" in en
-    site.now += 7 * 24 * 3600  # a week later: gone from the overview
+    site.now = to_s(start + 30 * HOUR_MS + 7 * 24 * HOUR_MS) + 60  # a week on: gone
     assert _outages(coord.get("/coordinator").text) == ""

@@ -42,6 +42,7 @@ WATCHERS_PAGE = 50  # watchers per page of the weekly check
 SEARCH_MAX = 100  # characters of a search kept
 OUTAGES_SHOWN_MS = 7 * DAY_MS  # the server's own outages stay on the overview this long
 TZ = "Asia/Tokyo"  # the office's time zone (the report's days, the outages)
+UNHEARD_SHOWN = 20  # homes named under an outage, the longest silent first
 
 
 @router.get("/coordinator")
@@ -56,11 +57,18 @@ def coordinator(request: Request, p: Coordinator) -> Response:
         lines = [views.overview_line(c, r, homes[r.household], p.now_ms) for r in found]
         texts = {a.id: alert_line(a, line.home, p) for line in lines for a in line.alerts}
         people = {hid: hh.watchers(c, hid, max_tier=3, min_tier=0) for hid in homes}
-        # the server's own outages of the last OUTAGES_SHOWN_MS (listening.py)
+        # the server's own outages of the last OUTAGES_SHOWN_MS (listening.py), and the homes
+        # not heard from since before the last one began (not away): whom to call
         outages = [sp for sp in listening.spans(c) if sp[1] >= p.now_ms - OUTAGES_SHOWN_MS]
+        unheard = c.all(
+            "SELECT s.household, h.name FROM household_status s JOIN households h ON "
+            "h.id = s.household WHERE s.last_on_ms < ? AND s.state <> 'paused' "
+            "ORDER BY s.last_on_ms LIMIT ?", (outages[-1][0], UNHEARD_SHOWN + 1)
+        ) if outages else []
     return p.render("coordinator.html", lines=lines, texts=texts, people=people,
                     paging=_paging(f, counts, len(found)), f=f,
-                    signal_words=views.signal_words, outages=outages, tz=TZ)
+                    signal_words=views.signal_words, outages=outages, tz=TZ,
+                    unheard=unheard[:UNHEARD_SHOWN], more=len(unheard) > UNHEARD_SHOWN)
 
 
 @router.get("/coordinator/bulbs")

@@ -257,6 +257,7 @@ STRINGS: dict[str, dict[str, str]] = {
                            "記録を次に点灯したときに送ります。この時間は静かな時間として数えないので、家族へは"
                            "通知していません。その前から長く点灯のなかったお宅は、いつもより遅れて通知されます。"
                            "気になるお宅には電話で確かめてください。",
+        "unheard_since_outage": "受信が止まる前から点灯の知らせがないお宅（静かな時間の長い順）：",
         "bulbs_and_report": "電球の状態とまとめ（このページの世帯）",
         "to_overview": "全体の様子へ戻る",
         "watchers_check": "確認が必要な見守る人（毎週の点検）",
@@ -565,6 +566,8 @@ STRINGS: dict[str, dict[str, str]] = {
                            "counted as quiet, so no family was alerted about it. A home not heard "
                            "from for long before it is alerted later than usual: call those you "
                            "worry about.",
+        "unheard_since_outage": "Not heard from since before it began (the longest silent "
+                                "first):",
         "bulbs_and_report": "Bulb health and report (this page's households)",
         "to_overview": "Back to the overview",
         "watchers_check": "Watchers to check (weekly)",
