@@ -39,11 +39,13 @@ later than the last switch-on known: the no-activity deadline is
 max(last_on + N, hidden_until + N), the learned rule takes the later of the deadlines from
 both, and a daily window such a switch-on could fall in is not judged. Wi-Fi bulbs: unchanged.
 
-The server's own outages (RuleSettings.deaf, recorded by listening.py) are counted the same way
-for every bulb: a switch-on during one reaches the server only with her next visit, so a quiet
-spell counts from the outage's end when that is later, a bulb's silence too; the reports an
-outage held (and the attempts that failed in it) are not the bulb's radio, and the models leave
-its hours out as they leave out pauses.
+The server's own outages (RuleSettings.deaf, recorded by listening.py) hide every bulb: a
+switch-on during one reaches the server only with her next visit. The learned rule leaves their
+hours out of her spell (models.Listened: the expected switch-ons, learned_min_h and the cap
+count the hours the server listened); the fixed rule, the learned one while learning, the daily
+window and a bulb's silence count from the outage's end, as from an LTE-M report gap. The
+reports an outage held (and the attempts that failed in it) are not the bulb's radio, and the
+models leave its hours out as they leave out pauses.
 """
 
 from __future__ import annotations
