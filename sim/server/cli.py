@@ -34,7 +34,7 @@ DEFAULT_DB = "var/mimamori.db"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 # Modules that add command groups (`add_commands(subparsers)`); others append theirs here.
 COMMANDS: list[str] = ["mimamori.cli_people", "mimamori.web.cli", "mimamori.dbcopy",
-                      "mimamori.cli_ota", "mimamori.listening"]
+                      "mimamori.cli_ota", "mimamori.cli_outage"]
 
 
 def _db_path(args: argparse.Namespace) -> str:

@@ -7,6 +7,7 @@
     add(db, ...), remove  an outage the marks could not see (its network cut while it ran, a
                           restore from a backup), or one recorded by mistake (a clock stepped
                           forward): `mimamori outage list | add FROM TO | remove FROM`
+                          (cli_outage.py)
 
 A bulb that cannot reach the server keeps its records in its journal and sends them with a
 later visit (docs/uplink.md). While the server is down (stopped, crashed, its host or its network
@@ -26,13 +27,11 @@ no span. Several instances mark the same row; the first that finds the gap recor
 
 from __future__ import annotations
 
-import argparse
 import logging
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS, to_ms, to_s
+from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS, to_s
 from mimamori.storage import Cursor, Database
 
 log = logging.getLogger("mimamori.listening")
@@ -95,8 +94,8 @@ def add(db: Database, start_ms: int, end_ms: int, now_ms: int, tz: str = "UTC"
         c.lock("mimamori listening")
         for s, e in spans(c):
             if s < end_ms and start_ms < e:
-                raise ValueError(f"it overlaps the outage recorded from {_local(s, tz)} to "
-                                 f"{_local(e, tz)} ({tz}): remove that one first (`mimamori "
+                raise ValueError(f"it overlaps the outage recorded from {local_time(s, tz)} to "
+                                 f"{local_time(e, tz)} ({tz}): remove that one first (`mimamori "
                                  "outage remove`)")
         c.execute("INSERT INTO deaf_spans (start_ms, end_ms) VALUES (?, ?)", (start_ms, end_ms))
         _relearn(c, now_ms)
@@ -109,7 +108,7 @@ def remove(db: Database, start_ms: int, now_ms: int, tz: str = "UTC") -> tuple[i
         c.lock("mimamori listening")
         row = c.one("SELECT start_ms, end_ms FROM deaf_spans WHERE start_ms = ?", (start_ms,))
         if row is None:
-            raise ValueError(f"no outage begins at {_local(start_ms, tz)} ({tz}): see "
+            raise ValueError(f"no outage begins at {local_time(start_ms, tz)} ({tz}): see "
                              "`mimamori outage list`")
         c.execute("DELETE FROM deaf_spans WHERE start_ms = ?", (start_ms,))
         _relearn(c, now_ms)
@@ -124,67 +123,11 @@ def _relearn(c: Cursor, now_ms: int) -> None:
               (now_ms, now_ms))
 
 
-def _utc(t: int) -> str:
-    return datetime.fromtimestamp(to_s(t), UTC).strftime("%Y-%m-%d %H:%M")
-
-
-# ---------------------------------------------------------------------------------------------
-# mimamori outage ...
-
-
-def _instant(text: str, tz: str) -> int:
-    try:
-        d = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
-    except ValueError:
-        raise ValueError(f"{text!r}: write a local time as YYYY-MM-DDTHH:MM") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=ZoneInfo(tz))
-    return to_ms(d.timestamp())
-
-
-def _local(t: int, tz: str) -> str:
+def local_time(t: int, tz: str) -> str:
+    """An instant as the outage commands write it: local YYYY-MM-DDTHH:MM."""
     return datetime.fromtimestamp(to_s(t), ZoneInfo(tz)).strftime("%Y-%m-%dT%H:%M")
 
 
-def cmd_outage(args: argparse.Namespace, store: Any) -> int:
-    from mimamori import households as hh  # it migrates these tables (and imports this module)
+def _utc(t: int) -> str:
+    return datetime.fromtimestamp(to_s(t), UTC).strftime("%Y-%m-%d %H:%M")
 
-    db, tz = hh.open_people(store.db), args.tz
-    try:
-        ZoneInfo(tz)
-    except (ValueError, KeyError):
-        raise ValueError(f"--tz {tz!r}: use an IANA name such as Asia/Tokyo") from None
-    now_ms = to_ms(args.clock_fn())
-    if args.outage_command == "add":
-        s, e = add(db, _instant(args.start, tz), _instant(args.end, tz), now_ms, tz)
-        print(f"recorded: the server was not listening from {_local(s, tz)} to {_local(e, tz)} "
-              f"({tz}); every household is evaluated again at the next sweep")
-        return 0
-    if args.outage_command == "remove":
-        s, e = remove(db, _instant(args.start, tz), now_ms, tz)
-        print(f"removed the outage from {_local(s, tz)} to {_local(e, tz)} ({tz})")
-        return 0
-    with db.read() as c:
-        rows = spans(c)
-    for s, e in rows:
-        print(f"{_local(s, tz)}  {_local(e, tz)}  {(e - s) / HOUR_MS:7.1f} h")
-    if not rows:
-        print("no outage recorded")
-    return 0
-
-
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("outage", help="the server's own outages: list, add, remove")
-    ps = p.add_subparsers(dest="outage_command", required=True)
-    ls = ps.add_parser("list", help="the outages recorded (local times, --tz)")
-    ad = ps.add_parser("add", help="record an outage the server could not see itself (its "
-                       "network cut while it ran, a restore from a backup)")
-    ad.add_argument("start", metavar="FROM", help="local time, e.g. 2026-12-04T10:00")
-    ad.add_argument("end", metavar="TO")
-    rm = ps.add_parser("remove", help="forget an outage recorded by mistake (a clock stepped "
-                       "forward)")
-    rm.add_argument("start", metavar="FROM", help="its start, as `mimamori outage list` shows")
-    for q in (ls, ad, rm):
-        q.add_argument("--tz", default="Asia/Tokyo", help="time zone of the times (default "
-                       "Asia/Tokyo)")
-        q.set_defaults(func=cmd_outage)
