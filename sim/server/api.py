@@ -213,9 +213,10 @@ class Api:
         try:
             with self.store.db.tx() if write else self.store.db.read() as c:  # reads never wait
                 return fn(c, clocks.ms(self.clock))
-        except (hh.NotFound, roles.Forbidden, alerts.Conflict, ValueError) as e:
+        except Exception as e:
             code = alerts.refusal_status(e)
-            assert code is not None
+            if code is None:  # a fault, not a refusal: the app's handler answers it
+                raise
             raise HTTPException(code, str(e)) from None
 
     async def call(self, fn: Callable[..., Any], write: bool = True) -> Any:

@@ -182,9 +182,10 @@ def writing(p: Page, hid: str | None = None) -> Iterator[Any]:
                 status.refresh(c, hid, p.now_ms)
     except roles.Forbidden as e:  # its own page: what the role may do instead
         raise p.refuse(e) from None
-    except (hh.NotFound, alerts.Conflict, ValueError) as e:  # the API's statuses
+    except Exception as e:  # the API's statuses
         code = alerts.refusal_status(e)
-        assert code is not None
+        if code is None:  # a fault, not a refusal: the app's handler answers it
+            raise
         raise Refused(code, "not_found" if code == 404 else "error", str(e)) from None
 
 
