@@ -798,7 +798,6 @@ def _unusual_quiet(cx: Context) -> Decision:
     # the server's own outages in her spell: the learned rule leaves their hours out (Listened);
     # the fixed rule, and this one while learning, count from the last one's end (`hidden`)
     deaf = [(max(s, t0), e) for s, e in settings.deaf if e > t0 and s < now]
-    lte = _hidden_until(tl, now)  # an LTE-M bulb's report gap alone
     fixed_from = hidden if hidden is not None and hidden > t0 else t0
     later = fixed_from
     reasons: list[str] = []
@@ -818,6 +817,7 @@ def _unusual_quiet(cx: Context) -> Decision:
     else:
         if deaf:
             mass = mdl.Listened(mass, deaf)
+            lte = _hidden_until(tl, now)  # an LTE-M bulb's report gap alone
             later = lte if lte is not None and lte > t0 else t0
             off_h = sum(e - s for s, e in deaf) / HOUR_MS
             note += (f"; the {off_h:.0f} h the server was not listening (from "
@@ -845,7 +845,7 @@ def _unusual_quiet(cx: Context) -> Decision:
         note += "; the bulb's room is not used every day (see its placement check)"
     what = (f"light switched on {_when(last, clock, now)}" if last and last.start_latest == t0
             else f"pause ended at {clock.hhmm(t0, now)}")
-    what += _unreported(t0, cx, later if isinstance(mass, mdl.Listened) else None)
+    what += _unreported(t0, cx, later)  # the instant this rule counts from
     expected = mass.at(now) - mass.at(t0)
     detail = {"last_on": t0, "gap_h": (now - t0) / HOUR_MS, "limit_h": (deadline - t0) / HOUR_MS,
               "expected": expected, "threshold": thr, "history_days": m.days,
