@@ -102,8 +102,16 @@ class Result:
     radio_days: list[float] = field(default_factory=list)
 
 
-def _settings(h: pop.PopHousehold) -> RuleSettings:
-    return hh.parse_settings({"absences": h.absences}).rules("UTC")
+def _settings(h: pop.PopHousehold, aware: bool = False) -> RuleSettings:
+    """The household's rule settings; `aware`: with the server's own outages (h.server_down) as
+    the sweeper passes them (listening.py)."""
+    st = hh.parse_settings({"absences": h.absences}).rules("UTC")
+    return replace(st, deaf=tuple(h.server_down)) if aware else st
+
+
+def _back(h: pop.PopHousehold, t: float) -> int | None:
+    """When the server is running again, if one of its outages (h.server_down) covers t."""
+    return next((e for s, e in h.server_down if s <= t < e), None)
 
 
 def _pauses(st: RuleSettings, h: pop.PopHousehold) -> list[tuple[float, float]]:
@@ -149,9 +157,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
     """The household's normal life: alerts (value and baseline), placement, poor delivery; the
     model as it stood at each fall instant (for the fall replays). The server evaluates nothing
     during its own outages (h.server_down); `aware`: the rules read them (listening.py)."""
-    st = _settings(h)
-    if aware and h.server_down:
-        st = replace(st, deaf=tuple(h.server_down))
+    st = _settings(h, aware)
     pauses = _pauses(st, h)
     w = pop.World(h)
     res = Result(h.kind, h.delivery, h.days)
@@ -168,9 +174,9 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
     fixed_eps: list[Episode] = []
     t = h.t0
     while t < h.t1:
-        down = [e for s, e in h.server_down if s <= t < e]
-        if down:  # the server is not running: nothing is evaluated or folded until it is
-            t = down[0]
+        back = _back(h, t)
+        if back is not None:  # the server is not running: nothing is evaluated or folded
+            t = back
             continue
         while pending and pending[0] <= t:
             snaps[pending.pop(0)] = model
@@ -315,9 +321,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     weak evidence waits for the end of the watchers' quiet hours (QUIET) before it is sent,
     even when it firms up meanwhile, but not past the fixed rule's instant (sim/server/alerts.py);
     the fixed rule's is strong. The server's own outages (h.server_down) as in replay_life."""
-    st = _settings(h)
-    if aware and h.server_down:
-        st = replace(st, deaf=tuple(h.server_down))
+    st = _settings(h, aware)
     pauses = _pauses(st, h)
     fall = pop_dt(h, at)
     vs = {dev: [Visit(v.on, min(v.off, fall)) for v in visits if v.on < fall]
@@ -333,9 +337,9 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
-        down = [e for s, e in h.server_down if s <= t < e]
-        if down:  # the server is not running
-            t = down[0]
+        back = _back(h, t)
+        if back is not None:  # the server is not running
+            t = back
             continue
         if t >= fold_at:
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model, deaf=st.deaf)
