@@ -28,7 +28,7 @@ no span. Several instances mark the same row; the first that finds the gap recor
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from mimamori.clock import DAY_MS, HOUR_MS, MINUTE_MS, to_s
@@ -66,7 +66,7 @@ def mark(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
     if span is not None:
         log.warning("the server was not listening for %.1f h (since %s UTC): silences are "
                     "counted without that span", (span[1] - span[0]) / HOUR_MS,
-                    _utc(span[0]))
+                    local_time(span[0], "UTC"))
     return span
 
 
@@ -126,8 +126,3 @@ def _relearn(c: Cursor, now_ms: int) -> None:
 def local_time(t: int, tz: str) -> str:
     """An instant as the outage commands write it: local YYYY-MM-DDTHH:MM."""
     return datetime.fromtimestamp(to_s(t), ZoneInfo(tz)).strftime("%Y-%m-%dT%H:%M")
-
-
-def _utc(t: int) -> str:
-    return datetime.fromtimestamp(to_s(t), UTC).strftime("%Y-%m-%d %H:%M")
-
