@@ -771,7 +771,7 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
             try:
                 now_ms = clocks.ms(clock)
                 await run_in_threadpool(listening.mark, store.db, now_ms, deaf_after(now_ms))
-                await run_in_threadpool(sweeper.sweep, store.db, clocks.ms(clock), cfg,
+                await run_in_threadpool(sweeper.sweep, store.db, now_ms, cfg,
                                         lease_ms=lease_ms)
             except Exception:
                 log.exception("sweep failed; trying again next round")
