@@ -699,7 +699,9 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
     receiver holds one worker at most until its send deadline, never the sweeper, and its
     circuit (notify.Circuits) then keeps its messages out of the others' way. Each sweeper
     round first marks that the server listens (listening.py: a long gap since the last mark is
-    an outage of the server, which the rules do not count as anyone's silence)."""
+    an outage of the server, which the rules do not count as anyone's silence), then counts the
+    bulbs heard into the fleet's rhythm (a fleet silence that rhythm makes improbable is the
+    server's network cut while it runs, counted alike)."""
     store: Store = app.state.store
     clock: clocks.Clock = app.state.clock
     cfg = cfg or notify.NotifierSettings.from_env()
@@ -770,7 +772,10 @@ def install(app: FastAPI, cfg: notify.NotifierSettings | None = None) -> None:
             event.clear()
             try:
                 now_ms = clocks.ms(clock)
-                await run_in_threadpool(listening.mark, store.db, now_ms, deaf_after(now_ms))
+                after = deaf_after(now_ms)
+                await run_in_threadpool(listening.mark, store.db, now_ms, after)
+                # ...and whether it hears the bulbs it should (a network cut while it runs)
+                await run_in_threadpool(listening.hear, store.db, now_ms, after)
                 await run_in_threadpool(sweeper.sweep, store.db, now_ms, cfg,
                                         lease_ms=lease_ms)
             except Exception:

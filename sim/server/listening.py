@@ -23,11 +23,23 @@ the spans instead (rules.RuleSettings.deaf; docs/alerts.md "The server's own out
 
 Only a running server marks: a tool or test that steps the clock (MIMAMORI_SWEEP_S=0) records
 no span. Several instances mark the same row; the first that finds the gap records it.
+
+A server that runs but hears nothing (its network or the city's firewall cut, a power cut over
+the whole area) marks as usual. Its fleet tells it instead: each round `hear` counts the bulbs
+heard since the last one into the fleet's rhythm of reports by hour of the day (`Rhythm`,
+decayed with a half-life of two weeks). When no bulb has been heard for a time in which that
+rhythm expected FLEET_SILENT_EXPECTED reports (about one chance in a million that a fleet of
+well people and working radios is that quiet), the server is deaf from the last report it heard:
+the span stays open, growing with each round, and ends at the first report heard again. A
+fleet too small or too young to expect that many reports in a day never decides it: the
+operator records such an outage with `mimamori outage add`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -42,6 +54,12 @@ SCHEMA: list[list[str]] = [
     [
         "CREATE TABLE listening (id INTEGER PRIMARY KEY, at_ms BIGINT NOT NULL)",
         "CREATE TABLE deaf_spans (start_ms BIGINT PRIMARY KEY, end_ms BIGINT NOT NULL)",
+    ],
+    # 2: the fleet's rhythm of reports (Rhythm, as JSON), the round it counted to, and the
+    # start of a fleet silence still going on (its span open) or dismissed by the operator
+    [
+        """CREATE TABLE fleet_rhythm (id INTEGER PRIMARY KEY, at_ms BIGINT NOT NULL,
+            rhythm TEXT NOT NULL, silent_from BIGINT, dismissed_from BIGINT)""",
     ],
 ]
 
@@ -67,6 +85,137 @@ def mark(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
         log.warning("the server was not listening for %.1f h (since %s UTC): silences are "
                     "counted without that span", (span[1] - span[0]) / HOUR_MS,
                     local_time(span[0], "UTC"))
+    return span
+
+
+FLEET_SILENT_EXPECTED = 14.0  # reports the fleet's rhythm expected in a silence: e^-14, 1e-6
+FLEET_KNOWN_MS = 3 * DAY_MS  # the rhythm is known once the fleet was watched this long
+FLEET_HOUR_KNOWN_MS = HOUR_MS  # ... and an hour of the day once watched this long
+FLEET_DECAY_DAYS = 14.0  # the rhythm's half-life
+
+
+@dataclass
+class Rhythm:
+    """The fleet's reports by UTC hour of the day: bulbs heard in each round (one per bulb
+    however many reports it sent), and the time watched, both decayed (FLEET_DECAY_DAYS).
+    The server (`hear`) and the bench (bench/figures_outage.py) count with it alike."""
+
+    heard: list[float] = field(default_factory=lambda: [0.0] * 24)
+    watched_ms: list[float] = field(default_factory=lambda: [0.0] * 24)
+
+    def add(self, a_ms: int, b_ms: int, n: int) -> None:
+        """A round from a_ms to b_ms in which n bulbs were heard (the round's hour gets them)."""
+        k = 0.5 ** ((b_ms - a_ms) / DAY_MS / FLEET_DECAY_DAYS)
+        self.heard = [x * k for x in self.heard]
+        self.watched_ms = [x * k for x in self.watched_ms]
+        for h, piece in _pieces(a_ms, b_ms):
+            self.watched_ms[h] += piece
+        self.heard[_utc_hour(max(a_ms, b_ms - 1))] += n
+
+    def known(self) -> bool:
+        return sum(self.watched_ms) >= FLEET_KNOWN_MS
+
+    def expected(self, a_ms: int, b_ms: int) -> float:
+        """Reports the rhythm expects from a_ms to b_ms (an hour of the day not known yet
+        expects none: never a silence decided on a guess)."""
+        out = 0.0
+        for h, piece in _pieces(a_ms, b_ms):
+            if self.watched_ms[h] >= FLEET_HOUR_KNOWN_MS:
+                out += piece * self.heard[h] / self.watched_ms[h]
+        return out
+
+    def silent(self, last_heard_ms: int, now_ms: int,
+               deaf: tuple[tuple[int, int], ...] = ()) -> bool:
+        """Whether hearing no bulb since last_heard_ms is improbable for a listening server:
+        the hours of recorded deaf spans (the server stopped) are not counted."""
+        if not self.known():
+            return False
+        lam = self.expected(last_heard_ms, now_ms)
+        for s, e in deaf:
+            if s < now_ms and e > last_heard_ms:
+                lam -= self.expected(max(s, last_heard_ms), min(e, now_ms))
+        return lam >= FLEET_SILENT_EXPECTED
+
+    def to_json(self) -> str:
+        return json.dumps({"heard": self.heard, "watched_ms": self.watched_ms})
+
+    @staticmethod
+    def from_json(text: str) -> Rhythm:
+        d = json.loads(text)
+        return Rhythm([float(x) for x in d["heard"]], [float(x) for x in d["watched_ms"]])
+
+
+def _utc_hour(t: int) -> int:
+    return int((t % DAY_MS) // HOUR_MS)
+
+
+def _pieces(a_ms: int, b_ms: int) -> list[tuple[int, int]]:
+    """[a_ms, b_ms) cut at UTC hours: (hour of the day, ms in it); a day or more at once is
+    cut into whole days first (a stopped server's round: never many pieces)."""
+    out: list[tuple[int, int]] = []
+    if b_ms - a_ms >= DAY_MS:
+        days = (b_ms - a_ms) // DAY_MS
+        out = [(h, int(days * HOUR_MS)) for h in range(24)]
+        a_ms += days * DAY_MS
+    t = a_ms
+    while t < b_ms:
+        end = min(b_ms, (t // HOUR_MS + 1) * HOUR_MS)
+        out.append((_utc_hour(t), end - t))
+        t = end
+    return out
+
+
+def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int, int] | None:
+    """A round of the running server (after `mark`): count the bulbs heard since the last
+    round into the fleet's rhythm, and decide whether the server hears nothing it should. A
+    round more than after_ms after the last (the server was stopped: `mark` recorded it) adds
+    nothing to the rhythm. Returns the fleet silence's span while it is open, and the span it
+    closed in the round that hears a bulb again; None otherwise."""
+    with db.tx() as c:
+        c.lock("mimamori listening")
+        row = c.one("SELECT at_ms, rhythm, silent_from, dismissed_from FROM fleet_rhythm "
+                    "WHERE id = 1")
+        if row is None:
+            c.execute("INSERT INTO fleet_rhythm (id, at_ms, rhythm) VALUES (1, ?, ?)",
+                      (now_ms, Rhythm().to_json()))
+            return None
+        prev, rhythm, silent_from, dismissed = int(row[0]), Rhythm.from_json(row[1]), row[2], row[3]
+        if now_ms <= prev:  # another instance's round, or a clock stepped back
+            return None
+        if now_ms - prev <= after_ms:
+            (n,) = c.one("SELECT COUNT(*) FROM devices WHERE last_heard_at > ? AND "
+                         "last_heard_at <= ?", (prev, now_ms)) or (0,)
+            rhythm.add(prev, now_ms, int(n))
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices") or (None,)
+        span = None
+        if silent_from is not None and last is not None and last > silent_from:
+            # heard again: the silence ends at the first bulb heard after it began
+            (end,) = c.one("SELECT MIN(last_heard_at) FROM devices WHERE last_heard_at > ?",
+                           (silent_from,)) or (last,)
+            span = (int(silent_from), int(end))
+            c.execute("UPDATE deaf_spans SET end_ms = ? WHERE start_ms = ?", span[::-1])
+            silent_from = None
+            log.warning("bulbs heard again at %s UTC: the server heard none for %.1f h",
+                        local_time(span[1], "UTC"), (span[1] - span[0]) / HOUR_MS)
+        elif (last is not None and last != dismissed and rhythm.silent(
+                int(last), now_ms, tuple(sp for sp in spans(c) if sp[0] != silent_from))):
+            span = (int(last), now_ms)
+            # the stopped server's own spans in it are part of this one
+            c.execute("DELETE FROM deaf_spans WHERE start_ms > ? AND end_ms <= ?", span)
+            c.execute("INSERT INTO deaf_spans (start_ms, end_ms) VALUES (?, ?) ON CONFLICT "
+                      "(start_ms) DO UPDATE SET end_ms = excluded.end_ms", span)
+            if silent_from is None:
+                log.warning("no bulb heard since %s UTC (%.1f h) although the fleet's reports "
+                            "would have come: the server's network, or a power cut over the "
+                            "area; silences are not counted until bulbs are heard again",
+                            local_time(span[0], "UTC"), (now_ms - span[0]) / HOUR_MS)
+                # every household evaluated at once: an alert that opened in the silence
+                # before it was decided is cleared, not reminded
+                c.execute("UPDATE households SET next_check = ? WHERE next_check IS NULL OR "
+                          "next_check > ?", (now_ms, now_ms))
+            silent_from = span[0]
+        c.execute("UPDATE fleet_rhythm SET at_ms = ?, rhythm = ?, silent_from = ? WHERE id = 1",
+                  (now_ms, rhythm.to_json(), silent_from))
     return span
 
 
@@ -111,6 +260,9 @@ def remove(db: Database, start_ms: int, now_ms: int, tz: str = "UTC") -> tuple[i
             raise ValueError(f"no outage begins at {local_time(start_ms, tz)} ({tz}): see "
                              "`mimamori outage list`")
         c.execute("DELETE FROM deaf_spans WHERE start_ms = ?", (start_ms,))
+        # a fleet silence still going on, dismissed: `hear` does not decide it again
+        c.execute("UPDATE fleet_rhythm SET silent_from = NULL, dismissed_from = ? "
+                  "WHERE silent_from = ?", (start_ms, start_ms))
         _relearn(c, now_ms)
     return int(row[0]), int(row[1])
 
