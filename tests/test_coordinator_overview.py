@@ -260,3 +260,28 @@ def test_the_servers_own_outage_is_told_on_the_overview_for_a_week(site: Site) -
     assert "no family was alerted" in en
     site.now = to_s(start + 30 * HOUR_MS + 7 * 24 * HOUR_MS) + 60  # a week on: gone
     assert _outages(coord.get("/coordinator").text) == ""
+
+
+def test_a_fleet_silence_going_on_is_told_as_going_on(site: Site) -> None:  # noqa: F811
+    coord = site.sign_in(None)
+    site.now += 3600  # an hour on, and no bulb heard meanwhile
+    now = int(site.now * 1000)
+    with site.db.tx() as c:  # a rhythm that expects about 100 reports an hour, at every hour
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
+        r = listening.Rhythm([300.0] * 24, [3.0 * HOUR_MS] * 24)  # three days watched
+        c.execute("INSERT INTO fleet_rhythm (id, at_ms, rhythm) VALUES (1, ?, ?)",
+                  (now - 1, r.to_json()))
+    assert now - last >= HOUR_MS
+    assert listening.hear(site.db, now) == (last, now)
+    ja = _outages(coord.get("/coordinator").text)
+    assert "どの電球の知らせも届いていません" in ja and "data-ongoing" in ja
+    assert not re.search(r"[A-Za-z]{3,}", re.sub(r"<[^>]+>", "", ja)), ja
+    coord.get("/lang", params={"to": "en", "next": "/coordinator"})
+    en = _outages(coord.get("/coordinator").text)
+    assert "data-ongoing" in en and "No bulb heard since" in en and "call the homes" in en
+    assert "was not listening" not in en
+    named = re.findall(r'data-unheard="([^"]+)"', en)  # every home: none heard since it began
+    with site.db.read() as c:
+        homes = {h for (h,) in c.all("SELECT household FROM household_status WHERE state <> "
+                                     "'paused' AND last_on_ms IS NOT NULL")}
+    assert set(named) == homes

@@ -205,3 +205,142 @@ def test_an_operator_records_an_outage_the_marks_could_not_see_and_nonsense_chan
 
 def _local(t_ms: int) -> str:
     return datetime.fromtimestamp(to_s(t_ms), ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%dT%H:%M")
+
+
+# ---------------------------------------------------------------- a network cut while it runs
+
+FLEET = 16  # bulbs of a small city's fleet
+ROUND_MS = 10 * MINUTE_MS
+
+
+def _fleet_days(db, store, bulbs, days: int) -> int:
+    """`days` days of a fleet heard as it usually is: each bulb switched on every 3 h from
+    07:00 to 22:00 JST (staggered), each visit reported as the lamp goes off; a sweeper round
+    (listening.hear) every ROUND_MS. Returns the instant reached (ms)."""
+    day0 = int(T0 * MS) - (int(T0 * MS) + 9 * HOUR_MS) % (24 * HOUR_MS)  # JST midnight
+    visits = sorted((day0 + d * 24 * HOUR_MS + (7 + 3 * k) * HOUR_MS + i * 10 * MINUTE_MS, i)
+                    for d in range(days) for k in range(6) for i in range(len(bulbs)))
+    t = day0
+    for at, i in visits:
+        while t + ROUND_MS <= at:
+            t += ROUND_MS
+            assert listening.hear(db, t) is None  # a well fleet is never silent
+        visit(store, bulbs[i], at / MS)
+    return t
+
+
+def test_a_fleet_silence_its_rhythm_makes_improbable_is_the_servers_network(db_url):
+    db, store, bulbs = world(db_url, n=FLEET)
+    t = _fleet_days(db, store, bulbs, 4)
+    sweeper.sweep(db, t, CFG)
+    assert min(next_checks(db).values()) > t + 12 * HOUR_MS
+    with db.read() as c:
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
+        assert listening.spans(c) == ()
+    # day 5 from 07:00 JST: the city's firewall drops every report; the server runs on
+    cut = t + 9 * HOUR_MS
+    decided = None
+    while decided is None:
+        t += ROUND_MS
+        decided = listening.hear(db, t)
+        assert t < cut + 4 * HOUR_MS, "a morning's silence of a whole fleet goes unnoticed"
+    assert decided == (last, t)  # deaf from the last report the server heard
+    assert t >= cut + HOUR_MS // 2  # ...only once the rhythm makes the silence improbable
+    assert set(next_checks(db).values()) == {t}  # every household evaluated at once
+    for _ in range(3):  # the span grows with each round while nothing is heard
+        t += ROUND_MS
+        assert listening.hear(db, t) == (last, t)
+    # the first bulb heard again closes it at its report; the rhythm is not disturbed
+    back = t + 5 * MINUTE_MS
+    visit(store, bulbs[3], back / MS - 121)
+    assert listening.hear(db, t + ROUND_MS) == (last, back)
+    assert listening.hear(db, t + 2 * ROUND_MS) is None
+    with db.read() as c:
+        assert listening.spans(c) == ((last, back),)
+
+
+def test_through_the_sweeper_a_network_cut_of_a_day_alerts_no_family(db_url):
+    db, store, bulbs = world(db_url, n=FLEET)
+    t = _fleet_days(db, store, bulbs, 4)
+    sweeper.sweep(db, t, CFG)
+    end = t + 30 * HOUR_MS  # the cut lasts 30 h; every family's last switch-on is a day old
+    while t < end:
+        t += ROUND_MS
+        listening.hear(db, t)
+        sweeper.sweep(db, t, CFG)
+    with db.read() as c:
+        assert alerts.list_alerts(c, active_only=True) == []
+        ((s, e),) = listening.spans(c)
+    assert e == t and t - s > 29 * HOUR_MS
+    # without the fleet's rhythm (a server before this change) the same sweep alerts everyone
+    with db.tx() as c:
+        c.execute("DELETE FROM deaf_spans")
+        c.execute("UPDATE households SET next_check = ?", (t,))
+    sweeper.sweep(db, t, CFG)
+    with db.read() as c:
+        assert len(alerts.list_alerts(c, active_only=True)) == FLEET
+
+
+def test_a_fleet_too_small_decides_nothing(db_url):
+    db, store, bulbs = world(db_url, n=2)
+    t = _fleet_days(db, store, bulbs, 4)
+    for _ in range(36 * 6):  # two bulbs quiet for 36 h: their homes' rules decide, not the fleet
+        t += ROUND_MS
+        assert listening.hear(db, t) is None
+
+
+def test_a_young_rhythm_decides_nothing_and_counts_each_bulb_once_a_round():
+    r = listening.Rhythm()
+    t = 0
+    for _ in range(2 * 24 * 6):  # two days, 100 bulbs heard every round: not known yet
+        r.add(t, t + ROUND_MS, 100)
+        t += ROUND_MS
+    assert not r.silent(t, t + 12 * HOUR_MS)
+    for _ in range(24 * 6):
+        r.add(t, t + ROUND_MS, 100)
+        t += ROUND_MS
+    assert r.known() and r.silent(t, t + HOUR_MS)
+    assert r.expected(t, t + HOUR_MS) == pytest.approx(600, rel=0.01)
+    # the hours of a stopped server's span are not expected of the fleet
+    assert not r.silent(t, t + HOUR_MS, deaf=((t - MINUTE_MS, t + 59 * MINUTE_MS),))
+    assert listening.Rhythm.from_json(r.to_json()) == r
+
+
+def test_an_operator_dismisses_a_fleet_silence_and_it_is_not_decided_again(db_url):
+    db, store, bulbs = world(db_url, n=FLEET)
+    t = _fleet_days(db, store, bulbs, 4) + 9 * HOUR_MS  # the silence begins in the morning
+    while listening.hear(db, t) is None:
+        t += ROUND_MS
+    with db.read() as c:
+        ((s, _),) = listening.spans(c)
+    # the coordinator knows better (the whole town went to the festival): `outage remove`
+    listening.remove(db, s, t)
+    for _ in range(12):
+        t += ROUND_MS
+        assert listening.hear(db, t) is None
+    with db.read() as c:
+        assert listening.spans(c) == ()
+    # a bulb heard again; a later silence of the fleet is decided as before
+    visit(store, bulbs[0], t / MS)
+    heard = t + 121 * 1000
+    t += 24 * HOUR_MS
+    assert listening.hear(db, t) == (heard, t)
+
+
+def test_the_real_server_decides_a_fleet_silence_in_its_sweeper_round(tmp_path):
+    path = tmp_path / "s.db"
+    db, store, bulbs = world(str(path), n=FLEET)
+    t = _fleet_days(db, store, bulbs, 4)
+    with db.read() as c:
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
+    now = t + 12 * HOUR_MS  # the next morning, 10:00 JST, and nothing heard since last night
+
+    def decided() -> bool:
+        with db.read() as c:
+            return listening.spans(c) == ((last, now),)
+
+    with ServerProcess(path, clock=f"fixed:{now / MS}", env={"MIMAMORI_SWEEP_S": "0.1"}):
+        end = time.monotonic() + 30
+        while not decided():
+            assert time.monotonic() < end, "the running server never decided the silence"
+            time.sleep(0.1)

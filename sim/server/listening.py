@@ -89,7 +89,7 @@ def mark(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
 
 
 FLEET_SILENT_EXPECTED = 14.0  # reports the fleet's rhythm expected in a silence: e^-14, 1e-6
-FLEET_KNOWN_MS = 3 * DAY_MS  # the rhythm is known once the fleet was watched this long
+FLEET_KNOWN_MS = 5 * DAY_MS // 2  # known once the fleet was watched this long (decayed: 2.6 d)
 FLEET_HOUR_KNOWN_MS = HOUR_MS  # ... and an hour of the day once watched this long
 FLEET_DECAY_DAYS = 14.0  # the rhythm's half-life
 
@@ -217,6 +217,12 @@ def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
         c.execute("UPDATE fleet_rhythm SET at_ms = ?, rhythm = ?, silent_from = ? WHERE id = 1",
                   (now_ms, rhythm.to_json(), silent_from))
     return span
+
+
+def silent_since(c: Cursor) -> int | None:
+    """The start of the fleet silence going on now (its span open), if any."""
+    row = c.one("SELECT silent_from FROM fleet_rhythm WHERE id = 1")
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def spans(c: Cursor) -> tuple[tuple[int, int], ...]:

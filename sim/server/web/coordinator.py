@@ -60,6 +60,7 @@ def coordinator(request: Request, p: Coordinator) -> Response:
         # the server's own outages of the last OUTAGES_SHOWN_MS (listening.py), and the homes
         # not heard from since before the last one began (not away): whom to call
         outages = [sp for sp in listening.spans(c) if sp[1] >= p.now_ms - OUTAGES_SHOWN_MS]
+        ongoing = listening.silent_since(c)  # the fleet silence going on now (its span open)
         unheard = c.all(
             "SELECT s.household, h.name FROM household_status s JOIN households h ON "
             "h.id = s.household WHERE s.last_on_ms < ? AND s.state <> 'paused' "
@@ -67,7 +68,7 @@ def coordinator(request: Request, p: Coordinator) -> Response:
         ) if outages else []
     return p.render("coordinator.html", lines=lines, texts=texts, people=people,
                     paging=_paging(f, counts, len(found)), f=f,
-                    signal_words=views.signal_words, outages=outages, tz=TZ,
+                    signal_words=views.signal_words, outages=outages, ongoing=ongoing, tz=TZ,
                     unheard=unheard[:UNHEARD_SHOWN], more=len(unheard) > UNHEARD_SHOWN)
 
 

@@ -253,6 +253,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "next_page": "次へ",
         "page_n": "{page} / {pages} ページ",
         "late_of": "遅れ {late} / {n} 回",
+        "server_hears_none": "{start}から（{length}）どの電球の知らせも届いていません。いつもなら届く時間です。"
+                             "サーバーのネットワークか、地域の停電かもしれません。電球は記録を保ち、"
+                             "届くようになったら送ります。それまでの時間は静かな時間として数えないので、"
+                             "家族へは通知しません。心配なお宅には電話してください。",
         "server_was_deaf": "サーバーは{start}から{end}まで（{length}）受信していませんでした。電球はその間の"
                            "記録を次に点灯したときに送ります。この時間は静かな時間として数えないので、家族へは"
                            "通知していません。その前から長く点灯のなかったお宅は、いつもより遅れて通知されます。"
@@ -561,6 +565,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "next_page": "Next",
         "page_n": "page {page} of {pages}",
         "late_of": "{late} of {n} late",
+        "server_hears_none": "No bulb heard since {start} ({length}), at hours when the bulbs' "
+                             "reports usually come: the server's network, or a power cut over the "
+                             "area. The bulbs keep what they record and send it once they get "
+                             "through; until then no silence is counted and no family is alerted: "
+                             "call the homes you worry about.",
         "server_was_deaf": "The server was not listening from {start} to {end} ({length}). The "
                            "bulbs send what they kept with their next switch-on; that time is not "
                            "counted as quiet, so no family was alerted about it. A home not heard "
