@@ -114,6 +114,28 @@ def _back(h: pop.PopHousehold, t: float) -> int | None:
     return next((e for s, e in h.server_down if s <= t < e), None)
 
 
+@dataclass(frozen=True)
+class FleetSilence:
+    """The server's network cut while it runs (h.server_down), as its fleet's rhythm decides it
+    (listening.hear): from `start` (the last report the fleet sent before it) the span is deaf
+    once `decided`, open until `heard` (the first report after it), then closed there."""
+
+    start: int
+    decided: int
+    heard: int
+
+    def __call__(self, t: int) -> tuple[tuple[int, int], ...]:
+        if t < self.decided:
+            return ()
+        return ((self.start, min(t, self.heard)),)
+
+    @property
+    def instants(self) -> list[int]:
+        """When the server evaluates every household again (decided: listening.hear makes them
+        due)."""
+        return [self.decided]
+
+
 def _pauses(st: RuleSettings, h: pop.PopHousehold) -> list[tuple[float, float]]:
     return [(p.start, p.end) for a in st.absences for p in a.spans("UTC", h.t0, h.t1 + 4 * DAY)]
 
@@ -152,12 +174,15 @@ def _step(w: pop.World, t: int, t_end: int, nexts: list[int | None]) -> int:
     return max(min(cands), t + SECOND_MS)
 
 
-def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
+def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True,
+                deaf_at: FleetSilence | None = None
                 ) -> tuple[Result, dict]:
     """The household's normal life: alerts (value and baseline), placement, poor delivery; the
     model as it stood at each fall instant (for the fall replays). The server evaluates nothing
-    during its own outages (h.server_down); `aware`: the rules read them (listening.py)."""
-    st = _settings(h, aware)
+    during its own outages (h.server_down); `aware`: the rules read them (listening.py).
+    `deaf_at`: h.server_down is the server's network cut while it runs on, evaluating; its rules
+    read the spans deaf_at(t) decided by then (the fleet's silence, listening.hear)."""
+    st = _settings(h, aware and deaf_at is None)
     pauses = _pauses(st, h)
     w = pop.World(h)
     res = Result(h.kind, h.delivery, h.days)
@@ -173,11 +198,13 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
     fixed_open: Episode | None = None
     fixed_eps: list[Episode] = []
     t = h.t0
+    base_st = st
     while t < h.t1:
-        back = _back(h, t)
+        back = _back(h, t) if deaf_at is None else None
         if back is not None:  # the server is not running: nothing is evaluated or folded
             t = back
             continue
+        st = base_st if deaf_at is None else replace(base_st, deaf=deaf_at(t))
         while pending and pending[0] <= t:
             snaps[pending.pop(0)] = model
         if t >= fold_at:
@@ -234,7 +261,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
             fixed_open.cleared = t
             fixed_open = None
         t = _step(w, t, h.t1, [d.next_check for d in ds] + [b.next_check, f.next_check,
-                                                               fold_at])
+                                                               fold_at]
+                  + (deaf_at.instants if deaf_at else []))
     res.fixed_alerts = sum(1 for ep in fixed_eps if not _in_stay(h, ep.opened))
     for ep in eps:
         c = cause(h, ep)
@@ -314,14 +342,17 @@ def emails_before(ep: Episode, end: float) -> int:
 
 
 def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdModel,
-                device: str = pop.DEVICE, aware: bool = True) -> tuple[float, float, float]:
+                device: str = pop.DEVICE, aware: bool = True,
+                deaf_at: FleetSilence | None = None
+                ) -> tuple[float, float, float]:
     """(hours to the first family alert, hours to the fixed 24 h rule's, hours until the
     family is e-mailed about it) after a fall at `at`: light off (no switch-on after it, in any
     room), or the light left on (a switch-on of `device` at `at` that never ends). An alert on
     weak evidence waits for the end of the watchers' quiet hours (QUIET) before it is sent,
     even when it firms up meanwhile, but not past the fixed rule's instant (sim/server/alerts.py);
-    the fixed rule's is strong. The server's own outages (h.server_down) as in replay_life."""
-    st = _settings(h, aware)
+    the fixed rule's is strong. The server's own outages (h.server_down) and `deaf_at` as in
+    replay_life."""
+    st = base_st = _settings(h, aware and deaf_at is None)
     pauses = _pauses(st, h)
     fall = pop_dt(h, at)
     vs = {dev: [Visit(v.on, min(v.off, fall)) for v in visits if v.on < fall]
@@ -337,10 +368,11 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
-        back = _back(h, t)
+        back = _back(h, t) if deaf_at is None else None
         if back is not None:  # the server is not running
             t = back
             continue
+        st = base_st if deaf_at is None else replace(base_st, deaf=deaf_at(t))
         if t >= fold_at:
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model, deaf=st.deaf)
             fold_at = mdl.next_fold("UTC", t)
@@ -355,7 +387,8 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         (b,) = evaluate_rule(tl, st, t, "no_activity", memo=memo)
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - SECOND_MS):
             base = t
-        t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at])
+        t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at]
+                  + (deaf_at.instants if deaf_at else []))
     return ((found if found is not None else end) - at) / H, \
         ((base if base is not None else end) - at) / H, \
         ((min(told, end) if told is not None else end) - at) / H
