@@ -73,8 +73,9 @@ def fleet_silence(homes: list[pop.PopHousehold]) -> tuple[int, int, int]:
     so their hours of the day agree): the network cut of `outage` as the fleet's rhythm decides
     it. The rhythm counts the households heard in each ROUND_MS round until the cut, as
     listening.hear does; the silence is decided at the first round after it that
-    Rhythm.silent finds improbable, from the last report before it; it ends at the first report
-    after it."""
+    Rhythm.silent finds improbable and in which FLEET_MIN_HOMES households' own reports
+    expected three each (listening.count_homes), from the last report before it; it ends at
+    the first report after it."""
     rel: list[tuple[int, int]] = []  # (ms from the start, household)
     for i, h in enumerate(homes):
         w = pop.World(replace(h, server_down=(outage(h),)))
@@ -92,8 +93,10 @@ def fleet_silence(homes: list[pop.PopHousehold]) -> tuple[int, int, int]:
         t += ROUND_MS
     last = max(x for x, _ in rel if x < cut0)
     heard = min(x for x, _ in rel if x >= cut0)
+    recent = [(str(i), x) for x, i in rel if last - listening.FLEET_HOME_DAYS * DAY_MS <= x < last]
     t = cut0
-    while t < heard and not rhythm.silent(last, t):
+    while t < heard and not (rhythm.silent(last, t) and listening.count_homes(
+            recent, last, t) >= listening.FLEET_MIN_HOMES):
         t += ROUND_MS
     return last, t, heard
 
@@ -153,7 +156,7 @@ def figures(seeds: int = SEEDS) -> list[dict]:
                f"{_median(rows, 'fall_none')} h"),
         figure("network_cut_decided_after_min", rows[0]["cut_decided_min"], "min", None,
                f"the same {OUTAGE_H:g} h as a network cut while the server runs: minutes "
-               f"from the cut until the fleet's rhythm (these {n} households' reports) decides "
+               f"from the cut until the fleet's rhythm and five homes' own reports (these {n} households) decide "
                "it (listening.hear)"),
         figure("network_cut_family_alerts_per_100_households", per100("cut_aware", 0),
                "alerts", per100("cut_unaware", 0), "the network cut, rules reading the span "

@@ -243,9 +243,16 @@ def test_a_fleet_silence_its_rhythm_makes_improbable_is_the_servers_network(db_u
     while decided is None:
         t += ROUND_MS
         decided = listening.hear(db, t)
-        assert t < cut + 4 * HOUR_MS, "a morning's silence of a whole fleet goes unnoticed"
+        assert t < cut + 12 * HOUR_MS, "a day's silence of a whole fleet goes unnoticed"
     assert decided == (last, t)  # deaf from the last report the server heard
-    assert t >= cut + HOUR_MS // 2  # ...only once the rhythm makes the silence improbable
+    # ...only once five homes' own reports (at 07:00, 10:00, ... here) expected three each:
+    # after 10:00, though the fleet's rhythm alone found the silence improbable by 08:00
+    assert t >= cut + 3 * HOUR_MS
+    with db.read() as c:
+        assert listening.homes_expected(c, last, cut + 2 * HOUR_MS) == 0
+        assert listening.homes_expected(c, last, t) >= listening.FLEET_MIN_HOMES
+        (row,) = c.all("SELECT rhythm FROM fleet_rhythm")
+    assert listening.Rhythm.from_json(row[0]).silent(last, cut + HOUR_MS)
     assert set(next_checks(db).values()) == {t}  # every household evaluated at once
     for _ in range(3):  # the span grows with each round while nothing is heard
         t += ROUND_MS
@@ -282,11 +289,18 @@ def test_through_the_sweeper_a_network_cut_of_a_day_alerts_no_family(db_url):
 
 
 def test_a_fleet_too_small_decides_nothing(db_url):
-    db, store, bulbs = world(db_url, n=2)
+    """Four homes quiet at once may be four homes' business: their rules decide, not the fleet
+    (its rhythm alone, 64 reports a day, would have decided within the day)."""
+    db, store, bulbs = world(db_url, n=4)
     t = _fleet_days(db, store, bulbs, 4)
-    for _ in range(36 * 6):  # two bulbs quiet for 36 h: their homes' rules decide, not the fleet
+    for _ in range(48 * 6):
         t += ROUND_MS
         assert listening.hear(db, t) is None
+    with db.read() as c:
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
+        assert listening.homes_expected(c, last, t) == 4
+        (row,) = c.all("SELECT rhythm FROM fleet_rhythm")
+    assert listening.Rhythm.from_json(row[0]).silent(last, t)
 
 
 def test_a_young_rhythm_decides_nothing_and_counts_each_bulb_once_a_round():
@@ -333,7 +347,7 @@ def test_the_real_server_decides_a_fleet_silence_in_its_sweeper_round(tmp_path):
     t = _fleet_days(db, store, bulbs, 4)
     with db.read() as c:
         (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
-    now = t + 12 * HOUR_MS  # the next morning, 10:00 JST, and nothing heard since last night
+    now = t + 20 * HOUR_MS  # the next day, 18:00 JST, and nothing heard since last night
 
     def decided() -> bool:
         with db.read() as c:

@@ -29,7 +29,9 @@ the whole area) marks as usual. Its fleet tells it instead: each round `hear` co
 heard since the last one into the fleet's rhythm of reports by hour of the day (`Rhythm`,
 decayed with a half-life of two weeks). When no bulb has been heard for a time in which that
 rhythm expected FLEET_SILENT_EXPECTED reports (about one chance in a million that a fleet of
-well people and working radios is that quiet), the server is deaf from the last report it heard:
+well people and working radios is that quiet), and FLEET_MIN_HOMES households at least would
+each have been heard by their own reports (her fall silences one home, never five at once),
+the server is deaf from the last report it heard:
 the span stays open, growing with each round, and ends at the first report heard again. A
 fleet too small or too young to expect that many reports in a day never decides it: the
 operator records such an outage with `mimamori outage add`.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -92,6 +95,12 @@ FLEET_SILENT_EXPECTED = 14.0  # reports the fleet's rhythm expected in a silence
 FLEET_KNOWN_MS = 5 * DAY_MS // 2  # known once the fleet was watched this long (decayed: 2.6 d)
 FLEET_HOUR_KNOWN_MS = HOUR_MS  # ... and an hour of the day once watched this long
 FLEET_DECAY_DAYS = 14.0  # the rhythm's half-life
+# ...and the silence is of many homes at once, not of one (her fall is exactly one home's
+# silence): at least this many households, each of which its own last FLEET_HOME_DAYS days of
+# reports expected FLEET_HOME_EXPECTED times in the silence (each quiet by chance e^-3, 5 %)
+FLEET_MIN_HOMES = 5
+FLEET_HOME_EXPECTED = 3.0
+FLEET_HOME_DAYS = 14
 
 
 @dataclass
@@ -165,6 +174,32 @@ def _pieces(a_ms: int, b_ms: int) -> list[tuple[int, int]]:
     return out
 
 
+def homes_expected(c: Cursor, a_ms: int, b_ms: int) -> int:
+    """How many households its own reports of the last FLEET_HOME_DAYS days (by UTC hour of the
+    day) expected FLEET_HOME_EXPECTED times or more from a_ms to b_ms (count_homes)."""
+    return count_homes(c.all(
+        "SELECT d.household, b.received_at FROM batches b JOIN devices d ON d.id = b.device "
+        "WHERE d.household IS NOT NULL AND b.received_at >= ? AND b.received_at < ?",
+        (a_ms - FLEET_HOME_DAYS * DAY_MS, a_ms)), a_ms, b_ms)
+
+
+def count_homes(reports: Iterable[tuple[str, int]], a_ms: int, b_ms: int) -> int:
+    """homes_expected from (household, received at) of the reports of the FLEET_HOME_DAYS days
+    before a_ms (the bench counts its households alike)."""
+    per: dict[str, list[float]] = {}
+    first: dict[str, int] = {}
+    for home, at in reports:
+        per.setdefault(home, [0.0] * 24)[_utc_hour(int(at))] += 1.0
+        first[home] = min(first.get(home, a_ms), int(at))
+    pieces = _pieces(a_ms, b_ms)
+    n = 0
+    for home, counts in per.items():
+        days = max(2.0, (a_ms - first[home]) / DAY_MS)  # a home heard for a day: as if for two
+        if sum(counts[h] * piece / HOUR_MS for h, piece in pieces) / days >= FLEET_HOME_EXPECTED:
+            n += 1
+    return n
+
+
 def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int, int] | None:
     """A round of the running server (after `mark`): count the bulbs heard since the last
     round into the fleet's rhythm, and decide whether the server hears nothing it should. A
@@ -198,7 +233,9 @@ def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
             log.warning("bulbs heard again at %s UTC: the server heard none for %.1f h",
                         local_time(span[1], "UTC"), (span[1] - span[0]) / HOUR_MS)
         elif (last is not None and last != dismissed and rhythm.silent(
-                int(last), now_ms, tuple(sp for sp in spans(c) if sp[0] != silent_from))):
+                int(last), now_ms, tuple(sp for sp in spans(c) if sp[0] != silent_from))
+              and (silent_from == last
+                   or homes_expected(c, int(last), now_ms) >= FLEET_MIN_HOMES)):
             span = (int(last), now_ms)
             # the stopped server's own spans in it are part of this one
             c.execute("DELETE FROM deaf_spans WHERE start_ms > ? AND end_ms <= ?", span)
