@@ -73,9 +73,8 @@ def fleet_silence(homes: list[pop.PopHousehold]) -> tuple[int, int, int]:
     so their hours of the day agree): the network cut of `outage` as the fleet's rhythm decides
     it. The rhythm counts the households heard in each ROUND_MS round until the cut, as
     listening.hear does; the silence is decided at the first round after it that
-    Rhythm.silent finds improbable and in which FLEET_MIN_HOMES households' own reports
-    expected three each (listening.count_homes), from the last report before it; it ends at
-    the first report after it."""
+    listening.decides (these households' own reports counted by listening.count_homes), from
+    the last report before it; it ends at the first report after it."""
     rel: list[tuple[int, int]] = []  # (ms from the start, household)
     for i, h in enumerate(homes):
         w = pop.World(replace(h, server_down=(outage(h),)))
@@ -93,10 +92,10 @@ def fleet_silence(homes: list[pop.PopHousehold]) -> tuple[int, int, int]:
         t += ROUND_MS
     last = max(x for x, _ in rel if x < cut0)
     heard = min(x for x, _ in rel if x >= cut0)
-    recent = [(str(i), x) for x, i in rel if last - listening.FLEET_HOME_DAYS * DAY_MS <= x < last]
+    reports = [(str(i), x) for x, i in rel]
     t = cut0
-    while t < heard and not (rhythm.silent(last, t) and listening.count_homes(
-            recent, last, t) >= listening.FLEET_MIN_HOMES):
+    while t < heard and not listening.decides(
+            rhythm, last, t, (), lambda a, b: listening.count_homes(reports, a, b)):
         t += ROUND_MS
     return last, t, heard
 

@@ -109,9 +109,10 @@ def _settings(h: pop.PopHousehold, aware: bool = False) -> RuleSettings:
     return replace(st, deaf=tuple(h.server_down)) if aware else st
 
 
-def _back(h: pop.PopHousehold, t: float) -> int | None:
-    """When the server is running again, if one of its outages (h.server_down) covers t."""
-    return next((e for s, e in h.server_down if s <= t < e), None)
+def _back(h: pop.PopHousehold, t: float, cut: FleetSilence | None = None) -> int | None:
+    """When the server is running again, if one of its outages (h.server_down) covers t (a
+    network cut, `cut`: it runs on)."""
+    return None if cut else next((e for s, e in h.server_down if s <= t < e), None)
 
 
 @dataclass(frozen=True)
@@ -124,16 +125,9 @@ class FleetSilence:
     decided: int
     heard: int
 
-    def __call__(self, t: int) -> tuple[tuple[int, int], ...]:
-        if t < self.decided:
-            return ()
-        return ((self.start, min(t, self.heard)),)
-
-    @property
-    def instants(self) -> list[int]:
-        """When the server evaluates every household again (decided: listening.hear makes them
-        due)."""
-        return [self.decided]
+    def rules(self, st: RuleSettings, t: int) -> RuleSettings:
+        """The settings the rules read at t: with the span decided by then."""
+        return replace(st, deaf=() if t < self.decided else ((self.start, min(t, self.heard)),))
 
 
 def _pauses(st: RuleSettings, h: pop.PopHousehold) -> list[tuple[float, float]]:
@@ -181,7 +175,8 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
     model as it stood at each fall instant (for the fall replays). The server evaluates nothing
     during its own outages (h.server_down); `aware`: the rules read them (listening.py).
     `deaf_at`: h.server_down is the server's network cut while it runs on, evaluating; its rules
-    read the spans deaf_at(t) decided by then (the fleet's silence, listening.hear)."""
+    read the span decided by then (deaf_at.rules; the fleet's silence, listening.hear), and all
+    of them are evaluated again when it is decided (listening.hear makes them due)."""
     st = _settings(h, aware and deaf_at is None)
     pauses = _pauses(st, h)
     w = pop.World(h)
@@ -200,11 +195,11 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
     t = h.t0
     base_st = st
     while t < h.t1:
-        back = _back(h, t) if deaf_at is None else None
+        back = _back(h, t, deaf_at)
         if back is not None:  # the server is not running: nothing is evaluated or folded
             t = back
             continue
-        st = base_st if deaf_at is None else replace(base_st, deaf=deaf_at(t))
+        st = deaf_at.rules(base_st, t) if deaf_at else base_st
         while pending and pending[0] <= t:
             snaps[pending.pop(0)] = model
         if t >= fold_at:
@@ -262,7 +257,7 @@ def replay_life(h: pop.PopHousehold, fall_times: list[float], aware: bool = True
             fixed_open = None
         t = _step(w, t, h.t1, [d.next_check for d in ds] + [b.next_check, f.next_check,
                                                                fold_at]
-                  + (deaf_at.instants if deaf_at else []))
+                  + ([deaf_at.decided] if deaf_at else []))
     res.fixed_alerts = sum(1 for ep in fixed_eps if not _in_stay(h, ep.opened))
     for ep in eps:
         c = cause(h, ep)
@@ -368,11 +363,11 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
     t, end = at, at + 72 * H
     found = base = told = None
     while t < end and (found is None or base is None):
-        back = _back(h, t) if deaf_at is None else None
+        back = _back(h, t, deaf_at)
         if back is not None:  # the server is not running
             t = back
             continue
-        st = base_st if deaf_at is None else replace(base_st, deaf=deaf_at(t))
+        st = deaf_at.rules(base_st, t) if deaf_at else base_st
         if t >= fold_at:
             model = mdl.learn(w.timeline(t), "UTC", pauses, t, model, deaf=st.deaf)
             fold_at = mdl.next_fold("UTC", t)
@@ -388,7 +383,7 @@ def replay_fall(h: pop.PopHousehold, at: float, lit: bool, model: mdl.HouseholdM
         if base is None and b.state == OPEN and (not lit or (b.since or t) >= at - SECOND_MS):
             base = t
         t = _step(w, t, end, [d.next_check for d in ds] + [b.next_check, fold_at]
-                  + (deaf_at.instants if deaf_at else []))
+                  + ([deaf_at.decided] if deaf_at else []))
     return ((found if found is not None else end) - at) / H, \
         ((base if base is not None else end) - at) / H, \
         ((min(told, end) if told is not None else end) - at) / H

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -184,11 +184,14 @@ def homes_expected(c: Cursor, a_ms: int, b_ms: int) -> int:
 
 
 def count_homes(reports: Iterable[tuple[str, int]], a_ms: int, b_ms: int) -> int:
-    """homes_expected from (household, received at) of the reports of the FLEET_HOME_DAYS days
-    before a_ms (the bench counts its households alike)."""
+    """homes_expected from (household, received at) of reports: those of the FLEET_HOME_DAYS
+    days before a_ms count (the bench counts its households alike)."""
     per: dict[str, list[float]] = {}
     first: dict[str, int] = {}
+    since = a_ms - FLEET_HOME_DAYS * DAY_MS
     for home, at in reports:
+        if not since <= at < a_ms:
+            continue
         per.setdefault(home, [0.0] * 24)[_utc_hour(int(at))] += 1.0
         first[home] = min(first.get(home, a_ms), int(at))
     pieces = _pieces(a_ms, b_ms)
@@ -198,6 +201,17 @@ def count_homes(reports: Iterable[tuple[str, int]], a_ms: int, b_ms: int) -> int
         if sum(counts[h] * piece / HOUR_MS for h, piece in pieces) / days >= FLEET_HOME_EXPECTED:
             n += 1
     return n
+
+
+def decides(rhythm: Rhythm, last_ms: int, now_ms: int, deaf: tuple[tuple[int, int], ...],
+            homes: Callable[[int, int], int], going_on: bool = False) -> bool:
+    """Whether hearing no bulb since last_ms is the server's deafness: improbable for the
+    fleet's rhythm (deaf: spans whose hours it does not expect), and a silence of at least
+    FLEET_MIN_HOMES homes (homes(a, b): how many its own reports expected FLEET_HOME_EXPECTED
+    times; asked only then, and not for a silence already going_on). The server (`hear`) and
+    the bench decide with it alike."""
+    return rhythm.silent(last_ms, now_ms, deaf) and (
+        going_on or homes(last_ms, now_ms) >= FLEET_MIN_HOMES)
 
 
 def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int, int] | None:
@@ -219,23 +233,22 @@ def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
             return None
         if now_ms - prev <= after_ms:
             (n,) = c.one("SELECT COUNT(*) FROM devices WHERE last_heard_at > ? AND "
-                         "last_heard_at <= ?", (prev, now_ms)) or (0,)
+                         "last_heard_at <= ?", (prev, now_ms))
             rhythm.add(prev, now_ms, int(n))
-        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices") or (None,)
+        (last,) = c.one("SELECT MAX(last_heard_at) FROM devices")
         span = None
         if silent_from is not None and last is not None and last > silent_from:
             # heard again: the silence ends at the first bulb heard after it began
             (end,) = c.one("SELECT MIN(last_heard_at) FROM devices WHERE last_heard_at > ?",
-                           (silent_from,)) or (last,)
+                           (silent_from,))
             span = (int(silent_from), int(end))
             c.execute("UPDATE deaf_spans SET end_ms = ? WHERE start_ms = ?", span[::-1])
             silent_from = None
             log.warning("bulbs heard again at %s UTC: the server heard none for %.1f h",
                         local_time(span[1], "UTC"), (span[1] - span[0]) / HOUR_MS)
-        elif (last is not None and last != dismissed and rhythm.silent(
-                int(last), now_ms, tuple(sp for sp in spans(c) if sp[0] != silent_from))
-              and (silent_from == last
-                   or homes_expected(c, int(last), now_ms) >= FLEET_MIN_HOMES)):
+        elif last is not None and last != dismissed and decides(
+                rhythm, int(last), now_ms, tuple(sp for sp in spans(c) if sp[0] != silent_from),
+                lambda a, b: homes_expected(c, a, b), going_on=silent_from == last):
             span = (int(last), now_ms)
             # the stopped server's own spans in it are part of this one
             c.execute("DELETE FROM deaf_spans WHERE start_ms > ? AND end_ms <= ?", span)
@@ -248,8 +261,7 @@ def hear(db: Database, now_ms: int, after_ms: int = DEAF_AFTER_MS) -> tuple[int,
                             local_time(span[0], "UTC"), (now_ms - span[0]) / HOUR_MS)
                 # every household evaluated at once: an alert that opened in the silence
                 # before it was decided is cleared, not reminded
-                c.execute("UPDATE households SET next_check = ? WHERE next_check IS NULL OR "
-                          "next_check > ?", (now_ms, now_ms))
+                _all_due(c, now_ms)
             silent_from = span[0]
         c.execute("UPDATE fleet_rhythm SET at_ms = ?, rhythm = ?, silent_from = ? WHERE id = 1",
                   (now_ms, rhythm.to_json(), silent_from))
@@ -314,6 +326,11 @@ def _relearn(c: Cursor, now_ms: int) -> None:
     """Every household is evaluated at the next sweep, and its model learned again from its
     visits (the days of a span recorded after they were folded are folded anew)."""
     c.execute("UPDATE household_models SET learned_under = ''")
+    _all_due(c, now_ms)
+
+
+def _all_due(c: Cursor, now_ms: int) -> None:
+    """Every household is evaluated at the next sweep (households.recheck_by, for all)."""
     c.execute("UPDATE households SET next_check = ? WHERE next_check IS NULL OR next_check > ?",
               (now_ms, now_ms))
 
